@@ -1,0 +1,138 @@
+//! From `fluxlit.toml` to a checked [`Config`]: read → parse (with spans) → validate.
+//!
+//! `compile` then turns a checked config into the parts of a [`crate::snapshot::Snapshot`].
+//! Nothing in this module knows about sockets.
+
+pub mod compile;
+pub mod diagnostic;
+pub mod load;
+pub mod model;
+pub mod schema;
+pub mod units;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Location, Severity};
+pub use load::{ConfigSource, ReadError, SourceHash};
+pub use model::Config;
+
+/// The default config path when neither `--config` nor `$FLUXLIT_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "fluxlit.toml";
+
+/// A config that parsed and passed validation, with its warnings and the bytes it came from.
+#[derive(Debug, Clone)]
+pub struct CheckedConfig {
+    pub config: Config,
+    pub source: ConfigSource,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{} has {} error(s)", path.display(), errors.len())]
+    Invalid {
+        path: PathBuf,
+        /// Every error, and the warnings found alongside them.
+        errors: Vec<Diagnostic>,
+        warnings: Vec<Diagnostic>,
+    },
+}
+
+impl LoadError {
+    /// Each problem in the `file:line:col: error: ...` form, errors first.
+    pub fn render(&self) -> Vec<String> {
+        match self {
+            Self::Read(err) => vec![err.to_string()],
+            Self::Invalid {
+                path,
+                errors,
+                warnings,
+            } => errors
+                .iter()
+                .chain(warnings)
+                .map(|d| d.render(path))
+                .collect(),
+        }
+    }
+
+    /// The errors only, rendered: what made the file unusable.
+    pub fn render_errors(&self) -> Vec<String> {
+        match self {
+            Self::Read(err) => vec![err.to_string()],
+            Self::Invalid { path, errors, .. } => errors.iter().map(|d| d.render(path)).collect(),
+        }
+    }
+}
+
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<CheckedConfig, LoadError> {
+    check(load::read(path)?)
+}
+
+/// Parses and validates text that has been read already.
+pub fn check(source: ConfigSource) -> Result<CheckedConfig, LoadError> {
+    let invalid = |errors: Vec<Diagnostic>, warnings| LoadError::Invalid {
+        path: source.path.clone(),
+        errors,
+        warnings,
+    };
+    let parsed = load::parse(&source.text).map_err(|errors| invalid(errors, Vec::new()))?;
+    let mut diagnostics = validate::validate(&parsed.config);
+    parsed.spans.locate(&mut diagnostics);
+    diagnostics.sort_by_key(|d| d.location.map(|l| (l.line, l.column)));
+    let (errors, warnings): (Vec<_>, Vec<_>) =
+        diagnostics.into_iter().partition(Diagnostic::is_error);
+    if !errors.is_empty() {
+        return Err(invalid(errors, warnings));
+    }
+    Ok(CheckedConfig {
+        config: parsed.config,
+        source,
+        warnings,
+    })
+}
+
+/// The config path from the command line, else `$FLUXLIT_CONFIG`, else `./fluxlit.toml`.
+/// The environment is a parameter so callers and tests decide where it comes from.
+pub fn resolve_path(cli: Option<PathBuf>, env_value: Option<std::ffi::OsString>) -> PathBuf {
+    cli.or_else(|| env_value.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+/// The closest of `candidates` to `input`, if one is close enough to be a likely typo.
+pub fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(input, candidate), candidate))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_comes_from_the_flag_then_the_environment_then_the_default() {
+        let flag = Some(PathBuf::from("a.toml"));
+        let env = Some("b.toml".into());
+        assert_eq!(resolve_path(flag, env.clone()), PathBuf::from("a.toml"));
+        assert_eq!(resolve_path(None, env), PathBuf::from("b.toml"));
+        assert_eq!(
+            resolve_path(None, Some("".into())),
+            PathBuf::from(DEFAULT_PATH)
+        );
+        assert_eq!(resolve_path(None, None), PathBuf::from(DEFAULT_PATH));
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(suggest("apii", ["api", "ui"]), Some("api"));
+        assert_eq!(suggest("database", ["api", "ui"]), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! The configuration model: exactly the shape of `fluxlit.toml`.
+//!
+//! These types are plain data. They derive `serde` (the file), `schemars` (the JSON
+//! Schema editors validate against) and `validator` (checks on single fields). Checks
+//! that span several fields live in `validate.rs`; nothing here knows about sockets.
+//!
+//! Unknown keys are errors: the schema says `additionalProperties: false`, and the
+//! loader reports every unknown key with its path instead of stopping at the first.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use validator::{Validate, ValidationError};
+
+use super::units::{ByteSize, Duration};
+
+/// The whole `fluxlit.toml`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema, Validate)]
+#[schemars(deny_unknown_fields, title = "fluxlit.toml")]
+#[serde(default)]
+pub struct Config {
+    /// The public listener and what it adds to every request and response.
+    #[validate(nested)]
+    pub server: Server,
+
+    /// The admin listener (`/healthz`, `/readyz`, `/snapshot`). Absent: no admin listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+
+    /// Which peers are believed when they send `X-Forwarded-*`, `Forwarded`, a request id
+    /// or an identity header.
+    pub trust: Trust,
+
+    /// Upstream servers by name; routes refer to them by that name.
+    pub upstreams: BTreeMap<String, Upstream>,
+
+    /// Routes, matched by longest path prefix on segment boundaries (their order in the
+    /// file does not matter).
+    #[validate(nested)]
+    pub routes: Vec<Route>,
+
+    /// Auth providers. Not supported yet: a file with an `[auth]` table is refused, so a
+    /// route never silently runs without the protection it asks for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `[server]`: the public listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct Server {
+    /// Address and port of the public listener. Static: changing it needs a restart.
+    pub listen: SocketAddr,
+
+    /// The URL users reach the gateway at. Its path, if other than `/`, is sent upstream
+    /// as `X-Forwarded-Prefix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
+
+    /// Add security response headers (`X-Content-Type-Options`, `Content-Security-Policy:
+    /// frame-ancestors 'self'`, `Referrer-Policy`, and HSTS when `public_base_url` is
+    /// https) where the upstream did not set them.
+    pub security_headers: bool,
+
+    /// The request id header: kept from a trusted proxy, else generated; sent upstream and
+    /// echoed on the response.
+    pub request_id_header: String,
+
+    /// How long a client may take to send a complete request head once it started one.
+    /// A slow client (slowloris) is disconnected after it.
+    #[validate(custom(function = "nonzero_duration"))]
+    pub header_read_timeout: Duration,
+
+    /// How long a keep-alive connection may sit idle between requests before it is closed.
+    #[validate(custom(function = "nonzero_duration"))]
+    pub idle_timeout: Duration,
+
+    /// The largest request head (request line and headers) accepted; larger heads get 431.
+    pub max_header_size: ByteSize,
+
+    /// The most client connections open at once; connections beyond it get 503 and are
+    /// closed.
+    #[validate(range(min = 1))]
+    pub max_connections: u32,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            public_base_url: None,
+            security_headers: true,
+            request_id_header: "x-request-id".to_owned(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_size: ByteSize::kib(32),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[admin]`: the operator's listener. Keep it on loopback or a private network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Admin {
+    /// Address and port of the admin listener. Static: changing it needs a restart.
+    pub listen: SocketAddr,
+}
+
+/// `[trust]`: who may speak for the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct Trust {
+    /// Peers (CIDR ranges or single addresses) whose `X-Forwarded-*`, `Forwarded`, request
+    /// id and identity headers are believed. Empty: nobody's are.
+    pub proxies: Vec<String>,
+
+    /// Forward-auth identity header (set by an SSO proxy in front). Taken only from
+    /// trusted proxies; stripped from everyone else.
+    pub remote_user_header: String,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Self {
+            proxies: Vec::new(),
+            remote_user_header: "x-remote-user".to_owned(),
+        }
+    }
+}
+
+/// A gateway-provided upstream, for trying a config without any server behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Builtin {
+    /// Answers with a JSON description of the request exactly as an upstream would
+    /// receive it: method, path, query and headers after the header policy.
+    Echo,
+}
+
+/// `[upstreams.NAME]`: a server the gateway forwards to. Give it `url` or `builtin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["url"]}, {"required": ["builtin"]}]))]
+#[serde(default)]
+pub struct Upstream {
+    /// Base URL, `http://host:port` with an optional base path that is prepended to the
+    /// forwarded path. WebSocket upgrades go to the same address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+
+    /// Use a gateway-provided upstream instead of a server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<Builtin>,
+
+    /// How long to wait for a TCP connection to the upstream; then 502.
+    #[validate(custom(function = "nonzero_duration"))]
+    pub connect_timeout: Duration,
+
+    /// How long to wait for the upstream's response headers; then 504. Response bodies
+    /// may stream for longer.
+    #[validate(custom(function = "nonzero_duration"))]
+    pub timeout: Duration,
+
+    /// How long an idle pooled connection to the upstream is kept.
+    #[validate(custom(function = "nonzero_duration"))]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            url: None,
+            builtin: None,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// `[[routes]]`: which requests go to which upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
+#[schemars(deny_unknown_fields)]
+pub struct Route {
+    /// A unique name, used in logs, metrics and error pages.
+    #[validate(custom(function = "route_name"))]
+    pub name: String,
+
+    /// Path prefix, matched on segment boundaries: `/api` matches `/api`, `/api/` and
+    /// `/api/x`, never `/apix`. The longest matching prefix wins.
+    #[validate(custom(function = "path_prefix"))]
+    pub path_prefix: String,
+
+    /// Name of the upstream in `[upstreams]`.
+    pub upstream: String,
+
+    /// Remove `path_prefix` before forwarding (`/api/x` reaches the upstream as `/x`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+
+    /// Extra client headers to forward on top of the standard set. Never `authorization`,
+    /// `cookie`, hop-by-hop or forwarding headers: those names are dropped with a warning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_client_headers: Vec<String>,
+
+    /// Name of an auth provider. Not supported yet: a route with `auth` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+}
+
+fn nonzero_duration(value: &Duration) -> Result<(), ValidationError> {
+    if value.is_zero() {
+        return Err(ValidationError::new("zero_duration").with_message(
+            "must be longer than zero: a zero timeout would fail every request".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn route_name(value: &str) -> Result<(), ValidationError> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(ValidationError::new("route_name").with_message(
+            format!("{value:?} is not a valid name: use 1 to 64 letters, digits, '-' or '_'")
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn path_prefix(value: &str) -> Result<(), ValidationError> {
+    let problem = if !value.starts_with('/') {
+        Some(format!("{value:?} must start with '/'"))
+    } else if value.contains(['?', '#']) {
+        Some(format!("{value:?} must be a path only, without '?' or '#'"))
+    } else if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        Some(format!(
+            "{value:?} must not contain spaces or control characters"
+        ))
+    } else if value
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        Some(format!("{value:?} must not contain '.' or '..' segments"))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(ValidationError::new("path_prefix").with_message(message.into())),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,397 @@
+//! Checks on a parsed [`Config`]: single-field rules (`validator`) and the rules that
+//! span fields (references, duplicates, addresses). Every problem is collected before
+//! answering, so one `fluxlit validate` run lists them all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use url::Url;
+use validator::{Validate, ValidationErrors, ValidationErrorsKind};
+
+use super::diagnostic::Diagnostic;
+use super::model::{Config, Route, Upstream};
+use super::suggest;
+use crate::header_sets;
+
+/// Every error and warning in `config`, in file order as far as it is known.
+pub fn validate(config: &Config) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+
+    if let Err(errors) = config.validate() {
+        flatten_validator_errors("", &errors, &mut found);
+    }
+    for (name, upstream) in &config.upstreams {
+        if let Err(errors) = upstream.validate() {
+            flatten_validator_errors(&format!("upstreams.{name}"), &errors, &mut found);
+        }
+    }
+
+    check_server(config, &mut found);
+    check_trust(config, &mut found);
+    for (name, upstream) in &config.upstreams {
+        check_upstream(name, upstream, &mut found);
+    }
+    check_routes(config, &mut found);
+    check_auth(config, &mut found);
+    found
+}
+
+/// `validator` reports nested errors as a tree keyed by field name; the file's key
+/// paths are the same names, so the tree flattens into `routes[1].name` paths.
+fn flatten_validator_errors(prefix: &str, errors: &ValidationErrors, out: &mut Vec<Diagnostic>) {
+    let join = |field: &str| {
+        if prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{prefix}.{field}")
+        }
+    };
+    let mut fields: Vec<_> = errors.errors().iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    for (field, kind) in fields {
+        match kind {
+            ValidationErrorsKind::Field(errors) => {
+                for error in errors {
+                    let message = match &error.message {
+                        Some(message) => message.to_string(),
+                        None if error.code == "range" => match error.params.get("min") {
+                            Some(min) => format!("must be at least {min}"),
+                            None => "is out of range".to_owned(),
+                        },
+                        None => format!("is invalid ({})", error.code),
+                    };
+                    out.push(Diagnostic::error(join(field), message));
+                }
+            }
+            ValidationErrorsKind::Struct(nested) => {
+                flatten_validator_errors(&join(field), nested, out)
+            }
+            ValidationErrorsKind::List(items) => {
+                for (index, nested) in items {
+                    flatten_validator_errors(&format!("{}[{index}]", join(field)), nested, out);
+                }
+            }
+        }
+    }
+}
+
+fn check_server(config: &Config, found: &mut Vec<Diagnostic>) {
+    let server = &config.server;
+    if let Some(base) = &server.public_base_url {
+        match Url::parse(base) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => found.push(
+                Diagnostic::error(
+                    "server.public_base_url",
+                    format!("scheme `{}` is not supported", url.scheme()),
+                )
+                .with_help("use the http:// or https:// URL users type in their browser"),
+            ),
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                found.push(Diagnostic::error(
+                    "server.public_base_url",
+                    "must not have a query or fragment",
+                ));
+            }
+            Ok(_) => {}
+            Err(err) => found.push(
+                Diagnostic::error(
+                    "server.public_base_url",
+                    format!("{base:?} is not a URL: {err}"),
+                )
+                .with_help(
+                    "write it like \"https://apps.example.com\" or \"https://example.com/app\"",
+                ),
+            ),
+        }
+    }
+    check_header_name("server.request_id_header", &server.request_id_header, found);
+
+    let size = server.max_header_size.bytes();
+    // hyper needs room for at least one read buffer of 8 KiB.
+    if !(8 * 1024..=1024 * 1024).contains(&size) {
+        found.push(Diagnostic::error(
+            "server.max_header_size",
+            format!(
+                "{} is out of range: use 8KiB to 1MiB",
+                server.max_header_size
+            ),
+        ));
+    }
+
+    if let Some(admin) = &config.admin
+        && admin.listen == server.listen
+    {
+        found.push(Diagnostic::error(
+            "admin.listen",
+            format!(
+                "{} is also server.listen; give the admin listener its own port",
+                admin.listen
+            ),
+        ));
+    }
+}
+
+fn check_trust(config: &Config, found: &mut Vec<Diagnostic>) {
+    for (index, entry) in config.trust.proxies.iter().enumerate() {
+        if parse_cidr(entry).is_none() {
+            found.push(
+                Diagnostic::error(
+                    format!("trust.proxies[{index}]"),
+                    format!("{entry:?} is not an IP address or CIDR range"),
+                )
+                .with_help("write it like \"10.0.0.0/8\", \"127.0.0.1/32\" or \"::1\""),
+            );
+        }
+    }
+    check_header_name(
+        "trust.remote_user_header",
+        &config.trust.remote_user_header,
+        found,
+    );
+}
+
+/// `"10.0.0.0/8"` or a single address (`"10.0.0.1"`, taken as `/32` or `/128`).
+pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn check_upstream(name: &str, upstream: &Upstream, found: &mut Vec<Diagnostic>) {
+    let path = format!("upstreams.{name}");
+    if !is_valid_name(name) {
+        found.push(Diagnostic::error(
+            &path,
+            format!("{name:?} is not a valid upstream name: use letters, digits, '-' or '_'"),
+        ));
+    }
+    match (&upstream.url, &upstream.builtin) {
+        (Some(_), Some(_)) => found.push(Diagnostic::error(
+            &path,
+            "has both `url` and `builtin`; keep one",
+        )),
+        (None, None) => found.push(
+            Diagnostic::error(&path, "has neither `url` nor `builtin`").with_help(
+                "add url = \"http://127.0.0.1:8000\", or builtin = \"echo\" to try the gateway",
+            ),
+        ),
+        (Some(url), None) => {
+            if let Err(message) = parse_upstream_url(url) {
+                found.push(Diagnostic::error(format!("{path}.url"), message));
+            }
+        }
+        (None, Some(_)) => {}
+    }
+}
+
+/// The upstream's base URL: `http://host:port[/base]`, nothing else.
+pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|err| {
+        format!("{text:?} is not a URL: {err}; write it like \"http://127.0.0.1:8000\"")
+    })?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "{text:?}: https upstreams are not supported yet; reach the upstream over \
+                 http on loopback or a private network"
+            ));
+        }
+        "ws" | "wss" => {
+            return Err(format!(
+                "{text:?}: use http:// — WebSocket upgrades go to the same http address"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "{text:?}: scheme `{other}` is not supported; use http://"
+            ));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{text:?} carries credentials; upstream URLs must not"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn check_routes(config: &Config, found: &mut Vec<Diagnostic>) {
+    if config.routes.is_empty() {
+        found.push(
+            Diagnostic::warning("routes", "there are no routes: every request gets 404")
+                .with_help("add a [[routes]] table with name, path_prefix and upstream"),
+        );
+    }
+
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut prefixes: HashMap<&str, usize> = HashMap::new();
+    for (index, route) in config.routes.iter().enumerate() {
+        let path = format!("routes[{index}]");
+        if let Some(first) = names.insert(&route.name, index) {
+            names.insert(&route.name, first);
+            found.push(
+                Diagnostic::error(
+                    format!("{path}.name"),
+                    format!(
+                        "duplicate route name {:?}, already used by routes[{first}]",
+                        route.name
+                    ),
+                )
+                .with_help("give every route its own name"),
+            );
+        }
+        if route.path_prefix.starts_with('/') {
+            let prefix = normalize_prefix(&route.path_prefix);
+            if let Some(first) = prefixes.insert(prefix, index) {
+                prefixes.insert(prefix, first);
+                found.push(Diagnostic::error(
+                    format!("{path}.path_prefix"),
+                    format!(
+                        "duplicate path prefix {:?}: routes[{first}] ({:?}) already matches it",
+                        route.path_prefix, config.routes[first].name
+                    ),
+                ));
+            }
+        }
+        if !config.upstreams.contains_key(&route.upstream) {
+            found.push(unknown_upstream(&path, route, &config.upstreams));
+        }
+        check_forward_client_headers(config, &path, route, found);
+    }
+
+    for name in config.upstreams.keys() {
+        if !config.routes.iter().any(|route| &route.upstream == name) {
+            found.push(Diagnostic::warning(
+                format!("upstreams.{name}"),
+                format!("upstream {name:?} is not used by any route"),
+            ));
+        }
+    }
+}
+
+fn unknown_upstream(
+    path: &str,
+    route: &Route,
+    upstreams: &BTreeMap<String, Upstream>,
+) -> Diagnostic {
+    let diagnostic = Diagnostic::error(
+        format!("{path}.upstream"),
+        format!("unknown upstream {:?}", route.upstream),
+    );
+    match suggest(&route.upstream, upstreams.keys().map(String::as_str)) {
+        Some(suggestion) => diagnostic.with_help(format!("did you mean {suggestion:?}?")),
+        None if upstreams.is_empty() => {
+            diagnostic.with_help("define it in an [upstreams.NAME] table with a url")
+        }
+        None => diagnostic.with_help(format!(
+            "the upstreams defined are: {}",
+            upstreams
+                .keys()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn check_forward_client_headers(
+    config: &Config,
+    path: &str,
+    route: &Route,
+    found: &mut Vec<Diagnostic>,
+) {
+    for (index, name) in route.forward_client_headers.iter().enumerate() {
+        let key = format!("{path}.forward_client_headers[{index}]");
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            found.push(Diagnostic::error(
+                key,
+                format!("{name:?} is not a valid header name"),
+            ));
+            continue;
+        }
+        let reason = header_sets::forbidden_in_allowlist(name).or_else(|| {
+            let lower = name.to_ascii_lowercase();
+            if lower == config.trust.remote_user_header.to_ascii_lowercase() {
+                Some("the forward-auth identity header, believed only from trusted proxies")
+            } else if lower == config.server.request_id_header.to_ascii_lowercase() {
+                Some("the request id header, kept only from trusted proxies")
+            } else {
+                None
+            }
+        });
+        if let Some(reason) = reason {
+            found.push(
+                Diagnostic::warning(
+                    key,
+                    format!("{name:?} is dropped from the allowlist: {reason}"),
+                )
+                .with_help("remove it from forward_client_headers"),
+            );
+        }
+    }
+}
+
+/// Names of providers cannot be honoured yet: refusing them is the only safe answer,
+/// since ignoring them would serve the route without the check it asks for.
+fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
+    if config.auth.is_some() {
+        found.push(
+            Diagnostic::error(
+                "auth",
+                "auth providers are not supported yet by this version",
+            )
+            .with_help(
+                "remove the [auth] tables; this gateway refuses them rather than ignore them",
+            ),
+        );
+    }
+    for (index, route) in config.routes.iter().enumerate() {
+        if let Some(provider) = &route.auth {
+            found.push(
+                Diagnostic::error(
+                    format!("routes[{index}].auth"),
+                    format!("auth = {provider:?} is not supported yet by this version"),
+                )
+                .with_help("remove `auth` from the route; it is refused so the route never runs unprotected"),
+            );
+        }
+    }
+}
+
+fn check_header_name(path: &str, name: &str, found: &mut Vec<Diagnostic>) {
+    if HeaderName::from_bytes(name.as_bytes()).is_err() {
+        found.push(Diagnostic::error(
+            path,
+            format!("{name:?} is not a valid header name"),
+        ));
+    } else if header_sets::HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+        found.push(Diagnostic::error(
+            path,
+            format!("{name:?} is a hop-by-hop header"),
+        ));
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `/api/` and `/api` are the same prefix; `/` stays `/`.
+pub(crate) fn normalize_prefix(prefix: &str) -> &str {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() { "/" } else { trimmed }
+}

@@ -1,0 +1,25 @@
+//! FluxLit: one public origin for a FastAPI backend and a Streamlit UI, with the
+//! security edge in front of both.
+//!
+//! The pipeline, in one line:
+//!
+//! ```text
+//! fluxlit.toml ─parse─▶ Config ─validate─▶ CheckedConfig ─compile─▶ Snapshot ─ArcSwap─▶ request path
+//!   config::load          config::model      config::validate      config::compile    proxy, server
+//!        ▲
+//!   reload: notify watcher (the file's directory) + SIGHUP + poll ─ debounce ─ the same
+//!   steps, swapped in only on success
+//! ```
+//!
+//! A request loads the snapshot once and uses only it; a reload is one atomic store.
+
+pub mod admin;
+pub mod config;
+pub mod gateway;
+pub mod header_sets;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod snapshot;
+
+pub use gateway::Gateway;

@@ -1,0 +1,95 @@
+//! The response body the gateway sends: an upstream's streamed body or a short message
+//! of its own, plus whatever must live exactly as long as the response does.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// Something dropped when the response has been sent or abandoned (e.g. the
+/// connection's "request in flight" mark).
+pub type Attachment = Box<dyn Send + Sync + 'static>;
+
+#[derive(Default)]
+pub struct ProxyBody {
+    kind: Kind,
+    _attachment: Option<Attachment>,
+}
+
+#[derive(Default)]
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+    #[default]
+    Empty,
+}
+
+impl ProxyBody {
+    pub fn upstream(body: Incoming) -> Self {
+        Self {
+            kind: Kind::Upstream(body),
+            _attachment: None,
+        }
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            kind: Kind::Full(Some(bytes.into())),
+            _attachment: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Keeps `attachment` alive until the body is finished or dropped.
+    pub fn attach(mut self, attachment: Attachment) -> Self {
+        self._attachment = Some(attachment);
+        self
+    }
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Upstream(_) => "upstream",
+            Kind::Full(_) => "full",
+            Kind::Empty => "empty",
+        };
+        f.debug_struct("ProxyBody").field("kind", &kind).finish()
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Full(None) | Kind::Empty => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The gateway's own error responses, and how upstream failures are classified.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use crate::snapshot::Route;
+
+/// A short plain-text answer that names the route and the request id, so a user can
+/// quote it and an operator can find the log line. Never includes upstream details.
+pub fn error_response(
+    status: StatusCode,
+    route: Option<&Route>,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let request_id = request_id.to_str().unwrap_or("-");
+    let text = match route {
+        Some(route) => format!(
+            "{} {reason}\nroute {:?}: {message}\nrequest id: {request_id}\n",
+            status.as_u16(),
+            route.name
+        ),
+        None => format!(
+            "{} {reason}\n{message}\nrequest id: {request_id}\n",
+            status.as_u16()
+        ),
+    };
+    let mut response = Response::new(ProxyBody::full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Whether an upstream client error was a timeout (connect timeout): 504, not 502.
+pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// The error and its causes on one line, for the log.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,269 @@
+//! The request path: one snapshot load, route match, header policy, upstream call.
+//!
+//! `Proxy::handle` never fails: every problem becomes a short response that names the
+//! route and the request id (404, 400, 502, 504) and never shows upstream internals;
+//! the details go to the log.
+
+pub mod body;
+mod echo;
+mod errors;
+pub mod headers;
+pub mod routes;
+mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::snapshot::{HttpUpstream, Route, SharedSnapshot, Snapshot, UpstreamTarget};
+pub use body::ProxyBody;
+use errors::error_response;
+use headers::RequestContext;
+
+/// The public listener's request handler. Cheap to clone: one per connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    snapshot: SharedSnapshot,
+    scheme: &'static str,
+}
+
+impl Proxy {
+    pub fn new(snapshot: SharedSnapshot) -> Self {
+        Self {
+            snapshot,
+            scheme: "http",
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let snapshot = self.snapshot.load_full();
+        let policy = &snapshot.headers;
+        let peer_trusted = policy.is_trusted(peer.ip());
+        let request_id = request_id(&request, &snapshot, peer_trusted);
+        let mut response = self
+            .route(&snapshot, request, peer, peer_trusted, &request_id)
+            .await;
+        headers::add_response_headers(response.headers_mut(), policy, &request_id);
+        response
+    }
+
+    async fn route(
+        &self,
+        snapshot: &Snapshot,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        peer_trusted: bool,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let path = match routes::normalize_path(request.uri().path()) {
+            Ok(path) => path,
+            Err(reason) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    &reason.to_string(),
+                    request_id,
+                );
+            }
+        };
+        let Some(route) = snapshot.routes.find(&path).cloned() else {
+            let message = "no route matches this path";
+            return error_response(StatusCode::NOT_FOUND, None, message, request_id);
+        };
+        let upstream_path = upstream_path(&route, &path, request.uri().query());
+
+        let websocket = is_websocket_handshake(&request);
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
+        let ctx = RequestContext {
+            peer,
+            peer_trusted,
+            scheme: self.scheme,
+            uri_authority: parts.uri.authority().map(|a| a.as_str()),
+            request_id,
+            websocket,
+        };
+
+        match &route.upstream.target {
+            UpstreamTarget::Echo => {
+                // The built-in upstream has no address; its Host is its name.
+                let host = HeaderValue::from_static("echo");
+                let headers = headers::upstream_request_headers(
+                    &parts.headers,
+                    &snapshot.headers,
+                    &route,
+                    &host,
+                    &ctx,
+                );
+                echo::respond(&route, &parts.method, &upstream_path, headers, body).await
+            }
+            UpstreamTarget::Http(http) => {
+                let headers = headers::upstream_request_headers(
+                    &parts.headers,
+                    &snapshot.headers,
+                    &route,
+                    &http.host,
+                    &ctx,
+                );
+                let Some(uri) = upstream_uri(http, &upstream_path) else {
+                    let message = "the request path cannot be forwarded";
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        Some(&route),
+                        message,
+                        request_id,
+                    );
+                };
+                let mut upstream_request = Request::new(body);
+                *upstream_request.method_mut() = parts.method;
+                *upstream_request.uri_mut() = uri;
+                *upstream_request.version_mut() = Version::HTTP_11;
+                *upstream_request.headers_mut() = headers;
+                forward(&route, http, upstream_request, client_upgrade, request_id).await
+            }
+        }
+    }
+}
+
+async fn forward(
+    route: &Arc<Route>,
+    http: &HttpUpstream,
+    request: Request<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let upstream = &route.upstream;
+    let result = tokio::time::timeout(upstream.timeout, http.client.request(request)).await;
+    let mut response = match result {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            let timed_out = errors::is_timeout(&error);
+            tracing::warn!(
+                route = %route.name,
+                upstream = %upstream.name,
+                request_id = request_id.to_str().unwrap_or("-"),
+                error = %errors::chain(&error),
+                "upstream request failed",
+            );
+            let (status, message) = if timed_out {
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream did not accept a connection in time",
+                )
+            } else {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream could not be reached or broke the connection",
+                )
+            };
+            return error_response(status, Some(route), message, request_id);
+        }
+        Err(_elapsed) => {
+            tracing::warn!(
+                route = %route.name,
+                upstream = %upstream.name,
+                request_id = request_id.to_str().unwrap_or("-"),
+                timeout = ?upstream.timeout,
+                "upstream did not answer in time",
+            );
+            let message = format!(
+                "the upstream did not answer within {}",
+                humantime::format_duration(upstream.timeout)
+            );
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                Some(route),
+                &message,
+                request_id,
+            );
+        }
+    };
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        match client_upgrade {
+            Some(client_upgrade) => {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                websocket::spawn_tunnel(client_upgrade, upstream_upgrade, Arc::clone(&route.name));
+            }
+            None => {
+                let message = "the upstream switched protocols without being asked to";
+                return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+            }
+        }
+    }
+    headers::clean_response_headers(response.headers_mut(), switching);
+    response.map(ProxyBody::upstream)
+}
+
+/// The request id: a trusted proxy's, if it sent a sane one, else a fresh UUID.
+fn request_id(request: &Request<Incoming>, snapshot: &Snapshot, peer_trusted: bool) -> HeaderValue {
+    if peer_trusted {
+        let sent = request
+            .headers()
+            .get(&snapshot.headers.request_id)
+            .filter(|value| {
+                let bytes = value.as_bytes();
+                (1..=200).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
+            });
+        if let Some(value) = sent {
+            return value.clone();
+        }
+    }
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// A WebSocket opening handshake (RFC 6455 §4.1) over HTTP/1.1.
+fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
+    request.method() == Method::GET
+        && request.version() == Version::HTTP_11
+        && headers::connection_has(request.headers(), "upgrade")
+        && request
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The path and query the upstream gets: `strip_prefix` applied, the upstream's base
+/// path prepended, the query kept as sent.
+fn upstream_path(route: &Route, path: &str, query: Option<&str>) -> String {
+    let rest = if route.strip_prefix && route.prefix != "/" {
+        match &path[route.prefix.len().min(path.len())..] {
+            "" => "/",
+            rest => rest,
+        }
+    } else {
+        path
+    };
+    let mut out = String::with_capacity(rest.len() + query.map_or(0, |q| q.len() + 1) + 16);
+    out.push_str(rest);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+fn upstream_uri(http: &HttpUpstream, path_and_query: &str) -> Option<Uri> {
+    let path_and_query = if http.base_path.is_empty() {
+        PathAndQuery::try_from(path_and_query).ok()?
+    } else {
+        PathAndQuery::try_from(format!("{}{path_and_query}", http.base_path)).ok()?
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(http.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .ok()
+}

@@ -1,0 +1,358 @@
+//! Hot reload: file change (notify) or SIGHUP → load → validate → compile → one
+//! `ArcSwap` store. Anything short of a valid, compiled config leaves the running
+//! snapshot in place.
+//!
+//! The watcher watches the config file's *directory*, not the file: editors that save
+//! by rename, Kubernetes ConfigMaps (a `..data` symlink swap) and files deleted and
+//! recreated are all seen. Events are debounced, and a reload whose bytes hash the same
+//! as the running config is a no-op. A slow poll backs the watcher up where
+//! notifications do not arrive (some bind mounts and network file systems).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, CheckedConfig, Config, LoadError, SourceHash, compile::compile};
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+/// Quiet time after the last file event before reloading: editors write in bursts.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How often the file is re-read when no notification arrives.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keys that only take effect at start; a reload that changes them is refused for them.
+pub const STATIC_KEYS: &[&str] = &["server.listen", "admin.listen"];
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The file holds the running config's bytes.
+    Unchanged,
+    Applied {
+        generation: u64,
+        refused_static_keys: Vec<String>,
+    },
+    /// The file is invalid; the running snapshot stays. The errors are rendered.
+    Rejected {
+        errors: Vec<String>,
+    },
+    /// The file is gone; the running snapshot stays until it returns.
+    Missing,
+    Unreadable {
+        error: String,
+    },
+}
+
+/// The last failed reload, kept for `/snapshot`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadFailure {
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_hash: Option<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub last_error: Option<ReloadFailure>,
+    /// Static keys the last applied reload wanted to change, kept at their running values.
+    pub refused_static_keys: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    status: ReloadStatus,
+    /// The bytes that last failed, so the same broken file is reported once, not on
+    /// every event or poll.
+    rejected_hash: Option<SourceHash>,
+    missing: bool,
+}
+
+/// Reloads the config at `path` into `snapshot`.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    snapshot: SharedSnapshot,
+    state: Mutex<State>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, snapshot: SharedSnapshot) -> Self {
+        Self {
+            path,
+            snapshot,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.lock().status.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` inconsistent: use it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the file and applies it if it changed and is valid. Reloads are serialised.
+    pub fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let mut state = self.lock();
+        let current = self.snapshot.load_full();
+
+        let source = match config::load::read(&self.path) {
+            Ok(source) => source,
+            Err(error) if error.is_missing() => {
+                if !state.missing {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        generation = current.generation,
+                        "config file is gone; still serving the running config until it returns",
+                    );
+                    state.missing = true;
+                }
+                return ReloadOutcome::Missing;
+            }
+            Err(error) => {
+                let message = error.to_string();
+                tracing::error!(
+                    generation = current.generation,
+                    "{message}; keeping the running config"
+                );
+                state.status.last_error = Some(ReloadFailure {
+                    at: now_rfc3339(),
+                    source_hash: None,
+                    errors: vec![message.clone()],
+                });
+                return ReloadOutcome::Unreadable { error: message };
+            }
+        };
+        if state.missing {
+            tracing::info!(path = %self.path.display(), "config file is back");
+            state.missing = false;
+        }
+        if source.hash == current.source_hash {
+            state.status.last_error = None;
+            state.rejected_hash = None;
+            return ReloadOutcome::Unchanged;
+        }
+        if state.rejected_hash == Some(source.hash) {
+            let errors = state
+                .status
+                .last_error
+                .as_ref()
+                .map(|e| e.errors.clone())
+                .unwrap_or_default();
+            return ReloadOutcome::Rejected { errors };
+        }
+
+        let hash = source.hash;
+        let result = config::check(source)
+            .map_err(|error| error.render_errors())
+            .and_then(|mut checked| {
+                let refused = keep_static_keys(&mut checked.config, &current.config);
+                compile(checked, Some(&current), current.generation + 1)
+                    .map(|snapshot| (snapshot, refused))
+                    .map_err(|errors| errors.iter().map(|d| d.render(&self.path)).collect())
+            });
+        match result {
+            Ok((snapshot, refused)) => {
+                let generation = snapshot.generation;
+                for key in &refused {
+                    tracing::warn!(
+                        key,
+                        "{key} changed, but it takes effect only at start: restart to apply it; the rest of the change applies"
+                    );
+                }
+                log_applied(&current, &snapshot, trigger);
+                self.snapshot.store(Arc::new(snapshot));
+                state.status = ReloadStatus {
+                    last_error: None,
+                    refused_static_keys: refused.clone(),
+                };
+                state.rejected_hash = None;
+                ReloadOutcome::Applied {
+                    generation,
+                    refused_static_keys: refused,
+                }
+            }
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!("{error}");
+                }
+                tracing::error!(
+                    generation = current.generation,
+                    hash = %hash.short(),
+                    "config rejected ({} error(s)); still serving generation {}",
+                    errors.len(),
+                    current.generation,
+                );
+                state.status.last_error = Some(ReloadFailure {
+                    at: now_rfc3339(),
+                    source_hash: Some(hash.to_string()),
+                    errors: errors.clone(),
+                });
+                state.rejected_hash = Some(hash);
+                ReloadOutcome::Rejected { errors }
+            }
+        }
+    }
+
+    /// Watches the file and SIGHUP until `shutdown` turns true.
+    pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let _watcher = match self.start_notify(events_tx) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the config directory; polling every {POLL_INTERVAL:?} instead");
+                None
+            }
+        };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.reset();
+
+        loop {
+            let trigger = tokio::select! {
+                Some(()) = events.recv() => {
+                    // Let the burst of events of one save settle before reading.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+                    "file change"
+                }
+                Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP",
+                _ = poll.tick() => "poll",
+                () = crate::gateway::stopped(&mut shutdown) => return,
+            };
+            let this = Arc::clone(&self);
+            let trigger_name = trigger.to_owned();
+            // Reading and compiling are blocking work; keep them off the request threads.
+            let _ = tokio::task::spawn_blocking(move || this.reload(&trigger_name)).await;
+        }
+    }
+
+    fn start_notify(
+        &self,
+        events: mpsc::UnboundedSender<()>,
+    ) -> notify::Result<notify::RecommendedWatcher> {
+        use notify::{EventKind, RecursiveMode, Watcher};
+        let directory = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !matches!(event.kind, EventKind::Access(_))
+                {
+                    let _ = events.send(());
+                }
+            })?;
+        watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    }
+}
+
+/// Puts the running values back into static keys the new file changed; returns their names.
+fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
+    let mut refused = Vec::new();
+    if new.server.listen != running.server.listen {
+        refused.push(format!(
+            "server.listen (running {}, file says {})",
+            running.server.listen, new.server.listen
+        ));
+        new.server.listen = running.server.listen;
+    }
+    let running_admin = running.admin.as_ref().map(|a| a.listen);
+    let new_admin = new.admin.as_ref().map(|a| a.listen);
+    if new_admin != running_admin {
+        let show = |listen: Option<std::net::SocketAddr>| {
+            listen.map_or("none".to_owned(), |l| l.to_string())
+        };
+        refused.push(format!(
+            "admin.listen (running {}, file says {})",
+            show(running_admin),
+            show(new_admin)
+        ));
+        new.admin = running.admin.clone();
+    }
+    refused
+}
+
+fn log_applied(old: &Snapshot, new: &Snapshot, trigger: &str) {
+    let old_routes = &old.config.routes;
+    let new_routes = &new.config.routes;
+    let find = |routes: &[config::model::Route], name: &str| {
+        routes.iter().find(|r| r.name == name).cloned()
+    };
+    let added: Vec<&str> = new_routes
+        .iter()
+        .filter(|r| find(old_routes, &r.name).is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    let removed: Vec<&str> = old_routes
+        .iter()
+        .filter(|r| find(new_routes, &r.name).is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    let changed: Vec<&str> = new_routes
+        .iter()
+        .filter(|r| find(old_routes, &r.name).is_some_and(|old| old != **r))
+        .map(|r| r.name.as_str())
+        .collect();
+    let upstreams_changed: Vec<&str> = new
+        .config
+        .upstreams
+        .iter()
+        .filter(|(name, upstream)| old.config.upstreams.get(*name) != Some(upstream))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    tracing::info!(
+        generation = new.generation,
+        hash = %new.source_hash.short(),
+        trigger,
+        routes_added = ?added,
+        routes_removed = ?removed,
+        routes_changed = ?changed,
+        upstreams_changed = ?upstreams_changed,
+        "config reloaded",
+    );
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Loads and compiles the first snapshot, at start.
+pub fn initial_snapshot(path: &Path) -> Result<Snapshot, StartupConfigError> {
+    let checked: CheckedConfig = config::load(path)?;
+    for warning in &checked.warnings {
+        tracing::warn!("{}", warning.render(path));
+    }
+    compile(checked, None, 1).map_err(|errors| {
+        StartupConfigError::Compile(errors.iter().map(|d| d.render(path)).collect())
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupConfigError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("config could not be compiled:\n{}", .0.join("\n"))]
+    Compile(Vec<String>),
+}

@@ -1,0 +1,292 @@
+//! The public listener: accepts connections, enforces per-connection limits and hands
+//! requests to the [`Proxy`].
+//!
+//! Limits are read from the current snapshot when a connection is accepted, so a reload
+//! changes them for new connections. Each connection has a watchdog that closes it
+//! when a client is too slow to send a request head (`header_read_timeout`, against
+//! slowloris) or sits idle between requests (`idle_timeout`). hyper's own header timer
+//! is not used: it starts when the connection goes idle, which would merge the two.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::proxy::Proxy;
+use crate::snapshot::{ConnectionLimits, SharedSnapshot};
+
+/// Runs the accept loop until `shutdown` turns true. Open connections then finish the
+/// request they are serving and close.
+pub async fn serve(
+    listener: TcpListener,
+    snapshot: SharedSnapshot,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let proxy = Proxy::new(Arc::clone(&snapshot));
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = crate::gateway::stopped(&mut shutdown) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors or a reset before accept: wait a little rather
+                // than spin, and keep serving the connections already open.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let limits = snapshot.load().limits;
+        let Some(slot) = ConnectionSlot::take(&open, limits.max_connections) else {
+            tokio::spawn(refuse(stream, peer));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, proxy, limits, shutdown).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One place in the `max_connections` budget, given back on drop.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(Arc::clone(open)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answers a connection over the limit with a 503 and closes it.
+async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
+    tracing::warn!(%peer, "connection refused: max_connections reached");
+    let response = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+connection: close\r\ncontent-length: 48\r\n\r\nthe gateway is at its maximum of connections\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(response)).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Proxy,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |request| {
+            let proxy = proxy.clone();
+            let in_flight = RequestInFlight::start(&activity);
+            async move {
+                let response = proxy.handle(request, peer).await;
+                Ok::<_, Infallible>(response.map(|body| body.attach(Box::new(in_flight))))
+            }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .max_buf_size(limits.max_header_size)
+        .header_read_timeout(None)
+        .keep_alive(true);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+
+    let watchdog = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
+    tokio::pin!(watchdog);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = watchdog.as_mut() => match activity.deadline(&limits) {
+                Deadline::Expired(reason) => {
+                    tracing::debug!(%peer, reason, "closing connection");
+                    return;
+                }
+                Deadline::At(at) => watchdog.as_mut().reset(at.into()),
+            },
+            () = crate::gateway::stopped(&mut shutdown), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// What the watchdog needs to know about a connection, updated from the I/O path.
+struct Activity {
+    started: Instant,
+    requests_in_flight: AtomicUsize,
+    /// Milliseconds since `started` when the connection last became idle.
+    idle_since: AtomicU64,
+    /// Milliseconds since `started` (+1, so 0 means none) of the first byte of a request
+    /// head read while no request was in flight.
+    head_started: AtomicU64,
+}
+
+enum Deadline {
+    Expired(&'static str),
+    At(Instant),
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            requests_in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
+    }
+
+    fn on_read(&self) {
+        if self.requests_in_flight.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn deadline(&self, limits: &ConnectionLimits) -> Deadline {
+        let now = Instant::now();
+        if self.requests_in_flight.load(Ordering::Acquire) > 0 {
+            // A request is being served: the upstream timeout governs it.
+            return Deadline::At(now + limits.idle_timeout);
+        }
+        let (since, limit, reason) = match self.head_started.load(Ordering::Relaxed) {
+            0 => (
+                self.idle_since.load(Ordering::Relaxed),
+                limits.idle_timeout,
+                "idle timeout",
+            ),
+            started => (
+                started - 1,
+                limits.header_read_timeout,
+                "request head not received in time",
+            ),
+        };
+        let expires = self.at(since) + limit;
+        if expires <= now {
+            Deadline::Expired(reason)
+        } else {
+            Deadline::At(expires)
+        }
+    }
+}
+
+/// Marks a request in flight from when its head is parsed until its response body is
+/// finished or dropped.
+struct RequestInFlight(Arc<Activity>);
+
+impl RequestInFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.requests_in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.head_started.store(0, Ordering::Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The client's socket, noting when bytes arrive.
+struct TrackedIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.on_read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

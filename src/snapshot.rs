@@ -1,0 +1,120 @@
+//! The compiled, immutable form of a config: what the request path reads.
+//!
+//! A request loads the current snapshot once (`SharedSnapshot::load_full`) and uses only
+//! it, so a reload — one atomic store of a new `Arc<Snapshot>` — never shows a request a
+//! mix of two configs. Everything here was built by `config::compile`; nothing is
+//! parsed or rebuilt per request.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue, uri::Authority};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use ipnet::IpNet;
+
+use crate::config::{Config, Diagnostic, SourceHash, model};
+use crate::proxy::routes::RouteTable;
+
+/// The current snapshot, swapped atomically on reload.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// 1 for the config loaded at start, +1 for every reload that applied.
+    pub generation: u64,
+    pub source_hash: SourceHash,
+    pub loaded_at: SystemTime,
+    /// The effective config (defaults filled in, refused static keys kept at their
+    /// running values).
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+    pub routes: RouteTable<Route>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub headers: HeaderPolicy,
+    pub limits: ConnectionLimits,
+}
+
+/// A route as the request path needs it.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    /// Normalised: no trailing `/` except for the root route.
+    pub prefix: String,
+    pub strip_prefix: bool,
+    pub upstream: Arc<Upstream>,
+    /// Client headers forwarded on this route on top of [`HeaderPolicy::standard`].
+    pub extra_client_headers: Box<[HeaderName]>,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub target: UpstreamTarget,
+    /// How long to wait for response headers.
+    pub timeout: Duration,
+    /// The settings it was built from: an unchanged upstream keeps its connection pool
+    /// across reloads.
+    pub settings: model::Upstream,
+}
+
+#[derive(Debug)]
+pub enum UpstreamTarget {
+    Http(Box<HttpUpstream>),
+    Echo,
+}
+
+/// The pooled HTTP/1.1 client, shared (by `Clone`) with later snapshots.
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+#[derive(Debug)]
+pub struct HttpUpstream {
+    pub client: UpstreamClient,
+    pub authority: Authority,
+    /// The URL's path without its trailing `/`: prepended to every forwarded path.
+    pub base_path: String,
+    /// The `Host` header the upstream gets.
+    pub host: HeaderValue,
+}
+
+/// The header policy of DESIGN.md, precomputed.
+#[derive(Debug)]
+pub struct HeaderPolicy {
+    pub trusted_proxies: Vec<IpNet>,
+    /// Client headers forwarded on every route.
+    pub standard: HashSet<HeaderName>,
+    /// Headers only a trusted proxy may set: forwarding, identity, request id.
+    pub trusted_only: HashSet<HeaderName>,
+    pub request_id: HeaderName,
+    pub remote_user: HeaderName,
+    /// The path of `public_base_url`, when it is not `/`.
+    pub forwarded_prefix: Option<HeaderValue>,
+    /// Added to responses that lack them; empty when `security_headers = false`.
+    pub security_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderPolicy {
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// An IPv4 peer seen on a dual-stack socket arrives as `::ffff:a.b.c.d`.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Per-connection limits of the public listener, read when a connection is accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_connections: usize,
+}
