@@ -80,7 +80,8 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "description": "A duration: a number and a unit (ms, s, m, h), e.g. \"500ms\", \"30s\", \"2m\".",
-            "pattern": r"^\s*([0-9]+\s*(ns|us|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\s*)+$",
+            // The units humantime accepts; the schema and the parser must agree.
+            "pattern": r"^\s*([0-9]+\s*(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\s*)+$",
             "examples": ["500ms", "30s", "2m"]
         })
     }
@@ -157,7 +158,7 @@ impl JsonSchema for ByteSize {
         json_schema!({
             "type": "string",
             "description": "A size: a number and a unit (B, KB, KiB, MB, MiB, GB, GiB), e.g. \"16KiB\", \"10MiB\".",
-            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|[kmgt]i?b|B|b)?\s*$",
+            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([KkMmGgTtPpEe][Ii]?[Bb]?|[Bb])?\s*$",
             "examples": ["16KiB", "10MiB"]
         })
     }

@@ -1,0 +1,177 @@
+//! The command line as a user runs it: `validate`, `config` and the config path rules.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fluxlit(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FLUXLIT_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// One file with many mistakes; each line number below is where the mistake is.
+const BROKEN: &str = r#"[server]
+listen = "127.0.0.1:8080"
+public_base_url = "ftp://example.com"
+
+[trust]
+proxies = ["10.0.0.0/8", "10.0.0.300/8"]
+
+[upstreams.api]
+url = "https://127.0.0.1:8000"
+connect_timeout = "0s"
+
+[upstreams.ui]
+url = "http://127.0.0.1:8501"
+
+[[routes]]
+name = "api"
+path_prefix = "api"
+upstream = "apii"
+auth = "main"
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "ui"
+
+[[routes]]
+name = "root"
+path_prefix = "/"
+upstream = "ui"
+forward_client_headers = ["cookie", "x-tenant"]
+"#;
+
+#[test]
+fn validate_lists_every_error_with_line_and_column_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fluxlit.toml"), BROKEN).unwrap();
+    let output = fluxlit(&["validate"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    let expected = [
+        "fluxlit.toml:3:19: error: server.public_base_url: scheme `ftp` is not supported",
+        "fluxlit.toml:6:26: error: trust.proxies[1]: \"10.0.0.300/8\" is not an IP address or CIDR range",
+        "fluxlit.toml:9:7: error: upstreams.api.url: \"https://127.0.0.1:8000\": https upstreams are not supported yet",
+        "fluxlit.toml:10:19: error: upstreams.api.connect_timeout: must be longer than zero",
+        "fluxlit.toml:17:15: error: routes[0].path_prefix: \"api\" must start with '/'",
+        "fluxlit.toml:18:12: error: routes[0].upstream: unknown upstream \"apii\"",
+        "help: did you mean \"api\"?",
+        "fluxlit.toml:19:8: error: routes[0].auth: auth = \"main\" is not supported yet",
+        "fluxlit.toml:22:8: error: routes[1].name: duplicate route name \"api\", already used by routes[0]",
+        "fluxlit.toml:28:15: error: routes[2].path_prefix: duplicate path prefix \"/\": routes[1] (\"api\") already matches it",
+        "fluxlit.toml:30:27: warning: routes[2].forward_client_headers[0]: \"cookie\" is dropped from the allowlist",
+    ];
+    for line in expected {
+        assert!(text.contains(line), "missing:\n  {line}\nin:\n{text}");
+    }
+    assert!(
+        !text.contains("x-tenant"),
+        "an allowed name is not reported:\n{text}"
+    );
+    assert!(text.contains("9 error(s); nothing was applied"), "{text}");
+}
+
+#[test]
+fn warnings_alone_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[upstreams.ui]\nurl = \"http://127.0.0.1:8501\"\n\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\nforward_client_headers = [\"authorization\", \"x-forwarded-for\"]\n";
+    std::fs::write(dir.path().join("fluxlit.toml"), config).unwrap();
+    let output = fluxlit(&["validate"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("fluxlit.toml:8:27: warning: routes[0].forward_client_headers[0]: \"authorization\" is dropped"), "{text}");
+    assert!(
+        text.contains("forward_client_headers[1]: \"x-forwarded-for\" is dropped"),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("ok (1 route(s), 1 upstream(s), 2 warning(s))")
+    );
+}
+
+#[test]
+fn the_config_path_comes_from_the_flag_then_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.toml"), "[upstreams.ui]\nbuiltin = \"echo\"\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n").unwrap();
+    std::fs::write(dir.path().join("fluxlit.toml"), "not toml at all [").unwrap();
+
+    // Default ./fluxlit.toml: the broken one.
+    assert_eq!(fluxlit(&["validate"], dir.path()).status.code(), Some(1));
+    // $FLUXLIT_CONFIG wins over the default.
+    let from_env = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+        .arg("validate")
+        .current_dir(dir.path())
+        .env("FLUXLIT_CONFIG", "good.toml")
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(0), "{}", stderr(&from_env));
+    // --config wins over $FLUXLIT_CONFIG.
+    let from_flag = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+        .args(["validate", "--config", "fluxlit.toml"])
+        .current_dir(dir.path())
+        .env("FLUXLIT_CONFIG", "good.toml")
+        .output()
+        .unwrap();
+    assert_eq!(from_flag.status.code(), Some(1));
+    assert!(
+        stderr(&from_flag).contains("fluxlit.toml:1:"),
+        "{}",
+        stderr(&from_flag)
+    );
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = fluxlit(&["validate", "--config", "nowhere.toml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot read config file nowhere.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn config_prints_the_effective_config_which_loads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[upstreams.ui]\nurl = \"http://127.0.0.1:8501\"\n\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\nforward_client_headers = [\"cookie\"]\n";
+    std::fs::write(dir.path().join("fluxlit.toml"), config).unwrap();
+    let output = fluxlit(&["config"], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout.clone()).unwrap();
+    for default in [
+        "header_read_timeout = \"10s\"",
+        "max_connections = 10000",
+        "connect_timeout = \"2s\"",
+        "strip_prefix = false",
+    ] {
+        assert!(
+            printed.contains(default),
+            "missing {default} in:\n{printed}"
+        );
+    }
+    assert!(
+        stderr(&output).contains("warning: routes[0].forward_client_headers[0]"),
+        "{}",
+        stderr(&output)
+    );
+
+    std::fs::write(dir.path().join("effective.toml"), &printed).unwrap();
+    let original = fluxlit::config::load(&dir.path().join("fluxlit.toml"))
+        .unwrap()
+        .config;
+    let reloaded = fluxlit::config::load(&dir.path().join("effective.toml"))
+        .unwrap()
+        .config;
+    assert_eq!(original, reloaded);
+}
