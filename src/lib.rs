@@ -13,6 +13,8 @@
 //!
 //! A request loads the snapshot once and uses only it; a reload is one atomic store.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod admin;
 pub mod config;
 pub mod gateway;

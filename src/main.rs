@@ -1,5 +1,7 @@
 //! The `fluxlit` command line. Only wiring lives here; the gateway is the library.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -23,6 +23,27 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// How often the file is re-read when no notification arrives.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A file event, after the debounce: the file has been quiet for a while.
+    FileChange,
+    Signal,
+    Poll,
+    Manual,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::FileChange => "file change",
+            Self::Signal => "SIGHUP",
+            Self::Poll => "poll",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 /// Keys that only take effect at start; a reload that changes them is refused for them.
 pub const STATIC_KEYS: &[&str] = &["server.listen", "admin.listen"];
 
@@ -104,11 +125,11 @@ impl Reloader {
     }
 
     /// Reads the file and applies it if it changed and is valid. Reloads are serialised.
-    pub fn reload(&self, trigger: &str) -> ReloadOutcome {
+    pub fn reload(&self, trigger: Trigger) -> ReloadOutcome {
         let mut state = self.lock();
         let current = self.snapshot.load_full();
 
-        let source = match config::load::read(&self.path) {
+        let source = match self.read_settled(trigger, current.source_hash) {
             Ok(source) => source,
             Err(error) if error.is_missing() => {
                 if !state.missing {
@@ -172,7 +193,7 @@ impl Reloader {
                         "{key} changed, but it takes effect only at start: restart to apply it; the rest of the change applies"
                     );
                 }
-                log_applied(&current, &snapshot, trigger);
+                log_applied(&current, &snapshot, trigger.as_str());
                 self.snapshot.store(Arc::new(snapshot));
                 state.status = ReloadStatus {
                     last_error: None,
@@ -206,6 +227,29 @@ impl Reloader {
         }
     }
 
+    /// Reads the file; unless a debounce already saw it quiet, reads it again after a
+    /// pause until two reads agree, so a file caught half-written (an in-place save
+    /// truncates first) is never applied.
+    fn read_settled(
+        &self,
+        trigger: Trigger,
+        running: SourceHash,
+    ) -> Result<config::ConfigSource, config::ReadError> {
+        let mut source = config::load::read(&self.path)?;
+        if trigger == Trigger::FileChange || source.hash == running {
+            return Ok(source);
+        }
+        for _ in 0..20 {
+            std::thread::sleep(DEBOUNCE);
+            let again = config::load::read(&self.path)?;
+            if again.hash == source.hash {
+                break;
+            }
+            source = again;
+        }
+        Ok(source)
+    }
+
     /// Watches the file and SIGHUP until `shutdown` turns true.
     pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -233,16 +277,15 @@ impl Reloader {
                 Some(()) = events.recv() => {
                     // Let the burst of events of one save settle before reading.
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
-                    "file change"
+                    Trigger::FileChange
                 }
-                Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP",
-                _ = poll.tick() => "poll",
+                Some(()) = async { hangup.as_mut()?.recv().await } => Trigger::Signal,
+                _ = poll.tick() => Trigger::Poll,
                 () = crate::gateway::stopped(&mut shutdown) => return,
             };
             let this = Arc::clone(&self);
-            let trigger_name = trigger.to_owned();
             // Reading and compiling are blocking work; keep them off the request threads.
-            let _ = tokio::task::spawn_blocking(move || this.reload(&trigger_name)).await;
+            let _ = tokio::task::spawn_blocking(move || this.reload(trigger)).await;
         }
     }
 

@@ -27,7 +27,8 @@ use crate::proxy::Proxy;
 use crate::snapshot::{ConnectionLimits, SharedSnapshot};
 
 /// Runs the accept loop until `shutdown` turns true. Open connections then finish the
-/// request they are serving and close.
+/// request they are serving and close; this returns when the last one has. (Upgraded
+/// WebSocket tunnels are not waited for.)
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
@@ -38,7 +39,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = crate::gateway::stopped(&mut shutdown) => return,
+            () = crate::gateway::stopped(&mut shutdown) => break,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -62,6 +63,10 @@ pub async fn serve(
             serve_connection(stream, peer, proxy, limits, shutdown).await;
             drop(slot);
         });
+    }
+    drop(listener);
+    while open.load(Ordering::Acquire) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -118,7 +123,8 @@ async fn serve_connection(
     };
     let mut builder = http1::Builder::new();
     builder
-        .max_buf_size(limits.max_header_size)
+        // hyper refuses buffers under 8 KiB; validation already does too.
+        .max_buf_size(limits.max_header_size.max(8 * 1024))
         .header_read_timeout(None)
         .keep_alive(true);
     let connection = builder.serve_connection(io, service).with_upgrades();

@@ -100,6 +100,13 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
         vec![diagnostic]
     })?;
     let spans = SpanIndex::new(text, table.get_ref());
+    if table.get_ref().is_empty() {
+        // Never intended, and what an in-place save looks like halfway through.
+        return Err(vec![
+            Diagnostic::error("", "the file has no settings")
+                .with_help("a config needs at least [upstreams.NAME] and [[routes]] tables"),
+        ]);
+    }
 
     let mut unknown_keys = Vec::new();
     let deserializer = toml::de::Deserializer::from(table);
@@ -203,6 +210,14 @@ mod tests {
             errors[0].location.map(|l| (l.line, l.column)),
             Some((2, 20))
         );
+    }
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        for text in ["", "\n  \n", "# only a comment\n"] {
+            let errors = parse(text).unwrap_err();
+            assert_eq!(errors[0].message, "the file has no settings");
+        }
     }
 
     #[test]

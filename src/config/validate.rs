@@ -120,8 +120,10 @@ fn check_server(config: &Config, found: &mut Vec<Diagnostic>) {
         ));
     }
 
+    // Port 0 asks the OS for a free port: two listeners on it never collide.
     if let Some(admin) = &config.admin
         && admin.listen == server.listen
+        && admin.listen.port() != 0
     {
         found.push(Diagnostic::error(
             "admin.listen",

@@ -54,15 +54,16 @@ impl<R> RouteTable<R> {
     pub fn find(&self, path: &str) -> Option<&Arc<R>> {
         let mut end = path.trim_end_matches('/').len().max(1);
         loop {
+            let candidate = path.get(..end)?;
             if end <= self.longest_prefix
-                && let Some(&index) = path.get(..end).and_then(|p| self.by_prefix.get(p))
+                && let Some(&index) = self.by_prefix.get(candidate)
             {
                 return self.routes.get(index);
             }
             if end <= 1 {
                 return None;
             }
-            end = match path[..end].rfind('/') {
+            end = match candidate.rfind('/') {
                 Some(0) | None => 1,
                 Some(slash) => slash,
             };
