@@ -581,3 +581,55 @@ async fn reload_latency_from_file_write_to_the_new_route_serving_is_measured() {
             .collect::<Vec<_>>()
     );
 }
+
+/// An upstream that answers with the port its client connected from, so a test can tell
+/// whether the gateway reused a pooled connection.
+async fn spawn_port_reporting_upstream() -> SocketAddr {
+    use axum::extract::ConnectInfo;
+    spawn_upstream(axum::Router::new().fallback(
+        |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.port().to_string() },
+    ))
+    .await
+}
+
+async fn upstream_connection_port(gateway: &TestGateway) -> String {
+    let reply = send(gateway.addr(), get(gateway.addr(), "/api", &[])).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text()
+}
+
+#[tokio::test]
+async fn an_unchanged_upstream_keeps_its_pooled_connections_across_a_reload() {
+    let upstream = spawn_port_reporting_upstream().await;
+    let api = format!(
+        "[upstreams.api]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n"
+    );
+    let gateway = TestGateway::start(&api).await;
+    let first = upstream_connection_port(&gateway).await;
+    assert_eq!(
+        upstream_connection_port(&gateway).await,
+        first,
+        "keep-alive to the upstream"
+    );
+
+    // Another route changes; the api upstream does not: same pool, same connection.
+    gateway.write_config(&format!(
+        "{api}\n[upstreams.other]\nbuiltin = \"echo\"\n\n[[routes]]\nname = \"other\"\npath_prefix = \"/other\"\nupstream = \"other\"\n"
+    ));
+    gateway.wait_for_generation(2).await;
+    assert_eq!(
+        upstream_connection_port(&gateway).await,
+        first,
+        "pool kept across the reload"
+    );
+
+    // The upstream's connection settings change: a new pool, a new connection.
+    gateway
+        .write_config(&api.replace("\n\n[[routes]]", "\nconnect_timeout = \"3s\"\n\n[[routes]]"));
+    gateway.wait_for_generation(3).await;
+    assert_ne!(
+        upstream_connection_port(&gateway).await,
+        first,
+        "a changed upstream gets a new pool"
+    );
+}
