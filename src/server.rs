@@ -27,15 +27,19 @@ use crate::proxy::Proxy;
 use crate::snapshot::{ConnectionLimits, SharedSnapshot};
 
 /// Runs the accept loop until `shutdown` turns true. Open connections then finish the
-/// request they are serving and close; this returns when the last one has. (Upgraded
-/// WebSocket tunnels are not waited for.)
+/// request they are serving and close; this returns when the last one has. Upgraded
+/// WebSocket tunnels are not waited for, but count against `max_connections` for as
+/// long as they are open.
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let proxy = Proxy::new(Arc::clone(&snapshot));
-    let open = Arc::new(AtomicUsize::new(0));
+    // Sockets open, WebSocket tunnels included: the `max_connections` budget.
+    let open_sockets = Arc::new(AtomicUsize::new(0));
+    // Connections still speaking HTTP: what a shutdown waits for.
+    let serving = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -52,38 +56,46 @@ pub async fn serve(
             }
         };
         let limits = snapshot.load().limits;
-        let Some(slot) = ConnectionSlot::take(&open, limits.max_connections) else {
+        let Some(socket_slot) = Counted::try_take(&open_sockets, limits.max_connections) else {
             tokio::spawn(refuse(stream, peer));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let shutdown = shutdown.clone();
+        let serving = Counted::take(&serving);
         tokio::spawn(async move {
-            serve_connection(stream, peer, proxy, limits, shutdown).await;
-            drop(slot);
+            serve_connection(stream, socket_slot, peer, proxy, limits, shutdown).await;
+            drop(serving);
         });
     }
     drop(listener);
-    while open.load(Ordering::Acquire) > 0 {
+    while serving.load(Ordering::Acquire) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// One place in the `max_connections` budget, given back on drop.
-struct ConnectionSlot(Arc<AtomicUsize>);
+/// One unit of a counter, given back on drop.
+struct Counted(Arc<AtomicUsize>);
 
-impl ConnectionSlot {
-    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Self(Arc::clone(open)))
+impl Counted {
+    fn take(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(counter))
+    }
+
+    /// Takes a unit only while the counter is below `max`.
+    fn try_take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(counter)))
     }
 }
 
-impl Drop for ConnectionSlot {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -100,6 +112,7 @@ connection: close\r\ncontent-length: 48\r\n\r\nthe gateway is at its maximum of 
 
 async fn serve_connection(
     stream: TcpStream,
+    socket_slot: Counted,
     peer: SocketAddr,
     proxy: Proxy,
     limits: ConnectionLimits,
@@ -109,6 +122,7 @@ async fn serve_connection(
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: Arc::clone(&activity),
+        _slot: socket_slot,
     });
     let service = {
         let activity = Arc::clone(&activity);
@@ -245,10 +259,12 @@ impl Drop for RequestInFlight {
     }
 }
 
-/// The client's socket, noting when bytes arrive.
+/// The client's socket, noting when bytes arrive. It holds the socket's place in the
+/// `max_connections` budget: after a WebSocket upgrade it lives on in the tunnel.
 struct TrackedIo {
     inner: TcpStream,
     activity: Arc<Activity>,
+    _slot: Counted,
 }
 
 impl AsyncRead for TrackedIo {

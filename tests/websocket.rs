@@ -408,3 +408,48 @@ async fn an_open_websocket_survives_a_reload_that_removes_its_route() {
         .expect("send close");
     assert_eq!(next_message(&mut client).await, Message::Close(Some(frame)));
 }
+
+#[tokio::test]
+async fn an_open_websocket_counts_against_max_connections() {
+    let (upstream, _) = spawn_ws_upstream().await;
+    let gateway = TestGateway::start(&format!(
+        "[server]\nmax_connections = 1\n\n{}",
+        routes_to(upstream, "ui", "/")
+    ))
+    .await;
+    let mut socket = connect(gateway.addr(), "/ws").await;
+    assert_eq!(
+        round_trip(&mut socket, Message::text("still here")).await,
+        Message::text("still here")
+    );
+
+    // The tunnel holds the only place: a second client is refused.
+    let refused = within(
+        "second connection",
+        common::send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
+    )
+    .await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+
+    // Once the WebSocket closes, its place is free again.
+    within("close", socket.close(None)).await.expect("close");
+    while within("drain", socket.next()).await.is_some() {}
+    drop(socket);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = within(
+            "request",
+            common::send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
+        )
+        .await;
+        // Served again (the upstream has no `/` page: its own 404).
+        if reply.status != 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -157,12 +157,14 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub builtin: Option<Builtin>,
 
-    /// How long to wait for a TCP connection to the upstream; then 502.
+    /// How long to wait for a TCP connection to the upstream; then 504. (A refused
+    /// connection gets 502 at once.)
     #[validate(custom(function = "nonzero_duration"))]
     pub connect_timeout: Duration,
 
-    /// How long to wait for the upstream's response headers; then 504. Response bodies
-    /// may stream for longer.
+    /// How long the upstream has to answer with response headers, counted from the start
+    /// of the request (an upload counts against it); then 504. Response bodies may
+    /// stream for longer.
     #[validate(custom(function = "nonzero_duration"))]
     pub timeout: Duration,
 

@@ -84,10 +84,11 @@ pub fn upstream_request_headers(
         out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
     }
     if !out.contains_key(&X_FORWARDED_HOST) {
-        let host = client.get(header::HOST).cloned().or_else(|| {
-            ctx.uri_authority
-                .and_then(|a| HeaderValue::from_str(a).ok())
-        });
+        // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+        let host = ctx
+            .uri_authority
+            .and_then(|a| HeaderValue::from_str(a).ok())
+            .or_else(|| client.get(header::HOST).cloned());
         if let Some(host) = host {
             out.insert(X_FORWARDED_HOST, host);
         }

@@ -1,0 +1,1844 @@
+//! The HTTP proxy path end to end: routing, the gateway's own error responses, the
+//! header policy of DESIGN.md ("Headers", "Defaults") from trusted and untrusted peers,
+//! streaming in both directions, and the listener's connection limits.
+//!
+//! Everything runs over real sockets on loopback: the gateway, small axum upstreams, and
+//! clients that are either hyper or raw bytes over a `TcpStream` (where a client library
+//! would tidy up the request). Where a test needs a trusted proxy it is 127.0.0.1;
+//! 127.0.0.2 is always an untrusted client. Timeouts only guard against hangs: no
+//! assertion is about speed.
+
+mod common;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::routing::any;
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+
+// ---------------------------------------------------------------------------------------
+// Helpers: peers, hang guards, request builders, a raw HTTP/1.1 client, small upstreams.
+// ---------------------------------------------------------------------------------------
+
+/// The trusted proxy in the header tests (`[trust] proxies = ["127.0.0.1/32"]`).
+const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// An ordinary client: loopback too, but outside every trusted range.
+const UNTRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// How long any single step may take before the test is declared hung.
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+/// Runs `future`, failing the test (instead of hanging it) after [`HANG_GUARD`].
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    within_for(HANG_GUARD, what, future).await
+}
+
+async fn within_for<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    // Boxed: nested guards would otherwise stack large futures inside each other.
+    match tokio::time::timeout(limit, Box::pin(future)).await {
+        Ok(value) => value,
+        Err(_) => panic!("hang guard: {what} did not finish within {limit:?}"),
+    }
+}
+
+/// Sends `request` through the gateway from `source` on a fresh connection.
+async fn send_as(
+    source: IpAddr,
+    gateway: &TestGateway,
+    request: http::Request<Full<Bytes>>,
+) -> Reply {
+    let what = format!("{} {} from {source}", request.method(), request.uri());
+    within(&what, send_from(source, gateway.addr(), request)).await
+}
+
+/// Header lines of a request, as `(name, value)` pairs.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// `GET path` with an explicit `Host` and extra headers (names may repeat).
+fn request(path: &str, host: &str, headers: Headers) -> http::Request<Full<Bytes>> {
+    let mut builder = http::Request::get(path).header("host", host);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::new())).expect("request")
+}
+
+/// The `Host` the header tests' clients send.
+const PUBLIC_HOST: &str = "public.example";
+
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .expect("the response carries x-request-id")
+        .to_str()
+        .expect("request id is ASCII")
+        .to_owned()
+}
+
+fn assert_uuid(id: &str) {
+    let parsed = uuid::Uuid::try_parse(id).unwrap_or_else(|e| panic!("{id:?} is not a UUID: {e}"));
+    assert_eq!(
+        parsed.hyphenated().to_string(),
+        id,
+        "request id in canonical UUID form"
+    );
+}
+
+/// A loopback address nothing listens on: bound once, then released.
+fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
+
+/// An upstream that counts the requests it receives and answers `200 counted`.
+async fn spawn_counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let addr = spawn_upstream(Router::new().fallback(any(move || {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            "counted"
+        }
+    })))
+    .await;
+    (addr, count)
+}
+
+/// A gate an upstream handler waits on until the test opens it (once).
+#[derive(Clone)]
+struct Gate(Arc<Mutex<Option<oneshot::Receiver<()>>>>);
+
+impl Gate {
+    fn new() -> (oneshot::Sender<()>, Self) {
+        let (open, wait) = oneshot::channel();
+        (open, Self(Arc::new(Mutex::new(Some(wait)))))
+    }
+
+    async fn wait(&self) {
+        let wait = self
+            .0
+            .lock()
+            .expect("gate lock")
+            .take()
+            .expect("the gate is waited on once");
+        let _ = wait.await;
+    }
+}
+
+/// A signal an upstream handler fires once, the first time something happens.
+#[derive(Clone)]
+struct Signal(Arc<Mutex<Option<oneshot::Sender<()>>>>);
+
+impl Signal {
+    fn new() -> (Self, oneshot::Receiver<()>) {
+        let (fire, fired) = oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(fire)))), fired)
+    }
+
+    fn fire(&self) {
+        if let Some(fire) = self.0.lock().expect("signal lock").take() {
+            let _ = fire.send(());
+        }
+    }
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+struct RawReply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawReply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The values a recording upstream saw for header `name`.
+    fn upstream_header(&self, name: &str) -> Vec<String> {
+        self.json()["headers"][name]
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A TCP connection to `addr` from source address `source`.
+async fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind source address");
+    within("connect", socket.connect(addr))
+        .await
+        .expect("connect")
+}
+
+/// Writes `request` as bytes, exactly as given, and reads one response.
+async fn raw_exchange(source: IpAddr, addr: SocketAddr, request: &str) -> RawReply {
+    let mut stream = connect_from(source, addr).await;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    read_reply(&mut stream).await
+}
+
+/// `GET target` with `Host: public.example` and `headers` (each a full `Name: value`
+/// line), byte for byte: nothing normalises the target or the headers.
+fn raw_get(target: &str, headers: &[&str]) -> String {
+    let mut text = format!("GET {target} HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\n");
+    for line in headers {
+        text.push_str(line);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    text
+}
+
+/// Reads one HTTP/1.1 response (content-length, chunked, or until EOF), leaving the
+/// connection usable for the next exchange.
+async fn read_reply(stream: &mut TcpStream) -> RawReply {
+    within("reading a response", async {
+        let mut buffer = Vec::new();
+        let head_end = loop {
+            if let Some(at) = find(&buffer, b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = read_more(stream, &mut buffer).await;
+            assert!(
+                n > 0,
+                "connection closed before a complete response head: {:?}",
+                String::from_utf8_lossy(&buffer)
+            );
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let mut body = buffer.split_off(head_end);
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            body = loop {
+                if let Some(decoded) = decode_chunked(&body) {
+                    break decoded;
+                }
+                let n = read_more(stream, &mut body).await;
+                assert!(n > 0, "connection closed inside a chunked body");
+            };
+        } else if let Some(length) = value("content-length") {
+            let length: usize = length.parse().expect("content-length is a number");
+            while body.len() < length {
+                let n = read_more(stream, &mut body).await;
+                assert!(n > 0, "connection closed inside a body of {length} bytes");
+            }
+            body.truncate(length);
+        } else if status >= 200 && status != 204 && status != 304 {
+            while read_more(stream, &mut body).await > 0 {}
+        }
+        RawReply {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+}
+
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = stream
+        .read(&mut chunk)
+        .await
+        .expect("read from the gateway");
+    buffer.extend_from_slice(&chunk[..n]);
+    n
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The decoded body, or `None` while the chunked encoding is incomplete.
+fn decode_chunked(mut input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(input, b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&input[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).expect("chunk size");
+        input = &input[line_end + 2..];
+        if size == 0 {
+            // No trailers are expected: the body ends with an empty line.
+            return input.starts_with(b"\r\n").then_some(out);
+        }
+        if input.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&input[..size]);
+        input = &input[size + 2..];
+    }
+}
+
+/// Whether a read shows the peer closed the connection (EOF or reset). Panics when the
+/// gateway sends bytes instead.
+async fn read_shows_closed(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 1024];
+    match stream.read(&mut buffer).await {
+        Ok(0) => true,
+        Ok(n) => panic!(
+            "expected the connection to be closed, got {:?}",
+            String::from_utf8_lossy(&buffer[..n])
+        ),
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
+/// Config: `/api` → an "api" upstream and `/` → a "ui" upstream.
+fn api_and_ui(api: SocketAddr, ui: SocketAddr) -> String {
+    format!(
+        r#"
+[upstreams.api]
+url = "http://{api}"
+
+[upstreams.ui]
+url = "http://{ui}"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "api"
+
+[[routes]]
+name = "ui"
+path_prefix = "/"
+upstream = "ui"
+"#
+    )
+}
+
+/// The header tests' gateway: 127.0.0.1 trusted, `public_base_url` with a path, one
+/// route `/` (allowlisting `x-tenant` and `x-region`) to a recording upstream.
+async fn header_gateway(server_extra: &str, trust_extra: &str) -> (TestGateway, SocketAddr) {
+    let upstream = spawn_recording_upstream("app").await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[server]
+public_base_url = "http://example.com/app"
+{server_extra}
+
+[trust]
+proxies = ["127.0.0.1/32"]
+{trust_extra}
+
+[upstreams.app]
+url = "http://{upstream}"
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+forward_client_headers = ["x-tenant", "x-region"]
+"#
+    ))
+    .await;
+    (gateway, upstream)
+}
+
+// ---------------------------------------------------------------------------------------
+// Routing: longest prefix on segment boundaries, 404 without a root route, strip_prefix,
+// upstream base paths, dot segments.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn longest_prefix_wins_on_segment_boundaries_whatever_the_order_in_the_file() {
+    let api = spawn_recording_upstream("api").await;
+    let v2 = spawn_recording_upstream("v2").await;
+    let ui = spawn_recording_upstream("ui").await;
+    let routes = [("ui", "/"), ("api", "/api"), ("v2", "/api/v2")];
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let mut config = format!(
+            "[upstreams.api]\nurl = \"http://{api}\"\n\n[upstreams.v2]\nurl = \"http://{v2}\"\n\n\
+             [upstreams.ui]\nurl = \"http://{ui}\"\n"
+        );
+        for index in order {
+            let (name, prefix) = routes[index];
+            config.push_str(&format!(
+                "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{name}\"\n"
+            ));
+        }
+        let gateway = TestGateway::start(&config).await;
+        let cases = [
+            ("/api", "api"),
+            ("/api/", "api"),
+            ("/api/x", "api"),
+            ("/api/x/y", "api"),
+            ("/apix", "ui"),
+            ("/apix/y", "ui"),
+            ("/ap", "ui"),
+            ("/", "ui"),
+            ("/other/api", "ui"),
+            ("/api/v2", "v2"),
+            ("/api/v2/users", "v2"),
+            ("/api/v20", "api"),
+        ];
+        for (path, expected) in cases {
+            let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+            let seen = reply.json();
+            assert_eq!(
+                seen["name"], expected,
+                "{path} with routes in file order {order:?}"
+            );
+            assert_eq!(seen["path"], path, "{path} is forwarded unchanged");
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_a_root_route_unmatched_paths_get_404() {
+    let api = spawn_recording_upstream("api").await;
+    let gateway = TestGateway::start(&format!(
+        "[upstreams.api]\nurl = \"http://{api}\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n"
+    ))
+    .await;
+    let reply = send_as(UNTRUSTED, &gateway, request("/api/x", PUBLIC_HOST, &[])).await;
+    assert_eq!(reply.status, 200, "control: the /api route serves");
+    for path in ["/", "/apix", "/ap", "/other", "/other/api"] {
+        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        assert_eq!(reply.status, 404, "{path}: {}", reply.text());
+    }
+}
+
+#[tokio::test]
+async fn strip_prefix_removes_the_route_prefix_and_keeps_the_query() {
+    let upstream = spawn_recording_upstream("up").await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[upstreams.up]
+url = "http://{upstream}"
+
+[[routes]]
+name = "stripped"
+path_prefix = "/api"
+upstream = "up"
+strip_prefix = true
+
+[[routes]]
+name = "kept"
+path_prefix = "/keep"
+upstream = "up"
+"#
+    ))
+    .await;
+    let cases = [
+        ("/api/x?y=1&z=2", "/x", json!("y=1&z=2")),
+        ("/api/x/y/", "/x/y/", Value::Null),
+        ("/api", "/", Value::Null),
+        ("/api/", "/", Value::Null),
+        ("/api?q=%20a", "/", json!("q=%20a")),
+        ("/keep/x?q=1", "/keep/x", json!("q=1")),
+    ];
+    for (path, forwarded, query) in cases {
+        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let seen = reply.json();
+        assert_eq!(seen["path"], forwarded, "{path}");
+        assert_eq!(seen["query"], query, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_base_path_is_prepended_to_the_forwarded_path() {
+    let upstream = spawn_recording_upstream("up").await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[upstreams.based]
+url = "http://{upstream}/base"
+
+[upstreams.based_slash]
+url = "http://{upstream}/base/"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "based"
+
+[[routes]]
+name = "svc"
+path_prefix = "/svc"
+upstream = "based_slash"
+strip_prefix = true
+"#
+    ))
+    .await;
+    let cases = [
+        ("/api/x?q=1", "/base/api/x", json!("q=1")),
+        ("/api", "/base/api", Value::Null),
+        ("/svc/x?q=1", "/base/x", json!("q=1")),
+        ("/svc", "/base/", Value::Null),
+    ];
+    for (path, forwarded, query) in cases {
+        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let seen = reply.json();
+        assert_eq!(seen["path"], forwarded, "{path}");
+        assert_eq!(seen["query"], query, "{path}");
+        assert_eq!(
+            reply.upstream_header("host"),
+            [upstream.to_string()],
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dot_segments_are_resolved_before_routing_and_forwarding() {
+    let api = spawn_recording_upstream("api").await;
+    let ui = spawn_recording_upstream("ui").await;
+    let gateway = TestGateway::start(&api_and_ui(api, ui)).await;
+    let cases = [
+        ("/public/../api/x", "api", "/api/x"),
+        ("/public/%2e%2E/api/x", "api", "/api/x"),
+        ("/public/./../api/x?q=1", "api", "/api/x"),
+        ("/api/./x", "api", "/api/x"),
+        // Climbing out of /api lands on the route the resolved path names.
+        ("/api/../x", "ui", "/x"),
+        ("/api/%2e%2e/secret", "ui", "/secret"),
+    ];
+    for (target, route, forwarded) in cases {
+        let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get(target, &[])).await;
+        assert_eq!(reply.status, 200, "{target}: {}", reply.text());
+        let seen = reply.json();
+        assert_eq!(seen["name"], route, "{target}");
+        assert_eq!(seen["path"], forwarded, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_climbing_above_the_root_gets_400_and_is_not_forwarded() {
+    let (upstream, count) = spawn_counting_upstream().await;
+    let gateway = TestGateway::start(&format!(
+        "[upstreams.up]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"up\"\n"
+    ))
+    .await;
+    for target in [
+        "/..",
+        "/../api/x",
+        "/api/../../x",
+        "/%2e%2e/api",
+        "/a/./../..",
+    ] {
+        let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get(target, &[])).await;
+        assert_eq!(reply.status, 400, "{target}: {}", reply.text());
+        let id = reply.header("x-request-id").expect("x-request-id on a 400");
+        assert!(
+            reply.text().contains(id),
+            "{target}: body names the request id: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        0,
+        "no rejected path reached the upstream"
+    );
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/a/../b", &[])).await;
+    assert_eq!(
+        reply.status, 200,
+        "control: a path that stays under the root is served"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway's own error responses: 404, 502, 504, each naming the route and the
+// request id, never the upstream's internals.
+// ---------------------------------------------------------------------------------------
+
+/// Upstream error details that must never reach a client.
+const UPSTREAM_DETAILS: &[&str] = &[
+    "connection refused",
+    "tcp connect error",
+    "error trying to connect",
+    "os error",
+    "deadline has elapsed",
+    "hyper",
+];
+
+fn assert_no_upstream_details(body: &str, upstream: SocketAddr) {
+    let lower = body.to_ascii_lowercase();
+    for detail in UPSTREAM_DETAILS {
+        assert!(!lower.contains(detail), "body leaks {detail:?}: {body}");
+    }
+    assert!(
+        !body.contains(&upstream.to_string()),
+        "body leaks the upstream address: {body}"
+    );
+}
+
+#[tokio::test]
+async fn an_unmatched_path_gets_404_naming_the_request_id() {
+    let api = spawn_recording_upstream("api").await;
+    let gateway = TestGateway::start(&format!(
+        "[upstreams.api]\nurl = \"http://{api}\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n"
+    ))
+    .await;
+    let reply = send_as(UNTRUSTED, &gateway, request("/nowhere", PUBLIC_HOST, &[])).await;
+    assert_eq!(reply.status, 404);
+    let id = request_id(&reply.headers);
+    assert_uuid(&id);
+    assert!(
+        reply.text().contains(&id),
+        "body names the request id: {}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_refusing_connections_gets_502_naming_the_route() {
+    let dead = closed_port();
+    let gateway = TestGateway::start(&format!(
+        r#"
+[trust]
+proxies = ["127.0.0.1/32"]
+
+[upstreams.dead]
+url = "http://{dead}"
+
+[[routes]]
+name = "backend-api"
+path_prefix = "/api"
+upstream = "dead"
+"#
+    ))
+    .await;
+
+    let reply = send_as(UNTRUSTED, &gateway, request("/api/x", PUBLIC_HOST, &[])).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let body = reply.text();
+    let id = request_id(&reply.headers);
+    assert_uuid(&id);
+    assert!(body.contains(&id), "body names the request id: {body}");
+    assert!(body.contains("backend-api"), "body names the route: {body}");
+    assert_no_upstream_details(&body, dead);
+
+    // A trusted proxy's request id is the one in the body.
+    let reply = send_as(
+        TRUSTED,
+        &gateway,
+        request("/api/x", PUBLIC_HOST, &[("x-request-id", "trace-502")]),
+    )
+    .await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(request_id(&reply.headers), "trace-502");
+    assert!(reply.text().contains("trace-502"), "{}", reply.text());
+}
+
+#[tokio::test]
+async fn an_upstream_slower_than_its_timeout_gets_504_naming_the_route() {
+    let upstream = spawn_upstream(Router::new().fallback(any(|| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        "too late"
+    })))
+    .await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[upstreams.slow]
+url = "http://{upstream}"
+timeout = "300ms"
+
+[[routes]]
+name = "slow-route"
+path_prefix = "/"
+upstream = "slow"
+"#
+    ))
+    .await;
+    let reply = send_as(UNTRUSTED, &gateway, request("/report", PUBLIC_HOST, &[])).await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    let body = reply.text();
+    let id = request_id(&reply.headers);
+    assert_uuid(&id);
+    assert!(body.contains(&id), "body names the request id: {body}");
+    assert!(body.contains("slow-route"), "body names the route: {body}");
+    assert!(!body.contains("too late"), "{body}");
+    assert_no_upstream_details(&body, upstream);
+}
+
+// ---------------------------------------------------------------------------------------
+// Request headers: what reaches the upstream from a trusted and an untrusted peer.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn x_forwarded_for_is_replaced_for_untrusted_peers_and_extended_for_trusted_ones() {
+    let (gateway, _) = header_gateway("", "").await;
+    let cases: [(IpAddr, Headers, &str); 5] = [
+        (UNTRUSTED, &[("x-forwarded-for", "1.2.3.4")], "127.0.0.2"),
+        (UNTRUSTED, &[], "127.0.0.2"),
+        (
+            TRUSTED,
+            &[("x-forwarded-for", "1.2.3.4")],
+            "1.2.3.4, 127.0.0.1",
+        ),
+        (
+            TRUSTED,
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-for", "5.6.7.8"),
+            ],
+            "1.2.3.4, 5.6.7.8, 127.0.0.1",
+        ),
+        (TRUSTED, &[], "127.0.0.1"),
+    ];
+    for (peer, headers, expected) in cases {
+        let reply = send_as(peer, &gateway, request("/", PUBLIC_HOST, headers)).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.upstream_header("x-forwarded-for"),
+            [expected],
+            "from {peer} sending {headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_proto_host_and_prefix_are_the_gateways_unless_a_trusted_peer_sent_them() {
+    let (gateway, _) = header_gateway("", "").await;
+    let forged = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "outer.example"),
+        ("x-forwarded-prefix", "/outer"),
+    ];
+    let cases: [(IpAddr, Headers, [&str; 3]); 3] = [
+        (UNTRUSTED, &forged, ["http", PUBLIC_HOST, "/app"]),
+        (TRUSTED, &forged, ["https", "outer.example", "/outer"]),
+        (TRUSTED, &[], ["http", PUBLIC_HOST, "/app"]),
+    ];
+    for (peer, headers, [proto, host, prefix]) in cases {
+        let reply = send_as(peer, &gateway, request("/", PUBLIC_HOST, headers)).await;
+        assert_eq!(reply.status, 200);
+        let context = format!("from {peer} sending {headers:?}");
+        assert_eq!(
+            reply.upstream_header("x-forwarded-proto"),
+            [proto],
+            "{context}"
+        );
+        assert_eq!(
+            reply.upstream_header("x-forwarded-host"),
+            [host],
+            "{context}"
+        );
+        assert_eq!(
+            reply.upstream_header("x-forwarded-prefix"),
+            [prefix],
+            "{context}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_prefix_follows_the_path_of_public_base_url() {
+    let upstream = spawn_recording_upstream("app").await;
+    let cases = [
+        (Some("https://example.com/app/"), Some("/app")),
+        (Some("http://example.com/a/b"), Some("/a/b")),
+        (Some("http://example.com/"), None),
+        (Some("http://example.com"), None),
+        (None, None),
+    ];
+    for (base, expected) in cases {
+        let server = match base {
+            Some(base) => format!("[server]\npublic_base_url = \"{base}\"\n"),
+            None => String::new(),
+        };
+        let gateway = TestGateway::start(&format!(
+            "{server}\n[upstreams.app]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
+        ))
+        .await;
+        // An untrusted client's own prefix never counts.
+        let reply = send_as(
+            UNTRUSTED,
+            &gateway,
+            request("/", PUBLIC_HOST, &[("x-forwarded-prefix", "/forged")]),
+        )
+        .await;
+        let expected: Vec<&str> = expected.into_iter().collect();
+        assert_eq!(
+            reply.upstream_header("x-forwarded-prefix"),
+            expected,
+            "public_base_url {base:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn forwarded_is_dropped_from_untrusted_peers_and_extended_from_trusted_ones() {
+    let (gateway, _) = header_gateway("", "").await;
+    let sent = [("forwarded", "for=1.2.3.4;proto=https")];
+
+    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    assert_eq!(reply.upstream_header("forwarded"), Vec::<String>::new());
+
+    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    assert_eq!(
+        reply.upstream_header("forwarded"),
+        ["for=1.2.3.4;proto=https, for=127.0.0.1"]
+    );
+}
+
+#[tokio::test]
+async fn identity_headers_are_stripped_from_untrusted_peers_and_kept_from_trusted_ones() {
+    let identity = [
+        ("x-remote-user", "alice"),
+        ("x-fluxlit-sub", "alice"),
+        ("x-fluxlit-scope", "admin"),
+    ];
+    let (gateway, _) = header_gateway("", "").await;
+    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &identity)).await;
+    for (name, _) in identity {
+        assert_eq!(
+            reply.upstream_header(name),
+            Vec::<String>::new(),
+            "{name} from an untrusted peer"
+        );
+    }
+    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &identity)).await;
+    for (name, value) in identity {
+        assert_eq!(
+            reply.upstream_header(name),
+            [value],
+            "{name} from a trusted peer"
+        );
+    }
+
+    // trust.remote_user_header names the forward-auth header.
+    let (gateway, _) = header_gateway("", "remote_user_header = \"x-sso-user\"").await;
+    let sso = [("x-sso-user", "bob")];
+    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &sso)).await;
+    assert_eq!(reply.upstream_header("x-sso-user"), Vec::<String>::new());
+    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &sso)).await;
+    assert_eq!(reply.upstream_header("x-sso-user"), ["bob"]);
+}
+
+#[tokio::test]
+async fn a_trusted_peers_request_id_is_kept_and_echoed() {
+    let (gateway, _) = header_gateway("", "").await;
+    let reply = send_as(
+        TRUSTED,
+        &gateway,
+        request("/", PUBLIC_HOST, &[("x-request-id", "trace-abc-123")]),
+    )
+    .await;
+    assert_eq!(reply.upstream_header("x-request-id"), ["trace-abc-123"]);
+    assert_eq!(request_id(&reply.headers), "trace-abc-123");
+
+    // A trusted peer that sends none gets a generated one, the same at both ends.
+    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &[])).await;
+    let id = request_id(&reply.headers);
+    assert_uuid(&id);
+    assert_eq!(reply.upstream_header("x-request-id"), [id]);
+}
+
+#[tokio::test]
+async fn an_untrusted_peers_request_id_is_replaced_by_a_fresh_uuid_echoed_on_the_response() {
+    let (gateway, _) = header_gateway("", "").await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let reply = send_as(
+            UNTRUSTED,
+            &gateway,
+            request("/", PUBLIC_HOST, &[("x-request-id", "forged-id")]),
+        )
+        .await;
+        let id = request_id(&reply.headers);
+        assert_ne!(id, "forged-id");
+        assert_uuid(&id);
+        assert_eq!(
+            reply.upstream_header("x-request-id"),
+            std::slice::from_ref(&id),
+            "upstream and response agree"
+        );
+        seen.push(id);
+    }
+    assert_ne!(seen[0], seen[1], "every request gets its own id");
+}
+
+#[tokio::test]
+async fn other_forwarding_headers_are_believed_only_from_trusted_peers() {
+    let (gateway, _) = header_gateway("", "").await;
+    let sent = [("x-real-ip", "1.2.3.4"), ("x-forwarded-port", "8443")];
+    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    for (name, _) in sent {
+        assert_eq!(
+            reply.upstream_header(name),
+            Vec::<String>::new(),
+            "{name} from an untrusted peer"
+        );
+    }
+    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    for (name, value) in sent {
+        assert_eq!(
+            reply.upstream_header(name),
+            [value],
+            "{name} from a trusted peer"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_id_header_names_the_header_used_both_ways() {
+    let (gateway, _) = header_gateway("request_id_header = \"x-correlation-id\"", "").await;
+    let reply = send_as(
+        TRUSTED,
+        &gateway,
+        request(
+            "/",
+            PUBLIC_HOST,
+            &[("x-correlation-id", "corr-1"), ("x-request-id", "other")],
+        ),
+    )
+    .await;
+    assert_eq!(reply.upstream_header("x-correlation-id"), ["corr-1"]);
+    assert_eq!(
+        reply.headers.get("x-correlation-id").map(|v| v.as_bytes()),
+        Some(&b"corr-1"[..])
+    );
+    // x-request-id is now an ordinary unknown header: not forwarded, not echoed.
+    assert_eq!(reply.upstream_header("x-request-id"), Vec::<String>::new());
+    assert_eq!(reply.headers.get("x-request-id"), None);
+
+    let reply = send_as(
+        UNTRUSTED,
+        &gateway,
+        request("/", PUBLIC_HOST, &[("x-correlation-id", "forged")]),
+    )
+    .await;
+    let id = reply
+        .headers
+        .get("x-correlation-id")
+        .expect("echoed")
+        .to_str()
+        .expect("ASCII");
+    assert_uuid(id);
+    assert_eq!(reply.upstream_header("x-correlation-id"), [id]);
+}
+
+#[tokio::test]
+async fn the_upstream_gets_its_own_address_as_host() {
+    let (gateway, upstream) = header_gateway("", "").await;
+    for peer in [UNTRUSTED, TRUSTED] {
+        let reply = send_as(peer, &gateway, request("/", "client-chosen.example", &[])).await;
+        assert_eq!(
+            reply.upstream_header("host"),
+            [upstream.to_string()],
+            "from {peer}"
+        );
+        assert_eq!(
+            reply.upstream_header("x-forwarded-host"),
+            ["client-chosen.example"],
+            "from {peer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_never_reach_the_upstream() {
+    let (gateway, _) = header_gateway("", "").await;
+    let hop_by_hop = [
+        "Keep-Alive: timeout=5",
+        "TE: trailers",
+        "Trailer: x-checksum",
+        "Proxy-Authorization: Basic Zm9vOmJhcg==",
+        "Proxy-Connection: keep-alive",
+        "Accept: text/html",
+        "X-Region: eu",
+    ];
+    let upgrades: [&[&str]; 3] = [
+        &["Connection: keep-alive"],
+        // An upgrade to something other than WebSocket.
+        &["Connection: Upgrade", "Upgrade: h2c"],
+        // `Upgrade: websocket` without `Connection: upgrade` is not a handshake.
+        &["Upgrade: websocket"],
+    ];
+    for peer in [UNTRUSTED, TRUSTED] {
+        for extra in upgrades {
+            let headers: Vec<&str> = hop_by_hop.iter().chain(extra).copied().collect();
+            let reply = raw_exchange(peer, gateway.addr(), &raw_get("/", &headers)).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            for name in [
+                "connection",
+                "keep-alive",
+                "te",
+                "trailer",
+                "proxy-authorization",
+                "proxy-connection",
+                "upgrade",
+            ] {
+                assert_eq!(
+                    reply.upstream_header(name),
+                    Vec::<String>::new(),
+                    "{name} from {peer} with {extra:?}"
+                );
+            }
+            // Controls: the same request's ordinary and allowlisted headers arrive.
+            assert_eq!(reply.upstream_header("accept"), ["text/html"]);
+            assert_eq!(reply.upstream_header("x-region"), ["eu"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn names_listed_in_connection_never_reach_the_upstream() {
+    let (gateway, _) = header_gateway("", "").await;
+    let payload = ["x-tenant: acme", "Cookie: session=1", "x-region: eu"];
+    // Control: without a Connection listing, x-tenant (allowlisted) and cookie arrive.
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/", &payload)).await;
+    assert_eq!(reply.upstream_header("x-tenant"), ["acme"]);
+    assert_eq!(reply.upstream_header("cookie"), ["session=1"]);
+
+    let listings: [&[&str]; 4] = [
+        &["Connection: close, x-tenant, cookie"],
+        &["Connection: keep-alive, X-Tenant,Cookie"],
+        &["Connection: x-tenant", "Connection: cookie"],
+        &["Connection: cookie, x-tenant"],
+    ];
+    for peer in [UNTRUSTED, TRUSTED] {
+        for listing in listings {
+            let headers: Vec<&str> = payload.iter().chain(listing).copied().collect();
+            let reply = raw_exchange(peer, gateway.addr(), &raw_get("/", &headers)).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let context = format!("from {peer} with {listing:?}");
+            assert_eq!(
+                reply.upstream_header("x-tenant"),
+                Vec::<String>::new(),
+                "{context}"
+            );
+            assert_eq!(
+                reply.upstream_header("cookie"),
+                Vec::<String>::new(),
+                "{context}"
+            );
+            assert_eq!(
+                reply.upstream_header("connection"),
+                Vec::<String>::new(),
+                "{context}"
+            );
+            assert_eq!(
+                reply.upstream_header("x-region"),
+                ["eu"],
+                "{context}: unlisted names still pass"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn standard_client_headers_reach_the_upstream_from_anyone() {
+    let (gateway, _) = header_gateway("", "").await;
+    let standard = [
+        ("accept", "application/json"),
+        ("accept-language", "de-CH"),
+        ("user-agent", "integration-test/1.0"),
+        ("cookie", "session=abc"),
+        ("authorization", "Bearer token-123"),
+        ("content-type", "application/json"),
+        ("cache-control", "no-cache"),
+        ("origin", "http://public.example"),
+        ("referer", "http://public.example/page"),
+        ("x-requested-with", "XMLHttpRequest"),
+    ];
+    for peer in [UNTRUSTED, TRUSTED] {
+        let mut builder = http::Request::post("/submit").header("host", PUBLIC_HOST);
+        for (name, value) in standard {
+            builder = builder.header(name, value);
+        }
+        let reply = send_as(
+            peer,
+            &gateway,
+            builder.body(Full::new(Bytes::from("{}"))).expect("request"),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        for (name, value) in standard {
+            assert_eq!(reply.upstream_header(name), [value], "{name} from {peer}");
+        }
+        assert_eq!(reply.json()["body_len"], 2);
+    }
+}
+
+#[tokio::test]
+async fn unknown_client_headers_are_dropped_unless_the_route_allowlists_them() {
+    let upstream = spawn_recording_upstream("up").await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[upstreams.up]
+url = "http://{upstream}"
+
+[[routes]]
+name = "plain"
+path_prefix = "/plain"
+upstream = "up"
+
+[[routes]]
+name = "listed"
+path_prefix = "/listed"
+upstream = "up"
+forward_client_headers = ["X-Internal-Admin"]
+"#
+    ))
+    .await;
+    let sent = [("x-internal-admin", "true"), ("x-other-unknown", "1")];
+    for peer in [UNTRUSTED, TRUSTED] {
+        let reply = send_as(peer, &gateway, request("/plain", PUBLIC_HOST, &sent)).await;
+        assert_eq!(
+            reply.upstream_header("x-internal-admin"),
+            Vec::<String>::new(),
+            "from {peer}"
+        );
+        assert_eq!(
+            reply.upstream_header("x-other-unknown"),
+            Vec::<String>::new(),
+            "from {peer}"
+        );
+
+        let reply = send_as(peer, &gateway, request("/listed", PUBLIC_HOST, &sent)).await;
+        assert_eq!(
+            reply.upstream_header("x-internal-admin"),
+            ["true"],
+            "from {peer}"
+        );
+        assert_eq!(
+            reply.upstream_header("x-other-unknown"),
+            Vec::<String>::new(),
+            "from {peer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn forbidden_names_in_forward_client_headers_are_dropped_with_a_warning() {
+    let upstream = spawn_recording_upstream("up").await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[upstreams.up]
+url = "http://{upstream}"
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "up"
+forward_client_headers = ["x-forwarded-for", "connection", "x-remote-user", "x-tenant"]
+"#
+    ))
+    .await;
+
+    let snapshot = gateway.gateway.snapshot();
+    let warned: Vec<&str> = snapshot
+        .warnings
+        .iter()
+        .filter(|w| !w.is_error() && w.path.contains("forward_client_headers"))
+        .map(|w| w.path.as_str())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "routes[0].forward_client_headers[0]",
+            "routes[0].forward_client_headers[1]",
+            "routes[0].forward_client_headers[2]",
+        ],
+        "one warning per forbidden name, none for x-tenant: {:?}",
+        snapshot.warnings
+    );
+
+    let reply = raw_exchange(
+        UNTRUSTED,
+        gateway.addr(),
+        &raw_get(
+            "/",
+            &[
+                "X-Forwarded-For: 6.6.6.6",
+                "Connection: keep-alive",
+                "X-Remote-User: admin",
+                "X-Tenant: acme",
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-forwarded-for"), ["127.0.0.2"]);
+    assert_eq!(reply.upstream_header("connection"), Vec::<String>::new());
+    assert_eq!(reply.upstream_header("x-remote-user"), Vec::<String>::new());
+    assert_eq!(
+        reply.upstream_header("x-tenant"),
+        ["acme"],
+        "the allowed name still works"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Response headers: hop-by-hop removal and security headers.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream answering every request with `headers` and body "body".
+async fn spawn_upstream_with_headers(
+    headers: &'static [(&'static str, &'static str)],
+) -> SocketAddr {
+    spawn_upstream(Router::new().fallback(any(move || async move {
+        let mut response = axum::response::Response::new(body("body"));
+        for (name, value) in headers {
+            response.headers_mut().append(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        response
+    })))
+    .await
+}
+
+fn one_route_to(upstream: SocketAddr, server: &str) -> String {
+    format!(
+        "[server]\n{server}\n\n[upstreams.up]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"up\"\npath_prefix = \"/app\"\nupstream = \"up\"\n"
+    )
+}
+
+const SECURITY_HEADERS: [&str; 4] = [
+    "x-content-type-options",
+    "content-security-policy",
+    "referrer-policy",
+    "strict-transport-security",
+];
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_from_the_upstream_are_removed() {
+    let upstream = spawn_upstream_with_headers(&[
+        ("connection", "x-upstream-hop"),
+        ("keep-alive", "timeout=5"),
+        ("x-upstream-hop", "secret"),
+        ("proxy-authenticate", "Basic realm=\"inner\""),
+        ("trailer", "x-checksum"),
+        ("upgrade", "h2c"),
+        ("x-kept", "yes"),
+    ])
+    .await;
+    // Control: the upstream really sends them.
+    let direct = raw_exchange(TRUSTED, upstream, &raw_get("/app", &[])).await;
+    for name in [
+        "keep-alive",
+        "x-upstream-hop",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            direct.header(name).is_some(),
+            "the upstream sends {name}: {direct:?}"
+        );
+    }
+
+    let gateway = TestGateway::start(&one_route_to(upstream, "")).await;
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/app", &[])).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "body");
+    for name in [
+        "keep-alive",
+        "x-upstream-hop",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    ] {
+        assert_eq!(
+            reply.header(name),
+            None,
+            "{name} reached the client: {reply:?}"
+        );
+    }
+    assert!(
+        !reply
+            .header("connection")
+            .unwrap_or_default()
+            .contains("x-upstream-hop"),
+        "the upstream's Connection reached the client: {reply:?}"
+    );
+    assert_eq!(reply.header("x-kept"), Some("yes"));
+}
+
+#[tokio::test]
+async fn security_headers_are_added_when_the_upstream_sets_none() {
+    let upstream = spawn_upstream_with_headers(&[]).await;
+    let gateway = TestGateway::start(&one_route_to(
+        upstream,
+        "public_base_url = \"http://example.com\"",
+    ))
+    .await;
+    // A proxied response and one of the gateway's own (404).
+    for path in ["/app", "/elsewhere"] {
+        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        let headers = &reply.headers;
+        assert_eq!(
+            headers
+                .get_all("x-content-type-options")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["nosniff"],
+            "{path}"
+        );
+        assert_eq!(
+            headers
+                .get_all("content-security-policy")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["frame-ancestors 'self'"],
+            "{path}"
+        );
+        assert_eq!(
+            headers.get_all("referrer-policy").iter().count(),
+            1,
+            "{path}"
+        );
+        assert_eq!(
+            headers.get("strict-transport-security"),
+            None,
+            "{path}: no HSTS over http"
+        );
+    }
+}
+
+#[tokio::test]
+async fn security_headers_set_by_the_upstream_are_not_overwritten() {
+    let upstream = spawn_upstream_with_headers(&[
+        ("x-content-type-options", "nosniff"),
+        ("content-security-policy", "default-src 'none'"),
+        ("referrer-policy", "no-referrer"),
+        ("strict-transport-security", "max-age=60"),
+    ])
+    .await;
+    let gateway = TestGateway::start(&one_route_to(
+        upstream,
+        "public_base_url = \"https://example.com\"",
+    ))
+    .await;
+    let reply = send_as(UNTRUSTED, &gateway, request("/app", PUBLIC_HOST, &[])).await;
+    let expected = [
+        ("x-content-type-options", "nosniff"),
+        ("content-security-policy", "default-src 'none'"),
+        ("referrer-policy", "no-referrer"),
+        ("strict-transport-security", "max-age=60"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(
+            reply.headers.get_all(name).iter().collect::<Vec<_>>(),
+            [value],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn security_headers_are_absent_when_disabled() {
+    let upstream = spawn_upstream_with_headers(&[]).await;
+    let gateway = TestGateway::start(&one_route_to(
+        upstream,
+        "public_base_url = \"https://example.com\"\nsecurity_headers = false",
+    ))
+    .await;
+    for path in ["/app", "/elsewhere"] {
+        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        for name in SECURITY_HEADERS {
+            assert_eq!(reply.headers.get(name), None, "{path}: {name}");
+        }
+        assert!(
+            reply.headers.contains_key("x-request-id"),
+            "{path}: the request id is still echoed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn strict_transport_security_is_added_only_when_public_base_url_is_https() {
+    let upstream = spawn_upstream_with_headers(&[]).await;
+    let cases = [
+        ("public_base_url = \"https://example.com/app\"", true),
+        ("public_base_url = \"http://example.com/app\"", false),
+        ("", false),
+    ];
+    for (server, hsts) in cases {
+        let gateway = TestGateway::start(&one_route_to(upstream, server)).await;
+        let reply = send_as(UNTRUSTED, &gateway, request("/app", PUBLIC_HOST, &[])).await;
+        let value = reply.headers.get("strict-transport-security");
+        assert_eq!(value.is_some(), hsts, "{server:?}: {value:?}");
+        if let Some(value) = value {
+            assert!(
+                value.to_str().unwrap_or_default().contains("max-age="),
+                "{value:?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Streaming: request and response bodies pass through without being buffered.
+// ---------------------------------------------------------------------------------------
+
+const MIB: usize = 1024 * 1024;
+
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// An upstream that reads the request body frame by frame (never holding more than one)
+/// and answers `{"len", "hash"}`; it fires `first_bytes` when the first data arrives.
+async fn spawn_body_counting_upstream(first_bytes: Signal) -> SocketAddr {
+    spawn_upstream(Router::new().fallback(any(move |request: Request| {
+        let first_bytes = first_bytes.clone();
+        async move {
+            let mut body = request.into_body();
+            let (mut len, mut hash) = (0u64, FNV_OFFSET);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.expect("request body frame");
+                if let Some(data) = frame.data_ref() {
+                    len += data.len() as u64;
+                    hash = fnv1a(hash, data);
+                    first_bytes.fire();
+                }
+            }
+            axum::Json(json!({ "len": len, "hash": hash }))
+        }
+    })))
+    .await
+}
+
+/// A client on `addr` over a fresh hyper HTTP/1.1 connection.
+async fn hyper_client<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = connect_from(UNTRUSTED, addr).await;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+#[tokio::test]
+async fn a_64_mib_streamed_upload_reaches_the_upstream_whole() {
+    let (signal, _) = Signal::new();
+    let upstream = spawn_body_counting_upstream(signal).await;
+    let gateway = TestGateway::start(&one_route_to(upstream, "")).await;
+
+    const CHUNKS: u64 = 64;
+    let expected_hash = Arc::new(Mutex::new(FNV_OFFSET));
+    let hasher = Arc::clone(&expected_hash);
+    // Generated chunk by chunk as the client sends it: no Content-Length, so chunked.
+    let stream = futures_util::stream::unfold(0u64, move |index| {
+        let hasher = Arc::clone(&hasher);
+        async move {
+            (index < CHUNKS).then(|| {
+                let chunk: Vec<u8> = (0..MIB)
+                    .map(|j| (j as u64).wrapping_mul(31).wrapping_add(index) as u8)
+                    .collect();
+                let mut hash = hasher.lock().expect("hash lock");
+                *hash = fnv1a(*hash, &chunk);
+                (
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))),
+                    index + 1,
+                )
+            })
+        }
+    });
+    let upload = http::Request::post("/app/upload")
+        .header("host", PUBLIC_HOST)
+        .header("content-type", "application/octet-stream")
+        .body(StreamBody::new(stream))
+        .expect("request");
+    let mut client = hyper_client(gateway.addr()).await;
+    let reply = within_for(Duration::from_secs(120), "a 64 MiB upload", async {
+        let response = client.send_request(upload).await.expect("response");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    })
+    .await;
+    assert_eq!(reply.0, 200, "{}", String::from_utf8_lossy(&reply.1));
+    let seen: Value = serde_json::from_slice(&reply.1).expect("JSON");
+    assert_eq!(seen["len"], CHUNKS * MIB as u64);
+    assert_eq!(
+        seen["hash"],
+        *expected_hash.lock().expect("hash lock"),
+        "the bytes arrive intact and in order"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_reaches_the_upstream_while_the_client_is_still_sending() {
+    let (first_bytes, first_bytes_arrived) = Signal::new();
+    let upstream = spawn_body_counting_upstream(first_bytes).await;
+    let gateway = TestGateway::start(&one_route_to(upstream, "")).await;
+
+    // The client sends one chunk, then holds the rest back until the upstream has seen
+    // the first one: a gateway that buffers the whole body never gets there.
+    let first = Bytes::from(vec![b'a'; 64 * 1024]);
+    let rest = Bytes::from(vec![b'b'; 64 * 1024]);
+    let parts =
+        futures_util::stream::unfold((0, Some(first_bytes_arrived)), move |(step, waiter)| {
+            let (first, rest) = (first.clone(), rest.clone());
+            async move {
+                match step {
+                    0 => Some((Ok::<_, Infallible>(Frame::data(first)), (1, waiter))),
+                    1 => {
+                        let waiter = waiter.expect("waited on once");
+                        waiter.await.expect("the upstream signals its first bytes");
+                        Some((Ok(Frame::data(rest)), (2, None)))
+                    }
+                    _ => None,
+                }
+            }
+        });
+    let upload = http::Request::post("/app/upload")
+        .header("host", PUBLIC_HOST)
+        .body(StreamBody::new(parts))
+        .expect("request");
+    let mut client = hyper_client(gateway.addr()).await;
+    let (status, body) = within("an upload whose rest waits for the upstream", async {
+        let response = client.send_request(upload).await.expect("response");
+        let status = response.status();
+        (
+            status,
+            response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes(),
+        )
+    })
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let seen: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(seen["len"], 128 * 1024);
+}
+
+#[tokio::test]
+async fn a_chunked_response_reaches_the_client_before_the_upstream_finishes_it() {
+    let (open_gate, gate) = Gate::new();
+    let upstream = spawn_upstream(Router::new().fallback(any(move || {
+        let gate = gate.clone();
+        async move {
+            // First chunk, then nothing until the test opens the gate, then the second.
+            let chunks = futures_util::stream::unfold(0, move |step| {
+                let gate = gate.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"first chunk")), 1)),
+                        1 => {
+                            gate.wait().await;
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            Some((Ok(Bytes::from_static(b"second chunk")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            Body::from_stream(chunks)
+        }
+    })))
+    .await;
+    let gateway = TestGateway::start(&one_route_to(upstream, "")).await;
+
+    let mut client = hyper_client::<Full<Bytes>>(gateway.addr()).await;
+    let response = within(
+        "response head",
+        client.send_request(request("/app/stream", PUBLIC_HOST, &[])),
+    )
+    .await
+    .expect("response");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // The upstream has sent only the first chunk: it waits for the gate, which opens
+    // only once the first chunk is here. A buffering gateway makes this time out.
+    let mut received = Vec::new();
+    while received.len() < b"first chunk".len() {
+        let frame = within(
+            "the first chunk, before the upstream sends the second",
+            body.frame(),
+        )
+        .await
+        .expect("a frame before the end")
+        .expect("frame");
+        received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..]));
+    }
+    assert_eq!(received, b"first chunk");
+    open_gate.send(()).expect("the upstream waits on the gate");
+    let rest = within("the rest of the body", body.collect())
+        .await
+        .expect("rest")
+        .to_bytes();
+    assert_eq!(rest, "second chunk");
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits: request head size, connection count, header read timeout, idle timeout.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_request_head_larger_than_max_header_size_gets_431() {
+    let (upstream, count) = spawn_counting_upstream().await;
+    let gateway = TestGateway::start(&one_route_to(upstream, "max_header_size = \"8KiB\"")).await;
+
+    let small = format!("X-Big: {}", "a".repeat(4_000));
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/app", &[&small])).await;
+    assert_eq!(reply.status, 200, "control: a 4 KB header fits");
+
+    let big = format!("X-Big: {}", "a".repeat(20_000));
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/app", &[&big])).await;
+    assert_eq!(reply.status, 431, "{reply:?}");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "the oversized request never reached the upstream"
+    );
+}
+
+/// A keep-alive connection that has completed one request (so the gateway holds it).
+async fn open_served_connection(addr: SocketAddr) -> (TcpStream, RawReply) {
+    let mut stream = connect_from(UNTRUSTED, addr).await;
+    stream
+        .write_all(raw_get("/app", &[]).as_bytes())
+        .await
+        .expect("write");
+    let reply = read_reply(&mut stream).await;
+    (stream, reply)
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_get_503_until_one_is_released() {
+    let (upstream, _) = spawn_counting_upstream().await;
+    let gateway = TestGateway::start(&one_route_to(upstream, "max_connections = 2")).await;
+
+    let (first, reply) = open_served_connection(gateway.addr()).await;
+    assert_eq!(reply.status, 200);
+    let (mut second, reply) = open_served_connection(gateway.addr()).await;
+    assert_eq!(reply.status, 200);
+
+    let (mut third, reply) = open_served_connection(gateway.addr()).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(
+        within(
+            "the refused connection closing",
+            read_shows_closed(&mut third)
+        )
+        .await
+    );
+
+    // Releasing one makes room: new connections are served again.
+    drop(first);
+    within("a new connection to be served", async {
+        loop {
+            let (_stream, reply) = open_served_connection(gateway.addr()).await;
+            match reply.status {
+                200 => break,
+                503 => tokio::time::sleep(Duration::from_millis(20)).await,
+                other => panic!("unexpected status {other}: {reply:?}"),
+            }
+        }
+    })
+    .await;
+
+    // The connection held all along still works.
+    second
+        .write_all(raw_get("/app", &[]).as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_reply(&mut second).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_stalling_inside_its_request_line_is_disconnected() {
+    let (upstream, _) = spawn_counting_upstream().await;
+    let gateway =
+        TestGateway::start(&one_route_to(upstream, "header_read_timeout = \"300ms\"")).await;
+
+    let mut stalled = connect_from(UNTRUSTED, gateway.addr()).await;
+    stalled
+        .write_all(b"GET /app HT")
+        .await
+        .expect("write half a request line");
+
+    // Meanwhile a normal client is served.
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/app", &[])).await;
+    assert_eq!(reply.status, 200);
+
+    assert!(
+        within(
+            "the stalled client being disconnected",
+            read_shows_closed(&mut stalled)
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_request_head_is_disconnected() {
+    let (upstream, _) = spawn_counting_upstream().await;
+    let gateway =
+        TestGateway::start(&one_route_to(upstream, "header_read_timeout = \"300ms\"")).await;
+
+    // One byte every 50 ms keeps the socket busy but never completes the head: the
+    // timeout runs from the head's first byte, not from the last one.
+    let mut stream = connect_from(UNTRUSTED, gateway.addr()).await;
+    stream
+        .write_all(b"GET /app HTTP/1.1\r\nX-Slow: ")
+        .await
+        .expect("write");
+    within("the trickling client being disconnected", async {
+        let (mut reader, mut writer) = stream.split();
+        let mut buffer = [0u8; 1024];
+        loop {
+            tokio::select! {
+                read = reader.read(&mut buffer) => {
+                    match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buffer[..n])),
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if writer.write_all(b"a").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_pause_between_requests_is_not_header_read_time() {
+    let (upstream, _) = spawn_counting_upstream().await;
+    let gateway =
+        TestGateway::start(&one_route_to(upstream, "header_read_timeout = \"300ms\"")).await;
+
+    let (mut stream, reply) = open_served_connection(gateway.addr()).await;
+    assert_eq!(reply.status, 200);
+    // Idle (not sending a head) for longer than header_read_timeout.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stream
+        .write_all(raw_get("/app", &[]).as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_reply(&mut stream).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let (upstream, _) = spawn_counting_upstream().await;
+    let gateway = TestGateway::start(&one_route_to(upstream, "idle_timeout = \"300ms\"")).await;
+
+    let (mut stream, reply) = open_served_connection(gateway.addr()).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("connection")
+            .is_none_or(|v| !v.eq_ignore_ascii_case("close")),
+        "kept alive: {reply:?}"
+    );
+    assert!(
+        within(
+            "the idle connection being closed",
+            read_shows_closed(&mut stream)
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_response_slower_than_idle_timeout_is_not_cut() {
+    let (open_gate, gate) = Gate::new();
+    let upstream = spawn_upstream(Router::new().fallback(any(move || {
+        let gate = gate.clone();
+        async move {
+            gate.wait().await;
+            "finally"
+        }
+    })))
+    .await;
+    let gateway = TestGateway::start(&one_route_to(upstream, "idle_timeout = \"300ms\"")).await;
+
+    let mut stream = connect_from(UNTRUSTED, gateway.addr()).await;
+    stream
+        .write_all(raw_get("/app", &[]).as_bytes())
+        .await
+        .expect("write");
+    // The request is in flight for longer than idle_timeout: that is not idleness.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    open_gate.send(()).expect("the upstream waits on the gate");
+    let reply = read_reply(&mut stream).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.text(), "finally");
+}
