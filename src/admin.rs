@@ -118,13 +118,25 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
             (name.clone(), json!(target))
         })
         .collect();
+        let providers: serde_json::Map<String, serde_json::Value> = snapshot
+        .providers
+        .iter()
+        .map(|(name, provider)| {
+            let mut entry = json!({ "kind": provider.settings.kind });
+            if let Some(status) = provider.jwks_status() {
+                entry["jwks"] = json!(status);
+            }
+            (name.clone(), entry)
+        })
+        .collect();
     let body = json!({
         "generation": snapshot.generation,
         "source_hash": snapshot.source_hash.to_string(),
         "loaded_at": humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string(),
         "config_path": reloader.path().display().to_string(),
         "routes": routes,
-        "upstreams": upstreams,
+                "upstreams": upstreams,
+        "auth_providers": providers,
         "warnings": snapshot.warnings.iter().map(|w| w.render(reloader.path())).collect::<Vec<_>>(),
         "last_reload_error": status.last_error,
         "refused_static_keys": status.refused_static_keys,

@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::secrets::{Environment, ProcessEnvironment};
+use crate::config::compile::CompileContext;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::{admin, server};
@@ -40,9 +42,18 @@ pub enum StartError {
 
 impl Gateway {
     /// Loads the config at `config_path`, binds the listeners and starts serving and
-    /// watching the file.
+    /// watching the file. Secrets named `{ env = ... }` come from the process environment.
     pub async fn start(config_path: PathBuf) -> Result<Self, StartError> {
-        let first = initial_snapshot(&config_path)?;
+        Self::start_with_environment(config_path, Arc::new(ProcessEnvironment)).await
+    }
+
+    /// [`Gateway::start`], with environment variables from `env`.
+    pub async fn start_with_environment(
+        config_path: PathBuf,
+        env: Arc<dyn Environment>,
+    ) -> Result<Self, StartError> {
+        let compile_context = CompileContext::for_config(&config_path, env);
+        let first = initial_snapshot(&config_path, &compile_context)?;
         let listen = first.config.server.listen;
         let admin_listen = first.config.admin.as_ref().map(|admin| admin.listen);
         tracing::info!(
@@ -54,7 +65,7 @@ impl Gateway {
         );
 
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
-        let reloader = Arc::new(Reloader::new(config_path, Arc::clone(&snapshot)));
+        let reloader = Arc::new(Reloader::new(config_path, Arc::clone(&snapshot), compile_context));
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let listener = bind("public listener", listen).await?;

@@ -16,6 +16,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod header_sets;

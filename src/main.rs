@@ -45,6 +45,37 @@ enum Command {
     Config,
     /// Print the JSON Schema of fluxlit.toml.
     Schema,
+    /// Development tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Mint a token with a jwt provider's HS secret, issuer and audience.
+    Issue {
+        /// The provider in [auth.providers].
+        #[arg(long)]
+        provider: String,
+        /// The token's subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid, e.g. 15m.
+        #[arg(long, default_value = "15m")]
+        ttl: fluxlit::config::units::Duration,
+        /// Extra claims as key=value, e.g. --claim scope="read write". Repeatable.
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, String)>,
+    },
+}
+
+fn parse_claim(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not key=value")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -57,6 +88,10 @@ fn main() -> ExitCode {
         Command::Schema => {
             print!("{}", config::schema::to_pretty_json());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command: TokenCommand::Issue { provider, sub, ttl, claims } } => {
+            let request = fluxlit::auth::token::TokenRequest { sub, ttl: ttl.get(), claims };
+            issue_token(&path, &provider, &request)
         }
     };
     result.unwrap_or_else(|error| {
@@ -108,6 +143,44 @@ fn show_config(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn issue_token(
+    path: &Path,
+    provider_name: &str,
+    request: &fluxlit::auth::token::TokenRequest,
+) -> anyhow::Result<ExitCode> {
+    use fluxlit::auth::{secrets, token};
+    let checked = match config::load(path) {
+        Ok(checked) => checked,
+        Err(error) => {
+            report(&error);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let providers = &checked.config.auth.providers;
+    let Some(provider) = providers.get(provider_name) else {
+        let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "no provider {provider_name:?} in {}; the providers are: {}",
+            path.display(),
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        );
+    };
+    token::minting_algorithm(provider_name, provider).map_err(anyhow::Error::msg)?;
+    let secret = provider
+        .hs256_secret
+        .as_ref()
+        .context("the provider has no hs256_secret")?;
+    let ctx = config::compile::CompileContext::for_config(
+        path,
+        std::sync::Arc::new(secrets::ProcessEnvironment),
+    );
+    let secret = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+        .map_err(|message| anyhow::anyhow!("auth.providers.{provider_name}.hs256_secret: {message}"))?;
+    let token = token::mint(provider_name, provider, &secret, request).map_err(anyhow::Error::msg)?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(error: &LoadError) {

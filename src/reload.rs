@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{self, CheckedConfig, Config, LoadError, SourceHash, compile::compile};
+use crate::config::compile::{CompileContext, compile};
+use crate::config::{self, CheckedConfig, Config, LoadError, SourceHash};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Quiet time after the last file event before reloading: editors write in bursts.
@@ -97,14 +98,16 @@ struct State {
 pub struct Reloader {
     path: PathBuf,
     snapshot: SharedSnapshot,
+    compile_context: CompileContext,
     state: Mutex<State>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, snapshot: SharedSnapshot) -> Self {
+    pub fn new(path: PathBuf, snapshot: SharedSnapshot, compile_context: CompileContext) -> Self {
         Self {
             path,
             snapshot,
+            compile_context,
             state: Mutex::new(State::default()),
         }
     }
@@ -180,7 +183,7 @@ impl Reloader {
             .map_err(|error| error.render_errors())
             .and_then(|mut checked| {
                 let refused = keep_static_keys(&mut checked.config, &current.config);
-                compile(checked, Some(&current), current.generation + 1)
+                compile(checked, Some(&current), current.generation + 1, &self.compile_context)
                     .map(|snapshot| (snapshot, refused))
                     .map_err(|errors| errors.iter().map(|d| d.render(&self.path)).collect())
             });
@@ -382,14 +385,15 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Loads and compiles the first snapshot, at start.
-pub fn initial_snapshot(path: &Path) -> Result<Snapshot, StartupConfigError> {
+pub fn initial_snapshot(path: &Path, ctx: &CompileContext) -> Result<Snapshot, StartupConfigError> {
     let checked: CheckedConfig = config::load(path)?;
-    for warning in &checked.warnings {
+    let snapshot = compile(checked, None, 1, ctx).map_err(|errors| {
+        StartupConfigError::Compile(errors.iter().map(|d| d.render(path)).collect())
+    })?;
+    for warning in &snapshot.warnings {
         tracing::warn!("{}", warning.render(path));
     }
-    compile(checked, None, 1).map_err(|errors| {
-        StartupConfigError::Compile(errors.iter().map(|d| d.render(path)).collect())
-    })
+    Ok(snapshot)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use ipnet::IpNet;
 
+use crate::auth::{Provider, RouteAuth};
 use crate::config::{Config, Diagnostic, SourceHash, model};
 use crate::proxy::routes::RouteTable;
 
@@ -33,6 +34,7 @@ pub struct Snapshot {
     pub warnings: Vec<Diagnostic>,
     pub routes: RouteTable<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub providers: BTreeMap<String, Arc<Provider>>,
     pub headers: HeaderPolicy,
     pub limits: ConnectionLimits,
 }
@@ -41,6 +43,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    /// The check a request must pass before the upstream is contacted.
+    pub auth: Option<RouteAuth>,
     /// Normalised: no trailing `/` except for the root route.
     pub prefix: String,
     pub strip_prefix: bool,
@@ -85,8 +89,11 @@ pub struct HeaderPolicy {
     pub trusted_proxies: Vec<IpNet>,
     /// Client headers forwarded on every route.
     pub standard: HashSet<HeaderName>,
-    /// Headers only a trusted proxy may set: forwarding, identity, request id.
+    /// Headers only a trusted proxy may set: forwarding, forward-auth user, request id.
     pub trusted_only: HashSet<HeaderName>,
+    /// Identity headers the gateway sets from verified credentials; never forwarded
+    /// from any client, trusted or not.
+    pub identity: HashSet<HeaderName>,
     pub request_id: HeaderName,
     pub remote_user: HeaderName,
     /// The path of `public_base_url`, when it is not `/`.

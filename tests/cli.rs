@@ -64,7 +64,7 @@ fn validate_lists_every_error_with_line_and_column_and_exits_1() {
         "fluxlit.toml:17:15: error: routes[0].path_prefix: \"api\" must start with '/'",
         "fluxlit.toml:18:12: error: routes[0].upstream: unknown upstream \"apii\"",
         "help: did you mean \"api\"?",
-        "fluxlit.toml:19:8: error: routes[0].auth: auth = \"main\" is not supported yet",
+        "fluxlit.toml:19:8: error: routes[0].auth: unknown auth provider \"main\"",
         "fluxlit.toml:22:8: error: routes[1].name: duplicate route name \"api\", already used by routes[0]",
         "fluxlit.toml:28:15: error: routes[2].path_prefix: duplicate path prefix \"/\": routes[1] (\"api\") already matches it",
         "fluxlit.toml:30:27: warning: routes[2].forward_client_headers[0]: \"cookie\" is dropped from the allowlist",

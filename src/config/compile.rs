@@ -5,6 +5,7 @@
 //! pool) of the previous snapshot.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,9 +15,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use super::diagnostic::Diagnostic;
-use super::model::{self, Builtin};
+use super::model::{self, Builtin, ProviderKind};
 use super::validate::{normalize_prefix, parse_cidr, parse_upstream_url};
 use super::{CheckedConfig, Config};
+use crate::auth::jwks::{JwksCache, JwksSettings, JwksSource};
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::secrets::{self, Environment};
+use crate::auth::{Check, Provider, RouteAuth};
 use crate::header_sets;
 use crate::proxy::routes::RouteTable;
 use crate::snapshot::{
@@ -24,21 +29,47 @@ use crate::snapshot::{
     UpstreamTarget,
 };
 
-/// Builds the snapshot for `checked`. Validation has refused what compile cannot build,
-/// so errors here mean the two disagree; they are reported, never unwrapped.
+/// What compile needs besides the config: where relative paths start, and where
+/// environment variables come from.
+#[derive(Debug, Clone)]
+pub struct CompileContext {
+    pub config_dir: PathBuf,
+    pub env: Arc<dyn Environment>,
+}
+
+impl CompileContext {
+    /// Relative paths in the file at `config_path` are relative to its directory.
+    pub fn for_config(config_path: &Path, env: Arc<dyn Environment>) -> Self {
+        let config_dir = match config_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        Self { config_dir, env }
+    }
+}
+
+/// Builds the snapshot for `checked`. Validation has refused what it can see in the
+/// file; compile adds what needs the outside world (secrets, key files) and reports
+/// those problems the same way, never unwrapping.
 pub fn compile(
     checked: CheckedConfig,
     previous: Option<&Snapshot>,
     generation: u64,
+    ctx: &CompileContext,
 ) -> Result<Snapshot, Vec<Diagnostic>> {
-    let CheckedConfig {
-        config,
-        source,
-        warnings,
-    } = checked;
+    let CheckedConfig { config, source, mut warnings, spans } = checked;
     let mut errors = Vec::new();
 
     let headers = compile_header_policy(&config, &mut errors);
+    let mut providers = BTreeMap::new();
+    for (name, settings) in &config.auth.providers {
+        match compile_provider(name, settings, previous, ctx, &mut warnings) {
+            Ok(provider) => {
+                providers.insert(name.clone(), Arc::new(provider));
+            }
+            Err(error) => errors.push(error),
+        }
+    }
     let mut upstreams = BTreeMap::new();
     for (name, settings) in &config.upstreams {
         match compile_upstream(name, settings, previous) {
@@ -58,8 +89,26 @@ pub fn compile(
             ));
             continue;
         };
+                let auth = match &route.auth {
+            None => None,
+            Some(name) => match providers.get(name) {
+                Some(provider) => Some(RouteAuth {
+                    provider: Arc::clone(provider),
+                    required_scopes: route.required_scopes.clone().into_boxed_slice(),
+                }),
+                None => {
+                    // Never serve a route without the check it names.
+                    errors.push(Diagnostic::error(
+                        format!("routes[{index}].auth"),
+                        format!("auth provider {name:?} could not be built"),
+                    ));
+                    continue;
+                }
+            },
+        };
         let prefix = normalize_prefix(&route.path_prefix).to_owned();
         let compiled = Route {
+            auth,
             name: route.name.as_str().into(),
             prefix: prefix.clone(),
             strip_prefix: route.strip_prefix,
@@ -68,8 +117,9 @@ pub fn compile(
                 .forward_client_headers
                 .iter()
                 .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-                .filter(|name| {
+                                .filter(|name| {
                     !headers.trusted_only.contains(name)
+                        && !headers.identity.contains(name)
                         && header_sets::forbidden_in_allowlist(name.as_str()).is_none()
                         && !headers.standard.contains(name)
                 })
@@ -78,6 +128,8 @@ pub fn compile(
         entries.push((prefix, Arc::new(compiled)));
     }
 
+    spans.locate(&mut errors);
+    spans.locate(&mut warnings);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -85,8 +137,9 @@ pub fn compile(
         generation,
         source_hash: source.hash,
         loaded_at: SystemTime::now(),
-        routes: RouteTable::new(entries),
+                routes: RouteTable::new(entries),
         upstreams,
+        providers,
         headers,
         limits: ConnectionLimits {
             header_read_timeout: config.server.header_read_timeout.get(),
@@ -124,16 +177,26 @@ fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> Heade
 
     let mut trusted_only: HashSet<HeaderName> = header_sets::FORWARDING
         .iter()
-        .chain(header_sets::GATEWAY_IDENTITY)
         .map(|name| HeaderName::from_static(name))
         .collect();
     trusted_only.insert(request_id.clone());
     trusted_only.insert(remote_user.clone());
 
+    // Set by the gateway from verified credentials only: never taken from any client.
+    let mut identity: HashSet<HeaderName> = header_sets::GATEWAY_IDENTITY
+        .iter()
+        .map(|name| HeaderName::from_static(name))
+        .collect();
+    for provider in config.auth.providers.values() {
+        identity.extend(
+            provider.claim_headers.values().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        );
+    }
+
     let standard = header_sets::STANDARD_REQUEST
         .iter()
         .map(|name| HeaderName::from_static(name))
-        .filter(|name| !trusted_only.contains(name))
+        .filter(|name| !trusted_only.contains(name) && !identity.contains(name))
         .collect();
 
     let public_base = config
@@ -183,6 +246,7 @@ fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> Heade
             .collect(),
         standard,
         trusted_only,
+        identity,
         request_id,
         remote_user,
         forwarded_prefix,
@@ -243,6 +307,107 @@ fn compile_upstream(
         timeout: settings.timeout.get(),
         settings: settings.clone(),
     })
+}
+
+fn compile_provider(
+    name: &str,
+    settings: &model::AuthProvider,
+    previous: Option<&Snapshot>,
+    ctx: &CompileContext,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Provider, Diagnostic> {
+    let path = format!("auth.providers.{name}");
+    let claim_headers = settings
+        .claim_headers
+        .iter()
+        .map(|(claim, header)| {
+            HeaderName::from_bytes(header.as_bytes())
+                .map(|header| (claim.clone(), header))
+                .map_err(|_| {
+                    Diagnostic::error(format!("{path}.claim_headers.{claim}"), "invalid header name")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let check = match settings.kind {
+        ProviderKind::TrustedProxyUser => Check::TrustedProxyUser,
+        ProviderKind::Jwt => {
+            let wants_secret = settings.algorithms.iter().any(|a| a.is_hmac());
+            let hmac_key = match &settings.hs256_secret {
+                Some(secret) if wants_secret => Some(hmac_key(&path, secret, ctx, warnings)?),
+                _ => None,
+            };
+            let jwks = compile_jwks(name, &path, settings, previous, ctx)?;
+            Check::Jwt(JwtVerifier::new(settings, hmac_key, jwks))
+        }
+    };
+    Ok(Provider::new(name, settings.clone(), check, claim_headers))
+}
+
+fn hmac_key(
+    path: &str,
+    secret: &model::SecretRef,
+    ctx: &CompileContext,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<jsonwebtoken::DecodingKey, Diagnostic> {
+    let key_path = format!("{path}.hs256_secret");
+    let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+        .map_err(|message| Diagnostic::error(&key_path, message))?;
+    if bytes.expose().len() < 32 {
+        warnings.push(Diagnostic::warning(
+            &key_path,
+            format!(
+                "the secret is {} bytes; HS256 wants at least 32 random bytes",
+                bytes.expose().len()
+            ),
+        ));
+    }
+    jsonwebtoken::DecodingKey::from_secret(bytes.expose())
+        .map_err(|err| Diagnostic::error(&key_path, format!("unusable secret: {err}")))
+}
+
+fn compile_jwks(
+    name: &str,
+    path: &str,
+    settings: &model::AuthProvider,
+    previous: Option<&Snapshot>,
+    ctx: &CompileContext,
+) -> Result<Option<Arc<JwksCache>>, Diagnostic> {
+    if !settings.algorithms.iter().any(|a| !a.is_hmac()) {
+        return Ok(None);
+    }
+    let source = match (&settings.jwks_url, &settings.jwks_file) {
+        (Some(url), _) => JwksSource::Url(url.clone()),
+        (None, Some(file)) => JwksSource::File(ctx.config_dir.join(file)),
+        (None, None) => {
+            return Err(Diagnostic::error(format!("{path}.jwks_url"), "no key source"));
+        }
+    };
+    let jwks_settings = JwksSettings {
+        ttl: settings.jwks_cache_ttl.get(),
+        refetch_interval: settings.jwks_refetch_interval.get(),
+        max_stale: settings.jwks_max_stale.get(),
+    };
+    // A provider whose key settings did not change keeps its cache, keys and all.
+    let reused = previous.and_then(|snapshot| {
+        snapshot.providers.values().find_map(|provider| match &provider.check {
+            Check::Jwt(verifier) => {
+                verifier.jwks().filter(|cache| cache.serves(&source, &jwks_settings)).cloned()
+            }
+            Check::TrustedProxyUser => None,
+        })
+    });
+    let cache = match reused {
+        Some(cache) => cache,
+        None => {
+            let cache = JwksCache::new(name, source, jwks_settings);
+            cache
+                .load_file_now()
+                .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?;
+            cache
+        }
+    };
+    cache.start();
+    Ok(Some(cache))
 }
 
 /// Two upstreams can share a pool when they reach the same address the same way.

@@ -26,6 +26,8 @@ pub struct CheckedConfig {
     pub config: Config,
     pub source: ConfigSource,
     pub warnings: Vec<Diagnostic>,
+    /// Where each key is, so problems found later (by compile) get a line and column.
+    pub spans: std::sync::Arc<diagnostic::SpanIndex>,
 }
 
 /// Why a config file was refused.
@@ -89,10 +91,11 @@ pub fn check(source: ConfigSource) -> Result<CheckedConfig, LoadError> {
     if !errors.is_empty() {
         return Err(invalid(errors, warnings));
     }
-    Ok(CheckedConfig {
+        Ok(CheckedConfig {
         config: parsed.config,
         source,
         warnings,
+        spans: std::sync::Arc::new(parsed.spans),
     })
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -41,10 +42,9 @@ pub struct Config {
     #[validate(nested)]
     pub routes: Vec<Route>,
 
-    /// Auth providers. Not supported yet: a file with an `[auth]` table is refused, so a
-    /// route never silently runs without the protection it asks for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Auth providers that routes name in their `auth` key.
+    #[serde(skip_serializing_if = "Auth::is_empty")]
+    pub auth: Auth,
 }
 
 /// `[server]`: the public listener.
@@ -210,9 +210,176 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward_client_headers: Vec<String>,
 
-    /// Name of an auth provider. Not supported yet: a route with `auth` is refused.
+    /// Name of a provider in `[auth.providers]`: requests without valid credentials get
+    /// 401, and the upstream gets the verified identity headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+
+    /// Scopes a token must carry (in its `scope` or `scp` claim) on this route; a token
+    /// without them gets 403. Needs `auth`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
+}
+
+/// `[auth]`: who the gateway believes a request comes from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct Auth {
+    /// Providers by name; routes refer to them with `auth = "NAME"`.
+    pub providers: BTreeMap<String, AuthProvider>,
+}
+
+impl Auth {
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+}
+
+/// What kind of check a provider makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// A bearer JWT in `Authorization`, verified with an HMAC secret or a JWKS.
+    Jwt,
+    /// The identity in `trust.remote_user_header`, set by a trusted proxy in front
+    /// (forward auth); from anyone else the request is unauthenticated.
+    TrustedProxyUser,
+}
+
+/// A JWS signing algorithm. `none` does not exist here: unsigned tokens are never accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Algorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Algorithm {
+    /// HMAC algorithms verify with a shared secret; the others with a public key.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+/// One audience or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            Self::One(one) => vec![one.clone()],
+            Self::Many(many) => many.clone(),
+        }
+    }
+}
+
+/// Where a secret is: never written in the file itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["env"]}, {"required": ["file"]}]))]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A file holding the secret (relative paths are relative to the config file; one
+    /// trailing newline is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+/// `[auth.providers.NAME]`: one way to authenticate requests. The keys that apply depend
+/// on `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("allOf" = [{
+    "if": {"properties": {"kind": {"const": "jwt"}}},
+    "then": {"required": ["issuer", "audience", "algorithms"]}
+}]))]
+pub struct AuthProvider {
+    pub kind: ProviderKind,
+
+    /// jwt: the `iss` every token must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+
+    /// jwt: the `aud` a token must carry (one of these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
+
+    /// jwt: the algorithms accepted; a token signed with any other is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<Algorithm>,
+
+    /// jwt: the shared secret for HS256/HS384/HS512 tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<SecretRef>,
+
+    /// jwt: where the public keys (a JWKS) for RS/PS/ES/EdDSA tokens are published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+
+    /// jwt: a JWKS in a file, instead of `jwks_url` (relative to the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// jwt: clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway: Duration,
+
+    /// jwt: how long fetched keys are used before a refresh, when the JWKS response has
+    /// no `Cache-Control: max-age` (which is honoured between 30s and 24h).
+    #[serde(default = "default_jwks_cache_ttl")]
+    pub jwks_cache_ttl: Duration,
+
+    /// jwt: the least time between two fetches caused by tokens naming an unknown key id.
+    #[serde(default = "default_jwks_refetch_interval")]
+    pub jwks_refetch_interval: Duration,
+
+    /// jwt: how long the last good keys keep being used past their refresh time while
+    /// the JWKS endpoint fails.
+    #[serde(default = "default_jwks_max_stale")]
+    pub jwks_max_stale: Duration,
+
+    /// The realm named in `WWW-Authenticate` challenges [default: the provider's name].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+
+    /// jwt: claims copied to upstream headers, e.g. `{ email = "x-fluxlit-email" }`, on
+    /// top of `x-fluxlit-sub` and `x-fluxlit-scope`. Clients' copies are always stripped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claim_headers: BTreeMap<String, String>,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_jwks_cache_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_jwks_refetch_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_jwks_max_stale() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn nonzero_duration(value: &Duration) -> Result<(), ValidationError> {

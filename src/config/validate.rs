@@ -11,7 +11,7 @@ use url::Url;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::diagnostic::Diagnostic;
-use super::model::{Config, Route, Upstream};
+use super::model::{AuthProvider, Config, ProviderKind, Route, Upstream};
 use super::suggest;
 use crate::header_sets;
 
@@ -327,6 +327,10 @@ fn check_forward_client_headers(
                 Some("the forward-auth identity header, believed only from trusted proxies")
             } else if lower == config.server.request_id_header.to_ascii_lowercase() {
                 Some("the request id header, kept only from trusted proxies")
+            } else if config.auth.providers.values().any(|p| {
+                p.claim_headers.values().any(|h| h.eq_ignore_ascii_case(&lower))
+            }) {
+                Some("an identity header the gateway sets from verified claims")
             } else {
                 None
             }
@@ -343,30 +347,217 @@ fn check_forward_client_headers(
     }
 }
 
-/// Names of providers cannot be honoured yet: refusing them is the only safe answer,
-/// since ignoring them would serve the route without the check it asks for.
 fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
-    if config.auth.is_some() {
-        found.push(
-            Diagnostic::error(
-                "auth",
-                "auth providers are not supported yet by this version",
-            )
-            .with_help(
-                "remove the [auth] tables; this gateway refuses them rather than ignore them",
+    let providers = &config.auth.providers;
+    for (name, provider) in providers {
+        let path = format!("auth.providers.{name}");
+        if !is_valid_name(name) {
+            found.push(Diagnostic::error(
+                &path,
+                format!("{name:?} is not a valid provider name: use letters, digits, '-' or '_'"),
+            ));
+        }
+        match provider.kind {
+            ProviderKind::Jwt => check_jwt_provider(&path, provider, found),
+            ProviderKind::TrustedProxyUser => {
+                check_trusted_proxy_user(config, &path, provider, found)
+            }
+        }
+        for (claim, header) in &provider.claim_headers {
+            let key = format!("{path}.claim_headers.{claim}");
+            let lower = header.to_ascii_lowercase();
+            if HeaderName::from_bytes(header.as_bytes()).is_err() {
+                found.push(Diagnostic::error(key, format!("{header:?} is not a valid header name")));
+            } else if header_sets::STANDARD_REQUEST.contains(&lower.as_str())
+                || header_sets::forbidden_in_allowlist(&lower).is_some_and(|_| {
+                    !header_sets::GATEWAY_IDENTITY.contains(&lower.as_str())
+                })
+            {
+                found.push(Diagnostic::error(
+                    key,
+                    format!("{header:?} is a standard or forwarding header; name it x-something"),
+                ));
+            }
+        }
+    }
+
+    for (index, route) in config.routes.iter().enumerate() {
+        let path = format!("routes[{index}]");
+        match &route.auth {
+            Some(provider) if !providers.contains_key(provider) => {
+                let diagnostic = Diagnostic::error(
+                    format!("{path}.auth"),
+                    format!("unknown auth provider {provider:?}"),
+                );
+                found.push(match suggest(provider, providers.keys().map(String::as_str)) {
+                    Some(suggestion) => diagnostic.with_help(format!("did you mean {suggestion:?}?")),
+                    None => diagnostic.with_help(
+                        "define it in an [auth.providers.NAME] table; a route naming a \
+                         provider that does not exist is refused, never served unprotected",
+                    ),
+                });
+            }
+            Some(provider) => {
+                let kind = providers.get(provider).map(|p| p.kind);
+                if !route.required_scopes.is_empty() && kind != Some(ProviderKind::Jwt) {
+                    found.push(Diagnostic::error(
+                        format!("{path}.required_scopes"),
+                        format!("provider {provider:?} does not issue scopes; only jwt providers do"),
+                    ));
+                }
+            }
+            None if !route.required_scopes.is_empty() => found.push(
+                Diagnostic::error(
+                    format!("{path}.required_scopes"),
+                    "required_scopes needs `auth`: without a provider there are no scopes to check",
+                )
+                .with_help("add auth = \"PROVIDER\" to the route"),
             ),
+            None => {}
+        }
+    }
+}
+
+fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    if provider.issuer.as_deref().is_none_or(str::is_empty) {
+        found.push(
+            Diagnostic::error(format!("{path}.issuer"), "a jwt provider needs `issuer`")
+                .with_help("the `iss` your tokens carry, e.g. \"https://auth.example.com\""),
         );
     }
-    for (index, route) in config.routes.iter().enumerate() {
-        if let Some(provider) = &route.auth {
-            found.push(
-                Diagnostic::error(
-                    format!("routes[{index}].auth"),
-                    format!("auth = {provider:?} is not supported yet by this version"),
-                )
-                .with_help("remove `auth` from the route; it is refused so the route never runs unprotected"),
-            );
+    match &provider.audience {
+        None => found.push(
+            Diagnostic::error(format!("{path}.audience"), "a jwt provider needs `audience`")
+                .with_help("the `aud` your tokens carry, e.g. \"my-api\""),
+        ),
+        Some(audience) if audience.values().iter().all(String::is_empty) => found.push(
+            Diagnostic::error(format!("{path}.audience"), "the audience must not be empty"),
+        ),
+        Some(_) => {}
+    }
+    if provider.algorithms.is_empty() {
+        found.push(
+            Diagnostic::error(format!("{path}.algorithms"), "list the algorithms tokens are signed with")
+                .with_help("e.g. algorithms = [\"HS256\"], or [\"RS256\"] with jwks_url"),
+        );
+    }
+    let wants_secret = provider.algorithms.iter().any(|a| a.is_hmac());
+    let wants_keys = provider.algorithms.iter().any(|a| !a.is_hmac());
+    match (&provider.hs256_secret, wants_secret) {
+        (None, true) => found.push(
+            Diagnostic::error(format!("{path}.hs256_secret"), "HS algorithms need `hs256_secret`")
+                .with_help("hs256_secret = { env = \"JWT_HS256_SECRET\" } or { file = \"secret\" }"),
+        ),
+        (Some(_), false) => found.push(Diagnostic::warning(
+            format!("{path}.hs256_secret"),
+            "no HS algorithm is listed in `algorithms`, so the secret is never used",
+        )),
+        (Some(secret), true) => match (&secret.env, &secret.file) {
+            (Some(_), Some(_)) | (None, None) => found.push(Diagnostic::error(
+                format!("{path}.hs256_secret"),
+                "give exactly one of `env` or `file`",
+            )),
+            _ => {}
+        },
+        (None, false) => {}
+    }
+    let key_sources = usize::from(provider.jwks_url.is_some()) + usize::from(provider.jwks_file.is_some());
+    if key_sources > 1 {
+        found.push(Diagnostic::error(
+            format!("{path}.jwks_file"),
+            "give `jwks_url` or `jwks_file`, not both",
+        ));
+    } else if wants_keys && key_sources == 0 {
+        found.push(
+            Diagnostic::error(
+                format!("{path}.algorithms"),
+                "RS/PS/ES/EdDSA algorithms need public keys: add `jwks_url` or `jwks_file`",
+            )
+            .with_help("jwks_url = \"https://idp.example.com/.well-known/jwks.json\""),
+        );
+    } else if !wants_keys && key_sources == 1 {
+        found.push(Diagnostic::warning(
+            format!("{path}.algorithms"),
+            "a JWKS is configured but only HS algorithms are listed, so it is never used",
+        ));
+    }
+    if let Some(url) = &provider.jwks_url {
+        match Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                if parsed.scheme() == "http" && !is_local_host(&parsed) {
+                    found.push(Diagnostic::warning(
+                        format!("{path}.jwks_url"),
+                        "keys fetched over plain http can be swapped in transit; use https",
+                    ));
+                }
+            }
+            Ok(parsed) => found.push(Diagnostic::error(
+                format!("{path}.jwks_url"),
+                format!("scheme `{}` is not supported; use https://", parsed.scheme()),
+            )),
+            Err(err) => found.push(Diagnostic::error(
+                format!("{path}.jwks_url"),
+                format!("{url:?} is not a URL: {err}"),
+            )),
         }
+    }
+    if provider.leeway.get() > std::time::Duration::from_secs(300) {
+        found.push(Diagnostic::warning(
+            format!("{path}.leeway"),
+            format!("{} of leeway keeps expired tokens working for that long", provider.leeway),
+        ));
+    }
+    for (key, duration) in [
+        ("jwks_cache_ttl", provider.jwks_cache_ttl),
+        ("jwks_refetch_interval", provider.jwks_refetch_interval),
+    ] {
+        if duration.is_zero() {
+            found.push(Diagnostic::error(format!("{path}.{key}"), "must be longer than zero"));
+        }
+    }
+}
+
+fn check_trusted_proxy_user(
+    config: &Config,
+    path: &str,
+    provider: &AuthProvider,
+    found: &mut Vec<Diagnostic>,
+) {
+    let jwt_only = [
+        ("issuer", provider.issuer.is_some()),
+        ("audience", provider.audience.is_some()),
+        ("algorithms", !provider.algorithms.is_empty()),
+        ("hs256_secret", provider.hs256_secret.is_some()),
+        ("jwks_url", provider.jwks_url.is_some()),
+        ("jwks_file", provider.jwks_file.is_some()),
+        ("claim_headers", !provider.claim_headers.is_empty()),
+    ];
+    for (key, present) in jwt_only {
+        if present {
+            found.push(Diagnostic::error(
+                format!("{path}.{key}"),
+                format!("`{key}` applies to kind = \"jwt\" only"),
+            ));
+        }
+    }
+    if config.trust.proxies.is_empty() {
+        found.push(
+            Diagnostic::warning(
+                path,
+                "trust.proxies is empty, so no request can carry a trusted user: every request \
+                 on its routes gets 401",
+            )
+            .with_help("list the address of the proxy that sets trust.remote_user_header"),
+        );
+    }
+}
+
+fn is_local_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

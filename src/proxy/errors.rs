@@ -64,3 +64,17 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// A refusal by the route's auth check: the status, a `WWW-Authenticate` challenge
+/// where RFC 6750 asks for one, and the usual short body.
+pub fn auth_failure_response(
+    failure: &crate::auth::AuthFailure,
+    route: &Route,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let mut response = error_response(failure.status(), Some(route), &failure.message(), request_id);
+    if let Some(challenge) = failure.challenge() {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::auth::Identity;
 use crate::snapshot::{HeaderPolicy, Route, canonical_ip};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -26,8 +27,10 @@ pub struct RequestContext<'a> {
     pub scheme: &'static str,
     /// The authority from an absolute-form or HTTP/2 request target, if any.
     pub uri_authority: Option<&'a str>,
-    pub request_id: &'a HeaderValue,
+        pub request_id: &'a HeaderValue,
     pub websocket: bool,
+    /// The verified identity, when the route has auth.
+    pub identity: Option<&'a Identity>,
 }
 
 /// Headers for the upstream request, built from the client's.
@@ -98,7 +101,12 @@ pub fn upstream_request_headers(
     {
         out.insert(X_FORWARDED_PREFIX, prefix.clone());
     }
-    out.insert(policy.request_id.clone(), ctx.request_id.clone());
+        out.insert(policy.request_id.clone(), ctx.request_id.clone());
+    if let Some(identity) = ctx.identity {
+        for (name, value) in &identity.headers {
+            out.insert(name.clone(), value.clone());
+        }
+    }
     out
 }
 

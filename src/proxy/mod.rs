@@ -78,7 +78,29 @@ impl Proxy {
             let message = "no route matches this path";
             return error_response(StatusCode::NOT_FOUND, None, message, request_id);
         };
-        let upstream_path = upstream_path(&route, &path, request.uri().query());
+                let upstream_path = upstream_path(&route, &path, request.uri().query());
+
+        // The route's check runs before anything is sent upstream.
+        let identity = match &route.auth {
+            None => None,
+            Some(auth) => {
+                let remote_user = &snapshot.headers.remote_user;
+                match auth.authenticate(request.headers(), peer_trusted, remote_user).await {
+                    Ok(identity) => Some(identity),
+                    Err(failure) => {
+                        tracing::info!(
+                            route = %route.name,
+                            provider = %auth.provider.name,
+                            request_id = request_id.to_str().unwrap_or("-"),
+                            status = failure.status().as_u16(),
+                            reason = %failure.message(),
+                            "request refused at the edge",
+                        );
+                        return errors::auth_failure_response(&failure, &route, request_id);
+                    }
+                }
+            }
+        };
 
         let websocket = is_websocket_handshake(&request);
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
@@ -88,8 +110,9 @@ impl Proxy {
             peer_trusted,
             scheme: self.scheme,
             uri_authority: parts.uri.authority().map(|a| a.as_str()),
-            request_id,
+                        request_id,
             websocket,
+            identity: identity.as_ref(),
         };
 
         match &route.upstream.target {
@@ -127,7 +150,8 @@ impl Proxy {
                 *upstream_request.uri_mut() = uri;
                 *upstream_request.version_mut() = Version::HTTP_11;
                 *upstream_request.headers_mut() = headers;
-                forward(&route, http, upstream_request, client_upgrade, request_id).await
+                let expires_at = identity.as_ref().and_then(|identity| identity.expires_at);
+                forward(&route, http, upstream_request, client_upgrade, expires_at, request_id).await
             }
         }
     }
@@ -136,8 +160,9 @@ impl Proxy {
 async fn forward(
     route: &Arc<Route>,
     http: &HttpUpstream,
-    request: Request<Incoming>,
+        request: Request<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    credential_expires_at: Option<std::time::SystemTime>,
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let upstream = &route.upstream;
@@ -192,7 +217,12 @@ async fn forward(
         match client_upgrade {
             Some(client_upgrade) => {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
-                websocket::spawn_tunnel(client_upgrade, upstream_upgrade, Arc::clone(&route.name));
+                websocket::spawn_tunnel(
+                    client_upgrade,
+                    upstream_upgrade,
+                    Arc::clone(&route.name),
+                    credential_expires_at,
+                );
             }
             None => {
                 let message = "the upstream switched protocols without being asked to";

@@ -78,36 +78,59 @@ pub enum BadPath {
     NotOriginForm,
     #[error("the path climbs above the root with '..'")]
     EscapesRoot,
+    #[error("the path holds an encoded '/' or '\\', which upstreams read differently")]
+    EncodedSeparator,
+    #[error("the path holds a backslash")]
+    Backslash,
+    #[error("the path holds an encoded control character")]
+    EncodedControl,
+    #[error("the path holds a malformed percent-encoding")]
+    MalformedEncoding,
 }
 
-/// Resolves `.` and `..` segments (also percent-encoded, as `%2e`), so that
-/// `/public/../api` is routed, and forwarded, as `/api`. Paths without dot segments
-/// (almost all of them) are returned as they are, without allocating.
+/// The path as routes see it and the upstream receives it, so that a route's check
+/// cannot be dodged by spelling its prefix differently:
+///
+/// - percent-encoded unreserved characters are decoded (`/%61pi` is `/api`,
+///   RFC 3986 §6.2.2.2); other encodings are kept as sent;
+/// - empty segments are merged (`//api` is `/api`);
+/// - `.` and `..` segments are resolved (`/public/../api` is `/api`);
+/// - an encoded `/` or `\`, a backslash, an encoded control character, a malformed
+///   encoding or a `..` above the root is refused (400).
+///
+/// Paths with none of these (almost all of them) are returned as they are, without
+/// allocating.
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath::NotOriginForm);
     }
-    if !path.split('/').any(is_dot_segment) {
+    let needs_work = path.bytes().any(|b| b == b'%' || b == b'\\')
+        || path.contains("//")
+        || path.split('/').any(|segment| segment == "." || segment == "..");
+    if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
+    if path.contains('\\') {
+        return Err(BadPath::Backslash);
+    }
+    let decoded = decode_unreserved(path)?;
+
     let mut segments: Vec<&str> = Vec::new();
-    let mut parts = path[1..].split('/').peekable();
     let mut ends_with_slash = false;
-    while let Some(segment) = parts.next() {
-        let last = parts.peek().is_none();
-        match dot_kind(segment) {
-            Some(Dot::Current) => ends_with_slash = last,
-            Some(Dot::Parent) => {
+    for segment in decoded[1..].split('/') {
+        match segment {
+            "" | "." => ends_with_slash = true,
+            ".." => {
                 segments.pop().ok_or(BadPath::EscapesRoot)?;
-                ends_with_slash = last;
+                ends_with_slash = true;
             }
-            None => {
+            segment => {
                 segments.push(segment);
                 ends_with_slash = false;
             }
         }
     }
-    let mut normalized = String::with_capacity(path.len());
+    let mut normalized = String::with_capacity(decoded.len());
     for segment in &segments {
         normalized.push('/');
         normalized.push_str(segment);
@@ -118,37 +141,36 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
     Ok(Cow::Owned(normalized))
 }
 
-enum Dot {
-    Current,
-    Parent,
-}
-
-fn is_dot_segment(segment: &str) -> bool {
-    dot_kind(segment).is_some()
-}
-
-fn dot_kind(segment: &str) -> Option<Dot> {
-    let mut rest = segment.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        if rest[0] == b'.' {
-            rest = &rest[1..];
-        } else if rest.len() >= 3
-            && rest[0] == b'%'
-            && rest[1] == b'2'
-            && matches!(rest[2], b'e' | b'E')
-        {
-            rest = &rest[3..];
-        } else {
-            return None;
+fn decode_unreserved(path: &str) -> Result<String, BadPath> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte != b'%' {
+            out.push(char::from(byte));
+            i += 1;
+            continue;
         }
-        dots += 1;
+        let hex = bytes.get(i + 1..i + 3).ok_or(BadPath::MalformedEncoding)?;
+        let value = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .ok_or(BadPath::MalformedEncoding)?;
+        match value {
+            b'/' | b'\\' => return Err(BadPath::EncodedSeparator),
+            0..=0x1f | 0x7f => return Err(BadPath::EncodedControl),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(value));
+            }
+            _ => {
+                out.push('%');
+                out.push_str(&path[i + 1..i + 3].to_ascii_uppercase());
+            }
+        }
+        i += 3;
     }
-    match dots {
-        1 => Some(Dot::Current),
-        2 => Some(Dot::Parent),
-        _ => None,
-    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -190,6 +212,7 @@ mod tests {
     #[test]
     fn resolves_dot_segments() {
         assert_eq!(normalize_path("/a/b").unwrap(), "/a/b");
+        assert!(matches!(normalize_path("/a/b?").unwrap(), Cow::Borrowed(_)));
         assert_eq!(normalize_path("/public/../api/x").unwrap(), "/api/x");
         assert_eq!(normalize_path("/public/%2e%2E/api").unwrap(), "/api");
         assert_eq!(normalize_path("/a/./b/").unwrap(), "/a/b/");
@@ -197,5 +220,23 @@ mod tests {
         assert_eq!(normalize_path("/a/...").unwrap(), "/a/...");
         assert_eq!(normalize_path("/..").unwrap_err(), BadPath::EscapesRoot);
         assert_eq!(normalize_path("*").unwrap_err(), BadPath::NotOriginForm);
+    }
+
+    #[test]
+    fn decodes_unreserved_characters_and_merges_slashes() {
+        assert_eq!(normalize_path("/%61pi/x").unwrap(), "/api/x");
+        assert_eq!(normalize_path("//api//x").unwrap(), "/api/x");
+        assert_eq!(normalize_path("/api/a%20b%c3%a9").unwrap(), "/api/a%20b%C3%A9");
+        assert_eq!(normalize_path("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn refuses_what_upstreams_read_differently() {
+        assert_eq!(normalize_path("/api%2fx").unwrap_err(), BadPath::EncodedSeparator);
+        assert_eq!(normalize_path("/api%5Cx").unwrap_err(), BadPath::EncodedSeparator);
+        assert_eq!(normalize_path("/api\\x").unwrap_err(), BadPath::Backslash);
+        assert_eq!(normalize_path("/api%00").unwrap_err(), BadPath::EncodedControl);
+        assert_eq!(normalize_path("/api%zz").unwrap_err(), BadPath::MalformedEncoding);
+        assert_eq!(normalize_path("/api%2").unwrap_err(), BadPath::MalformedEncoding);
     }
 }

@@ -1,14 +1,22 @@
 //! WebSocket tunnels: after the upstream's `101`, bytes are copied both ways unchanged.
 //!
 //! The tunnel is its own task, independent of the snapshot and of the HTTP connection
-//! it came from, so a reload never cuts an open WebSocket.
+//! it came from, so a reload never cuts an open WebSocket. A tunnel opened with a
+//! credential that expires (a token's `exp`) is closed when it does: Streamlit
+//! sessions last for hours, tokens do not.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, route: Arc<str>) {
+pub fn spawn_tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    route: Arc<str>,
+    expires_at: Option<SystemTime>,
+) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -19,11 +27,27 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, route: Arc<str>) {
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((to_upstream, to_client)) => {
-                tracing::debug!(%route, to_upstream, to_client, "websocket closed");
+        let expiry = async {
+            match expires_at {
+                Some(at) => {
+                    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending().await,
             }
-            Err(error) => tracing::debug!(%route, %error, "websocket ended with an error"),
+        };
+        tokio::select! {
+            result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
+                Ok((to_upstream, to_client)) => {
+                    tracing::debug!(%route, to_upstream, to_client, "websocket closed");
+                }
+                Err(error) => tracing::debug!(%route, %error, "websocket ended with an error"),
+            },
+            () = expiry => {
+                // Both sockets are dropped here: the client sees the connection close and
+                // must reconnect with a fresh credential.
+                tracing::info!(%route, "websocket closed: its credential expired");
+            }
         }
     });
 }

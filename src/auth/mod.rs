@@ -1,0 +1,268 @@
+//! Authentication at the edge: a route naming a provider is checked before its upstream
+//! is contacted, and the upstream gets the verified identity as headers.
+//!
+//! - `jwt`: a bearer token in `Authorization`, verified with an HMAC secret or a JWKS.
+//! - `trusted_proxy_user`: forward auth; the identity a trusted proxy put in
+//!   `trust.remote_user_header`.
+//!
+//! Failures answer in RFC 6750 terms: 401 with a `WWW-Authenticate: Bearer` challenge,
+//! 403 `insufficient_scope`, and 503 when the provider's keys are not available.
+
+pub mod jwks;
+pub mod jwt;
+pub mod secrets;
+pub mod token;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use serde_json::Value;
+
+use jwt::{JwtVerifier, TokenError};
+
+pub const SUB_HEADER: HeaderName = HeaderName::from_static("x-fluxlit-sub");
+pub const SCOPE_HEADER: HeaderName = HeaderName::from_static("x-fluxlit-scope");
+
+/// A compiled provider.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: Arc<str>,
+    /// `Bearer realm="..."`, precomputed.
+    challenge: HeaderValue,
+    pub check: Check,
+    /// `(claim, header)` pairs copied to the upstream on top of sub and scope.
+    claim_headers: Vec<(String, HeaderName)>,
+    /// The settings it was built from, for reuse and `/snapshot`.
+    pub settings: crate::config::model::AuthProvider,
+}
+
+#[derive(Debug)]
+pub enum Check {
+    Jwt(JwtVerifier),
+    TrustedProxyUser,
+}
+
+impl Provider {
+    pub fn new(
+        name: &str,
+        settings: crate::config::model::AuthProvider,
+        check: Check,
+        claim_headers: Vec<(String, HeaderName)>,
+    ) -> Self {
+        let realm = settings.realm.clone().unwrap_or_else(|| name.to_owned());
+        let realm: String = realm.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+        let challenge = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\""))
+            .unwrap_or(HeaderValue::from_static("Bearer"));
+        Self { name: name.into(), challenge, check, claim_headers, settings }
+    }
+
+    pub fn jwks_status(&self) -> Option<jwks::JwksStatus> {
+        match &self.check {
+            Check::Jwt(verifier) => verifier.jwks().map(|cache| cache.status()),
+            Check::TrustedProxyUser => None,
+        }
+    }
+}
+
+/// A route's auth requirement.
+#[derive(Debug)]
+pub struct RouteAuth {
+    pub provider: Arc<Provider>,
+    pub required_scopes: Box<[String]>,
+}
+
+/// Who a request comes from, as the upstream will be told.
+#[derive(Debug)]
+pub struct Identity {
+    /// Identity headers for the upstream (`x-fluxlit-sub`, `x-fluxlit-scope`, claims).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// When the credential stops being valid (a token's `exp`): WebSockets opened with
+    /// it are closed then.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credentials at all (401, a bare challenge as RFC 6750 §3.1 asks).
+    Missing { challenge: HeaderValue },
+    /// Credentials that do not verify (401 `invalid_token`).
+    Invalid { challenge: HeaderValue, description: String },
+    /// A valid token without a required scope (403 `insufficient_scope`).
+    InsufficientScope { challenge: HeaderValue, scope: String },
+    /// Forward auth without a trusted proxy's user (401, no bearer challenge).
+    NoTrustedUser,
+    /// The provider cannot verify anything right now (503).
+    Unavailable { description: String },
+}
+
+impl AuthFailure {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Missing { .. } | Self::Invalid { .. } | Self::NoTrustedUser => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `WWW-Authenticate` value, where there is one.
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        let text = match self {
+            Self::Missing { challenge } => return Some(challenge.clone()),
+            Self::Invalid { challenge, description } => format!(
+                "{}, error=\"invalid_token\", error_description=\"{}\"",
+                challenge.to_str().unwrap_or("Bearer"),
+                quoted_safe(description)
+            ),
+            Self::InsufficientScope { challenge, scope } => format!(
+                "{}, error=\"insufficient_scope\", scope=\"{}\"",
+                challenge.to_str().unwrap_or("Bearer"),
+                quoted_safe(scope)
+            ),
+            Self::NoTrustedUser | Self::Unavailable { .. } => return None,
+        };
+        HeaderValue::from_str(&text).ok()
+    }
+
+    /// One line for the response body and the log (never a token or a secret).
+    pub fn message(&self) -> String {
+        match self {
+            Self::Missing { .. } => "a bearer token is required".to_owned(),
+            Self::Invalid { description, .. } => description.clone(),
+            Self::InsufficientScope { scope, .. } => format!("the token lacks the scope {scope:?}"),
+            Self::NoTrustedUser => "the user must be authenticated by the proxy in front".to_owned(),
+            Self::Unavailable { description } => description.clone(),
+        }
+    }
+}
+
+/// Keeps a description inside a quoted-string: no quotes, backslashes or controls.
+fn quoted_safe(text: &str) -> String {
+    text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}
+
+impl RouteAuth {
+    /// Checks the request's credentials. Nothing is sent upstream before this returns.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer_trusted: bool,
+        remote_user_header: &HeaderName,
+    ) -> Result<Identity, AuthFailure> {
+        let provider = &self.provider;
+        match &provider.check {
+            Check::TrustedProxyUser => {
+                let user = headers
+                    .get(remote_user_header)
+                    .filter(|_| peer_trusted)
+                    .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
+                    .ok_or(AuthFailure::NoTrustedUser)?;
+                Ok(Identity { headers: vec![(SUB_HEADER, user.clone())], expires_at: None })
+            }
+            Check::Jwt(verifier) => {
+                let token = bearer_token(headers, &provider.challenge)?;
+                let claims = verifier.verify(token).await.map_err(|error| match error {
+                    TokenError::Invalid(description) => {
+                        AuthFailure::Invalid { challenge: provider.challenge.clone(), description }
+                    }
+                    TokenError::KeysUnavailable(description) => AuthFailure::Unavailable { description },
+                })?;
+                let scopes = scopes(&claims);
+                if let Some(missing) =
+                    self.required_scopes.iter().find(|wanted| !scopes.iter().any(|s| s == *wanted))
+                {
+                    return Err(AuthFailure::InsufficientScope {
+                        challenge: provider.challenge.clone(),
+                        scope: missing.clone(),
+                    });
+                }
+                identity_from_claims(provider, &claims, &scopes)
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer ...` header. Query-string tokens are never
+/// accepted (they end up in logs and `Referer`s).
+fn bearer_token<'a>(headers: &'a HeaderMap, challenge: &HeaderValue) -> Result<&'a str, AuthFailure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthFailure::Missing { challenge: challenge.clone() });
+    };
+    let invalid = |description: &str| AuthFailure::Invalid {
+        challenge: challenge.clone(),
+        description: description.to_owned(),
+    };
+    if values.next().is_some() {
+        return Err(invalid("more than one Authorization header"));
+    }
+    let value = value.to_str().map_err(|_| invalid("the Authorization header is not text"))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| invalid("expected \"Bearer <token>\""))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(invalid("expected \"Bearer <token>\""));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(invalid("the bearer token is empty"));
+    }
+    Ok(token)
+}
+
+/// Scopes from `scope` (space-separated) or `scp` (a list or a string).
+fn scopes(claims: &jwt::Claims) -> Vec<String> {
+    let split = |text: &str| text.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(text)) => split(text),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn identity_from_claims(
+    provider: &Provider,
+    claims: &jwt::Claims,
+    scopes: &[String],
+) -> Result<Identity, AuthFailure> {
+    let invalid = |description: &str| AuthFailure::Invalid {
+        challenge: provider.challenge.clone(),
+        description: description.to_owned(),
+    };
+    let sub = claims.get("sub").and_then(Value::as_str).ok_or_else(|| invalid("the token has no sub claim"))?;
+    let header_value =
+        |text: &str| HeaderValue::from_str(text).map_err(|_| invalid("a claim cannot be sent as a header"));
+    let mut headers = vec![(SUB_HEADER, header_value(sub)?)];
+    if !scopes.is_empty() {
+        headers.push((SCOPE_HEADER, header_value(&scopes.join(" "))?));
+    }
+    for (claim, name) in &provider.claim_headers {
+        let text = match claims.get(claim) {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Number(number)) => number.to_string(),
+            Some(Value::Bool(flag)) => flag.to_string(),
+            _ => continue,
+        };
+        headers.push((name.clone(), header_value(&text)?));
+    }
+    let expires_at = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
+    Ok(Identity { headers, expires_at })
+}
+
+/// The process's HTTP client for JWKS (and later IdP) requests: TLS with the webpki roots.
+pub fn http_client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("fluxlit/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .map_err(|err| format!("cannot build the HTTP client: {err}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
