@@ -76,6 +76,11 @@ impl JwtVerifier {
             return Err(invalid("the token is too large"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|err| describe(err.kind()))?;
+        // RFC 7515 §4.1.11: a critical extension the verifier does not understand (such as
+        // `b64: false`) must be refused, not ignored.
+        if header.crit.is_some() {
+            return Err(invalid("the token has critical header parameters this gateway does not support"));
+        }
         let Some((alg, validation)) = self.accepted.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(invalid("the token's algorithm is not accepted"));
         };
