@@ -45,7 +45,11 @@ impl JwtVerifier {
         jwks: Option<Arc<JwksCache>>,
     ) -> Self {
         let issuer = provider.issuer.clone().unwrap_or_default();
-        let audience = provider.audience.as_ref().map(model::Audience::values).unwrap_or_default();
+        let audience = provider
+            .audience
+            .as_ref()
+            .map(model::Audience::values)
+            .unwrap_or_default();
         let leeway_secs = provider.leeway.get().as_secs();
         let accepted = provider
             .algorithms
@@ -62,11 +66,21 @@ impl JwtVerifier {
                 (alg, validation)
             })
             .collect();
-        Self { accepted, hmac_key, jwks, leeway_secs }
+        Self {
+            accepted,
+            hmac_key,
+            jwks,
+            leeway_secs,
+        }
     }
 
     pub fn jwks(&self) -> Option<&Arc<JwksCache>> {
         self.jwks.as_ref()
+    }
+
+    /// The clock skew allowed on `exp`: a credential is good until `exp` plus this.
+    pub fn leeway(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.leeway_secs)
     }
 
     /// Verifies signature, `alg`, `iss`, `aud`, `exp`, `nbf` and `iat`.
@@ -79,25 +93,41 @@ impl JwtVerifier {
         // RFC 7515 §4.1.11: a critical extension the verifier does not understand (such as
         // `b64: false`) must be refused, not ignored.
         if header.crit.is_some() {
-            return Err(invalid("the token has critical header parameters this gateway does not support"));
+            return Err(invalid(
+                "the token has critical header parameters this gateway does not support",
+            ));
         }
-        let Some((alg, validation)) = self.accepted.iter().find(|(alg, _)| *alg == header.alg) else {
+        let Some((alg, validation)) = self.accepted.iter().find(|(alg, _)| *alg == header.alg)
+        else {
             return Err(invalid("the token's algorithm is not accepted"));
         };
         let claims = if is_hmac(*alg) {
-            let key = self.hmac_key.as_ref().ok_or_else(|| invalid("the token's algorithm is not accepted"))?;
+            let key = self
+                .hmac_key
+                .as_ref()
+                .ok_or_else(|| invalid("the token's algorithm is not accepted"))?;
             decode(token, key, validation)?
         } else {
-            let jwks = self.jwks.as_ref().ok_or_else(|| invalid("the token's algorithm is not accepted"))?;
-            let found = jwks.key_for(header.kid.as_deref(), *alg).await.map_err(|err| match err {
-                KeyError::UnknownKey(text) => TokenError::Invalid(text),
-                KeyError::Unavailable(text) => TokenError::KeysUnavailable(text),
-            })?;
-            let key = found.key().ok_or_else(|| invalid("no key verifies the token"))?;
+            let jwks = self
+                .jwks
+                .as_ref()
+                .ok_or_else(|| invalid("the token's algorithm is not accepted"))?;
+            let found =
+                jwks.key_for(header.kid.as_deref(), *alg)
+                    .await
+                    .map_err(|err| match err {
+                        KeyError::UnknownKey(text) => TokenError::Invalid(text),
+                        KeyError::Unavailable(text) => TokenError::KeysUnavailable(text),
+                    })?;
+            let key = found
+                .key()
+                .ok_or_else(|| invalid("no key verifies the token"))?;
             decode(token, key, validation)?
         };
         if let Some(iat) = claims.get("iat") {
-            let iat = iat.as_u64().ok_or_else(|| invalid("the token's iat is not a number"))?;
+            let iat = iat
+                .as_u64()
+                .ok_or_else(|| invalid("the token's iat is not a number"))?;
             if iat > now_secs().saturating_add(self.leeway_secs) {
                 return Err(invalid("the token was issued in the future"));
             }
@@ -119,9 +149,9 @@ fn describe(kind: &ErrorKind) -> TokenError {
         ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
         ErrorKind::InvalidAudience => "the token's audience is not accepted",
         ErrorKind::InvalidSignature => "the token's signature does not verify",
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
-            "the token's algorithm is not accepted"
-        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => "the token's algorithm is not accepted",
         ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
             "exp" => "the token has no exp claim",
             "iss" => "the token has no iss claim",
@@ -129,9 +159,10 @@ fn describe(kind: &ErrorKind) -> TokenError {
             _ => "the token misses a required claim",
         },
         ErrorKind::InvalidClaimFormat(_) => "a claim of the token has the wrong type",
-        ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
-            "the token is malformed"
-        }
+        ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::InvalidToken => "the token is malformed",
         _ => "the token cannot be verified",
     };
     TokenError::Invalid(text.to_owned())
@@ -142,7 +173,9 @@ fn is_hmac(alg: Algorithm) -> bool {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub fn to_jsonwebtoken(alg: model::Algorithm) -> Algorithm {

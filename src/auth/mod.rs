@@ -16,8 +16,8 @@ pub mod token;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use jwt::{JwtVerifier, TokenError};
@@ -52,10 +52,19 @@ impl Provider {
         claim_headers: Vec<(String, HeaderName)>,
     ) -> Self {
         let realm = settings.realm.clone().unwrap_or_else(|| name.to_owned());
-        let realm: String = realm.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+        let realm: String = realm
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
         let challenge = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\""))
             .unwrap_or(HeaderValue::from_static("Bearer"));
-        Self { name: name.into(), challenge, check, claim_headers, settings }
+        Self {
+            name: name.into(),
+            challenge,
+            check,
+            claim_headers,
+            settings,
+        }
     }
 
     pub fn jwks_status(&self) -> Option<jwks::JwksStatus> {
@@ -89,9 +98,15 @@ pub enum AuthFailure {
     /// No credentials at all (401, a bare challenge as RFC 6750 §3.1 asks).
     Missing { challenge: HeaderValue },
     /// Credentials that do not verify (401 `invalid_token`).
-    Invalid { challenge: HeaderValue, description: String },
+    Invalid {
+        challenge: HeaderValue,
+        description: String,
+    },
     /// A valid token without a required scope (403 `insufficient_scope`).
-    InsufficientScope { challenge: HeaderValue, scope: String },
+    InsufficientScope {
+        challenge: HeaderValue,
+        scope: String,
+    },
     /// Forward auth without a trusted proxy's user (401, no bearer challenge).
     NoTrustedUser,
     /// The provider cannot verify anything right now (503).
@@ -101,7 +116,9 @@ pub enum AuthFailure {
 impl AuthFailure {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Missing { .. } | Self::Invalid { .. } | Self::NoTrustedUser => StatusCode::UNAUTHORIZED,
+            Self::Missing { .. } | Self::Invalid { .. } | Self::NoTrustedUser => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -111,7 +128,10 @@ impl AuthFailure {
     pub fn challenge(&self) -> Option<HeaderValue> {
         let text = match self {
             Self::Missing { challenge } => return Some(challenge.clone()),
-            Self::Invalid { challenge, description } => format!(
+            Self::Invalid {
+                challenge,
+                description,
+            } => format!(
                 "{}, error=\"invalid_token\", error_description=\"{}\"",
                 challenge.to_str().unwrap_or("Bearer"),
                 quoted_safe(description)
@@ -132,7 +152,9 @@ impl AuthFailure {
             Self::Missing { .. } => "a bearer token is required".to_owned(),
             Self::Invalid { description, .. } => description.clone(),
             Self::InsufficientScope { scope, .. } => format!("the token lacks the scope {scope:?}"),
-            Self::NoTrustedUser => "the user must be authenticated by the proxy in front".to_owned(),
+            Self::NoTrustedUser => {
+                "the user must be authenticated by the proxy in front".to_owned()
+            }
             Self::Unavailable { description } => description.clone(),
         }
     }
@@ -140,7 +162,9 @@ impl AuthFailure {
 
 /// Keeps a description inside a quoted-string: no quotes, backslashes or controls.
 fn quoted_safe(text: &str) -> String {
-    text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+    text.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }
 
 impl RouteAuth {
@@ -159,26 +183,34 @@ impl RouteAuth {
                     .filter(|_| peer_trusted)
                     .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
                     .ok_or(AuthFailure::NoTrustedUser)?;
-                Ok(Identity { headers: vec![(SUB_HEADER, user.clone())], expires_at: None })
+                Ok(Identity {
+                    headers: vec![(SUB_HEADER, user.clone())],
+                    expires_at: None,
+                })
             }
             Check::Jwt(verifier) => {
                 let token = bearer_token(headers, &provider.challenge)?;
                 let claims = verifier.verify(token).await.map_err(|error| match error {
-                    TokenError::Invalid(description) => {
-                        AuthFailure::Invalid { challenge: provider.challenge.clone(), description }
+                    TokenError::Invalid(description) => AuthFailure::Invalid {
+                        challenge: provider.challenge.clone(),
+                        description,
+                    },
+                    TokenError::KeysUnavailable(description) => {
+                        AuthFailure::Unavailable { description }
                     }
-                    TokenError::KeysUnavailable(description) => AuthFailure::Unavailable { description },
                 })?;
                 let scopes = scopes(&claims);
-                if let Some(missing) =
-                    self.required_scopes.iter().find(|wanted| !scopes.iter().any(|s| s == *wanted))
+                if let Some(missing) = self
+                    .required_scopes
+                    .iter()
+                    .find(|wanted| !scopes.iter().any(|s| s == *wanted))
                 {
                     return Err(AuthFailure::InsufficientScope {
                         challenge: provider.challenge.clone(),
                         scope: missing.clone(),
                     });
                 }
-                identity_from_claims(provider, &claims, &scopes)
+                identity_from_claims(provider, &claims, &scopes, verifier.leeway())
             }
         }
     }
@@ -186,10 +218,15 @@ impl RouteAuth {
 
 /// The token of an `Authorization: Bearer ...` header. Query-string tokens are never
 /// accepted (they end up in logs and `Referer`s).
-fn bearer_token<'a>(headers: &'a HeaderMap, challenge: &HeaderValue) -> Result<&'a str, AuthFailure> {
+fn bearer_token<'a>(
+    headers: &'a HeaderMap,
+    challenge: &HeaderValue,
+) -> Result<&'a str, AuthFailure> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(AuthFailure::Missing { challenge: challenge.clone() });
+        return Err(AuthFailure::Missing {
+            challenge: challenge.clone(),
+        });
     };
     let invalid = |description: &str| AuthFailure::Invalid {
         challenge: challenge.clone(),
@@ -198,8 +235,12 @@ fn bearer_token<'a>(headers: &'a HeaderMap, challenge: &HeaderValue) -> Result<&
     if values.next().is_some() {
         return Err(invalid("more than one Authorization header"));
     }
-    let value = value.to_str().map_err(|_| invalid("the Authorization header is not text"))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| invalid("expected \"Bearer <token>\""))?;
+    let value = value
+        .to_str()
+        .map_err(|_| invalid("the Authorization header is not text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| invalid("expected \"Bearer <token>\""))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(invalid("expected \"Bearer <token>\""));
     }
@@ -212,10 +253,18 @@ fn bearer_token<'a>(headers: &'a HeaderMap, challenge: &HeaderValue) -> Result<&
 
 /// Scopes from `scope` (space-separated) or `scp` (a list or a string).
 fn scopes(claims: &jwt::Claims) -> Vec<String> {
-    let split = |text: &str| text.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let split = |text: &str| {
+        text.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     match claims.get("scope").or_else(|| claims.get("scp")) {
         Some(Value::String(text)) => split(text),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -224,14 +273,19 @@ fn identity_from_claims(
     provider: &Provider,
     claims: &jwt::Claims,
     scopes: &[String],
+    leeway: Duration,
 ) -> Result<Identity, AuthFailure> {
     let invalid = |description: &str| AuthFailure::Invalid {
         challenge: provider.challenge.clone(),
         description: description.to_owned(),
     };
-    let sub = claims.get("sub").and_then(Value::as_str).ok_or_else(|| invalid("the token has no sub claim"))?;
-    let header_value =
-        |text: &str| HeaderValue::from_str(text).map_err(|_| invalid("a claim cannot be sent as a header"));
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("the token has no sub claim"))?;
+    let header_value = |text: &str| {
+        HeaderValue::from_str(text).map_err(|_| invalid("a claim cannot be sent as a header"))
+    };
     let mut headers = vec![(SUB_HEADER, header_value(sub)?)];
     if !scopes.is_empty() {
         headers.push((SCOPE_HEADER, header_value(&scopes.join(" "))?));
@@ -245,11 +299,15 @@ fn identity_from_claims(
         };
         headers.push((name.clone(), header_value(&text)?));
     }
+    // The same instant the HTTP check uses: `exp` plus the leeway.
     let expires_at = claims
         .get("exp")
         .and_then(Value::as_u64)
-        .map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
-    Ok(Identity { headers, expires_at })
+        .map(|exp| UNIX_EPOCH + Duration::from_secs(exp) + leeway);
+    Ok(Identity {
+        headers,
+        expires_at,
+    })
 }
 
 /// The process's HTTP client for JWKS (and later IdP) requests: TLS with the webpki roots.

@@ -125,7 +125,16 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
                 .span()
                 .and_then(|span| spans.path_at(span.start))
                 .unwrap_or_default();
-            let mut diagnostic = Diagnostic::error(path, err.message().to_owned());
+            // serde repeats the offending value ("invalid type: string \"...\""): for a
+            // secret written inline by mistake that would put it in logs and /snapshot.
+            let message = if is_secret_key(&path) {
+                "a secret is never written in the file: use { env = \"NAME\" } or \
+                 { file = \"path\" } (the value is not repeated here)"
+                    .to_owned()
+            } else {
+                err.message().to_owned()
+            };
+            let mut diagnostic = Diagnostic::error(path, message);
             diagnostic.location = err.span().map(|span| spans.location(span.start));
             diagnostics.push(diagnostic);
             None
@@ -139,6 +148,15 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             Err(diagnostics)
         }
     }
+}
+
+/// Whether a key path is a provider's secret or inside one (`hs256_secret`, and
+/// `client_secret` or any other `*_secret` of `auth.providers.NAME`).
+fn is_secret_key(path: &str) -> bool {
+    let mut keys = path.split('.');
+    keys.next() == Some("auth")
+        && keys.next() == Some("providers")
+        && keys.nth(1).is_some_and(|key| key.ends_with("_secret"))
 }
 
 fn unknown_key(path: &str, spans: &SpanIndex) -> Diagnostic {

@@ -1,0 +1,436 @@
+//! The auth side of the command line, as a developer runs it: `fluxlit token issue`
+//! mints tokens that a gateway on the same config accepts (secret from a file or from
+//! the environment) and refuses providers it cannot mint for; `fluxlit config`,
+//! `validate` and `token issue` never print a secret; `fluxlit validate` explains auth
+//! mistakes with their key paths.
+
+mod auth_support;
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use auth_support::*;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+fn fluxlit(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fluxlit"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FLUXLIT_CONFIG")
+        .env_remove("JWT_HS256_SECRET");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run fluxlit")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `/api` behind provider `main` (HS256, secret as given), `idp` (RS256, JWKS only) and
+/// `sso` (forward auth), with a fixed ephemeral listen so the CLI and the gateway read
+/// the same file.
+fn config(upstream: SocketAddr, secret: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[trust]
+proxies = ["127.0.0.1/32"]
+
+[upstreams.app]
+url = "http://{upstream}"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+auth = "main"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["HS256"]
+hs256_secret = {secret}
+
+[auth.providers.idp]
+kind = "jwt"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["RS256"]
+jwks_url = "https://idp.example/.well-known/jwks.json"
+
+[auth.providers.sso]
+kind = "trusted_proxy_user"
+"#
+    )
+}
+
+/// Runs `fluxlit token issue --provider main --sub ada --ttl 15m --claim scope=read`.
+fn issue(dir: &Path, env: &[(&str, &str)]) -> String {
+    let output = fluxlit(
+        &[
+            "token",
+            "issue",
+            "--config",
+            "fluxlit.toml",
+            "--provider",
+            "main",
+            "--sub",
+            "ada",
+            "--ttl",
+            "15m",
+            "--claim",
+            "scope=read",
+        ],
+        dir,
+        env,
+    );
+    assert!(
+        output.status.success(),
+        "token issue failed: {}",
+        stderr(&output)
+    );
+    let token = stdout(&output).trim().to_owned();
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "a JWS in compact form: {token:?}"
+    );
+    token
+}
+
+/// The claims of `token`, verified with `secret`.
+fn verified_claims(token: &str, secret: &str) -> Value {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    let key = DecodingKey::from_secret(secret.as_bytes()).expect("HMAC key");
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .expect("the minted token verifies with the provider's secret")
+        .claims
+}
+
+async fn assert_gateway_accepts(gateway: &common::TestGateway, token: &str) {
+    let reply = get_with_token(gateway, "/api/x", token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-fluxlit-sub"), ["ada"]);
+    assert_eq!(reply.upstream_header("x-fluxlit-scope"), ["read"]);
+}
+
+#[tokio::test]
+async fn token_issue_mints_a_token_a_gateway_on_the_same_config_accepts() {
+    let upstream = CountingUpstream::spawn().await;
+    let gateway = start_with_files(
+        &config(upstream.addr, "{ file = \"secret\" }"),
+        &[("secret", &format!("{HS_SECRET}\n"))],
+    )
+    .await;
+    let token = issue(gateway.dir.path(), &[]);
+
+    // The secret file's trailing newline is not part of the secret, for either of them.
+    let claims = verified_claims(&token, HS_SECRET);
+    assert_eq!(claims["sub"], "ada");
+    assert_eq!(claims["scope"], "read");
+    let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(lifetime, 15 * 60, "--ttl 15m");
+    assert_gateway_accepts(&gateway, &token).await;
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn token_issue_reads_an_env_secret_as_the_gateway_does() {
+    let upstream = CountingUpstream::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fluxlit.toml");
+    std::fs::write(
+        &path,
+        config(upstream.addr, "{ env = \"JWT_HS256_SECRET\" }"),
+    )
+    .unwrap();
+    let env = TestEnvironment(BTreeMap::from([(
+        "JWT_HS256_SECRET".to_owned(),
+        HS_SECRET.to_owned(),
+    )]));
+    let gateway = fluxlit::Gateway::start_with_environment(path.clone(), Arc::new(env))
+        .await
+        .expect("gateway starts");
+    let gateway = common::TestGateway {
+        gateway,
+        dir,
+        config_path: path,
+    };
+
+    let token = issue(gateway.dir.path(), &[("JWT_HS256_SECRET", HS_SECRET)]);
+    assert_gateway_accepts(&gateway, &token).await;
+
+    // Minted with another value of the variable: the gateway's secret is not that one.
+    let other = issue(
+        gateway.dir.path(),
+        &[("JWT_HS256_SECRET", "some other secret value!")],
+    );
+    let reply = get_with_token(&gateway, "/api/x", &other).await;
+    assert_invalid_token(&reply, "main", "signature does not verify");
+
+    // Without the variable there is nothing to mint with, and the message says which.
+    let output = fluxlit(
+        &[
+            "token",
+            "issue",
+            "--config",
+            "fluxlit.toml",
+            "--provider",
+            "main",
+            "--sub",
+            "ada",
+        ],
+        gateway.dir.path(),
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("environment variable JWT_HS256_SECRET is not set"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[test]
+fn token_issue_refuses_providers_it_cannot_mint_for_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = placeholder_upstream();
+    std::fs::write(
+        dir.path().join("fluxlit.toml"),
+        config(upstream, "{ env = \"JWT_HS256_SECRET\" }"),
+    )
+    .unwrap();
+    let env = [("JWT_HS256_SECRET", HS_SECRET)];
+    let cases = [
+        ("idp", "verifies with public keys"),
+        ("sso", "is not a jwt provider"),
+        ("mian", "no provider \"mian\""),
+    ];
+    for (provider, expected) in cases {
+        let output = fluxlit(
+            &[
+                "token",
+                "issue",
+                "--provider",
+                provider,
+                "--sub",
+                "ada",
+                "--config",
+                "fluxlit.toml",
+            ],
+            dir.path(),
+            &env,
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{provider}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stdout(&output).is_empty(),
+            "no token on stdout: {}",
+            stdout(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{provider}: {}",
+            stderr(&output)
+        );
+    }
+    // Claims the minting sets itself cannot be overridden.
+    let output = fluxlit(
+        &[
+            "token",
+            "issue",
+            "--provider",
+            "main",
+            "--sub",
+            "ada",
+            "--claim",
+            "sub=root",
+        ],
+        dir.path(),
+        &env,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--claim sub=... is set by fluxlit itself"));
+}
+
+/// An upstream address for configs that are only checked, never served.
+fn placeholder_upstream() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+
+#[test]
+fn config_validate_and_token_issue_never_print_the_secret() {
+    const FILE_SECRET: &str = "file-secret-value-4f9c2a7e1b3d5f6a8c0e";
+    const ENV_SECRET: &str = "env-secret-value-9e8d7c6b5a4f3e2d1c0b";
+    const INLINE_SECRET: &str = "inline-secret-value-1a2b3c4d5e6f7a8b9c";
+    let upstream = placeholder_upstream();
+    let env = [("JWT_HS256_SECRET", ENV_SECRET)];
+    let mut outputs = Vec::new();
+
+    for reference in ["{ file = \"secret\" }", "{ env = \"JWT_HS256_SECRET\" }"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), FILE_SECRET).unwrap();
+        std::fs::write(dir.path().join("fluxlit.toml"), config(upstream, reference)).unwrap();
+        let shown = fluxlit(&["config"], dir.path(), &env);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        // The effective config shows where the secret is, not what it is.
+        assert!(
+            stdout(&shown).contains("hs256_secret"),
+            "{}",
+            stdout(&shown)
+        );
+        outputs.push(("config", shown));
+        outputs.push(("validate", fluxlit(&["validate"], dir.path(), &env)));
+        let bad_claim = [
+            "token",
+            "issue",
+            "--provider",
+            "main",
+            "--sub",
+            "a",
+            "--claim",
+            "exp=1",
+        ];
+        outputs.push((
+            "token issue --claim exp=1",
+            fluxlit(&bad_claim, dir.path(), &env),
+        ));
+        let no_provider = ["token", "issue", "--provider", "nope", "--sub", "a"];
+        outputs.push((
+            "token issue --provider nope",
+            fluxlit(&no_provider, dir.path(), &env),
+        ));
+    }
+
+    // A secret written inline by mistake is refused without being repeated back (error
+    // output ends up in CI logs and in /snapshot after a reload).
+    let dir = tempfile::tempdir().unwrap();
+    let inline = config(upstream, &format!("\"{INLINE_SECRET}\""));
+    std::fs::write(dir.path().join("fluxlit.toml"), inline).unwrap();
+    for command in [
+        &["validate"][..],
+        &["config"],
+        &["token", "issue", "--provider", "main", "--sub", "a"],
+    ] {
+        let output = fluxlit(command, dir.path(), &env);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("auth.providers.main.hs256_secret"),
+            "{command:?} names the key: {}",
+            stderr(&output)
+        );
+        outputs.push(("inline", output));
+    }
+
+    for (what, output) in &outputs {
+        for secret in [FILE_SECRET, ENV_SECRET, INLINE_SECRET] {
+            let (out, err) = (stdout(output), stderr(output));
+            assert!(
+                !out.contains(secret),
+                "{what} printed a secret on stdout:\n{out}"
+            );
+            assert!(
+                !err.contains(secret),
+                "{what} printed a secret on stderr:\n{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn validate_reports_auth_mistakes_with_key_paths_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[server]
+listen = "127.0.0.1:8080"
+
+[upstreams.app]
+url = "http://127.0.0.1:8000"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+auth = "mian"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "https://issuer.example"
+audience = "api"
+algorithms = ["HS256"]
+
+[auth.providers.idp]
+kind = "jwt"
+issuer = "https://issuer.example"
+audience = "api"
+algorithms = ["RS256"]
+"#;
+    std::fs::write(dir.path().join("fluxlit.toml"), text).unwrap();
+    let output = fluxlit(&["validate"], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    for expected in [
+        "fluxlit.toml:11:8: error: routes[0].auth: unknown auth provider \"mian\"",
+        "help: did you mean \"main\"?",
+        "error: auth.providers.main.hs256_secret: HS algorithms need `hs256_secret`",
+        "error: auth.providers.idp.algorithms: RS/PS/ES/EdDSA algorithms need public keys: add `jwks_url` or `jwks_file`",
+        "3 error(s); nothing was applied",
+    ] {
+        assert!(
+            text.contains(expected),
+            "missing:\n  {expected}\nin:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn validate_warns_about_a_long_leeway_and_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config(placeholder_upstream(), "{ env = \"JWT_HS256_SECRET\" }");
+    text = text.replacen(
+        "hs256_secret = { env = \"JWT_HS256_SECRET\" }",
+        "hs256_secret = { env = \"JWT_HS256_SECRET\" }\nleeway = \"10m\"",
+        1,
+    );
+    std::fs::write(dir.path().join("fluxlit.toml"), text).unwrap();
+    let output = fluxlit(&["validate"], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(
+            "warning: auth.providers.main.leeway: 10m of leeway keeps expired tokens working"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("error"), "{text}");
+    assert!(
+        stdout(&output).contains("ok (1 route(s), 1 upstream(s), 1 warning(s))"),
+        "{}",
+        stdout(&output)
+    );
+}

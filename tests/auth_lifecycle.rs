@@ -1,0 +1,347 @@
+//! Auth over time: a WebSocket opened with a token is closed by the gateway when the
+//! token expires (Streamlit sessions last for hours, tokens do not) while one on a route
+//! without auth stays open; and hot reloads of auth settings — a new HS secret takes
+//! effect at once, a broken provider never replaces the running one.
+//!
+//! Real sockets on loopback: an axum WebSocket echo upstream, a tokio-tungstenite client,
+//! config and secret files in a temporary directory. Timeouts only guard against hangs.
+
+mod auth_support;
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_support::*;
+use axum::Router;
+use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
+use axum::routing::get;
+use common::TestGateway;
+use fluxlit::reload::{ReloadOutcome, Trigger};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+// ---------------------------------------------------------------------------------------
+// WebSockets.
+// ---------------------------------------------------------------------------------------
+
+type Client = WebSocketStream<TcpStream>;
+
+/// An upstream that accepts a WebSocket on any path and echoes text and binary messages.
+async fn spawn_ws_echo() -> SocketAddr {
+    async fn echo(mut socket: WebSocket) {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, ServerMessage::Text(_) | ServerMessage::Binary(_))
+                && socket.send(message).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+    let router = Router::new().fallback(get(|upgrade: WebSocketUpgrade| async move {
+        upgrade.on_upgrade(echo)
+    }));
+    common::spawn_upstream(router).await
+}
+
+/// `/secure` behind provider `main` (HS256, leeway 0 s), `/` without auth, both to the
+/// echo upstream.
+async fn ws_gateway() -> TestGateway {
+    let upstream = spawn_ws_echo().await;
+    let config = format!(
+        r#"
+[upstreams.ws]
+url = "http://{upstream}"
+
+[[routes]]
+name = "secure"
+path_prefix = "/secure"
+upstream = "ws"
+auth = "main"
+
+[[routes]]
+name = "open"
+path_prefix = "/"
+upstream = "ws"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["HS256"]
+hs256_secret = {{ file = "secret" }}
+leeway = "0s"
+"#
+    );
+    start_with_files(&config, &[("secret", HS_SECRET)]).await
+}
+
+/// Opens a WebSocket to `path` through the gateway, with `Authorization: Bearer token`
+/// when a token is given.
+async fn open(
+    gateway: &TestGateway,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Client, tungstenite::Error> {
+    let mut request = format!("ws://{}{path}", gateway.addr()).into_client_request()?;
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", bearer(token).parse().unwrap());
+    }
+    let stream = within("TCP connect", TcpStream::connect(gateway.addr()))
+        .await
+        .expect("connect to the gateway");
+    within("WebSocket handshake", client_async(request, stream))
+        .await
+        .map(|(client, _)| client)
+}
+
+async fn round_trip(client: &mut Client, text: &str) {
+    within("send", client.send(Message::text(text)))
+        .await
+        .expect("send");
+    let reply = within("echo", client.next())
+        .await
+        .expect("the socket is open")
+        .expect("a message");
+    assert_eq!(reply, Message::text(text));
+}
+
+#[tokio::test]
+async fn a_websocket_is_closed_when_its_token_expires_while_one_without_auth_stays_open() {
+    let gateway = ws_gateway().await;
+    let short = hs256(&claims_with("ada", json!({"exp": now() + 2})));
+    let long = hs256(&claims("ada"));
+    let mut expiring = open(&gateway, "/secure/ws", Some(&short))
+        .await
+        .expect("the handshake with a valid token succeeds");
+    let mut lasting = open(&gateway, "/secure/ws", Some(&long))
+        .await
+        .expect("the handshake with a valid token succeeds");
+    let mut public = open(&gateway, "/public/ws", None)
+        .await
+        .expect("the handshake without auth succeeds");
+    round_trip(&mut expiring, "before expiry").await;
+    round_trip(&mut lasting, "before expiry").await;
+    round_trip(&mut public, "before expiry").await;
+
+    // The echo never speaks first: the next thing the client sees is the end.
+    match within("the gateway closing the expired socket", expiring.next()).await {
+        None
+        | Some(Err(tungstenite::Error::ConnectionClosed))
+        | Some(Err(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )))
+        | Some(Err(tungstenite::Error::Io(_)))
+        | Some(Ok(Message::Close(_))) => {}
+        Some(other) => panic!("expected the socket to end, got {other:?}"),
+    }
+
+    // Well past that token's expiry, the others are still open and working.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    round_trip(&mut lasting, "after the other token expired").await;
+    round_trip(&mut public, "long after").await;
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_without_a_valid_token_gets_401() {
+    let gateway = ws_gateway().await;
+    let expired = hs256(&claims_with("ada", json!({"exp": now() - 5})));
+    for token in [None, Some(expired.as_str()), Some("not-a-token")] {
+        match open(&gateway, "/secure/ws", token).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401, "{token:?}");
+                assert!(response.headers().contains_key("www-authenticate"));
+            }
+            Ok(_) => panic!("{token:?}: the handshake succeeded"),
+            Err(other) => panic!("{token:?}: {other}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reload.
+// ---------------------------------------------------------------------------------------
+
+const SECRET_1: &str = "the first test-only HS256 secret, 32+ bytes";
+const SECRET_2: &str = "the second test-only HS256 secret, 32+ bytes";
+
+/// `/api` behind provider `main`, whose secret is in file `secret_file`.
+fn reload_config(upstream: &CountingUpstream, secret_file: &str, route_auth: &str) -> String {
+    format!(
+        r#"
+[upstreams.app]
+url = "http://{upstream}"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+auth = "{route_auth}"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["HS256"]
+hs256_secret = {{ file = "{secret_file}" }}
+"#,
+        upstream = upstream.addr
+    )
+}
+
+fn signed_with(secret: &str, sub: &str) -> String {
+    token(
+        Algorithm::HS256,
+        None,
+        Key::Hmac(secret.as_bytes()),
+        &claims(sub),
+    )
+}
+
+async fn status(gateway: &TestGateway, token: &str) -> u16 {
+    get_with_token(gateway, "/api/x", token)
+        .await
+        .status
+        .as_u16()
+}
+
+/// Writes `config` and reloads now, off the runtime's thread (a reload reads the file
+/// until two reads agree).
+async fn write_and_reload(gateway: &TestGateway, config: &str) -> ReloadOutcome {
+    gateway.write_config(config);
+    let reloader = Arc::clone(gateway.gateway.reloader());
+    within(
+        "reload",
+        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Manual)),
+    )
+    .await
+    .expect("reload task")
+}
+
+#[tokio::test]
+async fn a_reload_with_a_new_hs_secret_takes_effect_at_once() {
+    let upstream = CountingUpstream::spawn().await;
+    let gateway = start_with_files(
+        &reload_config(&upstream, "secret-1", "main"),
+        &[("secret-1", SECRET_1)],
+    )
+    .await;
+    let old = signed_with(SECRET_1, "ada");
+    let new = signed_with(SECRET_2, "ada");
+    assert_eq!(status(&gateway, &old).await, 200);
+    assert_eq!(status(&gateway, &new).await, 401);
+
+    std::fs::write(gateway.dir.path().join("secret-2"), SECRET_2).unwrap();
+    gateway.write_config(&reload_config(&upstream, "secret-2", "main"));
+    gateway.wait_for_generation(2).await;
+    assert_eq!(status(&gateway, &old).await, 401, "the old secret is gone");
+    assert_eq!(status(&gateway, &new).await, 200);
+    assert!(gateway.gateway.reloader().status().last_error.is_none());
+}
+
+#[tokio::test]
+async fn a_reload_that_breaks_a_provider_keeps_the_running_one_and_says_why() {
+    let upstream = CountingUpstream::spawn().await;
+    let gateway = start_with_files(
+        &reload_config(&upstream, "secret-1", "main"),
+        &[("secret-1", SECRET_1)],
+    )
+    .await;
+    let good = signed_with(SECRET_1, "ada");
+    let other = signed_with(SECRET_2, "ada");
+    assert_eq!(status(&gateway, &good).await, 200);
+
+    // The secret file the new config names does not exist.
+    let outcome = write_and_reload(&gateway, &reload_config(&upstream, "secret-9", "main")).await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Rejected { .. }),
+        "{outcome:?}"
+    );
+    let errors = gateway
+        .gateway
+        .reloader()
+        .status()
+        .last_error
+        .expect("the failure is reported")
+        .errors
+        .join("\n");
+    assert!(
+        errors.contains("auth.providers.main.hs256_secret"),
+        "{errors}"
+    );
+    assert!(errors.contains("cannot read secret file"), "{errors}");
+    assert!(errors.contains("secret-9"), "{errors}");
+    assert!(!errors.contains(SECRET_1), "{errors}");
+    assert_eq!(gateway.gateway.snapshot().generation, 1);
+    assert_eq!(
+        status(&gateway, &good).await,
+        200,
+        "the running provider still serves"
+    );
+    assert_eq!(status(&gateway, &other).await, 401);
+
+    // The route names a provider that does not exist.
+    let outcome = write_and_reload(&gateway, &reload_config(&upstream, "secret-1", "mian")).await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Rejected { .. }),
+        "{outcome:?}"
+    );
+    let errors = gateway
+        .gateway
+        .reloader()
+        .status()
+        .last_error
+        .expect("the failure is reported")
+        .errors
+        .join("\n");
+    assert!(errors.contains("routes[0].auth"), "{errors}");
+    assert!(
+        errors.contains("unknown auth provider \"mian\""),
+        "{errors}"
+    );
+    assert!(errors.contains("did you mean \"main\"?"), "{errors}");
+    assert_eq!(gateway.gateway.snapshot().generation, 1);
+    assert_eq!(
+        status(&gateway, &good).await,
+        200,
+        "the route is still protected by main"
+    );
+    let reply = get_from(UNTRUSTED, &gateway, "/api/x", &[]).await;
+    assert_missing_token(&reply, "main");
+
+    // The secret file of the running config disappears: nothing changes until a reload
+    // needs it, and that reload is refused.
+    std::fs::remove_file(gateway.dir.path().join("secret-1")).unwrap();
+    let mut changed = reload_config(&upstream, "secret-1", "main");
+    changed.push_str("leeway = \"5s\"\n");
+    let outcome = write_and_reload(&gateway, &changed).await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Rejected { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(status(&gateway, &good).await, 200);
+
+    // Fixed: applies, and the error is cleared.
+    std::fs::write(gateway.dir.path().join("secret-2"), SECRET_2).unwrap();
+    let outcome = write_and_reload(&gateway, &reload_config(&upstream, "secret-2", "main")).await;
+    // (The file watcher may have applied it first.)
+    assert!(
+        matches!(
+            outcome,
+            ReloadOutcome::Applied { .. } | ReloadOutcome::Unchanged
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(gateway.gateway.snapshot().generation, 2);
+    assert!(gateway.gateway.reloader().status().last_error.is_none());
+    assert_eq!(status(&gateway, &good).await, 401);
+    assert_eq!(status(&gateway, &other).await, 200);
+}

@@ -1,0 +1,639 @@
+//! Shared by the auth test files (`auth*.rs`): the test keys of `tests/fixtures/jose`,
+//! tokens both well made and hand-built the way an attacker would build them, an
+//! upstream that counts what reaches it, a JWKS server whose keys and health change at
+//! runtime, a gateway started next to its secret and key files, a raw HTTP/1.1 client,
+//! and hang guards. Needs `mod common;` in the including test file.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::any;
+use http_body_util::BodyExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::common::{Reply, TestGateway, send_from, with_ephemeral_listen};
+
+// ---------------------------------------------------------------------------------------
+// Peers and hang guards.
+// ---------------------------------------------------------------------------------------
+
+/// The trusted proxy wherever a test trusts one (`proxies = ["127.0.0.1/32"]`).
+pub const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// An ordinary client: loopback too, but outside every trusted range.
+pub const UNTRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// How long any single step may take before the test is declared hung. Never a
+/// statement about speed.
+pub const HANG_GUARD: Duration = Duration::from_secs(10);
+
+/// Runs `future`, failing the test (instead of hanging it) after [`HANG_GUARD`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(HANG_GUARD, Box::pin(future)).await {
+        Ok(value) => value,
+        Err(_) => panic!("hang guard: {what} did not finish within {HANG_GUARD:?}"),
+    }
+}
+
+/// Calls `attempt` every 50 ms until it returns `Some` (hang guard: [`HANG_GUARD`]).
+pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hang guard: {what} never happened within {HANG_GUARD:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys and tokens.
+// ---------------------------------------------------------------------------------------
+
+pub const RSA_A_PEM: &str = include_str!("../fixtures/jose/rsa-a.pem");
+pub const RSA_A_PUB_PEM: &str = include_str!("../fixtures/jose/rsa-a.pub.pem");
+pub const RSA_A_JWK: &str = include_str!("../fixtures/jose/rsa-a.jwk.json");
+pub const RSA_B_PEM: &str = include_str!("../fixtures/jose/rsa-b.pem");
+pub const RSA_B_JWK: &str = include_str!("../fixtures/jose/rsa-b.jwk.json");
+pub const EC_A_PEM: &str = include_str!("../fixtures/jose/ec-a.p8.pem");
+pub const EC_A_JWK: &str = include_str!("../fixtures/jose/ec-a.jwk.json");
+
+pub const ISSUER: &str = "https://issuer.fluxlit.test";
+pub const AUDIENCE: &str = "fluxlit-api";
+/// The HS256 secret of the tests' providers (test-only, 32+ bytes).
+pub const HS_SECRET: &str = "test-only HS256 secret, forty-odd bytes long";
+
+/// A JWKS document holding the given JWKs.
+pub fn jwks(keys: &[&str]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|jwk| serde_json::from_str(jwk).expect("fixture JWK is JSON"))
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+/// A signing key.
+#[derive(Debug, Clone, Copy)]
+pub enum Key<'a> {
+    Hmac(&'a [u8]),
+    RsaA,
+    RsaB,
+    EcA,
+}
+
+impl Key<'_> {
+    pub fn encoding(self) -> EncodingKey {
+        match self {
+            Key::Hmac(secret) => EncodingKey::from_secret(secret).expect("HMAC key"),
+            Key::RsaA => EncodingKey::from_rsa_pem(RSA_A_PEM.as_bytes()).expect("rsa-a.pem"),
+            Key::RsaB => EncodingKey::from_rsa_pem(RSA_B_PEM.as_bytes()).expect("rsa-b.pem"),
+            Key::EcA => EncodingKey::from_ec_pem(EC_A_PEM.as_bytes()).expect("ec-a.p8.pem"),
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Claims every provider of the tests accepts: issuer, audience, `sub`, `iat` now and
+/// `exp` in five minutes.
+pub fn claims(sub: &str) -> Value {
+    let now = now();
+    json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 300 })
+}
+
+/// `claims(sub)` with `changes` merged in (a `null` removes the claim).
+pub fn claims_with(sub: &str, changes: Value) -> Value {
+    let mut claims = claims(sub);
+    let object = claims.as_object_mut().expect("claims are an object");
+    for (name, value) in changes.as_object().expect("changes are an object") {
+        if value.is_null() {
+            object.remove(name);
+        } else {
+            object.insert(name.clone(), value.clone());
+        }
+    }
+    claims
+}
+
+/// A token signed the ordinary way (jsonwebtoken's own header).
+pub fn token(alg: Algorithm, kid: Option<&str>, key: Key<'_>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key.encoding()).expect("sign the token")
+}
+
+/// An HS256 token with [`HS_SECRET`].
+pub fn hs256(claims: &Value) -> String {
+    token(
+        Algorithm::HS256,
+        None,
+        Key::Hmac(HS_SECRET.as_bytes()),
+        claims,
+    )
+}
+
+/// An RS256 token signed with rsa-a, naming its kid.
+pub fn rs256_a(claims: &Value) -> String {
+    token(Algorithm::RS256, Some("rsa-a"), Key::RsaA, claims)
+}
+
+/// base64url without padding (RFC 7515 §2).
+pub fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let symbols = chunk.len() + 1;
+        for i in 0..symbols {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// `header.payload`, both hand-written JSON, as an attacker would build them.
+pub fn signing_input(header: &Value, claims: &Value) -> String {
+    format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+/// A hand-built token: any header at all, signed with `key` as `alg`.
+pub fn hand_built(header: &Value, claims: &Value, alg: Algorithm, key: Key<'_>) -> String {
+    let input = signing_input(header, claims);
+    let signature =
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key.encoding(), alg).expect("sign");
+    format!("{input}.{signature}")
+}
+
+/// `Bearer <token>`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+// ---------------------------------------------------------------------------------------
+// WWW-Authenticate.
+// ---------------------------------------------------------------------------------------
+
+/// A parsed `WWW-Authenticate` challenge: its scheme and its parameters in order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.params.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// Parses `Scheme name="value", name="value"` (quoted values without escapes, which is
+/// what the gateway emits). Panics on anything else: a malformed challenge is a failure.
+pub fn parse_challenge(text: &str) -> Challenge {
+    let (scheme, mut rest) = text.split_once(' ').unwrap_or((text, ""));
+    let mut params = Vec::new();
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("bad auth-param in {text:?}"));
+        let (value, after) = after
+            .split_once('"')
+            .unwrap_or_else(|| panic!("unterminated quoted-string in {text:?}"));
+        params.push((name.trim().to_owned(), value.to_owned()));
+        rest = match after.strip_prefix(", ") {
+            Some(next) => next,
+            None if after.is_empty() => "",
+            None => panic!("unexpected {after:?} in {text:?}"),
+        };
+    }
+    Challenge {
+        scheme: scheme.to_owned(),
+        params,
+    }
+}
+
+/// The response's one `WWW-Authenticate` challenge.
+pub fn challenge_of(headers: &http::HeaderMap) -> Challenge {
+    let values: Vec<&str> = headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().expect("challenge is ASCII"))
+        .collect();
+    assert_eq!(values.len(), 1, "exactly one WWW-Authenticate: {headers:?}");
+    parse_challenge(values[0])
+}
+
+/// Asserts the answer RFC 6750 §3.1 gives an invalid token: 401 with `Bearer
+/// realm="<realm>", error="invalid_token", error_description="..."` naming `reason`.
+pub fn assert_invalid_token(reply: &Reply, realm: &str, reason: &str) {
+    assert_eq!(reply.status, 401, "body: {}", reply.text());
+    let challenge = challenge_of(&reply.headers);
+    assert_eq!(challenge.scheme, "Bearer", "{challenge:?}");
+    assert_eq!(
+        challenge.names(),
+        ["realm", "error", "error_description"],
+        "{challenge:?}"
+    );
+    assert_eq!(challenge.param("realm"), Some(realm), "{challenge:?}");
+    assert_eq!(
+        challenge.param("error"),
+        Some("invalid_token"),
+        "{challenge:?}"
+    );
+    let description = challenge.param("error_description").unwrap_or_default();
+    assert!(
+        description.contains(reason),
+        "error_description {description:?} should say {reason:?}"
+    );
+    assert!(
+        reply.text().contains(reason),
+        "the body says why too: {}",
+        reply.text()
+    );
+}
+
+/// Asserts RFC 6750 §3.1's answer to a request without credentials: 401 with a bare
+/// `Bearer realm="<realm>"` challenge, no error code.
+pub fn assert_missing_token(reply: &Reply, realm: &str) {
+    assert_eq!(reply.status, 401, "body: {}", reply.text());
+    let challenge = challenge_of(&reply.headers);
+    assert_eq!(
+        challenge,
+        Challenge {
+            scheme: "Bearer".into(),
+            params: vec![("realm".into(), realm.into())]
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstreams.
+// ---------------------------------------------------------------------------------------
+
+/// A recording upstream (answers JSON of what it received, like
+/// `common::spawn_recording_upstream`) that also counts the requests reaching it.
+#[derive(Debug, Clone)]
+pub struct CountingUpstream {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+}
+
+impl CountingUpstream {
+    pub async fn spawn() -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let router = Router::new().fallback(any(move |request: Request| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (parts, body) = request.into_parts();
+                let body_len = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().len())
+                    .unwrap_or(0);
+                let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (name, value) in &parts.headers {
+                    headers
+                        .entry(name.as_str().to_owned())
+                        .or_default()
+                        .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+                }
+                axum::Json(json!({
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "query": parts.uri.query(),
+                    "headers": headers,
+                    "body_len": body_len,
+                }))
+            }
+        }));
+        let addr = crate::common::spawn_upstream(router).await;
+        Self { addr, hits }
+    }
+
+    /// How many requests have reached it.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A JWKS server.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct JwksState {
+    document: Mutex<String>,
+    cache_control: Mutex<Option<String>>,
+    failing: AtomicBool,
+    hits: AtomicUsize,
+}
+
+/// An axum server publishing a JWKS at `/jwks.json`. Its keys, its `Cache-Control`
+/// and whether it answers 500 change at runtime; it counts every request. Responses say
+/// `Connection: close`, so once [`JwksServer::stop`] closes the listener nothing of it
+/// is left to answer.
+#[derive(Debug)]
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    state: Arc<JwksState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    pub async fn spawn(document: String) -> Self {
+        let state = Arc::new(JwksState {
+            document: Mutex::new(document),
+            ..JwksState::default()
+        });
+        let shared = Arc::clone(&state);
+        let router = Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let state = Arc::clone(&shared);
+                async move {
+                    state.hits.fetch_add(1, Ordering::SeqCst);
+                    let mut headers = http::HeaderMap::new();
+                    headers.insert(http::header::CONNECTION, "close".parse().unwrap());
+                    if state.failing.load(Ordering::SeqCst) {
+                        return (
+                            http::StatusCode::INTERNAL_SERVER_ERROR,
+                            headers,
+                            String::new(),
+                        )
+                            .into_response();
+                    }
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        "application/json".parse().unwrap(),
+                    );
+                    if let Some(value) = state.cache_control.lock().unwrap().as_deref() {
+                        headers.insert(http::header::CACHE_CONTROL, value.parse().unwrap());
+                    }
+                    let document = state.document.lock().unwrap().clone();
+                    (http::StatusCode::OK, headers, document).into_response()
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind JWKS server");
+        let addr = listener.local_addr().expect("JWKS server address");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("JWKS server serves");
+        });
+        Self { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn publish(&self, document: String) {
+        *self.state.document.lock().unwrap() = document;
+    }
+
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        *self.state.cache_control.lock().unwrap() = value.map(str::to_owned);
+    }
+
+    /// While failing, every request gets 500.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Closes the listener: connections are refused from now on.
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateways.
+// ---------------------------------------------------------------------------------------
+
+/// Starts a gateway on `config` in a fresh temporary directory that already holds
+/// `files` (secrets, JWKS files) as `(name, contents)`. `listen` is made ephemeral.
+pub async fn start_with_files(config: &str, files: &[(&str, &str)]) -> TestGateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).expect("write a file next to the config");
+    }
+    let config_path = dir.path().join("fluxlit.toml");
+    std::fs::write(&config_path, with_ephemeral_listen(config)).expect("write config");
+    let gateway = fluxlit::Gateway::start(config_path.clone())
+        .await
+        .unwrap_or_else(|error| panic!("gateway starts: {error}"));
+    TestGateway {
+        gateway,
+        dir,
+        config_path,
+    }
+}
+
+/// Environment variables for a gateway, instead of the process's.
+#[derive(Debug, Default)]
+pub struct TestEnvironment(pub BTreeMap<String, String>);
+
+impl fluxlit::auth::secrets::Environment for TestEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients.
+// ---------------------------------------------------------------------------------------
+
+/// `GET path` with `Host` set to the gateway and extra headers.
+pub fn get_with(
+    gateway: &TestGateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    crate::common::get(gateway.addr(), path, headers)
+}
+
+/// `GET path` from `source`, hang-guarded.
+pub async fn get_from(
+    source: IpAddr,
+    gateway: &TestGateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let what = format!("GET {path} from {source}");
+    within(
+        &what,
+        send_from(source, gateway.addr(), get_with(gateway, path, headers)),
+    )
+    .await
+}
+
+/// `GET path` from an untrusted client with `Authorization: Bearer <token>`.
+pub async fn get_with_token(gateway: &TestGateway, path: &str, token: &str) -> Reply {
+    let authorization = bearer(token);
+    get_from(
+        UNTRUSTED,
+        gateway,
+        path,
+        &[("authorization", authorization.as_str())],
+    )
+    .await
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends `GET target` byte for byte (nothing normalises the target) from `source` with
+/// `Connection: close` and the extra header lines, and reads the whole response.
+pub async fn raw_get(source: IpAddr, addr: SocketAddr, target: &str, headers: &[&str]) -> RawReply {
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for line in headers {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    within(&format!("raw GET {target}"), async {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind source address");
+        let mut stream = socket.connect(addr).await.expect("connect to the gateway");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        let mut bytes = Vec::new();
+        stream
+            .read_to_end(&mut bytes)
+            .await
+            .expect("read the response");
+        parse_raw_reply(&bytes)
+    })
+    .await
+}
+
+fn parse_raw_reply(bytes: &[u8]) -> RawReply {
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(bytes)))
+        + 4;
+    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = bytes[head_end..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = decode_chunked(&body);
+    } else if let Some((_, length)) = headers.iter().find(|(n, _)| n == "content-length") {
+        body.truncate(length.parse().expect("content-length is a number"));
+    }
+    RawReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn decode_chunked(mut input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = input.windows(2).position(|w| w == b"\r\n") else {
+            panic!("truncated chunked body");
+        };
+        let size_text = String::from_utf8_lossy(&input[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        input = &input[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&input[..size]);
+        input = &input[size + 2..];
+    }
+}
