@@ -118,7 +118,7 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
             (name.clone(), json!(target))
         })
         .collect();
-        let providers: serde_json::Map<String, serde_json::Value> = snapshot
+    let providers: serde_json::Map<String, serde_json::Value> = snapshot
         .providers
         .iter()
         .map(|(name, provider)| {

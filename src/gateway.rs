@@ -65,7 +65,11 @@ impl Gateway {
         );
 
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
-        let reloader = Arc::new(Reloader::new(config_path, Arc::clone(&snapshot), compile_context));
+        let reloader = Arc::new(Reloader::new(
+            config_path,
+            Arc::clone(&snapshot),
+            compile_context,
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let listener = bind("public listener", listen).await?;

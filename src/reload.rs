@@ -183,9 +183,14 @@ impl Reloader {
             .map_err(|error| error.render_errors())
             .and_then(|mut checked| {
                 let refused = keep_static_keys(&mut checked.config, &current.config);
-                compile(checked, Some(&current), current.generation + 1, &self.compile_context)
-                    .map(|snapshot| (snapshot, refused))
-                    .map_err(|errors| errors.iter().map(|d| d.render(&self.path)).collect())
+                compile(
+                    checked,
+                    Some(&current),
+                    current.generation + 1,
+                    &self.compile_context,
+                )
+                .map(|snapshot| (snapshot, refused))
+                .map_err(|errors| errors.iter().map(|d| d.render(&self.path)).collect())
             });
         match result {
             Ok((snapshot, refused)) => {

@@ -57,7 +57,12 @@ pub fn compile(
     generation: u64,
     ctx: &CompileContext,
 ) -> Result<Snapshot, Vec<Diagnostic>> {
-    let CheckedConfig { config, source, mut warnings, spans } = checked;
+    let CheckedConfig {
+        config,
+        source,
+        mut warnings,
+        spans,
+    } = checked;
     let mut errors = Vec::new();
 
     let headers = compile_header_policy(&config, &mut errors);
@@ -89,7 +94,7 @@ pub fn compile(
             ));
             continue;
         };
-                let auth = match &route.auth {
+        let auth = match &route.auth {
             None => None,
             Some(name) => match providers.get(name) {
                 Some(provider) => Some(RouteAuth {
@@ -117,7 +122,7 @@ pub fn compile(
                 .forward_client_headers
                 .iter()
                 .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-                                .filter(|name| {
+                .filter(|name| {
                     !headers.trusted_only.contains(name)
                         && !headers.identity.contains(name)
                         && header_sets::forbidden_in_allowlist(name.as_str()).is_none()
@@ -137,7 +142,7 @@ pub fn compile(
         generation,
         source_hash: source.hash,
         loaded_at: SystemTime::now(),
-                routes: RouteTable::new(entries),
+        routes: RouteTable::new(entries),
         upstreams,
         providers,
         headers,
@@ -189,7 +194,10 @@ fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> Heade
         .collect();
     for provider in config.auth.providers.values() {
         identity.extend(
-            provider.claim_headers.values().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            provider
+                .claim_headers
+                .values()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
         );
     }
 
@@ -324,7 +332,10 @@ fn compile_provider(
             HeaderName::from_bytes(header.as_bytes())
                 .map(|header| (claim.clone(), header))
                 .map_err(|_| {
-                    Diagnostic::error(format!("{path}.claim_headers.{claim}"), "invalid header name")
+                    Diagnostic::error(
+                        format!("{path}.claim_headers.{claim}"),
+                        "invalid header name",
+                    )
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -379,7 +390,10 @@ fn compile_jwks(
         (Some(url), _) => JwksSource::Url(url.clone()),
         (None, Some(file)) => JwksSource::File(ctx.config_dir.join(file)),
         (None, None) => {
-            return Err(Diagnostic::error(format!("{path}.jwks_url"), "no key source"));
+            return Err(Diagnostic::error(
+                format!("{path}.jwks_url"),
+                "no key source",
+            ));
         }
     };
     let jwks_settings = JwksSettings {
@@ -389,12 +403,16 @@ fn compile_jwks(
     };
     // A provider whose key settings did not change keeps its cache, keys and all.
     let reused = previous.and_then(|snapshot| {
-        snapshot.providers.values().find_map(|provider| match &provider.check {
-            Check::Jwt(verifier) => {
-                verifier.jwks().filter(|cache| cache.serves(&source, &jwks_settings)).cloned()
-            }
-            Check::TrustedProxyUser => None,
-        })
+        snapshot
+            .providers
+            .values()
+            .find_map(|provider| match &provider.check {
+                Check::Jwt(verifier) => verifier
+                    .jwks()
+                    .filter(|cache| cache.serves(&source, &jwks_settings))
+                    .cloned(),
+                Check::TrustedProxyUser => None,
+            })
     });
     let cache = match reused {
         Some(cache) => cache,

@@ -91,7 +91,7 @@ pub fn check(source: ConfigSource) -> Result<CheckedConfig, LoadError> {
     if !errors.is_empty() {
         return Err(invalid(errors, warnings));
     }
-        Ok(CheckedConfig {
+    Ok(CheckedConfig {
         config: parsed.config,
         source,
         warnings,

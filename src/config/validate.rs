@@ -328,7 +328,9 @@ fn check_forward_client_headers(
             } else if lower == config.server.request_id_header.to_ascii_lowercase() {
                 Some("the request id header, kept only from trusted proxies")
             } else if config.auth.providers.values().any(|p| {
-                p.claim_headers.values().any(|h| h.eq_ignore_ascii_case(&lower))
+                p.claim_headers
+                    .values()
+                    .any(|h| h.eq_ignore_ascii_case(&lower))
             }) {
                 Some("an identity header the gateway sets from verified claims")
             } else {
@@ -367,11 +369,13 @@ fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
             let key = format!("{path}.claim_headers.{claim}");
             let lower = header.to_ascii_lowercase();
             if HeaderName::from_bytes(header.as_bytes()).is_err() {
-                found.push(Diagnostic::error(key, format!("{header:?} is not a valid header name")));
+                found.push(Diagnostic::error(
+                    key,
+                    format!("{header:?} is not a valid header name"),
+                ));
             } else if header_sets::STANDARD_REQUEST.contains(&lower.as_str())
-                || header_sets::forbidden_in_allowlist(&lower).is_some_and(|_| {
-                    !header_sets::GATEWAY_IDENTITY.contains(&lower.as_str())
-                })
+                || header_sets::forbidden_in_allowlist(&lower)
+                    .is_some_and(|_| !header_sets::GATEWAY_IDENTITY.contains(&lower.as_str()))
             {
                 found.push(Diagnostic::error(
                     key,
@@ -389,20 +393,26 @@ fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
                     format!("{path}.auth"),
                     format!("unknown auth provider {provider:?}"),
                 );
-                found.push(match suggest(provider, providers.keys().map(String::as_str)) {
-                    Some(suggestion) => diagnostic.with_help(format!("did you mean {suggestion:?}?")),
-                    None => diagnostic.with_help(
-                        "define it in an [auth.providers.NAME] table; a route naming a \
+                found.push(
+                    match suggest(provider, providers.keys().map(String::as_str)) {
+                        Some(suggestion) => {
+                            diagnostic.with_help(format!("did you mean {suggestion:?}?"))
+                        }
+                        None => diagnostic.with_help(
+                            "define it in an [auth.providers.NAME] table; a route naming a \
                          provider that does not exist is refused, never served unprotected",
-                    ),
-                });
+                        ),
+                    },
+                );
             }
             Some(provider) => {
                 let kind = providers.get(provider).map(|p| p.kind);
                 if !route.required_scopes.is_empty() && kind != Some(ProviderKind::Jwt) {
                     found.push(Diagnostic::error(
                         format!("{path}.required_scopes"),
-                        format!("provider {provider:?} does not issue scopes; only jwt providers do"),
+                        format!(
+                            "provider {provider:?} does not issue scopes; only jwt providers do"
+                        ),
                     ));
                 }
             }
@@ -427,8 +437,11 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
     }
     match &provider.audience {
         None => found.push(
-            Diagnostic::error(format!("{path}.audience"), "a jwt provider needs `audience`")
-                .with_help("the `aud` your tokens carry, e.g. \"my-api\""),
+            Diagnostic::error(
+                format!("{path}.audience"),
+                "a jwt provider needs `audience`",
+            )
+            .with_help("the `aud` your tokens carry, e.g. \"my-api\""),
         ),
         Some(audience) if audience.values().iter().all(String::is_empty) => found.push(
             Diagnostic::error(format!("{path}.audience"), "the audience must not be empty"),
@@ -437,16 +450,22 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
     }
     if provider.algorithms.is_empty() {
         found.push(
-            Diagnostic::error(format!("{path}.algorithms"), "list the algorithms tokens are signed with")
-                .with_help("e.g. algorithms = [\"HS256\"], or [\"RS256\"] with jwks_url"),
+            Diagnostic::error(
+                format!("{path}.algorithms"),
+                "list the algorithms tokens are signed with",
+            )
+            .with_help("e.g. algorithms = [\"HS256\"], or [\"RS256\"] with jwks_url"),
         );
     }
     let wants_secret = provider.algorithms.iter().any(|a| a.is_hmac());
     let wants_keys = provider.algorithms.iter().any(|a| !a.is_hmac());
     match (&provider.hs256_secret, wants_secret) {
         (None, true) => found.push(
-            Diagnostic::error(format!("{path}.hs256_secret"), "HS algorithms need `hs256_secret`")
-                .with_help("hs256_secret = { env = \"JWT_HS256_SECRET\" } or { file = \"secret\" }"),
+            Diagnostic::error(
+                format!("{path}.hs256_secret"),
+                "HS algorithms need `hs256_secret`",
+            )
+            .with_help("hs256_secret = { env = \"JWT_HS256_SECRET\" } or { file = \"secret\" }"),
         ),
         (Some(_), false) => found.push(Diagnostic::warning(
             format!("{path}.hs256_secret"),
@@ -461,7 +480,8 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
         },
         (None, false) => {}
     }
-    let key_sources = usize::from(provider.jwks_url.is_some()) + usize::from(provider.jwks_file.is_some());
+    let key_sources =
+        usize::from(provider.jwks_url.is_some()) + usize::from(provider.jwks_file.is_some());
     if key_sources > 1 {
         found.push(Diagnostic::error(
             format!("{path}.jwks_file"),
@@ -493,7 +513,10 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
             }
             Ok(parsed) => found.push(Diagnostic::error(
                 format!("{path}.jwks_url"),
-                format!("scheme `{}` is not supported; use https://", parsed.scheme()),
+                format!(
+                    "scheme `{}` is not supported; use https://",
+                    parsed.scheme()
+                ),
             )),
             Err(err) => found.push(Diagnostic::error(
                 format!("{path}.jwks_url"),
@@ -504,7 +527,10 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
     if provider.leeway.get() > std::time::Duration::from_secs(300) {
         found.push(Diagnostic::warning(
             format!("{path}.leeway"),
-            format!("{} of leeway keeps expired tokens working for that long", provider.leeway),
+            format!(
+                "{} of leeway keeps expired tokens working for that long",
+                provider.leeway
+            ),
         ));
     }
     for (key, duration) in [
@@ -512,7 +538,10 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
         ("jwks_refetch_interval", provider.jwks_refetch_interval),
     ] {
         if duration.is_zero() {
-            found.push(Diagnostic::error(format!("{path}.{key}"), "must be longer than zero"));
+            found.push(Diagnostic::error(
+                format!("{path}.{key}"),
+                "must be longer than zero",
+            ));
         }
     }
 }

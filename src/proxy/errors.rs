@@ -72,9 +72,16 @@ pub fn auth_failure_response(
     route: &Route,
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
-    let mut response = error_response(failure.status(), Some(route), &failure.message(), request_id);
+    let mut response = error_response(
+        failure.status(),
+        Some(route),
+        &failure.message(),
+        request_id,
+    );
     if let Some(challenge) = failure.challenge() {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
     }
     response
 }

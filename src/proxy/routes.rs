@@ -106,7 +106,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
     }
     let needs_work = path.bytes().any(|b| b == b'%' || b == b'\\')
         || path.contains("//")
-        || path.split('/').any(|segment| segment == "." || segment == "..");
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..");
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
@@ -226,17 +228,35 @@ mod tests {
     fn decodes_unreserved_characters_and_merges_slashes() {
         assert_eq!(normalize_path("/%61pi/x").unwrap(), "/api/x");
         assert_eq!(normalize_path("//api//x").unwrap(), "/api/x");
-        assert_eq!(normalize_path("/api/a%20b%c3%a9").unwrap(), "/api/a%20b%C3%A9");
+        assert_eq!(
+            normalize_path("/api/a%20b%c3%a9").unwrap(),
+            "/api/a%20b%C3%A9"
+        );
         assert_eq!(normalize_path("/").unwrap(), "/");
     }
 
     #[test]
     fn refuses_what_upstreams_read_differently() {
-        assert_eq!(normalize_path("/api%2fx").unwrap_err(), BadPath::EncodedSeparator);
-        assert_eq!(normalize_path("/api%5Cx").unwrap_err(), BadPath::EncodedSeparator);
+        assert_eq!(
+            normalize_path("/api%2fx").unwrap_err(),
+            BadPath::EncodedSeparator
+        );
+        assert_eq!(
+            normalize_path("/api%5Cx").unwrap_err(),
+            BadPath::EncodedSeparator
+        );
         assert_eq!(normalize_path("/api\\x").unwrap_err(), BadPath::Backslash);
-        assert_eq!(normalize_path("/api%00").unwrap_err(), BadPath::EncodedControl);
-        assert_eq!(normalize_path("/api%zz").unwrap_err(), BadPath::MalformedEncoding);
-        assert_eq!(normalize_path("/api%2").unwrap_err(), BadPath::MalformedEncoding);
+        assert_eq!(
+            normalize_path("/api%00").unwrap_err(),
+            BadPath::EncodedControl
+        );
+        assert_eq!(
+            normalize_path("/api%zz").unwrap_err(),
+            BadPath::MalformedEncoding
+        );
+        assert_eq!(
+            normalize_path("/api%2").unwrap_err(),
+            BadPath::MalformedEncoding
+        );
     }
 }
