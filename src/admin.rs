@@ -126,6 +126,9 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
             if let Some(status) = provider.jwks_status() {
                 entry["jwks"] = json!(status);
             }
+            if let Some(status) = provider.oidc_status() {
+                entry["oidc"] = json!(status);
+            }
             (name.clone(), entry)
         })
         .collect();

@@ -89,8 +89,20 @@ fn main() -> ExitCode {
             print!("{}", config::schema::to_pretty_json());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { command: TokenCommand::Issue { provider, sub, ttl, claims } } => {
-            let request = fluxlit::auth::token::TokenRequest { sub, ttl: ttl.get(), claims };
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    provider,
+                    sub,
+                    ttl,
+                    claims,
+                },
+        } => {
+            let request = fluxlit::auth::token::TokenRequest {
+                sub,
+                ttl: ttl.get(),
+                claims,
+            };
             issue_token(&path, &provider, &request)
         }
     };
@@ -164,7 +176,11 @@ fn issue_token(
         anyhow::bail!(
             "no provider {provider_name:?} in {}; the providers are: {}",
             path.display(),
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
         );
     };
     token::minting_algorithm(provider_name, provider).map_err(anyhow::Error::msg)?;
@@ -176,9 +192,12 @@ fn issue_token(
         path,
         std::sync::Arc::new(secrets::ProcessEnvironment),
     );
-    let secret = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
-        .map_err(|message| anyhow::anyhow!("auth.providers.{provider_name}.hs256_secret: {message}"))?;
-    let token = token::mint(provider_name, provider, &secret, request).map_err(anyhow::Error::msg)?;
+    let secret =
+        secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
+            anyhow::anyhow!("auth.providers.{provider_name}.hs256_secret: {message}")
+        })?;
+    let token =
+        token::mint(provider_name, provider, &secret, request).map_err(anyhow::Error::msg)?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }

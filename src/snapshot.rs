@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use ipnet::IpNet;
 
+use crate::auth::oidc::AuthEndpoints;
 use crate::auth::{Provider, RouteAuth};
 use crate::config::{Config, Diagnostic, SourceHash, model};
 use crate::proxy::routes::RouteTable;
@@ -35,6 +36,8 @@ pub struct Snapshot {
     pub routes: RouteTable<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub providers: BTreeMap<String, Arc<Provider>>,
+    /// The login endpoints oidc providers serve, matched before the routes.
+    pub auth_endpoints: AuthEndpoints,
     pub headers: HeaderPolicy,
     pub limits: ConnectionLimits,
 }

@@ -165,7 +165,9 @@ impl Drop for JwksCache {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl JwksCache {
@@ -301,10 +303,15 @@ impl JwksCache {
 
     fn install(&self, keys: Vec<VerifyingKey>, ttl: Duration) {
         let now = Instant::now();
-        self.keys.store(Some(Arc::new(KeySet { keys, fetched_at: now, refresh_at: now + ttl })));
+        self.keys.store(Some(Arc::new(KeySet {
+            keys,
+            fetched_at: now,
+            refresh_at: now + ttl,
+        })));
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut status = lock(&self.status);
-        status.last_success = Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+        status.last_success =
+            Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
         status.last_error = None;
     }
 
@@ -330,8 +337,10 @@ impl JwksCache {
                 let ttl = max_age(response.headers())
                     .map_or(self.settings.ttl, |age| age.clamp(MIN_TTL, MAX_TTL));
                 let mut body = Vec::new();
-                while let Some(chunk) =
-                    response.chunk().await.map_err(|err| format!("GET {url}: {err}"))?
+                while let Some(chunk) = response
+                    .chunk()
+                    .await
+                    .map_err(|err| format!("GET {url}: {err}"))?
                 {
                     body.extend_from_slice(&chunk);
                     if body.len() > MAX_JWKS_BYTES {
@@ -355,19 +364,26 @@ impl JwksCache {
 
     /// How old the current keys are (for tests and status).
     pub fn age(&self) -> Option<Duration> {
-        self.keys.load().as_ref().map(|set| set.fetched_at.elapsed())
+        self.keys
+            .load()
+            .as_ref()
+            .map(|set| set.fetched_at.elapsed())
     }
 }
 
 fn retry_delay(refetch_interval: Duration) -> Duration {
-    refetch_interval.min(Duration::from_secs(10)).max(Duration::from_millis(100))
+    refetch_interval
+        .min(Duration::from_secs(10))
+        .max(Duration::from_millis(100))
 }
 
 async fn refresh_loop(cache: Weak<JwksCache>) {
     let mut delay = Duration::ZERO;
     loop {
         tokio::time::sleep(delay).await;
-        let Some(strong) = cache.upgrade() else { return };
+        let Some(strong) = cache.upgrade() else {
+            return;
+        };
         strong.refresh().await;
         delay = strong.next_refresh();
     }
@@ -375,10 +391,15 @@ async fn refresh_loop(cache: Weak<JwksCache>) {
 
 fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
-    value.split(',').find_map(|directive| {
-        let (name, seconds) = directive.trim().split_once('=')?;
-        name.trim().eq_ignore_ascii_case("max-age").then(|| seconds.trim().parse().ok())?
-    }).map(Duration::from_secs)
+    value
+        .split(',')
+        .find_map(|directive| {
+            let (name, seconds) = directive.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("max-age")
+                .then(|| seconds.trim().parse().ok())?
+        })
+        .map(Duration::from_secs)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -418,7 +439,12 @@ fn parse_jwks(bytes: &[u8]) -> Result<Vec<VerifyingKey>, String> {
                 Some(alg) => Some(signing_algorithm(alg)?),
             };
             let key = DecodingKey::from_jwk(&jwk).ok()?;
-            Some(VerifyingKey { kid: jwk.common.key_id.clone(), alg, family, key })
+            Some(VerifyingKey {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                family,
+                key,
+            })
         })
         .collect();
     if keys.is_empty() {
@@ -455,12 +481,25 @@ mod tests {
         );
         let keys = parse_jwks(document.as_bytes()).unwrap();
         assert_eq!(keys.len(), 2);
-        let set = KeySet { keys, fetched_at: Instant::now(), refresh_at: Instant::now() };
+        let set = KeySet {
+            keys,
+            fetched_at: Instant::now(),
+            refresh_at: Instant::now(),
+        };
         assert!(set.find(Some("rsa-a"), Algorithm::RS256).is_ok());
-        assert!(set.find(Some("rsa-a"), Algorithm::ES256).is_err(), "an RSA key never verifies ES256");
+        assert!(
+            set.find(Some("rsa-a"), Algorithm::ES256).is_err(),
+            "an RSA key never verifies ES256"
+        );
         assert!(set.find(Some("ec-a"), Algorithm::ES256).is_ok());
-        assert!(set.find(Some("sym"), Algorithm::HS256).is_err(), "oct keys are never used");
-        assert!(set.find(None, Algorithm::ES256).is_ok(), "one EC key: no kid needed");
+        assert!(
+            set.find(Some("sym"), Algorithm::HS256).is_err(),
+            "oct keys are never used"
+        );
+        assert!(
+            set.find(None, Algorithm::ES256).is_ok(),
+            "one EC key: no kid needed"
+        );
     }
 
     #[test]
@@ -473,7 +512,10 @@ mod tests {
     #[test]
     fn reads_max_age() {
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("cache-control", "public, max-age=120, must-revalidate".parse().unwrap());
+        headers.insert(
+            "cache-control",
+            "public, max-age=120, must-revalidate".parse().unwrap(),
+        );
         assert_eq!(max_age(&headers), Some(Duration::from_secs(120)));
         headers.insert("cache-control", "no-cache".parse().unwrap());
         assert_eq!(max_age(&headers), None);

@@ -4,12 +4,15 @@
 //! - `jwt`: a bearer token in `Authorization`, verified with an HMAC secret or a JWKS.
 //! - `trusted_proxy_user`: forward auth; the identity a trusted proxy put in
 //!   `trust.remote_user_header`.
+//! - `oidc`: not a check of its own but a login the gateway serves ([`oidc`]); the
+//!   token it mints is checked by its `mint` jwt provider.
 //!
 //! Failures answer in RFC 6750 terms: 401 with a `WWW-Authenticate: Bearer` challenge,
 //! 403 `insufficient_scope`, and 503 when the provider's keys are not available.
 
 pub mod jwks;
 pub mod jwt;
+pub mod oidc;
 pub mod secrets;
 pub mod token;
 
@@ -42,6 +45,8 @@ pub struct Provider {
 pub enum Check {
     Jwt(JwtVerifier),
     TrustedProxyUser,
+    /// A login served by the gateway; routes never name it (validation refuses that).
+    Oidc(Arc<oidc::OidcProvider>),
 }
 
 impl Provider {
@@ -70,7 +75,16 @@ impl Provider {
     pub fn jwks_status(&self) -> Option<jwks::JwksStatus> {
         match &self.check {
             Check::Jwt(verifier) => verifier.jwks().map(|cache| cache.status()),
+            Check::Oidc(oidc) => oidc.discovery.jwks_status(),
             Check::TrustedProxyUser => None,
+        }
+    }
+
+    /// Discovery and store of an oidc provider, for `/snapshot`.
+    pub fn oidc_status(&self) -> Option<oidc::OidcStatus> {
+        match &self.check {
+            Check::Oidc(oidc) => Some(oidc.status()),
+            Check::Jwt(_) | Check::TrustedProxyUser => None,
         }
     }
 }
@@ -212,6 +226,14 @@ impl RouteAuth {
                 }
                 identity_from_claims(provider, &claims, &scopes, verifier.leeway())
             }
+            // Validation refuses routes that name an oidc provider; never fail open.
+            Check::Oidc(oidc) => Err(AuthFailure::Unavailable {
+                description: format!(
+                    "provider {:?} logs users in; protect routes with its mint provider {:?}",
+                    provider.name,
+                    oidc.minter.provider()
+                ),
+            }),
         }
     }
 }
@@ -318,6 +340,22 @@ pub fn http_client() -> Result<&'static reqwest::Client, String> {
             reqwest::Client::builder()
                 .user_agent(concat!("fluxlit/", env!("CARGO_PKG_VERSION")))
                 .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .map_err(|err| format!("cannot build the HTTP client: {err}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// [`http_client`] without redirects, for the IdP's token endpoint: a request carrying
+/// the client secret and a code is never re-sent elsewhere.
+pub fn http_client_without_redirects() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("fluxlit/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|err| format!("cannot build the HTTP client: {err}"))
         })

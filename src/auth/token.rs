@@ -23,9 +23,14 @@ pub struct TokenRequest {
 }
 
 /// The HMAC algorithm a provider mints with, or why it cannot mint.
-pub fn minting_algorithm(name: &str, provider: &AuthProvider) -> Result<jsonwebtoken::Algorithm, String> {
+pub fn minting_algorithm(
+    name: &str,
+    provider: &AuthProvider,
+) -> Result<jsonwebtoken::Algorithm, String> {
     if provider.kind != ProviderKind::Jwt {
-        return Err(format!("provider {name:?} is not a jwt provider: it has no tokens to mint"));
+        return Err(format!(
+            "provider {name:?} is not a jwt provider: it has no tokens to mint"
+        ));
     }
     match provider.algorithms.iter().find(|alg| alg.is_hmac()) {
         Some(alg) => Ok(to_jsonwebtoken(*alg)),
@@ -42,28 +47,94 @@ pub fn mint(
     secret: &SecretBytes,
     request: &TokenRequest,
 ) -> Result<String, String> {
-    let algorithm = minting_algorithm(name, provider)?;
-    let now = now_secs();
-    let audience = match provider.audience.as_ref().map(|a| a.values()) {
-        Some(values) if values.len() == 1 => json!(values[0]),
-        Some(values) => json!(values),
-        None => return Err(format!("provider {name:?} has no audience")),
-    };
+    let minter = Minter::new(name, provider, secret)?;
     let mut claims = Map::new();
-    claims.insert("iss".into(), json!(provider.issuer.clone().unwrap_or_default()));
-    claims.insert("aud".into(), audience);
-    claims.insert("sub".into(), json!(request.sub));
-    claims.insert("iat".into(), json!(now));
-    claims.insert("nbf".into(), json!(now));
-    claims.insert("exp".into(), json!(now + request.ttl.as_secs()));
     for (key, value) in &request.claims {
         if RESERVED.contains(&key.as_str()) {
-            return Err(format!("--claim {key}=... is set by fluxlit itself; use --sub or --ttl"));
+            return Err(format!(
+                "--claim {key}=... is set by fluxlit itself; use --sub or --ttl"
+            ));
         }
         claims.insert(key.clone(), Value::String(value.clone()));
     }
-    let key = EncodingKey::from_secret(secret.expose())
-        .map_err(|err| format!("unusable secret: {err}"))?;
-    jsonwebtoken::encode(&Header::new(algorithm), &claims, &key)
-        .map_err(|err| format!("cannot sign the token: {err}"))
+    minter
+        .mint(&request.sub, request.ttl, claims)
+        .map(|minted| minted.token)
+}
+
+/// A jwt provider's signing side, built once: its HMAC key, algorithm, issuer and
+/// audience. `fluxlit token issue` and the oidc login mint with it, so what they mint
+/// verifies through that provider.
+pub struct Minter {
+    provider: String,
+    algorithm: jsonwebtoken::Algorithm,
+    key: EncodingKey,
+    issuer: String,
+    audience: Value,
+}
+
+/// A token just minted.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub token: String,
+    /// Its `exp`, in seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("provider", &self.provider)
+            .field("algorithm", &self.algorithm)
+            .field("key", &"redacted")
+            .finish()
+    }
+}
+
+impl Minter {
+    /// The minter of jwt provider `name`, or why it cannot mint.
+    pub fn new(name: &str, provider: &AuthProvider, secret: &SecretBytes) -> Result<Self, String> {
+        let algorithm = minting_algorithm(name, provider)?;
+        let audience = match provider.audience.as_ref().map(|a| a.values()) {
+            Some(values) if values.len() == 1 => json!(values[0]),
+            Some(values) if !values.is_empty() => json!(values),
+            _ => return Err(format!("provider {name:?} has no audience")),
+        };
+        let key = EncodingKey::from_secret(secret.expose())
+            .map_err(|err| format!("unusable secret: {err}"))?;
+        Ok(Self {
+            provider: name.to_owned(),
+            algorithm,
+            key,
+            issuer: provider.issuer.clone().unwrap_or_default(),
+            audience,
+        })
+    }
+
+    /// The provider whose key this is.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// Signs a token for `sub`, valid for `ttl` from now, with `extra` claims (which
+    /// cannot override `iss`, `aud`, `sub`, `iat`, `nbf` or `exp`).
+    pub fn mint(
+        &self,
+        sub: &str,
+        ttl: Duration,
+        extra: Map<String, Value>,
+    ) -> Result<Minted, String> {
+        let now = now_secs();
+        let expires_at = now + ttl.as_secs();
+        let mut claims = extra;
+        claims.insert("iss".into(), json!(self.issuer));
+        claims.insert("aud".into(), self.audience.clone());
+        claims.insert("sub".into(), json!(sub));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("nbf".into(), json!(now));
+        claims.insert("exp".into(), json!(expires_at));
+        let token = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
+            .map_err(|err| format!("cannot sign the token: {err}"))?;
+        Ok(Minted { token, expires_at })
+    }
 }

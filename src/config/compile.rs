@@ -4,6 +4,8 @@
 //! upstream whose settings did not change keeps the client (and so the connection
 //! pool) of the previous snapshot.
 
+mod oidc;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,7 +70,7 @@ pub fn compile(
     let headers = compile_header_policy(&config, &mut errors);
     let mut providers = BTreeMap::new();
     for (name, settings) in &config.auth.providers {
-        match compile_provider(name, settings, previous, ctx, &mut warnings) {
+        match compile_provider(name, settings, &config, previous, ctx, &mut warnings) {
             Ok(provider) => {
                 providers.insert(name.clone(), Arc::new(provider));
             }
@@ -144,6 +146,7 @@ pub fn compile(
         loaded_at: SystemTime::now(),
         routes: RouteTable::new(entries),
         upstreams,
+        auth_endpoints: oidc::auth_endpoints(&providers),
         providers,
         headers,
         limits: ConnectionLimits {
@@ -320,6 +323,7 @@ fn compile_upstream(
 fn compile_provider(
     name: &str,
     settings: &model::AuthProvider,
+    config: &Config,
     previous: Option<&Snapshot>,
     ctx: &CompileContext,
     warnings: &mut Vec<Diagnostic>,
@@ -349,6 +353,10 @@ fn compile_provider(
             };
             let jwks = compile_jwks(name, &path, settings, previous, ctx)?;
             Check::Jwt(JwtVerifier::new(settings, hmac_key, jwks))
+        }
+        ProviderKind::Oidc => {
+            let provider = oidc::compile_oidc(name, &path, settings, config, previous, ctx)?;
+            Check::Oidc(Arc::new(provider))
         }
     };
     Ok(Provider::new(name, settings.clone(), check, claim_headers))
@@ -411,7 +419,7 @@ fn compile_jwks(
                     .jwks()
                     .filter(|cache| cache.serves(&source, &jwks_settings))
                     .cloned(),
-                Check::TrustedProxyUser => None,
+                Check::TrustedProxyUser | Check::Oidc(_) => None,
             })
     });
     let cache = match reused {

@@ -245,6 +245,10 @@ pub enum ProviderKind {
     /// The identity in `trust.remote_user_header`, set by a trusted proxy in front
     /// (forward auth); from anyone else the request is unauthenticated.
     TrustedProxyUser,
+    /// An OpenID Connect login served by the gateway itself (backend for frontend): the
+    /// user logs in at the identity provider, and the gateway mints a first-party access
+    /// token with the `mint` jwt provider. Routes check that token with `auth = "<mint>"`.
+    Oidc,
 }
 
 /// A JWS signing algorithm. `none` does not exist here: unsigned tokens are never accepted.
@@ -310,6 +314,9 @@ pub struct SecretRef {
 #[schemars(extend("allOf" = [{
     "if": {"properties": {"kind": {"const": "jwt"}}},
     "then": {"required": ["issuer", "audience", "algorithms"]}
+}, {
+    "if": {"properties": {"kind": {"const": "oidc"}}},
+    "then": {"required": ["issuer_url", "client_id", "client_secret", "mint"]}
 }]))]
 pub struct AuthProvider {
     pub kind: ProviderKind,
@@ -338,21 +345,22 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
 
-    /// jwt: clock skew allowed on `exp`, `nbf` and `iat`.
+    /// jwt, oidc: clock skew allowed on `exp`, `nbf` and `iat` (oidc: of the id_token).
     #[serde(default = "default_leeway")]
     pub leeway: Duration,
 
-    /// jwt: how long fetched keys are used before a refresh, when the JWKS response has
-    /// no `Cache-Control: max-age` (which is honoured between 30s and 24h).
+    /// jwt, oidc: how long fetched keys are used before a refresh, when the JWKS response
+    /// has no `Cache-Control: max-age` (which is honoured between 30s and 24h).
     #[serde(default = "default_jwks_cache_ttl")]
     pub jwks_cache_ttl: Duration,
 
-    /// jwt: the least time between two fetches caused by tokens naming an unknown key id.
+    /// jwt, oidc: the least time between two fetches caused by tokens naming an unknown
+    /// key id.
     #[serde(default = "default_jwks_refetch_interval")]
     pub jwks_refetch_interval: Duration,
 
-    /// jwt: how long the last good keys keep being used past their refresh time while
-    /// the JWKS endpoint fails.
+    /// jwt, oidc: how long the last good keys keep being used past their refresh time
+    /// while the JWKS endpoint fails.
     #[serde(default = "default_jwks_max_stale")]
     pub jwks_max_stale: Duration,
 
@@ -364,6 +372,119 @@ pub struct AuthProvider {
     /// top of `x-fluxlit-sub` and `x-fluxlit-scope`. Clients' copies are always stripped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claim_headers: BTreeMap<String, String>,
+
+    /// oidc: the identity provider's issuer. Its settings are read in the background from
+    /// `<issuer_url>/.well-known/openid-configuration` (OpenID Connect Discovery), and its
+    /// id_tokens must carry this `iss`. https, or http on loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_url: Option<String>,
+
+    /// oidc: the client id registered at the identity provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+
+    /// oidc: the client secret registered at the identity provider, `{ env = "NAME" }` or
+    /// `{ file = "path" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretRef>,
+
+    /// oidc: the scopes asked for; `openid` is always asked for [default: `["openid"]`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+
+    /// oidc: the jwt provider (one with an HS256/384/512 `hs256_secret`) whose secret,
+    /// `issuer` and `audience` sign the access token minted after a login. Protect routes
+    /// with `auth = "<that provider>"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint: Option<String>,
+
+    /// oidc: where the gateway serves the login endpoints itself, before route matching
+    /// (paths as the gateway receives them, below `server.public_base_url`'s path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<OidcPaths>,
+
+    /// oidc: how long a login may take between `/auth/login` and the callback [default: 10m].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_ttl: Option<Duration>,
+
+    /// oidc: how long the one-time `auth_code` handed to the app can be exchanged
+    /// [default: 60s].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_code_ttl: Option<Duration>,
+
+    /// oidc: the lifetime of the minted access token [default: 15m].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_ttl: Option<Duration>,
+
+    /// oidc: id_token claims copied into the minted token besides `sub` (which always is):
+    /// `email`, `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<String>,
+
+    /// oidc: where login states and auth codes live: `"memory"` (this process only)
+    /// [default: "memory"]. Redis (for several replicas) is planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+
+    /// oidc: the most pending logins, and separately the most unexchanged auth codes, the
+    /// memory store holds; when full, `/auth/login` answers 503 until some expire
+    /// [default: 10000].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_max_entries: Option<u32>,
+
+    /// oidc: peers (CIDR ranges or addresses) allowed to call the exchange endpoint; others
+    /// get 403. The app's server calls it, not the browser [default: `["127.0.0.1/32",
+    /// "::1/128"]`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_from: Option<Vec<String>>,
+
+    /// oidc: a custom provider's authorization endpoint, instead of discovery. Not
+    /// supported yet; refused unless `allow_unverified_id_token_for_custom_oidc = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+
+    /// oidc: a custom provider's token endpoint, instead of discovery. Not supported yet;
+    /// refused unless `allow_unverified_id_token_for_custom_oidc = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+
+    /// oidc: DANGEROUS. Accept a provider with manual endpoints, whose id_tokens cannot be
+    /// checked against a JWKS. Warned about by `fluxlit validate` and `fluxlit config`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_unverified_id_token_for_custom_oidc: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// `[auth.providers.NAME.paths]`: the endpoints an oidc provider serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct OidcPaths {
+    /// `GET <login>?next=/path`: starts a login and redirects to the identity provider.
+    pub login: String,
+    /// `GET <callback>?code=...&state=...`: where the identity provider sends the user
+    /// back (register `<public_base_url><callback>` as the redirect URI).
+    pub callback: String,
+    /// `POST <exchange>` with `{"auth_code": "..."}`: the app's server trades the one-time
+    /// code for the access token.
+    pub exchange: String,
+    /// `GET <logout>?next=/path`: logs out at the identity provider when it supports it,
+    /// else redirects to `next`.
+    pub logout: String,
+}
+
+impl Default for OidcPaths {
+    fn default() -> Self {
+        Self {
+            login: "/auth/login".to_owned(),
+            callback: "/auth/callback".to_owned(),
+            exchange: "/auth/exchange".to_owned(),
+            logout: "/auth/logout".to_owned(),
+        }
+    }
 }
 
 fn default_leeway() -> Duration {
@@ -406,7 +527,7 @@ fn route_name(value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn path_prefix(value: &str) -> Result<(), ValidationError> {
+pub(crate) fn path_prefix(value: &str) -> Result<(), ValidationError> {
     let problem = if !value.starts_with('/') {
         Some(format!("{value:?} must start with '/'"))
     } else if value.contains(['?', '#']) {

@@ -2,6 +2,8 @@
 //! span fields (references, duplicates, addresses). Every problem is collected before
 //! answering, so one `fluxlit validate` run lists them all.
 
+mod oidc;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -364,6 +366,10 @@ fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
             ProviderKind::TrustedProxyUser => {
                 check_trusted_proxy_user(config, &path, provider, found)
             }
+            ProviderKind::Oidc => oidc::check_oidc_provider(config, &path, provider, found),
+        }
+        if provider.kind != ProviderKind::Oidc {
+            oidc::check_no_oidc_keys(&path, provider, found);
         }
         for (claim, header) in &provider.claim_headers {
             let key = format!("{path}.claim_headers.{claim}");
@@ -426,6 +432,7 @@ fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
             None => {}
         }
     }
+    oidc::check_oidc_across_providers(config, found);
 }
 
 fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
@@ -581,7 +588,7 @@ fn check_trusted_proxy_user(
     }
 }
 
-fn is_local_host(url: &Url) -> bool {
+pub(crate) fn is_local_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(domain)) => domain == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -27,7 +27,7 @@ pub struct RequestContext<'a> {
     pub scheme: &'static str,
     /// The authority from an absolute-form or HTTP/2 request target, if any.
     pub uri_authority: Option<&'a str>,
-        pub request_id: &'a HeaderValue,
+    pub request_id: &'a HeaderValue,
     pub websocket: bool,
     /// The verified identity, when the route has auth.
     pub identity: Option<&'a Identity>,
@@ -101,7 +101,7 @@ pub fn upstream_request_headers(
     {
         out.insert(X_FORWARDED_PREFIX, prefix.clone());
     }
-        out.insert(policy.request_id.clone(), ctx.request_id.clone());
+    out.insert(policy.request_id.clone(), ctx.request_id.clone());
     if let Some(identity) = ctx.identity {
         for (name, value) in &identity.headers {
             out.insert(name.clone(), value.clone());

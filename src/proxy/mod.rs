@@ -74,18 +74,25 @@ impl Proxy {
                 );
             }
         };
+        // The gateway's own login endpoints (oidc providers) come before the routes.
+        if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
+            return endpoint.handle(request, peer, request_id).await;
+        }
         let Some(route) = snapshot.routes.find(&path).cloned() else {
             let message = "no route matches this path";
             return error_response(StatusCode::NOT_FOUND, None, message, request_id);
         };
-                let upstream_path = upstream_path(&route, &path, request.uri().query());
+        let upstream_path = upstream_path(&route, &path, request.uri().query());
 
         // The route's check runs before anything is sent upstream.
         let identity = match &route.auth {
             None => None,
             Some(auth) => {
                 let remote_user = &snapshot.headers.remote_user;
-                match auth.authenticate(request.headers(), peer_trusted, remote_user).await {
+                match auth
+                    .authenticate(request.headers(), peer_trusted, remote_user)
+                    .await
+                {
                     Ok(identity) => Some(identity),
                     Err(failure) => {
                         tracing::info!(
@@ -110,7 +117,7 @@ impl Proxy {
             peer_trusted,
             scheme: self.scheme,
             uri_authority: parts.uri.authority().map(|a| a.as_str()),
-                        request_id,
+            request_id,
             websocket,
             identity: identity.as_ref(),
         };
@@ -151,7 +158,15 @@ impl Proxy {
                 *upstream_request.version_mut() = Version::HTTP_11;
                 *upstream_request.headers_mut() = headers;
                 let expires_at = identity.as_ref().and_then(|identity| identity.expires_at);
-                forward(&route, http, upstream_request, client_upgrade, expires_at, request_id).await
+                forward(
+                    &route,
+                    http,
+                    upstream_request,
+                    client_upgrade,
+                    expires_at,
+                    request_id,
+                )
+                .await
             }
         }
     }
@@ -160,7 +175,7 @@ impl Proxy {
 async fn forward(
     route: &Arc<Route>,
     http: &HttpUpstream,
-        request: Request<Incoming>,
+    request: Request<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     credential_expires_at: Option<std::time::SystemTime>,
     request_id: &HeaderValue,

@@ -1,0 +1,298 @@
+//! The identity provider's settings (OpenID Connect Discovery), read in the background.
+//!
+//! A reload never waits on the network: the first fetch runs in a task, and until it
+//! succeeds the login answers 503. Once read, the settings are re-read every
+//! [`REDISCOVER_INTERVAL`]; a failure keeps the last good ones. The IdP's `jwks_uri`
+//! gets a [`JwksCache`] like a jwt provider's (background fetch, single-flight refetch
+//! on an unknown `kid`, stale-if-error), kept while the URI stays the same. Like the
+//! JWKS cache, a [`Discovery`] belongs to the provider, not the snapshot: a reload that
+//! leaves its settings alone keeps it.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::Algorithm;
+use openidconnect::core::{CoreClientAuthMethod, CoreJwsSigningAlgorithm};
+use openidconnect::{EndSessionUrl, ProviderMetadataWithLogout};
+use serde::Serialize;
+
+use crate::auth::jwks::{JwksCache, JwksSettings, JwksSource};
+
+/// How often settings that were read are read again.
+pub const REDISCOVER_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest wait between two attempts while discovery fails.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A discovery document larger than this is refused.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+const WELL_KNOWN: &str = "/.well-known/openid-configuration";
+
+/// What the flow needs from the IdP's settings.
+#[derive(Debug)]
+pub struct Discovered {
+    pub metadata: ProviderMetadataWithLogout,
+    /// The `iss` id_tokens must carry: the document's `issuer`, exactly.
+    pub issuer: String,
+    pub jwks: Arc<JwksCache>,
+    /// The id_token algorithms the IdP announces and the gateway verifies with a JWKS key.
+    pub algorithms: Vec<Algorithm>,
+    /// Client authentication at the token endpoint: `client_secret_post` when that is all
+    /// the IdP supports, else `client_secret_basic` (the default of the spec).
+    pub client_secret_post: bool,
+    pub end_session_endpoint: Option<EndSessionUrl>,
+}
+
+/// What `/snapshot` shows about discovery.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiscoveryStatus {
+    pub loaded: bool,
+    pub attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The settings a [`Discovery`] was made with: equal settings share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    pub issuer_url: String,
+    pub jwks: JwksSettings,
+}
+
+#[derive(Debug)]
+pub struct Discovery {
+    provider: Arc<str>,
+    settings: DiscoverySettings,
+    current: ArcSwapOption<Discovered>,
+    status: Mutex<DiscoveryStatus>,
+    refresher: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        if let Some(handle) = lock(&self.refresher).take() {
+            handle.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Discovery {
+    pub fn new(provider: &str, settings: DiscoverySettings) -> Arc<Self> {
+        Arc::new(Self {
+            provider: provider.into(),
+            settings,
+            current: ArcSwapOption::empty(),
+            status: Mutex::new(DiscoveryStatus::default()),
+            refresher: Mutex::new(None),
+        })
+    }
+
+    /// Whether this discovery serves `settings` (so a reload can keep it).
+    pub fn serves(&self, settings: &DiscoverySettings) -> bool {
+        &self.settings == settings
+    }
+
+    /// The settings read so far, if any.
+    pub fn current(&self) -> Option<Arc<Discovered>> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> DiscoveryStatus {
+        let mut status = lock(&self.status).clone();
+        status.loaded = self.current.load().is_some();
+        status
+    }
+
+    /// The status of the IdP's JWKS, once discovery found it.
+    pub fn jwks_status(&self) -> Option<crate::auth::jwks::JwksStatus> {
+        self.current().map(|discovered| discovered.jwks.status())
+    }
+
+    /// Starts the background discovery on the current tokio runtime (once).
+    pub fn start(self: &Arc<Self>) {
+        let mut refresher = lock(&self.refresher);
+        if refresher.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime (a command that only validates): nothing to serve logins with.
+            return;
+        };
+        let task = runtime.spawn(discovery_loop(Arc::downgrade(self)));
+        *refresher = Some(task.abort_handle());
+    }
+
+    /// One attempt; true on success.
+    async fn refresh(&self) -> bool {
+        lock(&self.status).attempts += 1;
+        match self.fetch().await {
+            Ok(discovered) => {
+                tracing::debug!(provider = %self.provider, issuer = %discovered.issuer, "OIDC discovery read");
+                self.current.store(Some(Arc::new(discovered)));
+                let mut status = lock(&self.status);
+                status.last_success =
+                    Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+                status.last_error = None;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    provider = %self.provider,
+                    %error,
+                    keeping_last_settings = self.current.load().is_some(),
+                    "OIDC discovery failed",
+                );
+                lock(&self.status).last_error = Some(error);
+                false
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Discovered, String> {
+        let url = discovery_url(&self.settings.issuer_url);
+        let client = crate::auth::http_client()?;
+        let mut response = client
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(FETCH_TIMEOUT)
+            .send()
+            .await
+            .map_err(|err| format!("GET {url}: {}", error_chain(&err)))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: status {}", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|err| format!("GET {url}: {}", error_chain(&err)))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_DOCUMENT_BYTES {
+                return Err(format!(
+                    "GET {url}: the document is over {MAX_DOCUMENT_BYTES} bytes"
+                ));
+            }
+        }
+        let metadata: ProviderMetadataWithLogout = serde_json::from_slice(&body)
+            .map_err(|err| format!("GET {url}: not an OpenID provider configuration: {err}"))?;
+        self.accept(metadata)
+    }
+
+    /// Checks the document and builds what the flow needs from it.
+    fn accept(&self, metadata: ProviderMetadataWithLogout) -> Result<Discovered, String> {
+        let issuer = metadata.issuer().as_str().to_owned();
+        // OpenID Connect Discovery §4.3: the issuer must be the one asked about. A
+        // trailing slash is the only difference forgiven.
+        if issuer.trim_end_matches('/') != self.settings.issuer_url.trim_end_matches('/') {
+            return Err(format!(
+                "the document's issuer {issuer:?} is not issuer_url {:?}",
+                self.settings.issuer_url
+            ));
+        }
+        if metadata.token_endpoint().is_none() {
+            return Err("the document has no token_endpoint".to_owned());
+        }
+        let algorithms: Vec<Algorithm> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter_map(public_key_algorithm)
+            .collect();
+        if algorithms.is_empty() {
+            return Err(
+                "the IdP signs id_tokens with no algorithm the gateway verifies with public keys \
+                 (RS*, PS*, ES256, ES384, EdDSA)"
+                    .to_owned(),
+            );
+        }
+        let client_secret_post = metadata
+            .token_endpoint_auth_methods_supported()
+            .is_some_and(|methods| {
+                !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                    && methods.contains(&CoreClientAuthMethod::ClientSecretPost)
+            });
+        let jwks_uri = metadata.jwks_uri().url().to_string();
+        let source = JwksSource::Url(jwks_uri);
+        // The same key set URI keeps its cache (and keys) across re-discoveries.
+        let jwks = match self.current() {
+            Some(previous) if previous.jwks.serves(&source, &self.settings.jwks) => {
+                Arc::clone(&previous.jwks)
+            }
+            _ => {
+                let cache = JwksCache::new(&self.provider, source, self.settings.jwks);
+                cache.start();
+                cache
+            }
+        };
+        let end_session_endpoint = metadata.additional_metadata().end_session_endpoint.clone();
+        Ok(Discovered {
+            metadata,
+            issuer,
+            jwks,
+            algorithms,
+            client_secret_post,
+            end_session_endpoint,
+        })
+    }
+}
+
+/// `<issuer_url>/.well-known/openid-configuration`.
+pub fn discovery_url(issuer_url: &str) -> String {
+    format!("{}{WELL_KNOWN}", issuer_url.trim_end_matches('/'))
+}
+
+async fn discovery_loop(discovery: Weak<Discovery>) {
+    let mut retry = Duration::from_millis(250);
+    loop {
+        let Some(strong) = discovery.upgrade() else {
+            return;
+        };
+        let delay = if strong.refresh().await {
+            retry = Duration::from_millis(250);
+            REDISCOVER_INTERVAL
+        } else {
+            let delay = retry;
+            retry = (retry * 2).min(MAX_RETRY);
+            delay
+        };
+        drop(strong);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// The algorithms verified with a JWKS key; HMAC (keyed with the client secret) and
+/// `none` are never accepted for id_tokens.
+fn public_key_algorithm(alg: &CoreJwsSigningAlgorithm) -> Option<Algorithm> {
+    use CoreJwsSigningAlgorithm as C;
+    Some(match alg {
+        C::RsaSsaPkcs1V15Sha256 => Algorithm::RS256,
+        C::RsaSsaPkcs1V15Sha384 => Algorithm::RS384,
+        C::RsaSsaPkcs1V15Sha512 => Algorithm::RS512,
+        C::RsaSsaPssSha256 => Algorithm::PS256,
+        C::RsaSsaPssSha384 => Algorithm::PS384,
+        C::RsaSsaPssSha512 => Algorithm::PS512,
+        C::EcdsaP256Sha256 => Algorithm::ES256,
+        C::EcdsaP384Sha384 => Algorithm::ES384,
+        C::EdDsa => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

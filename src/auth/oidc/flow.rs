@@ -1,0 +1,702 @@
+//! The four endpoints of an oidc provider: login, callback, exchange, logout.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
+    RequestTokenError, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::OidcProvider;
+use super::discovery::{Discovered, error_chain};
+use super::id_token::{self, Expected, IdTokenError};
+use super::redirect::{location, safe_next};
+use super::store::{Slot, StoreError};
+use crate::auth::jwt::now_secs;
+use crate::proxy::ProxyBody;
+use crate::snapshot::canonical_ip;
+
+/// Random bytes in a `state` and an `auth_code` (base64url: 43 characters).
+const SECRET_BYTES: u32 = 32;
+/// How long the token endpoint has to answer.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest token endpoint answer read.
+const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
+/// The largest exchange request body read.
+const MAX_EXCHANGE_BODY: usize = 8 * 1024;
+/// The longest `state`, `code` or `auth_code` looked up.
+const MAX_PARAM_LEN: usize = 4096;
+
+type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A login between `/auth/login` and the callback, as stored. (No `Debug`: never logged.)
+#[derive(Serialize, Deserialize)]
+struct LoginState {
+    verifier: String,
+    nonce: String,
+    next: String,
+}
+
+/// A minted token waiting for `/auth/exchange`, as stored. (No `Debug`: never logged.)
+#[derive(Serialize, Deserialize)]
+struct PendingToken {
+    access_token: String,
+    expires_at: u64,
+}
+
+impl OidcProvider {
+    pub(super) async fn login(
+        &self,
+        request: &Request<Incoming>,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return method_not_allowed("GET", request_id);
+        }
+        let Some(discovered) = self.discovery.current() else {
+            tracing::warn!(provider = %self.name, "login refused: OIDC discovery has not succeeded yet");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login is not available yet: the identity provider's settings (OpenID Connect \
+                 discovery) have not been loaded; try again shortly",
+                request_id,
+            );
+        };
+        let query = query_params(request);
+        let next = safe_next(query.get("next")).to_owned();
+
+        let state = CsrfToken::new_random_len(SECRET_BYTES);
+        let nonce = Nonce::new_random_len(SECRET_BYTES);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let stored = LoginState {
+            verifier: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+            next,
+        };
+        let Ok(value) = serde_json::to_vec(&stored) else {
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot start a login",
+                request_id,
+            );
+        };
+        let key = store_key(state.secret());
+        match self
+            .store
+            .put_once(Slot::LoginState, &key, value, self.login_ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot start a login",
+                    request_id,
+                );
+            }
+            Err(error) => return self.store_failure("login", &error, request_id),
+        }
+
+        let client = self.client(&discovered);
+        let scopes = self.scopes.iter().map(|scope| Scope::new(scope.clone()));
+        let (url, _, _) = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || state,
+                move || nonce,
+            )
+            .add_scopes(scopes)
+            .set_pkce_challenge(challenge)
+            .url();
+        redirect(url.as_str(), false)
+    }
+
+    pub(super) async fn callback(
+        &self,
+        request: &Request<Incoming>,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        if request.method() != Method::GET {
+            return method_not_allowed("GET", request_id);
+        }
+        let query = query_params(request);
+        let Some(state) = query
+            .get("state")
+            .filter(|s| !s.is_empty() && s.len() <= MAX_PARAM_LEN)
+        else {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "login failed: the callback has no state",
+                request_id,
+            );
+        };
+        // Taken once: a replayed or forged state finds nothing.
+        let login = match self.store.take(Slot::LoginState, &store_key(state)).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<LoginState>(&bytes).ok(),
+            Ok(None) => None,
+            Err(error) => return self.store_failure("callback", &error, request_id),
+        };
+        let Some(login) = login else {
+            tracing::info!(provider = %self.name, check = "state", "OIDC callback refused: unknown, expired or used state");
+            return page(
+                StatusCode::BAD_REQUEST,
+                "login failed (state): this login is unknown, expired or already used; start \
+                 the login again",
+                request_id,
+            );
+        };
+        if let Some(error) = query.get("error") {
+            let error = oauth_error_code(error);
+            tracing::info!(provider = %self.name, check = "authorization", error, "the identity provider did not log the user in");
+            return page(
+                StatusCode::FORBIDDEN,
+                &format!("login failed: the identity provider answered {error}"),
+                request_id,
+            );
+        }
+        let Some(code) = query
+            .get("code")
+            .filter(|c| !c.is_empty() && c.len() <= MAX_PARAM_LEN)
+        else {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "login failed: the callback has no code",
+                request_id,
+            );
+        };
+        let Some(discovered) = self.discovery.current() else {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login is not available: the identity provider's settings have not been loaded",
+                request_id,
+            );
+        };
+
+        let id_token = match self.exchange_code(&discovered, code, login.verifier).await {
+            Ok(id_token) => id_token,
+            Err((status, message)) => {
+                tracing::warn!(provider = %self.name, check = "token_endpoint", reason = %message, "OIDC login refused");
+                return page(status, &format!("login failed: {message}"), request_id);
+            }
+        };
+        let expected = Expected {
+            client_id: &self.client_id,
+            nonce: &login.nonce,
+            leeway: self.leeway,
+        };
+        let claims = match id_token::verify(&id_token, &discovered, &expected).await {
+            Ok(claims) => claims,
+            Err(IdTokenError::KeysUnavailable(reason)) => {
+                tracing::warn!(provider = %self.name, check = "keys", %reason, "OIDC login refused");
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "login failed: the identity provider's signing keys are not available; \
+                     try again shortly",
+                    request_id,
+                );
+            }
+            Err(error) => {
+                tracing::warn!(
+                    provider = %self.name,
+                    check = error.check(),
+                    reason = error.reason(),
+                    "OIDC login refused: the id_token failed a check",
+                );
+                return page(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "login failed: the id_token failed the {} check ({})",
+                        error.check(),
+                        error.reason()
+                    ),
+                    request_id,
+                );
+            }
+        };
+
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut extra = Map::new();
+        for name in &self.claims {
+            if let Some(value @ Value::String(_)) = claims.get(name) {
+                extra.insert(name.clone(), value.clone());
+            }
+        }
+        let minted = match self.minter.mint(sub, self.access_token_ttl, extra) {
+            Ok(minted) => minted,
+            Err(error) => {
+                tracing::error!(provider = %self.name, %error, "cannot mint the access token");
+                return page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "login failed: the access token cannot be signed",
+                    request_id,
+                );
+            }
+        };
+        let pending = PendingToken {
+            access_token: minted.token,
+            expires_at: minted.expires_at,
+        };
+        let auth_code = CsrfToken::new_random_len(SECRET_BYTES);
+        let Ok(value) = serde_json::to_vec(&pending) else {
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "login failed",
+                request_id,
+            );
+        };
+        match self
+            .store
+            .put_once(
+                Slot::AuthCode,
+                &store_key(auth_code.secret()),
+                value,
+                self.auth_code_ttl,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "login failed",
+                    request_id,
+                );
+            }
+            Err(error) => return self.store_failure("callback", &error, request_id),
+        }
+        tracing::info!(provider = %self.name, "OIDC login succeeded; auth code issued");
+        let target = location(
+            &self.base_path,
+            &login.next,
+            Some(("auth_code", auth_code.secret())),
+        );
+        redirect(&target, true)
+    }
+
+    pub(super) async fn exchange(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        if request.method() != Method::POST {
+            let mut response = json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "invalid_request", "error_description": "use POST"}),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let ip = canonical_ip(peer.ip());
+        if !self.exchange_from.iter().any(|net| net.contains(&ip)) {
+            tracing::info!(provider = %self.name, %ip, "auth code exchange refused: the peer is not in exchange_from");
+            return json_response(
+                StatusCode::FORBIDDEN,
+                &json!({
+                    "error": "access_denied",
+                    "error_description": "this address may not exchange auth codes",
+                }),
+            );
+        }
+        let invalid_request = |description: &str| {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "invalid_request", "error_description": description}),
+            )
+        };
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let body = match Limited::new(request.into_body(), MAX_EXCHANGE_BODY)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return invalid_request("the body is too large or broken"),
+        };
+        let Some(auth_code) = read_auth_code(&content_type, &body) else {
+            return invalid_request(
+                "send {\"auth_code\": \"...\"} as application/json, or auth_code=... as a form",
+            );
+        };
+        let taken = match self
+            .store
+            .take(Slot::AuthCode, &store_key(&auth_code))
+            .await
+        {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::warn!(provider = %self.name, %error, "auth code exchange failed: store unavailable");
+                return json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({
+                        "error": "temporarily_unavailable",
+                        "error_description": "the login store is unavailable",
+                    }),
+                );
+            }
+        };
+        let pending = taken.and_then(|bytes| serde_json::from_slice::<PendingToken>(&bytes).ok());
+        let now = now_secs();
+        match pending {
+            Some(pending) if pending.expires_at > now => json_response(
+                StatusCode::OK,
+                &json!({
+                    "access_token": pending.access_token,
+                    "token_type": "Bearer",
+                    "expires_in": pending.expires_at - now,
+                }),
+            ),
+            _ => {
+                tracing::info!(provider = %self.name, "auth code exchange refused: unknown, used or expired code");
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({
+                        "error": "invalid_grant",
+                        "error_description": "the auth code is unknown, used or expired",
+                    }),
+                )
+            }
+        }
+    }
+
+    pub(super) fn logout(
+        &self,
+        request: &Request<Incoming>,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return method_not_allowed("GET", request_id);
+        }
+        let query = query_params(request);
+        let next = safe_next(query.get("next"));
+        let end_session = self
+            .discovery
+            .current()
+            .and_then(|discovered| discovered.end_session_endpoint.clone());
+        match end_session {
+            Some(endpoint) => {
+                let mut logout = LogoutRequest::from(endpoint)
+                    .set_client_id(ClientId::new(self.client_id.clone()));
+                let back = format!("{}{next}", self.public_base);
+                if let Ok(back) = PostLogoutRedirectUrl::new(back) {
+                    logout = logout.set_post_logout_redirect_uri(back);
+                }
+                redirect(logout.http_get_url().as_str(), false)
+            }
+            None => redirect(&location(&self.base_path, next, None), false),
+        }
+    }
+
+    /// The openidconnect client for this login: discovered endpoints, this config's
+    /// client credentials and redirect URI.
+    fn client(&self, discovered: &Discovered) -> OidcClient {
+        let auth_type = if discovered.client_secret_post {
+            AuthType::RequestBody
+        } else {
+            AuthType::BasicAuth
+        };
+        CoreClient::from_provider_metadata(
+            discovered.metadata.clone(),
+            ClientId::new(self.client_id.clone()),
+            Some(openidconnect::ClientSecret::new(
+                self.client_secret.0.clone(),
+            )),
+        )
+        .set_redirect_uri(self.redirect_uri.clone())
+        .set_auth_type(auth_type)
+    }
+
+    /// Trades the code (with the PKCE verifier) for the id_token, server to server.
+    async fn exchange_code(
+        &self,
+        discovered: &Discovered,
+        code: &str,
+        verifier: String,
+    ) -> Result<String, (StatusCode, String)> {
+        let bad_gateway = |message: String| (StatusCode::BAD_GATEWAY, message);
+        let client = self.client(discovered);
+        let request = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|_| bad_gateway("the identity provider has no token endpoint".to_owned()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier));
+        let response = request
+            .request_async(&send)
+            .await
+            .map_err(|error| match error {
+                RequestTokenError::ServerResponse(error) => bad_gateway(format!(
+                    "the identity provider's token endpoint refused the code ({})",
+                    oauth_error_code(error.error().as_ref())
+                )),
+                RequestTokenError::Request(error) => bad_gateway(format!(
+                    "the identity provider's token endpoint cannot be reached ({error})"
+                )),
+                // The body may hold tokens: only the JSON path of the problem is named.
+                RequestTokenError::Parse(error, _body) => bad_gateway(format!(
+                    "the token endpoint's answer is not a valid token response (at {})",
+                    error.path()
+                )),
+                RequestTokenError::Other(_) => {
+                    bad_gateway("the token endpoint's answer is not a token response".to_owned())
+                }
+            })?;
+        response
+            .id_token()
+            .map(ToString::to_string)
+            .ok_or_else(|| bad_gateway("the token endpoint's answer has no id_token".to_owned()))
+    }
+
+    fn store_failure(
+        &self,
+        step: &str,
+        error: &StoreError,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        tracing::warn!(provider = %self.name, step, %error, "OIDC login store refused");
+        page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("login is not available right now: {error}"),
+            request_id,
+        )
+    }
+}
+
+/// The store key of a state or code: its SHA-256, so the store never holds one that
+/// could be replayed.
+fn store_key(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut key = String::with_capacity(64);
+    for byte in digest.iter() {
+        key.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        key.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    key
+}
+
+/// The first value of each query parameter, decoded.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+fn query_params<B>(request: &Request<B>) -> Query {
+    let query = request.uri().query().unwrap_or_default();
+    Query(
+        url::form_urlencoded::parse(query.as_bytes())
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect(),
+    )
+}
+
+fn read_auth_code(content_type: &str, body: &Bytes) -> Option<String> {
+    let code = match content_type {
+        "application/json" => serde_json::from_slice::<Value>(body)
+            .ok()?
+            .get("auth_code")?
+            .as_str()?
+            .to_owned(),
+        "application/x-www-form-urlencoded" => url::form_urlencoded::parse(body)
+            .find(|(key, _)| key == "auth_code")?
+            .1
+            .into_owned(),
+        _ => return None,
+    };
+    (!code.is_empty() && code.len() <= MAX_PARAM_LEN).then_some(code)
+}
+
+/// An OAuth error code as it may be shown: its `error` characters only, bounded.
+fn oauth_error_code(text: &str) -> String {
+    let code: String = text
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
+    if code.is_empty() {
+        "an error".to_owned()
+    } else {
+        code
+    }
+}
+
+/// Sends a request of the openidconnect client with the gateway's HTTP client (no
+/// redirects, bounded time and size).
+async fn send(
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, HttpError> {
+    let client = crate::auth::http_client_without_redirects().map_err(HttpError)?;
+    let request = reqwest::Request::try_from(request)
+        .map_err(|err| HttpError(format!("bad request: {err}")))?;
+    let mut response = tokio::time::timeout(TOKEN_TIMEOUT, client.execute(request))
+        .await
+        .map_err(|_| HttpError(format!("no answer within {TOKEN_TIMEOUT:?}")))?
+        .map_err(|err| HttpError(error_chain(&err)))?;
+    let mut builder = http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| HttpError(error_chain(&err)))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_TOKEN_RESPONSE_BYTES {
+            return Err(HttpError("the answer is too large".to_owned()));
+        }
+    }
+    builder.body(body).map_err(|err| HttpError(err.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct HttpError(String);
+
+fn redirect(target: &str, carries_code: bool) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    match HeaderValue::from_str(target) {
+        Ok(value) => {
+            headers.insert(header::LOCATION, value);
+        }
+        Err(_) => {
+            headers.insert(header::LOCATION, HeaderValue::from_static("/"));
+        }
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if carries_code {
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    response
+}
+
+/// A short plain-text page that says what failed, with the request id.
+fn page(status: StatusCode, message: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let request_id = request_id.to_str().unwrap_or("-");
+    let text = format!(
+        "{} {reason}\n{message}\nrequest id: {request_id}\n",
+        status.as_u16()
+    );
+    let mut response = Response::new(ProxyBody::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn method_not_allowed(allow: &'static str, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("use {allow}"),
+        request_id,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_keys_are_hashes() {
+        let key = store_key("abc");
+        assert_eq!(
+            key,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(store_key("abd"), key);
+    }
+
+    #[test]
+    fn auth_codes_are_read_from_json_or_forms() {
+        let json = Bytes::from_static(br#"{"auth_code": "c1"}"#);
+        assert_eq!(
+            read_auth_code("application/json", &json).as_deref(),
+            Some("c1")
+        );
+        let form = Bytes::from_static(b"x=1&auth_code=c%2B2");
+        assert_eq!(
+            read_auth_code("application/x-www-form-urlencoded", &form).as_deref(),
+            Some("c+2")
+        );
+        assert_eq!(read_auth_code("text/plain", &json), None);
+        assert_eq!(
+            read_auth_code("application/json", &Bytes::from_static(b"{}")),
+            None
+        );
+    }
+
+    #[test]
+    fn oauth_error_codes_are_shown_tame() {
+        assert_eq!(oauth_error_code("access_denied"), "access_denied");
+        assert_eq!(oauth_error_code("<script>"), "script");
+        assert_eq!(oauth_error_code("\r\n"), "an error");
+    }
+}

@@ -1,0 +1,357 @@
+//! Where login states and auth codes live between two requests.
+//!
+//! One trait, [`Store`], with the two operations the flow needs: `put_once` (store a
+//! value unless the key exists, with a time to live) and `take` (remove and return it in
+//! one step, so a value is consumed at most once). The memory store serves one process;
+//! a Redis store (`SET key value EX ttl NX`, `GETDEL key`) is the next step and fits the
+//! same trait.
+//!
+//! Keys are already hashed by the caller (never a raw state or code), and each kind of
+//! entry ([`Slot`]) has its own namespace and, in memory, its own bound: a flood of
+//! logins cannot crowd out the auth codes of users who finished theirs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+/// The kind of entry: each has its own namespace (and, in memory, its own bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A login between `/auth/login` and the callback: PKCE verifier, nonce, `next`.
+    LoginState,
+    /// A minted access token waiting for `/auth/exchange`.
+    AuthCode,
+}
+
+impl Slot {
+    /// The namespace in key names (`login:`, `code:`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::LoginState => "login",
+            Self::AuthCode => "code",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::LoginState => 0,
+            Self::AuthCode => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store holds as many entries of this kind as it may.
+    #[error("too many {what} are pending ({capacity}); try again shortly")]
+    Full { what: &'static str, capacity: usize },
+    /// The store cannot be reached (Redis down): the flow answers 503.
+    #[error("the login store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What `/snapshot` shows about a store.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub kind: &'static str,
+    /// Live (unexpired) login states.
+    pub login_states: usize,
+    /// Live (unexpired) auth codes.
+    pub auth_codes: usize,
+    /// The bound on each of the two above.
+    pub max_entries: usize,
+}
+
+/// Login states and auth codes, with a time to live, each consumed at most once.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Stores `value` under `key` for `ttl`, unless a live entry has that key: true when
+    /// stored, false when the key was taken.
+    fn put_once<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Removes the entry and returns its value, atomically: of two concurrent takes of
+    /// one key, one gets the value. An expired entry is gone.
+    fn take<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+
+    fn status(&self) -> StoreStatus;
+}
+
+/// The store of one process: two bounded hash maps behind mutexes (no await while held).
+pub struct MemoryStore {
+    max_entries: usize,
+    tables: [Mutex<Table>; 2],
+}
+
+/// Counts only: the entries hold PKCE verifiers and access tokens.
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.status();
+        f.debug_struct("MemoryStore")
+            .field("max_entries", &self.max_entries)
+            .field("login_states", &status.login_states)
+            .field("auth_codes", &status.auth_codes)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<String, Entry>,
+    /// No expired entry is removed before this: sweeps are at most one a second unless
+    /// the table is full.
+    next_sweep: Option<Instant>,
+}
+
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Instant,
+}
+
+/// How often expired entries are swept when the table is not full.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Table {
+    fn sweep(&mut self, now: Instant, force: bool) {
+        if force || self.next_sweep.is_none_or(|at| now >= at) {
+            self.entries.retain(|_, entry| entry.expires_at > now);
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
+
+    fn live(&self, now: Instant) -> usize {
+        self.entries.values().filter(|e| e.expires_at > now).count()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_entries` login states and as many auth codes.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            max_entries: max_entries.max(1),
+            tables: [Mutex::new(Table::default()), Mutex::new(Table::default())],
+        }
+    }
+
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    fn table(&self, slot: Slot) -> std::sync::MutexGuard<'_, Table> {
+        self.tables[slot.index()]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn put_now(
+        &self,
+        slot: Slot,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut table = self.table(slot);
+        if let Some(entry) = table.entries.get(key) {
+            if entry.expires_at > now {
+                return Ok(false);
+            }
+            table.entries.remove(key);
+        }
+        let full = table.entries.len() >= self.max_entries;
+        table.sweep(now, full);
+        if table.entries.len() >= self.max_entries {
+            return Err(StoreError::Full {
+                what: match slot {
+                    Slot::LoginState => "logins",
+                    Slot::AuthCode => "auth codes",
+                },
+                capacity: self.max_entries,
+            });
+        }
+        table.entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                expires_at: now + ttl,
+            },
+        );
+        Ok(true)
+    }
+
+    fn take_now(&self, slot: Slot, key: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        let mut table = self.table(slot);
+        let entry = table.entries.remove(key);
+        table.sweep(now, false);
+        entry
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.value)
+    }
+}
+
+impl Store for MemoryStore {
+    fn put_once<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let result = self.put_now(slot, key, value, ttl);
+        Box::pin(async move { result })
+    }
+
+    fn take<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let result = self.take_now(slot, key);
+        Box::pin(async move { Ok(result) })
+    }
+
+    fn status(&self) -> StoreStatus {
+        let now = Instant::now();
+        StoreStatus {
+            kind: "memory",
+            login_states: self.table(Slot::LoginState).live(now),
+            auth_codes: self.table(Slot::AuthCode).live(now),
+            max_entries: self.max_entries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block<T>(future: BoxFuture<'_, T>) -> T {
+        futures_util::FutureExt::now_or_never(future).expect("the memory store never waits")
+    }
+
+    #[test]
+    fn a_value_is_taken_once() {
+        let store = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            block(store.put_once(Slot::AuthCode, "k", b"v".to_vec(), ttl)),
+            Ok(true)
+        );
+        assert_eq!(
+            block(store.put_once(Slot::AuthCode, "k", b"w".to_vec(), ttl)),
+            Ok(false)
+        );
+        assert_eq!(
+            block(store.take(Slot::AuthCode, "k")),
+            Ok(Some(b"v".to_vec()))
+        );
+        assert_eq!(block(store.take(Slot::AuthCode, "k")), Ok(None));
+    }
+
+    #[test]
+    fn slots_are_separate_namespaces() {
+        let store = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            block(store.put_once(Slot::LoginState, "k", b"s".to_vec(), ttl)),
+            Ok(true)
+        );
+        assert_eq!(block(store.take(Slot::AuthCode, "k")), Ok(None));
+        assert_eq!(
+            block(store.take(Slot::LoginState, "k")),
+            Ok(Some(b"s".to_vec()))
+        );
+    }
+
+    #[test]
+    fn expired_entries_are_gone_and_make_room() {
+        let store = MemoryStore::new(2);
+        let gone = Duration::ZERO;
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            block(store.put_once(Slot::LoginState, "a", vec![], gone)),
+            Ok(true)
+        );
+        assert_eq!(
+            block(store.take(Slot::LoginState, "a")),
+            Ok(None),
+            "expired at once"
+        );
+        assert_eq!(
+            block(store.put_once(Slot::LoginState, "b", vec![], gone)),
+            Ok(true)
+        );
+        assert_eq!(
+            block(store.put_once(Slot::LoginState, "c", vec![], gone)),
+            Ok(true)
+        );
+        // Full of expired entries: a sweep makes room.
+        assert_eq!(
+            block(store.put_once(Slot::LoginState, "d", vec![], ttl)),
+            Ok(true)
+        );
+        assert_eq!(store.status().login_states, 1);
+    }
+
+    #[test]
+    fn debug_output_shows_no_values() {
+        let store = MemoryStore::new(3);
+        let ttl = Duration::from_secs(60);
+        let value = b"access-token-value".to_vec();
+        assert_eq!(
+            block(store.put_once(Slot::AuthCode, "key", value, ttl)),
+            Ok(true)
+        );
+        let shown = format!("{store:?}");
+        assert!(
+            !shown.contains("access-token") && !shown.contains("key"),
+            "{shown}"
+        );
+        assert!(shown.contains("auth_codes: 1"), "{shown}");
+    }
+
+    #[test]
+    fn the_bound_holds_per_slot() {
+        let store = MemoryStore::new(3);
+        let ttl = Duration::from_secs(60);
+        for key in ["a", "b", "c"] {
+            assert_eq!(
+                block(store.put_once(Slot::LoginState, key, vec![], ttl)),
+                Ok(true)
+            );
+        }
+        assert!(matches!(
+            block(store.put_once(Slot::LoginState, "d", vec![], ttl)),
+            Err(StoreError::Full { capacity: 3, .. })
+        ));
+        // Auth codes still have room of their own.
+        assert_eq!(
+            block(store.put_once(Slot::AuthCode, "a", vec![], ttl)),
+            Ok(true)
+        );
+        let status = store.status();
+        assert_eq!(
+            (status.login_states, status.auth_codes, status.max_entries),
+            (3, 1, 3)
+        );
+        // Taking one makes room again.
+        assert_eq!(block(store.take(Slot::LoginState, "a")), Ok(Some(vec![])));
+        assert_eq!(
+            block(store.put_once(Slot::LoginState, "d", vec![], ttl)),
+            Ok(true)
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! Checks on `kind = "oidc"` providers.
+
+use std::collections::HashMap;
+
+use url::Url;
+
+use super::super::diagnostic::Diagnostic;
+use super::super::model::{AuthProvider, Config, OidcPaths, ProviderKind, SecretRef};
+use super::super::suggest;
+use super::{is_local_host, parse_cidr};
+use crate::auth::oidc::COPYABLE_CLAIMS;
+
+/// Longer than this, an auth code lingers in a URL for too long.
+const LONG_AUTH_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Longer than this, a login state outlives any reasonable login.
+const LONG_LOGIN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+pub(super) fn check_oidc_provider(
+    config: &Config,
+    path: &str,
+    provider: &AuthProvider,
+    found: &mut Vec<Diagnostic>,
+) {
+    let jwt_only = [
+        ("issuer", provider.issuer.is_some()),
+        ("audience", provider.audience.is_some()),
+        ("algorithms", !provider.algorithms.is_empty()),
+        ("hs256_secret", provider.hs256_secret.is_some()),
+        ("jwks_url", provider.jwks_url.is_some()),
+        ("jwks_file", provider.jwks_file.is_some()),
+        ("claim_headers", !provider.claim_headers.is_empty()),
+    ];
+    for (key, present) in jwt_only {
+        if present {
+            let help = match key {
+                "issuer" => "the identity provider's issuer is `issuer_url`",
+                "jwks_url" | "jwks_file" => "the IdP's keys are found through discovery",
+                _ => "the minted token's settings are those of the `mint` provider",
+            };
+            found.push(
+                Diagnostic::error(
+                    format!("{path}.{key}"),
+                    format!("`{key}` applies to kind = \"jwt\" only"),
+                )
+                .with_help(help),
+            );
+        }
+    }
+
+    check_issuer_url(path, provider, found);
+    if provider.client_id.as_deref().is_none_or(str::is_empty) {
+        found.push(
+            Diagnostic::error(
+                format!("{path}.client_id"),
+                "an oidc provider needs `client_id`",
+            )
+            .with_help("the client id registered at the identity provider"),
+        );
+    }
+    check_client_secret(path, provider.client_secret.as_ref(), found);
+    check_mint(config, path, provider, found);
+    check_scopes_and_claims(path, provider, found);
+    check_paths(path, provider, found);
+    check_ttls(path, provider, found);
+    check_store(path, provider, found);
+    check_exchange_from(path, provider, found);
+    check_manual_endpoints(path, provider, found);
+
+    if config.server.public_base_url.is_none() {
+        found.push(
+            Diagnostic::error(
+                path,
+                "an oidc provider needs server.public_base_url: the redirect URI the identity \
+                 provider sends users back to is built from it",
+            )
+            .with_help("e.g. [server] public_base_url = \"https://apps.example.com\""),
+        );
+    }
+}
+
+fn check_issuer_url(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let key = format!("{path}.issuer_url");
+    let Some(text) = provider.issuer_url.as_deref() else {
+        found.push(
+            Diagnostic::error(&key, "an oidc provider needs `issuer_url`")
+                .with_help("the identity provider's issuer, e.g. \"https://idp.example.com\""),
+        );
+        return;
+    };
+    match Url::parse(text) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_local_host(&url)) => {
+            if url.query().is_some() || url.fragment().is_some() {
+                found.push(Diagnostic::error(&key, "must not have a query or fragment"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                found.push(Diagnostic::error(&key, "must not carry credentials"));
+            }
+        }
+        Ok(url) if url.scheme() == "http" => found.push(
+            Diagnostic::error(
+                &key,
+                format!("{text:?} is plain http: the IdP's settings and keys could be swapped in transit"),
+            )
+            .with_help("use https://; http is allowed for loopback addresses only"),
+        ),
+        Ok(url) => found.push(Diagnostic::error(
+            &key,
+            format!("scheme `{}` is not supported; use https://", url.scheme()),
+        )),
+        Err(err) => found.push(Diagnostic::error(
+            &key,
+            format!("{text:?} is not a URL: {err}"),
+        )),
+    }
+}
+
+fn check_client_secret(path: &str, secret: Option<&SecretRef>, found: &mut Vec<Diagnostic>) {
+    let key = format!("{path}.client_secret");
+    match secret {
+        None => found.push(
+            Diagnostic::error(&key, "an oidc provider needs `client_secret`").with_help(
+                "client_secret = { env = \"OIDC_CLIENT_SECRET\" } or { file = \"client-secret\" }",
+            ),
+        ),
+        Some(secret) if secret.env.is_some() == secret.file.is_some() => found.push(
+            Diagnostic::error(&key, "give exactly one of `env` or `file`"),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn check_mint(config: &Config, path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let key = format!("{path}.mint");
+    let providers = &config.auth.providers;
+    let Some(name) = provider.mint.as_deref() else {
+        found.push(
+            Diagnostic::error(&key, "an oidc provider needs `mint`").with_help(
+                "name the jwt provider (with an hs256_secret) that signs the access token \
+                 minted after a login, and protect routes with it",
+            ),
+        );
+        return;
+    };
+    let Some(mint) = providers.get(name) else {
+        let jwt_names = providers
+            .iter()
+            .filter(|(_, p)| p.kind == ProviderKind::Jwt)
+            .map(|(n, _)| n.as_str());
+        let diagnostic = Diagnostic::error(&key, format!("unknown auth provider {name:?}"));
+        found.push(match suggest(name, jwt_names) {
+            Some(suggestion) => diagnostic.with_help(format!("did you mean {suggestion:?}?")),
+            None => diagnostic.with_help(
+                "define a kind = \"jwt\" provider with an hs256_secret, and name it here",
+            ),
+        });
+        return;
+    };
+    if mint.kind != ProviderKind::Jwt {
+        found.push(Diagnostic::error(
+            &key,
+            format!("provider {name:?} is not a jwt provider: it cannot sign tokens"),
+        ));
+        return;
+    }
+    if !mint.algorithms.iter().any(|alg| alg.is_hmac()) || mint.hs256_secret.is_none() {
+        found.push(
+            Diagnostic::error(
+                &key,
+                format!(
+                    "provider {name:?} cannot sign tokens: fluxlit mints with an HS256/HS384/HS512 \
+                     hs256_secret, and it has none"
+                ),
+            )
+            .with_help("add \"HS256\" to its algorithms and an hs256_secret"),
+        );
+    }
+}
+
+fn check_scopes_and_claims(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    for (index, scope) in provider.scopes.iter().enumerate() {
+        let valid = !scope.is_empty()
+            && scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if !valid {
+            found.push(Diagnostic::error(
+                format!("{path}.scopes[{index}]"),
+                format!("{scope:?} is not a scope name (no spaces, quotes or backslashes)"),
+            ));
+        }
+    }
+    for (index, claim) in provider.claims.iter().enumerate() {
+        let key = format!("{path}.claims[{index}]");
+        if !COPYABLE_CLAIMS.contains(&claim.as_str()) {
+            found.push(
+                Diagnostic::error(&key, format!("claim {claim:?} cannot be copied")).with_help(
+                    format!(
+                        "`sub` always is; besides it: {}",
+                        COPYABLE_CLAIMS.join(", ")
+                    ),
+                ),
+            );
+            continue;
+        }
+        let scope = match claim.as_str() {
+            "email" => "email",
+            _ => "profile",
+        };
+        if !provider.scopes.iter().any(|s| s == scope) {
+            found.push(Diagnostic::warning(
+                &key,
+                format!(
+                    "the identity provider usually sends {claim:?} only for the scope {scope:?}, \
+                     which `scopes` does not list"
+                ),
+            ));
+        }
+    }
+}
+
+fn check_paths(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let Some(paths) = &provider.paths else {
+        return;
+    };
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (key, value) in named_paths(paths) {
+        let full = format!("{path}.paths.{key}");
+        if let Err(error) = super::super::model::path_prefix(value) {
+            let message = error
+                .message
+                .map_or_else(|| "is not a valid path".to_owned(), |m| m.to_string());
+            found.push(Diagnostic::error(&full, message));
+        } else if value == "/" {
+            found.push(Diagnostic::error(
+                &full,
+                "\"/\" would take every request away from the routes",
+            ));
+        }
+        if let Some(other) = seen.insert(value, key) {
+            found.push(Diagnostic::error(
+                &full,
+                format!("{value:?} is also paths.{other}"),
+            ));
+        }
+    }
+}
+
+fn named_paths(paths: &OidcPaths) -> [(&'static str, &str); 4] {
+    [
+        ("login", paths.login.as_str()),
+        ("callback", paths.callback.as_str()),
+        ("exchange", paths.exchange.as_str()),
+        ("logout", paths.logout.as_str()),
+    ]
+}
+
+fn check_ttls(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    for (key, value) in [
+        ("login_ttl", provider.login_ttl),
+        ("auth_code_ttl", provider.auth_code_ttl),
+        ("access_token_ttl", provider.access_token_ttl),
+    ] {
+        let Some(value) = value else { continue };
+        if value.get() < std::time::Duration::from_secs(1) {
+            found.push(Diagnostic::error(
+                format!("{path}.{key}"),
+                "must be at least 1s",
+            ));
+        }
+    }
+    if let Some(ttl) = provider.auth_code_ttl
+        && ttl.get() > LONG_AUTH_CODE_TTL
+    {
+        found.push(Diagnostic::warning(
+            format!("{path}.auth_code_ttl"),
+            format!("{ttl}: an auth code travels in a URL; keep it short-lived (60s is usual)"),
+        ));
+    }
+    if let Some(ttl) = provider.login_ttl
+        && ttl.get() > LONG_LOGIN_TTL
+    {
+        found.push(Diagnostic::warning(
+            format!("{path}.login_ttl"),
+            format!("{ttl}: pending logins are kept that long"),
+        ));
+    }
+}
+
+fn check_store(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let key = format!("{path}.store");
+    match provider.store.as_deref() {
+        None | Some("memory") => {}
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => found.push(
+            Diagnostic::error(&key, "a Redis store is not supported yet")
+                .with_help("use store = \"memory\" (one gateway process) for now"),
+        ),
+        Some(other) => found.push(
+            Diagnostic::error(&key, format!("unknown store {other:?}"))
+                .with_help("use store = \"memory\""),
+        ),
+    }
+    if provider.store_max_entries == Some(0) {
+        found.push(Diagnostic::error(
+            format!("{path}.store_max_entries"),
+            "must be at least 1",
+        ));
+    }
+}
+
+fn check_exchange_from(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let Some(entries) = &provider.exchange_from else {
+        return;
+    };
+    if entries.is_empty() {
+        found.push(Diagnostic::warning(
+            format!("{path}.exchange_from"),
+            "is empty: nobody can exchange an auth code, so no login can finish",
+        ));
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        if parse_cidr(entry).is_none() {
+            found.push(
+                Diagnostic::error(
+                    format!("{path}.exchange_from[{index}]"),
+                    format!("{entry:?} is not an IP address or CIDR range"),
+                )
+                .with_help("write it like \"127.0.0.1/32\", \"10.0.0.0/8\" or \"::1\""),
+            );
+        }
+    }
+}
+
+/// Custom providers without discovery: their id_tokens cannot be checked against the
+/// IdP's JWKS, so they are refused unless the dangerous flag says otherwise — and even
+/// then not supported yet.
+fn check_manual_endpoints(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let manual = [
+        (
+            "authorization_endpoint",
+            provider.authorization_endpoint.is_some(),
+        ),
+        ("token_endpoint", provider.token_endpoint.is_some()),
+    ]
+    .into_iter()
+    .find(|(_, present)| *present);
+    let allowed = provider.allow_unverified_id_token_for_custom_oidc;
+    if allowed {
+        found.push(
+            Diagnostic::warning(
+                format!("{path}.allow_unverified_id_token_for_custom_oidc"),
+                "DANGER: id_tokens of this provider would be believed without checking their                  signature against the identity provider's keys",
+            )
+            .with_help("use an identity provider with discovery (issuer_url) instead"),
+        );
+    }
+    match manual {
+        Some((key, _)) if !allowed => found.push(
+            Diagnostic::error(
+                format!("{path}.{key}"),
+                "manual endpoints skip discovery and the identity provider's JWKS, so id_tokens                  could not be verified: refused",
+            )
+            .with_help(
+                "remove it and let issuer_url's discovery find the endpoints; only                  allow_unverified_id_token_for_custom_oidc = true would accept it",
+            ),
+        ),
+        Some((key, _)) => found.push(
+            Diagnostic::error(
+                format!("{path}.{key}"),
+                "custom providers with manual endpoints are not supported yet",
+            )
+            .with_help("use an identity provider with discovery (issuer_url)"),
+        ),
+        None => {}
+    }
+}
+
+/// oidc keys on a jwt or trusted_proxy_user provider.
+pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let oidc_only = [
+        ("issuer_url", provider.issuer_url.is_some()),
+        ("client_id", provider.client_id.is_some()),
+        ("client_secret", provider.client_secret.is_some()),
+        ("scopes", !provider.scopes.is_empty()),
+        ("mint", provider.mint.is_some()),
+        ("paths", provider.paths.is_some()),
+        ("login_ttl", provider.login_ttl.is_some()),
+        ("auth_code_ttl", provider.auth_code_ttl.is_some()),
+        ("access_token_ttl", provider.access_token_ttl.is_some()),
+        ("claims", !provider.claims.is_empty()),
+        ("store", provider.store.is_some()),
+        ("store_max_entries", provider.store_max_entries.is_some()),
+        ("exchange_from", provider.exchange_from.is_some()),
+        (
+            "authorization_endpoint",
+            provider.authorization_endpoint.is_some(),
+        ),
+        ("token_endpoint", provider.token_endpoint.is_some()),
+        (
+            "allow_unverified_id_token_for_custom_oidc",
+            provider.allow_unverified_id_token_for_custom_oidc,
+        ),
+    ];
+    for (key, present) in oidc_only {
+        if present {
+            found.push(Diagnostic::error(
+                format!("{path}.{key}"),
+                format!("`{key}` applies to kind = \"oidc\" only"),
+            ));
+        }
+    }
+}
+
+/// Endpoint paths shared by two providers, and routes that name an oidc provider.
+pub(super) fn check_oidc_across_providers(config: &Config, found: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let defaults = OidcPaths::default();
+    for (name, provider) in &config.auth.providers {
+        if provider.kind != ProviderKind::Oidc {
+            continue;
+        }
+        let paths = provider.paths.as_ref().unwrap_or(&defaults);
+        for (key, value) in named_paths(paths) {
+            let here = format!("auth.providers.{name}.paths.{key}");
+            match seen.get(value) {
+                Some(first) if !first.starts_with(&format!("auth.providers.{name}.")) => {
+                    found.push(
+                        Diagnostic::error(&here, format!("{value:?} is also {first}"))
+                            .with_help("give each oidc provider its own paths table"),
+                    );
+                }
+                _ => {
+                    seen.entry(value.to_owned()).or_insert(here);
+                }
+            }
+        }
+    }
+
+    for (index, route) in config.routes.iter().enumerate() {
+        let Some(name) = &route.auth else { continue };
+        let Some(provider) = config.auth.providers.get(name) else {
+            continue;
+        };
+        if provider.kind == ProviderKind::Oidc {
+            let diagnostic = Diagnostic::error(
+                format!("routes[{index}].auth"),
+                format!(
+                    "provider {name:?} logs users in (oidc); it does not check requests itself"
+                ),
+            );
+            found.push(match &provider.mint {
+                Some(mint) => diagnostic.with_help(format!(
+                    "protect the route with the token it mints: auth = {mint:?}"
+                )),
+                None => diagnostic,
+            });
+        }
+    }
+}

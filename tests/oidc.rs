@@ -1,0 +1,1216 @@
+//! The OIDC login (backend for frontend) against a small identity provider written here
+//! as an axum app, over real sockets:
+//!
+//! - the IdP publishes `/.well-known/openid-configuration` and `/jwks` (rsa-a of
+//!   `tests/fixtures/jose`), answers `/authorize` with a code (the test follows the
+//!   gateway's 302 to it, as a browser would, and calls the gateway's callback with the
+//!   code and state it got back), and `/token` checks client authentication, the code,
+//!   the redirect URI and the PKCE verifier against the S256 challenge before returning
+//!   an id_token signed with rsa-a — or, when told to, a bad one;
+//! - the gateway's callback mints a token with the `main` jwt provider, hands an
+//!   `auth_code` to `next`, and `/auth/exchange` trades it once for the token, which
+//!   `/api/me` (a route with `auth = "main"`) accepts.
+//!
+//! What must not happen is checked too: replayed states and codes, open redirects through
+//! `next`, id_tokens failing each check, exchanges from other peers, an unbounded store,
+//! and logins before discovery. Timeouts only guard against hangs.
+
+mod auth_support;
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth_support::*;
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use common::{Reply, TestGateway, send, send_from};
+use http::StatusCode;
+use http_body_util::Full;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+const CLIENT_ID: &str = "fluxlit-web";
+const CLIENT_SECRET: &str = "test-only oidc client secret (with spaces & symbols)";
+const PUBLIC_BASE: &str = "http://app.fluxlit.test";
+const SUB: &str = "idp-user-42";
+const MINT_ISSUER: &str = "https://gateway.fluxlit.test";
+const MINT_AUDIENCE: &str = "fluxlit-app";
+
+// ---------------------------------------------------------------------------------------
+// The test identity provider.
+// ---------------------------------------------------------------------------------------
+
+/// What the IdP's token endpoint puts in the id_token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdTokenMode {
+    Good,
+    WrongNonce,
+    WrongAudience,
+    Expired,
+    AlgNone,
+    /// Signed with rsa-b, naming kid rsa-b: a key the JWKS does not have.
+    UnknownKey,
+    /// Signed with rsa-b, naming kid rsa-a: the JWKS key does not verify it.
+    ForgedSignature,
+    WrongIssuer,
+    /// `aud` holds the client and another party, without `azp`.
+    SeveralAudiencesNoAzp,
+}
+
+#[derive(Debug)]
+struct Grant {
+    challenge: String,
+    nonce: String,
+    redirect_uri: String,
+}
+
+#[derive(Debug)]
+struct IdpState {
+    issuer: String,
+    mode: Mutex<IdTokenMode>,
+    discovery_failing: AtomicBool,
+    end_session: bool,
+    grants: Mutex<HashMap<String, Grant>>,
+    next_code: AtomicUsize,
+    discovery_hits: AtomicUsize,
+    token_hits: AtomicUsize,
+    /// Why the last token request was refused, if it was.
+    token_refusal: Mutex<Option<String>>,
+}
+
+struct Idp {
+    addr: SocketAddr,
+    state: Arc<IdpState>,
+}
+
+impl Idp {
+    async fn spawn(end_session: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the IdP");
+        let addr = listener.local_addr().expect("IdP address");
+        let state = Arc::new(IdpState {
+            issuer: format!("http://{addr}"),
+            mode: Mutex::new(IdTokenMode::Good),
+            discovery_failing: AtomicBool::new(false),
+            end_session,
+            grants: Mutex::new(HashMap::new()),
+            next_code: AtomicUsize::new(0),
+            discovery_hits: AtomicUsize::new(0),
+            token_hits: AtomicUsize::new(0),
+            token_refusal: Mutex::new(None),
+        });
+        let router = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(|| async { jwks(&[RSA_A_JWK]) }))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token_endpoint))
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("the IdP serves");
+        });
+        Self { addr, state }
+    }
+
+    fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    fn set_mode(&self, mode: IdTokenMode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    fn token_hits(&self) -> usize {
+        self.state.token_hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn discovery(State(state): State<Arc<IdpState>>) -> Response {
+    state.discovery_hits.fetch_add(1, Ordering::SeqCst);
+    if state.discovery_failing.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let issuer = &state.issuer;
+    let mut document = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "code_challenge_methods_supported": ["S256"],
+    });
+    if state.end_session {
+        document["end_session_endpoint"] = json!(format!("{issuer}/logout"));
+    }
+    axum::Json(document).into_response()
+}
+
+/// Logs the user in at once: records the request and sends the browser back with a code.
+async fn authorize(
+    State(state): State<Arc<IdpState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let param = |name: &str| query.get(name).cloned().unwrap_or_default();
+    if param("response_type") != "code"
+        || param("client_id") != CLIENT_ID
+        || param("code_challenge_method") != "S256"
+        || param("code_challenge").is_empty()
+        || param("nonce").is_empty()
+        || param("state").is_empty()
+    {
+        return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
+    }
+    let code = format!("code-{}", state.next_code.fetch_add(1, Ordering::SeqCst));
+    state.grants.lock().unwrap().insert(
+        code.clone(),
+        Grant {
+            challenge: param("code_challenge"),
+            nonce: param("nonce"),
+            redirect_uri: param("redirect_uri"),
+        },
+    );
+    let mut back = Url::parse(&param("redirect_uri")).expect("redirect_uri is a URL");
+    back.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &param("state"));
+    (
+        StatusCode::FOUND,
+        [(http::header::LOCATION, back.to_string())],
+    )
+        .into_response()
+}
+
+async fn token_endpoint(
+    State(state): State<Arc<IdpState>>,
+    headers: http::HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    state.token_hits.fetch_add(1, Ordering::SeqCst);
+    let refuse = |why: &str| {
+        *state.token_refusal.lock().unwrap() = Some(why.to_owned());
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+            .into_response()
+    };
+    let expected_auth = format!(
+        "Basic {}",
+        standard_base64(format!("{CLIENT_ID}:{}", form_encode(CLIENT_SECRET)).as_bytes())
+    );
+    if headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected_auth.as_str())
+    {
+        return refuse("client authentication failed");
+    }
+    let param = |name: &str| form.get(name).cloned().unwrap_or_default();
+    if param("grant_type") != "authorization_code" {
+        return refuse("grant_type");
+    }
+    let Some(grant) = state.grants.lock().unwrap().remove(&param("code")) else {
+        return refuse("unknown or used code");
+    };
+    if param("redirect_uri") != grant.redirect_uri {
+        return refuse("redirect_uri differs from the authorization request's");
+    }
+    if b64(&Sha256::digest(param("code_verifier").as_bytes())) != grant.challenge {
+        return refuse("PKCE: the verifier does not match the S256 challenge");
+    }
+    let mode = *state.mode.lock().unwrap();
+    let id_token = id_token(&state.issuer, &grant.nonce, mode);
+    axum::Json(json!({
+        "access_token": "idp-access-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "id_token": id_token,
+    }))
+    .into_response()
+}
+
+fn id_token(issuer: &str, nonce: &str, mode: IdTokenMode) -> String {
+    let now = now();
+    let mut claims = json!({
+        "iss": issuer,
+        "sub": SUB,
+        "aud": CLIENT_ID,
+        "iat": now,
+        "exp": now + 300,
+        "nonce": nonce,
+        "email": "ada@example.com",
+        "name": "Ada Lovelace",
+    });
+    match mode {
+        IdTokenMode::Good => {}
+        IdTokenMode::WrongNonce => claims["nonce"] = json!("a-nonce-of-another-login"),
+        IdTokenMode::WrongAudience => claims["aud"] = json!("another-client"),
+        IdTokenMode::Expired => {
+            claims["iat"] = json!(now - 3600);
+            claims["exp"] = json!(now - 1800);
+        }
+        IdTokenMode::WrongIssuer => claims["iss"] = json!("https://impostor.example"),
+        IdTokenMode::SeveralAudiencesNoAzp => claims["aud"] = json!([CLIENT_ID, "another-client"]),
+        IdTokenMode::AlgNone => {
+            return format!(
+                "{}.",
+                signing_input(&json!({"alg": "none", "typ": "JWT"}), &claims)
+            );
+        }
+        IdTokenMode::UnknownKey => {
+            return token(Algorithm::RS256, Some("rsa-b"), Key::RsaB, &claims);
+        }
+        IdTokenMode::ForgedSignature => {
+            return token(Algorithm::RS256, Some("rsa-a"), Key::RsaB, &claims);
+        }
+    }
+    token(Algorithm::RS256, Some("rsa-a"), Key::RsaA, &claims)
+}
+
+/// RFC 4648 base64 with padding (HTTP Basic authentication).
+fn standard_base64(bytes: &[u8]) -> String {
+    let url_safe = b64(bytes).replace('-', "+").replace('_', "/");
+    let padding = (4 - url_safe.len() % 4) % 4;
+    url_safe + &"=".repeat(padding)
+}
+
+fn form_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway and the steps of a login.
+// ---------------------------------------------------------------------------------------
+
+struct Setup {
+    gateway: TestGateway,
+    idp: Idp,
+    upstream: CountingUpstream,
+}
+
+fn config(idp: &Idp, upstream: &CountingUpstream, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+public_base_url = "{PUBLIC_BASE}"
+
+[upstreams.api]
+url = "http://{upstream}"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "api"
+auth = "main"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "{MINT_ISSUER}"
+audience = "{MINT_AUDIENCE}"
+algorithms = ["HS256"]
+hs256_secret = {{ file = "hs256.secret" }}
+
+[auth.providers.corp]
+kind = "oidc"
+issuer_url = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret = {{ file = "client.secret" }}
+scopes = ["openid", "email", "profile"]
+claims = ["email", "name"]
+mint = "main"
+{extra}
+"#,
+        upstream = upstream.addr,
+        issuer = idp.issuer(),
+    )
+}
+
+/// A gateway whose `corp` provider logs in at a fresh IdP, with `extra` provider keys.
+async fn setup_with(extra: &str, end_session: bool) -> Setup {
+    let idp = Idp::spawn(end_session).await;
+    let upstream = CountingUpstream::spawn().await;
+    let gateway = start_with_files(
+        &config(&idp, &upstream, extra),
+        &[
+            ("hs256.secret", HS_SECRET),
+            ("client.secret", CLIENT_SECRET),
+        ],
+    )
+    .await;
+    Setup {
+        gateway,
+        idp,
+        upstream,
+    }
+}
+
+/// [`setup_with`], waiting until discovery has loaded.
+async fn setup_ready(extra: &str) -> Setup {
+    let setup = setup_with(extra, false).await;
+    wait_for_discovery(&setup.gateway).await;
+    setup
+}
+
+async fn wait_for_discovery(gateway: &TestGateway) {
+    eventually("OIDC discovery", || async {
+        let status = oidc_status(gateway);
+        status.discovery.loaded.then_some(())
+    })
+    .await;
+}
+
+fn oidc_status(gateway: &TestGateway) -> fluxlit::auth::oidc::OidcStatus {
+    gateway.gateway.snapshot().providers["corp"]
+        .oidc_status()
+        .expect("corp is an oidc provider")
+}
+
+fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+    reply.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn location(reply: &Reply) -> &str {
+    header(reply, "location")
+        .unwrap_or_else(|| panic!("no Location in {} {}", reply.status, reply.text()))
+}
+
+/// `GET /auth/login?next=<next>` (next form-encoded; no `next` when `None`).
+async fn login(gateway: &TestGateway, next: Option<&str>) -> Reply {
+    let path = match next {
+        Some(next) => format!("/auth/login?next={}", form_encode(next)),
+        None => "/auth/login".to_owned(),
+    };
+    get_from(TRUSTED, gateway, &path, &[]).await
+}
+
+/// Follows a 302 to the IdP's authorization endpoint, as a browser would; returns the
+/// `code` and `state` it sends back, and the redirect URI it sends them to.
+async fn authorize_at_idp(idp: &Idp, authorize_url: &str) -> (String, String, String) {
+    let url = Url::parse(authorize_url).expect("the login redirects to a URL");
+    assert_eq!(
+        url.origin().ascii_serialization(),
+        idp.issuer(),
+        "the login redirects to the IdP"
+    );
+    let target = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let reply = within(
+        "the IdP's authorization endpoint",
+        send(idp.addr, common::get(idp.addr, &target, &[])),
+    )
+    .await;
+    assert_eq!(reply.status, 302, "the IdP authorizes: {}", reply.text());
+    let back = Url::parse(location(&reply)).expect("the IdP redirects to a URL");
+    let param = |name: &str| {
+        back.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_else(|| panic!("no {name} in {back}"))
+    };
+    let redirect_uri = format!("{}{}", back.origin().ascii_serialization(), back.path());
+    (param("code"), param("state"), redirect_uri)
+}
+
+async fn callback(gateway: &TestGateway, code: &str, state: &str) -> Reply {
+    let path = format!(
+        "/auth/callback?code={}&state={}",
+        form_encode(code),
+        form_encode(state)
+    );
+    get_from(TRUSTED, gateway, &path, &[]).await
+}
+
+/// A whole login up to the callback's answer.
+async fn login_until_callback(setup: &Setup, next: Option<&str>) -> Reply {
+    let reply = login(&setup.gateway, next).await;
+    assert_eq!(reply.status, 302, "login: {}", reply.text());
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    callback(&setup.gateway, &code, &state).await
+}
+
+/// The `auth_code` of a callback's redirect.
+fn auth_code_of(reply: &Reply) -> String {
+    let url = Url::parse(&format!("http://x{}", location(reply))).expect("Location is a path");
+    url.query_pairs()
+        .find(|(key, _)| key == "auth_code")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_else(|| panic!("no auth_code in {}", location(reply)))
+}
+
+async fn exchange_from(
+    source: IpAddr,
+    gateway: &TestGateway,
+    content_type: &str,
+    body: String,
+) -> Reply {
+    let request = http::Request::post("/auth/exchange")
+        .header("host", gateway.addr().to_string())
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    within(
+        "POST /auth/exchange",
+        send_from(source, gateway.addr(), request),
+    )
+    .await
+}
+
+async fn exchange(gateway: &TestGateway, auth_code: &str) -> Reply {
+    exchange_from(
+        TRUSTED,
+        gateway,
+        "application/json",
+        json!({ "auth_code": auth_code }).to_string(),
+    )
+    .await
+}
+
+fn assert_invalid_grant(reply: &Reply) {
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "invalid_grant", "{}", reply.text());
+    assert_eq!(header(reply, "cache-control"), Some("no-store"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The flow.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_login_mints_a_token_the_mint_provider_accepts() {
+    let setup = setup_ready("").await;
+    let gateway = &setup.gateway;
+
+    let reply = login(gateway, Some("/dashboard?tab=1")).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+    let authorize = Url::parse(location(&reply)).unwrap();
+    assert_eq!(authorize.path(), "/authorize");
+    let query: HashMap<String, String> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(query["response_type"], "code");
+    assert_eq!(query["client_id"], CLIENT_ID);
+    assert_eq!(
+        query["redirect_uri"],
+        format!("{PUBLIC_BASE}/auth/callback")
+    );
+    assert_eq!(query["code_challenge_method"], "S256");
+    let scopes: Vec<&str> = query["scope"].split(' ').collect();
+    for scope in ["openid", "email", "profile"] {
+        assert!(scopes.contains(&scope), "{scopes:?}");
+    }
+    assert_eq!(
+        scopes.iter().filter(|s| **s == "openid").count(),
+        1,
+        "{scopes:?}"
+    );
+    // 32 random bytes, base64url: 256 bits each.
+    assert!(query["state"].len() >= 43, "{}", query["state"]);
+    assert!(query["nonce"].len() >= 43, "{}", query["nonce"]);
+    assert_ne!(query["state"], query["nonce"]);
+    assert!(!location(&reply).contains(CLIENT_SECRET));
+
+    let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    assert_eq!(redirect_uri, format!("{PUBLIC_BASE}/auth/callback"));
+    let reply = callback(gateway, &code, &state).await;
+    assert_eq!(reply.status, 302, "callback: {}", reply.text());
+    let target = location(&reply);
+    assert!(
+        target.starts_with("/dashboard?tab=1&auth_code="),
+        "back to next with the code: {target}"
+    );
+    assert_eq!(header(&reply, "referrer-policy"), Some("no-referrer"));
+    assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+    assert!(
+        setup.idp.state.token_refusal.lock().unwrap().is_none(),
+        "client auth, code, redirect_uri and PKCE verifier all passed at the IdP"
+    );
+    let auth_code = auth_code_of(&reply);
+    assert!(auth_code.len() >= 43, "{auth_code}");
+    assert_eq!(oidc_status(gateway).store.auth_codes, 1);
+
+    let reply = exchange(gateway, &auth_code).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+    let body = reply.json();
+    assert_eq!(body["token_type"], "Bearer");
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    assert!((1..=900).contains(&expires_in), "{expires_in}");
+    let access_token = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(oidc_status(gateway).store.auth_codes, 0, "the code is gone");
+
+    // The token is the mint provider's: its issuer, audience and key, with the claims
+    // asked for.
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&[MINT_ISSUER]);
+    validation.set_audience(&[MINT_AUDIENCE]);
+    let claims = jsonwebtoken::decode::<Value>(
+        &access_token,
+        &DecodingKey::from_secret(HS_SECRET.as_bytes()).unwrap(),
+        &validation,
+    )
+    .expect("the minted token verifies with the mint provider's secret")
+    .claims;
+    assert_eq!(claims["sub"], SUB);
+    assert_eq!(claims["email"], "ada@example.com");
+    assert_eq!(claims["name"], "Ada Lovelace");
+    assert!(
+        claims.get("nonce").is_none(),
+        "only the claims asked for are copied"
+    );
+
+    // Through the gateway, on a route protected by the mint provider.
+    let reply = get_with_token(gateway, "/api/me", &access_token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-fluxlit-sub"), [SUB]);
+    assert_eq!(setup.upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_login_without_next_goes_back_to_the_root_under_the_public_path() {
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let text = config(&idp, &upstream, "").replace(
+        &format!("public_base_url = \"{PUBLIC_BASE}\""),
+        &format!("public_base_url = \"{PUBLIC_BASE}/app/\""),
+    );
+    let gateway = start_with_files(
+        &text,
+        &[
+            ("hs256.secret", HS_SECRET),
+            ("client.secret", CLIENT_SECRET),
+        ],
+    )
+    .await;
+    wait_for_discovery(&gateway).await;
+    let setup = Setup {
+        gateway,
+        idp,
+        upstream,
+    };
+    let reply = login(&setup.gateway, None).await;
+    let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    assert_eq!(redirect_uri, format!("{PUBLIC_BASE}/app/auth/callback"));
+    let reply = callback(&setup.gateway, &code, &state).await;
+    assert!(
+        location(&reply).starts_with("/app/?auth_code="),
+        "{}",
+        location(&reply)
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_or_unknown_state_is_refused_and_mints_nothing() {
+    let setup = setup_ready("").await;
+    let reply = login(&setup.gateway, Some("/x")).await;
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    let first = callback(&setup.gateway, &code, &state).await;
+    assert_eq!(first.status, 302, "{}", first.text());
+    assert_eq!(setup.idp.token_hits(), 1);
+
+    let replayed = callback(&setup.gateway, &code, &state).await;
+    assert_eq!(replayed.status, 400, "{}", replayed.text());
+    assert!(replayed.text().contains("state"), "{}", replayed.text());
+    assert!(header(&replayed, "location").is_none());
+    assert_eq!(
+        setup.idp.token_hits(),
+        1,
+        "the code was not even sent to the IdP again"
+    );
+
+    let forged = callback(&setup.gateway, &code, "a-state-nobody-issued").await;
+    assert_eq!(forged.status, 400, "{}", forged.text());
+    let missing = get_from(TRUSTED, &setup.gateway, "/auth/callback?code=x", &[]).await;
+    assert_eq!(missing.status, 400, "{}", missing.text());
+    assert_eq!(setup.idp.token_hits(), 1);
+    assert_eq!(
+        oidc_status(&setup.gateway).store.auth_codes,
+        1,
+        "only the first login's"
+    );
+}
+
+#[tokio::test]
+async fn an_idp_error_on_the_callback_consumes_the_state_and_mints_nothing() {
+    let setup = setup_ready("").await;
+    let reply = login(&setup.gateway, None).await;
+    let (_, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    let path = format!(
+        "/auth/callback?error=access_denied&state={}",
+        form_encode(&state)
+    );
+    let reply = get_from(TRUSTED, &setup.gateway, &path, &[]).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.text().contains("access_denied"), "{}", reply.text());
+    assert_eq!(setup.idp.token_hits(), 0);
+    assert_eq!(oidc_status(&setup.gateway).store.login_states, 0);
+}
+
+#[tokio::test]
+async fn auth_codes_are_single_use() {
+    let setup = setup_ready("").await;
+    let reply = login_until_callback(&setup, None).await;
+    let auth_code = auth_code_of(&reply);
+
+    // A form works as well as JSON.
+    let reply = exchange_from(
+        TRUSTED,
+        &setup.gateway,
+        "application/x-www-form-urlencoded",
+        format!("auth_code={}", form_encode(&auth_code)),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_invalid_grant(&exchange(&setup.gateway, &auth_code).await);
+    assert_invalid_grant(&exchange(&setup.gateway, "a-code-nobody-issued").await);
+
+    let reply = exchange_from(TRUSTED, &setup.gateway, "text/plain", auth_code.clone()).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "invalid_request");
+    let reply = get_from(TRUSTED, &setup.gateway, "/auth/exchange", &[]).await;
+    assert_eq!(reply.status, 405, "{}", reply.text());
+    assert_eq!(header(&reply, "allow"), Some("POST"));
+}
+
+#[tokio::test]
+async fn concurrent_exchanges_of_one_code_give_one_token() {
+    let setup = setup_ready("").await;
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let attempts = (0..8).map(|_| exchange(&setup.gateway, &auth_code));
+    let replies = futures_util::future::join_all(attempts).await;
+    let granted = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        granted,
+        1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for reply in replies.iter().filter(|r| r.status != 200) {
+        assert_invalid_grant(reply);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_auth_code_is_refused() {
+    let setup = setup_ready("auth_code_ttl = \"1s\"").await;
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_invalid_grant(&exchange(&setup.gateway, &auth_code).await);
+}
+
+#[tokio::test]
+async fn exchanges_are_taken_only_from_exchange_from() {
+    let setup = setup_ready("").await;
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let body = json!({ "auth_code": auth_code }).to_string();
+    // 127.0.0.2 is loopback, but not in the default exchange_from (127.0.0.1, ::1).
+    let reply = exchange_from(UNTRUSTED, &setup.gateway, "application/json", body.clone()).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "access_denied");
+    // The refused attempt did not burn the code.
+    let reply = exchange_from(TRUSTED, &setup.gateway, "application/json", body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let setup = setup_restricted().await;
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let body = json!({ "auth_code": auth_code }).to_string();
+    let reply = exchange_from(TRUSTED, &setup.gateway, "application/json", body.clone()).await;
+    assert_eq!(reply.status, 403, "127.0.0.1 is outside [127.0.0.2/32]");
+    let reply = exchange_from(UNTRUSTED, &setup.gateway, "application/json", body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+async fn setup_restricted() -> Setup {
+    setup_ready("exchange_from = [\"127.0.0.2/32\"]").await
+}
+
+// ---------------------------------------------------------------------------------------
+// Open redirects through `next`.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn next_values_that_leave_the_origin_fall_back_to_the_root() {
+    let setup = setup_ready("").await;
+    // `next` as the browser's code meant it (the test form-encodes it into the query).
+    // `/%2F%2Fevil.com` is refused, not kept: some servers decode %2F into `//evil.com`.
+    let tricks = [
+        "//evil.com",
+        "///evil.com",
+        "https://evil.com",
+        "http:evil.com",
+        "/\\evil.com",
+        "\\/evil.com",
+        "\\\\evil.com",
+        "/%2F%2Fevil.com",
+        "/%5Cevil.com",
+        "javascript:alert(1)",
+        "evil.com",
+        "/\tevil.com",
+        "/x\r\nSet-Cookie: pwned=1",
+        "/x%0d%0aSet-Cookie:pwned=1",
+        "/x#@evil.com",
+        "",
+    ];
+    for next in tricks {
+        let reply = login_until_callback(&setup, Some(next)).await;
+        assert_eq!(reply.status, 302, "{next:?}: {}", reply.text());
+        assert!(
+            location(&reply).starts_with("/?auth_code="),
+            "{next:?} must fall back to /: {}",
+            location(&reply)
+        );
+    }
+    // A raw, unencoded `next=//evil.com` in the query too.
+    let reply = get_from(TRUSTED, &setup.gateway, "/auth/login?next=//evil.com", &[]).await;
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    let reply = callback(&setup.gateway, &code, &state).await;
+    assert!(
+        location(&reply).starts_with("/?auth_code="),
+        "{}",
+        location(&reply)
+    );
+
+    // Same-origin paths are kept.
+    let reply = login_until_callback(&setup, Some("/reports/7?range=30d")).await;
+    assert!(
+        location(&reply).starts_with("/reports/7?range=30d&auth_code="),
+        "{}",
+        location(&reply)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad id_tokens.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_id_token_failing_any_check_mints_nothing() {
+    let setup = setup_ready("").await;
+    let cases = [
+        (IdTokenMode::WrongNonce, "nonce"),
+        (IdTokenMode::WrongAudience, "aud"),
+        (IdTokenMode::Expired, "exp"),
+        (IdTokenMode::AlgNone, "alg"),
+        (IdTokenMode::UnknownKey, "signature"),
+        (IdTokenMode::ForgedSignature, "signature"),
+        (IdTokenMode::WrongIssuer, "iss"),
+        (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
+    ];
+    for (mode, check) in cases {
+        setup.idp.set_mode(mode);
+        let reply = login_until_callback(&setup, Some("/x")).await;
+        assert_eq!(reply.status, 403, "{mode:?}: {}", reply.text());
+        assert!(
+            reply.text().contains(&format!("failed the {check} check")),
+            "{mode:?} names the {check} check: {}",
+            reply.text()
+        );
+        assert!(header(&reply, "location").is_none(), "{mode:?}");
+        assert!(
+            !reply.text().contains("eyJ"),
+            "{mode:?}: the page never shows a token"
+        );
+        assert_eq!(
+            oidc_status(&setup.gateway).store.auth_codes,
+            0,
+            "{mode:?}: nothing minted"
+        );
+    }
+    assert_eq!(setup.upstream.hits(), 0);
+
+    // The same gateway still logs users in once the IdP behaves.
+    setup.idp.set_mode(IdTokenMode::Good);
+    let reply = login_until_callback(&setup, Some("/x")).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+}
+
+// ---------------------------------------------------------------------------------------
+// Discovery, the store, reloads, logout.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn until_discovery_succeeds_the_login_answers_503() {
+    let idp = Idp::spawn(false).await;
+    idp.state.discovery_failing.store(true, Ordering::SeqCst);
+    let upstream = CountingUpstream::spawn().await;
+    let gateway = start_with_files(
+        &config(&idp, &upstream, ""),
+        &[
+            ("hs256.secret", HS_SECRET),
+            ("client.secret", CLIENT_SECRET),
+        ],
+    )
+    .await;
+    eventually("a first discovery attempt", || async {
+        (idp.state.discovery_hits.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let reply = login(&gateway, Some("/x")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(
+        reply.text().contains("have not been loaded"),
+        "the body says why: {}",
+        reply.text()
+    );
+    let status = oidc_status(&gateway);
+    assert!(!status.discovery.loaded);
+    assert!(
+        status
+            .discovery
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("500")),
+        "{status:?}"
+    );
+
+    idp.state.discovery_failing.store(false, Ordering::SeqCst);
+    eventually("discovery recovering", || async {
+        (login(&gateway, Some("/x")).await.status == 302).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flood_of_logins_stays_within_the_store_bound() {
+    let setup = setup_ready("store_max_entries = 3\nlogin_ttl = \"1s\"").await;
+    for _ in 0..3 {
+        assert_eq!(login(&setup.gateway, None).await.status, 302);
+    }
+    for _ in 0..5 {
+        let reply = login(&setup.gateway, None).await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(reply.text().contains("too many logins"), "{}", reply.text());
+    }
+    let status = oidc_status(&setup.gateway).store;
+    assert_eq!(
+        (status.login_states, status.max_entries),
+        (3, 3),
+        "{status:?}"
+    );
+    // The snapshot endpoint shows the same.
+    let providers = fluxlit::admin::snapshot_json(
+        &setup.gateway.gateway.snapshot(),
+        setup.gateway.gateway.reloader(),
+    );
+    let providers: Value = serde_json::from_str(&providers).unwrap();
+    assert_eq!(
+        providers["auth_providers"]["corp"]["oidc"]["store"]["max_entries"],
+        3
+    );
+
+    // Expired logins are evicted, making room again.
+    eventually("pending logins expiring", || async {
+        (login(&setup.gateway, None).await.status == 302).then_some(())
+    })
+    .await;
+    assert!(oidc_status(&setup.gateway).store.login_states <= 3);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_logins_in_progress_and_the_discovered_settings() {
+    let setup = setup_ready("").await;
+    let before = setup.gateway.gateway.snapshot();
+    let reply = login(&setup.gateway, Some("/after-reload")).await;
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+
+    let text = config(&setup.idp, &setup.upstream, "access_token_ttl = \"5m\"");
+    setup.gateway.write_config(&text);
+    setup.gateway.wait_for_generation(2).await;
+    let after = setup.gateway.gateway.snapshot();
+    let oidc = |snapshot: &fluxlit::snapshot::Snapshot| match &snapshot.providers["corp"].check {
+        fluxlit::auth::Check::Oidc(oidc) => Arc::clone(oidc),
+        _ => panic!("corp is oidc"),
+    };
+    assert!(Arc::ptr_eq(
+        &oidc(&before).discovery,
+        &oidc(&after).discovery
+    ));
+    assert!(Arc::ptr_eq(&oidc(&before).store, &oidc(&after).store));
+    assert!(
+        oidc_status(&setup.gateway).discovery.loaded,
+        "no 503 after a reload"
+    );
+
+    let reply = callback(&setup.gateway, &code, &state).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert!(location(&reply).starts_with("/after-reload?auth_code="));
+    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    let expires_in = reply.json()["expires_in"].as_u64().unwrap();
+    assert!(
+        expires_in <= 300,
+        "the new access_token_ttl applies: {expires_in}"
+    );
+}
+
+#[tokio::test]
+async fn logout_goes_through_the_idp_when_it_can() {
+    let setup = setup_with("", true).await;
+    wait_for_discovery(&setup.gateway).await;
+    let reply = get_from(TRUSTED, &setup.gateway, "/auth/logout?next=/bye", &[]).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let url = Url::parse(location(&reply)).unwrap();
+    assert_eq!(
+        url.as_str().split('?').next(),
+        Some(format!("{}/logout", setup.idp.issuer()).as_str())
+    );
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["client_id"], CLIENT_ID);
+    assert_eq!(
+        query["post_logout_redirect_uri"],
+        format!("{PUBLIC_BASE}/bye")
+    );
+
+    let reply = get_from(TRUSTED, &setup.gateway, "/auth/logout?next=//evil.com", &[]).await;
+    let url = Url::parse(location(&reply)).unwrap();
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["post_logout_redirect_uri"], format!("{PUBLIC_BASE}/"));
+
+    // Without an end_session_endpoint, straight back to next.
+    let setup = setup_ready("").await;
+    let reply = get_from(TRUSTED, &setup.gateway, "/auth/logout?next=/bye", &[]).await;
+    assert_eq!(reply.status, 302);
+    assert_eq!(location(&reply), "/bye");
+    let reply = get_from(
+        TRUSTED,
+        &setup.gateway,
+        "/auth/logout?next=https://evil.com",
+        &[],
+    )
+    .await;
+    assert_eq!(location(&reply), "/");
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation.
+// ---------------------------------------------------------------------------------------
+
+/// The errors (rendered) of loading `text`; empty when it loads.
+fn load_errors(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fluxlit.toml");
+    std::fs::write(&path, text).unwrap();
+    match fluxlit::config::load(&path) {
+        Ok(_) => Vec::new(),
+        Err(error) => error.render_errors(),
+    }
+}
+
+fn oidc_config(provider: &str, server: &str) -> String {
+    format!(
+        r#"
+[server]
+{server}
+
+[upstreams.api]
+builtin = "echo"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "api"
+auth = "main"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "{MINT_ISSUER}"
+audience = "{MINT_AUDIENCE}"
+algorithms = ["HS256"]
+hs256_secret = {{ env = "HS" }}
+
+[auth.providers.keys]
+kind = "jwt"
+issuer = "{MINT_ISSUER}"
+audience = "{MINT_AUDIENCE}"
+algorithms = ["RS256"]
+jwks_url = "https://idp.example/jwks"
+
+[auth.providers.corp]
+kind = "oidc"
+{provider}
+"#
+    )
+}
+
+const GOOD_PROVIDER: &str = r#"issuer_url = "https://idp.example"
+client_id = "web"
+client_secret = { env = "OIDC_SECRET" }
+mint = "main""#;
+const SERVER: &str = "public_base_url = \"https://app.example\"";
+
+fn assert_refused(provider: &str, server: &str, expected: &[&str]) {
+    let errors = load_errors(&oidc_config(provider, server));
+    for text in expected {
+        assert!(
+            errors.iter().any(|e| e.contains(text)),
+            "expected an error saying {text:?}; got {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_sound_oidc_provider_validates() {
+    assert_eq!(
+        load_errors(&oidc_config(GOOD_PROVIDER, SERVER)),
+        Vec::<String>::new()
+    );
+    let loopback = GOOD_PROVIDER.replace("https://idp.example", "http://127.0.0.1:9000");
+    assert_eq!(
+        load_errors(&oidc_config(&loopback, SERVER)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn validation_refuses_oidc_mistakes() {
+    let with = |from: &str, to: &str| GOOD_PROVIDER.replace(from, to);
+    assert_refused(
+        &with("mint = \"main\"", "mint = \"mian\""),
+        SERVER,
+        &[
+            "auth.providers.corp.mint",
+            "unknown auth provider \"mian\"",
+            "did you mean \"main\"?",
+        ],
+    );
+    assert_refused(
+        &with("mint = \"main\"", "mint = \"keys\""),
+        SERVER,
+        &["provider \"keys\" cannot sign tokens"],
+    );
+    assert_refused(
+        &with("mint = \"main\"", "mint = \"corp\""),
+        SERVER,
+        &["provider \"corp\" is not a jwt provider"],
+    );
+    assert_refused(
+        &with("client_secret = { env = \"OIDC_SECRET\" }\n", ""),
+        SERVER,
+        &["auth.providers.corp.client_secret", "needs `client_secret`"],
+    );
+    assert_refused(
+        &with("https://idp.example", "http://idp.example"),
+        SERVER,
+        &["auth.providers.corp.issuer_url", "plain http"],
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\nstore = \"redis://127.0.0.1:6379/0\""),
+        SERVER,
+        &["auth.providers.corp.store", "not supported yet"],
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\nstore = \"memcached\""),
+        SERVER,
+        &["unknown store \"memcached\""],
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\nexchange_from = [\"10.0.0.0/33\"]"),
+        SERVER,
+        &[
+            "auth.providers.corp.exchange_from[0]",
+            "not an IP address or CIDR range",
+        ],
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\npaths = {{ login = \"auth/login\" }}"),
+        SERVER,
+        &["auth.providers.corp.paths.login", "must start with '/'"],
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\npaths = {{ logout = \"/auth/login\" }}"),
+        SERVER,
+        &["auth.providers.corp.paths.logout", "is also paths.login"],
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\nclaims = [\"groups\"]"),
+        SERVER,
+        &["claim \"groups\" cannot be copied"],
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\nhs256_secret = {{ env = \"X\" }}"),
+        SERVER,
+        &["`hs256_secret` applies to kind = \"jwt\" only"],
+    );
+    assert_refused(GOOD_PROVIDER, "", &["needs server.public_base_url"]);
+}
+
+#[test]
+fn manual_endpoints_are_refused_and_the_escape_hatch_is_warned_about() {
+    let manual = format!("{GOOD_PROVIDER}\ntoken_endpoint = \"https://idp.example/token\"");
+    assert_refused(
+        &manual,
+        SERVER,
+        &[
+            "auth.providers.corp.token_endpoint",
+            "could not be verified: refused",
+        ],
+    );
+    let dangerous = format!("{manual}\nallow_unverified_id_token_for_custom_oidc = true");
+    assert_refused(&dangerous, SERVER, &["not supported yet"]);
+
+    // The flag alone is loud, even where it changes nothing.
+    let flagged = format!("{GOOD_PROVIDER}\nallow_unverified_id_token_for_custom_oidc = true");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fluxlit.toml");
+    std::fs::write(&path, oidc_config(&flagged, SERVER)).unwrap();
+    let checked = fluxlit::config::load(&path).expect("a warning, not an error");
+    assert!(
+        checked
+            .warnings
+            .iter()
+            .any(|w| w.render(&path).contains("DANGER")),
+        "{:#?}",
+        checked.warnings
+    );
+}
+
+#[test]
+fn routes_cannot_name_an_oidc_provider_and_jwt_providers_take_no_oidc_keys() {
+    let text = oidc_config(GOOD_PROVIDER, SERVER).replace("auth = \"main\"", "auth = \"corp\"");
+    let errors = load_errors(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("routes[0].auth") && e.contains("auth = \"main\"")),
+        "{errors:#?}"
+    );
+    let text = oidc_config(GOOD_PROVIDER, SERVER).replace(
+        "jwks_url = \"https://idp.example/jwks\"",
+        "jwks_url = \"https://idp.example/jwks\"\nmint = \"main\"",
+    );
+    let errors = load_errors(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("auth.providers.keys.mint") && e.contains("kind = \"oidc\" only")),
+        "{errors:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_client_secret_refuses_the_config_at_start() {
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hs256.secret"), HS_SECRET).unwrap();
+    let path = dir.path().join("fluxlit.toml");
+    std::fs::write(
+        &path,
+        common::with_ephemeral_listen(&config(&idp, &upstream, "")),
+    )
+    .unwrap();
+    let error = fluxlit::Gateway::start(path)
+        .await
+        .expect_err("no client.secret file");
+    let text = error.to_string();
+    assert!(text.contains("auth.providers.corp.client_secret"), "{text}");
+    assert!(!text.contains(CLIENT_SECRET));
+}
