@@ -536,7 +536,7 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
     );
     let auth_code = auth_code_of(&reply);
     assert!(auth_code.len() >= 43, "{auth_code}");
-    assert_eq!(oidc_status(gateway).store.auth_codes, 1);
+    assert_eq!(oidc_status(gateway).store.auth_codes, Some(1));
 
     let reply = exchange(gateway, &auth_code).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -546,7 +546,11 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
     let expires_in = body["expires_in"].as_u64().unwrap();
     assert!((1..=900).contains(&expires_in), "{expires_in}");
     let access_token = body["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(oidc_status(gateway).store.auth_codes, 0, "the code is gone");
+    assert_eq!(
+        oidc_status(gateway).store.auth_codes,
+        Some(0),
+        "the code is gone"
+    );
 
     // The token is the mint provider's: its issuer, audience and key, with the claims
     // asked for.
@@ -634,7 +638,7 @@ async fn a_replayed_or_unknown_state_is_refused_and_mints_nothing() {
     assert_eq!(setup.idp.token_hits(), 1);
     assert_eq!(
         oidc_status(&setup.gateway).store.auth_codes,
-        1,
+        Some(1),
         "only the first login's"
     );
 }
@@ -652,7 +656,7 @@ async fn an_idp_error_on_the_callback_consumes_the_state_and_mints_nothing() {
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert!(reply.text().contains("access_denied"), "{}", reply.text());
     assert_eq!(setup.idp.token_hits(), 0);
-    assert_eq!(oidc_status(&setup.gateway).store.login_states, 0);
+    assert_eq!(oidc_status(&setup.gateway).store.login_states, Some(0));
 }
 
 #[tokio::test]
@@ -821,7 +825,7 @@ async fn an_id_token_failing_any_check_mints_nothing() {
         );
         assert_eq!(
             oidc_status(&setup.gateway).store.auth_codes,
-            0,
+            Some(0),
             "{mode:?}: nothing minted"
         );
     }
@@ -893,7 +897,7 @@ async fn a_flood_of_logins_stays_within_the_store_bound() {
     let status = oidc_status(&setup.gateway).store;
     assert_eq!(
         (status.login_states, status.max_entries),
-        (3, 3),
+        (Some(3), Some(3)),
         "{status:?}"
     );
     // The snapshot endpoint shows the same.
@@ -912,7 +916,12 @@ async fn a_flood_of_logins_stays_within_the_store_bound() {
         (login(&setup.gateway, None).await.status == 302).then_some(())
     })
     .await;
-    assert!(oidc_status(&setup.gateway).store.login_states <= 3);
+    assert!(
+        oidc_status(&setup.gateway)
+            .store
+            .login_states
+            .is_some_and(|n| n <= 3)
+    );
 }
 
 #[tokio::test]
@@ -1102,7 +1111,7 @@ fn validation_refuses_oidc_mistakes() {
         &["auth.providers.corp.issuer_url", "plain http"],
     );
     assert_refused(
-        &format!("{GOOD_PROVIDER}\nstore = \"redis://127.0.0.1:6379/0\""),
+        &format!("{GOOD_PROVIDER}\nstore = \"rediss://127.0.0.1:6380/0\""),
         SERVER,
         &["auth.providers.corp.store", "not supported yet"],
     );
@@ -1213,4 +1222,588 @@ async fn a_missing_client_secret_refuses_the_config_at_start() {
     let text = error.to_string();
     assert!(text.contains("auth.providers.corp.client_secret"), "{text}");
     assert!(!text.contains(CLIENT_SECRET));
+}
+
+// ---------------------------------------------------------------------------------------
+// The Redis store: replicas sharing the machine's Redis, and an outage of a Redis of the
+// test's own.
+// ---------------------------------------------------------------------------------------
+
+/// The machine's Redis (CI's machine runs it; `.ci/run` starts it when it is down).
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
+
+/// A connection to `url`, or a failure that says what is missing. Never a skip.
+async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let connect = async {
+        let client = redis::Client::open(url)?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await?;
+        Ok::<_, redis::RedisError>(connection)
+    };
+    match tokio::time::timeout(HANG_GUARD, connect).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => panic!(
+            "the Redis these tests need does not answer ({error}); start it with \
+             `redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" \
+             --appendonly no` (as .ci/run does)"
+        ),
+        Err(_) => panic!("hang guard: no answer from Redis within {HANG_GUARD:?}"),
+    }
+}
+
+/// A provider name of its own for each test run, so runs sharing one Redis never see
+/// each other's keys.
+fn unique_provider() -> String {
+    format!("corp-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The keys of one provider in a Redis; deleted when dropped, whatever the test did.
+struct RedisKeys {
+    url: String,
+    pattern: String,
+}
+
+impl RedisKeys {
+    fn of(url: &str, provider: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            pattern: format!(
+                "{}*",
+                fluxlit::auth::oidc::redis_store::key_prefix(provider)
+            ),
+        }
+    }
+
+    async fn list(&self) -> Vec<String> {
+        let mut connection = redis_connection(&self.url).await;
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&self.pattern)
+            .query_async(&mut connection)
+            .await
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&self.pattern)
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _ = redis::cmd("DEL").arg(keys).exec(&mut connection);
+        }
+    }
+}
+
+/// `config` with the `corp` provider renamed.
+fn config_for(idp: &Idp, upstream: &CountingUpstream, provider: &str, extra: &str) -> String {
+    config(idp, upstream, extra).replace(
+        "[auth.providers.corp]",
+        &format!("[auth.providers.{provider}]"),
+    )
+}
+
+fn status_of(gateway: &TestGateway, provider: &str) -> fluxlit::auth::oidc::OidcStatus {
+    gateway.gateway.snapshot().providers[provider]
+        .oidc_status()
+        .expect("an oidc provider")
+}
+
+async fn wait_for_discovery_of(gateway: &TestGateway, provider: &str) {
+    eventually("OIDC discovery", || async {
+        status_of(gateway, provider).discovery.loaded.then_some(())
+    })
+    .await;
+}
+
+fn snapshot_text(gateway: &TestGateway) -> String {
+    fluxlit::admin::snapshot_json(&gateway.gateway.snapshot(), gateway.gateway.reloader())
+}
+
+#[tokio::test]
+async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_code_once() {
+    let mut redis = redis_connection(SHARED_REDIS).await;
+    let provider = unique_provider();
+    let keys = RedisKeys::of(SHARED_REDIS, &provider);
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let text = config_for(
+        &idp,
+        &upstream,
+        &provider,
+        &format!("store = \"{SHARED_REDIS}\""),
+    );
+    let files = [
+        ("hs256.secret", HS_SECRET),
+        ("client.secret", CLIENT_SECRET),
+    ];
+    // Three gateways, each with its own config file, port and store object: they share
+    // nothing but Redis (and the mint key, as replicas do).
+    let a = start_with_files(&text, &files).await;
+    let b = start_with_files(&text, &files).await;
+    let c = start_with_files(&text, &files).await;
+    for gateway in [&a, &b, &c] {
+        wait_for_discovery_of(gateway, &provider).await;
+    }
+    let prefix = fluxlit::auth::oidc::redis_store::key_prefix(&provider);
+
+    // Login on A: the state is in Redis under the provider's namespace, hashed, with the
+    // login's time to live.
+    let reply = login(&a, Some("/reports")).await;
+    assert_eq!(reply.status, 302, "login on A: {}", reply.text());
+    let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
+    let pending = keys.list().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let hashed = pending[0]
+        .strip_prefix(&format!("{prefix}login:"))
+        .unwrap_or_else(|| panic!("a login key: {}", pending[0]));
+    assert_eq!(hashed.len(), 64, "{hashed}");
+    assert!(hashed.bytes().all(|b| b.is_ascii_hexdigit()), "{hashed}");
+    assert!(!pending[0].contains(&state), "the raw state is not a key");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&pending[0])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((1..=600_000).contains(&ttl), "login_ttl (10m): {ttl}");
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(&pending[0])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&value).contains(&state));
+
+    // Callback on B: it finds the state A stored, and consumes it for every replica.
+    let reply = callback(&b, &code, &state).await;
+    assert_eq!(reply.status, 302, "callback on B: {}", reply.text());
+    assert!(
+        location(&reply).starts_with("/reports?auth_code="),
+        "{}",
+        location(&reply)
+    );
+    let auth_code = auth_code_of(&reply);
+    let pending = keys.list().await;
+    assert_eq!(pending.len(), 1, "only the code is left: {pending:?}");
+    assert!(
+        pending[0].starts_with(&format!("{prefix}code:")),
+        "{pending:?}"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&pending[0])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((1..=60_000).contains(&ttl), "auth_code_ttl (60s): {ttl}");
+    let reply = callback(&c, &code, &state).await;
+    assert_eq!(reply.status, 400, "the state is used: {}", reply.text());
+
+    // Exchange on C; a second exchange of the same code fails on A (and everywhere).
+    let reply = exchange(&c, &auth_code).await;
+    assert_eq!(reply.status, 200, "exchange on C: {}", reply.text());
+    let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    for replica in [&a, &b, &c] {
+        assert_invalid_grant(&exchange(replica, &auth_code).await);
+    }
+    assert_eq!(keys.list().await, Vec::<String>::new(), "nothing is left");
+    for replica in [&a, &b, &c] {
+        let reply = get_with_token(replica, "/api/me", &access_token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.upstream_header("x-fluxlit-sub"), [SUB]);
+    }
+
+    // One code sent to the three replicas at once: one token.
+    let reply = login(&c, None).await;
+    let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
+    let auth_code = auth_code_of(&callback(&a, &code, &state).await);
+    let replies = futures_util::future::join_all(
+        [&a, &b, &c, &a, &b, &c]
+            .into_iter()
+            .map(|replica| exchange(replica, &auth_code)),
+    )
+    .await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    for reply in replies.iter().filter(|r| r.status != 200) {
+        assert_invalid_grant(reply);
+    }
+
+    // What /snapshot shows: where, the namespace, no error.
+    let snapshot: Value = serde_json::from_str(&snapshot_text(&b)).unwrap();
+    let store = &snapshot["auth_providers"][&provider]["oidc"]["store"];
+    assert_eq!(store["kind"], "redis", "{store}");
+    assert_eq!(store["url"], SHARED_REDIS, "{store}");
+    assert_eq!(store["key_prefix"], prefix.as_str(), "{store}");
+    assert!(store.get("last_error").is_none(), "{store}");
+}
+
+/// A redis-server of the test's own, on `port`, killed when dropped.
+struct OwnRedis {
+    port: u16,
+    password: String,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts one on a free port, with a password.
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self {
+            port,
+            password: format!("pw-{}", uuid::Uuid::new_v4().simple()),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://:{}@127.0.0.1:{}/0", self.password, self.port)
+    }
+
+    /// (Re)starts the server on the same port and waits until it answers.
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", &self.password])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start redis-server (is it installed and on PATH?): {error}")
+            });
+        self.child = Some(child);
+        let url = self.url();
+        eventually("our redis-server answering", || async {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .ok()
+        })
+        .await;
+    }
+
+    /// Kills the server (no shutdown: an outage) and waits until it is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A whole login on `setup`'s gateway, through the exchange: the access token.
+async fn login_for_token(setup: &Setup) -> String {
+    let reply = login_until_callback(setup, None).await;
+    assert_eq!(reply.status, 302, "callback: {}", reply.text());
+    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    assert_eq!(reply.status, 200, "exchange: {}", reply.text());
+    reply.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working() {
+    let mut redis = OwnRedis::start().await;
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    // The URL carries a password: it is read from a file next to the config.
+    let url = redis.url();
+    let text = config(&idp, &upstream, "store = { file = \"redis.url\" }");
+    let gateway = start_with_files(
+        &text,
+        &[
+            ("hs256.secret", HS_SECRET),
+            ("client.secret", CLIENT_SECRET),
+            ("redis.url", &format!("{url}\n")),
+        ],
+    )
+    .await;
+    let setup = Setup {
+        gateway,
+        idp,
+        upstream,
+    };
+    wait_for_discovery(&setup.gateway).await;
+
+    let token = login_for_token(&setup).await;
+    let reply = get_with_token(&setup.gateway, "/api/me", &token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let status = oidc_status(&setup.gateway).store;
+    assert_eq!(status.kind, "redis");
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("redis://:***@127.0.0.1:{}/0", redis.port).as_str())
+    );
+    assert!(!snapshot_text(&setup.gateway).contains(&redis.password));
+    assert!(!format!("{:?}", setup.gateway.gateway.snapshot().providers).contains(&redis.password));
+
+    // A reload that leaves the URL alone keeps the store (and its connection).
+    let before = setup.gateway.gateway.snapshot();
+    setup.gateway.write_config(&config(
+        &setup.idp,
+        &setup.upstream,
+        "store = { file = \"redis.url\" }\naccess_token_ttl = \"10m\"",
+    ));
+    setup.gateway.wait_for_generation(2).await;
+    let store = |snapshot: &fluxlit::snapshot::Snapshot| match &snapshot.providers["corp"].check {
+        fluxlit::auth::Check::Oidc(oidc) => Arc::clone(&oidc.store),
+        _ => panic!("corp is oidc"),
+    };
+    assert!(Arc::ptr_eq(
+        &store(&before),
+        &store(&setup.gateway.gateway.snapshot())
+    ));
+
+    // A code minted before the outage.
+    let pending_code = auth_code_of(&login_until_callback(&setup, None).await);
+
+    redis.kill();
+
+    for attempt in 0..3 {
+        let reply = login(&setup.gateway, None).await;
+        assert_eq!(reply.status, 503, "login {attempt}: {}", reply.text());
+        let text = reply.text();
+        assert!(
+            text.contains("the login store is unavailable") && text.contains("Redis"),
+            "{text}"
+        );
+        assert!(!text.contains(&redis.password), "{text}");
+    }
+    let reply = callback(&setup.gateway, "a-code", "a-state").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let reply = exchange(&setup.gateway, &pending_code).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "temporarily_unavailable");
+    // The token minted earlier needs no store.
+    let reply = get_with_token(&setup.gateway, "/api/me", &token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-fluxlit-sub"), [SUB]);
+    let status = oidc_status(&setup.gateway).store;
+    let last_error = status.last_error.expect("the failure is shown");
+    assert!(!last_error.contains(&redis.password), "{last_error}");
+    assert!(!snapshot_text(&setup.gateway).contains(&redis.password));
+
+    // Back on the same port: logins work again without a restart of the gateway.
+    redis.restart().await;
+    eventually("logins after Redis is back", || async {
+        (login(&setup.gateway, None).await.status == 302).then_some(())
+    })
+    .await;
+    let token = login_for_token(&setup).await;
+    let reply = get_with_token(&setup.gateway, "/api/me", &token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(oidc_status(&setup.gateway).store.last_error, None);
+}
+
+#[tokio::test]
+async fn a_refused_redis_password_answers_503_until_redis_takes_it() {
+    let redis = OwnRedis::start().await;
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let wrong = format!("redis://:not-{}@127.0.0.1:{}/0", redis.password, redis.port);
+    let text = config(
+        &idp,
+        &upstream,
+        "store = { env = \"FLUXLIT_TEST_REDIS_URL\" }",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hs256.secret"), HS_SECRET).unwrap();
+    std::fs::write(dir.path().join("client.secret"), CLIENT_SECRET).unwrap();
+    let path = dir.path().join("fluxlit.toml");
+    std::fs::write(&path, common::with_ephemeral_listen(&text)).unwrap();
+    let env = TestEnvironment([("FLUXLIT_TEST_REDIS_URL".to_owned(), wrong)].into());
+    let gateway = fluxlit::Gateway::start_with_environment(path.clone(), Arc::new(env))
+        .await
+        .unwrap_or_else(|error| panic!("gateway starts: {error}"));
+    let setup = Setup {
+        gateway: TestGateway {
+            gateway,
+            dir,
+            config_path: path,
+        },
+        idp,
+        upstream,
+    };
+    wait_for_discovery(&setup.gateway).await;
+
+    for _ in 0..2 {
+        let reply = login(&setup.gateway, None).await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(
+            reply
+                .text()
+                .contains("Redis refused the gateway's credentials"),
+            "{}",
+            reply.text()
+        );
+    }
+    // Redis is given the password the gateway has: the next logins work, no reload.
+    let mut admin = redis_connection(&redis.url()).await;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(format!("not-{}", redis.password))
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    eventually("logins once Redis takes the password", || async {
+        (login(&setup.gateway, None).await.status == 302).then_some(())
+    })
+    .await;
+    login_for_token(&setup).await;
+}
+
+#[test]
+fn redis_store_urls_are_checked_and_passwords_never_repeated() {
+    for store in [
+        "store = \"redis://127.0.0.1:6379/0\"",
+        "store = \"redis://cache.internal\"",
+        "store = { env = \"FLUXLIT_REDIS_URL\" }",
+        "store = { file = \"redis-url\" }",
+    ] {
+        assert_eq!(
+            load_errors(&oidc_config(&format!("{GOOD_PROVIDER}\n{store}"), SERVER)),
+            Vec::<String>::new(),
+            "{store}"
+        );
+    }
+    for (store, expected) in [
+        (
+            "store = \"redis://:hunter2-pw@cache:6379/0\"",
+            &["auth.providers.corp.store", "carries a password", "{ env ="][..],
+        ),
+        (
+            "store = \"redis://app:hunter2-pw@cache/0\"",
+            &["carries a password"],
+        ),
+        (
+            "store = \"rediss://:hunter2-pw@cache:6380/0\"",
+            &["TLS to Redis (rediss://) is not supported yet"],
+        ),
+        (
+            "store = \"redis://:hunter2-pw@cache/zero\"",
+            &["auth.providers.corp.store", "a database number"],
+        ),
+        (
+            "store = \"redis://:hunter2-pw@/0\"",
+            &["not a valid Redis URL"],
+        ),
+        ("store = \"redis:hunter2-pw@cache\"", &["unknown store"]),
+        ("store = \"memcached\"", &["unknown store \"memcached\""]),
+        (
+            "store = { env = \"A\", file = \"b\" }",
+            &[
+                "auth.providers.corp.store",
+                "exactly one of `env` or `file`",
+            ],
+        ),
+        (
+            "store = { evn = \"A\" }",
+            &["auth.providers.corp.store.evn", "unknown key `evn`"],
+        ),
+        ("store = 6379", &["a \"redis://host:port/db\" URL"]),
+    ] {
+        let errors = load_errors(&oidc_config(&format!("{GOOD_PROVIDER}\n{store}"), SERVER));
+        for text in expected {
+            assert!(
+                errors.iter().any(|e| e.contains(text)),
+                "{store}: expected {text:?} in {errors:#?}"
+            );
+        }
+        assert!(
+            errors.iter().all(|e| !e.contains("hunter2")),
+            "{store}: {errors:#?}"
+        );
+    }
+
+    // store_max_entries bounds the memory store only.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fluxlit.toml");
+    let provider = format!("{GOOD_PROVIDER}\nstore = \"redis://cache/0\"\nstore_max_entries = 5");
+    std::fs::write(&path, oidc_config(&provider, SERVER)).unwrap();
+    let checked = fluxlit::config::load(&path).expect("a warning, not an error");
+    assert!(
+        checked.warnings.iter().any(|w| {
+            let text = w.render(&path);
+            text.contains("store_max_entries") && text.contains("memory store only")
+        }),
+        "{:#?}",
+        checked.warnings
+    );
+}
+
+#[tokio::test]
+async fn a_bad_redis_url_in_a_secret_file_refuses_the_config_without_repeating_it() {
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hs256.secret"), HS_SECRET).unwrap();
+    std::fs::write(dir.path().join("client.secret"), CLIENT_SECRET).unwrap();
+    std::fs::write(
+        dir.path().join("redis.url"),
+        "redis://:hunter2-pw@cache/zero\n",
+    )
+    .unwrap();
+    let path = dir.path().join("fluxlit.toml");
+    let text = config(&idp, &upstream, "store = { file = \"redis.url\" }");
+    std::fs::write(&path, common::with_ephemeral_listen(&text)).unwrap();
+    let error = fluxlit::Gateway::start(path.clone())
+        .await
+        .expect_err("the URL has no database number");
+    let text = error.to_string();
+    assert!(
+        text.contains("auth.providers.corp.store")
+            && text.contains("file redis.url")
+            && text.contains("database number"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    // `fluxlit config` prints where the URL is, never the URL.
+    std::fs::write(
+        dir.path().join("redis.url"),
+        "redis://:hunter2-pw@cache/0\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+        .arg("config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run fluxlit config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("redis.url"), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
 }

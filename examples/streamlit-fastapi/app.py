@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 
 API_PREFIX = "/api"
 
@@ -39,6 +39,29 @@ def hello(request: Request, name: str = "world") -> dict[str, object]:
         "pid": os.getpid(),
         "path": request.url.path,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@router.get("/me")
+def me(request: Request) -> dict[str, object]:
+    """Who is logged in, as the gateway verified it.
+
+    The gateway's route for `/api/me` has `auth = "main"`: it checks the bearer token
+    (signature, issuer, audience, expiry) before this app is contacted, and sends the
+    identity as `x-fluxlit-*` headers, which it never lets through from a client. So
+    this app believes those headers, and does nothing with the token itself; it must
+    therefore be reachable through the gateway only (it listens on loopback).
+    """
+    sub = request.headers.get("x-fluxlit-sub")
+    if not sub:
+        # Only possible when the gateway was bypassed, or its route lost its auth.
+        raise HTTPException(status_code=401, detail="no identity from the gateway")
+    return {
+        "sub": sub,
+        "email": request.headers.get("x-fluxlit-email"),
+        "name": request.headers.get("x-fluxlit-name"),
+        "verified_by": "fluxlit",
+        "served_by": "FastAPI",
     }
 
 

@@ -4,6 +4,15 @@ It calls the FastAPI backend server-side, from this Python process, at an intern
 base URL: the browser never talks to the API for this page, and the call does not
 go back out through the gateway. Keep that base URL on loopback (the default), so
 the call never leaves the host.
+
+It also logs users in through the gateway's OpenID Connect endpoints: "Log in" sends
+the browser to `/auth/login?next=/`; after the identity provider, the gateway sends it
+back here with a one-time `auth_code` in the query. This server trades that code at the
+gateway's `POST /auth/exchange` for an access token, keeps the token in
+`st.session_state` (server-side, in this browser tab's session: it never reaches the
+browser), takes the code out of the URL, and calls the protected `/api/me` with it.
+Those two calls go to the gateway, not to FastAPI directly: the exchange is the
+gateway's own endpoint, and `/api/me` is protected by the gateway's token check.
 """
 
 from __future__ import annotations
@@ -16,6 +25,13 @@ import httpx
 import streamlit as st
 
 API_BASE = os.environ.get("FLUXLIT_INTERNAL_API_BASE", "http://127.0.0.1:8000/api").rstrip("/")
+# The gateway as this server reaches it. The gateway accepts /auth/exchange only from
+# its `exchange_from` peers (loopback by default), and the call carries a login code
+# and then a bearer token: keep it on loopback, where it never leaves the host.
+GATEWAY_BASE = os.environ.get("FLUXLIT_INTERNAL_GATEWAY_BASE", "http://127.0.0.1:8080").rstrip("/")
+# Where the browser goes: paths on the origin it already uses (the gateway's).
+LOGIN_URL = "/auth/login?next=/"
+LOGOUT_URL = "/auth/logout?next=/"
 
 
 def _is_loopback(url: str) -> bool:
@@ -34,6 +50,93 @@ def api_client() -> httpx.Client:
     # trust_env=False: an HTTP(S)_PROXY meant for the outside world must not carry
     # this internal call.
     return httpx.Client(base_url=API_BASE, timeout=httpx.Timeout(5.0), trust_env=False)
+
+
+@st.cache_resource
+def gateway_client() -> httpx.Client:
+    return httpx.Client(base_url=GATEWAY_BASE, timeout=httpx.Timeout(5.0), trust_env=False)
+
+
+def _link(label: str, href: str) -> None:
+    # A same-tab link drawn as a button: st.link_button would open a new tab, and the
+    # login must come back to this one. target="_self" keeps it here.
+    st.markdown(
+        f'<a href="{href}" target="_self" style="display:inline-block;padding:0.35rem 0.9rem;'
+        "border:1px solid rgba(49,51,63,0.3);border-radius:0.5rem;text-decoration:none;"
+        f'color:inherit">{label}</a>',
+        unsafe_allow_html=True,
+    )
+
+
+def _exchange(auth_code: str) -> str | None:
+    """Trades the one-time code for an access token; an error message, or None."""
+    try:
+        response = gateway_client().post("/auth/exchange", json={"auth_code": auth_code})
+    except httpx.HTTPError as error:
+        return f"the gateway's /auth/exchange could not be reached: {error}"
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        answer = {}
+    if response.status_code != 200 or not isinstance(answer.get("access_token"), str):
+        # invalid_grant: the code was used already (a reload of the old URL) or expired.
+        reason = answer.get("error", response.status_code)
+        return f"the login code was refused ({reason}); log in again"
+    st.session_state["access_token"] = answer["access_token"]
+    return None
+
+
+def login_section() -> None:
+    st.subheader("Log in")
+    gateway_ok = _is_loopback(GATEWAY_BASE) or urlsplit(GATEWAY_BASE).scheme == "https"
+    if not gateway_ok:
+        st.error(
+            f"`FLUXLIT_INTERNAL_GATEWAY_BASE` ({GATEWAY_BASE}) is plain http off loopback: "
+            "login codes and tokens would cross the network in clear, so login is off."
+        )
+        return
+
+    auth_code = st.query_params.get("auth_code")
+    if auth_code is not None:
+        # Out of the address bar (and the history entry) first; the code is one-time.
+        del st.query_params["auth_code"]
+        error = _exchange(auth_code)
+        if error and "access_token" not in st.session_state:
+            st.warning(error)
+
+    token = st.session_state.get("access_token")
+    if not token:
+        st.write(
+            "Log in at the identity provider; the gateway then hands this page a one-time "
+            "code, which Streamlit trades server-side for a token that `/api/me` accepts."
+        )
+        _link("Log in", LOGIN_URL)
+        return
+
+    try:
+        response = gateway_client().get("/api/me", headers={"authorization": f"Bearer {token}"})
+    except httpx.HTTPError as error:
+        st.error(f"The call to /api/me failed: {error}")
+        return
+    if response.status_code == 401:
+        # Expired (or the gateway's key changed): the token is of no more use.
+        del st.session_state["access_token"]
+        st.warning("Your login has expired; log in again.")
+        _link("Log in", LOGIN_URL)
+        return
+    if response.status_code != 200:
+        st.error(f"/api/me answered {response.status_code}: {response.text[:200]}")
+        return
+    me = response.json()
+    st.success(f"Logged in as {me['sub']}")
+    st.caption(
+        "FastAPI's `/api/me`, called server-side through the gateway with the token; "
+        "the gateway checked it and told FastAPI who you are:"
+    )
+    st.json(me)
+    _link("Log out", LOGOUT_URL)
 
 
 st.set_page_config(page_title="FluxLit: Streamlit + FastAPI", page_icon=":electric_plug:")
@@ -63,3 +166,5 @@ if submitted:
         st.success(answer["message"])
         st.caption(f"Answered by {answer['served_by']} at `{answer['path']}`.")
         st.json(answer)
+
+login_section()

@@ -307,6 +307,51 @@ pub struct SecretRef {
     pub file: Option<PathBuf>,
 }
 
+/// An oidc provider's `store`: `"memory"` or a `redis://` URL written in the file, or a
+/// Redis URL read from the environment or a file (where a URL with a password belongs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StoreRef {
+    /// `"memory"`, or a `redis://` URL without a password.
+    Inline(
+        #[schemars(pattern(r"^(memory|redis://.+)$"))]
+        String,
+    ),
+    /// A Redis URL, possibly with a password, in an environment variable or a file.
+    Secret(SecretRef),
+}
+
+/// By hand rather than `untagged`: a table goes through [`SecretRef`]'s own
+/// deserializer, so unknown keys in it are reported like everywhere else, and a wrong
+/// type gets a message that says what is expected.
+impl<'de> Deserialize<'de> for StoreRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StoreRef;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "\"memory\", a \"redis://host:port/db\" URL, or { env = \"NAME\" } or \
+                     { file = \"path\" } holding a Redis URL",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StoreRef, E> {
+                Ok(StoreRef::Inline(text.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<StoreRef, A::Error> {
+                SecretRef::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(StoreRef::Secret)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// `[auth.providers.NAME]`: one way to authenticate requests. The keys that apply depend
 /// on `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -421,14 +466,16 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<String>,
 
-    /// oidc: where login states and auth codes live: `"memory"` (this process only)
-    /// [default: "memory"]. Redis (for several replicas) is planned.
+    /// oidc: where login states and auth codes live: `"memory"` (this process only) or a
+    /// Redis URL, `"redis://host:6379/0"`, that gateway replicas share. A URL with a
+    /// password is a secret: give it as `{ env = "NAME" }` or `{ file = "path" }`
+    /// [default: "memory"].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<String>,
+    pub store: Option<StoreRef>,
 
     /// oidc: the most pending logins, and separately the most unexchanged auth codes, the
     /// memory store holds; when full, `/auth/login` answers 503 until some expire
-    /// [default: 10000].
+    /// [default: 10000]. Not used by a Redis store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_max_entries: Option<u32>,
 

@@ -1,6 +1,6 @@
 // End-to-end checks of the Streamlit + FastAPI example through the gateway.
-// run.sh starts the three servers and passes their ports in E2E_*; run it, not this
-// file, unless those servers are already up.
+// run.sh starts the servers (the demo OpenID provider, FastAPI, Streamlit, fluxlit) and
+// passes their ports in E2E_*; run it, not this file, unless those servers are up.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import http from "node:http";
@@ -16,32 +16,65 @@ const env = (name) => {
 };
 const GATEWAY_PORT = Number(env("E2E_GATEWAY_PORT"));
 const API_PORT = Number(env("E2E_API_PORT"));
+const IDP_PORT = Number(env("E2E_IDP_PORT"));
+// The one user of the demo identity provider, fresh for this run.
+const IDP_SUB = env("E2E_IDP_SUB");
 const PUBLIC_HOST = env("E2E_PUBLIC_HOST");
 const PROFILE = env("E2E_PROFILE");
 const OUT = env("E2E_OUT");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
-const PUBLIC_URL = `http://${PUBLIC_HOST}:${GATEWAY_PORT}/`;
+const PUBLIC_BASE = `http://${PUBLIC_HOST}:${GATEWAY_PORT}`;
+const PUBLIC_URL = `${PUBLIC_BASE}/`;
 const GATEWAY_HOST = `127.0.0.1:${GATEWAY_PORT}`;
+const IDP_ORIGIN = `http://127.0.0.1:${IDP_PORT}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// A JWT (header.payload.signature, each base64url JSON starting with "{").
+const JWT = /eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+/;
 
-// One HTTP/1.1 request to the gateway from a chosen loopback address (127.0.0.2 is
-// not in the test config's trust.proxies; 127.0.0.1 is).
-function request(path, { from = "127.0.0.1", headers = {} } = {}) {
+// One HTTP/1.1 request to the gateway (or, with `port`, another loopback server) from
+// a chosen loopback address (127.0.0.2 is not in the test config's trust.proxies;
+// 127.0.0.1 is). Redirects are not followed.
+function request(path, { from = "127.0.0.1", headers = {}, method = "GET", body, port = GATEWAY_PORT } = {}) {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: "127.0.0.1", port: GATEWAY_PORT, path, headers, localAddress: from, agent: false },
+      { host: "127.0.0.1", port, path, method, headers, localAddress: from, agent: false },
       (res) => {
-        let body = "";
+        let text = "";
         res.setEncoding("utf8");
-        res.on("data", (chunk) => (body += chunk));
-        res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body }));
+        res.on("data", (chunk) => (text += chunk));
+        res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: text }));
       },
     );
-    req.setTimeout(10_000, () => req.destroy(new Error(`no answer to ${path} in 10 s`)));
+    req.setTimeout(10_000, () => req.destroy(new Error(`no answer to ${method} ${path} in 10 s`)));
     req.on("error", reject);
-    req.end();
+    req.end(body);
   });
+}
+
+// POST /auth/exchange as the app's server does.
+function exchange(authCode, { from = "127.0.0.1" } = {}) {
+  const body = JSON.stringify({ auth_code: authCode });
+  return request("/auth/exchange", {
+    from,
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+  });
+}
+
+// The gateway reads the provider's settings in the background; until then /auth/login
+// answers 503.
+async function waitForLogin() {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const res = await request("/auth/login?next=/");
+    if (res.status === 302) return;
+    if (res.status !== 503 || Date.now() > deadline) {
+      throw new Error(`/auth/login answered ${res.status} ${res.body}; see gateway.log and idp.log`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 // What FastAPI's /api/echo saw: its path, query and headers (name -> all values).
@@ -183,4 +216,143 @@ test("a spoofed X-Forwarded-For from an untrusted address does not reach FastAPI
   for (const value of ["6.6.6.6", "evil.example", "spoofed-id", "admin"]) {
     assert.equal(everything.includes(value), false, `${value} reached FastAPI: ${everything}`);
   }
+});
+
+test("a login at the real OpenID provider, over plain HTTP: callback, one exchange, then /api/me", { timeout: 60_000 }, async () => {
+  await waitForLogin();
+  const publicHost = { host: `${PUBLIC_HOST}:${GATEWAY_PORT}` };
+
+  // The gateway sends the browser to the provider with a code + PKCE request.
+  const login = await request("/auth/login?next=/", { headers: publicHost });
+  assert.equal(login.status, 302, login.body);
+  const authorize = new URL(login.headers.location);
+  assert.equal(authorize.origin, IDP_ORIGIN, "to the provider's authorization endpoint");
+  assert.equal(authorize.searchParams.get("response_type"), "code");
+  assert.equal(authorize.searchParams.get("code_challenge_method"), "S256");
+  assert.equal(authorize.searchParams.get("redirect_uri"), `${PUBLIC_BASE}/auth/callback`);
+
+  // The provider's side, as a browser does it: follow its redirects with its cookies;
+  // its interaction endpoint logs the user in and grants consent without a page.
+  const jar = new Map();
+  let url = authorize;
+  for (let hop = 0; url.origin === IDP_ORIGIN; hop += 1) {
+    assert.ok(hop < 10, "the provider sends the browser back within 10 redirects");
+    const cookie = [...jar].map(([name, value]) => `${name}=${value}`).join("; ");
+    const res = await request(url.pathname + url.search, { port: IDP_PORT, headers: cookie ? { cookie } : {} });
+    assert.ok([302, 303].includes(res.status), `${url.pathname}: ${res.status} ${res.body}`);
+    for (const line of res.headers["set-cookie"] ?? []) {
+      const [pair, ...attributes] = line.split(";");
+      const name = pair.slice(0, pair.indexOf("=")).trim();
+      const value = pair.slice(pair.indexOf("=") + 1).trim();
+      const gone = !value || attributes.some((a) => /^\s*(max-age=0|expires=thu, 01 jan 1970)/i.test(a));
+      if (gone) jar.delete(name);
+      else jar.set(name, value);
+    }
+    url = new URL(res.headers.location, url);
+  }
+  assert.equal(`${url.origin}${url.pathname}`, `${PUBLIC_BASE}/auth/callback`, "back at the gateway's callback");
+  assert.ok(url.searchParams.get("code") && url.searchParams.get("state"));
+
+  // The callback checks the id_token, mints, and hands a one-time code to `next`.
+  const callback = await request(url.pathname + url.search, { headers: publicHost });
+  assert.equal(callback.status, 302, `callback: ${callback.body}`);
+  assert.equal(callback.headers["referrer-policy"], "no-referrer");
+  assert.equal(callback.headers["cache-control"], "no-store");
+  const landing = new URL(callback.headers.location, PUBLIC_BASE);
+  assert.equal(landing.pathname, "/");
+  const authCode = landing.searchParams.get("auth_code");
+  assert.ok(authCode, `the code is in the query: ${callback.headers.location}`);
+
+  // Exchanged from loopback only, and once.
+  const elsewhere = await exchange(authCode, { from: "127.0.0.2" });
+  assert.equal(elsewhere.status, 403, "not from an address outside exchange_from");
+  const exchanged = await exchange(authCode);
+  assert.equal(exchanged.status, 200, exchanged.body);
+  const token = JSON.parse(exchanged.body);
+  assert.equal(token.token_type, "Bearer");
+  assert.match(token.access_token, JWT);
+  assert.ok(token.expires_in > 0 && token.expires_in <= 900, `expires_in ${token.expires_in}`);
+  const replay = await exchange(authCode);
+  assert.equal(replay.status, 400);
+  assert.equal(JSON.parse(replay.body).error, "invalid_grant");
+
+  // /api/me: the gateway checks the token and tells FastAPI who it is.
+  const anonymous = await request("/api/me", { headers: { "x-fluxlit-sub": "admin" } });
+  assert.equal(anonymous.status, 401, "no token, no FastAPI, whatever identity header is sent");
+  assert.match(anonymous.headers["www-authenticate"] ?? "", /^Bearer /);
+  const forged = await request("/api/me", { headers: { authorization: `Bearer ${token.access_token.slice(0, -4)}AAAA` } });
+  assert.equal(forged.status, 401, "a token with a broken signature is refused");
+  const me = await request("/api/me", {
+    headers: { authorization: `Bearer ${token.access_token}`, "x-fluxlit-sub": "admin", "x-fluxlit-email": "admin@example.com" },
+  });
+  assert.equal(me.status, 200, me.body);
+  assert.deepEqual(JSON.parse(me.body), {
+    sub: IDP_SUB,
+    email: `${IDP_SUB}@example.com`,
+    name: "E2E User",
+    verified_by: "fluxlit",
+    served_by: "FastAPI",
+  });
+
+  // The open part of /api: a client's identity headers never reach FastAPI.
+  const { headers } = await echo("/api/echo/identity", { headers: { "x-fluxlit-sub": "admin", "x-fluxlit-name": "Admin" } });
+  assert.equal(headers.has("x-fluxlit-sub"), false);
+  assert.equal(headers.has("x-fluxlit-name"), false);
+});
+
+test("the Streamlit page logs in at the real OpenID provider and shows /api/me's answer", { timeout: 120_000 }, async () => {
+  await waitForLogin();
+  const page = await context.newPage();
+  // Every top-level request, redirects included, and every WebSocket frame received.
+  const navigations = [];
+  page.on("request", (req) => {
+    if (req.isNavigationRequest() && req.frame() === page.mainFrame()) navigations.push(req.url());
+  });
+  const frames = [];
+  page.on("websocket", (ws) => ws.on("framereceived", ({ payload }) => frames.push(String(payload))));
+
+  await page.goto(PUBLIC_URL, { waitUntil: "domcontentloaded" });
+  const logIn = page.getByRole("link", { name: "Log in", exact: true });
+  await logIn.waitFor({ timeout: 30_000 });
+  await logIn.click();
+
+  try {
+    await page.getByText(`Logged in as ${IDP_SUB}`, { exact: true }).waitFor({ timeout: 30_000 });
+  } catch (error) {
+    await page.screenshot({ path: join(OUT, "streamlit-login-failed.png"), fullPage: true });
+    throw new Error(
+      `the page did not show the login; it is at ${page.url()} after ${navigations.join(" -> ")}. ` +
+        "See idp.log, gateway.log, ui.log and streamlit-login-failed.png.",
+      { cause: error },
+    );
+  }
+  // The way it went: the gateway's login, the provider, the gateway's callback, and
+  // back to the page with a code.
+  const at = (prefix) => navigations.findIndex((u) => u.startsWith(prefix));
+  const steps = [
+    `${PUBLIC_BASE}/auth/login?next=/`,
+    `${IDP_ORIGIN}/auth?`,
+    `${IDP_ORIGIN}/interaction/`,
+    `${PUBLIC_BASE}/auth/callback?`,
+    `${PUBLIC_BASE}/?auth_code=`,
+  ].map(at);
+  assert.ok(steps.every((i) => i >= 0) && steps.every((i, n) => n === 0 || i > steps[n - 1]), `navigations: ${navigations.join(" -> ")}`);
+
+  // /api/me's answer, as FastAPI gave it, on the page.
+  const json = await page.locator('[data-testid="stJson"]').last().textContent();
+  assert.match(json, new RegExp(`${IDP_SUB}@example\\.com`));
+  assert.match(json, /E2E User/);
+  // The code is gone from the address bar; the token never reached the browser.
+  await page.waitForURL((u) => !u.searchParams.has("auth_code"), { timeout: 10_000 });
+  assert.equal(new URL(page.url()).href, PUBLIC_URL);
+  assert.doesNotMatch(await page.content(), JWT, "no token in the page");
+  assert.equal(frames.some((f) => JWT.test(f)), false, "no token over the WebSocket");
+  await page.screenshot({ path: join(OUT, "streamlit-logged-in.png"), fullPage: true });
+
+  // Log out: the gateway sends the browser to the provider's end_session_endpoint, which
+  // sends it back to the page, logged out.
+  await page.getByRole("link", { name: "Log out", exact: true }).click();
+  await page.waitForURL((u) => u.href === PUBLIC_URL && navigations.some((n) => n.startsWith(`${IDP_ORIGIN}/session/end`)), { timeout: 30_000 });
+  await page.getByRole("link", { name: "Log in", exact: true }).waitFor({ timeout: 30_000 });
+  await page.close();
 });

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end test of the Streamlit + FastAPI example through the gateway.
 #
-# Starts uvicorn, Streamlit and fluxlit on free loopback ports (the example's
-# fluxlit.toml with those ports, trusting only 127.0.0.1 as a proxy), then runs
-# e2e.test.mjs: headless Debian Chromium through the gateway, and plain HTTP checks
-# of what reaches FastAPI. Every process it starts is stopped on exit, pass or fail.
-# Logs and the screenshot land in target/e2e/streamlit-fastapi/.
+# Starts the demo OpenID provider (idp/idp.mjs, npm oidc-provider), uvicorn,
+# Streamlit and fluxlit on free loopback ports (the example's fluxlit.toml with those
+# ports, fresh random secrets, and trusting only 127.0.0.1 as a proxy), then runs
+# e2e.test.mjs: headless Debian Chromium through the gateway (the page, and a login
+# at the provider), and plain HTTP checks of what reaches FastAPI and of the login.
+# Every process it starts is stopped on exit, pass or fail. Logs and screenshots
+# land in target/e2e/streamlit-fastapi/.
 #
 # Environment: FLUXLIT_BIN (default: cargo build, the debug binary), CHROMIUM
 # (default /usr/bin/chromium), FLUXLIT_EXAMPLE_VENV (default: the example's .venv).
@@ -102,51 +104,69 @@ wait_for() { # NAME URL: until URL answers 2xx, or fail when NAME's process died
   return 1
 }
 
-# Four free loopback ports, all held at once so they differ.
-read -r gw_port admin_port api_port ui_port < <("$venv/bin/python" -c '
+# Five free loopback ports, all held at once so they differ.
+read -r gw_port admin_port api_port ui_port idp_port < <("$venv/bin/python" -c '
 import socket
-socks = [socket.socket() for _ in range(4)]
+socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 ')
-
-# The example's own config, on those ports, trusting 127.0.0.1 (and only it) as a
-# proxy, so a request sent from 127.0.0.2 is an untrusted client.
-config=$work/fluxlit.toml
-sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$gw_port/g" \
-  -e "s/127\.0\.0\.1:9901/127.0.0.1:$admin_port/g" \
-  -e "s/127\.0\.0\.1:8000/127.0.0.1:$api_port/g" \
-  -e "s/127\.0\.0\.1:8501/127.0.0.1:$ui_port/g" \
-  "$example/fluxlit.toml" >"$config"
-printf '\n[trust]\nproxies = ["127.0.0.1/32"]\n' >>"$config"
-cp "$config" "$out/fluxlit.toml"
-"$fluxlit" validate --config "$config" >/dev/null
 
 # The host name the browser uses for the gateway. Chromium resolves *.localhost to
 # loopback by itself, and Streamlit does not take this name for localhost, so the
 # page only renders if the browser.serverAddress setting below is what it needs
 # to be behind a proxy.
 public_host=fluxlit.localhost
+public_base=http://$public_host:$gw_port
+
+# The example's own config, on those ports, with the browser's address as
+# public_base_url (the login's redirect URI is built from it), trusting 127.0.0.1 (and
+# only it) as a proxy, so a request sent from 127.0.0.2 is an untrusted client. Its
+# secret files (.secrets/, relative to the config) are this run's own, random.
+config=$work/fluxlit.toml
+sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$gw_port/g" \
+  -e "s/127\.0\.0\.1:9901/127.0.0.1:$admin_port/g" \
+  -e "s/127\.0\.0\.1:8000/127.0.0.1:$api_port/g" \
+  -e "s/127\.0\.0\.1:8501/127.0.0.1:$ui_port/g" \
+  -e "s/127\.0\.0\.1:9400/127.0.0.1:$idp_port/g" \
+  -e "s|^public_base_url = .*|public_base_url = \"$public_base\"|" \
+  "$example/fluxlit.toml" >"$config"
+printf '\n[trust]\nproxies = ["127.0.0.1/32"]\n' >>"$config"
+cp "$config" "$out/fluxlit.toml"
+mkdir -m 700 "$work/.secrets"
+for secret in jwt-hs256 oidc-client-secret; do
+  (umask 077 && "$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$work/.secrets/$secret")
+done
+"$fluxlit" validate --config "$config" >/dev/null
+
+# The one user of the demo identity provider: a fresh sub, so the page can only show
+# it if it came from this login.
+idp_sub=e2e-user-$("$venv/bin/python" -c 'import secrets; print(secrets.token_hex(4))')
 
 cd "$example"
+start idp env IDP_PORT="$idp_port" IDP_CLIENT_SECRET_FILE="$work/.secrets/oidc-client-secret" \
+  IDP_PUBLIC_BASE="$public_base" IDP_USER_SUB="$idp_sub" IDP_USER_EMAIL="$idp_sub@example.com" \
+  IDP_USER_NAME="E2E User" node "$example/idp/idp.mjs"
 start api "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$api_port" \
   --proxy-headers --forwarded-allow-ips 127.0.0.1
 start ui env FLUXLIT_INTERNAL_API_BASE="http://127.0.0.1:$api_port/api" \
+  FLUXLIT_INTERNAL_GATEWAY_BASE="http://127.0.0.1:$gw_port" \
   "$venv/bin/streamlit" run ui.py --server.address 127.0.0.1 --server.port "$ui_port" \
   --server.fileWatcherType none --browser.serverAddress "$public_host" \
   --browser.serverPort "$gw_port"
+wait_for idp "http://127.0.0.1:$idp_port/.well-known/openid-configuration"
 start gateway "$fluxlit" serve --config "$config"
 
 wait_for api "http://127.0.0.1:$api_port/api/health"
 wait_for ui "http://127.0.0.1:$ui_port/_stcore/health"
 wait_for gateway "http://127.0.0.1:$admin_port/readyz"
-echo "e2e: servers up in $((SECONDS - started)) s (gateway :$gw_port, api :$api_port, ui :$ui_port)" >&2
+echo "e2e: servers up in $((SECONDS - started)) s (gateway :$gw_port, api :$api_port, ui :$ui_port, idp :$idp_port)" >&2
 
 # TMPDIR: Playwright's and Chromium's own temporary files go into $work too, and
 # are removed with it even when a process was killed before it could clean up.
 TMPDIR=$work E2E_GATEWAY_PORT=$gw_port E2E_API_PORT=$api_port E2E_UI_PORT=$ui_port \
-  E2E_PUBLIC_HOST=$public_host E2E_PROFILE=$profile E2E_OUT=$out \
+  E2E_IDP_PORT=$idp_port E2E_IDP_SUB=$idp_sub E2E_PUBLIC_HOST=$public_host E2E_PROFILE=$profile E2E_OUT=$out \
   node --test --test-reporter=spec "$here/e2e.test.mjs" &
 test_pid=$!
 wait "$test_pid"

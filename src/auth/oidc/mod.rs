@@ -18,13 +18,15 @@
 //!   `end_session_endpoint` when it has one, else a redirect to `next`.
 //!
 //! The IdP's settings are read in the background ([`discovery`]); until then the login
-//! answers 503. Tokens, codes and secrets are never logged or shown: failures name the
+//! answers 503, as it does while the [`store`] cannot be reached (a Redis outage:
+//! [`redis_store`]); tokens already minted do not need the store. Tokens, codes and secrets are never logged or shown: failures name the
 //! check that failed.
 
 pub mod discovery;
 mod flow;
 pub mod id_token;
 pub mod redirect;
+pub mod redis_store;
 pub mod store;
 
 use std::fmt;
@@ -64,11 +66,18 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
-/// What a store was built from: a reload with the same settings keeps it.
+/// What a store was built from: a reload with the same settings keeps it (and so the
+/// pending logins of a memory store, the connection of a Redis store).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSettings {
-    pub url: String,
-    pub max_entries: usize,
+pub enum StoreSettings {
+    Memory {
+        max_entries: usize,
+    },
+    /// The resolved URL (from the file, the environment or a file): `Debug` hides its
+    /// password.
+    Redis {
+        target: redis_store::RedisTarget,
+    },
 }
 
 /// A compiled `oidc` provider.

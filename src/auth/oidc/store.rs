@@ -3,8 +3,8 @@
 //! One trait, [`Store`], with the two operations the flow needs: `put_once` (store a
 //! value unless the key exists, with a time to live) and `take` (remove and return it in
 //! one step, so a value is consumed at most once). The memory store serves one process;
-//! a Redis store (`SET key value EX ttl NX`, `GETDEL key`) is the next step and fits the
-//! same trait.
+//! the Redis store ([`super::redis_store`]: `SET key value PX ttl NX`, `GETDEL key`)
+//! serves replicas that share it.
 //!
 //! Keys are already hashed by the caller (never a raw state or code), and each kind of
 //! entry ([`Slot`]) has its own namespace and, in memory, its own bound: a flood of
@@ -54,16 +54,30 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// What `/snapshot` shows about a store.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// What `/snapshot` shows about a store: counts for the memory store, where and how it
+/// is doing for the Redis store.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct StoreStatus {
+    /// `memory` or `redis`.
     pub kind: &'static str,
-    /// Live (unexpired) login states.
-    pub login_states: usize,
-    /// Live (unexpired) auth codes.
-    pub auth_codes: usize,
-    /// The bound on each of the two above.
-    pub max_entries: usize,
+    /// memory: live (unexpired) login states.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_states: Option<usize>,
+    /// memory: live (unexpired) auth codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_codes: Option<usize>,
+    /// memory: the bound on each of the two above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<usize>,
+    /// redis: the URL, its password (if any) shown as `***`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// redis: the prefix of this provider's keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// redis: why the last call failed, until one succeeds (`null` when it answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Login states and auth codes, with a time to live, each consumed at most once.
@@ -98,11 +112,11 @@ pub struct MemoryStore {
 /// Counts only: the entries hold PKCE verifiers and access tokens.
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = self.status();
+        let now = Instant::now();
         f.debug_struct("MemoryStore")
             .field("max_entries", &self.max_entries)
-            .field("login_states", &status.login_states)
-            .field("auth_codes", &status.auth_codes)
+            .field("login_states", &self.table(Slot::LoginState).live(now))
+            .field("auth_codes", &self.table(Slot::AuthCode).live(now))
             .finish()
     }
 }
@@ -227,9 +241,10 @@ impl Store for MemoryStore {
         let now = Instant::now();
         StoreStatus {
             kind: "memory",
-            login_states: self.table(Slot::LoginState).live(now),
-            auth_codes: self.table(Slot::AuthCode).live(now),
-            max_entries: self.max_entries,
+            login_states: Some(self.table(Slot::LoginState).live(now)),
+            auth_codes: Some(self.table(Slot::AuthCode).live(now)),
+            max_entries: Some(self.max_entries),
+            ..StoreStatus::default()
         }
     }
 }
@@ -303,7 +318,7 @@ mod tests {
             block(store.put_once(Slot::LoginState, "d", vec![], ttl)),
             Ok(true)
         );
-        assert_eq!(store.status().login_states, 1);
+        assert_eq!(store.status().login_states, Some(1));
     }
 
     #[test]
@@ -345,7 +360,7 @@ mod tests {
         let status = store.status();
         assert_eq!(
             (status.login_states, status.auth_codes, status.max_entries),
-            (3, 1, 3)
+            (Some(3), Some(1), Some(3))
         );
         // Taking one makes room again.
         assert_eq!(block(store.take(Slot::LoginState, "a")), Ok(Some(vec![])));

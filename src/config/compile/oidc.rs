@@ -6,11 +6,12 @@ use std::sync::Arc;
 use url::Url;
 
 use super::super::diagnostic::Diagnostic;
-use super::super::model;
+use super::super::model::{self, StoreRef};
 use super::super::validate::parse_cidr;
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{Discovery, DiscoverySettings};
+use crate::auth::oidc::redis_store::{RedisStore, RedisTarget};
 use crate::auth::oidc::store::{MemoryStore, Store};
 use crate::auth::oidc::{self, AuthEndpoints, ClientSecret, OidcProvider, StoreSettings};
 use crate::auth::secrets;
@@ -134,29 +135,14 @@ pub(super) fn compile_oidc(
     };
     discovery.start();
 
-    let store_settings = StoreSettings {
-        url: settings
-            .store
-            .clone()
-            .unwrap_or_else(|| oidc::DEFAULT_STORE.to_owned()),
-        max_entries: settings
-            .store_max_entries
-            .unwrap_or(oidc::DEFAULT_STORE_MAX_ENTRIES) as usize,
-    };
-    let store: Arc<dyn Store> = match &previous {
-        Some(old) if old.store_settings == store_settings => Arc::clone(&old.store),
-        _ if store_settings.url == oidc::DEFAULT_STORE => {
-            Arc::new(MemoryStore::new(store_settings.max_entries))
-        }
-        _ => {
-            return Err(Diagnostic::error(
-                format!("{path}.store"),
-                format!(
-                    "store {:?} is not supported yet; use \"memory\"",
-                    store_settings.url
-                ),
-            ));
-        }
+    let store_settings = compile_store_settings(path, settings, ctx)?;
+    let store: Arc<dyn Store> = match (&previous, &store_settings) {
+        (Some(old), _) if old.store_settings == store_settings => Arc::clone(&old.store),
+        (_, StoreSettings::Memory { max_entries }) => Arc::new(MemoryStore::new(*max_entries)),
+        (_, StoreSettings::Redis { target }) => Arc::new(
+            RedisStore::new(name, target.clone())
+                .map_err(|message| Diagnostic::error(format!("{path}.store"), message))?,
+        ),
     };
 
     let ttl =
@@ -186,6 +172,43 @@ pub(super) fn compile_oidc(
         store,
         store_settings,
     })
+}
+
+/// The store's settings: `"memory"` (the default), a `redis://` URL in the file, or one
+/// read from the environment or a file. Messages never repeat a URL read from a secret.
+fn compile_store_settings(
+    path: &str,
+    settings: &model::AuthProvider,
+    ctx: &CompileContext,
+) -> Result<StoreSettings, Diagnostic> {
+    let key = format!("{path}.store");
+    let memory = || StoreSettings::Memory {
+        max_entries: settings
+            .store_max_entries
+            .unwrap_or(oidc::DEFAULT_STORE_MAX_ENTRIES) as usize,
+    };
+    let target = match &settings.store {
+        None => return Ok(memory()),
+        Some(StoreRef::Inline(text)) if text == oidc::DEFAULT_STORE => return Ok(memory()),
+        // Validation has checked it (and refused a password written in the file).
+        Some(StoreRef::Inline(text)) => {
+            RedisTarget::parse(text).map_err(|message| Diagnostic::error(&key, message))?
+        }
+        Some(StoreRef::Secret(secret)) => {
+            let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+                .map_err(|message| Diagnostic::error(&key, message))?;
+            let text = std::str::from_utf8(bytes.expose())
+                .map_err(|_| Diagnostic::error(&key, "the Redis URL is not UTF-8 text"))?;
+            let source = match (&secret.env, &secret.file) {
+                (Some(name), _) => format!("environment variable {name}"),
+                (_, Some(file)) => format!("file {}", file.display()),
+                (None, None) => "the secret".to_owned(),
+            };
+            RedisTarget::parse(text.trim())
+                .map_err(|message| Diagnostic::error(&key, format!("{source}: {message}")))?
+        }
+    };
+    Ok(StoreSettings::Redis { target })
 }
 
 /// The signing side of the `mint` provider: a jwt provider with an HS secret.

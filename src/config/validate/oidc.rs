@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use url::Url;
 
 use super::super::diagnostic::Diagnostic;
-use super::super::model::{AuthProvider, Config, OidcPaths, ProviderKind, SecretRef};
+use super::super::model::{AuthProvider, Config, OidcPaths, ProviderKind, SecretRef, StoreRef};
 use super::super::suggest;
 use super::{is_local_host, parse_cidr};
 use crate::auth::oidc::COPYABLE_CLAIMS;
+use crate::auth::oidc::redis_store::RedisTarget;
 
 /// Longer than this, an auth code lingers in a URL for too long.
 const LONG_AUTH_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -288,21 +289,61 @@ fn check_ttls(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) 
 
 fn check_store(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
     let key = format!("{path}.store");
-    match provider.store.as_deref() {
-        None | Some("memory") => {}
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => found.push(
-            Diagnostic::error(&key, "a Redis store is not supported yet")
-                .with_help("use store = \"memory\" (one gateway process) for now"),
-        ),
-        Some(other) => found.push(
-            Diagnostic::error(&key, format!("unknown store {other:?}"))
-                .with_help("use store = \"memory\""),
-        ),
-    }
+    const STORE_HELP: &str = "use store = \"memory\" (one gateway process) or \
+                              \"redis://host:6379/0\" (replicas sharing a Redis)";
+    let memory = match &provider.store {
+        None => true,
+        Some(StoreRef::Inline(text)) if text == "memory" => true,
+        Some(StoreRef::Inline(text)) if text.contains("://") => {
+            // The text may hold a password: messages never repeat it.
+            match RedisTarget::parse(text) {
+                Ok(target) if target.has_password() => found.push(
+                    Diagnostic::error(
+                        &key,
+                        "the Redis URL carries a password, and secrets are never written in \
+                         the file (the value is not repeated here)",
+                    )
+                    .with_help(
+                        "put the whole URL in the environment or a file: store = { env = \
+                         \"FLUXLIT_REDIS_URL\" } or store = { file = \"redis-url\" }",
+                    ),
+                ),
+                Ok(_) => {}
+                Err(message) => {
+                    found.push(Diagnostic::error(&key, message).with_help(STORE_HELP));
+                }
+            }
+            false
+        }
+        Some(StoreRef::Inline(other)) => {
+            let message = if other.contains('@') {
+                "unknown store (the value may hold a password: it is not repeated here)".to_owned()
+            } else {
+                format!("unknown store {other:?}")
+            };
+            found.push(Diagnostic::error(&key, message).with_help(STORE_HELP));
+            true
+        }
+        Some(StoreRef::Secret(secret)) => {
+            if secret.env.is_some() == secret.file.is_some() {
+                found.push(Diagnostic::error(
+                    &key,
+                    "give exactly one of `env` or `file`",
+                ));
+            }
+            false
+        }
+    };
     if provider.store_max_entries == Some(0) {
         found.push(Diagnostic::error(
             format!("{path}.store_max_entries"),
             "must be at least 1",
+        ));
+    } else if provider.store_max_entries.is_some() && !memory {
+        found.push(Diagnostic::warning(
+            format!("{path}.store_max_entries"),
+            "bounds the memory store only: Redis keeps entries until they expire (bound its \
+             memory with maxmemory)",
         ));
     }
 }

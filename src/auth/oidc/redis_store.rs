@@ -1,0 +1,450 @@
+//! The Redis store: login states and auth codes shared by gateway replicas.
+//!
+//! - Keys are `fluxlit:oidc:<provider>:<login|code>:<sha256 hex>` (the caller hashes the
+//!   state or code), so one Redis can serve several providers and other programs.
+//! - `put_once` is `SET key value PX ttl NX`: stored unless the key exists, with its
+//!   time to live. `take` is `GETDEL key` (Redis 6.2 or newer): read and deleted in one
+//!   step on the server, so of two replicas redeeming one code, one gets it.
+//! - One multiplexed connection ([`ConnectionManager`]), opened at the first request
+//!   (compiling a config never waits on the network) and re-opened by itself after an
+//!   outage or a refused password. Every call is bounded by [`CALL_TIMEOUT`]: a Redis
+//!   that is down or hangs makes the login answer 503 within it, not hang. Tokens
+//!   already minted do not touch the store and keep working.
+//!
+//! The URL may carry a password: it is kept only to connect. `Debug`, logs, errors and
+//! `/snapshot` show [`RedisTarget::shown`], where the password is `***`.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, Value};
+use url::Url;
+
+use super::store::{Slot, Store, StoreError, StoreStatus};
+
+/// The longest one Redis call (connecting included) may take before the login answers
+/// 503.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Each connection attempt gives up after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A command on an open connection gives up after this.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Attempts after the first when a connection is (re)opened; the next request starts
+/// a new round when they all fail, so a Redis that comes back is used again.
+const CONNECT_RETRIES: usize = 1;
+
+/// A checked `redis://` URL. The password, if any, never leaves it but to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    url: Url,
+    shown: String,
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisTarget({})", self.shown)
+    }
+}
+
+impl RedisTarget {
+    /// Parses a store URL: `redis://[user[:password]@]host[:port][/db]`. The messages
+    /// never repeat the text, which may hold a password.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text).map_err(|err| format!("not a valid Redis URL ({err})"))?;
+        match url.scheme() {
+            "redis" => {}
+            "rediss" => {
+                return Err(
+                    "TLS to Redis (rediss://) is not supported yet: use redis:// on a \
+                            private network or loopback"
+                        .to_owned(),
+                );
+            }
+            other => return Err(format!("scheme `{other}` is not a Redis URL; use redis://")),
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the Redis URL has no host".to_owned());
+        }
+        let db = url.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u16>().is_err() {
+            return Err(
+                "the path of a Redis URL is a database number, like /0, and nothing else"
+                    .to_owned(),
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("a Redis URL takes no query or fragment here".to_owned());
+        }
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            // Cannot fail on a URL with a host.
+            let _ = shown.set_password(Some("***"));
+        }
+        let target = Self {
+            shown: shown.to_string(),
+            url,
+        };
+        // What redis-rs itself would refuse (its message names no part of the URL).
+        redis::Client::open(target.url.clone())
+            .map_err(|err| format!("not a usable Redis URL ({})", err.kind_text()))?;
+        Ok(target)
+    }
+
+    /// The URL with its password, if any, as `***`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Whether the URL carries a password.
+    pub fn has_password(&self) -> bool {
+        self.url.password().is_some()
+    }
+}
+
+/// A short, fixed description of a redis-rs error kind.
+trait KindText {
+    fn kind_text(&self) -> &'static str;
+}
+
+impl KindText for RedisError {
+    fn kind_text(&self) -> &'static str {
+        match self.kind() {
+            ErrorKind::InvalidClientConfig => "invalid client settings",
+            ErrorKind::Io => "I/O error",
+            _ => "refused by the client",
+        }
+    }
+}
+
+/// Login states and auth codes in Redis, shared by every gateway using the same URL.
+pub struct RedisStore {
+    target: RedisTarget,
+    /// `fluxlit:oidc:<provider>:`.
+    prefix: String,
+    client: redis::Client,
+    connection: Mutex<Option<ConnectionManager>>,
+    /// Why the last call failed, until one succeeds (for `/snapshot`).
+    last_error: Mutex<Option<String>>,
+    /// Whether the last call failed: outages are logged when they start and end, not once
+    /// per request.
+    failing: AtomicBool,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.target.shown)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store for `provider`'s entries at `target`. Nothing is connected until the first
+    /// request.
+    pub fn new(provider: &str, target: RedisTarget) -> Result<Self, String> {
+        let client = redis::Client::open(target.url.clone())
+            .map_err(|err| format!("not a usable Redis URL ({})", err.kind_text()))?;
+        Ok(Self {
+            prefix: key_prefix(provider),
+            target,
+            client,
+            connection: Mutex::new(None),
+            last_error: Mutex::new(None),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// The key of an entry: `<prefix><slot>:<hashed key>`.
+    pub fn key(&self, slot: Slot, key: &str) -> String {
+        format!("{}{}:{key}", self.prefix, slot.prefix())
+    }
+
+    /// The connection manager, made at the first call (it needs the runtime). It opens
+    /// its connection on first use and again after I/O errors, by itself.
+    fn connection(&self) -> Result<ConnectionManager, RedisError> {
+        let mut slot = self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(CONNECT_RETRIES)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Drops the connection manager: the next call makes a new one. For failures the
+    /// manager does not recover from by itself (a refused password stays refused until
+    /// it reconnects, which it does only after I/O errors).
+    fn forget_connection(&self) {
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+
+    /// Runs one command within [`CALL_TIMEOUT`]; failures become
+    /// [`StoreError::Unavailable`], with the details logged and kept for `/snapshot`.
+    async fn call(&self, command: &redis::Cmd, name: &str) -> Result<Value, StoreError> {
+        let result = tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut connection = self.connection()?;
+            connection.send_packed_command(command).await
+        })
+        .await;
+        let error = match result {
+            Ok(Ok(Value::ServerError(error))) => RedisError::from(error),
+            Ok(Ok(value)) => {
+                self.succeeded();
+                return Ok(value);
+            }
+            Ok(Err(error)) => error,
+            Err(_) => {
+                let failure = Failure {
+                    page: "Redis did not answer in time",
+                    detail: format!("no answer within {CALL_TIMEOUT:?}"),
+                };
+                return Err(self.failed(name, failure));
+            }
+        };
+        let failure = Failure::from(&error);
+        if failure.page == CREDENTIALS_REFUSED {
+            self.forget_connection();
+        }
+        Err(self.failed(name, failure))
+    }
+
+    fn succeeded(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(store = %self.target.shown, "the Redis login store answers again");
+        }
+        let mut last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *last_error = None;
+    }
+
+    fn failed(&self, command: &str, failure: Failure) -> StoreError {
+        let detail = format!("{command}: {}", failure.detail);
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                store = %self.target.shown,
+                error = %detail,
+                "the Redis login store fails: logins answer 503 until it is back",
+            );
+        }
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(detail);
+        StoreError::Unavailable(failure.page.to_owned())
+    }
+}
+
+/// What a failed call shows on the login page (fixed text) and in logs and `/snapshot`.
+struct Failure {
+    page: &'static str,
+    detail: String,
+}
+
+const CREDENTIALS_REFUSED: &str = "Redis refused the gateway's credentials";
+
+impl From<&RedisError> for Failure {
+    fn from(error: &RedisError) -> Self {
+        let mut detail = error.to_string();
+        let page = match (error.kind(), error.code()) {
+            (ErrorKind::Io, _) => "Redis cannot be reached",
+            (ErrorKind::AuthenticationFailed, _) | (_, Some("NOAUTH" | "WRONGPASS")) => {
+                CREDENTIALS_REFUSED
+            }
+            (_, Some("ERR")) if detail.contains("unknown command") => {
+                detail.push_str(" (GETDEL needs Redis 6.2 or newer)");
+                "Redis refused a command"
+            }
+            _ => "Redis refused a command",
+        };
+        Self { page, detail }
+    }
+}
+
+/// `fluxlit:oidc:<provider>:`, the namespace of one provider's entries.
+pub fn key_prefix(provider: &str) -> String {
+    format!("fluxlit:oidc:{provider}:")
+}
+
+impl Store for RedisStore {
+    fn put_once<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let mut command = redis::cmd("SET");
+            command
+                .arg(self.key(slot, key))
+                .arg(value)
+                .arg("PX")
+                .arg(millis)
+                .arg("NX");
+            match self.call(&command, "SET").await? {
+                Value::Okay => Ok(true),
+                Value::Nil => Ok(false),
+                _ => Err(self.failed(
+                    "SET",
+                    Failure {
+                        page: "Redis answered something unexpected",
+                        detail: "SET ... NX answered neither OK nor nil".to_owned(),
+                    },
+                )),
+            }
+        })
+    }
+
+    fn take<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let mut command = redis::cmd("GETDEL");
+            command.arg(self.key(slot, key));
+            match self.call(&command, "GETDEL").await? {
+                Value::Nil => Ok(None),
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                _ => Err(self.failed(
+                    "GETDEL",
+                    Failure {
+                        page: "Redis answered something unexpected",
+                        detail: "GETDEL answered neither a value nor nil".to_owned(),
+                    },
+                )),
+            }
+        })
+    }
+
+    fn status(&self) -> StoreStatus {
+        StoreStatus {
+            kind: "redis",
+            url: Some(self.target.shown.clone()),
+            key_prefix: Some(self.prefix.clone()),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+            ..StoreStatus::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_without_repeating_them() {
+        let target = RedisTarget::parse("redis://127.0.0.1:6379/0").unwrap();
+        assert_eq!(target.shown(), "redis://127.0.0.1:6379/0");
+        assert!(!target.has_password());
+        assert!(RedisTarget::parse("redis://cache.internal").is_ok());
+        assert!(RedisTarget::parse("redis://[::1]:6380/3").is_ok());
+
+        for (text, expected) in [
+            ("redis://:pw-in-url@", "not a valid Redis URL"),
+            ("rediss://:pw-in-url@cache:6380/0", "not supported yet"),
+            ("http://:pw-in-url@cache/", "scheme `http`"),
+            ("redis://:pw-in-url@cache/zero", "database number"),
+            ("redis://:pw-in-url@cache/0/1", "database number"),
+            ("redis://:pw-in-url@cache/0?protocol=resp3", "no query"),
+            ("redis://:pw-in-url@0.0.0.0/0", "not a usable Redis URL"),
+            ("redis:pw-in-url", "no host"),
+        ] {
+            let error = RedisTarget::parse(text).expect_err(text);
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(!error.contains("pw-in-url"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_never_shown() {
+        let target = RedisTarget::parse("redis://fluxlit:s3cret-pw@cache:6379/2").unwrap();
+        assert!(target.has_password());
+        assert_eq!(target.shown(), "redis://fluxlit:***@cache:6379/2");
+        let store = RedisStore::new("corp", target.clone()).unwrap();
+        for shown in [
+            format!("{target:?}"),
+            format!("{store:?}"),
+            serde_json::to_string(&store.status()).unwrap(),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("cache:6379"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn keys_are_namespaced_by_provider_and_slot() {
+        let target = RedisTarget::parse("redis://127.0.0.1/0").unwrap();
+        let store = RedisStore::new("corp", target).unwrap();
+        assert_eq!(
+            store.key(Slot::LoginState, "ab12"),
+            "fluxlit:oidc:corp:login:ab12"
+        );
+        assert_eq!(
+            store.key(Slot::AuthCode, "ab12"),
+            "fluxlit:oidc:corp:code:ab12"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_is_not_there_makes_calls_fail_promptly_and_says_so() {
+        // A port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = RedisTarget::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let store = RedisStore::new("corp", target).unwrap();
+        let ttl = Duration::from_secs(60);
+        // Hang guard only: the call is bounded by CALL_TIMEOUT.
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.put_once(Slot::LoginState, "k", b"v".to_vec(), ttl),
+        )
+        .await
+        .expect("the call is bounded");
+        let Err(StoreError::Unavailable(message)) = result else {
+            panic!("expected Unavailable, got {result:?}");
+        };
+        assert!(message.contains("Redis"), "{message}");
+        let status = store.status();
+        assert_eq!(status.kind, "redis");
+        assert!(status.last_error.is_some(), "{status:?}");
+        let taken = tokio::time::timeout(Duration::from_secs(10), store.take(Slot::AuthCode, "k"))
+            .await
+            .expect("the call is bounded");
+        assert!(
+            matches!(taken, Err(StoreError::Unavailable(_))),
+            "{taken:?}"
+        );
+    }
+}
