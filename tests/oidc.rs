@@ -422,21 +422,47 @@ async fn authorize_at_idp(idp: &Idp, authorize_url: &str) -> (String, String, St
     (param("code"), param("state"), redirect_uri)
 }
 
-async fn callback(gateway: &TestGateway, code: &str, state: &str) -> Reply {
+/// The `Set-Cookie` headers of a reply.
+fn set_cookies(reply: &Reply) -> Vec<&str> {
+    reply
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().expect("a Set-Cookie is text"))
+        .collect()
+}
+
+/// The one login cookie a login sets, as the browser sends it back: `name=value`.
+fn login_cookie(reply: &Reply) -> String {
+    let cookies = set_cookies(reply);
+    assert_eq!(cookies.len(), 1, "one login cookie: {cookies:?}");
+    cookies[0]
+        .split(';')
+        .next()
+        .expect("a name=value")
+        .to_owned()
+}
+
+/// The browser's answer to the IdP's redirect: `GET /auth/callback?code&state`, with the
+/// `Cookie` header `cookie` (`name=value` pairs) when it has one.
+async fn callback(gateway: &TestGateway, code: &str, state: &str, cookie: Option<&str>) -> Reply {
     let path = format!(
         "/auth/callback?code={}&state={}",
         form_encode(code),
         form_encode(state)
     );
-    get_from(TRUSTED, gateway, &path, &[]).await
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    get_from(TRUSTED, gateway, &path, &headers).await
 }
 
-/// A whole login up to the callback's answer.
+/// A whole login up to the callback's answer, in one browser: the login cookie goes
+/// back with the callback.
 async fn login_until_callback(setup: &Setup, next: Option<&str>) -> Reply {
     let reply = login(&setup.gateway, next).await;
     assert_eq!(reply.status, 302, "login: {}", reply.text());
+    let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
-    callback(&setup.gateway, &code, &state).await
+    callback(&setup.gateway, &code, &state, Some(&cookie)).await
 }
 
 /// The `auth_code` of a callback's redirect.
@@ -521,7 +547,7 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
 
     let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
     assert_eq!(redirect_uri, format!("{PUBLIC_BASE}/auth/callback"));
-    let reply = callback(gateway, &code, &state).await;
+    let reply = callback(gateway, &code, &state, Some(&login_cookie(&reply))).await;
     assert_eq!(reply.status, 302, "callback: {}", reply.text());
     let target = location(&reply);
     assert!(
@@ -604,7 +630,13 @@ async fn a_login_without_next_goes_back_to_the_root_under_the_public_path() {
     let reply = login(&setup.gateway, None).await;
     let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
     assert_eq!(redirect_uri, format!("{PUBLIC_BASE}/app/auth/callback"));
-    let reply = callback(&setup.gateway, &code, &state).await;
+    let cookie = login_cookie(&reply);
+    assert!(
+        set_cookies(&reply)[0].contains("; Path=/app/auth/callback;"),
+        "scoped to the callback under the public path: {:?}",
+        set_cookies(&reply)
+    );
+    let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
     assert!(
         location(&reply).starts_with("/app/?auth_code="),
         "{}",
@@ -616,12 +648,14 @@ async fn a_login_without_next_goes_back_to_the_root_under_the_public_path() {
 async fn a_replayed_or_unknown_state_is_refused_and_mints_nothing() {
     let setup = setup_ready("").await;
     let reply = login(&setup.gateway, Some("/x")).await;
+    let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
-    let first = callback(&setup.gateway, &code, &state).await;
+    let first = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
     assert_eq!(first.status, 302, "{}", first.text());
     assert_eq!(setup.idp.token_hits(), 1);
 
-    let replayed = callback(&setup.gateway, &code, &state).await;
+    // Replayed even with the cookie (which the browser was told to drop).
+    let replayed = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
     assert_eq!(replayed.status, 400, "{}", replayed.text());
     assert!(replayed.text().contains("state"), "{}", replayed.text());
     assert!(header(&replayed, "location").is_none());
@@ -631,7 +665,13 @@ async fn a_replayed_or_unknown_state_is_refused_and_mints_nothing() {
         "the code was not even sent to the IdP again"
     );
 
-    let forged = callback(&setup.gateway, &code, "a-state-nobody-issued").await;
+    let forged = callback(
+        &setup.gateway,
+        &code,
+        "a-state-nobody-issued",
+        Some(&cookie),
+    )
+    .await;
     assert_eq!(forged.status, 400, "{}", forged.text());
     let missing = get_from(TRUSTED, &setup.gateway, "/auth/callback?code=x", &[]).await;
     assert_eq!(missing.status, 400, "{}", missing.text());
@@ -647,16 +687,273 @@ async fn a_replayed_or_unknown_state_is_refused_and_mints_nothing() {
 async fn an_idp_error_on_the_callback_consumes_the_state_and_mints_nothing() {
     let setup = setup_ready("").await;
     let reply = login(&setup.gateway, None).await;
+    let cookie = login_cookie(&reply);
     let (_, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
     let path = format!(
         "/auth/callback?error=access_denied&state={}",
         form_encode(&state)
     );
-    let reply = get_from(TRUSTED, &setup.gateway, &path, &[]).await;
+    let reply = get_from(TRUSTED, &setup.gateway, &path, &[("cookie", &cookie)]).await;
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert!(reply.text().contains("access_denied"), "{}", reply.text());
     assert_eq!(setup.idp.token_hits(), 0);
     assert_eq!(oidc_status(&setup.gateway).store.login_states, Some(0));
+}
+
+// ---------------------------------------------------------------------------------------
+// The login cookie: a login finishes only in the browser that started it.
+// ---------------------------------------------------------------------------------------
+
+/// A `Set-Cookie`'s name, value and attributes (attribute names lowercased).
+fn parse_set_cookie(text: &str) -> (String, String, HashMap<String, String>) {
+    let mut parts = text.split(';').map(str::trim);
+    let (name, value) = parts
+        .next()
+        .and_then(|pair| pair.split_once('='))
+        .unwrap_or_else(|| panic!("a name=value first: {text}"));
+    let attributes = parts
+        .map(|part| match part.split_once('=') {
+            Some((key, value)) => (key.to_ascii_lowercase(), value.to_owned()),
+            None => (part.to_ascii_lowercase(), String::new()),
+        })
+        .collect();
+    (name.to_owned(), value.to_owned(), attributes)
+}
+
+#[tokio::test]
+async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
+    let setup = setup_ready("").await;
+    let reply = login(&setup.gateway, Some("/x")).await;
+    let cookie = login_cookie(&reply);
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+
+    let reply = callback(&setup.gateway, &code, &state, None).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("this login was started in another browser"),
+        "{}",
+        reply.text()
+    );
+    assert!(header(&reply, "location").is_none());
+    assert_eq!(setup.idp.token_hits(), 0, "the code never reached the IdP");
+    let store = oidc_status(&setup.gateway).store;
+    assert_eq!(
+        (store.login_states, store.auth_codes),
+        (Some(0), Some(0)),
+        "the state is used up and nothing was minted"
+    );
+
+    // The state is gone: the right cookie, now, finds nothing either.
+    let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("(state)"), "{}", reply.text());
+    assert_eq!(setup.idp.token_hits(), 0);
+}
+
+#[tokio::test]
+async fn a_callback_with_another_browsers_login_cookie_is_refused() {
+    let setup = setup_ready("").await;
+    // The attacker starts a login, and stops before the callback; the victim's browser
+    // has a login cookie of its own (a login of the victim's in progress).
+    let attacker = login(&setup.gateway, None).await;
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&attacker)).await;
+    let victim = login(&setup.gateway, None).await;
+    let (victim_name, victim_value) = login_cookie(&victim)
+        .split_once('=')
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .unwrap();
+    let (attacker_name, attacker_value) = login_cookie(&attacker)
+        .split_once('=')
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .unwrap();
+    assert_ne!(attacker_name, victim_name, "one cookie per login");
+    assert_ne!(attacker_value, victim_value);
+
+    // The victim's cookie under the attacker's login's name (as if it were the single
+    // cookie of the browser), and the victim's cookies as they are: both refused.
+    let forged = format!("{attacker_name}={victim_value}; {victim_name}={victim_value}");
+    let reply = callback(&setup.gateway, &code, &state, Some(&forged)).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("this login was started in another browser"),
+        "{}",
+        reply.text()
+    );
+    assert!(header(&reply, "location").is_none());
+    assert_eq!(setup.idp.token_hits(), 0, "the code never reached the IdP");
+    assert_eq!(oidc_status(&setup.gateway).store.auth_codes, Some(0));
+
+    // The victim's own login is untouched and finishes.
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&victim)).await;
+    let own = format!("{victim_name}={victim_value}");
+    let reply = callback(&setup.gateway, &code, &state, Some(&own)).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(
+        exchange(&setup.gateway, &auth_code_of(&reply)).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn logins_in_parallel_tabs_each_finish_with_their_own_cookie() {
+    let setup = setup_ready("").await;
+    let first = login(&setup.gateway, Some("/one")).await;
+    let second = login(&setup.gateway, Some("/two")).await;
+    // The browser holds both cookies and sends both with each callback.
+    let jar = format!("{}; {}", login_cookie(&first), login_cookie(&second));
+    for (reply, next) in [(&second, "/two"), (&first, "/one")] {
+        let (code, state, _) = authorize_at_idp(&setup.idp, location(reply)).await;
+        let reply = callback(&setup.gateway, &code, &state, Some(&jar)).await;
+        assert_eq!(reply.status, 302, "{next}: {}", reply.text());
+        assert!(
+            location(&reply).starts_with(&format!("{next}?auth_code=")),
+            "{}",
+            location(&reply)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_login_cookie_is_http_only_lax_scoped_to_the_callback_and_cleared_after() {
+    let setup = setup_ready("login_ttl = \"5m\"").await;
+    let reply = login(&setup.gateway, None).await;
+    let set = set_cookies(&reply);
+    let (name, value, attributes) = parse_set_cookie(set[0]);
+    assert!(name.starts_with("fluxlit-login-"), "{name}");
+    assert!(!name.starts_with("__Host-"), "{name}");
+    // 32 random bytes, base64url.
+    assert!(value.len() >= 43, "{value}");
+    assert!(
+        value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{value}"
+    );
+    assert!(attributes.contains_key("httponly"), "{set:?}");
+    assert_eq!(
+        attributes.get("samesite").map(String::as_str),
+        Some("Lax"),
+        "{set:?}"
+    );
+    assert_eq!(
+        attributes.get("path").map(String::as_str),
+        Some("/auth/callback"),
+        "{set:?}"
+    );
+    assert_eq!(
+        attributes.get("max-age").map(String::as_str),
+        Some("300"),
+        "login_ttl: {set:?}"
+    );
+    assert!(!attributes.contains_key("secure"), "http: {set:?}");
+    assert!(!attributes.contains_key("domain"), "{set:?}");
+    assert!(!attributes.contains_key("expires"), "{set:?}");
+
+    // Each login gets a fresh cookie.
+    let again = login(&setup.gateway, None).await;
+    let (other_name, other_value, _) = parse_set_cookie(set_cookies(&again)[0]);
+    assert_ne!(other_name, name);
+    assert_ne!(other_value, value);
+
+    // The callback clears it, whatever its outcome.
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    let done = callback(
+        &setup.gateway,
+        &code,
+        &state,
+        Some(&format!("{name}={value}")),
+    )
+    .await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    let set = set_cookies(&done);
+    assert_eq!(set.len(), 1, "{set:?}");
+    let (cleared, cleared_value, attributes) = parse_set_cookie(set[0]);
+    assert_eq!(
+        (cleared.as_str(), cleared_value.as_str()),
+        (name.as_str(), "")
+    );
+    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
+    assert_eq!(
+        attributes.get("path").map(String::as_str),
+        Some("/auth/callback")
+    );
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&again)).await;
+    let refused = callback(&setup.gateway, &code, &state, None).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    let (cleared, _, attributes) = parse_set_cookie(set_cookies(&refused)[0]);
+    assert_eq!(cleared, other_name);
+    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
+}
+
+#[tokio::test]
+async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefixed() {
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let https_base = PUBLIC_BASE.replacen("http://", "https://", 1);
+    let text = config(&idp, &upstream, "").replace(
+        &format!("public_base_url = \"{PUBLIC_BASE}\""),
+        &format!("public_base_url = \"{https_base}/app/\""),
+    );
+    let gateway = start_with_files(
+        &text,
+        &[
+            ("hs256.secret", HS_SECRET),
+            ("client.secret", CLIENT_SECRET),
+        ],
+    )
+    .await;
+    wait_for_discovery(&gateway).await;
+    let setup = Setup {
+        gateway,
+        idp,
+        upstream,
+    };
+    let reply = login(&setup.gateway, None).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let set = set_cookies(&reply);
+    let (name, value, attributes) = parse_set_cookie(set[0]);
+    assert!(name.starts_with("__Host-fluxlit-login-"), "{name}");
+    assert!(attributes.contains_key("secure"), "{set:?}");
+    assert!(attributes.contains_key("httponly"), "{set:?}");
+    assert_eq!(
+        attributes.get("samesite").map(String::as_str),
+        Some("Lax"),
+        "{set:?}"
+    );
+    assert_eq!(
+        attributes.get("path").map(String::as_str),
+        Some("/"),
+        "__Host- needs Path=/: {set:?}"
+    );
+    assert_eq!(
+        attributes.get("max-age").map(String::as_str),
+        Some("600"),
+        "{set:?}"
+    );
+    assert!(!attributes.contains_key("domain"), "{set:?}");
+
+    let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    assert_eq!(redirect_uri, format!("{https_base}/app/auth/callback"));
+    let reply = callback(
+        &setup.gateway,
+        &code,
+        &state,
+        Some(&format!("{name}={value}")),
+    )
+    .await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let (cleared, _, attributes) = parse_set_cookie(set_cookies(&reply)[0]);
+    assert_eq!(cleared, name);
+    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
+    assert!(
+        attributes.contains_key("secure"),
+        "a __Host- cookie is cleared Secure"
+    );
+    assert_eq!(attributes.get("path").map(String::as_str), Some("/"));
 }
 
 #[tokio::test]
@@ -775,8 +1072,9 @@ async fn next_values_that_leave_the_origin_fall_back_to_the_root() {
     }
     // A raw, unencoded `next=//evil.com` in the query too.
     let reply = get_from(TRUSTED, &setup.gateway, "/auth/login?next=//evil.com", &[]).await;
+    let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
-    let reply = callback(&setup.gateway, &code, &state).await;
+    let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
     assert!(
         location(&reply).starts_with("/?auth_code="),
         "{}",
@@ -929,6 +1227,7 @@ async fn a_reload_keeps_logins_in_progress_and_the_discovered_settings() {
     let setup = setup_ready("").await;
     let before = setup.gateway.gateway.snapshot();
     let reply = login(&setup.gateway, Some("/after-reload")).await;
+    let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
 
     let text = config(&setup.idp, &setup.upstream, "access_token_ttl = \"5m\"");
@@ -949,7 +1248,7 @@ async fn a_reload_keeps_logins_in_progress_and_the_discovered_settings() {
         "no 503 after a reload"
     );
 
-    let reply = callback(&setup.gateway, &code, &state).await;
+    let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     assert!(location(&reply).starts_with("/after-reload?auth_code="));
     let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
@@ -1362,6 +1661,8 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     // login's time to live.
     let reply = login(&a, Some("/reports")).await;
     assert_eq!(reply.status, 302, "login on A: {}", reply.text());
+    // The browser carries A's login cookie to whichever replica gets the callback.
+    let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
     let pending = keys.list().await;
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -1383,9 +1684,28 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
         .await
         .unwrap();
     assert!(!String::from_utf8_lossy(&value).contains(&state));
+    let cookie_value = cookie.split_once('=').unwrap().1;
+    assert!(
+        !String::from_utf8_lossy(&value).contains(cookie_value),
+        "only the login cookie's hash is stored"
+    );
+
+    // Callback on B from another browser (the attacker's half-done login sent to a
+    // victim): refused, and the state is used up.
+    let reply = login(&c, None).await;
+    let other_cookie = login_cookie(&reply);
+    let (other_code, other_state, _) = authorize_at_idp(&idp, location(&reply)).await;
+    let hits = idp.token_hits();
+    let reply = callback(&b, &other_code, &other_state, Some(&cookie)).await;
+    assert_eq!(reply.status, 400, "another browser: {}", reply.text());
+    assert!(reply.text().contains("another browser"), "{}", reply.text());
+    let reply = callback(&a, &other_code, &other_state, Some(&other_cookie)).await;
+    assert_eq!(reply.status, 400, "the state is used: {}", reply.text());
+    assert_eq!(idp.token_hits(), hits, "no code reached the IdP");
+    assert_eq!(keys.list().await.len(), 1, "only A's login: nothing minted");
 
     // Callback on B: it finds the state A stored, and consumes it for every replica.
-    let reply = callback(&b, &code, &state).await;
+    let reply = callback(&b, &code, &state, Some(&cookie)).await;
     assert_eq!(reply.status, 302, "callback on B: {}", reply.text());
     assert!(
         location(&reply).starts_with("/reports?auth_code="),
@@ -1405,7 +1725,7 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
         .await
         .unwrap();
     assert!((1..=60_000).contains(&ttl), "auth_code_ttl (60s): {ttl}");
-    let reply = callback(&c, &code, &state).await;
+    let reply = callback(&c, &code, &state, Some(&cookie)).await;
     assert_eq!(reply.status, 400, "the state is used: {}", reply.text());
 
     // Exchange on C; a second exchange of the same code fails on A (and everywhere).
@@ -1424,8 +1744,9 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
 
     // One code sent to the three replicas at once: one token.
     let reply = login(&c, None).await;
+    let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
-    let auth_code = auth_code_of(&callback(&a, &code, &state).await);
+    let auth_code = auth_code_of(&callback(&a, &code, &state, Some(&cookie)).await);
     let replies = futures_util::future::join_all(
         [&a, &b, &c, &a, &b, &c]
             .into_iter()
@@ -1600,7 +1921,7 @@ async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working
         );
         assert!(!text.contains(&redis.password), "{text}");
     }
-    let reply = callback(&setup.gateway, "a-code", "a-state").await;
+    let reply = callback(&setup.gateway, "a-code", "a-state", None).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     let reply = exchange(&setup.gateway, &pending_code).await;
     assert_eq!(reply.status, 503, "{}", reply.text());

@@ -230,6 +230,15 @@ test("a login at the real OpenID provider, over plain HTTP: callback, one exchan
   assert.equal(authorize.searchParams.get("response_type"), "code");
   assert.equal(authorize.searchParams.get("code_challenge_method"), "S256");
   assert.equal(authorize.searchParams.get("redirect_uri"), `${PUBLIC_BASE}/auth/callback`);
+  // It binds the login to this browser with a cookie only the callback sees; the
+  // callback refuses to finish a login without it (login CSRF).
+  const loginCookies = login.headers["set-cookie"] ?? [];
+  assert.equal(loginCookies.length, 1, `one login cookie: ${loginCookies}`);
+  assert.match(loginCookies[0], /^fluxlit-login-[0-9a-f]+=[\w-]{43,}; /);
+  assert.match(loginCookies[0], /; Path=\/auth\/callback;/);
+  assert.match(loginCookies[0], /; HttpOnly/);
+  assert.match(loginCookies[0], /; SameSite=Lax/);
+  const gatewayCookie = loginCookies[0].split(";")[0];
 
   // The provider's side, as a browser does it: follow its redirects with its cookies;
   // its interaction endpoint logs the user in and grants consent without a page.
@@ -254,8 +263,12 @@ test("a login at the real OpenID provider, over plain HTTP: callback, one exchan
   assert.ok(url.searchParams.get("code") && url.searchParams.get("state"));
 
   // The callback checks the id_token, mints, and hands a one-time code to `next`.
-  const callback = await request(url.pathname + url.search, { headers: publicHost });
+  const callback = await request(url.pathname + url.search, { headers: { ...publicHost, cookie: gatewayCookie } });
   assert.equal(callback.status, 302, `callback: ${callback.body}`);
+  const cleared = callback.headers["set-cookie"] ?? [];
+  assert.equal(cleared.length, 1, `the login cookie is cleared: ${cleared}`);
+  assert.ok(cleared[0].startsWith(`${gatewayCookie.split("=")[0]}=;`), cleared[0]);
+  assert.match(cleared[0], /; Max-Age=0;/);
   assert.equal(callback.headers["referrer-policy"], "no-referrer");
   assert.equal(callback.headers["cache-control"], "no-store");
   const landing = new URL(callback.headers.location, PUBLIC_BASE);

@@ -37,6 +37,15 @@ const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
 const MAX_EXCHANGE_BODY: usize = 8 * 1024;
 /// The longest `state`, `code` or `auth_code` looked up.
 const MAX_PARAM_LEN: usize = 4096;
+/// The login cookie's name when `public_base_url` is http: `fluxlit-login-<id>`.
+const LOGIN_COOKIE: &str = "fluxlit-login";
+/// The login cookie's name when `public_base_url` is https: `__Host-fluxlit-login-<id>`
+/// (the browser then insists on `Secure`, `Path=/` and no `Domain`, so a sibling
+/// subdomain cannot plant one).
+const HOST_LOGIN_COOKIE: &str = "__Host-fluxlit-login";
+/// Hex digits of the state's hash in a login cookie's name (not secret: the state itself
+/// travels in URLs).
+const LOGIN_COOKIE_ID_LEN: usize = 16;
 
 type OidcClient = CoreClient<
     EndpointSet,
@@ -53,6 +62,11 @@ struct LoginState {
     verifier: String,
     nonce: String,
     next: String,
+    /// SHA-256 (hex) of the login cookie set in the browser that started the login: the
+    /// callback must come with that cookie. (`default`: a record written before this
+    /// field existed has none, and so matches no browser.)
+    #[serde(default)]
+    browser: String,
 }
 
 /// A minted token waiting for `/auth/exchange`, as stored. (No `Debug`: never logged.)
@@ -86,10 +100,14 @@ impl OidcProvider {
         let state = CsrfToken::new_random_len(SECRET_BYTES);
         let nonce = Nonce::new_random_len(SECRET_BYTES);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        // Binds the login to this browser (login CSRF: RFC 9700 §4.7, OIDC Core
+        // §3.1.2.1): 256 bits from the OS-seeded CSPRNG in a cookie, only its hash stored.
+        let browser_secret = CsrfToken::new_random_len(SECRET_BYTES);
         let stored = LoginState {
             verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
             next,
+            browser: store_key(browser_secret.secret()),
         };
         let Ok(value) = serde_json::to_vec(&stored) else {
             return page(
@@ -126,7 +144,10 @@ impl OidcProvider {
             .add_scopes(scopes)
             .set_pkce_challenge(challenge)
             .url();
-        redirect(url.as_str(), false)
+        let mut response = redirect(url.as_str(), false);
+        let cookie = self.login_cookie(&key, Some(browser_secret.secret()));
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+        response
     }
 
     pub(super) async fn callback(
@@ -148,21 +169,64 @@ impl OidcProvider {
                 request_id,
             );
         };
+        let key = store_key(state);
         // Taken once: a replayed or forged state finds nothing.
-        let login = match self.store.take(Slot::LoginState, &store_key(state)).await {
+        let login = match self.store.take(Slot::LoginState, &key).await {
             Ok(Some(bytes)) => serde_json::from_slice::<LoginState>(&bytes).ok(),
             Ok(None) => None,
             Err(error) => return self.store_failure("callback", &error, request_id),
         };
-        let Some(login) = login else {
-            tracing::info!(provider = %self.name, check = "state", "OIDC callback refused: unknown, expired or used state");
+        // From here the state is used up, whatever the answer: its cookie is cleared.
+        let mut response = match login {
+            Some(login) => {
+                self.finish_login(request, &query, &key, login, request_id)
+                    .await
+            }
+            None => {
+                tracing::info!(provider = %self.name, check = "state", "OIDC callback refused: unknown, expired or used state");
+                page(
+                    StatusCode::BAD_REQUEST,
+                    "login failed (state): this login is unknown, expired or already used; \
+                     start the login again",
+                    request_id,
+                )
+            }
+        };
+        let clear = self.login_cookie(&key, None);
+        response.headers_mut().append(header::SET_COOKIE, clear);
+        response
+    }
+
+    /// The callback once its state was taken: the browser check, then the code.
+    async fn finish_login(
+        &self,
+        request: &Request<Incoming>,
+        query: &Query,
+        state_key: &str,
+        login: LoginState,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        // Before anything reaches the IdP: the callback must come from the browser that
+        // started this login, else an attacker's half-done login could be finished in a
+        // victim's browser (login CSRF).
+        let presented = request_cookie(request, &self.login_cookie_name(state_key));
+        let bound = presented.is_some_and(|value| {
+            value.len() <= MAX_PARAM_LEN && same_secret(&store_key(value), &login.browser)
+        });
+        if !bound {
+            let cookie = if presented.is_some() {
+                "mismatch"
+            } else {
+                "missing"
+            };
+            tracing::info!(provider = %self.name, check = "browser", cookie, "OIDC callback refused: the login cookie does not match the login's state");
             return page(
                 StatusCode::BAD_REQUEST,
-                "login failed (state): this login is unknown, expired or already used; start \
-                 the login again",
+                "login failed (browser): this login was started in another browser (or its \
+                 login cookie is missing or expired); start the login again in this browser",
                 request_id,
             );
-        };
+        }
         if let Some(error) = query.get("error") {
             let error = oauth_error_code(error);
             tracing::info!(provider = %self.name, check = "authorization", error, "the identity provider did not log the user in");
@@ -478,6 +542,49 @@ impl OidcProvider {
             .ok_or_else(|| bad_gateway("the token endpoint's answer has no id_token".to_owned()))
     }
 
+    /// The `Set-Cookie` of the login cookie of the state whose hash is `state_key`:
+    /// setting `value`, or clearing it when `None`.
+    ///
+    /// One cookie per login, its name suffixed with a short id of the state's hash, so
+    /// logins started in parallel tabs each keep their own and all can finish. Abandoned
+    /// ones expire with the login (`Max-Age` = `login_ttl`). Scoped to the callback's
+    /// path; with an https `public_base_url` it is `Secure` and `__Host-` (which needs
+    /// `Path=/`). `SameSite=Lax`: the IdP's redirect back is a top-level GET, which Lax
+    /// lets the cookie ride along.
+    fn login_cookie(&self, state_key: &str, value: Option<&str>) -> HeaderValue {
+        let url = self.redirect_uri.url();
+        let https = url.scheme() == "https";
+        let path = match url.path() {
+            path if !https && !path.contains(';') && path.starts_with('/') => path,
+            _ => "/",
+        };
+        let max_age = match value {
+            Some(_) => self.login_ttl.as_secs().max(1),
+            None => 0,
+        };
+        let mut cookie = format!(
+            "{}={}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax",
+            self.login_cookie_name(state_key),
+            value.unwrap_or_default(),
+        );
+        if https {
+            cookie.push_str("; Secure");
+        }
+        // Always valid: the name is ASCII, the value base64url, the path a URL's
+        // (percent-encoded) path; the fallback only keeps this infallible.
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
+    }
+
+    fn login_cookie_name(&self, state_key: &str) -> String {
+        let prefix = if self.redirect_uri.url().scheme() == "https" {
+            HOST_LOGIN_COOKIE
+        } else {
+            LOGIN_COOKIE
+        };
+        let id = state_key.get(..LOGIN_COOKIE_ID_LEN).unwrap_or(state_key);
+        format!("{prefix}-{id}")
+    }
+
     fn store_failure(
         &self,
         step: &str,
@@ -503,6 +610,30 @@ fn store_key(secret: &str) -> String {
         key.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
     }
     key
+}
+
+/// The value of the first cookie named `name` in the request's `Cookie` headers.
+fn request_cookie<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim())
+}
+
+/// Whether two secrets (or their hashes) are equal, in time independent of where they
+/// differ (their length is not secret).
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
 }
 
 /// The first value of each query parameter, decoded.
@@ -691,6 +822,35 @@ mod tests {
             read_auth_code("application/json", &Bytes::from_static(b"{}")),
             None
         );
+    }
+
+    #[test]
+    fn secrets_are_compared_whole() {
+        assert!(same_secret(&store_key("a"), &store_key("a")));
+        assert!(!same_secret(&store_key("a"), &store_key("b")));
+        assert!(!same_secret(&store_key("a"), ""));
+        assert!(!same_secret("", &store_key("a")));
+    }
+
+    #[test]
+    fn the_login_cookie_is_read_by_its_exact_name() {
+        let request = Request::get("/auth/callback")
+            .header(header::COOKIE, "fluxlit-login-ab=x1; other=2")
+            .header(header::COOKIE, "fluxlit-login-abc=y2;fluxlit-login-abc=z3")
+            .body(())
+            .unwrap();
+        assert_eq!(request_cookie(&request, "fluxlit-login-ab"), Some("x1"));
+        assert_eq!(request_cookie(&request, "fluxlit-login-abc"), Some("y2"));
+        assert_eq!(request_cookie(&request, "fluxlit-login-a"), None);
+        assert_eq!(request_cookie(&request, "other"), Some("2"));
+    }
+
+    #[test]
+    fn a_login_record_without_a_browser_hash_matches_no_browser() {
+        let old: LoginState =
+            serde_json::from_str(r#"{"verifier":"v","nonce":"n","next":"/"}"#).unwrap();
+        assert_eq!(old.browser, "");
+        assert!(!same_secret(&store_key("anything"), &old.browser));
     }
 
     #[test]

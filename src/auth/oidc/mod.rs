@@ -4,9 +4,13 @@
 //!
 //! - `GET /auth/login?next=/path`: a fresh `state` (256 random bits), `nonce` and PKCE
 //!   S256 verifier are stored with `next` (a same-origin path, else `/`: see
-//!   [`redirect`]) for `login_ttl`; 302 to the IdP's authorization endpoint.
+//!   [`redirect`]) for `login_ttl`, with the hash of a fresh random login cookie set in
+//!   the browser (one cookie per login, named after the state's hash: parallel tabs each
+//!   keep theirs); 302 to the IdP's authorization endpoint.
 //! - `GET /auth/callback?code&state`: the state is taken from the store once (unknown,
-//!   expired or replayed: 400, nothing minted); the code is exchanged server-side with
+//!   expired or replayed: 400, nothing minted); the request must carry that login's
+//!   cookie (else 400: the login was started in another browser, login CSRF), which the
+//!   answer clears; the code is exchanged server-side with
 //!   the verifier; the id_token is checked against the IdP's JWKS ([`id_token`]); a
 //!   first-party access token is minted with the `mint` jwt provider's key and stored
 //!   under a one-time `auth_code` for `auth_code_ttl`; 302 to `next?auth_code=...` with
