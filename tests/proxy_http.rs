@@ -1842,3 +1842,34 @@ async fn a_response_slower_than_idle_timeout_is_not_cut() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.text(), "finally");
 }
+
+#[tokio::test]
+async fn a_page_carrying_a_login_code_is_served_with_no_referrer() {
+    let upstream = spawn_recording_upstream("ui").await;
+    let gateway = TestGateway::start(&format!(
+        "[upstreams.ui]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n"
+    ))
+    .await;
+    let policy = |reply: &Reply| {
+        reply
+            .headers
+            .get("referrer-policy")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let landing = send(
+        gateway.addr(),
+        get(gateway.addr(), "/?x=1&auth_code=abc", &[]),
+    )
+    .await;
+    assert_eq!(landing.status, 200);
+    assert_eq!(policy(&landing).as_deref(), Some("no-referrer"));
+    let other = send(
+        gateway.addr(),
+        get(gateway.addr(), "/?code_auth_code=abc", &[]),
+    )
+    .await;
+    assert_eq!(
+        policy(&other).as_deref(),
+        Some("strict-origin-when-cross-origin")
+    );
+}

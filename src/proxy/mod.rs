@@ -48,10 +48,19 @@ impl Proxy {
         let policy = &snapshot.headers;
         let peer_trusted = policy.is_trusted(peer.ip());
         let request_id = request_id(&request, &snapshot, peer_trusted);
+        let carries_login_code = carries_login_code(&request);
         let mut response = self
             .route(&snapshot, request, peer, peer_trusted, &request_id)
             .await;
         headers::add_response_headers(response.headers_mut(), policy, &request_id);
+        if carries_login_code {
+            // The page an OIDC login lands on has its one-time code in the URL: keep it
+            // out of the Referer of everything that page loads.
+            response.headers_mut().insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+        }
         response
     }
 
@@ -266,6 +275,14 @@ fn request_id(request: &Request<Incoming>, snapshot: &Snapshot, peer_trusted: bo
     let mut buffer = uuid::Uuid::encode_buffer();
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
     HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Whether the query holds an OIDC login's one-time `auth_code`.
+fn carries_login_code<B>(request: &Request<B>) -> bool {
+    request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("auth_code=")))
 }
 
 /// A WebSocket opening handshake (RFC 6455 §4.1) over HTTP/1.1.
