@@ -6,16 +6,22 @@
 //! when a client is too slow to send a request head (`header_read_timeout`, against
 //! slowloris) or sits idle between requests (`idle_timeout`). hyper's own header timer
 //! is not used: it starts when the connection goes idle, which would merge the two.
+//!
+//! The watchdog (and the wait for shutdown) is a task of its own that tells the
+//! connection what to do through a [`Signal`]: polled together with the connection, a
+//! timer and a shutdown receiver would be polled on every wake-up of every connection,
+//! and a `watch` receiver takes a lock shared by all connections each time it is polled.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -116,7 +122,7 @@ async fn serve_connection(
     peer: SocketAddr,
     proxy: Proxy,
     limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
@@ -144,29 +150,100 @@ async fn serve_connection(
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
 
-    let watchdog = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
-    tokio::pin!(watchdog);
-    let mut draining = false;
+    let signal = Arc::new(Signal::default());
+    let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
+        activity,
+        limits,
+        shutdown,
+        Arc::clone(&signal),
+        peer,
+    )));
     loop {
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
                 return;
             }
-            () = watchdog.as_mut() => match activity.deadline(&limits) {
+            command = signal.next() => match command {
+                Command::Close => return,
+                Command::Drain => connection.as_mut().graceful_shutdown(),
+            },
+        }
+    }
+}
+
+/// Closes a connection that is too slow to send a request head or idle for too long,
+/// and asks it to finish its request and close when the gateway shuts down.
+async fn watchdog(
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+    signal: Arc<Signal>,
+    peer: SocketAddr,
+) {
+    let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
+    tokio::pin!(timer);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            () = timer.as_mut() => match activity.deadline(&limits) {
                 Deadline::Expired(reason) => {
                     tracing::debug!(%peer, reason, "closing connection");
+                    signal.send(Command::Close);
                     return;
                 }
-                Deadline::At(at) => watchdog.as_mut().reset(at.into()),
+                Deadline::At(at) => timer.as_mut().reset(at.into()),
             },
             () = crate::gateway::stopped(&mut shutdown), if !draining => {
                 draining = true;
-                connection.as_mut().graceful_shutdown();
+                signal.send(Command::Drain);
             }
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Finish the request in flight, then close.
+    Drain = 1,
+    /// Close now.
+    Close = 2,
+}
+
+/// From the watchdog to its connection: the strongest command sent and not yet taken.
+/// Polling it is an atomic swap and a waker registration, with no lock.
+#[derive(Default)]
+struct Signal {
+    command: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn send(&self, command: Command) {
+        self.command.fetch_max(command as u8, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    fn next(&self) -> impl Future<Output = Command> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            match self.command.swap(0, Ordering::AcqRel) {
+                0 => Poll::Pending,
+                1 => Poll::Ready(Command::Drain),
+                _ => Poll::Ready(Command::Close),
+            }
+        })
     }
 }
 

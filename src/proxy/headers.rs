@@ -64,10 +64,10 @@ pub fn upstream_request_headers(
     // X-Forwarded-For: a trusted proxy's chain is extended, anyone else's is replaced.
     let peer_ip = canonical_ip(ctx.peer.ip());
     let forwarded_for = match joined(client, &X_FORWARDED_FOR).filter(|_| ctx.peer_trusted) {
-        Some(chain) => format!("{chain}, {peer_ip}"),
-        None => peer_ip.to_string(),
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {peer_ip}")).ok(),
+        None => ip_header_value(peer_ip),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         out.insert(X_FORWARDED_FOR, value);
     }
     if ctx.peer_trusted
@@ -176,23 +176,77 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, policy: &HeaderPolicy) 
 /// Removes hop-by-hop headers from an upstream response. A `101 Switching Protocols`
 /// keeps `Connection` and `Upgrade`: they are the handshake's answer.
 pub fn clean_response_headers(headers: &mut HeaderMap, switching_protocols: bool) {
+    // Names listed in `Connection` besides the hop-by-hop ones removed below (and
+    // `close`, which names no header): usually none, so nothing is allocated.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| !(switching_protocols && name == header::UPGRADE))
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP_NAMES
+                    .iter()
+                    .any(|name| token.eq_ignore_ascii_case(name.as_str()))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
     }
-    for name in crate::header_sets::HOP_BY_HOP {
-        if switching_protocols && (*name == "connection" || *name == "upgrade") {
+    for name in &HOP_BY_HOP_NAMES {
+        if switching_protocols && (name == header::CONNECTION || name == header::UPGRADE) {
             continue;
         }
-        headers.remove(*name);
+        headers.remove(name);
     }
+}
+
+/// [`crate::header_sets::HOP_BY_HOP`] as header names, built at compile time rather than
+/// parsed on every response.
+static HOP_BY_HOP_NAMES: [HeaderName; 9] = {
+    use crate::header_sets::HOP_BY_HOP as H;
+    [
+        HeaderName::from_static(H[0]),
+        HeaderName::from_static(H[1]),
+        HeaderName::from_static(H[2]),
+        HeaderName::from_static(H[3]),
+        HeaderName::from_static(H[4]),
+        HeaderName::from_static(H[5]),
+        HeaderName::from_static(H[6]),
+        HeaderName::from_static(H[7]),
+        HeaderName::from_static(H[8]),
+    ]
+};
+// A name added to the list must be added above too (the test below checks the rest).
+const _: () = assert!(crate::header_sets::HOP_BY_HOP.len() == 9);
+
+/// The peer's address as a header value. IPv4, the common case, is written by hand:
+/// `Display` goes through the formatting machinery, a few percent of a request's CPU.
+fn ip_header_value(ip: IpAddr) -> Option<HeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).ok();
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&text[..len]).ok()
 }
 
 /// Adds the gateway's response headers: the request id, and each security header the
@@ -207,5 +261,55 @@ pub fn add_response_headers(
         if !headers.contains_key(name) {
             headers.insert(name.clone(), value.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_header_values_read_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "192.168.100.9",
+            "1.20.3.40",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header_value(ip).unwrap(), ip.to_string().as_str());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_header_value(v6).unwrap(), "2001:db8::1");
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_the_header_sets_list() {
+        let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, crate::header_sets::HOP_BY_HOP);
+    }
+
+    #[test]
+    fn connection_listed_names_are_removed_except_upgrade_on_101() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret, upgrade"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        let mut switching = headers.clone();
+        clean_response_headers(&mut headers, false);
+        assert_eq!(
+            headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+        clean_response_headers(&mut switching, true);
+        let mut kept: Vec<_> = switching.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["connection", "upgrade", "x-kept"]);
     }
 }

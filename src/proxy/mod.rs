@@ -8,6 +8,7 @@ pub mod body;
 mod echo;
 mod errors;
 pub mod headers;
+pub mod request_id;
 pub mod routes;
 mod websocket;
 
@@ -272,9 +273,7 @@ fn request_id(request: &Request<Incoming>, snapshot: &Snapshot, peer_trusted: bo
             return value.clone();
         }
     }
-    let mut buffer = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+    request_id::fresh()
 }
 
 /// Whether the query holds an OIDC login's one-time `auth_code`.

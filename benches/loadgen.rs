@@ -1,0 +1,381 @@
+//! The load tool of `bench/compare.sh` for what wrk and oha do not do: a WebSocket echo
+//! upstream, WebSocket echo load, and holding many idle connections open while the
+//! memory of a proxy is measured.
+//!
+//! It is a bench target (`harness = false`) so that it builds with the crate's
+//! dependencies and no new ones; it is not a criterion bench. Build and run:
+//!
+//! ```sh
+//! cargo bench --bench loadgen --no-run
+//! target/release/deps/loadgen-* ws-echo-server --listen 127.0.0.1:9100
+//! ```
+//!
+//! `cargo bench --bench loadgen` alone (no subcommand) prints the usage and exits 0.
+//!
+//! Subcommands (each prints one JSON object on stdout when it has a result):
+//!
+//! - `ws-echo-server --listen ADDR`: echoes every WebSocket message; prints
+//!   `{"listening": "ADDR"}` once bound.
+//! - `ws-load --url ws://... [--connections 64] [--seconds 10] [--size 64]`: each
+//!   connection sends a message and waits for its echo, again and again (a closed loop);
+//!   prints messages/s and round-trip percentiles in microseconds.
+//! - `hold --url http://...|ws://... [--connections 1000] [--seconds 600]`: opens the
+//!   connections (one keep-alive GET each, or a WebSocket handshake), prints
+//!   `{"ready": N, "failed": M}`, then holds them until stdin closes or the time is up.
+//!
+//! `--threads N` (default 1) sets the runtime's worker threads.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+const USAGE: &str = "usage: loadgen [--threads N] (ws-echo-server --listen ADDR | ws-load --url URL \
+[--connections N] [--seconds S] [--size BYTES] | hold --url URL [--connections N] [--seconds S])";
+
+struct Args {
+    command: String,
+    listen: Option<SocketAddr>,
+    url: Option<String>,
+    connections: usize,
+    seconds: f64,
+    size: usize,
+    threads: usize,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        command: String::new(),
+        listen: None,
+        url: None,
+        connections: 0,
+        seconds: 0.0,
+        size: 64,
+        threads: 1,
+    };
+    let mut raw = std::env::args().skip(1);
+    while let Some(arg) = raw.next() {
+        let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            // `cargo bench` appends `--bench`; it means nothing here.
+            "--bench" => {}
+            "--listen" => {
+                let v = value("--listen")?;
+                args.listen = Some(v.parse().map_err(|e| format!("--listen {v}: {e}"))?);
+            }
+            "--url" => args.url = Some(value("--url")?),
+            "--connections" => args.connections = number(&value("--connections")?)?,
+            "--seconds" => {
+                let v = value("--seconds")?;
+                args.seconds = v.parse().map_err(|e| format!("--seconds {v}: {e}"))?;
+            }
+            "--size" => args.size = number(&value("--size")?)?,
+            "--threads" => args.threads = number(&value("--threads")?)?.max(1),
+            command if !command.starts_with('-') && args.command.is_empty() => {
+                args.command = command.to_owned();
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok((!args.command.is_empty()).then_some(args))
+}
+
+fn number(text: &str) -> Result<usize, String> {
+    text.parse().map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("loadgen: {error}\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command.as_str() {
+            "ws-echo-server" => {
+                let listen = args.listen.ok_or("--listen is required")?;
+                ws_echo_server(listen).await
+            }
+            "ws-load" => {
+                let url = args.url.clone().ok_or("--url is required")?;
+                let connections = if args.connections == 0 {
+                    64
+                } else {
+                    args.connections
+                };
+                let seconds = if args.seconds > 0.0 {
+                    args.seconds
+                } else {
+                    10.0
+                };
+                ws_load(url, connections, seconds, args.size).await
+            }
+            "hold" => {
+                let url = args.url.clone().ok_or("--url is required")?;
+                let connections = if args.connections == 0 {
+                    1000
+                } else {
+                    args.connections
+                };
+                let seconds = if args.seconds > 0.0 {
+                    args.seconds
+                } else {
+                    600.0
+                };
+                hold(url, connections, seconds).await
+            }
+            other => Err(format!("unknown command {other:?}")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{value}");
+    let _ = stdout.flush();
+}
+
+async fn ws_echo_server(listen: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("bind {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    print_json(&serde_json::json!({ "listening": bound.to_string() }));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                let echo = match message {
+                    Message::Text(_) | Message::Binary(_) => message,
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                if ws.send(echo).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+async fn ws_connect(url: &str) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, String> {
+    let addr = authority(url)?;
+    let stream = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| format!("handshake {url}: {e}"))?;
+    Ok(ws)
+}
+
+/// `host:port` of an `http://` or `ws://` URL.
+fn authority(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or(format!("{url}: only ws:// and http:// URLs"))?;
+    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
+}
+
+async fn ws_load(url: String, connections: usize, seconds: f64, size: usize) -> Result<(), String> {
+    let payload = Bytes::from(vec![b'x'; size]);
+    let mut sockets = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        sockets.push(ws_connect(&url).await?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    for mut ws in sockets {
+        let stop = Arc::clone(&stop);
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rtts_us: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                if ws.send(Message::Binary(payload.clone())).await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                match ws.next().await {
+                    Some(Ok(Message::Binary(echo))) if echo.len() == payload.len() => {
+                        let us = sent.elapsed().as_micros();
+                        rtts_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    }
+                    _ => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            (rtts_us, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (rtts, e) = task.await.map_err(|e| e.to_string())?;
+        all.extend(rtts);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> u32 {
+        if all.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * all.len() as f64).ceil() as usize;
+        all[rank.clamp(1, all.len()) - 1]
+    };
+    print_json(&serde_json::json!({
+        "connections": connections,
+        "seconds": elapsed,
+        "messages": all.len(),
+        "errors": errors,
+        "messages_per_s": all.len() as f64 / elapsed,
+        "p50_us": pct(50.0),
+        "p99_us": pct(99.0),
+        "p999_us": pct(99.9),
+        "max_us": all.last().copied().unwrap_or(0),
+    }));
+    Ok(())
+}
+
+enum Held {
+    Http(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+}
+
+async fn open_http(url: &str) -> Result<Held, String> {
+    let addr = authority(url)?;
+    let path = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/");
+    let stream = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("GET {url}: {}", response.status()));
+    }
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Held::Http(sender))
+}
+
+async fn hold(url: String, connections: usize, seconds: f64) -> Result<(), String> {
+    let websocket = url.starts_with("ws://");
+    let mut held = Vec::with_capacity(connections);
+    let mut failed = 0usize;
+    let mut first_error = None;
+    // A few at a time: a burst of 1,000 connects would overflow small accept queues.
+    for chunk_start in (0..connections).step_by(50) {
+        let chunk = (connections - chunk_start).min(50);
+        let opened = futures_util::future::join_all((0..chunk).map(|_| async {
+            if websocket {
+                ws_connect(&url).await.map(|ws| Held::Ws(Box::new(ws)))
+            } else {
+                open_http(&url).await
+            }
+        }))
+        .await;
+        for result in opened {
+            match result {
+                Ok(connection) => held.push(connection),
+                Err(error) => {
+                    failed += 1;
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+    }
+    print_json(&serde_json::json!({
+        "ready": held.len(),
+        "failed": failed,
+        "first_error": first_error,
+    }));
+    // Hold until stdin closes (the runner is done measuring) or the time is up.
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut buffer = [0u8; 64];
+        while matches!(std::io::Read::read(&mut std::io::stdin(), &mut buffer), Ok(n) if n > 0) {}
+    });
+    tokio::select! {
+        _ = stdin_closed => {}
+        () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {}
+    }
+    let open = held
+        .iter()
+        .filter(|c| match c {
+            Held::Http(sender) => !sender.is_closed(),
+            Held::Ws(_) => true,
+        })
+        .count();
+    print_json(&serde_json::json!({ "still_open": open }));
+    for connection in held {
+        if let Held::Ws(mut ws) = connection {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.as_mut().close(None)).await;
+        }
+    }
+    Ok(())
+}
