@@ -11,6 +11,7 @@
 //! - The cache belongs to the provider, not the snapshot: a reload that leaves the
 //!   provider's key settings alone keeps it (and its keys).
 
+use crate::auth::background::{Refresher, lock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -153,21 +154,7 @@ pub struct JwksCache {
     fetch_lock: tokio::sync::Mutex<()>,
     last_attempt: Mutex<Option<Instant>>,
     status: Mutex<JwksStatus>,
-    refresher: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl Drop for JwksCache {
-    fn drop(&mut self) {
-        if let Some(handle) = lock(&self.refresher).take() {
-            handle.abort();
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    refresher: Refresher,
 }
 
 impl JwksCache {
@@ -181,7 +168,7 @@ impl JwksCache {
             fetch_lock: tokio::sync::Mutex::new(()),
             last_attempt: Mutex::new(None),
             status: Mutex::new(JwksStatus::default()),
-            refresher: Mutex::new(None),
+            refresher: Refresher::default(),
         })
     }
 
@@ -203,17 +190,10 @@ impl JwksCache {
     }
 
     /// Starts the background refresh on the current tokio runtime (once).
+    /// Without a runtime (a command that only validates) requests fetch on demand.
     pub fn start(self: &Arc<Self>) {
-        let mut refresher = lock(&self.refresher);
-        if refresher.is_some() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime (a command that only validates): requests would fetch on demand.
-            return;
-        };
-        let task = runtime.spawn(refresh_loop(Arc::downgrade(self)));
-        *refresher = Some(task.abort_handle());
+        let this = Arc::downgrade(self);
+        self.refresher.start_once(|| refresh_loop(this));
     }
 
     pub fn status(&self) -> JwksStatus {

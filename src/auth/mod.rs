@@ -10,6 +10,7 @@
 //! Failures answer in RFC 6750 terms: 401 with a `WWW-Authenticate: Bearer` challenge,
 //! 403 `insufficient_scope`, and 503 when the provider's keys are not available.
 
+mod background;
 pub mod jwks;
 pub mod jwt;
 pub mod oidc;

@@ -553,13 +553,9 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
     }
 }
 
-fn check_trusted_proxy_user(
-    config: &Config,
-    path: &str,
-    provider: &AuthProvider,
-    found: &mut Vec<Diagnostic>,
-) {
-    let jwt_only = [
+/// The keys of `provider` that only `kind = "jwt"` takes and that are set.
+pub(super) fn jwt_only_keys_set(provider: &AuthProvider) -> impl Iterator<Item = &'static str> {
+    [
         ("issuer", provider.issuer.is_some()),
         ("audience", provider.audience.is_some()),
         ("algorithms", !provider.algorithms.is_empty()),
@@ -567,14 +563,22 @@ fn check_trusted_proxy_user(
         ("jwks_url", provider.jwks_url.is_some()),
         ("jwks_file", provider.jwks_file.is_some()),
         ("claim_headers", !provider.claim_headers.is_empty()),
-    ];
-    for (key, present) in jwt_only {
-        if present {
-            found.push(Diagnostic::error(
-                format!("{path}.{key}"),
-                format!("`{key}` applies to kind = \"jwt\" only"),
-            ));
-        }
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+}
+
+fn check_trusted_proxy_user(
+    config: &Config,
+    path: &str,
+    provider: &AuthProvider,
+    found: &mut Vec<Diagnostic>,
+) {
+    for key in jwt_only_keys_set(provider) {
+        found.push(Diagnostic::error(
+            format!("{path}.{key}"),
+            format!("`{key}` applies to kind = \"jwt\" only"),
+        ));
     }
     if config.trust.proxies.is_empty() {
         found.push(

@@ -8,6 +8,7 @@
 //! JWKS cache, a [`Discovery`] belongs to the provider, not the snapshot: a reload that
 //! leaves its settings alone keeps it.
 
+use crate::auth::background::{Refresher, lock};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -67,21 +68,7 @@ pub struct Discovery {
     settings: DiscoverySettings,
     current: ArcSwapOption<Discovered>,
     status: Mutex<DiscoveryStatus>,
-    refresher: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl Drop for Discovery {
-    fn drop(&mut self) {
-        if let Some(handle) = lock(&self.refresher).take() {
-            handle.abort();
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    refresher: Refresher,
 }
 
 impl Discovery {
@@ -91,7 +78,7 @@ impl Discovery {
             settings,
             current: ArcSwapOption::empty(),
             status: Mutex::new(DiscoveryStatus::default()),
-            refresher: Mutex::new(None),
+            refresher: Refresher::default(),
         })
     }
 
@@ -117,17 +104,10 @@ impl Discovery {
     }
 
     /// Starts the background discovery on the current tokio runtime (once).
+    /// Without a runtime (a command that only validates) nothing serves logins.
     pub fn start(self: &Arc<Self>) {
-        let mut refresher = lock(&self.refresher);
-        if refresher.is_some() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime (a command that only validates): nothing to serve logins with.
-            return;
-        };
-        let task = runtime.spawn(discovery_loop(Arc::downgrade(self)));
-        *refresher = Some(task.abort_handle());
+        let this = Arc::downgrade(self);
+        self.refresher.start_once(|| discovery_loop(this));
     }
 
     /// One attempt; true on success.

@@ -22,30 +22,19 @@ pub(super) fn check_oidc_provider(
     provider: &AuthProvider,
     found: &mut Vec<Diagnostic>,
 ) {
-    let jwt_only = [
-        ("issuer", provider.issuer.is_some()),
-        ("audience", provider.audience.is_some()),
-        ("algorithms", !provider.algorithms.is_empty()),
-        ("hs256_secret", provider.hs256_secret.is_some()),
-        ("jwks_url", provider.jwks_url.is_some()),
-        ("jwks_file", provider.jwks_file.is_some()),
-        ("claim_headers", !provider.claim_headers.is_empty()),
-    ];
-    for (key, present) in jwt_only {
-        if present {
-            let help = match key {
-                "issuer" => "the identity provider's issuer is `issuer_url`",
-                "jwks_url" | "jwks_file" => "the IdP's keys are found through discovery",
-                _ => "the minted token's settings are those of the `mint` provider",
-            };
-            found.push(
-                Diagnostic::error(
-                    format!("{path}.{key}"),
-                    format!("`{key}` applies to kind = \"jwt\" only"),
-                )
-                .with_help(help),
-            );
-        }
+    for key in super::jwt_only_keys_set(provider) {
+        let help = match key {
+            "issuer" => "the identity provider's issuer is `issuer_url`",
+            "jwks_url" | "jwks_file" => "the IdP's keys are found through discovery",
+            _ => "the minted token's settings are those of the `mint` provider",
+        };
+        found.push(
+            Diagnostic::error(
+                format!("{path}.{key}"),
+                format!("`{key}` applies to kind = \"jwt\" only"),
+            )
+            .with_help(help),
+        );
     }
 
     check_issuer_url(path, provider, found);
