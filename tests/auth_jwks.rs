@@ -156,6 +156,35 @@ async fn a_key_published_after_start_is_used_for_its_kid_without_a_restart() {
     server.stop().await;
 }
 
+/// Verified JWKS tokens are remembered (an RS256 check is costly); the memory must still
+/// honour `exp`: the same token, accepted a moment ago, is refused once it expires.
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let server = JwksServer::spawn(jwks(&[RSA_A_JWK])).await;
+    let (gateway, upstream) = jwks_gateway(&server.url(), "leeway = \"0s\"").await;
+    let token = rs256_a(&claims_with("ada", serde_json::json!({ "exp": now() + 2 })));
+    wait_until_accepted(&gateway, &token, "the first JWKS fetch").await;
+    let reply = get_with_token(&gateway, "/api/x", &token).await;
+    assert_eq!(reply.status, 200, "accepted again: {}", reply.text());
+    let accepted = upstream.hits();
+
+    let reply = eventually("the token expiring", || async {
+        let reply = get_with_token(&gateway, "/api/x", &token).await;
+        (reply.status != 200).then_some(reply)
+    })
+    .await;
+    assert_invalid_token(&reply, "idp", "expired");
+    let hits = upstream.hits();
+    let reply = get_with_token(&gateway, "/api/x", &token).await;
+    assert_invalid_token(&reply, "idp", "expired");
+    assert_eq!(
+        upstream.hits(),
+        hits,
+        "nothing reaches the upstream once expired"
+    );
+    assert!(accepted >= 2);
+}
+
 #[tokio::test]
 async fn concurrent_requests_with_a_new_kid_share_one_fetch_and_all_pass() {
     const INTERVAL: Duration = Duration::from_secs(1);

@@ -87,6 +87,9 @@ pub struct KeySet {
     keys: Vec<VerifyingKey>,
     fetched_at: Instant,
     refresh_at: Instant,
+    /// The cache's fetch count when this set was installed: a token verified with a key
+    /// of an older set must be verified again.
+    generation: u64,
 }
 
 impl KeySet {
@@ -128,6 +131,11 @@ pub struct FoundKey {
 impl FoundKey {
     pub fn key(&self) -> Option<&DecodingKey> {
         self.set.keys.get(self.index).map(|key| &key.key)
+    }
+
+    /// The generation of the key set the key belongs to.
+    pub fn generation(&self) -> u64 {
+        self.set.generation
     }
 }
 
@@ -219,6 +227,14 @@ impl JwksCache {
         }
     }
 
+    /// The generation of the key set in use, while one is loaded and not too stale to
+    /// use (the same rule a key lookup applies).
+    pub fn usable_generation(&self) -> Option<u64> {
+        let set = self.keys.load();
+        let set = set.as_ref()?;
+        (Instant::now() <= set.refresh_at + self.settings.max_stale).then_some(set.generation)
+    }
+
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<FoundKey, KeyError> {
         let Some(set) = self.keys.load_full() else {
             return Err(KeyError::Unavailable(format!(
@@ -287,6 +303,7 @@ impl JwksCache {
             keys,
             fetched_at: now,
             refresh_at: now + ttl,
+            generation: self.generation.load(Ordering::Acquire) + 1,
         })));
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut status = lock(&self.status);
@@ -465,6 +482,7 @@ mod tests {
             keys,
             fetched_at: Instant::now(),
             refresh_at: Instant::now(),
+            generation: 1,
         };
         assert!(set.find(Some("rsa-a"), Algorithm::RS256).is_ok());
         assert!(

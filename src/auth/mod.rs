@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod oidc;
 pub mod secrets;
 pub mod token;
+pub mod verified;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
