@@ -1135,6 +1135,83 @@ async fn an_id_token_failing_any_check_mints_nothing() {
     assert_eq!(reply.status, 302, "{}", reply.text());
 }
 
+/// A custom provider with manual endpoints and `allow_unverified_id_token_for_custom_oidc`:
+/// nothing is discovered and there is no JWKS. Logins work from the first request and
+/// every claim is still checked; the signature is not — a token signed with a key nobody
+/// published passes, which is the danger the flag's name and its warning spell out.
+#[tokio::test]
+async fn a_custom_provider_with_manual_endpoints_logs_in_without_discovery() {
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let extra = format!(
+        "authorization_endpoint = \"{issuer}/authorize\"\n\
+         token_endpoint = \"{issuer}/token\"\n\
+         allow_unverified_id_token_for_custom_oidc = true",
+        issuer = idp.issuer()
+    );
+    let gateway = start_with_files(
+        &config(&idp, &upstream, &extra),
+        &[
+            ("hs256.secret", HS_SECRET),
+            ("client.secret", CLIENT_SECRET),
+        ],
+    )
+    .await;
+    let setup = Setup {
+        gateway,
+        idp,
+        upstream,
+    };
+
+    // No waiting for discovery: the settings are the file's.
+    let reply = login_until_callback(&setup, Some("/x")).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    let reply = get_with_token(&setup.gateway, "/api/me", &access_token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-fluxlit-sub"), [SUB]);
+    assert_eq!(
+        setup.idp.state.discovery_hits.load(Ordering::SeqCst),
+        0,
+        "nothing is discovered"
+    );
+    assert!(
+        setup.gateway.gateway.snapshot().providers["corp"]
+            .jwks_status()
+            .is_none(),
+        "no JWKS"
+    );
+
+    setup.idp.set_mode(IdTokenMode::UnknownKey);
+    let reply = login_until_callback(&setup, Some("/x")).await;
+    assert_eq!(
+        reply.status,
+        302,
+        "the signature is not checked: {}",
+        reply.text()
+    );
+
+    let cases = [
+        (IdTokenMode::WrongNonce, "nonce"),
+        (IdTokenMode::WrongAudience, "aud"),
+        (IdTokenMode::Expired, "exp"),
+        (IdTokenMode::WrongIssuer, "iss"),
+        (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
+    ];
+    for (mode, check) in cases {
+        setup.idp.set_mode(mode);
+        let reply = login_until_callback(&setup, Some("/x")).await;
+        assert_eq!(reply.status, 403, "{mode:?}: {}", reply.text());
+        assert!(
+            reply.text().contains(&format!("failed the {check} check")),
+            "{mode:?} names the {check} check: {}",
+            reply.text()
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Discovery, the store, reloads, logout.
 // ---------------------------------------------------------------------------------------
@@ -1452,31 +1529,68 @@ fn validation_refuses_oidc_mistakes() {
 
 #[test]
 fn manual_endpoints_are_refused_and_the_escape_hatch_is_warned_about() {
-    let manual = format!("{GOOD_PROVIDER}\ntoken_endpoint = \"https://idp.example/token\"");
+    let manual = format!(
+        "{GOOD_PROVIDER}\nauthorization_endpoint = \"https://idp.example/authorize\"\n\
+         token_endpoint = \"https://idp.example/token\""
+    );
     assert_refused(
         &manual,
         SERVER,
         &[
-            "auth.providers.corp.token_endpoint",
+            "auth.providers.corp.authorization_endpoint",
             "could not be verified: refused",
         ],
     );
-    let dangerous = format!("{manual}\nallow_unverified_id_token_for_custom_oidc = true");
-    assert_refused(&dangerous, SERVER, &["not supported yet"]);
-
-    // The flag alone is loud, even where it changes nothing.
-    let flagged = format!("{GOOD_PROVIDER}\nallow_unverified_id_token_for_custom_oidc = true");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(&path, oidc_config(&flagged, SERVER)).unwrap();
-    let checked = fluxlit::config::load(&path).expect("a warning, not an error");
-    assert!(
+    let flag = "\nallow_unverified_id_token_for_custom_oidc = true";
+    let dangerous = format!("{manual}{flag}");
+    let warnings_of = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fluxlit.toml");
+        std::fs::write(&path, oidc_config(text, SERVER)).unwrap();
+        let checked = fluxlit::config::load(&path).expect("a warning, not an error");
         checked
             .warnings
             .iter()
-            .any(|w| w.render(&path).contains("DANGER")),
-        "{:#?}",
-        checked.warnings
+            .map(|w| w.render(&path))
+            .collect::<Vec<_>>()
+    };
+    let warnings = warnings_of(&dangerous);
+    assert!(
+        warnings.iter().any(|w| w.contains("DANGER")
+            && w.contains("allow_unverified_id_token_for_custom_oidc")
+            && w.contains("without checking their signature")),
+        "{warnings:#?}"
+    );
+
+    // Both endpoints, each over https (or loopback http).
+    let only_token =
+        format!("{GOOD_PROVIDER}\ntoken_endpoint = \"https://idp.example/token\"{flag}");
+    assert_refused(
+        &only_token,
+        SERVER,
+        &[
+            "auth.providers.corp.authorization_endpoint",
+            "needs both authorization_endpoint and token_endpoint",
+        ],
+    );
+    assert_refused(
+        &dangerous.replace("https://idp.example/token", "http://idp.example/token"),
+        SERVER,
+        &["auth.providers.corp.token_endpoint", "plain http"],
+    );
+    assert_refused(
+        &dangerous.replace("https://idp.example/authorize", "not a url"),
+        SERVER,
+        &["auth.providers.corp.authorization_endpoint", "is not a URL"],
+    );
+    let loopback = dangerous.replace("https://idp.example/token", "http://127.0.0.1:9000/token");
+    assert!(!warnings_of(&loopback).is_empty());
+
+    // The flag alone is loud, even where it changes nothing.
+    let flagged = format!("{GOOD_PROVIDER}{flag}");
+    assert!(
+        warnings_of(&flagged).iter().any(|w| w.contains("DANGER")),
+        "the flag is warned about"
     );
 }
 

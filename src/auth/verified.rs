@@ -168,7 +168,7 @@ mod tests {
         // Find three tokens of the same shard.
         let same_shard: Vec<String> = (0..)
             .map(|n| format!("token-{n}"))
-            .filter(|t| digest(t)[0] as usize % SHARDS == 0)
+            .filter(|t| usize::from(digest(t)[0]).is_multiple_of(SHARDS))
             .take(3)
             .collect();
         cache.insert(digest(&same_shard[0]), claims("old"), 950, 1, 900);

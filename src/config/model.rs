@@ -485,18 +485,22 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_from: Option<Vec<String>>,
 
-    /// oidc: a custom provider's authorization endpoint, instead of discovery. Not
-    /// supported yet; refused unless `allow_unverified_id_token_for_custom_oidc = true`.
+    /// oidc: a custom provider's authorization endpoint, instead of discovery (with
+    /// `token_endpoint`). Such a provider has no JWKS, so it is refused unless
+    /// `allow_unverified_id_token_for_custom_oidc = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_endpoint: Option<String>,
 
-    /// oidc: a custom provider's token endpoint, instead of discovery. Not supported yet;
-    /// refused unless `allow_unverified_id_token_for_custom_oidc = true`.
+    /// oidc: a custom provider's token endpoint, instead of discovery (with
+    /// `authorization_endpoint`); https, or http on loopback. Refused unless
+    /// `allow_unverified_id_token_for_custom_oidc = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
 
     /// oidc: DANGEROUS. Accept a provider with manual endpoints, whose id_tokens cannot be
-    /// checked against a JWKS. Warned about by `fluxlit validate` and `fluxlit config`.
+    /// checked against a JWKS: their signature is not checked (every claim still is; TLS
+    /// to the token endpoint vouches for them). Warned about by `fluxlit validate`,
+    /// `fluxlit config` and `fluxlit doctor`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_unverified_id_token_for_custom_oidc: bool,
 }

@@ -7,6 +7,12 @@
 //! on an unknown `kid`, stale-if-error), kept while the URI stays the same. Like the
 //! JWKS cache, a [`Discovery`] belongs to the provider, not the snapshot: a reload that
 //! leaves its settings alone keeps it.
+//!
+//! A custom provider with manual endpoints (`authorization_endpoint`, `token_endpoint`)
+//! has nothing to discover and no JWKS: its settings are known from the start, and its
+//! id_tokens are [`IdTokenKeys::Unverified`] — believed on the strength of the TLS
+//! connection to its token endpoint (OpenID Connect Core §3.1.3.7, item 6), which only
+//! `allow_unverified_id_token_for_custom_oidc = true` accepts.
 
 use crate::auth::background::{Refresher, lock};
 use std::sync::{Arc, Mutex, Weak};
@@ -15,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
 use openidconnect::core::{CoreClientAuthMethod, CoreJwsSigningAlgorithm};
-use openidconnect::{EndSessionUrl, ProviderMetadataWithLogout};
+use openidconnect::{AuthUrl, EndSessionUrl, IssuerUrl, ProviderMetadataWithLogout, TokenUrl};
 use serde::Serialize;
 
 use crate::auth::jwks::{JwksCache, JwksSettings, JwksSource};
@@ -32,16 +38,36 @@ const WELL_KNOWN: &str = "/.well-known/openid-configuration";
 /// What the flow needs from the IdP's settings.
 #[derive(Debug)]
 pub struct Discovered {
-    pub metadata: ProviderMetadataWithLogout,
+    pub authorization_endpoint: AuthUrl,
+    pub token_endpoint: TokenUrl,
     /// The `iss` id_tokens must carry: the document's `issuer`, exactly.
     pub issuer: String,
-    pub jwks: Arc<JwksCache>,
+    pub issuer_url: IssuerUrl,
+    /// What checks the signature of an id_token.
+    pub keys: IdTokenKeys,
     /// The id_token algorithms the IdP announces and the gateway verifies with a JWKS key.
     pub algorithms: Vec<Algorithm>,
     /// Client authentication at the token endpoint: `client_secret_post` when that is all
     /// the IdP supports, else `client_secret_basic` (the default of the spec).
     pub client_secret_post: bool,
     pub end_session_endpoint: Option<EndSessionUrl>,
+}
+
+/// What an id_token's signature is checked with.
+#[derive(Debug)]
+pub enum IdTokenKeys {
+    /// The IdP's JWKS, from its discovery document.
+    Jwks(Arc<JwksCache>),
+    /// Nothing: a custom provider with manual endpoints, accepted only with
+    /// `allow_unverified_id_token_for_custom_oidc = true`. Every claim is still checked.
+    Unverified,
+}
+
+/// A custom provider's endpoints, written in the file instead of discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualEndpoints {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
 }
 
 /// What `/snapshot` shows about discovery.
@@ -60,6 +86,8 @@ pub struct DiscoveryStatus {
 pub struct DiscoverySettings {
     pub issuer_url: String,
     pub jwks: JwksSettings,
+    /// Set for a custom provider: nothing is fetched.
+    pub manual: Option<ManualEndpoints>,
 }
 
 #[derive(Debug)]
@@ -72,14 +100,20 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(provider: &str, settings: DiscoverySettings) -> Arc<Self> {
-        Arc::new(Self {
+    /// A discovery of `settings.issuer_url`, or, for manual endpoints, settings known at
+    /// once (an error names what is wrong with them).
+    pub fn new(provider: &str, settings: DiscoverySettings) -> Result<Arc<Self>, String> {
+        let current = match &settings.manual {
+            Some(manual) => Some(Arc::new(manual_settings(&settings.issuer_url, manual)?)),
+            None => None,
+        };
+        Ok(Arc::new(Self {
             provider: provider.into(),
             settings,
-            current: ArcSwapOption::empty(),
+            current: ArcSwapOption::new(current),
             status: Mutex::new(DiscoveryStatus::default()),
             refresher: Refresher::default(),
-        })
+        }))
     }
 
     /// Whether this discovery serves `settings` (so a reload can keep it).
@@ -100,12 +134,19 @@ impl Discovery {
 
     /// The status of the IdP's JWKS, once discovery found it.
     pub fn jwks_status(&self) -> Option<crate::auth::jwks::JwksStatus> {
-        self.current().map(|discovered| discovered.jwks.status())
+        self.current()
+            .and_then(|discovered| match &discovered.keys {
+                IdTokenKeys::Jwks(jwks) => Some(jwks.status()),
+                IdTokenKeys::Unverified => None,
+            })
     }
 
     /// Starts the background discovery on the current tokio runtime (once).
     /// Without a runtime (a command that only validates) nothing serves logins.
     pub fn start(self: &Arc<Self>) {
+        if self.settings.manual.is_some() {
+            return;
+        }
         let this = Arc::downgrade(self);
         self.refresher.start_once(|| discovery_loop(this));
     }
@@ -178,9 +219,9 @@ impl Discovery {
                 self.settings.issuer_url
             ));
         }
-        if metadata.token_endpoint().is_none() {
+        let Some(token_endpoint) = metadata.token_endpoint().cloned() else {
             return Err("the document has no token_endpoint".to_owned());
-        }
+        };
         let algorithms: Vec<Algorithm> = metadata
             .id_token_signing_alg_values_supported()
             .iter()
@@ -202,9 +243,10 @@ impl Discovery {
         let jwks_uri = metadata.jwks_uri().url().to_string();
         let source = JwksSource::Url(jwks_uri);
         // The same key set URI keeps its cache (and keys) across re-discoveries.
-        let jwks = match self.current() {
-            Some(previous) if previous.jwks.serves(&source, &self.settings.jwks) => {
-                Arc::clone(&previous.jwks)
+        let previous = self.current();
+        let jwks = match previous.as_ref().map(|previous| &previous.keys) {
+            Some(IdTokenKeys::Jwks(jwks)) if jwks.serves(&source, &self.settings.jwks) => {
+                Arc::clone(jwks)
             }
             _ => {
                 let cache = JwksCache::new(&self.provider, source, self.settings.jwks);
@@ -214,14 +256,37 @@ impl Discovery {
         };
         let end_session_endpoint = metadata.additional_metadata().end_session_endpoint.clone();
         Ok(Discovered {
-            metadata,
+            authorization_endpoint: metadata.authorization_endpoint().clone(),
+            token_endpoint,
+            issuer_url: metadata.issuer().clone(),
             issuer,
-            jwks,
+            keys: IdTokenKeys::Jwks(jwks),
             algorithms,
             client_secret_post,
             end_session_endpoint,
         })
     }
+}
+
+/// The settings of a custom provider: its endpoints as written, `client_secret_basic`,
+/// no logout endpoint, and no keys.
+fn manual_settings(issuer_url: &str, manual: &ManualEndpoints) -> Result<Discovered, String> {
+    let url = |key: &str, text: &str| {
+        url::Url::parse(text).map_err(|err| format!("{key} {text:?} is not a URL: {err}"))
+    };
+    Ok(Discovered {
+        authorization_endpoint: AuthUrl::from_url(url(
+            "authorization_endpoint",
+            &manual.authorization_endpoint,
+        )?),
+        token_endpoint: TokenUrl::from_url(url("token_endpoint", &manual.token_endpoint)?),
+        issuer_url: IssuerUrl::from_url(url("issuer_url", issuer_url)?),
+        issuer: issuer_url.to_owned(),
+        keys: IdTokenKeys::Unverified,
+        algorithms: Vec::new(),
+        client_secret_post: false,
+        end_session_endpoint: None,
+    })
 }
 
 /// `<issuer_url>/.well-known/openid-configuration`.

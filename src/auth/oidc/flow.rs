@@ -8,11 +8,11 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClientId, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
-    RequestTokenError, Scope, TokenResponse,
+    AuthType, AuthorizationCode, ClientId, CsrfToken, EndpointNotSet, EndpointSet, LogoutRequest,
+    Nonce, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, RequestTokenError, Scope,
+    TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -52,8 +52,8 @@ type OidcClient = CoreClient<
     EndpointNotSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointMaybeSet,
-    EndpointMaybeSet,
+    EndpointSet,
+    EndpointNotSet,
 >;
 
 /// A login between `/auth/login` and the callback, as stored. (No `Debug`: never logged.)
@@ -485,20 +485,24 @@ impl OidcProvider {
     }
 
     /// The openidconnect client for this login: discovered endpoints, this config's
-    /// client credentials and redirect URI.
+    /// client credentials and redirect URI. (Its own id_token verifier, and so its key
+    /// set, is never used: [`id_token::verify`] checks the id_token.)
     fn client(&self, discovered: &Discovered) -> OidcClient {
         let auth_type = if discovered.client_secret_post {
             AuthType::RequestBody
         } else {
             AuthType::BasicAuth
         };
-        CoreClient::from_provider_metadata(
-            discovered.metadata.clone(),
+        CoreClient::new(
             ClientId::new(self.client_id.clone()),
-            Some(openidconnect::ClientSecret::new(
-                self.client_secret.0.clone(),
-            )),
+            discovered.issuer_url.clone(),
+            CoreJsonWebKeySet::default(),
         )
+        .set_client_secret(openidconnect::ClientSecret::new(
+            self.client_secret.0.clone(),
+        ))
+        .set_auth_uri(discovered.authorization_endpoint.clone())
+        .set_token_uri(discovered.token_endpoint.clone())
         .set_redirect_uri(self.redirect_uri.clone())
         .set_auth_type(auth_type)
     }
@@ -514,7 +518,6 @@ impl OidcProvider {
         let client = self.client(discovered);
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|_| bad_gateway("the identity provider has no token endpoint".to_owned()))?
             .set_pkce_verifier(PkceCodeVerifier::new(verifier));
         let response = request
             .request_async(&send)

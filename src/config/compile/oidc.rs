@@ -10,7 +10,7 @@ use super::super::model::{self, StoreRef};
 use super::super::validate::parse_cidr;
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
-use crate::auth::oidc::discovery::{Discovery, DiscoverySettings};
+use crate::auth::oidc::discovery::{Discovery, DiscoverySettings, ManualEndpoints};
 use crate::auth::oidc::redis_store::{RedisStore, RedisTarget};
 use crate::auth::oidc::store::{MemoryStore, Store};
 use crate::auth::oidc::{self, AuthEndpoints, ClientSecret, OidcProvider, StoreSettings};
@@ -128,10 +128,12 @@ pub(super) fn compile_oidc(
             refetch_interval: settings.jwks_refetch_interval.get(),
             max_stale: settings.jwks_max_stale.get(),
         },
+        manual: manual_endpoints(settings),
     };
     let discovery = match &previous {
         Some(old) if old.discovery.serves(&discovery_settings) => Arc::clone(&old.discovery),
-        _ => Discovery::new(name, discovery_settings),
+        _ => Discovery::new(name, discovery_settings)
+            .map_err(|message| Diagnostic::error(path, message))?,
     };
     discovery.start();
 
@@ -238,4 +240,13 @@ fn compile_minter(
             Diagnostic::error(format!("auth.providers.{name}.hs256_secret"), message)
         })?;
     Minter::new(name, mint, &secret).map_err(|message| Diagnostic::error(&mint_path, message))
+}
+
+/// A custom provider's endpoints; validation made sure both or neither are set, and
+/// that `allow_unverified_id_token_for_custom_oidc` accepts them.
+fn manual_endpoints(settings: &model::AuthProvider) -> Option<ManualEndpoints> {
+    Some(ManualEndpoints {
+        authorization_endpoint: settings.authorization_endpoint.clone()?,
+        token_endpoint: settings.token_endpoint.clone()?,
+    })
 }

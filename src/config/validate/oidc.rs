@@ -361,46 +361,89 @@ fn check_exchange_from(path: &str, provider: &AuthProvider, found: &mut Vec<Diag
 }
 
 /// Custom providers without discovery: their id_tokens cannot be checked against the
-/// IdP's JWKS, so they are refused unless the dangerous flag says otherwise — and even
-/// then not supported yet.
+/// IdP's JWKS, so they are refused unless the dangerous flag says otherwise. Then both
+/// endpoints are needed, over https (http on loopback only): the TLS connection to the
+/// token endpoint is all that vouches for the id_token.
 fn check_manual_endpoints(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
-    let manual = [
+    let endpoints = [
         (
             "authorization_endpoint",
-            provider.authorization_endpoint.is_some(),
+            provider.authorization_endpoint.as_deref(),
         ),
-        ("token_endpoint", provider.token_endpoint.is_some()),
-    ]
-    .into_iter()
-    .find(|(_, present)| *present);
+        ("token_endpoint", provider.token_endpoint.as_deref()),
+    ];
     let allowed = provider.allow_unverified_id_token_for_custom_oidc;
     if allowed {
         found.push(
             Diagnostic::warning(
                 format!("{path}.allow_unverified_id_token_for_custom_oidc"),
-                "DANGER: id_tokens of this provider would be believed without checking their                  signature against the identity provider's keys",
+                "DANGER: id_tokens of this provider are believed without checking their \
+                 signature against the identity provider's keys; only the TLS connection to \
+                 its token endpoint vouches for them",
             )
             .with_help("use an identity provider with discovery (issuer_url) instead"),
         );
     }
-    match manual {
-        Some((key, _)) if !allowed => found.push(
+    let Some((first, _)) = endpoints.iter().find(|(_, value)| value.is_some()) else {
+        return;
+    };
+    if !allowed {
+        found.push(
             Diagnostic::error(
-                format!("{path}.{key}"),
-                "manual endpoints skip discovery and the identity provider's JWKS, so id_tokens                  could not be verified: refused",
+                format!("{path}.{first}"),
+                "manual endpoints skip discovery and the identity provider's JWKS, so id_tokens \
+                 could not be verified: refused",
             )
             .with_help(
-                "remove it and let issuer_url's discovery find the endpoints; only                  allow_unverified_id_token_for_custom_oidc = true would accept it",
+                "remove it and let issuer_url's discovery find the endpoints; only \
+                 allow_unverified_id_token_for_custom_oidc = true would accept it",
             ),
-        ),
-        Some((key, _)) => found.push(
-            Diagnostic::error(
-                format!("{path}.{key}"),
-                "custom providers with manual endpoints are not supported yet",
-            )
-            .with_help("use an identity provider with discovery (issuer_url)"),
-        ),
-        None => {}
+        );
+        return;
+    }
+    for (key, value) in endpoints {
+        let key = format!("{path}.{key}");
+        let Some(text) = value else {
+            found.push(
+                Diagnostic::error(
+                    &key,
+                    "a provider with manual endpoints needs both authorization_endpoint and \
+                     token_endpoint",
+                )
+                .with_help("or remove both and let issuer_url's discovery find them"),
+            );
+            continue;
+        };
+        match Url::parse(text) {
+            Ok(url)
+                if url.scheme() == "https" || (url.scheme() == "http" && is_local_host(&url)) =>
+            {
+                if url.fragment().is_some() {
+                    found.push(Diagnostic::error(&key, "must not have a fragment"));
+                }
+                if !url.username().is_empty() || url.password().is_some() {
+                    found.push(Diagnostic::error(&key, "must not carry credentials"));
+                }
+            }
+            Ok(url) if url.scheme() == "http" => found.push(
+                Diagnostic::error(
+                    &key,
+                    format!(
+                        "{text:?} is plain http: with no signature to check, the id_token \
+                         would be whatever the network says"
+                    ),
+                )
+                .with_help("use https://; http is allowed for loopback addresses only"),
+            ),
+            Ok(url) => found.push(Diagnostic::error(
+                &key,
+                format!("scheme `{}` is not supported; use https://", url.scheme()),
+            )),
+            Err(err) => found.push(Diagnostic::error(
+                &key,
+                format!("{text:?} is not a URL: {err}"),
+            )),
+        }
     }
 }
 
