@@ -452,10 +452,9 @@ fn the_base_path_check_says_what_streamlit_and_fastapi_need() {
     assert_eq!(served.len(), 1, "{:#}", run.json());
     assert_eq!(served[0]["key"], "routes[0].path_prefix");
     assert!(
-        served[0]["fix"]
-            .as_str()
-            .unwrap()
-            .contains("server.baseUrlPath = \"app\", a FastAPI upstream root_path = \"/app\""),
+        served[0]["fix"].as_str().unwrap().contains(
+            "server.baseUrlPath = \"app\"; a FastAPI upstream declares its routes under \"/app\""
+        ),
         "{:#}",
         served[0]
     );

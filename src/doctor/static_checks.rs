@@ -152,19 +152,30 @@ fn check_public_base_path(config: &Config, found: &mut Vec<Finding>) {
 }
 
 /// What Streamlit and FastAPI must be told when they are served at `public_path` by a
-/// route with `prefix`: Streamlit's pages live at the path it receives, FastAPI needs
-/// the public path to build its URLs (docs, redirects).
+/// route with `prefix`. Streamlit serves its pages at the path it receives. uvicorn's
+/// `--root-path` prepends itself to every path, so it belongs only with a route that
+/// strips its prefix; without stripping, FastAPI's routes carry the prefix themselves.
 fn upstream_settings(public_path: &str, prefix: &str, strip_prefix: bool) -> String {
-    let received = if strip_prefix && prefix != "/" {
+    let stripped = strip_prefix && prefix != "/";
+    let received = if stripped {
         public_path.strip_prefix(prefix).unwrap_or(public_path)
     } else {
         public_path
     };
     let base_url_path = received.trim_matches('/');
-    format!(
-        "a Streamlit upstream needs server.baseUrlPath = {base_url_path:?}, a FastAPI \
-         upstream root_path = {public_path:?}"
-    )
+    let fastapi = if stripped {
+        let routes = if received.is_empty() { "/" } else { received };
+        format!(
+            "a FastAPI upstream runs with uvicorn --root-path {prefix} and declares its \
+             routes under {routes:?}"
+        )
+    } else {
+        format!(
+            "a FastAPI upstream declares its routes under {public_path:?} \
+             (APIRouter(prefix=...)) and sets no root_path"
+        )
+    };
+    format!("a Streamlit upstream needs server.baseUrlPath = {base_url_path:?}; {fastapi}")
 }
 
 fn check_trust(config: &Config, found: &mut Vec<Finding>) {
@@ -352,9 +363,14 @@ mod tests {
     fn upstream_settings_follow_strip_prefix() {
         assert_eq!(
             upstream_settings("/app", "/", false),
-            "a Streamlit upstream needs server.baseUrlPath = \"app\", a FastAPI upstream \
-             root_path = \"/app\""
+            "a Streamlit upstream needs server.baseUrlPath = \"app\"; a FastAPI upstream \
+             declares its routes under \"/app\" (APIRouter(prefix=...)) and sets no root_path"
         );
-        assert!(upstream_settings("/app/api", "/app/api", true).contains("baseUrlPath = \"\""));
+        let stripped = upstream_settings("/app/api", "/app/api", true);
+        assert!(stripped.contains("baseUrlPath = \"\""), "{stripped}");
+        assert!(
+            stripped.contains("uvicorn --root-path /app/api and declares its routes under \"/\""),
+            "{stripped}"
+        );
     }
 }
