@@ -519,6 +519,36 @@ fn secrets_missing_empty_or_too_short_are_errors() {
 }
 
 #[test]
+fn a_jwks_file_must_hold_usable_keys() {
+    let config = format!(
+        "{ECHO}\n[auth.providers.keys]\nkind = \"jwt\"\nissuer = \"https://idp.example.com\"\naudience = \"app\"\nalgorithms = [\"RS256\"]\njwks_file = \"keys/jwks.json\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["doctor", "--offline", "--format", "json"];
+    let missing = fluxlit_in(dir.path(), &config, &args, &[]);
+    let found = missing.with_id("jwks_file_unusable");
+    assert_eq!(found.len(), 1, "{:#}", missing.json());
+    assert_eq!(found[0]["key"], "auth.providers.keys.jwks_file");
+    assert_eq!(missing.code(), Some(1));
+
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/jwks.json"), "{\"keys\": []}").unwrap();
+    let empty = fluxlit_in(dir.path(), &config, &args, &[]);
+    assert_eq!(
+        empty.with_id("jwks_file_unusable").len(),
+        1,
+        "{:#}",
+        empty.json()
+    );
+
+    let good = format!("{{\"keys\": [{RSA_A_JWK}]}}");
+    std::fs::write(dir.path().join("keys/jwks.json"), good).unwrap();
+    let run = fluxlit_in(dir.path(), &config, &args, &[]);
+    assert_eq!(run.code(), Some(0), "{:#}", run.json());
+    assert_eq!(run.findings(), Vec::<Value>::new());
+}
+
+#[test]
 fn an_oidc_client_secret_and_a_redis_url_from_the_environment_are_checked() {
     let config = oidc_config(
         "https://idp.example.com",

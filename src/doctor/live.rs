@@ -26,6 +26,7 @@ pub const SECRET_MISSING: &str = "secret_missing";
 pub const SECRET_EMPTY: &str = "secret_empty";
 pub const SECRET_TOO_SHORT: &str = "secret_too_short";
 pub const STORE_URL_INVALID: &str = "store_url_invalid";
+pub const JWKS_FILE_UNUSABLE: &str = "jwks_file_unusable";
 pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
 pub const IDP_DISCOVERY: &str = "idp_discovery";
 pub const JWKS_UNREACHABLE: &str = "jwks_unreachable";
@@ -87,6 +88,18 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
                 Err(finding) => found.push(finding),
             }
         }
+        if let Some(file) = &provider.jwks_file
+            && let Err(why) = load_jwks_file(&ctx.config_dir.join(file))
+        {
+            found.push(Finding::new(
+                JWKS_FILE_UNUSABLE,
+                Severity::Error,
+                format!("{path}.jwks_file"),
+                why,
+                "point jwks_file at a JWKS document with the issuer's public signing keys \
+                 (relative paths start at the config file's directory)",
+            ));
+        }
         if provider.kind != ProviderKind::Oidc {
             continue;
         }
@@ -124,6 +137,13 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
         }
     }
     (found, redis)
+}
+
+fn load_jwks_file(path: &std::path::Path) -> Result<usize, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| format!("cannot read the JWKS file {}: {error}", path.display()))?;
+    crate::auth::jwks::usable_key_count(&bytes)
+        .map_err(|error| format!("the JWKS file {}: {error}", path.display()))
 }
 
 /// The least key length for an HMAC algorithm: its hash size (RFC 7518 §3.2).
