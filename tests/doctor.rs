@@ -689,6 +689,22 @@ async fn an_upstream_that_accepts_no_connection_is_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_accepts_but_never_answers_is_a_warning() {
+    // Connections are queued by the kernel and never read.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    let up = common::spawn_recording_upstream("api").await;
+    let run = online(two_upstreams(up, silent), vec![]).await;
+    drop(listener);
+    let found = run.with_id("upstream_silent");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(found[0]["severity"], "warning");
+    assert_eq!(found[0]["key"], "upstreams.ui.url");
+    assert!(run.with_id("upstream_unreachable").is_empty());
+    assert_eq!(run.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_clock_beyond_the_leeway_is_an_error_and_a_small_skew_a_warning() {
     let far_behind = upstream_dated(-2 * 3600).await;
     let a_bit_ahead = upstream_dated(20).await;

@@ -28,6 +28,7 @@ pub const SECRET_TOO_SHORT: &str = "secret_too_short";
 pub const STORE_URL_INVALID: &str = "store_url_invalid";
 pub const JWKS_FILE_UNUSABLE: &str = "jwks_file_unusable";
 pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
+pub const UPSTREAM_SILENT: &str = "upstream_silent";
 pub const IDP_DISCOVERY: &str = "idp_discovery";
 pub const JWKS_UNREACHABLE: &str = "jwks_unreachable";
 pub const REDIS_UNREACHABLE: &str = "redis_unreachable";
@@ -292,13 +293,21 @@ async fn check_upstream(name: &str, text: &str, leeway: Duration) -> Vec<Finding
     }
     drop(stream);
     // Any answer will do, even a 404: only its Date header is read.
-    if let Ok(fetched) = fetch(text, 0).await {
-        found.extend(clock_finding(
+    match fetch(text, 0).await {
+        Ok(fetched) => found.extend(clock_finding(
             &key,
             &format!("upstream {name:?}"),
             &fetched,
             leeway,
-        ));
+        )),
+        Err(error) => found.push(Finding::new(
+            UPSTREAM_SILENT,
+            Severity::Warning,
+            &key,
+            format!("upstream {name:?} accepts connections but GET {text} failed: {error}"),
+            "check that an HTTP server (not another service) listens there and is not stuck; \
+             requests that time out get 504",
+        )),
     }
     found
 }
