@@ -336,6 +336,15 @@ fn each_static_check_fires_on_its_config_and_not_on_the_clean_one() {
 }
 
 #[test]
+fn where_validation_warns_too_the_finding_is_reported_once() {
+    // Validation warns about a jwt leeway over 300s; the doctor's own check starts at 60s.
+    let run = offline(&jwt_config("400s"), &[(MINT_SECRET, GOOD_SECRET)]);
+    let found = run.with_id("long_leeway");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(run.findings().len(), 1, "{:#}", run.json());
+}
+
+#[test]
 fn a_clean_config_has_no_findings_and_exits_0_even_when_strict() {
     let run = fluxlit(
         ECHO,
