@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod doctor;
 pub mod gateway;
 pub mod header_sets;
 pub mod proxy;

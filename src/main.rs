@@ -41,8 +41,22 @@ enum Command {
     },
     /// Check the config: exit 0, or print every error with line:column and exit 1.
     Validate,
-    /// Print the effective config (defaults filled in), then its warnings.
+    /// Print the effective config (defaults filled in), then its warnings and the
+    /// doctor's static findings.
     Config,
+    /// Operational checks: unsafe settings, secrets, reachability and clocks.
+    #[command(after_help = DOCTOR_EXIT_CODES)]
+    Doctor {
+        /// Exit 2 when there are warnings (errors always exit 1).
+        #[arg(long)]
+        strict: bool,
+        /// Skip the network: no connections to upstreams, identity providers or Redis.
+        #[arg(long)]
+        offline: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
+        format: DoctorFormat,
+    },
     /// Print the JSON Schema of fluxlit.toml.
     Schema,
     /// Development tokens.
@@ -50,6 +64,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+const DOCTOR_EXIT_CODES: &str = "Exit codes:\n  0  no errors (and, with --strict, no warnings)\n  \
+1  errors, or the config does not load\n  2  warnings, with --strict";
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DoctorFormat {
+    /// Findings grouped by severity, each with its fix, and a summary line.
+    Text,
+    /// One JSON document: {"findings": [...], "summary": {...}}.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +110,11 @@ fn main() -> ExitCode {
         Command::Serve { workers } => serve(&path, workers, cli.log.as_deref()),
         Command::Validate => Ok(validate(&path)),
         Command::Config => Ok(show_config(&path)),
+        Command::Doctor {
+            strict,
+            offline,
+            format,
+        } => doctor(&path, fluxlit::doctor::Options { offline, strict }, format),
         Command::Schema => {
             print!("{}", config::schema::to_pretty_json());
             Ok(ExitCode::SUCCESS)
@@ -143,6 +173,9 @@ fn show_config(path: &Path) -> ExitCode {
                 for warning in &checked.warnings {
                     eprintln!("{}", warning.render(path));
                 }
+                for finding in fluxlit::doctor::static_findings(&checked) {
+                    eprintln!("{}", finding.render(path));
+                }
                 ExitCode::SUCCESS
             }
             Err(error) => {
@@ -155,6 +188,37 @@ fn show_config(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn doctor(
+    path: &Path,
+    options: fluxlit::doctor::Options,
+    format: DoctorFormat,
+) -> anyhow::Result<ExitCode> {
+    let checked = match config::load(path) {
+        Ok(checked) => checked,
+        Err(error) => {
+            report(&error);
+            return Ok(ExitCode::from(fluxlit::doctor::exit::ERRORS));
+        }
+    };
+    let ctx = config::compile::CompileContext::for_config(
+        path,
+        std::sync::Arc::new(fluxlit::auth::secrets::ProcessEnvironment),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(fluxlit::doctor::run(&checked, &ctx, options));
+    match format {
+        DoctorFormat::Text => print!("{}", report.render_text(path)),
+        DoctorFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("cannot print the report")?
+        ),
+    }
+    Ok(ExitCode::from(report.summary.exit_code))
 }
 
 fn issue_token(

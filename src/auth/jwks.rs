@@ -410,6 +410,12 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// How many signing keys a JWKS document holds that the gateway can use (for
+/// `fluxlit doctor`); the same rules as a fetch.
+pub(crate) fn usable_key_count(bytes: &[u8]) -> Result<usize, String> {
+    parse_jwks(bytes).map(|keys| keys.len())
+}
+
 /// The signing keys of a JWKS document. Keys the gateway cannot or must not use
 /// (symmetric `oct` keys, encryption keys, unknown types) are skipped, not fatal.
 fn parse_jwks(bytes: &[u8]) -> Result<Vec<VerifyingKey>, String> {

@@ -1,0 +1,562 @@
+//! Doctor checks that look outside the file: secrets in the environment and in files
+//! (always), and the network (unless `--offline`): upstreams accept TCP, identity
+//! providers' discovery documents and JWKS load, Redis answers PING, and the `Date`
+//! headers of all of them agree with the local clock.
+//!
+//! Every network check is bounded by [`TIMEOUT`] and they all run at once, so a run
+//! takes about as long as the slowest one.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::{BoxFuture, join_all};
+use openidconnect::ProviderMetadataWithLogout;
+use url::Url;
+
+use super::static_checks::{is_non_public_ip, plain_http_upstream};
+use super::{Finding, Severity};
+use crate::auth::oidc::discovery::{discovery_url, error_chain};
+use crate::auth::oidc::redis_store::RedisTarget;
+use crate::auth::secrets::{self, SecretBytes};
+use crate::config::Config;
+use crate::config::compile::CompileContext;
+use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef};
+
+pub const SECRET_MISSING: &str = "secret_missing";
+pub const SECRET_EMPTY: &str = "secret_empty";
+pub const SECRET_TOO_SHORT: &str = "secret_too_short";
+pub const STORE_URL_INVALID: &str = "store_url_invalid";
+pub const JWKS_FILE_UNUSABLE: &str = "jwks_file_unusable";
+pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
+pub const UPSTREAM_SILENT: &str = "upstream_silent";
+pub const IDP_DISCOVERY: &str = "idp_discovery";
+pub const JWKS_UNREACHABLE: &str = "jwks_unreachable";
+pub const REDIS_UNREACHABLE: &str = "redis_unreachable";
+pub const CLOCK_SKEW: &str = "clock_skew";
+pub const CLOCK_DRIFT: &str = "clock_drift";
+
+/// The longest any one network check may take.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// A clock difference above this is worth a warning even within the leeway.
+pub const NOTICEABLE_SKEW: Duration = Duration::from_secs(5);
+/// The tolerance for clocks when no provider sets a leeway.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Documents larger than this are refused (as the gateway's own fetches do).
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// A Redis store to PING. The URL may hold a password: only `shown` is ever printed.
+#[derive(Clone)]
+pub struct RedisCheck {
+    key: String,
+    url: String,
+    shown: String,
+}
+
+impl fmt::Debug for RedisCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisCheck({}: {})", self.key, self.shown)
+    }
+}
+
+/// Resolves every secret the config names, as the gateway would at compile time, and
+/// returns what is wrong with them and the Redis stores to PING.
+pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Vec<RedisCheck>) {
+    let mut found = Vec::new();
+    let mut redis = Vec::new();
+    for (name, provider) in &config.auth.providers {
+        let path = format!("auth.providers.{name}");
+        if let Some(secret) = &provider.hs256_secret
+            && let Some(min) = provider.algorithms.iter().filter_map(hmac_key_bytes).max()
+        {
+            let key = format!("{path}.hs256_secret");
+            match resolve(secret, ctx, &key) {
+                Ok(bytes) if bytes.expose().len() < min => found.push(Finding::new(
+                    SECRET_TOO_SHORT,
+                    Severity::Error,
+                    key,
+                    format!(
+                        "the secret in {} is {} bytes; {} needs at least {min} (RFC 7518 §3.2), \
+                         else tokens can be forged by guessing it",
+                        source(secret),
+                        bytes.expose().len(),
+                        strongest_hmac(&provider.algorithms)
+                    ),
+                    format!(
+                        "use a random secret of {min} bytes or more, e.g. `openssl rand -base64 48`"
+                    ),
+                )),
+                Ok(_) => {}
+                Err(finding) => found.push(finding),
+            }
+        }
+        if let Some(file) = &provider.jwks_file
+            && let Err(why) = load_jwks_file(&ctx.config_dir.join(file))
+        {
+            found.push(Finding::new(
+                JWKS_FILE_UNUSABLE,
+                Severity::Error,
+                format!("{path}.jwks_file"),
+                why,
+                "point jwks_file at a JWKS document with the issuer's public signing keys \
+                 (relative paths start at the config file's directory)",
+            ));
+        }
+        if provider.kind != ProviderKind::Oidc {
+            continue;
+        }
+        if let Some(secret) = &provider.client_secret
+            && let Err(finding) = resolve(secret, ctx, &format!("{path}.client_secret"))
+        {
+            found.push(finding);
+        }
+        let key = format!("{path}.store");
+        let url = match &provider.store {
+            Some(StoreRef::Inline(text)) if text != "memory" => text.clone(),
+            Some(StoreRef::Secret(secret)) => match resolve(secret, ctx, &key) {
+                Ok(bytes) => String::from_utf8_lossy(bytes.expose()).trim().to_owned(),
+                Err(finding) => {
+                    found.push(finding);
+                    continue;
+                }
+            },
+            _ => continue,
+        };
+        match RedisTarget::parse(&url) {
+            Ok(target) => redis.push(RedisCheck {
+                key,
+                shown: target.shown().to_owned(),
+                url,
+            }),
+            Err(message) => found.push(Finding::new(
+                STORE_URL_INVALID,
+                Severity::Error,
+                key,
+                format!("the Redis URL is unusable: {message}"),
+                "give a URL like redis://host:6379/0 (with its password, if any, in the \
+                 environment or a file)",
+            )),
+        }
+    }
+    (found, redis)
+}
+
+fn load_jwks_file(path: &std::path::Path) -> Result<usize, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| format!("cannot read the JWKS file {}: {error}", path.display()))?;
+    crate::auth::jwks::usable_key_count(&bytes)
+        .map_err(|error| format!("the JWKS file {}: {error}", path.display()))
+}
+
+/// The least key length for an HMAC algorithm: its hash size (RFC 7518 §3.2).
+fn hmac_key_bytes(algorithm: &Algorithm) -> Option<usize> {
+    match algorithm {
+        Algorithm::HS256 => Some(32),
+        Algorithm::HS384 => Some(48),
+        Algorithm::HS512 => Some(64),
+        _ => None,
+    }
+}
+
+fn strongest_hmac(algorithms: &[Algorithm]) -> &'static str {
+    algorithms
+        .iter()
+        .filter_map(|alg| Some((hmac_key_bytes(alg)?, alg)))
+        .max_by_key(|(bytes, _)| *bytes)
+        .map_or("HS256", |(_, alg)| match alg {
+            Algorithm::HS384 => "HS384",
+            Algorithm::HS512 => "HS512",
+            _ => "HS256",
+        })
+}
+
+/// Where a secret comes from, for messages (never its value).
+fn source(secret: &SecretRef) -> String {
+    match (&secret.env, &secret.file) {
+        (Some(name), _) => format!("environment variable {name}"),
+        (None, Some(file)) => format!("file {}", file.display()),
+        (None, None) => "nowhere".to_owned(),
+    }
+}
+
+fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<SecretBytes, Finding> {
+    secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
+        if is_present_but_empty(secret, ctx) {
+            Finding::new(
+                SECRET_EMPTY,
+                Severity::Error,
+                key,
+                format!("the secret in {} is empty", source(secret)),
+                "put the secret there; the gateway refuses to start without it",
+            )
+        } else {
+            Finding::new(
+                SECRET_MISSING,
+                Severity::Error,
+                key,
+                format!("cannot read the secret: {message}"),
+                match &secret.env {
+                    Some(name) => format!(
+                        "set {name} in the gateway's environment; the gateway refuses to start \
+                         without it"
+                    ),
+                    None => "create the file (relative paths start at the config file's \
+                             directory); the gateway refuses to start without it"
+                        .to_owned(),
+                },
+            )
+        }
+    })
+}
+
+/// Whether the secret exists but holds nothing (a set but empty variable, an empty file).
+fn is_present_but_empty(secret: &SecretRef, ctx: &CompileContext) -> bool {
+    match (&secret.env, &secret.file) {
+        (Some(name), None) => ctx.env.var(name).is_some_and(|value| value.is_empty()),
+        (None, Some(file)) => std::fs::read(ctx.config_dir.join(file))
+            .is_ok_and(|bytes| matches!(bytes.as_slice(), b"" | b"\n" | b"\r\n")),
+        _ => false,
+    }
+}
+
+/// Checks everything the config reaches over the network, concurrently.
+pub async fn check_network(config: &Config, redis: &[RedisCheck]) -> Vec<Finding> {
+    let providers = &config.auth.providers;
+    // Upstreams see tokens of every provider: the strictest leeway applies to them.
+    let upstream_leeway = providers
+        .values()
+        .filter(|p| matches!(p.kind, ProviderKind::Jwt | ProviderKind::Oidc))
+        .map(|p| p.leeway.get())
+        .min()
+        .unwrap_or(DEFAULT_LEEWAY);
+
+    let mut checks: Vec<BoxFuture<'_, Vec<Finding>>> = Vec::new();
+    for (name, upstream) in &config.upstreams {
+        if let Some(url) = &upstream.url {
+            checks.push(Box::pin(check_upstream(name, url, upstream_leeway)));
+        }
+    }
+    for (name, provider) in providers {
+        let leeway = provider.leeway.get();
+        match (provider.kind, &provider.issuer_url, &provider.jwks_url) {
+            (ProviderKind::Oidc, Some(issuer_url), _) => {
+                checks.push(Box::pin(check_idp(name, issuer_url, leeway)));
+            }
+            (ProviderKind::Jwt, _, Some(jwks_url)) => {
+                let key = format!("auth.providers.{name}.jwks_url");
+                checks.push(Box::pin(async move {
+                    check_jwks(&key, &format!("provider {name:?}"), jwks_url, leeway).await
+                }));
+            }
+            _ => {}
+        }
+    }
+    for store in redis {
+        checks.push(Box::pin(check_redis(store)));
+    }
+    join_all(checks).await.into_iter().flatten().collect()
+}
+
+async fn check_upstream(name: &str, text: &str, leeway: Duration) -> Vec<Finding> {
+    let key = format!("upstreams.{name}.url");
+    let Ok(url) = Url::parse(text) else {
+        return Vec::new();
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Vec::new();
+    };
+    let address = format!("{host}:{port}");
+    let unreachable = |why: String| {
+        vec![Finding::new(
+            UPSTREAM_UNREACHABLE,
+            Severity::Error,
+            &key,
+            format!("upstream {name:?} at {address} {why}"),
+            "start the upstream, or correct its url; until then its routes answer 502 or 504",
+        )]
+    };
+    let stream = match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(&address)).await
+    {
+        Err(_) => return unreachable(format!("accepts no TCP connection within {TIMEOUT:?}")),
+        Ok(Err(error)) => return unreachable(format!("accepts no TCP connection: {error}")),
+        Ok(Ok(stream)) => stream,
+    };
+    let mut found = Vec::new();
+    // Names are judged here, by the address they resolved to; literals statically.
+    if matches!(url.host(), Some(url::Host::Domain(_)))
+        && let Ok(peer) = stream.peer_addr()
+        && !is_non_public_ip(peer.ip())
+    {
+        found.push(plain_http_upstream(
+            name,
+            &format!("{host} ({})", peer.ip()),
+        ));
+    }
+    drop(stream);
+    // Any answer will do, even a 404: only its Date header is read.
+    match fetch(text, 0).await {
+        Ok(fetched) => found.extend(clock_finding(
+            &key,
+            &format!("upstream {name:?}"),
+            &fetched,
+            leeway,
+        )),
+        Err(error) => found.push(Finding::new(
+            UPSTREAM_SILENT,
+            Severity::Warning,
+            &key,
+            format!("upstream {name:?} accepts connections but GET {text} failed: {error}"),
+            "check that an HTTP server (not another service) listens there and is not stuck; \
+             requests that time out get 504",
+        )),
+    }
+    found
+}
+
+async fn check_idp(name: &str, issuer_url: &str, leeway: Duration) -> Vec<Finding> {
+    let key = format!("auth.providers.{name}.issuer_url");
+    let url = discovery_url(issuer_url);
+    let failed = |why: String| {
+        Finding::new(
+            IDP_DISCOVERY,
+            Severity::Error,
+            &key,
+            format!("the identity provider's discovery document {url} {why}"),
+            "check issuer_url and that the identity provider is up; until discovery succeeds, \
+             logins answer 503",
+        )
+    };
+    let fetched = match fetch(&url, MAX_DOCUMENT_BYTES).await {
+        Ok(fetched) => fetched,
+        Err(error) => return vec![failed(format!("does not load: {error}"))],
+    };
+    let mut found: Vec<Finding> = clock_finding(
+        &key,
+        &format!("identity provider {name:?}"),
+        &fetched,
+        leeway,
+    )
+    .into_iter()
+    .collect();
+    if !fetched.status.is_success() {
+        found.push(failed(format!("answers {}", fetched.status)));
+        return found;
+    }
+    let metadata: ProviderMetadataWithLogout = match serde_json::from_slice(&fetched.body) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            found.push(failed(format!(
+                "is not an OpenID provider configuration: {error}"
+            )));
+            return found;
+        }
+    };
+    let issuer = metadata.issuer().as_str();
+    if issuer.trim_end_matches('/') != issuer_url.trim_end_matches('/') {
+        found.push(failed(format!(
+            "names the issuer {issuer:?}, not issuer_url {issuer_url:?}"
+        )));
+        return found;
+    }
+    let jwks_uri = metadata.jwks_uri().url().to_string();
+    found.extend(
+        check_jwks(
+            &key,
+            &format!("identity provider {name:?}"),
+            &jwks_uri,
+            leeway,
+        )
+        .await
+        .into_iter()
+        // The IdP's clock was read from its discovery document already.
+        .filter(|f| f.id == JWKS_UNREACHABLE),
+    );
+    found
+}
+
+async fn check_jwks(key: &str, whose: &str, url: &str, leeway: Duration) -> Vec<Finding> {
+    let failed = |why: String| {
+        Finding::new(
+            JWKS_UNREACHABLE,
+            Severity::Error,
+            key,
+            format!("the JWKS of {whose} at {url} {why}"),
+            "check the URL and that the key server is up; tokens cannot be verified without it",
+        )
+    };
+    let fetched = match fetch(url, MAX_DOCUMENT_BYTES).await {
+        Ok(fetched) => fetched,
+        Err(error) => return vec![failed(format!("does not load: {error}"))],
+    };
+    let mut found: Vec<Finding> = clock_finding(key, whose, &fetched, leeway)
+        .into_iter()
+        .collect();
+    if !fetched.status.is_success() {
+        found.push(failed(format!("answers {}", fetched.status)));
+    } else if let Err(error) = crate::auth::jwks::usable_key_count(&fetched.body) {
+        found.push(failed(format!("is unusable: {error}")));
+    }
+    found
+}
+
+async fn check_redis(store: &RedisCheck) -> Vec<Finding> {
+    let ping = async {
+        let client = redis::Client::open(store.url.as_str())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    let why = match tokio::time::timeout(TIMEOUT, ping).await {
+        Ok(Ok(_)) => return Vec::new(),
+        Ok(Err(error)) => format!("does not answer PING: {error}"),
+        Err(_) => format!("does not answer PING within {TIMEOUT:?}"),
+    };
+    vec![Finding::new(
+        REDIS_UNREACHABLE,
+        Severity::Error,
+        &store.key,
+        format!("the Redis store at {} {why}", store.shown),
+        "start Redis or correct the URL; until it answers, logins answer 503",
+    )]
+}
+
+/// An HTTP answer and when it was asked for and received, for the clock check.
+#[derive(Debug)]
+struct Fetched {
+    status: reqwest::StatusCode,
+    body: Vec<u8>,
+    sent: SystemTime,
+    received: SystemTime,
+    date: Option<SystemTime>,
+}
+
+/// GETs `url` within [`TIMEOUT`], keeping up to `max_body` bytes of the body.
+async fn fetch(url: &str, max_body: usize) -> Result<Fetched, String> {
+    let client = crate::auth::http_client()?;
+    let attempt = async {
+        let sent = SystemTime::now();
+        let mut response = client
+            .get(url)
+            .timeout(TIMEOUT)
+            .send()
+            .await
+            .map_err(|error| error_chain(&error))?;
+        let received = SystemTime::now();
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| httpdate::parse_http_date(text).ok());
+        let status = response.status();
+        let mut body = Vec::new();
+        if max_body > 0 {
+            while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+                body.extend_from_slice(&chunk);
+                if body.len() > max_body {
+                    return Err(format!("the answer is over {max_body} bytes"));
+                }
+            }
+        }
+        Ok(Fetched {
+            status,
+            body,
+            sent,
+            received,
+            date,
+        })
+    };
+    tokio::time::timeout(TIMEOUT, attempt)
+        .await
+        .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+}
+
+/// How far the other side's clock is off ours, and in which direction (true: ahead).
+/// The `Date` header has whole seconds, and it was made somewhere between sending and
+/// receiving: only what lies outside that window counts.
+fn skew(fetched: &Fetched) -> Option<(Duration, bool)> {
+    let date = fetched.date?;
+    let latest = date + Duration::from_secs(1);
+    if let Ok(behind) = fetched.sent.duration_since(latest) {
+        return Some((behind, false));
+    }
+    if let Ok(ahead) = date.duration_since(fetched.received) {
+        return Some((ahead, true));
+    }
+    Some((Duration::ZERO, true))
+}
+
+fn clock_finding(key: &str, whose: &str, fetched: &Fetched, leeway: Duration) -> Option<Finding> {
+    let (skew, ahead) = skew(fetched)?;
+    let shown = humantime::format_duration(Duration::from_secs(skew.as_secs()));
+    let direction = if ahead { "ahead of" } else { "behind" };
+    let fix = "synchronise both clocks with NTP (chrony or systemd-timesyncd)";
+    if skew > leeway {
+        Some(Finding::new(
+            CLOCK_SKEW,
+            Severity::Error,
+            key,
+            format!(
+                "the clock of {whose} is {shown} {direction} this machine's, more than the \
+                 leeway of {}: fresh tokens are refused or expired ones accepted",
+                humantime::format_duration(leeway)
+            ),
+            fix,
+        ))
+    } else if skew > NOTICEABLE_SKEW {
+        Some(Finding::new(
+            CLOCK_DRIFT,
+            Severity::Warning,
+            key,
+            format!(
+                "the clock of {whose} is {shown} {direction} this machine's (within the \
+                 leeway of {})",
+                humantime::format_duration(leeway)
+            ),
+            fix,
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched(sent: u64, received: u64, date: u64) -> Fetched {
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        Fetched {
+            status: reqwest::StatusCode::OK,
+            body: Vec::new(),
+            sent: at(sent),
+            received: at(received),
+            date: Some(at(date)),
+        }
+    }
+
+    #[test]
+    fn skew_counts_only_what_lies_outside_the_request() {
+        assert_eq!(skew(&fetched(100, 101, 100)), Some((Duration::ZERO, true)));
+        assert_eq!(
+            skew(&fetched(100, 101, 130)),
+            Some((Duration::from_secs(29), true))
+        );
+        assert_eq!(
+            skew(&fetched(100, 101, 40)),
+            Some((Duration::from_secs(59), false))
+        );
+    }
+
+    #[test]
+    fn skew_beyond_the_leeway_is_an_error_and_a_small_one_a_warning() {
+        let leeway = Duration::from_secs(30);
+        let error = clock_finding("k", "x", &fetched(100, 100, 200), leeway);
+        assert_eq!(error.map(|f| f.id), Some(CLOCK_SKEW));
+        let warning = clock_finding("k", "x", &fetched(100, 100, 110), leeway);
+        assert_eq!(warning.map(|f| f.id), Some(CLOCK_DRIFT));
+        assert_eq!(
+            clock_finding("k", "x", &fetched(100, 100, 102), leeway),
+            None
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Doctor checks on the config alone: no files, no environment, no network.
+//!
+//! Each id below is a stable name that the README's table documents.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+use super::{Finding, Severity};
+use crate::config::Config;
+use crate::config::model::{ProviderKind, StoreRef};
+use crate::config::validate::{normalize_prefix, parse_cidr};
+
+/// A route lists `authorization`, `cookie`, a hop-by-hop, forwarding or identity header
+/// (reported by validation, which is the source of this check).
+pub const FORWARD_CLIENT_HEADERS: &str = "forward_client_headers";
+/// `allow_unverified_id_token_for_custom_oidc = true` (reported by validation too).
+pub const UNVERIFIED_ID_TOKEN: &str = "unverified_id_token";
+/// A validation warning no doctor check covers.
+pub const CONFIG_WARNING: &str = "config_warning";
+pub const PUBLIC_BASE_URL_PATH: &str = "public_base_url_path";
+pub const UPSTREAM_BASE_PATH: &str = "upstream_base_path";
+pub const TRUST_ALL_PROXIES: &str = "trust_all_proxies";
+pub const TRUST_PUBLIC_PROXIES: &str = "trust_public_proxies";
+pub const PLAIN_HTTP_UPSTREAM: &str = "plain_http_upstream";
+pub const ADMIN_NOT_LOOPBACK: &str = "admin_not_loopback";
+pub const SECURITY_HEADERS_OFF: &str = "security_headers_off";
+pub const LONG_LEEWAY: &str = "long_leeway";
+pub const LONG_ACCESS_TOKEN_TTL: &str = "long_access_token_ttl";
+pub const MEMORY_STORE: &str = "memory_store";
+
+/// Longer than this, a leeway keeps expired tokens working noticeably long.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
+/// Longer than this, a stolen access token is useful for too long.
+pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Address ranges that are not reachable from the internet: loopback, RFC 1918, link
+/// local, carrier-grade NAT, and their IPv6 counterparts.
+const NON_PUBLIC: &[&str] = &[
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// Whether the whole of `net` lies in loopback or private address space.
+pub fn is_non_public_net(net: &IpNet) -> bool {
+    NON_PUBLIC
+        .iter()
+        .filter_map(|range| range.parse::<IpNet>().ok())
+        .any(|range| range.contains(net))
+}
+
+pub fn is_non_public_ip(ip: IpAddr) -> bool {
+    is_non_public_net(&IpNet::from(ip))
+}
+
+/// Every static finding for `config`.
+pub fn check(config: &Config) -> Vec<Finding> {
+    let mut found = Vec::new();
+    check_public_base_path(config, &mut found);
+    check_trust(config, &mut found);
+    check_upstreams(config, &mut found);
+    check_server(config, &mut found);
+    check_providers(config, &mut found);
+    found
+}
+
+/// `b` is `a` or below it, on segment boundaries (`/app/x` is below `/app`, `/apps` is not).
+fn is_at_or_below(a: &str, b: &str) -> bool {
+    a == "/" || b == a || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// With `public_base_url = "https://host/app"` users reach the gateway at `/app/...`
+/// only. The gateway does not strip that path: routes see it, so a route outside it is
+/// never reached, and each upstream must know the path it is served under.
+fn check_public_base_path(config: &Config, found: &mut Vec<Finding>) {
+    let Some(base) = config.server.public_base_url.as_deref() else {
+        return;
+    };
+    let Ok(url) = Url::parse(base) else { return };
+    let base_path = normalize_prefix(url.path());
+    if base_path == "/" {
+        return;
+    }
+    // The route that gets `/app` itself: the longest prefix at or above it.
+    let catcher = config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| is_at_or_below(normalize_prefix(&r.path_prefix), base_path))
+        .max_by_key(|(_, r)| normalize_prefix(&r.path_prefix).len())
+        .map(|(index, _)| index);
+
+    for (index, route) in config.routes.iter().enumerate() {
+        let prefix = normalize_prefix(&route.path_prefix);
+        let key = format!("routes[{index}].path_prefix");
+        let served_at = if is_at_or_below(base_path, prefix) {
+            prefix
+        } else if Some(index) == catcher {
+            base_path
+        } else {
+            let moved = format!("{base_path}{}", if prefix == "/" { "" } else { prefix });
+            let why = if is_at_or_below(prefix, base_path) {
+                format!(
+                    "every request under {base_path} goes to a route with a longer prefix \
+                     (routes[{}])",
+                    catcher.unwrap_or_default()
+                )
+            } else {
+                format!("it is outside {base_path}, the path of server.public_base_url")
+            };
+            found.push(Finding::new(
+                PUBLIC_BASE_URL_PATH,
+                Severity::Warning,
+                key,
+                format!(
+                    "route {:?} ({prefix}) is never reached by users of {base}: {why}",
+                    route.name
+                ),
+                format!(
+                    "move it under the base path, path_prefix = {moved:?} ({}), or remove \
+                     the path from public_base_url if a proxy in front strips it",
+                    upstream_settings(&moved, &moved, route.strip_prefix)
+                ),
+            ));
+            continue;
+        };
+        found.push(Finding::new(
+            UPSTREAM_BASE_PATH,
+            Severity::Info,
+            key,
+            format!(
+                "upstream {:?} is served under {served_at} and gets {}",
+                route.upstream,
+                if route.strip_prefix && prefix != "/" {
+                    format!("{served_at}/... paths without {prefix}")
+                } else {
+                    format!("{served_at}/... paths as they are")
+                }
+            ),
+            upstream_settings(served_at, prefix, route.strip_prefix),
+        ));
+    }
+}
+
+/// What Streamlit and FastAPI must be told when they are served at `public_path` by a
+/// route with `prefix`. Streamlit serves its pages at the path it receives. uvicorn's
+/// `--root-path` prepends itself to every path, so it belongs only with a route that
+/// strips its prefix; without stripping, FastAPI's routes carry the prefix themselves.
+fn upstream_settings(public_path: &str, prefix: &str, strip_prefix: bool) -> String {
+    let stripped = strip_prefix && prefix != "/";
+    let received = if stripped {
+        public_path.strip_prefix(prefix).unwrap_or(public_path)
+    } else {
+        public_path
+    };
+    let base_url_path = received.trim_matches('/');
+    let fastapi = if stripped {
+        let routes = if received.is_empty() { "/" } else { received };
+        format!(
+            "a FastAPI upstream runs with uvicorn --root-path {prefix} and declares its \
+             routes under {routes:?}"
+        )
+    } else {
+        format!(
+            "a FastAPI upstream declares its routes under {public_path:?} \
+             (APIRouter(prefix=...)) and sets no root_path"
+        )
+    };
+    format!("a Streamlit upstream needs server.baseUrlPath = {base_url_path:?}; {fastapi}")
+}
+
+fn check_trust(config: &Config, found: &mut Vec<Finding>) {
+    for (index, entry) in config.trust.proxies.iter().enumerate() {
+        let Some(net) = parse_cidr(entry) else {
+            continue;
+        };
+        let key = format!("trust.proxies[{index}]");
+        if net.prefix_len() == 0 {
+            found.push(Finding::new(
+                TRUST_ALL_PROXIES,
+                Severity::Error,
+                key,
+                format!(
+                    "{entry:?} trusts every peer: anyone can set X-Forwarded-*, the request id \
+                     and the identity header {:?}",
+                    config.trust.remote_user_header
+                ),
+                "list only the addresses of your own proxies or load balancers, e.g. \
+                 \"10.0.0.5/32\"",
+            ));
+        } else if !is_non_public_net(&net) {
+            found.push(Finding::new(
+                TRUST_PUBLIC_PROXIES,
+                Severity::Warning,
+                key,
+                format!(
+                    "{entry:?} includes public addresses: peers there may speak for the client"
+                ),
+                "trust only private or loopback ranges your proxies use, or the exact \
+                 address of a hosted load balancer",
+            ));
+        }
+    }
+}
+
+fn check_upstreams(config: &Config, found: &mut Vec<Finding>) {
+    for (name, upstream) in &config.upstreams {
+        let Some(url) = upstream.url.as_deref().and_then(|u| Url::parse(u).ok()) else {
+            continue;
+        };
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            // Names are judged by `doctor` online, on the address it connects to.
+            _ => continue,
+        };
+        if !is_non_public_ip(ip) {
+            found.push(plain_http_upstream(name, &ip.to_string()));
+        }
+    }
+}
+
+/// An upstream reached over plain http at a public address.
+pub(super) fn plain_http_upstream(name: &str, address: &str) -> Finding {
+    Finding::new(
+        PLAIN_HTTP_UPSTREAM,
+        Severity::Warning,
+        format!("upstreams.{name}.url"),
+        format!(
+            "upstream {name:?} is reached over plain http at the public address {address}: \
+             requests, cookies and tokens cross the network unencrypted"
+        ),
+        "run the upstream on loopback or a private network next to the gateway",
+    )
+}
+
+fn check_server(config: &Config, found: &mut Vec<Finding>) {
+    if let Some(admin) = &config.admin {
+        let ip = admin.listen.ip();
+        if !ip.is_loopback() {
+            let reach = if ip.is_unspecified() {
+                "every network interface".to_owned()
+            } else {
+                ip.to_string()
+            };
+            found.push(Finding::new(
+                ADMIN_NOT_LOOPBACK,
+                Severity::Warning,
+                "admin.listen",
+                format!(
+                    "the admin listener ({}) is open on {reach}: /snapshot shows the config",
+                    admin.listen
+                ),
+                "listen on loopback, e.g. \"127.0.0.1:9901\", and scrape it from the same host",
+            ));
+        }
+    }
+    if !config.server.security_headers {
+        found.push(Finding::new(
+            SECURITY_HEADERS_OFF,
+            Severity::Warning,
+            "server.security_headers",
+            "security response headers are off: no nosniff, frame-ancestors, referrer policy \
+             or HSTS",
+            "set security_headers = true (upstream headers of the same name still win)",
+        ));
+    }
+}
+
+fn check_providers(config: &Config, found: &mut Vec<Finding>) {
+    for (name, provider) in &config.auth.providers {
+        let path = format!("auth.providers.{name}");
+        if matches!(provider.kind, ProviderKind::Jwt | ProviderKind::Oidc)
+            && provider.leeway.get() > MAX_LEEWAY
+        {
+            found.push(Finding::new(
+                LONG_LEEWAY,
+                Severity::Warning,
+                format!("{path}.leeway"),
+                format!(
+                    "{} of leeway keeps expired tokens working for that long",
+                    provider.leeway
+                ),
+                "keep leeway at 60s or less and synchronise clocks with NTP",
+            ));
+        }
+        if provider.kind != ProviderKind::Oidc {
+            continue;
+        }
+        if let Some(ttl) = provider.access_token_ttl
+            && ttl.get() > MAX_ACCESS_TOKEN_TTL
+        {
+            found.push(Finding::new(
+                LONG_ACCESS_TOKEN_TTL,
+                Severity::Warning,
+                format!("{path}.access_token_ttl"),
+                format!("minted access tokens live {ttl}: a leaked one is useful that long"),
+                "keep access_token_ttl at 1h or less (15m is the default); users log in again",
+            ));
+        }
+        let memory = match &provider.store {
+            None => true,
+            Some(StoreRef::Inline(text)) => text == "memory",
+            Some(StoreRef::Secret(_)) => false,
+        };
+        if memory {
+            found.push(Finding::new(
+                MEMORY_STORE,
+                Severity::Info,
+                format!("{path}.store"),
+                "logins and auth codes live in this process's memory: fine for one gateway, \
+                 but replicas behind a load balancer would not see each other's logins",
+                "with several replicas, share a Redis: store = \"redis://host:6379/0\"",
+            ));
+        }
+        if provider.allow_unverified_id_token_for_custom_oidc {
+            found.push(Finding::new(
+                UNVERIFIED_ID_TOKEN,
+                Severity::Warning,
+                format!("{path}.allow_unverified_id_token_for_custom_oidc"),
+                "id_tokens of this provider would be believed without a signature check",
+                "remove the flag and use an identity provider with discovery (issuer_url)",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_boundaries_decide_what_is_below() {
+        assert!(is_at_or_below("/app", "/app"));
+        assert!(is_at_or_below("/app", "/app/api"));
+        assert!(is_at_or_below("/", "/api"));
+        assert!(!is_at_or_below("/app", "/apps"));
+        assert!(!is_at_or_below("/app/api", "/app"));
+    }
+
+    #[test]
+    fn private_ranges_are_not_public() {
+        for net in ["10.1.0.0/16", "127.0.0.1/32", "fd00::/8", "192.168.1.7/32"] {
+            let net: IpNet = net.parse().unwrap();
+            assert!(is_non_public_net(&net), "{net}");
+        }
+        for net in ["8.8.8.8/32", "10.0.0.0/7", "2001:db8::/32", "0.0.0.0/0"] {
+            let net: IpNet = net.parse().unwrap();
+            assert!(!is_non_public_net(&net), "{net}");
+        }
+    }
+
+    #[test]
+    fn upstream_settings_follow_strip_prefix() {
+        assert_eq!(
+            upstream_settings("/app", "/", false),
+            "a Streamlit upstream needs server.baseUrlPath = \"app\"; a FastAPI upstream \
+             declares its routes under \"/app\" (APIRouter(prefix=...)) and sets no root_path"
+        );
+        let stripped = upstream_settings("/app/api", "/app/api", true);
+        assert!(stripped.contains("baseUrlPath = \"\""), "{stripped}");
+        assert!(
+            stripped.contains("uvicorn --root-path /app/api and declares its routes under \"/\""),
+            "{stripped}"
+        );
+    }
+}

@@ -1,0 +1,843 @@
+//! `fluxlit doctor` as a user runs it: the real binary on configs in a temporary
+//! directory, secrets passed in the child's environment, and for the network checks
+//! real listeners (small axum upstreams and identity providers, the machine's Redis at
+//! 127.0.0.1:6379) and ports that were just closed.
+//!
+//! Each check has a config that triggers it and one that does not; the exit codes are
+//! 0 (clean, or warnings without --strict), 1 (errors) and 2 (warnings with --strict).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+const MINT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_MINT_SECRET";
+const CLIENT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_CLIENT_SECRET";
+const REDIS_URL: &str = "FLUXLIT_DOCTOR_TEST_REDIS_URL";
+/// 44 bytes: long enough for HS256.
+const GOOD_SECRET: &str = "test-only HS256 secret, forty-odd bytes long";
+const RSA_A_JWK: &str = include_str!("fixtures/jose/rsa-a.jwk.json");
+
+/// The smallest clean config: one route to the built-in echo upstream.
+const ECHO: &str = r#"
+[upstreams.ui]
+builtin = "echo"
+
+[[routes]]
+name = "ui"
+path_prefix = "/"
+upstream = "ui"
+"#;
+
+struct Run {
+    output: Output,
+}
+
+impl Run {
+    fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
+    }
+
+    fn findings(&self) -> Vec<Value> {
+        self.json()["findings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The findings with `id`.
+    fn with_id(&self, id: &str) -> Vec<Value> {
+        self.findings()
+            .into_iter()
+            .filter(|f| f["id"] == id)
+            .collect()
+    }
+}
+
+/// Runs `fluxlit <args>` in a fresh directory holding `config` as fluxlit.toml, with
+/// `env` added to the child's environment.
+fn fluxlit(config: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    fluxlit_in(dir.path(), config, args, env)
+}
+
+fn fluxlit_in(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    std::fs::write(dir.join("fluxlit.toml"), config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FLUXLIT_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Run { output }
+}
+
+/// `doctor --offline --format json`.
+fn offline(config: &str, env: &[(&str, &str)]) -> Run {
+    fluxlit(config, &["doctor", "--offline", "--format", "json"], env)
+}
+
+/// `doctor --format json` with the network, run off the test's runtime so the
+/// upstreams it serves keep answering.
+async fn online(config: String, env: Vec<(&'static str, String)>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        fluxlit(&config, &["doctor", "--format", "json"], &env)
+    })
+    .await
+    .unwrap()
+}
+
+/// A jwt provider `main` (secret from MINT_SECRET) and an oidc provider `corp` minting
+/// with it, with `extra` keys for `corp`.
+fn oidc_config(issuer_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+public_base_url = "https://apps.example.com"
+
+[upstreams.ui]
+builtin = "echo"
+
+[[routes]]
+name = "ui"
+path_prefix = "/"
+upstream = "ui"
+auth = "main"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "https://gateway.example.com"
+audience = "app"
+algorithms = ["HS256"]
+hs256_secret = {{ env = "{MINT_SECRET}" }}
+
+[auth.providers.corp]
+kind = "oidc"
+issuer_url = "{issuer_url}"
+client_id = "fluxlit"
+client_secret = {{ env = "{CLIENT_SECRET}" }}
+mint = "main"
+{extra}
+"#
+    )
+}
+
+fn oidc_env() -> Vec<(&'static str, &'static str)> {
+    vec![(MINT_SECRET, GOOD_SECRET), (CLIENT_SECRET, "client secret")]
+}
+
+/// A jwt provider `main` with `leeway`, its secret from MINT_SECRET.
+fn jwt_config(leeway: &str) -> String {
+    format!(
+        r#"{ECHO}
+[auth.providers.main]
+kind = "jwt"
+issuer = "https://gateway.example.com"
+audience = "app"
+algorithms = ["HS256"]
+hs256_secret = {{ env = "{MINT_SECRET}" }}
+leeway = "{leeway}"
+"#
+    )
+}
+
+/// One check: the config that triggers it and the one that does not.
+struct Case {
+    id: &'static str,
+    severity: &'static str,
+    key: &'static str,
+    triggers: String,
+    clean: String,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+fn routes_with(prefixes: &[(&str, &str)]) -> String {
+    prefixes
+        .iter()
+        .map(|(name, prefix)| {
+            format!(
+                "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"ui\"\n"
+            )
+        })
+        .collect()
+}
+
+fn static_cases() -> Vec<Case> {
+    let secret_env = vec![(MINT_SECRET, GOOD_SECRET)];
+    let base_path = |routes: &[(&str, &str)]| {
+        format!(
+            "[server]\npublic_base_url = \"https://apps.example.com/app\"\n\n[upstreams.ui]\nbuiltin = \"echo\"\n{}",
+            routes_with(routes)
+        )
+    };
+    vec![
+        Case {
+            id: "forward_client_headers",
+            severity: "warning",
+            key: "routes[0].forward_client_headers[0]",
+            triggers: format!("{ECHO}forward_client_headers = [\"cookie\"]\n"),
+            clean: format!("{ECHO}forward_client_headers = [\"x-tenant\"]\n"),
+            env: vec![],
+        },
+        Case {
+            id: "public_base_url_path",
+            severity: "warning",
+            key: "routes[1].path_prefix",
+            triggers: base_path(&[("ui", "/app"), ("api", "/api")]),
+            clean: base_path(&[("ui", "/app"), ("api", "/app/api")]),
+            env: vec![],
+        },
+        Case {
+            id: "trust_all_proxies",
+            severity: "error",
+            key: "trust.proxies[1]",
+            triggers: format!("[trust]\nproxies = [\"10.0.0.0/8\", \"::/0\"]\n{ECHO}"),
+            clean: format!("[trust]\nproxies = [\"10.0.0.0/8\", \"::1\"]\n{ECHO}"),
+            env: vec![],
+        },
+        Case {
+            id: "trust_public_proxies",
+            severity: "warning",
+            key: "trust.proxies[0]",
+            triggers: format!("[trust]\nproxies = [\"203.0.113.0/24\"]\n{ECHO}"),
+            clean: format!("[trust]\nproxies = [\"192.168.0.0/16\"]\n{ECHO}"),
+            env: vec![],
+        },
+        Case {
+            id: "plain_http_upstream",
+            severity: "warning",
+            key: "upstreams.ui.url",
+            triggers: ECHO.replace("builtin = \"echo\"", "url = \"http://203.0.113.7:8501\""),
+            clean: ECHO.replace("builtin = \"echo\"", "url = \"http://10.1.2.3:8501\""),
+            env: vec![],
+        },
+        Case {
+            id: "admin_not_loopback",
+            severity: "warning",
+            key: "admin.listen",
+            triggers: format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{ECHO}"),
+            clean: format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{ECHO}"),
+            env: vec![],
+        },
+        Case {
+            id: "security_headers_off",
+            severity: "warning",
+            key: "server.security_headers",
+            triggers: format!("[server]\nsecurity_headers = false\n{ECHO}"),
+            clean: format!("[server]\nsecurity_headers = true\n{ECHO}"),
+            env: vec![],
+        },
+        Case {
+            id: "long_leeway",
+            severity: "warning",
+            key: "auth.providers.main.leeway",
+            triggers: jwt_config("90s"),
+            clean: jwt_config("30s"),
+            env: secret_env.clone(),
+        },
+        Case {
+            id: "long_access_token_ttl",
+            severity: "warning",
+            key: "auth.providers.corp.access_token_ttl",
+            triggers: oidc_config("https://idp.example.com", "access_token_ttl = \"2h\""),
+            clean: oidc_config("https://idp.example.com", "access_token_ttl = \"1h\""),
+            env: oidc_env(),
+        },
+        Case {
+            id: "memory_store",
+            severity: "info",
+            key: "auth.providers.corp.store",
+            triggers: oidc_config("https://idp.example.com", "store = \"memory\""),
+            clean: oidc_config(
+                "https://idp.example.com",
+                "store = \"redis://127.0.0.1:6379/0\"",
+            ),
+            env: oidc_env(),
+        },
+        Case {
+            id: "unverified_id_token",
+            severity: "warning",
+            key: "auth.providers.corp.allow_unverified_id_token_for_custom_oidc",
+            triggers: oidc_config(
+                "https://idp.example.com",
+                "allow_unverified_id_token_for_custom_oidc = true",
+            ),
+            clean: oidc_config("https://idp.example.com", ""),
+            env: oidc_env(),
+        },
+    ]
+}
+
+fn assert_case(case: &Case, triggered: &Run, clean: &Run) {
+    let found = triggered.with_id(case.id);
+    assert_eq!(
+        found.len(),
+        1,
+        "{}: expected one finding in:\n{:#}",
+        case.id,
+        triggered.json()
+    );
+    let finding = &found[0];
+    assert_eq!(
+        finding["severity"], case.severity,
+        "{}: {finding:#}",
+        case.id
+    );
+    assert_eq!(finding["key"], case.key, "{}: {finding:#}", case.id);
+    for field in ["message", "fix"] {
+        assert!(
+            finding[field].as_str().is_some_and(|text| !text.is_empty()),
+            "{}: no {field} in {finding:#}",
+            case.id
+        );
+    }
+    assert!(
+        clean.with_id(case.id).is_empty(),
+        "{}: the clean config triggers it:\n{:#}",
+        case.id,
+        clean.json()
+    );
+}
+
+#[test]
+fn each_static_check_fires_on_its_config_and_not_on_the_clean_one() {
+    for case in static_cases() {
+        let triggered = offline(&case.triggers, &case.env);
+        let clean = offline(&case.clean, &case.env);
+        assert_case(&case, &triggered, &clean);
+    }
+}
+
+#[test]
+fn where_validation_warns_too_the_finding_is_reported_once() {
+    // Validation warns about a jwt leeway over 300s; the doctor's own check starts at 60s.
+    let run = offline(&jwt_config("400s"), &[(MINT_SECRET, GOOD_SECRET)]);
+    let found = run.with_id("long_leeway");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(run.findings().len(), 1, "{:#}", run.json());
+}
+
+#[test]
+fn a_clean_config_has_no_findings_and_exits_0_even_when_strict() {
+    let run = fluxlit(
+        ECHO,
+        &["doctor", "--offline", "--strict", "--format", "json"],
+        &[],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.stdout());
+    assert_eq!(run.findings(), Vec::<Value>::new());
+    assert_eq!(
+        run.json()["summary"],
+        json!({"errors": 0, "warnings": 0, "infos": 0, "strict": true, "exit_code": 0})
+    );
+}
+
+#[test]
+fn strict_turns_warnings_into_exit_2_and_errors_always_exit_1() {
+    let warned = format!("[server]\nsecurity_headers = false\n{ECHO}");
+    assert_eq!(
+        fluxlit(&warned, &["doctor", "--offline"], &[]).code(),
+        Some(0)
+    );
+    assert_eq!(
+        fluxlit(&warned, &["doctor", "--offline", "--strict"], &[]).code(),
+        Some(2)
+    );
+
+    let infos_only = oidc_config("https://idp.example.com", "");
+    let run = fluxlit(
+        &infos_only,
+        &["doctor", "--offline", "--strict"],
+        &oidc_env(),
+    );
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "an info never fails:\n{}",
+        run.stdout()
+    );
+
+    let broken = format!("[trust]\nproxies = [\"0.0.0.0/0\"]\n{ECHO}");
+    assert_eq!(
+        fluxlit(&broken, &["doctor", "--offline"], &[]).code(),
+        Some(1)
+    );
+    assert_eq!(
+        fluxlit(&broken, &["doctor", "--offline", "--strict"], &[]).code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn text_output_groups_by_severity_with_the_fix_below_and_a_summary() {
+    let config =
+        format!("[server]\nsecurity_headers = false\n\n[trust]\nproxies = [\"0.0.0.0/0\"]\n{ECHO}");
+    let run = fluxlit(&config, &["doctor", "--offline"], &[]);
+    assert_eq!(run.code(), Some(1));
+    let text = run.stdout();
+    let errors = text.find("errors:\n").expect(&text);
+    let warnings = text.find("warnings:\n").expect(&text);
+    assert!(errors < warnings, "{text}");
+    assert!(
+        text.contains(
+            "  trust_all_proxies trust.proxies[0] (5:12): \"0.0.0.0/0\" trusts every peer"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n      fix: list only the addresses"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fluxlit.toml: failed: 1 error(s), 1 warning(s), 0 info"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_config_that_does_not_load_is_reported_like_validate_and_exits_1() {
+    let run = fluxlit(
+        "[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"nowhere\"\n",
+        &["doctor", "--offline", "--format", "json"],
+        &[],
+    );
+    assert_eq!(run.code(), Some(1));
+    assert!(
+        run.stderr()
+            .contains("fluxlit.toml:4:12: error: routes[0].upstream: unknown upstream \"nowhere\""),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stdout().is_empty(), "{}", run.stdout());
+}
+
+#[test]
+fn the_base_path_check_says_what_streamlit_and_fastapi_need() {
+    let config = format!(
+        "[server]\npublic_base_url = \"https://apps.example.com/app\"\n\n[upstreams.ui]\nbuiltin = \"echo\"\n{}",
+        routes_with(&[("ui", "/"), ("api", "/api")])
+    );
+    let run = offline(&config, &[]);
+    let unreachable = run.with_id("public_base_url_path");
+    assert_eq!(unreachable.len(), 1, "{:#}", run.json());
+    assert_eq!(unreachable[0]["key"], "routes[1].path_prefix");
+    assert!(
+        unreachable[0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("path_prefix = \"/app/api\""),
+        "{:#}",
+        unreachable[0]
+    );
+    // The catch-all route gets /app/...: Streamlit must serve under it.
+    let served = run.with_id("upstream_base_path");
+    assert_eq!(served.len(), 1, "{:#}", run.json());
+    assert_eq!(served[0]["key"], "routes[0].path_prefix");
+    assert!(
+        served[0]["fix"].as_str().unwrap().contains(
+            "server.baseUrlPath = \"app\"; a FastAPI upstream declares its routes under \"/app\""
+        ),
+        "{:#}",
+        served[0]
+    );
+}
+
+#[test]
+fn secrets_missing_empty_or_too_short_are_errors() {
+    let config = jwt_config("30s");
+    let missing = offline(&config, &[]);
+    assert_eq!(missing.code(), Some(1));
+    let found = missing.with_id("secret_missing");
+    assert_eq!(found.len(), 1, "{:#}", missing.json());
+    assert_eq!(found[0]["key"], "auth.providers.main.hs256_secret");
+    assert!(found[0]["message"].as_str().unwrap().contains(MINT_SECRET));
+
+    let empty = offline(&config, &[(MINT_SECRET, "")]);
+    assert_eq!(empty.with_id("secret_empty").len(), 1, "{:#}", empty.json());
+    assert!(empty.with_id("secret_missing").is_empty());
+
+    let short = offline(&config, &[(MINT_SECRET, "too short a secret")]);
+    let found = short.with_id("secret_too_short");
+    assert_eq!(found.len(), 1, "{:#}", short.json());
+    assert!(
+        !short.stdout().contains("too short a secret"),
+        "the secret itself is never printed"
+    );
+
+    let good = offline(&config, &[(MINT_SECRET, GOOD_SECRET)]);
+    assert_eq!(good.code(), Some(0), "{:#}", good.json());
+    assert_eq!(good.findings(), Vec::<Value>::new());
+
+    // A file secret: its trailing newline does not count, HS512 needs 64 bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let file_config = config
+        .replace(
+            &format!("{{ env = \"{MINT_SECRET}\" }}"),
+            "{ file = \"hs.secret\" }",
+        )
+        .replace("[\"HS256\"]", "[\"HS256\", \"HS512\"]");
+    std::fs::write(dir.path().join("hs.secret"), format!("{GOOD_SECRET}\n")).unwrap();
+    let args = ["doctor", "--offline", "--format", "json"];
+    let short = fluxlit_in(dir.path(), &file_config, &args, &[]);
+    let found = short.with_id("secret_too_short");
+    assert_eq!(found.len(), 1, "{:#}", short.json());
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HS512 needs at least 64")
+    );
+    std::fs::write(
+        dir.path().join("hs.secret"),
+        format!("{}\n", "s".repeat(64)),
+    )
+    .unwrap();
+    let long = fluxlit_in(dir.path(), &file_config, &args, &[]);
+    assert_eq!(long.findings(), Vec::<Value>::new());
+
+    std::fs::write(dir.path().join("hs.secret"), "\n").unwrap();
+    let empty = fluxlit_in(dir.path(), &file_config, &args, &[]);
+    assert_eq!(empty.with_id("secret_empty").len(), 1, "{:#}", empty.json());
+}
+
+#[test]
+fn a_jwks_file_must_hold_usable_keys() {
+    let config = format!(
+        "{ECHO}\n[auth.providers.keys]\nkind = \"jwt\"\nissuer = \"https://idp.example.com\"\naudience = \"app\"\nalgorithms = [\"RS256\"]\njwks_file = \"keys/jwks.json\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["doctor", "--offline", "--format", "json"];
+    let missing = fluxlit_in(dir.path(), &config, &args, &[]);
+    let found = missing.with_id("jwks_file_unusable");
+    assert_eq!(found.len(), 1, "{:#}", missing.json());
+    assert_eq!(found[0]["key"], "auth.providers.keys.jwks_file");
+    assert_eq!(missing.code(), Some(1));
+
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/jwks.json"), "{\"keys\": []}").unwrap();
+    let empty = fluxlit_in(dir.path(), &config, &args, &[]);
+    assert_eq!(
+        empty.with_id("jwks_file_unusable").len(),
+        1,
+        "{:#}",
+        empty.json()
+    );
+
+    let good = format!("{{\"keys\": [{RSA_A_JWK}]}}");
+    std::fs::write(dir.path().join("keys/jwks.json"), good).unwrap();
+    let run = fluxlit_in(dir.path(), &config, &args, &[]);
+    assert_eq!(run.code(), Some(0), "{:#}", run.json());
+    assert_eq!(run.findings(), Vec::<Value>::new());
+}
+
+#[test]
+fn an_oidc_client_secret_and_a_redis_url_from_the_environment_are_checked() {
+    let config = oidc_config(
+        "https://idp.example.com",
+        &format!("store = {{ env = \"{REDIS_URL}\" }}"),
+    );
+    let run = offline(&config, &[(MINT_SECRET, GOOD_SECRET)]);
+    let keys: Vec<Value> = run
+        .with_id("secret_missing")
+        .iter()
+        .map(|f| f["key"].clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            json!("auth.providers.corp.client_secret"),
+            json!("auth.providers.corp.store")
+        ],
+        "{:#}",
+        run.json()
+    );
+
+    let mut env = oidc_env();
+    env.push((REDIS_URL, "rediss://:hunter2@cache.example.com:6380/0"));
+    let run = offline(&config, &env);
+    assert_eq!(
+        run.with_id("store_url_invalid").len(),
+        1,
+        "{:#}",
+        run.json()
+    );
+    assert!(!run.stdout().contains("hunter2"), "{}", run.stdout());
+
+    let mut env = oidc_env();
+    env.push((REDIS_URL, "redis://127.0.0.1:6379/0\n"));
+    let run = offline(&config, &env);
+    assert_eq!(run.findings(), Vec::<Value>::new(), "{:#}", run.json());
+}
+
+#[test]
+fn config_prints_the_static_findings_after_the_validation_warnings_once_each() {
+    let config = format!(
+        "[admin]\nlisten = \"0.0.0.0:9901\"\n{ECHO}forward_client_headers = [\"cookie\"]\n"
+    );
+    let run = fluxlit(&config, &["config"], &[]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    let text = run.stderr();
+    assert!(
+        text.contains("fluxlit.toml:2:10: warning: admin.listen: the admin listener (0.0.0.0:9901) is open on every network interface"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[admin_not_loopback]\n  fix: listen on loopback"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("\"cookie\" is dropped").count(),
+        1,
+        "said once, by validation:\n{text}"
+    );
+    assert!(run.stdout().contains("# effective config of"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The network.
+// ---------------------------------------------------------------------------------------
+
+/// A port nothing listens on: bound, then closed.
+async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// An upstream whose `Date` header is `offset` seconds off the real time.
+async fn upstream_dated(offset: i64) -> SocketAddr {
+    let router = Router::new().fallback(move || async move {
+        let now = SystemTime::now();
+        let date = if offset >= 0 {
+            now + Duration::from_secs(offset.unsigned_abs())
+        } else {
+            now - Duration::from_secs(offset.unsigned_abs())
+        };
+        (
+            [(http::header::DATE, httpdate::fmt_http_date(date))],
+            "hello",
+        )
+            .into_response()
+    });
+    common::spawn_upstream(router).await
+}
+
+fn two_upstreams(api: SocketAddr, ui: SocketAddr) -> String {
+    format!(
+        r#"
+[upstreams.api]
+url = "http://{api}"
+
+[upstreams.ui]
+url = "http://{ui}"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "api"
+
+[[routes]]
+name = "ui"
+path_prefix = "/"
+upstream = "ui"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_accepts_no_connection_is_an_error() {
+    let up = common::spawn_recording_upstream("api").await;
+    let down = closed_port().await;
+    let run = online(two_upstreams(up, down), vec![]).await;
+    assert_eq!(run.code(), Some(1), "{:#}", run.json());
+    let found = run.with_id("upstream_unreachable");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(found[0]["key"], "upstreams.ui.url");
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&down.to_string()),
+        "{:#}",
+        found[0]
+    );
+    // The live upstream's clock agrees with ours: nothing else to say.
+    assert_eq!(run.findings().len(), 1, "{:#}", run.json());
+
+    let run = online(two_upstreams(up, up), vec![]).await;
+    assert_eq!(run.code(), Some(0), "{:#}", run.json());
+    assert_eq!(run.findings(), Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_accepts_but_never_answers_is_a_warning() {
+    // Connections are queued by the kernel and never read.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    let up = common::spawn_recording_upstream("api").await;
+    let run = online(two_upstreams(up, silent), vec![]).await;
+    drop(listener);
+    let found = run.with_id("upstream_silent");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(found[0]["severity"], "warning");
+    assert_eq!(found[0]["key"], "upstreams.ui.url");
+    assert!(run.with_id("upstream_unreachable").is_empty());
+    assert_eq!(run.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_clock_beyond_the_leeway_is_an_error_and_a_small_skew_a_warning() {
+    let far_behind = upstream_dated(-2 * 3600).await;
+    let a_bit_ahead = upstream_dated(20).await;
+    let run = online(two_upstreams(far_behind, a_bit_ahead), vec![]).await;
+    assert_eq!(run.code(), Some(1), "{:#}", run.json());
+    let skew = run.with_id("clock_skew");
+    assert_eq!(skew.len(), 1, "{:#}", run.json());
+    assert_eq!(skew[0]["key"], "upstreams.api.url");
+    assert!(
+        skew[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("behind this machine's"),
+        "{:#}",
+        skew[0]
+    );
+    let drift = run.with_id("clock_drift");
+    assert_eq!(drift.len(), 1, "{:#}", run.json());
+    assert_eq!(drift[0]["key"], "upstreams.ui.url");
+    assert!(drift[0]["message"].as_str().unwrap().contains("ahead of"));
+
+    // 20s is within the default 60s but beyond a provider's 10s leeway.
+    let config = format!(
+        "{}\n[auth.providers.main]\nkind = \"jwt\"\nissuer = \"https://gateway.example.com\"\naudience = \"app\"\nalgorithms = [\"HS256\"]\nhs256_secret = {{ env = \"{MINT_SECRET}\" }}\nleeway = \"10s\"\n",
+        two_upstreams(a_bit_ahead, a_bit_ahead)
+    );
+    let run = online(config, vec![(MINT_SECRET, GOOD_SECRET.to_owned())]).await;
+    assert_eq!(run.with_id("clock_skew").len(), 2, "{:#}", run.json());
+}
+
+/// An identity provider publishing discovery and `jwks` (the document given).
+async fn spawn_idp(jwks: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let document = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    });
+    let router = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(document) }),
+        )
+        .route("/jwks", get(move || async move { jwks }));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    issuer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_providers_must_publish_discovery_and_usable_keys() {
+    let good_jwks: &'static str =
+        Box::leak(format!("{{\"keys\": [{RSA_A_JWK}]}}").into_boxed_str());
+    let env: Vec<(&str, String)> = oidc_env()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect();
+
+    let good = spawn_idp(good_jwks).await;
+    let run = online(oidc_config(&good, ""), env.clone()).await;
+    assert_eq!(run.code(), Some(0), "{:#}", run.json());
+    assert!(run.with_id("idp_discovery").is_empty());
+    assert!(run.with_id("jwks_unreachable").is_empty());
+
+    let no_keys = spawn_idp("{\"keys\": []}").await;
+    let run = online(oidc_config(&no_keys, ""), env.clone()).await;
+    assert_eq!(run.code(), Some(1));
+    let found = run.with_id("jwks_unreachable");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(found[0]["key"], "auth.providers.corp.issuer_url");
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no usable signing keys")
+    );
+
+    let down = format!("http://{}", closed_port().await);
+    let run = online(oidc_config(&down, ""), env).await;
+    assert_eq!(run.code(), Some(1));
+    assert_eq!(run.with_id("idp_discovery").len(), 1, "{:#}", run.json());
+
+    // A jwt provider's own jwks_url is loaded the same way.
+    let jwks_provider = |url: &str| {
+        format!(
+            "{ECHO}\n[auth.providers.keys]\nkind = \"jwt\"\nissuer = \"https://idp.example.com\"\naudience = \"app\"\nalgorithms = [\"RS256\"]\njwks_url = \"{url}\"\n"
+        )
+    };
+    let run = online(jwks_provider(&format!("{good}/jwks")), vec![]).await;
+    assert_eq!(run.findings(), Vec::<Value>::new(), "{:#}", run.json());
+    let run = online(jwks_provider(&format!("{down}/jwks")), vec![]).await;
+    let found = run.with_id("jwks_unreachable");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(found[0]["key"], "auth.providers.keys.jwks_url");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_store_must_answer_ping() {
+    let env: Vec<(&str, String)> = oidc_env()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect();
+    let store = |url: &str| oidc_config("https://idp.example.com", &format!("store = \"{url}\""));
+    // The IdP is not reachable here; only Redis matters.
+    let up = online(store("redis://127.0.0.1:6379/0"), env.clone()).await;
+    assert!(
+        up.with_id("redis_unreachable").is_empty(),
+        "{:#}",
+        up.json()
+    );
+
+    let down = closed_port().await;
+    let run = online(store(&format!("redis://{down}/0")), env).await;
+    let found = run.with_id("redis_unreachable");
+    assert_eq!(found.len(), 1, "{:#}", run.json());
+    assert_eq!(found[0]["key"], "auth.providers.corp.store");
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&down.to_string())
+    );
+}
