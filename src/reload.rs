@@ -344,7 +344,7 @@ impl Reloader {
 }
 
 /// Puts the running values back into static keys the new file changed; returns their names.
-fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
+pub(crate) fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
     let mut refused = Vec::new();
     if new.server.listen != running.server.listen {
         refused.push(format!(

@@ -229,8 +229,8 @@ fn route_summary(route: &Route) -> String {
 /// Keys outside routes, upstreams and providers, compared one by one.
 fn settings(old: &Config, new: &Config, entries: &mut Vec<Entry>) {
     for field in compare(
-        &flat_redacted(settings_of(old)),
-        &flat_redacted(settings_of(new)),
+        &redacted_value(settings_of(old)),
+        &redacted_value(settings_of(new)),
     ) {
         entries.push(Entry {
             subject: field.key.clone(),
@@ -282,7 +282,7 @@ fn keyed<'a, T: PartialEq + Serialize + 'a>(
                 },
             }),
             Some(before) if *before != item => {
-                let fields = compare(&flat_redacted(*before), &flat_redacted(item));
+                let fields = compare(&redacted_value(*before), &redacted_value(item));
                 // Items that differ only in a redacted password read the same: say nothing.
                 if !fields.is_empty() {
                     entries.push(Entry {
@@ -304,54 +304,55 @@ fn keyed<'a, T: PartialEq + Serialize + 'a>(
     }
 }
 
-fn flat_redacted(item: impl Serialize) -> BTreeMap<String, Value> {
+fn redacted_value(item: impl Serialize) -> Value {
     let mut value = to_value(item);
     redact(&mut value);
-    flatten(&value)
+    value
 }
 
-/// Leaves of a JSON value by dotted path (`paths.login`); arrays are leaves. Absent and
-/// null keys are left out: both read as `none`.
-fn flatten(value: &Value) -> BTreeMap<String, Value> {
-    fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
-        match value {
-            Value::Object(map) => {
-                for (key, inner) in map {
-                    let path = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    walk(&path, inner, out);
-                }
-            }
-            Value::Null => {}
-            leaf => {
-                out.insert(prefix.to_owned(), leaf.clone());
+/// The keys whose values differ, by dotted path (`paths.login`), in key order. Tables
+/// are compared key by key (an absent table as an empty one); anything else, lists
+/// included, as a whole. Absent and null both read as `none`.
+fn compare(old: &Value, new: &Value) -> Vec<FieldChange> {
+    fn walk(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<FieldChange>) {
+        fn table<'a>(
+            value: Option<&'a Value>,
+            empty: &'a serde_json::Map<String, Value>,
+        ) -> Option<&'a serde_json::Map<String, Value>> {
+            match value {
+                None => Some(empty),
+                Some(Value::Object(map)) => Some(map),
+                Some(_) => None,
             }
         }
-    }
-    let mut out = BTreeMap::new();
-    walk("", value, &mut out);
-    out
-}
-
-/// The keys whose values differ, in key order.
-fn compare(old: &BTreeMap<String, Value>, new: &BTreeMap<String, Value>) -> Vec<FieldChange> {
-    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys.into_iter()
-        .filter_map(|key| {
-            let (before, after) = (old.get(key), new.get(key));
-            (before != after).then(|| FieldChange {
-                key: key.clone(),
-                old: before.map_or_else(|| "none".to_owned(), render),
-                new: after.map_or_else(|| "none".to_owned(), render),
+        let (old, new) = (old.filter(|v| !v.is_null()), new.filter(|v| !v.is_null()));
+        let empty = serde_json::Map::new();
+        match (table(old, &empty), table(new, &empty)) {
+            (Some(before), Some(after)) => {
+                let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                for key in keys {
+                    let inner = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(&inner, before.get(key), after.get(key), out);
+                }
+            }
+            _ if old == new => {}
+            _ => out.push(FieldChange {
+                key: path.to_owned(),
+                old: old.map_or_else(|| "none".to_owned(), render),
+                new: new.map_or_else(|| "none".to_owned(), render),
                 needs_restart: false,
-            })
-        })
-        .collect()
+            }),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", Some(old), Some(new), &mut out);
+    out
 }
 
 /// A value as a reviewer reads it: strings bare unless empty or spaced, lists in
@@ -489,6 +490,35 @@ mint = "main"
         assert_eq!(diff.needs_restart(), ["admin.listen", "server.listen"]);
     }
 
+    /// One list of static keys: what the diff marks is what a reload refuses.
+    #[test]
+    fn the_keys_marked_static_are_those_a_reload_refuses() {
+        let old = config(BASE);
+        let new = config(
+            &(BASE.replace("127.0.0.1:8080", "127.0.0.1:9090")
+                + "\n[admin]\nlisten = \"127.0.0.1:9901\"\n"),
+        );
+        let diff = ConfigDiff::between(&old, &new);
+        let mut marked = diff.needs_restart();
+        marked.sort_unstable();
+        let mut refused_config = new.clone();
+        let refused = crate::reload::keep_static_keys(&mut refused_config, &old);
+        let mut refused: Vec<&str> = refused
+            .iter()
+            .filter_map(|message| message.split(' ').next())
+            .collect();
+        refused.sort_unstable();
+        let mut listed = crate::reload::STATIC_KEYS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(marked, refused);
+        assert_eq!(marked, listed);
+        assert!(
+            ConfigDiff::between(&old, &refused_config)
+                .needs_restart()
+                .is_empty()
+        );
+    }
+
     #[test]
     fn server_settings_and_security_headers_are_compared_key_by_key() {
         let new = BASE.replace(
@@ -498,8 +528,7 @@ mint = "main"
         assert_eq!(
             diff(BASE, &new),
             "server.idle_timeout 1m → 30s\n\
-             server.security_headers true → none\n\
-             server.security_headers.referrer_policy none → no-referrer"
+             server.security_headers true → { referrer_policy = no-referrer }"
         );
     }
 
