@@ -223,7 +223,12 @@ fn header_pipeline(c: &mut Criterion) {
             || response.clone(),
             |headers| {
                 headers::clean_response_headers(headers, false);
-                headers::add_response_headers(headers, &snapshot.headers, &request_id);
+                headers::add_response_headers(
+                    headers,
+                    &snapshot.headers,
+                    Some(&route),
+                    &request_id,
+                );
             },
             BatchSize::SmallInput,
         );

@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz` and `/snapshot` for operators.
+//! The admin listener: `/healthz`, `/readyz`, `/snapshot` and `/config` for operators.
 //!
 //! Keep it on loopback or a private network: `/snapshot` shows the route table.
 
@@ -63,20 +63,31 @@ fn answer<B>(
         "/healthz" => text(StatusCode::OK, "ok\n"),
         // Serving at all means a valid snapshot is loaded and the listener is bound.
         "/readyz" => text(StatusCode::OK, "ready\n"),
-        "/snapshot" => {
-            let body = snapshot_json(snapshot, reloader);
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+        "/snapshot" => json_response(snapshot_json(snapshot, reloader)),
+        "/config" => json_response(config_json(snapshot)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /snapshot\n",
+            "not found: try /healthz, /readyz, /snapshot or /config\n",
         ),
     }
+}
+
+fn json_response(body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The effective config as JSON (what `fluxlit diff --admin` compares against): secrets
+/// are references, URL passwords are redacted.
+pub fn config_json(snapshot: &Snapshot) -> String {
+    let value = crate::config::diff::redacted_json(&snapshot.config);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -143,6 +154,7 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
         "warnings": snapshot.warnings.iter().map(|w| w.render(reloader.path())).collect::<Vec<_>>(),
         "last_reload_error": status.last_error,
         "refused_static_keys": status.refused_static_keys,
+        "last_reload_diff": status.last_reload_diff,
     });
     let mut text = serde_json::to_string_pretty(&body).unwrap_or_default();
     text.push('\n');

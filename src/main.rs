@@ -59,6 +59,10 @@ enum Command {
     },
     /// Print the JSON Schema of fluxlit.toml.
     Schema,
+    /// What a reload to --config would change, compared with another file or a running
+    /// gateway. Exit 0: no changes; 3: changes; 1: an error (an invalid file is reported
+    /// like `validate` does).
+    Diff(DiffArgs),
     /// Development tokens.
     Token {
         #[command(subcommand)]
@@ -76,6 +80,21 @@ enum DoctorFormat {
     /// One JSON document: {"findings": [...], "summary": {...}}.
     Json,
 }
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct DiffArgs {
+    /// The config to compare with, e.g. the one deployed now.
+    #[arg(long, value_name = "OLD")]
+    against: Option<PathBuf>,
+    /// A running gateway's admin listener (`http://127.0.0.1:9901`): compare with the
+    /// config it serves.
+    #[arg(long, value_name = "URL")]
+    admin: Option<String>,
+}
+
+/// `fluxlit diff`'s exit code when it found changes, so CI can tell them from errors.
+const DIFF_FOUND_CHANGES: u8 = 3;
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
@@ -115,6 +134,7 @@ fn main() -> ExitCode {
             offline,
             format,
         } => doctor(&path, fluxlit::doctor::Options { offline, strict }, format),
+        Command::Diff(args) => diff(&path, &args),
         Command::Schema => {
             print!("{}", config::schema::to_pretty_json());
             Ok(ExitCode::SUCCESS)
@@ -219,6 +239,69 @@ fn doctor(
         ),
     }
     Ok(ExitCode::from(report.summary.exit_code))
+}
+
+fn diff(path: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let new = match config::load(path) {
+        Ok(checked) => checked.config,
+        Err(error) => {
+            report(&error);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let old = match (&args.against, &args.admin) {
+        (Some(old_path), _) => match config::load(old_path) {
+            Ok(checked) => checked.config,
+            Err(error) => {
+                report(&error);
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        (None, Some(admin)) => running_config(admin)?,
+        (None, None) => anyhow::bail!("give --against OLD or --admin URL"),
+    };
+    let changes = config::diff::ConfigDiff::between(&old, &new);
+    println!("{changes}");
+    Ok(if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(DIFF_FOUND_CHANGES)
+    })
+}
+
+/// The effective config a running gateway serves, from its admin listener's `/config`.
+fn running_config(admin: &str) -> anyhow::Result<config::Config> {
+    let base = if admin.contains("://") {
+        admin.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{}", admin.trim_end_matches('/'))
+    };
+    let url = format!("{base}/config");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let text = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build an HTTP client")?;
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin listener at {url}"))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .with_context(|| format!("cannot read the answer of {url}"))?;
+        if !status.is_success() {
+            anyhow::bail!("{url} answered {status}: {}", body.trim());
+        }
+        Ok(body)
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{url} did not answer with a config"))
 }
 
 fn issue_token(

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::compile::{CompileContext, compile};
+use crate::config::diff::ConfigDiff;
 use crate::config::{self, CheckedConfig, Config, LoadError, SourceHash};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
@@ -46,6 +47,7 @@ impl Trigger {
 }
 
 /// Keys that only take effect at start; a reload that changes them is refused for them.
+/// `config::diff` marks exactly these as needing a restart.
 pub const STATIC_KEYS: &[&str] = &["server.listen", "admin.listen"];
 
 /// What a reload did.
@@ -82,7 +84,22 @@ pub struct ReloadStatus {
     pub last_error: Option<ReloadFailure>,
     /// Static keys the last applied reload wanted to change, kept at their running values.
     pub refused_static_keys: Vec<String>,
+    /// What the last applied reload changed.
+    pub last_reload_diff: Option<AppliedDiff>,
 }
+
+/// The summary of an applied reload, kept for `/snapshot`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedDiff {
+    pub generation: u64,
+    pub at: String,
+    /// One line per change (see [`ConfigDiff`]); empty when only comments or formatting
+    /// changed.
+    pub changes: Vec<String>,
+}
+
+/// The most changes one log event lists; `/snapshot` keeps them all.
+const LOGGED_CHANGES: usize = 100;
 
 #[derive(Debug, Default)]
 struct State {
@@ -182,6 +199,8 @@ impl Reloader {
         let result = config::check(source)
             .map_err(|error| error.render_errors())
             .and_then(|mut checked| {
+                // Before the static keys are put back, so the summary names them too.
+                let changes = ConfigDiff::between(&current.config, &checked.config);
                 let refused = keep_static_keys(&mut checked.config, &current.config);
                 compile(
                     checked,
@@ -189,11 +208,11 @@ impl Reloader {
                     current.generation + 1,
                     &self.compile_context,
                 )
-                .map(|snapshot| (snapshot, refused))
+                .map(|snapshot| (snapshot, refused, changes))
                 .map_err(|errors| errors.iter().map(|d| d.render(&self.path)).collect())
             });
         match result {
-            Ok((snapshot, refused)) => {
+            Ok((snapshot, refused, changes)) => {
                 let generation = snapshot.generation;
                 for key in &refused {
                     tracing::warn!(
@@ -201,11 +220,16 @@ impl Reloader {
                         "{key} changed, but it takes effect only at start: restart to apply it; the rest of the change applies"
                     );
                 }
-                log_applied(&current, &snapshot, trigger.as_str());
+                log_applied(&snapshot, trigger.as_str(), &changes);
                 self.snapshot.store(Arc::new(snapshot));
                 state.status = ReloadStatus {
                     last_error: None,
                     refused_static_keys: refused.clone(),
+                    last_reload_diff: Some(AppliedDiff {
+                        generation,
+                        at: now_rfc3339(),
+                        changes: changes.lines(),
+                    }),
                 };
                 state.rejected_hash = None;
                 ReloadOutcome::Applied {
@@ -320,7 +344,7 @@ impl Reloader {
 }
 
 /// Puts the running values back into static keys the new file changed; returns their names.
-fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
+pub(crate) fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
     let mut refused = Vec::new();
     if new.server.listen != running.server.listen {
         refused.push(format!(
@@ -345,42 +369,26 @@ fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
     refused
 }
 
-fn log_applied(old: &Snapshot, new: &Snapshot, trigger: &str) {
-    let old_routes = &old.config.routes;
-    let new_routes = &new.config.routes;
-    let find = |routes: &[config::model::Route], name: &str| {
-        routes.iter().find(|r| r.name == name).cloned()
+/// One event per applied reload, the change summary in its `changes` field.
+fn log_applied(new: &Snapshot, trigger: &str, changes: &ConfigDiff) {
+    let summary = if changes.is_empty() {
+        changes.to_string()
+    } else {
+        let lines = changes.lines();
+        let mut summary = lines[..lines.len().min(LOGGED_CHANGES)].join(" | ");
+        if lines.len() > LOGGED_CHANGES {
+            summary.push_str(&format!(
+                " | and {} more (see /snapshot)",
+                lines.len() - LOGGED_CHANGES
+            ));
+        }
+        summary
     };
-    let added: Vec<&str> = new_routes
-        .iter()
-        .filter(|r| find(old_routes, &r.name).is_none())
-        .map(|r| r.name.as_str())
-        .collect();
-    let removed: Vec<&str> = old_routes
-        .iter()
-        .filter(|r| find(new_routes, &r.name).is_none())
-        .map(|r| r.name.as_str())
-        .collect();
-    let changed: Vec<&str> = new_routes
-        .iter()
-        .filter(|r| find(old_routes, &r.name).is_some_and(|old| old != **r))
-        .map(|r| r.name.as_str())
-        .collect();
-    let upstreams_changed: Vec<&str> = new
-        .config
-        .upstreams
-        .iter()
-        .filter(|(name, upstream)| old.config.upstreams.get(*name) != Some(upstream))
-        .map(|(name, _)| name.as_str())
-        .collect();
     tracing::info!(
         generation = new.generation,
         hash = %new.source_hash.short(),
         trigger,
-        routes_added = ?added,
-        routes_removed = ?removed,
-        routes_changed = ?changed,
-        upstreams_changed = ?upstreams_changed,
+        changes = %summary,
         "config reloaded",
     );
 }

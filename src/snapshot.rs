@@ -54,7 +54,13 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// Client headers forwarded on this route on top of [`HeaderPolicy::standard`].
     pub extra_client_headers: Box<[HeaderName]>,
+    /// Added to this route's responses where they lack them (the route's
+    /// `security_headers`, else the server's list).
+    pub security_headers: SecurityHeaderList,
 }
+
+/// Security response headers, precomputed; routes without their own share the server's.
+pub type SecurityHeaderList = Arc<[(HeaderName, HeaderValue)]>;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -101,8 +107,9 @@ pub struct HeaderPolicy {
     pub remote_user: HeaderName,
     /// The path of `public_base_url`, when it is not `/`.
     pub forwarded_prefix: Option<HeaderValue>,
-    /// Added to responses that lack them; empty when `security_headers = false`.
-    pub security_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Added to responses that match no route where they lack them; empty when
+    /// `security_headers = false`.
+    pub security_headers: SecurityHeaderList,
 }
 
 impl HeaderPolicy {

@@ -255,6 +255,14 @@ fn static_cases() -> Vec<Case> {
             env: vec![],
         },
         Case {
+            id: "security_headers_off",
+            severity: "warning",
+            key: "routes[0].security_headers",
+            triggers: format!("{ECHO}security_headers = false\n"),
+            clean: format!("{ECHO}security_headers = {{ referrer_policy = \"no-referrer\" }}\n"),
+            env: vec![],
+        },
+        Case {
             id: "long_leeway",
             severity: "warning",
             key: "auth.providers.main.leeway",

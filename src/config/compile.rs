@@ -5,6 +5,7 @@
 //! pool) of the previous snapshot.
 
 mod oidc;
+mod security_headers;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use crate::snapshot::{
     ConnectionLimits, HeaderPolicy, HttpUpstream, Route, Snapshot, Upstream, UpstreamClient,
     UpstreamTarget,
 };
+use security_headers::SecurityHeaderCompiler;
 
 /// What compile needs besides the config: where relative paths start, and where
 /// environment variables come from.
@@ -67,7 +69,7 @@ pub fn compile(
     } = checked;
     let mut errors = Vec::new();
 
-    let headers = compile_header_policy(&config, &mut errors);
+    let (headers, security_headers) = compile_header_policy(&config, &mut errors);
     let mut providers = BTreeMap::new();
     for (name, settings) in &config.auth.providers {
         match compile_provider(name, settings, &config, previous, ctx, &mut warnings) {
@@ -120,6 +122,11 @@ pub fn compile(
             prefix: prefix.clone(),
             strip_prefix: route.strip_prefix,
             upstream: Arc::clone(upstream),
+            security_headers: security_headers.route(
+                index,
+                route.security_headers.as_ref(),
+                &mut errors,
+            ),
             extra_client_headers: route
                 .forward_client_headers
                 .iter()
@@ -171,7 +178,10 @@ fn header_name(path: &str, name: &str, errors: &mut Vec<Diagnostic>) -> HeaderNa
     })
 }
 
-fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> HeaderPolicy {
+fn compile_header_policy(
+    config: &Config,
+    errors: &mut Vec<Diagnostic>,
+) -> (HeaderPolicy, SecurityHeaderCompiler) {
     let request_id = header_name(
         "server.request_id_header",
         &config.server.request_id_header,
@@ -221,34 +231,21 @@ fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> Heade
         .filter(|path| !path.is_empty())
         .and_then(|path| HeaderValue::from_str(path).ok());
 
-    let mut security_headers = Vec::new();
-    if config.server.security_headers {
-        security_headers = vec![
-            (
-                http::header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                http::header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("frame-ancestors 'self'"),
-            ),
-            (
-                http::header::REFERRER_POLICY,
-                HeaderValue::from_static("strict-origin-when-cross-origin"),
-            ),
-        ];
-        if public_base
-            .as_ref()
-            .is_some_and(|url| url.scheme() == "https")
-        {
-            security_headers.push((
-                http::header::STRICT_TRANSPORT_SECURITY,
-                HeaderValue::from_static("max-age=31536000"),
-            ));
-        }
+    // The configurable headers come from `security_headers`; HSTS follows its own rule.
+    let mut hsts = Vec::new();
+    if public_base
+        .as_ref()
+        .is_some_and(|url| url.scheme() == "https")
+    {
+        hsts.push((
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ));
     }
+    let security_headers =
+        SecurityHeaderCompiler::new(&config.server.security_headers, hsts, errors);
 
-    HeaderPolicy {
+    let policy = HeaderPolicy {
         trusted_proxies: config
             .trust
             .proxies
@@ -261,8 +258,9 @@ fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> Heade
         request_id,
         remote_user,
         forwarded_prefix,
-        security_headers,
-    }
+        security_headers: security_headers.server(),
+    };
+    (policy, security_headers)
 }
 
 fn compile_upstream(

@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod diff;
 pub mod load;
 pub mod model;
 pub mod schema;

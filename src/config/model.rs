@@ -60,10 +60,13 @@ pub struct Server {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_base_url: Option<String>,
 
-    /// Add security response headers (`X-Content-Type-Options`, `Content-Security-Policy:
-    /// frame-ancestors 'self'`, `Referrer-Policy`, and HSTS when `public_base_url` is
-    /// https) where the upstream did not set them.
-    pub security_headers: bool,
+    /// Security response headers added where the upstream did not set them: `true` (the
+    /// defaults: `X-Content-Type-Options: nosniff`, `Referrer-Policy:
+    /// strict-origin-when-cross-origin`, framing by the same origin only, a
+    /// `Permissions-Policy` denying camera, microphone and geolocation, and HSTS when
+    /// `public_base_url` is https), `false` (none), or a table whose values replace the
+    /// defaults. Routes may override it.
+    pub security_headers: SecurityHeaders,
 
     /// The request id header: kept from a trusted proxy, else generated; sent upstream and
     /// echoed on the response.
@@ -92,7 +95,7 @@ impl Default for Server {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             public_base_url: None,
-            security_headers: true,
+            security_headers: SecurityHeaders::Enabled(true),
             request_id_header: "x-request-id".to_owned(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -219,6 +222,91 @@ pub struct Route {
     /// without them gets 403. Needs `auth`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_scopes: Vec<String>,
+
+    /// Security response headers on this route, instead of `server.security_headers`:
+    /// `false` (none), `true` (the server's), or a table whose values replace the
+    /// server's (`""` removes that header on this route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<SecurityHeaders>,
+}
+
+/// `security_headers`: on, off, or a table of values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SecurityHeaders {
+    /// Values for some of the headers; the others keep their defaults (on a route: the
+    /// server's). A value of `""` removes that header.
+    // First, so the schema's first branch is the table: "did you mean" hints look there.
+    Custom(SecurityHeaderValues),
+    /// `true`: the defaults (on a route: the server's headers); `false`: none.
+    Enabled(bool),
+}
+
+impl SecurityHeaders {
+    pub fn is_enabled(&self) -> bool {
+        !matches!(self, Self::Enabled(false))
+    }
+}
+
+/// By hand rather than `untagged`, as for [`StoreRef`]: unknown keys in the table are
+/// reported like everywhere else, and a wrong type says what is expected.
+impl<'de> Deserialize<'de> for SecurityHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecurityHeaders;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a table such as { referrer_policy = \"no-referrer\" }")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<SecurityHeaders, E> {
+                Ok(SecurityHeaders::Enabled(on))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecurityHeaders, A::Error> {
+                SecurityHeaderValues::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(SecurityHeaders::Custom)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `security_headers = { ... }`: the value of each security header. A key left out keeps
+/// its default (on a route: the server's value); `""` removes the header.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SecurityHeaderValues {
+    /// `X-Content-Type-Options` [default: "nosniff"].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_content_type_options: Option<String>,
+
+    /// `Referrer-Policy` [default: "strict-origin-when-cross-origin"]. Pages that carry an
+    /// OIDC login code always get `no-referrer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer_policy: Option<String>,
+
+    /// Who may show the pages in a frame: the sources of the `Content-Security-Policy`
+    /// directive `frame-ancestors` [default: "'self'"]. `'self'` and `'none'` are also
+    /// sent as `X-Frame-Options` (`SAMEORIGIN`, `DENY`) for older browsers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_ancestors: Option<String>,
+
+    /// `Permissions-Policy` [default: "camera=(), microphone=(), geolocation=()"]. A page
+    /// using `st.camera_input` needs `camera=(self)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions_policy: Option<String>,
+
+    /// `Content-Security-Policy` [default: none: Streamlit needs inline scripts and
+    /// styles]. `frame_ancestors` is appended unless the policy has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_security_policy: Option<String>,
 }
 
 /// `[auth]`: who the gateway believes a request comes from.

@@ -264,7 +264,7 @@ fn check_server(config: &Config, found: &mut Vec<Finding>) {
             ));
         }
     }
-    if !config.server.security_headers {
+    if !config.server.security_headers.is_enabled() {
         found.push(Finding::new(
             SECURITY_HEADERS_OFF,
             Severity::Warning,
@@ -273,6 +273,26 @@ fn check_server(config: &Config, found: &mut Vec<Finding>) {
              or HSTS",
             "set security_headers = true (upstream headers of the same name still win)",
         ));
+    }
+    for (index, route) in config.routes.iter().enumerate() {
+        if route
+            .security_headers
+            .as_ref()
+            .is_some_and(|headers| !headers.is_enabled())
+        {
+            found.push(Finding::new(
+                SECURITY_HEADERS_OFF,
+                Severity::Warning,
+                format!("routes[{index}].security_headers"),
+                format!(
+                    "route {:?} sends no security response headers: no nosniff, \
+                     frame-ancestors, referrer policy or HSTS",
+                    route.name
+                ),
+                "remove security_headers = false from the route, or set only the values it \
+                 needs changed, e.g. security_headers = { frame_ancestors = \"https://portal.example\" }",
+            ));
+        }
     }
 }
 

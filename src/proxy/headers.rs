@@ -250,14 +250,16 @@ fn ip_header_value(ip: IpAddr) -> Option<HeaderValue> {
 }
 
 /// Adds the gateway's response headers: the request id, and each security header the
-/// upstream did not set itself.
+/// upstream did not set itself (the matched route's list, else the server's).
 pub fn add_response_headers(
     headers: &mut HeaderMap,
     policy: &HeaderPolicy,
+    route: Option<&Route>,
     request_id: &HeaderValue,
 ) {
     headers.insert(policy.request_id.clone(), request_id.clone());
-    for (name, value) in &policy.security_headers {
+    let security = route.map_or(&policy.security_headers, |route| &route.security_headers);
+    for (name, value) in security.iter() {
         if !headers.contains_key(name) {
             headers.insert(name.clone(), value.clone());
         }

@@ -50,10 +50,19 @@ impl Proxy {
         let peer_trusted = policy.is_trusted(peer.ip());
         let request_id = request_id(&request, &snapshot, peer_trusted);
         let carries_login_code = carries_login_code(&request);
+        let mut matched = None;
         let mut response = self
-            .route(&snapshot, request, peer, peer_trusted, &request_id)
+            .route(
+                &snapshot,
+                request,
+                peer,
+                peer_trusted,
+                &request_id,
+                &mut matched,
+            )
             .await;
-        headers::add_response_headers(response.headers_mut(), policy, &request_id);
+        let matched = matched.as_deref();
+        headers::add_response_headers(response.headers_mut(), policy, matched, &request_id);
         if carries_login_code {
             // The page an OIDC login lands on has its one-time code in the URL: keep it
             // out of the Referer of everything that page loads.
@@ -72,6 +81,7 @@ impl Proxy {
         peer: SocketAddr,
         peer_trusted: bool,
         request_id: &HeaderValue,
+        matched: &mut Option<Arc<Route>>,
     ) -> Response<ProxyBody> {
         let path = match routes::normalize_path(request.uri().path()) {
             Ok(path) => path,
@@ -92,6 +102,7 @@ impl Proxy {
             let message = "no route matches this path";
             return error_response(StatusCode::NOT_FOUND, None, message, request_id);
         };
+        *matched = Some(Arc::clone(&route));
         let upstream_path = upstream_path(&route, &path, request.uri().query());
 
         // The route's check runs before anything is sent upstream.

@@ -124,6 +124,11 @@ test("the Streamlit page renders through the gateway and a click shows FastAPI's
   const response = await page.goto(PUBLIC_URL, { waitUntil: "domcontentloaded" });
   assert.equal(response.status(), 200);
   assert.match(response.headers()["x-request-id"] ?? "", UUID, "the gateway echoes a request id");
+  // The default security headers are on, and the page below still renders and works.
+  const security = response.headers();
+  assert.equal(security["x-content-type-options"], "nosniff");
+  assert.equal(security["content-security-policy"], "frame-ancestors 'self'");
+  assert.equal(security["permissions-policy"], "camera=(), microphone=(), geolocation=()");
   await page.locator('[data-testid="stApp"]').waitFor({ timeout: 30_000 });
 
   // The title is sent by the running script over /_stcore/stream: it only appears

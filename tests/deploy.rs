@@ -1,0 +1,144 @@
+//! The deployment examples in `examples/deploy/` stay in step with the gateway: the
+//! ConfigMap's `fluxlit.toml` passes `fluxlit validate` and the schema, and the
+//! manifests point at the ports and paths that config serves.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn deploy_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/deploy")
+        .join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(deploy_file(relative))
+        .unwrap_or_else(|e| panic!("examples/deploy/{relative}: {e}"))
+}
+
+#[test]
+fn the_configmaps_config_passes_fluxlit_validate() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+        .args(["validate", "--config"])
+        .arg(deploy_file("kubernetes/fluxlit.toml"))
+        .env_remove("FLUXLIT_CONFIG")
+        .output()
+        .expect("run fluxlit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "no warnings expected either:\n{stderr}"
+    );
+}
+
+#[test]
+fn the_configmaps_config_passes_the_schema() {
+    let schema_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/fluxlit.schema.json"),
+    )
+    .expect("schema");
+    let schema: serde_json::Value = serde_json::from_str(&schema_text).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let config: toml::Value = toml::from_str(&read("kubernetes/fluxlit.toml")).expect("TOML");
+    let instance = serde_json::to_value(config).expect("as JSON");
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn the_manifests_use_the_configs_ports_the_redis_store_and_three_replicas() {
+    let config = fluxlit::config::load(&deploy_file("kubernetes/fluxlit.toml"))
+        .expect("valid config")
+        .config;
+    let admin_port = config
+        .admin
+        .as_ref()
+        .expect("an admin listener")
+        .listen
+        .port();
+    let public_port = config.server.listen.port();
+    assert!(
+        config.server.listen.ip().is_unspecified(),
+        "a pod must listen on all its addresses"
+    );
+    let store = config
+        .auth
+        .providers
+        .values()
+        .find_map(|p| p.store.as_ref());
+    assert!(
+        matches!(store, Some(fluxlit::config::model::StoreRef::Secret(secret)) if secret.env.is_some()),
+        "the replicas share a Redis store named by a secret: {store:?}"
+    );
+
+    let deployment = read("kubernetes/deployment.yaml");
+    let compact: String = deployment.split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "replicas: 3".to_owned(),
+        format!("- name: http containerPort: {public_port}"),
+        format!("- name: admin containerPort: {admin_port}"),
+        "readinessProbe: httpGet: { path: /readyz, port: admin }".to_owned(),
+        "livenessProbe: httpGet: { path: /healthz, port: admin }".to_owned(),
+        "mountPath: /etc/fluxlit".to_owned(),
+        "--config\", \"/etc/fluxlit/fluxlit.toml\"".to_owned(),
+    ] {
+        assert!(
+            compact.contains(&expected),
+            "deployment.yaml lacks {expected:?}"
+        );
+    }
+    // Every secret the config names by environment variable is set from the Secret.
+    for (name, provider) in &config.auth.providers {
+        let names = [
+            provider.hs256_secret.as_ref(),
+            provider.client_secret.as_ref(),
+            match &provider.store {
+                Some(fluxlit::config::model::StoreRef::Secret(secret)) => Some(secret),
+                _ => None,
+            },
+        ];
+        for env in names.into_iter().flatten().filter_map(|s| s.env.as_deref()) {
+            assert!(
+                compact.contains(&format!("- name: {env} valueFrom: secretKeyRef:")),
+                "provider {name}: ${env} is not set in deployment.yaml"
+            );
+        }
+    }
+
+    let kustomization = read("kubernetes/kustomization.yaml");
+    for expected in ["- deployment.yaml", "- service.yaml", "- fluxlit.toml"] {
+        assert!(
+            kustomization.contains(expected),
+            "kustomization.yaml lacks {expected}"
+        );
+    }
+    assert!(
+        !kustomization
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .any(|line| line.contains("secret.example.yaml")),
+        "the placeholder Secret must not be applied over a real one"
+    );
+}
+
+#[test]
+fn the_systemd_unit_reloads_with_sighup_and_keeps_its_hardening() {
+    let unit = read("fluxlit.service");
+    for line in [
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.trim() == line),
+            "fluxlit.service lacks {line}"
+        );
+    }
+}
