@@ -20,6 +20,8 @@ pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod header_sets;
+pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;

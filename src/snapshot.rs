@@ -54,6 +54,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// Client headers forwarded on this route on top of [`HeaderPolicy::standard`].
     pub extra_client_headers: Box<[HeaderName]>,
+    /// The route's counters, resolved on its first request (see [`crate::metrics`]).
+    pub metrics: crate::metrics::RouteSlot,
 }
 
 #[derive(Debug)]

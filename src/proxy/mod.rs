@@ -20,6 +20,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
+use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
 use crate::snapshot::{HttpUpstream, Route, SharedSnapshot, Snapshot, UpstreamTarget};
 pub use body::ProxyBody;
 use errors::error_response;
@@ -30,13 +31,15 @@ use headers::RequestContext;
 pub struct Proxy {
     snapshot: SharedSnapshot,
     scheme: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(snapshot: SharedSnapshot) -> Self {
+    pub fn new(snapshot: SharedSnapshot, metrics: Arc<Metrics>) -> Self {
         Self {
             snapshot,
             scheme: "http",
+            metrics,
         }
     }
 
@@ -46,12 +49,26 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         let snapshot = self.snapshot.load_full();
+        let mut record = RequestRecord::start(
+            self.metrics.no_route(),
+            &request,
+            peer,
+            snapshot.config.log.access_log,
+        );
         let policy = &snapshot.headers;
         let peer_trusted = policy.is_trusted(peer.ip());
         let request_id = request_id(&request, &snapshot, peer_trusted);
+        record.set_request_id(&request_id);
         let carries_login_code = carries_login_code(&request);
         let mut response = self
-            .route(&snapshot, request, peer, peer_trusted, &request_id)
+            .route(
+                &snapshot,
+                request,
+                peer,
+                peer_trusted,
+                &request_id,
+                &mut record,
+            )
             .await;
         headers::add_response_headers(response.headers_mut(), policy, &request_id);
         if carries_login_code {
@@ -62,7 +79,8 @@ impl Proxy {
                 HeaderValue::from_static("no-referrer"),
             );
         }
-        response
+        record.set_status(response.status());
+        response.map(|body| body.with_record(record))
     }
 
     async fn route(
@@ -72,6 +90,7 @@ impl Proxy {
         peer: SocketAddr,
         peer_trusted: bool,
         request_id: &HeaderValue,
+        record: &mut RequestRecord,
     ) -> Response<ProxyBody> {
         let path = match routes::normalize_path(request.uri().path()) {
             Ok(path) => path,
@@ -86,12 +105,14 @@ impl Proxy {
         };
         // The gateway's own login endpoints (oidc providers) come before the routes.
         if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
+            record.set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
             return endpoint.handle(request, peer, request_id).await;
         }
         let Some(route) = snapshot.routes.find(&path).cloned() else {
             let message = "no route matches this path";
             return error_response(StatusCode::NOT_FOUND, None, message, request_id);
         };
+        record.set_route(Arc::clone(self.metrics.route(&route)));
         let upstream_path = upstream_path(&route, &path, request.uri().query());
 
         // The route's check runs before anything is sent upstream.
@@ -105,6 +126,7 @@ impl Proxy {
                 {
                     Ok(identity) => Some(identity),
                     Err(failure) => {
+                        self.metrics.auth_failure(&auth.provider.name, &failure);
                         tracing::info!(
                             route = %route.name,
                             provider = %auth.provider.name,
@@ -169,6 +191,7 @@ impl Proxy {
                 *upstream_request.headers_mut() = headers;
                 let expires_at = identity.as_ref().and_then(|identity| identity.expires_at);
                 forward(
+                    &self.metrics,
                     &route,
                     http,
                     upstream_request,
@@ -183,6 +206,7 @@ impl Proxy {
 }
 
 async fn forward(
+    metrics: &Metrics,
     route: &Arc<Route>,
     http: &HttpUpstream,
     request: Request<Incoming>,
@@ -196,6 +220,12 @@ async fn forward(
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             let timed_out = errors::is_timeout(&error);
+            let kind = match (timed_out, error.is_connect()) {
+                (true, _) => UpstreamErrorKind::ConnectTimeout,
+                (false, true) => UpstreamErrorKind::ConnectError,
+                (false, false) => UpstreamErrorKind::RequestError,
+            };
+            metrics.upstream_error(&upstream.name, kind);
             tracing::warn!(
                 route = %route.name,
                 upstream = %upstream.name,
@@ -217,6 +247,7 @@ async fn forward(
             return error_response(status, Some(route), message, request_id);
         }
         Err(_elapsed) => {
+            metrics.upstream_error(&upstream.name, UpstreamErrorKind::Timeout);
             tracing::warn!(
                 route = %route.name,
                 upstream = %upstream.name,
@@ -247,6 +278,7 @@ async fn forward(
                     upstream_upgrade,
                     Arc::clone(&route.name),
                     credential_expires_at,
+                    Arc::clone(metrics.route(route)),
                 );
             }
             None => {
