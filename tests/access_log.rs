@@ -368,3 +368,35 @@ fn an_invalid_log_level_is_a_validation_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_applies_access_log_and_refuses_the_static_log_keys() {
+    let app = spawn_recording_upstream("app").await;
+    let routes = format!(
+        "[upstreams.app]\nurl = \"http://{app}\"\n\n\
+         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
+    );
+    let gateway = TestGateway::start(&format!(
+        "[log]\nformat = \"pretty\"\nlevel = \"info\"\n\n{routes}"
+    ))
+    .await;
+    assert!(gateway.gateway.snapshot().config.log.access_log);
+
+    let changed =
+        format!("[log]\nformat = \"json\"\nlevel = \"debug\"\naccess_log = false\n\n{routes}");
+    write_by_rename(&gateway.config_path, &gateway.pin_listen(&changed));
+    gateway.wait_for_generation(2).await;
+
+    let log = gateway.gateway.snapshot().config.log.clone();
+    assert!(!log.access_log, "access_log applies on reload");
+    assert_eq!(log.level, "info", "log.level keeps its running value");
+    assert_eq!(log.format, fluxlit::config::model::LogFormat::Pretty);
+    let refused = gateway.gateway.reloader().status().refused_static_keys;
+    assert_eq!(
+        refused,
+        vec![
+            "log.format (running pretty, file says json)".to_owned(),
+            "log.level (running \"info\", file says \"debug\")".to_owned(),
+        ]
+    );
+}

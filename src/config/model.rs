@@ -26,7 +26,8 @@ pub struct Config {
     #[validate(nested)]
     pub server: Server,
 
-    /// The admin listener (`/healthz`, `/readyz`, `/snapshot`). Absent: no admin listener.
+    /// The admin listener (`/healthz`, `/readyz`, `/snapshot`, `/metrics`). Absent: no admin
+    /// listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
 
