@@ -46,7 +46,9 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = match request.uri().path() {
-                    "/metrics" if request.method() == Method::GET => metrics_response(&metrics),
+                    "/metrics" if matches!(*request.method(), Method::GET | Method::HEAD) => {
+                        metrics_response(&metrics)
+                    }
                     _ => answer(&request, &snapshot.load_full(), &reloader),
                 };
                 async move { Ok::<_, Infallible>(response) }

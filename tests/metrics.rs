@@ -383,6 +383,11 @@ async fn metrics_count_known_traffic_exactly() {
         (before_reload..=now).contains(&reloaded_at),
         "last successful reload at {reloaded_at}, between {before_reload} and {now}"
     );
+    assert_eq!(
+        scrape.get("fluxlit_websockets_open{route=\"app\"}"),
+        None,
+        "a route without WebSockets has no such series"
+    );
     // Labels are names from the file, never request paths.
     for path in ["/app/a", "/nowhere", "/other", "page=2", "/secure/x"] {
         assert!(

@@ -255,7 +255,8 @@ pub struct RouteMetrics {
     /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     requests: [Counter; 5],
     duration: Histogram,
-    websockets_open: Gauge,
+    /// The family, not the gauge: a route's series appears with its first WebSocket.
+    websockets_open: Family<RouteLabel, Gauge>,
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -279,7 +280,7 @@ impl RouteMetrics {
         Self {
             requests: counters,
             duration: durations.get_or_create_owned(&label),
-            websockets_open: websockets_open.get_or_create_owned(&label),
+            websockets_open: websockets_open.clone(),
             name,
         }
     }
@@ -300,8 +301,11 @@ impl RouteMetrics {
 
     /// Marks a WebSocket tunnel of this route open until the guard is dropped.
     pub fn websocket_opened(&self) -> OpenWebSocket {
-        self.websockets_open.inc();
-        OpenWebSocket(self.websockets_open.clone())
+        let gauge = self.websockets_open.get_or_create_owned(&RouteLabel {
+            route: Arc::clone(&self.name),
+        });
+        gauge.inc();
+        OpenWebSocket(gauge)
     }
 }
 

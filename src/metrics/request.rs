@@ -103,7 +103,8 @@ impl Drop for RequestRecord {
                 path = %super::redact::path_and_query(path),
                 route = %self.route.name(),
                 status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                // Whole microseconds: "0.348", not "0.34777700000000004".
+                duration_ms = elapsed.as_micros() as f64 / 1000.0,
                 bytes = self.body_bytes,
                 request_id,
                 peer = %access.peer,
