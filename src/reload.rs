@@ -140,11 +140,12 @@ impl Reloader {
         let mut state = self.lock();
         let (rejected_before, missing_before) = (state.rejected_hash, state.missing);
         let outcome = self.reload_locked(&mut state, trigger);
-        // Polls and repeated events that find nothing new are not reload attempts.
+        // Polls and file events that find nothing new (the directory is watched: any
+        // file in it stirs the watcher) are not reload attempts; a SIGHUP is.
         let repeated = match &outcome {
             ReloadOutcome::Rejected { .. } => state.rejected_hash == rejected_before,
             ReloadOutcome::Missing => missing_before,
-            ReloadOutcome::Unchanged => trigger == Trigger::Poll,
+            ReloadOutcome::Unchanged => matches!(trigger, Trigger::Poll | Trigger::FileChange),
             ReloadOutcome::Applied { .. } | ReloadOutcome::Unreadable { .. } => false,
         };
         if !repeated {

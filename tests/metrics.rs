@@ -13,6 +13,7 @@ use axum::Router;
 use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
 use axum::routing::any;
 use common::*;
+use fluxlit::reload::{ReloadOutcome, Trigger};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -396,6 +397,26 @@ async fn metrics_count_known_traffic_exactly() {
             scrape.text
         );
     }
+
+    // Back to the running file: the file event is not a reload attempt, an explicit
+    // reload (as SIGHUP asks for) that finds the running file is counted as unchanged.
+    write_by_rename(&gateway.config_path, &gateway.pin_listen(&added));
+    let reloader = std::sync::Arc::clone(gateway.gateway.reloader());
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Manual))
+        .await
+        .unwrap();
+    assert_eq!(outcome, ReloadOutcome::Unchanged);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    scrape_until(
+        admin,
+        &[
+            ("fluxlit_config_reloads_total{result=\"unchanged\"}", 1.0),
+            ("fluxlit_config_reloads_total{result=\"applied\"}", 1.0),
+            ("fluxlit_config_reloads_total{result=\"rejected\"}", 1.0),
+            ("fluxlit_config_generation", 2.0),
+        ],
+    )
+    .await;
 
     // The new route counts from its first request; the old ones keep their counts
     // across the reload.
