@@ -407,7 +407,9 @@ def start_proxy(kind: str, work: Path, cpu: int, up: int, ws: int, args, label=N
             cpu,
             port,
             work,
-            env={"RUST_LOG": "info"},
+            # No access log, like the nginx proxy (`access_log off`). A filter rather than
+            # `[log] access_log = false`: a --baseline-bin older than `[log]` reads the file.
+            env={"RUST_LOG": "info,fluxlit::access=off"},
         )
         s.config_path = d / "fluxlit.toml"
         s.admin_port = admin_port

@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/snapshot` and `/config` for operators.
+//! The admin listener: `/healthz`, `/readyz`, `/snapshot`, `/config` and `/metrics`
+//! (Prometheus) for operators.
 //!
 //! Keep it on loopback or a private network: `/snapshot` shows the route table.
 
@@ -16,6 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::{SharedSnapshot, Snapshot, UpstreamTarget};
 
@@ -23,6 +25,7 @@ pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
     reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -39,9 +42,15 @@ pub async fn serve(
         };
         let snapshot = Arc::clone(&snapshot);
         let reloader = Arc::clone(&reloader);
+        let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let response = answer(&request, &snapshot.load_full(), &reloader);
+                let response = match request.uri().path() {
+                    "/metrics" if matches!(*request.method(), Method::GET | Method::HEAD) => {
+                        metrics_response(&metrics)
+                    }
+                    _ => answer(&request, &snapshot.load_full(), &reloader),
+                };
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()
@@ -67,7 +76,7 @@ fn answer<B>(
         "/config" => json_response(config_json(snapshot)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /snapshot or /config\n",
+            "not found: try /healthz, /readyz, /snapshot, /config or /metrics\n",
         ),
     }
 }
@@ -77,6 +86,15 @@ fn json_response(body: String) -> Response<Full<Bytes>> {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn metrics_response(metrics: &Metrics) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     response
 }

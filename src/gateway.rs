@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::secrets::{Environment, ProcessEnvironment};
 use crate::config::compile::CompileContext;
+use crate::metrics::Metrics;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::{admin, server};
@@ -64,11 +65,14 @@ impl Gateway {
             config_path.display(),
         );
 
+        let metrics = Arc::new(Metrics::new());
+        metrics.serving(first.generation, first.loaded_at);
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
         let reloader = Arc::new(Reloader::new(
             config_path,
             Arc::clone(&snapshot),
             compile_context,
+            Arc::clone(&metrics),
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
 
@@ -77,6 +81,7 @@ impl Gateway {
         let mut tasks = vec![tokio::spawn(server::serve(
             listener,
             Arc::clone(&snapshot),
+            Arc::clone(&metrics),
             shutdown_rx.clone(),
         ))];
 
@@ -88,6 +93,7 @@ impl Gateway {
                 listener,
                 Arc::clone(&snapshot),
                 Arc::clone(&reloader),
+                Arc::clone(&metrics),
                 shutdown_rx.clone(),
             )));
         }

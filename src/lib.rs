@@ -21,6 +21,8 @@ pub mod config;
 pub mod doctor;
 pub mod gateway;
 pub mod header_sets;
+pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -23,7 +23,7 @@ struct Cli {
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
 
-    /// Log filter, e.g. "info" or "fluxlit=debug" [default: $RUST_LOG, else info]
+    /// Log filter, e.g. "info" or "fluxlit=debug" [default: $RUST_LOG, else `[log] level`]
     #[arg(long, global = true)]
     log: Option<String>,
 
@@ -363,7 +363,17 @@ fn report(error: &LoadError) {
 }
 
 fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Result<ExitCode> {
-    init_logging(log);
+    // `[log]` is read before the gateway starts, so that its own messages are formatted
+    // as asked; a file that does not load is reported by the start below.
+    let log_settings = config::load(path)
+        .map(|checked| checked.config.log)
+        .unwrap_or_default();
+    let level_override = log
+        .map(str::to_owned)
+        .or_else(|| std::env::var("RUST_LOG").ok());
+    if let Some(warning) = fluxlit::logging::init(&log_settings, level_override.as_deref()) {
+        eprintln!("fluxlit: {warning}");
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(workers) = workers {
@@ -409,18 +419,4 @@ async fn wait_for_stop_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
-}
-
-fn init_logging(filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = filter
-        .map(EnvFilter::new)
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::compile::{CompileContext, compile};
 use crate::config::diff::ConfigDiff;
 use crate::config::{self, CheckedConfig, Config, LoadError, SourceHash};
+use crate::metrics::Metrics;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Quiet time after the last file event before reloading: editors write in bursts.
@@ -48,7 +49,7 @@ impl Trigger {
 
 /// Keys that only take effect at start; a reload that changes them is refused for them.
 /// `config::diff` marks exactly these as needing a restart.
-pub const STATIC_KEYS: &[&str] = &["server.listen", "admin.listen"];
+pub const STATIC_KEYS: &[&str] = &["server.listen", "admin.listen", "log.format", "log.level"];
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,15 +118,22 @@ pub struct Reloader {
     snapshot: SharedSnapshot,
     compile_context: CompileContext,
     state: Mutex<State>,
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, snapshot: SharedSnapshot, compile_context: CompileContext) -> Self {
+    pub fn new(
+        path: PathBuf,
+        snapshot: SharedSnapshot,
+        compile_context: CompileContext,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             path,
             snapshot,
             compile_context,
             state: Mutex::new(State::default()),
+            metrics,
         }
     }
 
@@ -147,6 +155,23 @@ impl Reloader {
     /// Reads the file and applies it if it changed and is valid. Reloads are serialised.
     pub fn reload(&self, trigger: Trigger) -> ReloadOutcome {
         let mut state = self.lock();
+        let (rejected_before, missing_before) = (state.rejected_hash, state.missing);
+        let outcome = self.reload_locked(&mut state, trigger);
+        // Polls and file events that find nothing new (the directory is watched: any
+        // file in it stirs the watcher) are not reload attempts; a SIGHUP is.
+        let repeated = match &outcome {
+            ReloadOutcome::Rejected { .. } => state.rejected_hash == rejected_before,
+            ReloadOutcome::Missing => missing_before,
+            ReloadOutcome::Unchanged => matches!(trigger, Trigger::Poll | Trigger::FileChange),
+            ReloadOutcome::Applied { .. } | ReloadOutcome::Unreadable { .. } => false,
+        };
+        if !repeated {
+            self.metrics.reload_attempt(&outcome, &self.snapshot.load());
+        }
+        outcome
+    }
+
+    fn reload_locked(&self, state: &mut State, trigger: Trigger) -> ReloadOutcome {
         let current = self.snapshot.load_full();
 
         let source = match self.read_settled(trigger, current.source_hash) {
@@ -366,6 +391,7 @@ pub(crate) fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String
         ));
         new.admin = running.admin.clone();
     }
+    refused.extend(crate::logging::keep_static_keys(&mut new.log, &running.log));
     refused
 }
 

@@ -39,9 +39,10 @@ use crate::snapshot::{ConnectionLimits, SharedSnapshot};
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
+    metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let proxy = Proxy::new(Arc::clone(&snapshot));
+    let proxy = Proxy::new(Arc::clone(&snapshot), metrics);
     // Sockets open, WebSocket tunnels included: the `max_connections` budget.
     let open_sockets = Arc::new(AtomicUsize::new(0));
     // Connections still speaking HTTP: what a shutdown waits for.

@@ -57,6 +57,8 @@ pub struct Route {
     /// Added to this route's responses where they lack them (the route's
     /// `security_headers`, else the server's list).
     pub security_headers: SecurityHeaderList,
+    /// The route's counters, resolved on its first request (see [`crate::metrics`]).
+    pub metrics: crate::metrics::RouteSlot,
 }
 
 /// Security response headers, precomputed; routes without their own share the server's.

@@ -138,6 +138,7 @@ pub fn compile(
                         && !headers.standard.contains(name)
                 })
                 .collect(),
+            metrics: Default::default(),
         };
         entries.push((prefix, Arc::new(compiled)));
     }

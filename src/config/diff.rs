@@ -250,6 +250,7 @@ fn settings_of(config: &Config) -> Config {
         server: config.server.clone(),
         admin: config.admin.clone(),
         trust: config.trust.clone(),
+        log: config.log.clone(),
         upstreams: BTreeMap::new(),
         routes: Vec::new(),
         auth,
@@ -496,7 +497,8 @@ mint = "main"
         let old = config(BASE);
         let new = config(
             &(BASE.replace("127.0.0.1:8080", "127.0.0.1:9090")
-                + "\n[admin]\nlisten = \"127.0.0.1:9901\"\n"),
+                + "\n[admin]\nlisten = \"127.0.0.1:9901\"\n"
+                + "\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"),
         );
         let diff = ConfigDiff::between(&old, &new);
         let mut marked = diff.needs_restart();

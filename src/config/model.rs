@@ -26,7 +26,8 @@ pub struct Config {
     #[validate(nested)]
     pub server: Server,
 
-    /// The admin listener (`/healthz`, `/readyz`, `/snapshot`). Absent: no admin listener.
+    /// The admin listener (`/healthz`, `/readyz`, `/snapshot`, `/metrics`). Absent: no admin
+    /// listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
 
@@ -45,6 +46,10 @@ pub struct Config {
     /// Auth providers that routes name in their `auth` key.
     #[serde(skip_serializing_if = "Auth::is_empty")]
     pub auth: Auth,
+
+    /// Logging: the format and level of the gateway's log, and the access log.
+    #[validate(nested)]
+    pub log: Log,
 }
 
 /// `[server]`: the public listener.
@@ -111,6 +116,48 @@ impl Default for Server {
 pub struct Admin {
     /// Address and port of the admin listener. Static: changing it needs a restart.
     pub listen: SocketAddr,
+}
+
+/// `[log]`: what the gateway logs (to stderr) and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct Log {
+    /// `pretty`: human-readable lines; `json`: one JSON object per line, for a log
+    /// collector. Static: changing it needs a restart.
+    pub format: LogFormat,
+
+    /// Which events are logged: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// per-target directives such as `"info,fluxlit::access=off"` (the `RUST_LOG`
+    /// syntax). `--log` and `RUST_LOG` override it. Static: changing it needs a restart.
+    #[validate(custom(function = "log_filter"))]
+    pub level: String,
+
+    /// One event per request (target `fluxlit::access`): method, path with credentials
+    /// in the query redacted, route, status, duration, body bytes, request id and peer.
+    /// Headers are never logged. Applies on reload.
+    pub access_log: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+            access_log: true,
+        }
+    }
+}
+
+/// How log events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[trust]`: who may speak for the client.
@@ -648,6 +695,19 @@ fn nonzero_duration(value: &Duration) -> Result<(), ValidationError> {
             "must be longer than zero: a zero timeout would fail every request".into(),
         ));
     }
+    Ok(())
+}
+
+fn log_filter(value: &str) -> Result<(), ValidationError> {
+    tracing_subscriber::EnvFilter::try_new(value).map_err(|error| {
+        ValidationError::new("log_filter").with_message(
+            format!(
+                "{value:?} is not a log filter ({error}): use a level such as \"info\" or \
+                 directives such as \"info,fluxlit::access=off\""
+            )
+            .into(),
+        )
+    })?;
     Ok(())
 }
 

@@ -1,11 +1,16 @@
 //! The response body the gateway sends: an upstream's streamed body or a short message
-//! of its own, plus whatever must live exactly as long as the response does.
+//! of its own, plus whatever must live exactly as long as the response does: the
+//! connection's "request in flight" mark and the request's [`RequestRecord`], which
+//! counts the bytes sent and is written to the metrics and the access log when the body
+//! ends or is dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::metrics::RequestRecord;
 
 /// Something dropped when the response has been sent or abandoned (e.g. the
 /// connection's "request in flight" mark).
@@ -15,6 +20,7 @@ pub type Attachment = Box<dyn Send + Sync + 'static>;
 pub struct ProxyBody {
     kind: Kind,
     _attachment: Option<Attachment>,
+    record: Option<Box<RequestRecord>>,
 }
 
 #[derive(Default)]
@@ -30,6 +36,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Upstream(body),
             _attachment: None,
+            record: None,
         }
     }
 
@@ -37,6 +44,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(Some(bytes.into())),
             _attachment: None,
+            record: None,
         }
     }
 
@@ -47,6 +55,12 @@ impl ProxyBody {
     /// Keeps `attachment` alive until the body is finished or dropped.
     pub fn attach(mut self, attachment: Attachment) -> Self {
         self._attachment = Some(attachment);
+        self
+    }
+
+    /// Counts the bytes sent into `record`, which is finished when the body is.
+    pub fn with_record(mut self, record: RequestRecord) -> Self {
+        self.record = Some(Box::new(record));
         self
     }
 }
@@ -70,11 +84,18 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Empty => Poll::Ready(None),
+        };
+        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut this.record, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            record.add_body_bytes(data.len());
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

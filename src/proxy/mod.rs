@@ -20,6 +20,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
+use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
 use crate::snapshot::{HttpUpstream, Route, SharedSnapshot, Snapshot, UpstreamTarget};
 pub use body::ProxyBody;
 use errors::error_response;
@@ -30,13 +31,15 @@ use headers::RequestContext;
 pub struct Proxy {
     snapshot: SharedSnapshot,
     scheme: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(snapshot: SharedSnapshot) -> Self {
+    pub fn new(snapshot: SharedSnapshot, metrics: Arc<Metrics>) -> Self {
         Self {
             snapshot,
             scheme: "http",
+            metrics,
         }
     }
 
@@ -46,9 +49,16 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         let snapshot = self.snapshot.load_full();
+        let mut record = RequestRecord::start(
+            self.metrics.no_route(),
+            &request,
+            peer,
+            snapshot.config.log.access_log,
+        );
         let policy = &snapshot.headers;
         let peer_trusted = policy.is_trusted(peer.ip());
         let request_id = request_id(&request, &snapshot, peer_trusted);
+        record.set_request_id(&request_id);
         let carries_login_code = carries_login_code(&request);
         let mut matched = None;
         let mut response = self
@@ -59,6 +69,7 @@ impl Proxy {
                 peer_trusted,
                 &request_id,
                 &mut matched,
+                &mut record,
             )
             .await;
         let matched = matched.as_deref();
@@ -71,7 +82,8 @@ impl Proxy {
                 HeaderValue::from_static("no-referrer"),
             );
         }
-        response
+        record.set_status(response.status());
+        response.map(|body| body.with_record(record))
     }
 
     async fn route(
@@ -82,6 +94,7 @@ impl Proxy {
         peer_trusted: bool,
         request_id: &HeaderValue,
         matched: &mut Option<Arc<Route>>,
+        record: &mut RequestRecord,
     ) -> Response<ProxyBody> {
         let path = match routes::normalize_path(request.uri().path()) {
             Ok(path) => path,
@@ -96,6 +109,7 @@ impl Proxy {
         };
         // The gateway's own login endpoints (oidc providers) come before the routes.
         if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
+            record.set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
             return endpoint.handle(request, peer, request_id).await;
         }
         let Some(route) = snapshot.routes.find(&path).cloned() else {
@@ -103,6 +117,7 @@ impl Proxy {
             return error_response(StatusCode::NOT_FOUND, None, message, request_id);
         };
         *matched = Some(Arc::clone(&route));
+        record.set_route(Arc::clone(self.metrics.route(&route)));
         let upstream_path = upstream_path(&route, &path, request.uri().query());
 
         // The route's check runs before anything is sent upstream.
@@ -116,6 +131,7 @@ impl Proxy {
                 {
                     Ok(identity) => Some(identity),
                     Err(failure) => {
+                        self.metrics.auth_failure(&auth.provider.name, &failure);
                         tracing::info!(
                             route = %route.name,
                             provider = %auth.provider.name,
@@ -180,6 +196,7 @@ impl Proxy {
                 *upstream_request.headers_mut() = headers;
                 let expires_at = identity.as_ref().and_then(|identity| identity.expires_at);
                 forward(
+                    &self.metrics,
                     &route,
                     http,
                     upstream_request,
@@ -194,6 +211,7 @@ impl Proxy {
 }
 
 async fn forward(
+    metrics: &Metrics,
     route: &Arc<Route>,
     http: &HttpUpstream,
     request: Request<Incoming>,
@@ -207,6 +225,12 @@ async fn forward(
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             let timed_out = errors::is_timeout(&error);
+            let kind = match (timed_out, error.is_connect()) {
+                (true, _) => UpstreamErrorKind::ConnectTimeout,
+                (false, true) => UpstreamErrorKind::ConnectError,
+                (false, false) => UpstreamErrorKind::RequestError,
+            };
+            metrics.upstream_error(&upstream.name, kind);
             tracing::warn!(
                 route = %route.name,
                 upstream = %upstream.name,
@@ -228,6 +252,7 @@ async fn forward(
             return error_response(status, Some(route), message, request_id);
         }
         Err(_elapsed) => {
+            metrics.upstream_error(&upstream.name, UpstreamErrorKind::Timeout);
             tracing::warn!(
                 route = %route.name,
                 upstream = %upstream.name,
@@ -258,6 +283,7 @@ async fn forward(
                     upstream_upgrade,
                     Arc::clone(&route.name),
                     credential_expires_at,
+                    Arc::clone(metrics.route(route)),
                 );
             }
             None => {

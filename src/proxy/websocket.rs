@@ -16,6 +16,7 @@ pub fn spawn_tunnel(
     upstream: OnUpgrade,
     route: Arc<str>,
     expires_at: Option<SystemTime>,
+    metrics: Arc<crate::metrics::RouteMetrics>,
 ) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -25,6 +26,7 @@ pub fn spawn_tunnel(
                 return;
             }
         };
+        let _open = metrics.websocket_opened();
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
         let expiry = async {

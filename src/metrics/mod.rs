@@ -1,0 +1,392 @@
+//! Prometheus metrics, served at `/metrics` on the admin listener.
+//!
+//! One [`Metrics`] lives for the whole process (created by `Gateway::start`) and outlives
+//! every snapshot, so counters keep counting across reloads. Labels are route, upstream
+//! and provider names from the config, never request paths: the number of series is
+//! bounded by the file.
+//!
+//! The request path does no label lookup: a route's counters and histogram are resolved
+//! once, the first time the route serves a request, and kept in the route itself
+//! ([`RouteSlot`]); after that a request costs an atomic load to find them and a few
+//! atomic increments to count itself.
+
+pub mod redact;
+mod request;
+
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub use request::RequestRecord;
+
+use crate::auth::AuthFailure;
+use crate::reload::ReloadOutcome;
+use crate::snapshot::{Route, Snapshot};
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The route label of requests no route matched (404s, malformed paths).
+pub const NO_ROUTE: &str = "(none)";
+
+/// Upper bounds of the request duration buckets, in seconds (Prometheus' defaults).
+const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Arc<str>,
+    status_class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    upstream: Arc<str>,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthFailureLabels {
+    provider: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The gateway's metrics registry and the metrics in it.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: HistogramFamily<RouteLabel>,
+    websockets_open: Family<RouteLabel, Gauge>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    auth_failures: Family<AuthFailureLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    generation: Gauge,
+    last_reload_success: Gauge,
+    /// The handles of requests that matched no route.
+    no_route: Arc<RouteMetrics>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fluxlit");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status class (1xx..5xx)",
+            requests.clone(),
+        );
+        let durations: HistogramFamily<RouteLabel> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request head to the end of the response body, by route",
+            durations.clone(),
+        );
+        let websockets_open = Family::<RouteLabel, Gauge>::default();
+        registry.register(
+            "websockets_open",
+            "WebSocket tunnels open now, by route",
+            websockets_open.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed before a response, by upstream and kind \
+             (connect_error, connect_timeout, timeout, request_error)",
+            upstream_errors.clone(),
+        );
+        let auth_failures = Family::<AuthFailureLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by a route's auth check, by provider and reason",
+            auth_failures.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads, by result (applied, rejected, unchanged, missing, unreadable)",
+            reloads.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation of the snapshot serving now (1 at start, +1 per applied reload)",
+            generation.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the serving config was loaded (at start or by the last applied reload)",
+            last_reload_success.clone(),
+        );
+        let no_route = Arc::new(RouteMetrics::new(
+            Arc::from(NO_ROUTE),
+            &requests,
+            &durations,
+            &websockets_open,
+        ));
+        Self {
+            registry,
+            requests,
+            durations,
+            websockets_open,
+            upstream_errors,
+            auth_failures,
+            reloads,
+            generation,
+            last_reload_success,
+            no_route,
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail; an empty scrape would show it did.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The handles of `route`, resolved on its first request and kept in it.
+    pub fn route<'r>(&self, route: &'r Route) -> &'r Arc<RouteMetrics> {
+        route.metrics.0.get_or_init(|| {
+            Arc::new(RouteMetrics::new(
+                Arc::clone(&route.name),
+                &self.requests,
+                &self.durations,
+                &self.websockets_open,
+            ))
+        })
+    }
+
+    /// The handles of requests that matched no route.
+    pub fn no_route(&self) -> &Arc<RouteMetrics> {
+        &self.no_route
+    }
+
+    /// The handles of the gateway's own endpoints of auth provider `provider` (login,
+    /// callback...). Looked up per request: these are not the hot path.
+    pub fn auth_endpoint(&self, provider: &Arc<str>) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics::new(
+            Arc::clone(provider),
+            &self.requests,
+            &self.durations,
+            &self.websockets_open,
+        ))
+    }
+
+    pub fn auth_failure(&self, provider: &Arc<str>, failure: &AuthFailure) {
+        let labels = AuthFailureLabels {
+            provider: Arc::clone(provider),
+            reason: auth_reason(failure),
+        };
+        self.auth_failures.get_or_create(&labels).inc();
+    }
+
+    pub fn upstream_error(&self, upstream: &Arc<str>, kind: UpstreamErrorKind) {
+        let labels = UpstreamErrorLabels {
+            upstream: Arc::clone(upstream),
+            kind: kind.as_str(),
+        };
+        self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts a reload attempt by its result; `serving` is the snapshot serving after it.
+    pub fn reload_attempt(&self, outcome: &ReloadOutcome, serving: &Snapshot) {
+        let result = match outcome {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Rejected { .. } => "rejected",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Missing => "missing",
+            ReloadOutcome::Unreadable { .. } => "unreadable",
+        };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        if let ReloadOutcome::Applied { .. } = outcome {
+            self.serving(serving.generation, serving.loaded_at);
+        }
+    }
+
+    /// A snapshot started serving: at start, or applied by a reload.
+    pub fn serving(&self, generation: u64, loaded_at: SystemTime) {
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        let unix = loaded_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.last_reload_success
+            .set(i64::try_from(unix).unwrap_or(i64::MAX));
+    }
+}
+
+/// What a route counts into, shared by every snapshot in which the route has its name.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    name: Arc<str>,
+    /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    requests: [Counter; 5],
+    duration: Histogram,
+    /// The family, not the gauge: a route's series appears with its first WebSocket.
+    websockets_open: Family<RouteLabel, Gauge>,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl RouteMetrics {
+    fn new(
+        name: Arc<str>,
+        requests: &Family<RequestLabels, Counter>,
+        durations: &HistogramFamily<RouteLabel>,
+        websockets_open: &Family<RouteLabel, Gauge>,
+    ) -> Self {
+        let counters = STATUS_CLASSES.map(|status_class| {
+            requests.get_or_create_owned(&RequestLabels {
+                route: Arc::clone(&name),
+                status_class,
+            })
+        });
+        let label = RouteLabel {
+            route: Arc::clone(&name),
+        };
+        Self {
+            requests: counters,
+            duration: durations.get_or_create_owned(&label),
+            websockets_open: websockets_open.clone(),
+            name,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn count(&self, status: u16, seconds: f64) {
+        // Statuses outside 100..=599 cannot be built by `http`; clamp rather than index
+        // out of bounds.
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        if let Some(counter) = self.requests.get(class) {
+            counter.inc();
+        }
+        self.duration.observe(seconds);
+    }
+
+    /// Marks a WebSocket tunnel of this route open until the guard is dropped.
+    pub fn websocket_opened(&self) -> OpenWebSocket {
+        let gauge = self.websockets_open.get_or_create_owned(&RouteLabel {
+            route: Arc::clone(&self.name),
+        });
+        gauge.inc();
+        OpenWebSocket(gauge)
+    }
+}
+
+/// Counts one open WebSocket in `fluxlit_websockets_open` while it lives.
+#[derive(Debug)]
+pub struct OpenWebSocket(Gauge);
+
+impl Drop for OpenWebSocket {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Where a route keeps its [`RouteMetrics`] once resolved. Empty when compiled.
+#[derive(Debug, Default)]
+pub struct RouteSlot(OnceLock<Arc<RouteMetrics>>);
+
+/// Why an upstream request produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The connection was refused or could not be made.
+    ConnectError,
+    /// No connection within `connect_timeout`.
+    ConnectTimeout,
+    /// No response headers within `timeout`.
+    Timeout,
+    /// The upstream broke the connection during the request.
+    RequestError,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectError => "connect_error",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::Timeout => "timeout",
+            Self::RequestError => "request_error",
+        }
+    }
+}
+
+/// The `reason` label of an auth failure: a small fixed set.
+pub fn auth_reason(failure: &AuthFailure) -> &'static str {
+    match failure {
+        AuthFailure::Missing { .. } => "missing",
+        AuthFailure::Invalid { description, .. } => {
+            // The verifier's descriptions are fixed texts; an expired token is worth
+            // telling apart from a forged one.
+            if description.contains("expired") {
+                "expired"
+            } else {
+                "invalid"
+            }
+        }
+        AuthFailure::InsufficientScope { .. } => "insufficient_scope",
+        AuthFailure::NoTrustedUser => "no_trusted_user",
+        AuthFailure::Unavailable { .. } => "unavailable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_clamp_into_the_five_classes() {
+        let metrics = Metrics::new();
+        let route = metrics.no_route();
+        for status in [101, 200, 204, 302, 404, 499, 502, 504] {
+            route.count(status, 0.001);
+        }
+        let text = metrics.encode();
+        for (class, count) in [("1xx", 1), ("2xx", 2), ("3xx", 1), ("4xx", 2), ("5xx", 2)] {
+            let line = format!(
+                "fluxlit_requests_total{{route=\"(none)\",status_class=\"{class}\"}} {count}"
+            );
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        assert!(
+            text.contains("fluxlit_request_duration_seconds_count{route=\"(none)\"} 8"),
+            "{text}"
+        );
+    }
+}

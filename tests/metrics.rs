@@ -1,0 +1,458 @@
+//! `/metrics` on the admin listener, scraped after known traffic: requests by route and
+//! status class, durations, upstream failures, auth failures, open WebSockets and
+//! reloads, each with the exact count the traffic should have produced.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
+use axum::routing::any;
+use common::*;
+use fluxlit::reload::{ReloadOutcome, Trigger};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Hang guard for every network step; never a statement about speed.
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(HANG_GUARD, future)
+        .await
+        .unwrap_or_else(|_| panic!("hang guard: {what} did not finish within {HANG_GUARD:?}"))
+}
+
+/// A scrape: every sample line, `name{labels}` → value.
+#[derive(Debug)]
+struct Scrape {
+    content_type: String,
+    text: String,
+    samples: BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    fn get(&self, series: &str) -> Option<f64> {
+        self.samples.get(series).copied()
+    }
+
+    fn types(&self) -> BTreeMap<&str, &str> {
+        self.text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_once(' '))
+            .collect()
+    }
+}
+
+/// Parses the Prometheus text format: comments skipped, each sample line split at its
+/// last space (the label values here never hold one).
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number in {line:?}"));
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "series {series} appears twice"
+        );
+    }
+    samples
+}
+
+async fn scrape(admin: SocketAddr) -> Scrape {
+    let reply = within("scrape", send(admin, get(admin, "/metrics", &[]))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    Scrape {
+        content_type: reply
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        samples: parse(&text),
+        text,
+    }
+}
+
+/// Scrapes until every `(series, value)` holds, then returns that scrape. A request is
+/// counted when its response body is finished on the gateway's side, which may be a
+/// moment after the client has read it.
+async fn scrape_until(admin: SocketAddr, expected: &[(&str, f64)]) -> Scrape {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let scrape = scrape(admin).await;
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(series, value)| scrape.get(series) != Some(*value))
+            .map(|(series, value)| format!("{series}: want {value}, got {:?}", scrape.get(series)))
+            .collect();
+        if wrong.is_empty() {
+            return scrape;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never matched:\n{}\n\nscrape:\n{}",
+            wrong.join("\n"),
+            scrape.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn spawn_ws_echo() -> SocketAddr {
+    async fn echo(mut socket: WebSocket) {
+        while let Some(Ok(message)) = socket.recv().await {
+            if let ServerMessage::Text(_) = message
+                && socket.send(message).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+    spawn_upstream(Router::new().route(
+        "/ws",
+        axum::routing::get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
+    ))
+    .await
+}
+
+fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn config(
+    app: SocketAddr,
+    ws: SocketAddr,
+    slow: SocketAddr,
+    dead: SocketAddr,
+    secret: &str,
+) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[upstreams.app]
+url = "http://{app}"
+
+[upstreams.wsup]
+url = "http://{ws}"
+
+[upstreams.slow]
+url = "http://{slow}"
+timeout = "300ms"
+
+[upstreams.dead]
+url = "http://{dead}"
+
+[[routes]]
+name = "app"
+path_prefix = "/app"
+upstream = "app"
+
+[[routes]]
+name = "secure"
+path_prefix = "/secure"
+upstream = "app"
+auth = "main"
+
+[[routes]]
+name = "ws"
+path_prefix = "/ws"
+upstream = "wsup"
+
+[[routes]]
+name = "slow"
+path_prefix = "/slow"
+upstream = "slow"
+
+[[routes]]
+name = "down"
+path_prefix = "/down"
+upstream = "dead"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "https://issuer.test"
+audience = "fluxlit-test"
+algorithms = ["HS256"]
+hs256_secret = {{ file = "{secret}" }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_exactly() {
+    let app = spawn_recording_upstream("app").await;
+    let ws = spawn_ws_echo().await;
+    let slow = spawn_upstream(Router::new().fallback(any(|| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        "too late"
+    })))
+    .await;
+    let dead = closed_port();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("hs.secret");
+    std::fs::write(&secret, "a test-only secret for the metrics test").unwrap();
+    let text = config(app, ws, slow, dead, &secret.display().to_string());
+    let gateway = TestGateway::start(&text).await;
+    let addr = gateway.addr();
+    let admin = gateway.gateway.admin_addr.expect("admin listener");
+
+    let started = scrape(admin).await;
+    assert_eq!(started.get("fluxlit_config_generation"), Some(1.0));
+    assert_eq!(
+        started.get("fluxlit_requests_total{route=\"app\",status_class=\"2xx\"}"),
+        None,
+        "no series before the route served anything:\n{}",
+        started.text
+    );
+
+    for path in ["/app", "/app/a", "/app/b?page=2"] {
+        let reply = within("GET app", send(addr, get(addr, path, &[]))).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    }
+    for path in ["/nowhere", "/other/x"] {
+        let reply = within("GET unrouted", send(addr, get(addr, path, &[]))).await;
+        assert_eq!(reply.status, 404, "{path}");
+    }
+    let reply = within("no token", send(addr, get(addr, "/secure/x", &[]))).await;
+    assert_eq!(reply.status, 401);
+    let bad = [("authorization", "Bearer not.a.token")];
+    let reply = within("bad token", send(addr, get(addr, "/secure/x", &bad))).await;
+    assert_eq!(reply.status, 401);
+    let reply = within("dead upstream", send(addr, get(addr, "/down/x", &[]))).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let reply = within("slow upstream", send(addr, get(addr, "/slow/x", &[]))).await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+
+    // A WebSocket is counted open while its tunnel is, and its handshake as a 101.
+    let (mut socket, _) = within(
+        "WebSocket handshake",
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+    )
+    .await
+    .expect("handshake");
+    socket.send(Message::text("ping")).await.unwrap();
+    let echoed = within("echo", socket.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("ping"));
+    scrape_until(admin, &[("fluxlit_websockets_open{route=\"ws\"}", 1.0)]).await;
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = within("close", socket.next()).await {}
+    // The tunnel lasts until both sides have closed their sockets.
+    drop(socket);
+    scrape_until(admin, &[("fluxlit_websockets_open{route=\"ws\"}", 0.0)]).await;
+
+    // One applied reload (a route added), then one rejected (an unknown upstream).
+    let before_reload = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let added = format!(
+        "{text}\n[[routes]]\nname = \"extra\"\npath_prefix = \"/extra\"\nupstream = \"app\"\n"
+    );
+    write_by_rename(&gateway.config_path, &gateway.pin_listen(&added));
+    gateway.wait_for_generation(2).await;
+    let broken = format!(
+        "{added}\n[[routes]]\nname = \"broken\"\npath_prefix = \"/b\"\nupstream = \"nope\"\n"
+    );
+    write_by_rename(&gateway.config_path, &gateway.pin_listen(&broken));
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while gateway.gateway.reloader().status().last_error.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken file was never rejected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let scrape = scrape_until(
+        admin,
+        &[
+            (
+                "fluxlit_requests_total{route=\"app\",status_class=\"2xx\"}",
+                3.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"app\",status_class=\"4xx\"}",
+                0.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"(none)\",status_class=\"4xx\"}",
+                2.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"secure\",status_class=\"4xx\"}",
+                2.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"secure\",status_class=\"2xx\"}",
+                0.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"down\",status_class=\"5xx\"}",
+                1.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"slow\",status_class=\"5xx\"}",
+                1.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"ws\",status_class=\"1xx\"}",
+                1.0,
+            ),
+            ("fluxlit_request_duration_seconds_count{route=\"app\"}", 3.0),
+            (
+                "fluxlit_request_duration_seconds_count{route=\"(none)\"}",
+                2.0,
+            ),
+            (
+                "fluxlit_request_duration_seconds_bucket{route=\"app\",le=\"+Inf\"}",
+                3.0,
+            ),
+            (
+                "fluxlit_upstream_errors_total{upstream=\"dead\",kind=\"connect_error\"}",
+                1.0,
+            ),
+            (
+                "fluxlit_upstream_errors_total{upstream=\"slow\",kind=\"timeout\"}",
+                1.0,
+            ),
+            (
+                "fluxlit_auth_failures_total{provider=\"main\",reason=\"missing\"}",
+                1.0,
+            ),
+            (
+                "fluxlit_auth_failures_total{provider=\"main\",reason=\"invalid\"}",
+                1.0,
+            ),
+            ("fluxlit_websockets_open{route=\"ws\"}", 0.0),
+            ("fluxlit_config_reloads_total{result=\"applied\"}", 1.0),
+            ("fluxlit_config_reloads_total{result=\"rejected\"}", 1.0),
+            ("fluxlit_config_generation", 2.0),
+        ],
+    )
+    .await;
+
+    assert!(
+        scrape.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        scrape.content_type
+    );
+    let types = scrape.types();
+    for (name, kind) in [
+        ("fluxlit_requests_total", "counter"),
+        ("fluxlit_request_duration_seconds", "histogram"),
+        ("fluxlit_upstream_errors_total", "counter"),
+        ("fluxlit_auth_failures_total", "counter"),
+        ("fluxlit_websockets_open", "gauge"),
+        ("fluxlit_config_reloads_total", "counter"),
+        ("fluxlit_config_generation", "gauge"),
+        (
+            "fluxlit_config_last_reload_success_timestamp_seconds",
+            "gauge",
+        ),
+    ] {
+        assert_eq!(
+            types.get(name),
+            Some(&kind),
+            "# TYPE of {name}:\n{}",
+            scrape.text
+        );
+    }
+    let reloaded_at = scrape
+        .get("fluxlit_config_last_reload_success_timestamp_seconds")
+        .expect("last reload time");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    assert!(
+        (before_reload..=now).contains(&reloaded_at),
+        "last successful reload at {reloaded_at}, between {before_reload} and {now}"
+    );
+    assert_eq!(
+        scrape.get("fluxlit_websockets_open{route=\"app\"}"),
+        None,
+        "a route without WebSockets has no such series"
+    );
+    // Labels are names from the file, never request paths.
+    for path in ["/app/a", "/nowhere", "/other", "page=2", "/secure/x"] {
+        assert!(
+            !scrape.text.contains(path),
+            "a path in a label: {path}\n{}",
+            scrape.text
+        );
+    }
+
+    // Back to the running file: the file event is not a reload attempt, an explicit
+    // reload (as SIGHUP asks for) that finds the running file is counted as unchanged.
+    write_by_rename(&gateway.config_path, &gateway.pin_listen(&added));
+    let reloader = std::sync::Arc::clone(gateway.gateway.reloader());
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Manual))
+        .await
+        .unwrap();
+    assert_eq!(outcome, ReloadOutcome::Unchanged);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    scrape_until(
+        admin,
+        &[
+            ("fluxlit_config_reloads_total{result=\"unchanged\"}", 1.0),
+            ("fluxlit_config_reloads_total{result=\"applied\"}", 1.0),
+            ("fluxlit_config_reloads_total{result=\"rejected\"}", 1.0),
+            ("fluxlit_config_generation", 2.0),
+        ],
+    )
+    .await;
+
+    // The new route counts from its first request; the old ones keep their counts
+    // across the reload.
+    let reply = within("GET extra", send(addr, get(addr, "/extra/x", &[]))).await;
+    assert_eq!(reply.status, 200);
+    let reply = within("GET app", send(addr, get(addr, "/app/again", &[]))).await;
+    assert_eq!(reply.status, 200);
+    scrape_until(
+        admin,
+        &[
+            (
+                "fluxlit_requests_total{route=\"extra\",status_class=\"2xx\"}",
+                1.0,
+            ),
+            (
+                "fluxlit_requests_total{route=\"app\",status_class=\"2xx\"}",
+                4.0,
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_only_answer_get() {
+    let app = spawn_recording_upstream("app").await;
+    let gateway = TestGateway::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstreams.app]\nurl = \"http://{app}\"\n\n\
+         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
+    ))
+    .await;
+    let admin = gateway.gateway.admin_addr.expect("admin listener");
+    let post = http::Request::post("/metrics")
+        .header("host", admin.to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let reply = within("POST /metrics", send(admin, post)).await;
+    assert_eq!(reply.status, 405);
+}
