@@ -60,7 +60,10 @@ impl Proxy {
         let request_id = request_id(&request, &snapshot, peer_trusted);
         record.set_request_id(&request_id);
         let carries_login_code = carries_login_code(&request);
-        let mut matched = None;
+        let mut seen = Seen {
+            route: None,
+            record,
+        };
         let mut response = self
             .route(
                 &snapshot,
@@ -68,11 +71,10 @@ impl Proxy {
                 peer,
                 peer_trusted,
                 &request_id,
-                &mut matched,
-                &mut record,
+                &mut seen,
             )
             .await;
-        let matched = matched.as_deref();
+        let matched = seen.route.as_deref();
         headers::add_response_headers(response.headers_mut(), policy, matched, &request_id);
         if carries_login_code {
             // The page an OIDC login lands on has its one-time code in the URL: keep it
@@ -82,6 +84,7 @@ impl Proxy {
                 HeaderValue::from_static("no-referrer"),
             );
         }
+        let mut record = seen.record;
         record.set_status(response.status());
         response.map(|body| body.with_record(record))
     }
@@ -93,8 +96,7 @@ impl Proxy {
         peer: SocketAddr,
         peer_trusted: bool,
         request_id: &HeaderValue,
-        matched: &mut Option<Arc<Route>>,
-        record: &mut RequestRecord,
+        seen: &mut Seen,
     ) -> Response<ProxyBody> {
         let path = match routes::normalize_path(request.uri().path()) {
             Ok(path) => path,
@@ -109,15 +111,17 @@ impl Proxy {
         };
         // The gateway's own login endpoints (oidc providers) come before the routes.
         if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
-            record.set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
+            seen.record
+                .set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
             return endpoint.handle(request, peer, request_id).await;
         }
         let Some(route) = snapshot.routes.find(&path).cloned() else {
             let message = "no route matches this path";
             return error_response(StatusCode::NOT_FOUND, None, message, request_id);
         };
-        *matched = Some(Arc::clone(&route));
-        record.set_route(Arc::clone(self.metrics.route(&route)));
+        seen.record
+            .set_route(Arc::clone(self.metrics.route(&route)));
+        seen.route = Some(Arc::clone(&route));
         let upstream_path = upstream_path(&route, &path, request.uri().query());
 
         // The route's check runs before anything is sent upstream.
@@ -208,6 +212,13 @@ impl Proxy {
             }
         }
     }
+}
+
+/// What routing learned about a request, for its response headers, metrics and log.
+struct Seen {
+    /// The route that matched, if one did (its security headers apply).
+    route: Option<Arc<Route>>,
+    record: RequestRecord,
 }
 
 async fn forward(
