@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -23,6 +24,7 @@ pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
     reloader: Arc<Reloader>,
+    draining: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -39,9 +41,11 @@ pub async fn serve(
         };
         let snapshot = Arc::clone(&snapshot);
         let reloader = Arc::clone(&reloader);
+        let draining = Arc::clone(&draining);
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let response = answer(&request, &snapshot.load_full(), &reloader);
+                let draining = draining.load(Ordering::Acquire);
+                let response = answer(&request, &snapshot.load_full(), &reloader, draining);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()
@@ -55,12 +59,15 @@ fn answer<B>(
     request: &Request<B>,
     snapshot: &Snapshot,
     reloader: &Reloader,
+    draining: bool,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        // Shutting down: load balancers must stop sending traffic here.
+        "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         // Serving at all means a valid snapshot is loaded and the listener is bound.
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/snapshot" => {

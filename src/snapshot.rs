@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub auth_endpoints: AuthEndpoints,
     pub headers: HeaderPolicy,
     pub limits: ConnectionLimits,
+    /// The public listener's TLS settings when `[server.tls]` is set: each new handshake
+    /// reads the current snapshot's, so a reloaded certificate serves new connections.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A route as the request path needs it.
@@ -103,6 +106,9 @@ pub struct HeaderPolicy {
     pub forwarded_prefix: Option<HeaderValue>,
     /// Added to responses that lack them; empty when `security_headers = false`.
     pub security_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `Strict-Transport-Security`, for responses sent over HTTPS only; `None` when
+    /// `security_headers = false`.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl HeaderPolicy {

@@ -135,6 +135,12 @@ pub fn compile(
         entries.push((prefix, Arc::new(compiled)));
     }
 
+    let tls = config.server.tls.as_ref().and_then(|tls| {
+        crate::tls::server_config(&ctx.config_dir, &tls.cert_file, &tls.key_file)
+            .map_err(|error| errors.push(Diagnostic::error(error.key(), error.to_string())))
+            .ok()
+    });
+
     spans.locate(&mut errors);
     spans.locate(&mut warnings);
     if !errors.is_empty() {
@@ -156,6 +162,7 @@ pub fn compile(
                 .unwrap_or(usize::MAX),
             max_connections: config.server.max_connections as usize,
         },
+        tls,
         warnings,
         config,
     })
@@ -237,16 +244,11 @@ fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> Heade
                 HeaderValue::from_static("strict-origin-when-cross-origin"),
             ),
         ];
-        if public_base
-            .as_ref()
-            .is_some_and(|url| url.scheme() == "https")
-        {
-            security_headers.push((
-                http::header::STRICT_TRANSPORT_SECURITY,
-                HeaderValue::from_static("max-age=31536000"),
-            ));
-        }
     }
+    let hsts = config
+        .server
+        .security_headers
+        .then(|| HeaderValue::from_static("max-age=31536000"));
 
     HeaderPolicy {
         trusted_proxies: config
@@ -262,6 +264,7 @@ fn compile_header_policy(config: &Config, errors: &mut Vec<Diagnostic>) -> Heade
         remote_user,
         forwarded_prefix,
         security_headers,
+        hsts,
     }
 }
 

@@ -10,7 +10,8 @@ mod errors;
 pub mod headers;
 pub mod request_id;
 pub mod routes;
-mod websocket;
+pub mod websocket;
+mod ws_frames;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,13 +31,16 @@ use headers::RequestContext;
 pub struct Proxy {
     snapshot: SharedSnapshot,
     scheme: &'static str,
+    tunnels: websocket::Tunnels,
 }
 
 impl Proxy {
-    pub fn new(snapshot: SharedSnapshot) -> Self {
+    /// `scheme` is the listener's (`http` or `https`); WebSockets it opens join `tunnels`.
+    pub fn new(snapshot: SharedSnapshot, scheme: &'static str, tunnels: websocket::Tunnels) -> Self {
         Self {
             snapshot,
-            scheme: "http",
+            scheme,
+            tunnels,
         }
     }
 
@@ -50,10 +54,12 @@ impl Proxy {
         let peer_trusted = policy.is_trusted(peer.ip());
         let request_id = request_id(&request, &snapshot, peer_trusted);
         let carries_login_code = carries_login_code(&request);
+        let over_https = headers::is_https(self.scheme, request.headers(), peer_trusted);
         let mut response = self
             .route(&snapshot, request, peer, peer_trusted, &request_id)
             .await;
         headers::add_response_headers(response.headers_mut(), policy, &request_id);
+        headers::add_hsts(response.headers_mut(), policy, over_https);
         if carries_login_code {
             // The page an OIDC login lands on has its one-time code in the URL: keep it
             // out of the Referer of everything that page loads.
@@ -169,6 +175,7 @@ impl Proxy {
                 *upstream_request.headers_mut() = headers;
                 let expires_at = identity.as_ref().and_then(|identity| identity.expires_at);
                 forward(
+                    &self.tunnels,
                     &route,
                     http,
                     upstream_request,
@@ -183,6 +190,7 @@ impl Proxy {
 }
 
 async fn forward(
+    tunnels: &websocket::Tunnels,
     route: &Arc<Route>,
     http: &HttpUpstream,
     request: Request<Incoming>,
@@ -243,6 +251,7 @@ async fn forward(
             Some(client_upgrade) => {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 websocket::spawn_tunnel(
+                    tunnels,
                     client_upgrade,
                     upstream_upgrade,
                     Arc::clone(&route.name),
