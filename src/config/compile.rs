@@ -425,16 +425,12 @@ fn compile_jwks(
                 Check::TrustedProxyUser | Check::Oidc(_) => None,
             })
     });
-    let cache = match reused {
-        Some(cache) => cache,
-        None => {
-            let cache = JwksCache::new(name, source, jwks_settings);
-            cache
-                .load_file_now()
-                .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?;
-            cache
-        }
-    };
+    let cache = reused.unwrap_or_else(|| JwksCache::new(name, source, jwks_settings));
+    // Read a `jwks_file` on every compile, a kept cache's too: a reload may be the
+    // watcher seeing the file change, and a broken file refuses the config.
+    cache
+        .load_file_now()
+        .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?;
     cache.start();
     Ok(Some(cache))
 }
