@@ -457,7 +457,10 @@ pub fn referenced_files(config: &Config, config_dir: &Path) -> Vec<PathBuf> {
             files.extend(secret.file.clone());
         }
     }
-    files.into_iter().map(|file| config_dir.join(file)).collect()
+    files
+        .into_iter()
+        .map(|file| config_dir.join(file))
+        .collect()
 }
 
 /// One hash of what `files` hold (a missing or unreadable file counts as such).

@@ -48,7 +48,10 @@ async fn slow(
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, u64>>,
 ) -> &'static str {
     state.slow_started.notify_one();
-    tokio::time::sleep(Duration::from_millis(query.get("ms").copied().unwrap_or(1500))).await;
+    tokio::time::sleep(Duration::from_millis(
+        query.get("ms").copied().unwrap_or(1500),
+    ))
+    .await;
     "done"
 }
 
@@ -119,7 +122,10 @@ async fn start(upstream: SocketAddr, grace: &str) -> Running {
                 return running;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "the gateway never became ready");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -160,7 +166,10 @@ async fn wait_for_exit(child: &mut Child) -> ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the gateway did not exit");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -187,7 +196,9 @@ async fn sigterm_drains_requests_and_closes_websockets_with_1001_then_exits_0() 
     .unwrap()
     .unwrap();
     socket.send(Message::text("before")).await.unwrap();
-    let echoed = tokio::time::timeout(HANG_GUARD, socket.next()).await.unwrap();
+    let echoed = tokio::time::timeout(HANG_GUARD, socket.next())
+        .await
+        .unwrap();
     assert_eq!(echoed.unwrap().unwrap(), Message::text("before"));
 
     let started = seen.slow_started.notified();
@@ -199,7 +210,10 @@ async fn sigterm_drains_requests_and_closes_websockets_with_1001_then_exits_0() 
     // Not ready any more, at once: the request is still in flight upstream.
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     while readyz(running.admin).await != Some(StatusCode::SERVICE_UNAVAILABLE) {
-        assert!(tokio::time::Instant::now() < deadline, "/readyz never turned 503");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never turned 503"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The public listener closes (as the signal reaches its accept loop): new
@@ -213,7 +227,10 @@ async fn sigterm_drains_requests_and_closes_websockets_with_1001_then_exits_0() 
     }
 
     // The WebSocket client gets a close frame saying the server is going away.
-    match tokio::time::timeout(HANG_GUARD, socket.next()).await.unwrap() {
+    match tokio::time::timeout(HANG_GUARD, socket.next())
+        .await
+        .unwrap()
+    {
         Some(Ok(Message::Close(Some(frame)))) => {
             assert_eq!(frame.code, CloseCode::Away, "{frame:?}");
         }
@@ -222,7 +239,10 @@ async fn sigterm_drains_requests_and_closes_websockets_with_1001_then_exits_0() 
     drop(socket);
 
     // The request in flight finishes, and its connection is told to close.
-    let reply = tokio::time::timeout(HANG_GUARD, slow).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(HANG_GUARD, slow)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.text(), "done");
     assert_eq!(reply.headers["connection"], "close");
@@ -232,7 +252,10 @@ async fn sigterm_drains_requests_and_closes_websockets_with_1001_then_exits_0() 
     // The upstream got the gateway's (masked, or it would have failed) close frame too.
     assert_eq!(*seen.ws_close_code.lock().unwrap(), Some(1001));
     let log = stderr_of(&mut running.child);
-    assert!(log.contains("every request and WebSocket finished"), "{log}");
+    assert!(
+        log.contains("every request and WebSocket finished"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -259,8 +282,17 @@ async fn when_the_grace_period_ends_first_the_request_is_cut_and_the_process_exi
     sigterm(&running.child);
     let status = wait_for_exit(&mut running.child).await;
     assert_eq!(status.code(), Some(0));
-    let outcome = tokio::time::timeout(HANG_GUARD, slow).await.unwrap().unwrap();
-    assert!(outcome.is_err(), "the request was cut, not answered: {outcome:?}");
+    let outcome = tokio::time::timeout(HANG_GUARD, slow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "the request was cut, not answered: {outcome:?}"
+    );
     let log = stderr_of(&mut running.child);
-    assert!(log.contains("cutting 1 request(s) and 0 WebSocket(s)"), "{log}");
+    assert!(
+        log.contains("cutting 1 request(s) and 0 WebSocket(s)"),
+        "{log}"
+    );
 }

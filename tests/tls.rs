@@ -39,7 +39,8 @@ fn pki(ca_name: &str) -> Pki {
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf =
         CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
     Pki {
@@ -140,10 +141,7 @@ async fn serves_http1_and_http2_by_alpn_with_hsts() {
         let echo: serde_json::Value =
             serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
         assert_eq!(echo["path"], "/hello", "{echo}");
-        assert_eq!(
-            echo["headers"]["x-forwarded-proto"], "https",
-            "{echo}"
-        );
+        assert_eq!(echo["headers"]["x-forwarded-proto"], "https", "{echo}");
     }
 }
 
@@ -223,7 +221,10 @@ async fn a_broken_certificate_at_reload_is_rejected_and_the_old_one_keeps_servin
     let files = CertFiles::new(&pki);
     let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
 
-    replace(&files.cert(), "-----BEGIN CERTIFICATE-----\nnot base64 !!\n");
+    replace(
+        &files.cert(),
+        "-----BEGIN CERTIFICATE-----\nnot base64 !!\n",
+    );
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     let error = loop {
         if let Some(failure) = gateway.gateway.reloader().status().last_error {
@@ -289,9 +290,14 @@ async fn a_client_that_never_finishes_the_handshake_is_closed() {
     let files = CertFiles::new(&pki);
     let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
 
-    let mut stream = tokio::net::TcpStream::connect(gateway.addr()).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .unwrap();
     // The first bytes of a ClientHello record, then nothing.
-    stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    stream
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(HANG_GUARD, stream.read(&mut buf))
         .await

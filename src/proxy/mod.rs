@@ -36,7 +36,11 @@ pub struct Proxy {
 
 impl Proxy {
     /// `scheme` is the listener's (`http` or `https`); WebSockets it opens join `tunnels`.
-    pub fn new(snapshot: SharedSnapshot, scheme: &'static str, tunnels: websocket::Tunnels) -> Self {
+    pub fn new(
+        snapshot: SharedSnapshot,
+        scheme: &'static str,
+        tunnels: websocket::Tunnels,
+    ) -> Self {
         Self {
             snapshot,
             scheme,

@@ -289,7 +289,10 @@ mod tests {
 
     #[test]
     fn close_frames_carry_code_and_reason_masked_or_not() {
-        assert_eq!(close_frame(1001, "going away", None)[..4], [0x88, 12, 0x03, 0xe9]);
+        assert_eq!(
+            close_frame(1001, "going away", None)[..4],
+            [0x88, 12, 0x03, 0xe9]
+        );
         let masked = close_frame(1008, "x", Some([1, 2, 3, 4]));
         assert_eq!(masked[..6], [0x88, 0x80 | 3, 1, 2, 3, 4]);
         let unmasked: Vec<u8> = masked[6..]
