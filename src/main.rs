@@ -239,8 +239,14 @@ fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Resu
         );
         wait_for_stop_signal().await;
         tracing::info!("stopping: finishing requests in flight");
-        // The gateway bounds its own wait by `server.shutdown_grace`.
-        gateway.shutdown().await;
+        // The gateway bounds its own wait by `server.shutdown_grace`; a second signal
+        // is an operator who does not want to wait.
+        tokio::select! {
+            _ = gateway.shutdown() => {}
+            () = wait_for_stop_signal() => {
+                tracing::warn!("second stop signal: exiting without waiting for the rest");
+            }
+        }
         Ok(ExitCode::SUCCESS)
     });
     // Tasks cut at the end of the grace period must not hold the exit up.

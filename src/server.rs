@@ -19,7 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,7 @@ impl Connection {
             requests,
         } = self;
         let activity = Arc::new(Activity::new(requests));
+        let watched = Arc::clone(&activity);
         let io = TrackedIo {
             inner: stream,
             activity: Arc::clone(&activity),
@@ -177,7 +178,7 @@ impl Connection {
         };
         let signal = Arc::new(Signal::default());
         let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
-            activity,
+            watched,
             limits,
             shutdown,
             Arc::clone(&signal),
@@ -212,6 +213,9 @@ impl Connection {
             // Too slow to finish the handshake, or shutting down before any request.
             _ = signal.next() => return,
         };
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            activity.multiplexed();
+        }
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -335,6 +339,9 @@ struct Activity {
     /// Milliseconds since `started` (+1, so 0 means none) of the first byte of a request
     /// head read while no request was in flight.
     head_started: AtomicU64,
+    /// HTTP/2: bytes between requests are not a request head (pings, window updates,
+    /// settings), so only the idle timeout applies between requests.
+    multiplexed: AtomicBool,
 }
 
 enum Deadline {
@@ -350,7 +357,16 @@ impl Activity {
             listener_requests,
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
         }
+    }
+
+    /// The connection speaks HTTP/2 from now on; the TLS handshake's bytes no longer
+    /// count as a request head in progress.
+    fn multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+        self.idle_since.store(self.now_ms(), Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -364,6 +380,7 @@ impl Activity {
     fn on_read(&self) {
         if self.requests_in_flight.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
         {
             self.head_started
                 .store(self.now_ms() + 1, Ordering::Relaxed);

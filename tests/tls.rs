@@ -304,3 +304,61 @@ async fn a_client_that_never_finishes_the_handshake_is_closed() {
         .expect("the gateway closes a stalled handshake (header_read_timeout = 300ms)");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+/// An HTTP/2 connection made by hand (tokio-rustls + hyper), to keep hold of it.
+async fn h2_connection(
+    ca_pem: &str,
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_not_taken_for_a_slow_request_head() {
+    let pki = pki("test CA");
+    let files = CertFiles::new(&pki);
+    // header_read_timeout is 300ms; idle_timeout stays at its default of a minute.
+    let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
+    let mut sender = h2_connection(&pki.ca_pem, gateway.addr()).await;
+    for round in 0..2 {
+        let request = http::Request::get(https(gateway.addr(), "/"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let response = tokio::time::timeout(HANG_GUARD, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+        assert_eq!(response.status(), StatusCode::OK);
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+        // Pings and window updates may cross the connection meanwhile.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+}
