@@ -232,8 +232,13 @@ fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Resu
             }
             Err(error) => return Err(error.into()),
         };
+        let scheme = if gateway.snapshot().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         eprintln!(
-            "fluxlit: serving http://{} (config {})",
+            "fluxlit: serving {scheme}://{} (config {})",
             gateway.addr,
             path.display()
         );
