@@ -305,11 +305,12 @@ async fn a_client_that_never_finishes_the_handshake_is_closed() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
-/// An HTTP/2 connection made by hand (tokio-rustls + hyper), to keep hold of it.
-async fn h2_connection(
+/// A TLS connection to `localhost` at `addr`, trusting `ca_pem`, offering `alpn`.
+async fn tls_connect(
     ca_pem: &str,
     addr: SocketAddr,
-) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -321,14 +322,23 @@ async fn h2_connection(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    tls
+}
+
+/// An HTTP/2 connection made by hand (tokio-rustls + hyper), to keep hold of it.
+async fn h2_connection(
+    ca_pem: &str,
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let tls = tls_connect(ca_pem, addr, b"h2").await;
     let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
@@ -361,4 +371,48 @@ async fn an_idle_http2_connection_is_not_taken_for_a_slow_request_head() {
         // Pings and window updates may cross the connection meanwhile.
         tokio::time::sleep(Duration::from_millis(900)).await;
     }
+}
+
+#[tokio::test]
+async fn websockets_cross_the_tls_listener() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let upstream = spawn_upstream(axum::Router::new().route(
+        "/ws",
+        axum::routing::get(|upgrade: axum::extract::ws::WebSocketUpgrade| async move {
+            upgrade.on_upgrade(|mut socket| async move {
+                while let Some(Ok(message)) = socket.recv().await {
+                    if let axum::extract::ws::Message::Text(_) = message
+                        && socket.send(message).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        }),
+    ))
+    .await;
+    let pki = pki("test CA");
+    let files = CertFiles::new(&pki);
+    let gateway = TestGateway::start(&format!(
+        "{}\n[upstreams.ws]\nurl = \"http://{upstream}\"\n\n\
+         [[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"ws\"\n",
+        config(&files.tls_table(), "")
+    ))
+    .await;
+
+    let tls = tls_connect(&pki.ca_pem, gateway.addr(), b"http/1.1").await;
+    let url = format!("wss://localhost:{}/ws", gateway.addr().port());
+    let (mut socket, response) =
+        tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(url, tls))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket.send(Message::text("over tls")).await.unwrap();
+    let echoed = tokio::time::timeout(HANG_GUARD, socket.next())
+        .await
+        .unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("over tls"));
 }
