@@ -81,31 +81,25 @@ pub fn spawn_tunnel(
                 return;
             }
         };
-        let (closing_tx, closing) = watch::channel(None);
-        let reason = async {
-            let expiry = async {
-                match expires_at {
-                    Some(at) => {
-                        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-                        tokio::time::sleep(left).await;
+        // The wait for a reason to close is a task of its own: polled with the copy, the
+        // shutdown signal (shared by every connection) would be polled on every read.
+        let (closing_tx, mut closing) = watch::channel(None);
+        let _reason = AbortOnDrop(tokio::spawn({
+            let route = Arc::clone(&route);
+            async move {
+                let expiry = async {
+                    match expires_at {
+                        Some(at) => {
+                            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                            tokio::time::sleep(left).await;
+                        }
+                        None => std::future::pending().await,
                     }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = crate::gateway::stopped(&mut shutdown) => Closing::ShuttingDown,
-                () = expiry => Closing::CredentialExpired,
-            }
-        };
-        let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
-        let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
-        let to_upstream = pump(client_read, upstream_write, true, closing.clone());
-        let to_client = pump(upstream_read, client_write, false, closing);
-        let copying = async { tokio::join!(to_upstream, to_client) };
-        tokio::pin!(copying);
-        let (to_upstream, to_client) = tokio::select! {
-            both = &mut copying => both,
-            why = reason => {
+                };
+                let why = tokio::select! {
+                    () = crate::gateway::stopped(&mut shutdown) => Closing::ShuttingDown,
+                    () = expiry => Closing::CredentialExpired,
+                };
                 match why {
                     Closing::ShuttingDown => tracing::debug!(%route, "websocket closing: shutdown"),
                     Closing::CredentialExpired => {
@@ -113,6 +107,17 @@ pub fn spawn_tunnel(
                     }
                 }
                 let _ = closing_tx.send(Some(why));
+            }
+        }));
+        let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+        let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
+        let to_upstream = pump(client_read, upstream_write, true, closing.clone());
+        let to_client = pump(upstream_read, client_write, false, closing.clone());
+        let copying = async { tokio::join!(to_upstream, to_client) };
+        tokio::pin!(copying);
+        let (to_upstream, to_client) = tokio::select! {
+            both = &mut copying => both,
+            _ = closing.changed() => {
                 match tokio::time::timeout(CLOSING_LIMIT, &mut copying).await {
                     Ok(both) => both,
                     Err(_) => {
@@ -201,6 +206,14 @@ where
 fn mask_key() -> [u8; 4] {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     [bytes[0], bytes[1], bytes[2], bytes[3]]
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One open tunnel in the count, given back on drop.
