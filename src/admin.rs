@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -26,6 +27,7 @@ pub async fn serve(
     snapshot: SharedSnapshot,
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -43,13 +45,17 @@ pub async fn serve(
         let snapshot = Arc::clone(&snapshot);
         let reloader = Arc::clone(&reloader);
         let metrics = Arc::clone(&metrics);
+        let draining = Arc::clone(&draining);
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = match request.uri().path() {
                     "/metrics" if matches!(*request.method(), Method::GET | Method::HEAD) => {
                         metrics_response(&metrics)
                     }
-                    _ => answer(&request, &snapshot.load_full(), &reloader),
+                    _ => {
+                        let draining = draining.load(Ordering::Acquire);
+                        answer(&request, &snapshot.load_full(), &reloader, draining)
+                    }
                 };
                 async move { Ok::<_, Infallible>(response) }
             });
@@ -64,12 +70,15 @@ fn answer<B>(
     request: &Request<B>,
     snapshot: &Snapshot,
     reloader: &Reloader,
+    draining: bool,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        // Shutting down: load balancers must stop sending traffic here.
+        "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         // Serving at all means a valid snapshot is loaded and the listener is bound.
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/snapshot" => json_response(snapshot_json(snapshot, reloader)),

@@ -1,8 +1,15 @@
 //! Wiring: the first snapshot, the listeners, the reload watcher, and shutdown.
+//!
+//! Shutdown has two steps. Draining: `/readyz` answers 503, the public listener
+//! closes, keep-alive connections are told to close after their request, WebSockets
+//! get a 1001 close frame, and requests in flight get until `server.shutdown_grace`.
+//! Stopping: the admin listener and the watcher end, and whatever is left is cut.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -12,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::auth::secrets::{Environment, ProcessEnvironment};
 use crate::config::compile::CompileContext;
 use crate::metrics::Metrics;
+use crate::proxy::websocket::Tunnels;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::{admin, server};
@@ -24,8 +32,25 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     snapshot: SharedSnapshot,
     reloader: Arc<Reloader>,
-    shutdown: watch::Sender<bool>,
+    /// Set when the shutdown starts; `/readyz` reads it.
+    draining: Arc<AtomicBool>,
+    /// Closes the public listener and its connections and tunnels.
+    drain: watch::Sender<bool>,
+    /// Stops the admin listener and the watcher, after the drain.
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    /// Requests in flight on the public listener.
+    requests: Arc<AtomicUsize>,
+    tunnels: Tunnels,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What a shutdown left unfinished when its grace period ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub grace: Duration,
+    pub requests_cut: usize,
+    pub websockets_cut: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,16 +99,23 @@ impl Gateway {
             compile_context,
             Arc::clone(&metrics),
         ));
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (drain, drain_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let draining = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let tunnels = Tunnels::new(drain_rx.clone());
 
         let listener = bind("public listener", listen).await?;
         let addr = local_addr(&listener, listen);
-        let mut tasks = vec![tokio::spawn(server::serve(
+        let server = tokio::spawn(server::serve(
             listener,
             Arc::clone(&snapshot),
             Arc::clone(&metrics),
-            shutdown_rx.clone(),
-        ))];
+            drain_rx,
+            tunnels.clone(),
+            Arc::clone(&requests),
+        ));
+        let mut tasks = Vec::new();
 
         let mut admin_addr = None;
         if let Some(admin_listen) = admin_listen {
@@ -94,17 +126,23 @@ impl Gateway {
                 Arc::clone(&snapshot),
                 Arc::clone(&reloader),
                 Arc::clone(&metrics),
-                shutdown_rx.clone(),
+                Arc::clone(&draining),
+                stop_rx.clone(),
             )));
         }
-        tasks.push(tokio::spawn(Arc::clone(&reloader).watch(shutdown_rx)));
+        tasks.push(tokio::spawn(Arc::clone(&reloader).watch(stop_rx)));
         tracing::info!(%addr, admin = ?admin_addr, "fluxlit is serving");
         Ok(Self {
             addr,
             admin_addr,
             snapshot,
             reloader,
-            shutdown,
+            draining,
+            drain,
+            stop,
+            server,
+            requests,
+            tunnels,
             tasks,
         })
     }
@@ -118,13 +156,50 @@ impl Gateway {
         &self.reloader
     }
 
-    /// Stops accepting, lets open connections finish their current request, and stops
-    /// the watcher.
-    pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+    /// Drains, waiting at most `server.shutdown_grace` (read now, from the running
+    /// snapshot), then stops. Returns what was still running when the grace ended.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let grace = self.snapshot.load().config.server.shutdown_grace.get();
+        self.draining.store(true, Ordering::Release);
+        let _ = self.drain.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+
+        let mut server = self.server;
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _ = (&mut server).await;
+            while self.tunnels.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok();
+        let report = ShutdownReport {
+            grace,
+            requests_cut: if drained {
+                0
+            } else {
+                self.requests.load(Ordering::Acquire)
+            },
+            websockets_cut: if drained { 0 } else { self.tunnels.open() },
+        };
+        if drained {
+            tracing::info!("shutdown: every request and WebSocket finished");
+        } else {
+            tracing::warn!(
+                requests_cut = report.requests_cut,
+                websockets_cut = report.websockets_cut,
+                "shutdown: the grace period of {} ended; cutting {} request(s) and {} WebSocket(s)",
+                humantime::format_duration(grace),
+                report.requests_cut,
+                report.websockets_cut,
+            );
+            server.abort();
+        }
+        let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        report
     }
 }
 

@@ -27,5 +27,6 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 
 pub use gateway::Gateway;

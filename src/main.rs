@@ -380,7 +380,7 @@ fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Resu
         runtime.worker_threads(workers.max(1));
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let exit = runtime.block_on(async {
         let gateway = match Gateway::start(path.to_owned()).await {
             Ok(gateway) => gateway,
             Err(fluxlit::gateway::StartError::Config(StartupConfigError::Load(error))) => {
@@ -389,21 +389,31 @@ fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Resu
             }
             Err(error) => return Err(error.into()),
         };
+        let scheme = if gateway.snapshot().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         eprintln!(
-            "fluxlit: serving http://{} (config {})",
+            "fluxlit: serving {scheme}://{} (config {})",
             gateway.addr,
             path.display()
         );
         wait_for_stop_signal().await;
         tracing::info!("stopping: finishing requests in flight");
-        if tokio::time::timeout(Duration::from_secs(10), gateway.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("requests still in flight after 10s; exiting anyway");
+        // The gateway bounds its own wait by `server.shutdown_grace`; a second signal
+        // is an operator who does not want to wait.
+        tokio::select! {
+            _ = gateway.shutdown() => {}
+            () = wait_for_stop_signal() => {
+                tracing::warn!("second stop signal: exiting without waiting for the rest");
+            }
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Tasks cut at the end of the grace period must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    exit
 }
 
 async fn wait_for_stop_signal() {

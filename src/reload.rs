@@ -7,7 +7,13 @@
 //! recreated are all seen. Events are debounced, and a reload whose bytes hash the same
 //! as the running config is a no-op. A slow poll backs the watcher up where
 //! notifications do not arrive (some bind mounts and network file systems).
+//!
+//! Files the config names (the TLS certificate and key, `{ file = ... }` secrets,
+//! `jwks_file`) count as part of it: their directories are watched too, and a change
+//! in their contents reloads the config even when `fluxlit.toml` did not change, so a
+//! certificate rotated in place is served without a restart.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -48,8 +54,15 @@ impl Trigger {
 }
 
 /// Keys that only take effect at start; a reload that changes them is refused for them.
-/// `config::diff` marks exactly these as needing a restart.
-pub const STATIC_KEYS: &[&str] = &["server.listen", "admin.listen", "log.format", "log.level"];
+/// `config::diff` marks exactly these as needing a restart. (`server.tls` is static in
+/// whether it is there; its files may change.)
+pub const STATIC_KEYS: &[&str] = &[
+    "server.listen",
+    "admin.listen",
+    "server.tls",
+    "log.format",
+    "log.level",
+];
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,13 +115,15 @@ pub struct AppliedDiff {
 /// The most changes one log event lists; `/snapshot` keeps them all.
 const LOGGED_CHANGES: usize = 100;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     status: ReloadStatus,
     /// The bytes that last failed, so the same broken file is reported once, not on
     /// every event or poll.
     rejected_hash: Option<SourceHash>,
     missing: bool,
+    /// What the files the running config names held when it was compiled.
+    running_files: SourceHash,
 }
 
 /// Reloads the config at `path` into `snapshot`.
@@ -128,13 +143,30 @@ impl Reloader {
         compile_context: CompileContext,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let running_files = files_hash(&referenced_files(
+            &snapshot.load().config,
+            &compile_context.config_dir,
+        ));
         Self {
             path,
             snapshot,
             compile_context,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                status: ReloadStatus::default(),
+                rejected_hash: None,
+                missing: false,
+                running_files,
+            }),
             metrics,
         }
+    }
+
+    /// The files the running config names, whose directories the watcher watches.
+    fn referenced_files(&self) -> Vec<PathBuf> {
+        referenced_files(
+            &self.snapshot.load().config,
+            &self.compile_context.config_dir,
+        )
     }
 
     pub fn path(&self) -> &Path {
@@ -205,7 +237,12 @@ impl Reloader {
             tracing::info!(path = %self.path.display(), "config file is back");
             state.missing = false;
         }
-        if source.hash == current.source_hash {
+        if source.hash == current.source_hash
+            && files_hash(&referenced_files(
+                &current.config,
+                &self.compile_context.config_dir,
+            )) == state.running_files
+        {
             state.status.last_error = None;
             state.rejected_hash = None;
             return ReloadOutcome::Unchanged;
@@ -220,10 +257,21 @@ impl Reloader {
             return ReloadOutcome::Rejected { errors };
         }
 
-        let hash = source.hash;
+        let mut hash = source.hash;
+        let mut files = state.running_files;
         let result = config::check(source)
             .map_err(|error| error.render_errors())
             .and_then(|mut checked| {
+                // The file and what it names, as one version: a broken certificate is
+                // reported once, and fixing it (the file unchanged) is tried again.
+                files = files_hash(&referenced_files(
+                    &checked.config,
+                    &self.compile_context.config_dir,
+                ));
+                hash = combined(hash, files);
+                if state.rejected_hash == Some(hash) {
+                    return Err(Vec::new());
+                }
                 // Before the static keys are put back, so the summary names them too.
                 let changes = ConfigDiff::between(&current.config, &checked.config);
                 let refused = keep_static_keys(&mut checked.config, &current.config);
@@ -257,10 +305,21 @@ impl Reloader {
                     }),
                 };
                 state.rejected_hash = None;
+                state.running_files = files;
                 ReloadOutcome::Applied {
                     generation,
                     refused_static_keys: refused,
                 }
+            }
+            Err(errors) if errors.is_empty() => {
+                // The same version as the last rejected one: already reported.
+                let errors = state
+                    .status
+                    .last_error
+                    .as_ref()
+                    .map(|e| e.errors.clone())
+                    .unwrap_or_default();
+                ReloadOutcome::Rejected { errors }
             }
             Err(errors) => {
                 for error in &errors {
@@ -310,7 +369,8 @@ impl Reloader {
     /// Watches the file and SIGHUP until `shutdown` turns true.
     pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let _watcher = match self.start_notify(events_tx) {
+        let mut watched = BTreeSet::new();
+        let mut watcher = match self.start_notify(events_tx) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::warn!(%error, "cannot watch the config directory; polling every {POLL_INTERVAL:?} instead");
@@ -330,6 +390,9 @@ impl Reloader {
         poll.reset();
 
         loop {
+            if let Some(watcher) = watcher.as_mut() {
+                self.watch_referenced_directories(watcher, &mut watched);
+            }
             let trigger = tokio::select! {
                 Some(()) = events.recv() => {
                     // Let the burst of events of one save settle before reading.
@@ -343,6 +406,35 @@ impl Reloader {
             let this = Arc::clone(&self);
             // Reading and compiling are blocking work; keep them off the request threads.
             let _ = tokio::task::spawn_blocking(move || this.reload(trigger)).await;
+        }
+    }
+
+    /// Adds the directories of the files the running config names to the watch (the
+    /// config's own directory is watched from the start). A directory that cannot be
+    /// watched is left to the poll.
+    fn watch_referenced_directories(
+        &self,
+        watcher: &mut notify::RecommendedWatcher,
+        watched: &mut BTreeSet<PathBuf>,
+    ) {
+        use notify::{RecursiveMode, Watcher};
+        for file in self.referenced_files() {
+            let Some(directory) = file.parent().map(Path::to_owned) else {
+                continue;
+            };
+            if watched.contains(&directory) {
+                continue;
+            }
+            match watcher.watch(&directory, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(directory);
+                }
+                Err(error) => tracing::debug!(
+                    %error,
+                    directory = %directory.display(),
+                    "cannot watch a referenced file's directory; the poll covers it",
+                ),
+            }
         }
     }
 
@@ -391,8 +483,59 @@ pub(crate) fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String
         ));
         new.admin = running.admin.clone();
     }
+    // TLS on or off is static; which certificate it serves is not.
+    if new.server.tls.is_some() != running.server.tls.is_some() {
+        let show = |on: bool| if on { "on" } else { "off" };
+        refused.push(format!(
+            "server.tls (running with TLS {}, file turns it {})",
+            show(running.server.tls.is_some()),
+            show(new.server.tls.is_some())
+        ));
+        new.server.tls = running.server.tls.clone();
+    }
     refused.extend(crate::logging::keep_static_keys(&mut new.log, &running.log));
     refused
+}
+
+/// The files `config` names besides itself, as paths from the working directory: the
+/// TLS certificate and key, secret files and JWKS files.
+pub fn referenced_files(config: &Config, config_dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(tls) = &config.server.tls {
+        files.push(tls.cert_file.clone());
+        files.push(tls.key_file.clone());
+    }
+    for provider in config.auth.providers.values() {
+        let secrets = [&provider.hs256_secret, &provider.client_secret];
+        files.extend(secrets.into_iter().flatten().filter_map(|s| s.file.clone()));
+        files.extend(provider.jwks_file.clone());
+        if let Some(config::model::StoreRef::Secret(secret)) = &provider.store {
+            files.extend(secret.file.clone());
+        }
+    }
+    files
+        .into_iter()
+        .map(|file| config_dir.join(file))
+        .collect()
+}
+
+/// One hash of what `files` hold (a missing or unreadable file counts as such).
+fn files_hash(files: &[PathBuf]) -> SourceHash {
+    let mut all = Vec::new();
+    for file in files {
+        all.extend_from_slice(file.as_os_str().as_encoded_bytes());
+        match std::fs::read(file) {
+            Ok(bytes) => all.extend_from_slice(SourceHash::of(&bytes).to_string().as_bytes()),
+            Err(error) => all.extend_from_slice(error.kind().to_string().as_bytes()),
+        }
+        all.push(b'\n');
+    }
+    SourceHash::of(&all)
+}
+
+/// The hash of a config file together with the files it names.
+fn combined(config: SourceHash, files: SourceHash) -> SourceHash {
+    SourceHash::of(format!("{config}{files}").as_bytes())
 }
 
 /// One event per applied reload, the change summary in its `changes` field.

@@ -1,11 +1,13 @@
-//! The public listener: accepts connections, enforces per-connection limits and hands
-//! requests to the [`Proxy`].
+//! The public listener: accepts connections (plain, or TLS with HTTP/2 by ALPN),
+//! enforces per-connection limits and hands requests to the [`Proxy`].
 //!
 //! Limits are read from the current snapshot when a connection is accepted, so a reload
 //! changes them for new connections. Each connection has a watchdog that closes it
 //! when a client is too slow to send a request head (`header_read_timeout`, against
 //! slowloris) or sits idle between requests (`idle_timeout`). hyper's own header timer
 //! is not used: it starts when the connection goes idle, which would merge the two.
+//! On a TLS connection the handshake counts as part of the first request head: a client
+//! that starts one and never finishes it is closed like a slowloris.
 //!
 //! The watchdog (and the wait for shutdown) is a task of its own that tells the
 //! connection what to do through a [`Signal`]: polled together with the connection, a
@@ -17,32 +19,43 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::proxy::Proxy;
+use crate::proxy::websocket::Tunnels;
 use crate::snapshot::{ConnectionLimits, SharedSnapshot};
 
 /// Runs the accept loop until `shutdown` turns true. Open connections then finish the
 /// request they are serving and close; this returns when the last one has. Upgraded
-/// WebSocket tunnels are not waited for, but count against `max_connections` for as
-/// long as they are open.
+/// WebSocket tunnels (in `tunnels`) are not waited for here, but count against
+/// `max_connections` for as long as they are open. `requests` counts the requests in
+/// flight, for the shutdown to report what it cut.
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
     metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    tunnels: Tunnels,
+    requests: Arc<AtomicUsize>,
 ) {
-    let proxy = Proxy::new(Arc::clone(&snapshot), metrics);
+    // Whether TLS is on is static (a reload cannot change it): the scheme is fixed.
+    let scheme = if snapshot.load().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let proxy = Proxy::new(Arc::clone(&snapshot), scheme, tunnels, metrics);
     // Sockets open, WebSocket tunnels included: the `max_connections` budget.
     let open_sockets = Arc::new(AtomicUsize::new(0));
     // Connections still speaking HTTP: what a shutdown waits for.
@@ -62,7 +75,10 @@ pub async fn serve(
                 continue;
             }
         };
-        let limits = snapshot.load().limits;
+        let (limits, tls) = {
+            let current = snapshot.load();
+            (current.limits, current.tls.clone())
+        };
         let Some(socket_slot) = Counted::try_take(&open_sockets, limits.max_connections) else {
             tokio::spawn(refuse(stream, peer));
             continue;
@@ -71,8 +87,15 @@ pub async fn serve(
         let proxy = proxy.clone();
         let shutdown = shutdown.clone();
         let serving = Counted::take(&serving);
+        let connection = Connection {
+            peer,
+            proxy,
+            limits,
+            tls,
+            requests: Arc::clone(&requests),
+        };
         tokio::spawn(async move {
-            serve_connection(stream, socket_slot, peer, proxy, limits, shutdown).await;
+            connection.serve(stream, socket_slot, shutdown).await;
             drop(serving);
         });
     }
@@ -117,48 +140,106 @@ connection: close\r\ncontent-length: 48\r\n\r\nthe gateway is at its maximum of 
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    socket_slot: Counted,
+/// What one accepted connection is served with.
+struct Connection {
     peer: SocketAddr,
     proxy: Proxy,
     limits: ConnectionLimits,
-    shutdown: watch::Receiver<bool>,
-) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(TrackedIo {
-        inner: stream,
-        activity: Arc::clone(&activity),
-        _slot: socket_slot,
-    });
-    let service = {
-        let activity = Arc::clone(&activity);
-        service_fn(move |request| {
-            let proxy = proxy.clone();
-            let in_flight = RequestInFlight::start(&activity);
-            async move {
-                let response = proxy.handle(request, peer).await;
-                Ok::<_, Infallible>(response.map(|body| body.attach(Box::new(in_flight))))
-            }
-        })
-    };
-    let mut builder = http1::Builder::new();
-    builder
-        // hyper refuses buffers under 8 KiB; validation already does too.
-        .max_buf_size(limits.max_header_size.max(8 * 1024))
-        .header_read_timeout(None)
-        .keep_alive(true);
-    let connection = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(connection);
+    /// The TLS settings current when the connection was accepted, if TLS is on.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    requests: Arc<AtomicUsize>,
+}
 
-    let signal = Arc::new(Signal::default());
-    let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
-        activity,
-        limits,
-        shutdown,
-        Arc::clone(&signal),
-        peer,
-    )));
+impl Connection {
+    async fn serve(self, stream: TcpStream, socket_slot: Counted, shutdown: watch::Receiver<bool>) {
+        let Self {
+            peer,
+            proxy,
+            limits,
+            tls,
+            requests,
+        } = self;
+        let activity = Arc::new(Activity::new(requests));
+        let watched = Arc::clone(&activity);
+        let io = TrackedIo {
+            inner: stream,
+            activity: Arc::clone(&activity),
+            _slot: socket_slot,
+        };
+        let service = {
+            let activity = Arc::clone(&activity);
+            service_fn(move |request| {
+                let proxy = proxy.clone();
+                let in_flight = RequestInFlight::start(&activity);
+                async move {
+                    let response = proxy.handle(request, peer).await;
+                    Ok::<_, Infallible>(response.map(|body| body.attach(Box::new(in_flight))))
+                }
+            })
+        };
+        let signal = Arc::new(Signal::default());
+        let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
+            watched,
+            limits,
+            shutdown,
+            Arc::clone(&signal),
+            peer,
+        )));
+        // hyper refuses buffers under 8 KiB; validation already does too.
+        let max_buf_size = limits.max_header_size.max(8 * 1024);
+
+        let Some(tls) = tls else {
+            let mut builder = http1::Builder::new();
+            builder
+                .max_buf_size(max_buf_size)
+                .header_read_timeout(None)
+                .keep_alive(true);
+            let connection = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            drive(connection, |c| c.graceful_shutdown(), &signal, peer).await;
+            return;
+        };
+
+        let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+        let stream = tokio::select! {
+            biased;
+            result = handshake => match result {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+            },
+            // Too slow to finish the handshake, or shutting down before any request.
+            _ = signal.next() => return,
+        };
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            activity.multiplexed();
+        }
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .max_buf_size(max_buf_size)
+            .header_read_timeout(None)
+            .keep_alive(true);
+        builder
+            .http2()
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        drive(connection, |c| c.graceful_shutdown(), &signal, peer).await;
+    }
+}
+
+/// Runs an HTTP connection until it ends, or until the watchdog closes it or asks it to
+/// drain (`drain` starts hyper's graceful shutdown: `Connection: close` on HTTP/1.1,
+/// GOAWAY on HTTP/2).
+async fn drive<C, E>(connection: C, drain: impl Fn(Pin<&mut C>), signal: &Signal, peer: SocketAddr)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
     loop {
         tokio::select! {
             biased;
@@ -170,7 +251,7 @@ async fn serve_connection(
             }
             command = signal.next() => match command {
                 Command::Close => return,
-                Command::Drain => connection.as_mut().graceful_shutdown(),
+                Command::Drain => drain(connection.as_mut()),
             },
         }
     }
@@ -252,11 +333,16 @@ impl Signal {
 struct Activity {
     started: Instant,
     requests_in_flight: AtomicUsize,
+    /// Requests in flight on the whole listener.
+    listener_requests: Arc<AtomicUsize>,
     /// Milliseconds since `started` when the connection last became idle.
     idle_since: AtomicU64,
     /// Milliseconds since `started` (+1, so 0 means none) of the first byte of a request
     /// head read while no request was in flight.
     head_started: AtomicU64,
+    /// HTTP/2: bytes between requests are not a request head (pings, window updates,
+    /// settings), so only the idle timeout applies between requests.
+    multiplexed: AtomicBool,
 }
 
 enum Deadline {
@@ -265,13 +351,23 @@ enum Deadline {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(listener_requests: Arc<AtomicUsize>) -> Self {
         Self {
             started: Instant::now(),
             requests_in_flight: AtomicUsize::new(0),
+            listener_requests,
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
         }
+    }
+
+    /// The connection speaks HTTP/2 from now on; the TLS handshake's bytes no longer
+    /// count as a request head in progress.
+    fn multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+        self.idle_since.store(self.now_ms(), Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -285,6 +381,7 @@ impl Activity {
     fn on_read(&self) {
         if self.requests_in_flight.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
         {
             self.head_started
                 .store(self.now_ms() + 1, Ordering::Relaxed);
@@ -325,6 +422,7 @@ struct RequestInFlight(Arc<Activity>);
 impl RequestInFlight {
     fn start(activity: &Arc<Activity>) -> Self {
         activity.requests_in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.listener_requests.fetch_add(1, Ordering::AcqRel);
         activity.head_started.store(0, Ordering::Relaxed);
         Self(Arc::clone(activity))
     }
@@ -334,6 +432,7 @@ impl Drop for RequestInFlight {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.listener_requests.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub auth_endpoints: AuthEndpoints,
     pub headers: HeaderPolicy,
     pub limits: ConnectionLimits,
+    /// The public listener's TLS settings when `[server.tls]` is set: each new handshake
+    /// reads the current snapshot's, so a reloaded certificate serves new connections.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A route as the request path needs it.
@@ -112,6 +115,9 @@ pub struct HeaderPolicy {
     /// Added to responses that match no route where they lack them; empty when
     /// `security_headers = false`.
     pub security_headers: SecurityHeaderList,
+    /// `Strict-Transport-Security`, for responses sent over HTTPS only; `None` when
+    /// `security_headers = false`.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl HeaderPolicy {

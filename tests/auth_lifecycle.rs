@@ -24,6 +24,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
 
@@ -132,16 +133,14 @@ async fn a_websocket_is_closed_when_its_token_expires_while_one_without_auth_sta
     round_trip(&mut lasting, "before expiry").await;
     round_trip(&mut public, "before expiry").await;
 
-    // The echo never speaks first: the next thing the client sees is the end.
+    // The echo never speaks first: the next thing the client sees is the gateway's
+    // close frame, 1008 (policy violation), with a reason it can show.
     match within("the gateway closing the expired socket", expiring.next()).await {
-        None
-        | Some(Err(tungstenite::Error::ConnectionClosed))
-        | Some(Err(tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        )))
-        | Some(Err(tungstenite::Error::Io(_)))
-        | Some(Ok(Message::Close(_))) => {}
-        Some(other) => panic!("expected the socket to end, got {other:?}"),
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::Policy, "{frame:?}");
+            assert_eq!(frame.reason, "credential expired");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
     }
 
     // Well past that token's expiry, the others are still open and working.

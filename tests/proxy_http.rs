@@ -1407,18 +1407,30 @@ async fn security_headers_are_absent_when_disabled() {
 }
 
 #[tokio::test]
-async fn strict_transport_security_is_added_only_when_public_base_url_is_https() {
+async fn strict_transport_security_follows_the_transport_not_public_base_url() {
     let upstream = spawn_upstream_with_headers(&[]).await;
+    // Plain HTTP, trusting 127.0.0.1 only. HSTS needs a trusted proxy that says its
+    // client spoke HTTPS; an https public_base_url alone is not HTTPS on this hop.
     let cases = [
-        ("public_base_url = \"https://example.com/app\"", true),
-        ("public_base_url = \"http://example.com/app\"", false),
-        ("", false),
+        (TRUSTED, Some("https"), true),
+        (TRUSTED, Some("http"), false),
+        (TRUSTED, None, false),
+        (UNTRUSTED, Some("https"), false),
+        (UNTRUSTED, None, false),
     ];
-    for (server, hsts) in cases {
-        let gateway = TestGateway::start(&one_route_to(upstream, server)).await;
-        let reply = send_as(UNTRUSTED, &gateway, request("/app", PUBLIC_HOST, &[])).await;
+    let gateway = TestGateway::start(&one_route_to(
+        upstream,
+        "public_base_url = \"https://example.com/app\"\n\n[trust]\nproxies = [\"127.0.0.1/32\"]",
+    ))
+    .await;
+    for (source, proto, hsts) in cases {
+        let headers: Vec<(&str, &str)> = proto
+            .map(|p| ("x-forwarded-proto", p))
+            .into_iter()
+            .collect();
+        let reply = send_as(source, &gateway, request("/app", PUBLIC_HOST, &headers)).await;
         let value = reply.headers.get("strict-transport-security");
-        assert_eq!(value.is_some(), hsts, "{server:?}: {value:?}");
+        assert_eq!(value.is_some(), hsts, "{source} {proto:?}: {value:?}");
         if let Some(value) = value {
             assert!(
                 value.to_str().unwrap_or_default().contains("max-age="),

@@ -633,3 +633,68 @@ async fn an_unchanged_upstream_keeps_its_pooled_connections_across_a_reload() {
         "a changed upstream gets a new pool"
     );
 }
+
+/// A status for `GET /app` with a bearer token signed with `secret`.
+async fn status_with_hs256(gateway: &TestGateway, secret: &str) -> http::StatusCode {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims =
+        serde_json::json!({"iss": "reload-test", "aud": "app", "sub": "ada", "exp": now + 300});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let addr = gateway.addr();
+    within(
+        "GET /app",
+        send(addr, get(addr, "/app", &[("authorization", &bearer)])),
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn a_secret_file_rotated_in_place_is_reloaded_though_the_config_did_not_change() {
+    // The secret lives in a directory of its own, which only the reference in the
+    // config makes the watcher watch.
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("hs256.key");
+    std::fs::write(
+        &secret_file,
+        "the first secret, long enough for HS256 use\n",
+    )
+    .unwrap();
+    let gateway = TestGateway::start(&format!(
+        "[upstreams.app]\nbuiltin = \"echo\"\n\n\
+         [[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"app\"\nauth = \"main\"\n\n\
+         [auth.providers.main]\nkind = \"jwt\"\nissuer = \"reload-test\"\naudience = \"app\"\n\
+         algorithms = [\"HS256\"]\nhs256_secret = {{ file = {:?} }}\n",
+        secret_file.display().to_string()
+    ))
+    .await;
+    let first = "the first secret, long enough for HS256 use";
+    let second = "the second secret, also long enough for HS256";
+    assert_eq!(
+        status_with_hs256(&gateway, first).await,
+        http::StatusCode::OK
+    );
+
+    let temp = secrets.path().join("hs256.key.tmp");
+    std::fs::write(&temp, format!("{second}\n")).unwrap();
+    std::fs::rename(&temp, &secret_file).unwrap();
+    gateway.wait_for_generation(2).await;
+
+    assert_eq!(
+        status_with_hs256(&gateway, second).await,
+        http::StatusCode::OK
+    );
+    assert_eq!(
+        status_with_hs256(&gateway, first).await,
+        http::StatusCode::UNAUTHORIZED
+    );
+}

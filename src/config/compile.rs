@@ -143,6 +143,12 @@ pub fn compile(
         entries.push((prefix, Arc::new(compiled)));
     }
 
+    let tls = config.server.tls.as_ref().and_then(|tls| {
+        crate::tls::server_config(&ctx.config_dir, &tls.cert_file, &tls.key_file)
+            .map_err(|error| errors.push(Diagnostic::error(error.key(), error.to_string())))
+            .ok()
+    });
+
     spans.locate(&mut errors);
     spans.locate(&mut warnings);
     if !errors.is_empty() {
@@ -164,6 +170,7 @@ pub fn compile(
                 .unwrap_or(usize::MAX),
             max_connections: config.server.max_connections as usize,
         },
+        tls,
         warnings,
         config,
     })
@@ -232,19 +239,15 @@ fn compile_header_policy(
         .filter(|path| !path.is_empty())
         .and_then(|path| HeaderValue::from_str(path).ok());
 
-    // The configurable headers come from `security_headers`; HSTS follows its own rule.
-    let mut hsts = Vec::new();
-    if public_base
-        .as_ref()
-        .is_some_and(|url| url.scheme() == "https")
-    {
-        hsts.push((
-            http::header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        ));
-    }
+    // The configurable headers come from `security_headers`; HSTS follows its own rule
+    // (sent only over HTTPS, and for the whole host).
     let security_headers =
-        SecurityHeaderCompiler::new(&config.server.security_headers, hsts, errors);
+        SecurityHeaderCompiler::new(&config.server.security_headers, Vec::new(), errors);
+    let hsts = config
+        .server
+        .security_headers
+        .is_enabled()
+        .then(|| HeaderValue::from_static("max-age=31536000"));
 
     let policy = HeaderPolicy {
         trusted_proxies: config
@@ -260,6 +263,7 @@ fn compile_header_policy(
         remote_user,
         forwarded_prefix,
         security_headers: security_headers.server(),
+        hsts,
     };
     (policy, security_headers)
 }
@@ -421,16 +425,12 @@ fn compile_jwks(
                 Check::TrustedProxyUser | Check::Oidc(_) => None,
             })
     });
-    let cache = match reused {
-        Some(cache) => cache,
-        None => {
-            let cache = JwksCache::new(name, source, jwks_settings);
-            cache
-                .load_file_now()
-                .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?;
-            cache
-        }
-    };
+    let cache = reused.unwrap_or_else(|| JwksCache::new(name, source, jwks_settings));
+    // Read a `jwks_file` on every compile, a kept cache's too: a reload may be the
+    // watcher seeing the file change, and a broken file refuses the config.
+    cache
+        .load_file_now()
+        .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?;
     cache.start();
     Ok(Some(cache))
 }

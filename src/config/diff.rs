@@ -327,6 +327,17 @@ fn compare(old: &Value, new: &Value) -> Vec<FieldChange> {
             }
         }
         let (old, new) = (old.filter(|v| !v.is_null()), new.filter(|v| !v.is_null()));
+        // A static table (`server.tls`) added or removed is one change, not one per key:
+        // its presence is what needs a restart; its values may change on a reload.
+        if old.is_some() != new.is_some() && crate::reload::STATIC_KEYS.contains(&path) {
+            out.push(FieldChange {
+                key: path.to_owned(),
+                old: old.map_or_else(|| "none".to_owned(), render),
+                new: new.map_or_else(|| "none".to_owned(), render),
+                needs_restart: false,
+            });
+            return;
+        }
         let empty = serde_json::Map::new();
         match (table(old, &empty), table(new, &empty)) {
             (Some(before), Some(after)) => {
@@ -498,7 +509,8 @@ mint = "main"
         let new = config(
             &(BASE.replace("127.0.0.1:8080", "127.0.0.1:9090")
                 + "\n[admin]\nlisten = \"127.0.0.1:9901\"\n"
-                + "\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"),
+                + "\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"
+                + "\n[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n"),
         );
         let diff = ConfigDiff::between(&old, &new);
         let mut marked = diff.needs_restart();

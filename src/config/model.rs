@@ -68,8 +68,9 @@ pub struct Server {
     /// Security response headers added where the upstream did not set them: `true` (the
     /// defaults: `X-Content-Type-Options: nosniff`, `Referrer-Policy:
     /// strict-origin-when-cross-origin`, framing by the same origin only, a
-    /// `Permissions-Policy` denying camera, microphone and geolocation, and HSTS when
-    /// `public_base_url` is https), `false` (none), or a table whose values replace the
+    /// `Permissions-Policy` denying camera, microphone and geolocation, and HSTS on
+    /// responses that go out over HTTPS: the TLS listener, or a trusted proxy's
+    /// `X-Forwarded-Proto: https`), `false` (none), or a table whose values replace the
     /// defaults. Routes may override it.
     pub security_headers: SecurityHeaders,
 
@@ -93,6 +94,27 @@ pub struct Server {
     /// closed.
     #[validate(range(min = 1))]
     pub max_connections: u32,
+
+    /// On SIGTERM or SIGINT: how long requests in flight and open WebSockets get to
+    /// finish before the gateway exits anyway. Read when the shutdown starts.
+    pub shutdown_grace: Duration,
+
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listen`. Whether TLS is on is static;
+    /// the certificate and key files are reloaded when they change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// `[server.tls]`: the certificate and key of the public listener, in PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain, leaf first (PEM; relative to the config file).
+    pub cert_file: PathBuf,
+
+    /// The private key of the leaf certificate (PEM: PKCS#8, PKCS#1 or SEC1; relative to
+    /// the config file).
+    pub key_file: PathBuf,
 }
 
 impl Default for Server {
@@ -106,6 +128,8 @@ impl Default for Server {
             idle_timeout: Duration::from_secs(60),
             max_header_size: ByteSize::kib(32),
             max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+            tls: None,
         }
     }
 }

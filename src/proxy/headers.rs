@@ -266,6 +266,27 @@ pub fn add_response_headers(
     }
 }
 
+/// Whether the response goes out over HTTPS: the listener's own TLS, or a trusted
+/// proxy in front that says the client spoke HTTPS to it.
+pub fn is_https(listener_scheme: &str, request: &HeaderMap, peer_trusted: bool) -> bool {
+    listener_scheme == "https"
+        || (peer_trusted
+            && request
+                .get(&X_FORWARDED_PROTO)
+                .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https")))
+}
+
+/// Adds `Strict-Transport-Security` to a response that goes out over HTTPS, unless the
+/// upstream set it. Over plain HTTP it is never sent: a browser ignores it there, and
+/// a gateway reached by both schemes must not claim HTTPS for the plain one.
+pub fn add_hsts(headers: &mut HeaderMap, policy: &HeaderPolicy, over_https: bool) {
+    if let Some(hsts) = policy.hsts.as_ref().filter(|_| over_https) {
+        headers
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

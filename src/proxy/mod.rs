@@ -10,7 +10,8 @@ mod errors;
 pub mod headers;
 pub mod request_id;
 pub mod routes;
-mod websocket;
+pub mod websocket;
+mod ws_frames;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,14 +32,22 @@ use headers::RequestContext;
 pub struct Proxy {
     snapshot: SharedSnapshot,
     scheme: &'static str,
+    tunnels: websocket::Tunnels,
     metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(snapshot: SharedSnapshot, metrics: Arc<Metrics>) -> Self {
+    /// `scheme` is the listener's (`http` or `https`); WebSockets it opens join `tunnels`.
+    pub fn new(
+        snapshot: SharedSnapshot,
+        scheme: &'static str,
+        tunnels: websocket::Tunnels,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             snapshot,
-            scheme: "http",
+            scheme,
+            tunnels,
             metrics,
         }
     }
@@ -64,6 +73,7 @@ impl Proxy {
             route: None,
             record,
         };
+        let over_https = headers::is_https(self.scheme, request.headers(), peer_trusted);
         let mut response = self
             .route(
                 &snapshot,
@@ -76,6 +86,7 @@ impl Proxy {
             .await;
         let matched = seen.route.as_deref();
         headers::add_response_headers(response.headers_mut(), policy, matched, &request_id);
+        headers::add_hsts(response.headers_mut(), policy, over_https);
         if carries_login_code {
             // The page an OIDC login lands on has its one-time code in the URL: keep it
             // out of the Referer of everything that page loads.
@@ -199,8 +210,7 @@ impl Proxy {
                 *upstream_request.version_mut() = Version::HTTP_11;
                 *upstream_request.headers_mut() = headers;
                 let expires_at = identity.as_ref().and_then(|identity| identity.expires_at);
-                forward(
-                    &self.metrics,
+                self.forward(
                     &route,
                     http,
                     upstream_request,
@@ -221,90 +231,100 @@ struct Seen {
     record: RequestRecord,
 }
 
-async fn forward(
-    metrics: &Metrics,
-    route: &Arc<Route>,
-    http: &HttpUpstream,
-    request: Request<Incoming>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    credential_expires_at: Option<std::time::SystemTime>,
-    request_id: &HeaderValue,
-) -> Response<ProxyBody> {
-    let upstream = &route.upstream;
-    let result = tokio::time::timeout(upstream.timeout, http.client.request(request)).await;
-    let mut response = match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            let timed_out = errors::is_timeout(&error);
-            let kind = match (timed_out, error.is_connect()) {
-                (true, _) => UpstreamErrorKind::ConnectTimeout,
-                (false, true) => UpstreamErrorKind::ConnectError,
-                (false, false) => UpstreamErrorKind::RequestError,
-            };
-            metrics.upstream_error(&upstream.name, kind);
-            tracing::warn!(
-                route = %route.name,
-                upstream = %upstream.name,
-                request_id = request_id.to_str().unwrap_or("-"),
-                error = %errors::chain(&error),
-                "upstream request failed",
-            );
-            let (status, message) = if timed_out {
-                (
+impl Proxy {
+    /// Sends the request upstream and turns what comes back into the client's response.
+    async fn forward(
+        &self,
+        route: &Arc<Route>,
+        http: &HttpUpstream,
+        request: Request<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        credential_expires_at: Option<std::time::SystemTime>,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let upstream = &route.upstream;
+        let result = tokio::time::timeout(upstream.timeout, http.client.request(request)).await;
+        let mut response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                let timed_out = errors::is_timeout(&error);
+                let kind = match (timed_out, error.is_connect()) {
+                    (true, _) => UpstreamErrorKind::ConnectTimeout,
+                    (false, true) => UpstreamErrorKind::ConnectError,
+                    (false, false) => UpstreamErrorKind::RequestError,
+                };
+                self.metrics.upstream_error(&upstream.name, kind);
+                tracing::warn!(
+                    route = %route.name,
+                    upstream = %upstream.name,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    error = %errors::chain(&error),
+                    "upstream request failed",
+                );
+                let (status, message) = if timed_out {
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the upstream did not accept a connection in time",
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream could not be reached or broke the connection",
+                    )
+                };
+                return error_response(status, Some(route), message, request_id);
+            }
+            Err(_elapsed) => {
+                self.metrics
+                    .upstream_error(&upstream.name, UpstreamErrorKind::Timeout);
+                tracing::warn!(
+                    route = %route.name,
+                    upstream = %upstream.name,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    timeout = ?upstream.timeout,
+                    "upstream did not answer in time",
+                );
+                let message = format!(
+                    "the upstream did not answer within {}",
+                    humantime::format_duration(upstream.timeout)
+                );
+                return error_response(
                     StatusCode::GATEWAY_TIMEOUT,
-                    "the upstream did not accept a connection in time",
-                )
-            } else {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    "the upstream could not be reached or broke the connection",
-                )
-            };
-            return error_response(status, Some(route), message, request_id);
-        }
-        Err(_elapsed) => {
-            metrics.upstream_error(&upstream.name, UpstreamErrorKind::Timeout);
-            tracing::warn!(
-                route = %route.name,
-                upstream = %upstream.name,
-                request_id = request_id.to_str().unwrap_or("-"),
-                timeout = ?upstream.timeout,
-                "upstream did not answer in time",
-            );
-            let message = format!(
-                "the upstream did not answer within {}",
-                humantime::format_duration(upstream.timeout)
-            );
-            return error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                Some(route),
-                &message,
-                request_id,
-            );
-        }
-    };
-
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        match client_upgrade {
-            Some(client_upgrade) => {
-                let upstream_upgrade = hyper::upgrade::on(&mut response);
-                websocket::spawn_tunnel(
-                    client_upgrade,
-                    upstream_upgrade,
-                    Arc::clone(&route.name),
-                    credential_expires_at,
-                    Arc::clone(metrics.route(route)),
+                    Some(route),
+                    &message,
+                    request_id,
                 );
             }
-            None => {
-                let message = "the upstream switched protocols without being asked to";
-                return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+        };
+
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            match client_upgrade {
+                Some(client_upgrade) => {
+                    let upstream_upgrade = hyper::upgrade::on(&mut response);
+                    websocket::spawn_tunnel(
+                        &self.tunnels,
+                        client_upgrade,
+                        upstream_upgrade,
+                        Arc::clone(&route.name),
+                        credential_expires_at,
+                        Arc::clone(self.metrics.route(route)),
+                    );
+                }
+                None => {
+                    let message = "the upstream switched protocols without being asked to";
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        Some(route),
+                        message,
+                        request_id,
+                    );
+                }
             }
         }
+        headers::clean_response_headers(response.headers_mut(), switching);
+        response.map(ProxyBody::upstream)
     }
-    headers::clean_response_headers(response.headers_mut(), switching);
-    response.map(ProxyBody::upstream)
 }
 
 /// The request id: a trusted proxy's, if it sent a sane one, else a fresh UUID.

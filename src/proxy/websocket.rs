@@ -1,24 +1,80 @@
 //! WebSocket tunnels: after the upstream's `101`, bytes are copied both ways unchanged.
 //!
 //! The tunnel is its own task, independent of the snapshot and of the HTTP connection
-//! it came from, so a reload never cuts an open WebSocket. A tunnel opened with a
-//! credential that expires (a token's `exp`) is closed when it does: Streamlit
-//! sessions last for hours, tokens do not.
+//! it came from, so a reload never cuts an open WebSocket. It ends with a close frame
+//! of its own in two cases: the gateway shuts down (1001 "going away", to both sides),
+//! or the credential it was opened with expires (1008, a token's `exp`: Streamlit
+//! sessions last for hours, tokens do not). To put a frame on the wire it stops each
+//! direction at a frame boundary ([`FrameTracker`]), writes the close frame — masked
+//! toward the upstream, as a client's frames must be — and half-closes.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::ws_frames::{FrameTracker, close_frame};
+
+/// How long a closing tunnel waits for a frame in progress to end and for the peers to
+/// answer the close, before it drops the sockets.
+const CLOSING_LIMIT: Duration = Duration::from_secs(5);
+const COPY_BUFFER: usize = 16 * 1024;
+
+/// The open tunnels of one listener: how many there are, and the signal that closes
+/// them all at shutdown. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Tunnels {
+    shutdown: watch::Receiver<bool>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Tunnels {
+    /// Tunnels that get a 1001 close frame when `shutdown` turns true.
+    pub fn new(shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            shutdown,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Tunnels open right now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// Why the gateway closes a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    ShuttingDown,
+    CredentialExpired,
+}
+
+impl Closing {
+    fn code_and_reason(self) -> (u16, &'static str) {
+        match self {
+            Self::ShuttingDown => (1001, "the gateway is shutting down"),
+            Self::CredentialExpired => (1008, "credential expired"),
+        }
+    }
+}
 
 pub fn spawn_tunnel(
+    tunnels: &Tunnels,
     client: OnUpgrade,
     upstream: OnUpgrade,
     route: Arc<str>,
     expires_at: Option<SystemTime>,
     metrics: Arc<crate::metrics::RouteMetrics>,
 ) {
+    let open = OpenTunnel::count(&tunnels.open);
+    let mut shutdown = tunnels.shutdown.clone();
     tokio::spawn(async move {
+        let _open = open;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(error) => {
@@ -26,30 +82,154 @@ pub fn spawn_tunnel(
                 return;
             }
         };
-        let _open = metrics.websocket_opened();
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let expiry = async {
-            match expires_at {
-                Some(at) => {
-                    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-                    tokio::time::sleep(left).await;
+        let _open_metric = metrics.websocket_opened();
+        // The wait for a reason to close is a task of its own: polled with the copy, the
+        // shutdown signal (shared by every connection) would be polled on every read.
+        let (closing_tx, mut closing) = watch::channel(None);
+        let _reason = AbortOnDrop(tokio::spawn({
+            let route = Arc::clone(&route);
+            async move {
+                let expiry = async {
+                    match expires_at {
+                        Some(at) => {
+                            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                            tokio::time::sleep(left).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let why = tokio::select! {
+                    () = crate::gateway::stopped(&mut shutdown) => Closing::ShuttingDown,
+                    () = expiry => Closing::CredentialExpired,
+                };
+                match why {
+                    Closing::ShuttingDown => tracing::debug!(%route, "websocket closing: shutdown"),
+                    Closing::CredentialExpired => {
+                        tracing::info!(%route, "websocket closed: its credential expired");
+                    }
                 }
-                None => std::future::pending().await,
+                let _ = closing_tx.send(Some(why));
+            }
+        }));
+        let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+        let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
+        let to_upstream = pump(client_read, upstream_write, true, closing.clone());
+        let to_client = pump(upstream_read, client_write, false, closing.clone());
+        let copying = async { tokio::join!(to_upstream, to_client) };
+        tokio::pin!(copying);
+        let (to_upstream, to_client) = tokio::select! {
+            both = &mut copying => both,
+            _ = closing.changed() => {
+                match tokio::time::timeout(CLOSING_LIMIT, &mut copying).await {
+                    Ok(both) => both,
+                    Err(_) => {
+                        tracing::debug!(%route, "websocket peers did not finish closing in time");
+                        return;
+                    }
+                }
             }
         };
-        tokio::select! {
-            result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
-                Ok((to_upstream, to_client)) => {
-                    tracing::debug!(%route, to_upstream, to_client, "websocket closed");
-                }
-                Err(error) => tracing::debug!(%route, %error, "websocket ended with an error"),
-            },
-            () = expiry => {
-                // Both sockets are dropped here: the client sees the connection close and
-                // must reconnect with a fresh credential.
-                tracing::info!(%route, "websocket closed: its credential expired");
+        match (to_upstream, to_client) {
+            (Ok(to_upstream), Ok(to_client)) => {
+                tracing::debug!(%route, to_upstream, to_client, "websocket closed");
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::debug!(%route, %error, "websocket ended with an error");
             }
         }
     });
+}
+
+/// Copies one direction until end of stream, or — once `closing` is set — up to the
+/// next frame boundary, then sends the close frame and half-closes. Returns the bytes
+/// copied.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    toward_upstream: bool,
+    mut closing: watch::Receiver<Option<Closing>>,
+) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut tracker = FrameTracker::default();
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut copied = 0u64;
+    let mut listening = true;
+    let why = loop {
+        let read = tokio::select! {
+            read = from.read(&mut buf) => read?,
+            changed = closing.changed(), if listening => {
+                match (changed, *closing.borrow()) {
+                    (Ok(()), Some(why)) => break why,
+                    (Ok(()), None) => {}
+                    // No one can close the tunnel any more: just copy.
+                    (Err(_), _) => listening = false,
+                }
+                continue;
+            }
+        };
+        if read == 0 {
+            to.shutdown().await?;
+            return Ok(copied);
+        }
+        tracker.advance(&buf[..read]);
+        to.write_all(&buf[..read]).await?;
+        copied += read as u64;
+    };
+
+    // Finish the frame in progress, so the close frame starts on a boundary. What the
+    // peer sent after it is not forwarded: the other side is being closed.
+    while !tracker.at_boundary() {
+        let read = from.read(&mut buf).await?;
+        if read == 0 {
+            to.shutdown().await?;
+            return Ok(copied);
+        }
+        let end = tracker.advance_to_boundary(&buf[..read]).unwrap_or(read);
+        to.write_all(&buf[..end]).await?;
+        copied += end as u64;
+    }
+    if !tracker.close_seen() {
+        let (code, reason) = why.code_and_reason();
+        let mask = toward_upstream.then(mask_key);
+        to.write_all(&close_frame(code, reason, mask)).await?;
+    }
+    to.flush().await?;
+    to.shutdown().await?;
+    // Read (and drop) until the peer closes: its answer to the other side's close frame.
+    while from.read(&mut buf).await? > 0 {}
+    Ok(copied)
+}
+
+/// A masking key: RFC 6455 wants it unpredictable. The v4 UUID generator is the
+/// operating system's random source, already a dependency.
+fn mask_key() -> [u8; 4] {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    [bytes[0], bytes[1], bytes[2], bytes[3]]
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One open tunnel in the count, given back on drop.
+struct OpenTunnel(Arc<AtomicUsize>);
+
+impl OpenTunnel {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
