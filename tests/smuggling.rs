@@ -2,8 +2,8 @@
 //! gateway to an upstream that records the exact bytes it receives.
 //!
 //! For every case the gateway either refuses it (a 4xx, nothing of it reaches the
-//! upstream, nothing after it is answered) or forwards exactly the requests the client meant, each
-//! normalised: CRLF line ends, one framing header (`content-length` in plain digits, or
+//! upstream, the connection closed so nothing after it is read) or forwards exactly the
+//! requests the client meant, each normalised: CRLF line ends, one framing header (`content-length` in plain digits, or
 //! `transfer-encoding: chunked`, never both), the body as the client meant it, no
 //! hop-by-hop header, and nothing left over that an upstream could read as another
 //! request. A chunked body found malformed only after its head went upstream cannot be
@@ -57,10 +57,16 @@ struct Case {
 }
 
 enum Expect {
-    /// One 4xx answer and no other, nothing received by the upstream.
+    /// One 4xx answer and a close, nothing received by the upstream.
     Refused,
+    /// One 4xx answer and no other, nothing received by the upstream, for a request
+    /// whose framing is sound (its target is not): the connection may stay open.
+    RefusedWellFramed,
     /// These requests, in order, each answered with the upstream's 200.
     Forwarded(Vec<Sent>),
+    /// As `Forwarded`, then a close: after a message with both `Content-Length` and
+    /// `Transfer-Encoding` nothing more is read from the connection (RFC 9112 §6.1).
+    ForwardedThenClosed(Vec<Sent>),
     /// These requests answered with 200, then a 4xx for what followed and a close.
     ForwardedThenRefused(Vec<Sent>),
     /// A body found malformed after its head went upstream: one 4xx and a close for the
@@ -135,7 +141,7 @@ fn content_length_and_transfer_encoding() -> Vec<Case> {
                 "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
                 cl_te_body,
             ),
-            Forwarded(vec![sent("POST", "/", b"")]),
+            ForwardedThenClosed(vec![sent("POST", "/", b"")]),
         ),
         case(
             "TE before CL: chunked wins",
@@ -143,7 +149,7 @@ fn content_length_and_transfer_encoding() -> Vec<Case> {
                 "Transfer-Encoding: chunked\r\nContent-Length: 6\r\n",
                 cl_te_body,
             ),
-            Forwarded(vec![sent("POST", "/", b"")]),
+            ForwardedThenClosed(vec![sent("POST", "/", b"")]),
         ),
         case(
             "CL.TE with a whole smuggled request after the last chunk",
@@ -151,7 +157,7 @@ fn content_length_and_transfer_encoding() -> Vec<Case> {
                 "Content-Length: 40\r\nTransfer-Encoding: chunked\r\n",
                 &concat(&[b"0\r\n\r\n", SMUGGLED.as_bytes()]),
             ),
-            Forwarded(vec![sent("POST", "/", b"")]),
+            ForwardedThenClosed(vec![sent("POST", "/", b"")]),
         ),
         case(
             "TE.CL: the smuggled request stays inside the chunk",
@@ -159,7 +165,7 @@ fn content_length_and_transfer_encoding() -> Vec<Case> {
                 "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
                 &te_cl_body,
             ),
-            Forwarded(vec![sent("POST", "/", te_cl_inner.as_bytes())]),
+            ForwardedThenClosed(vec![sent("POST", "/", te_cl_inner.as_bytes())]),
         ),
         case(
             "CL with TE: identity",
@@ -517,12 +523,12 @@ fn request_targets_and_methods() -> Vec<Case> {
         case(
             "authority-form target on GET",
             b"GET evil.example:80 HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec(),
-            Refused,
+            RefusedWellFramed,
         ),
         case(
             "asterisk-form target on GET",
             b"GET * HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec(),
-            Refused,
+            RefusedWellFramed,
         ),
         case(
             "CONNECT to another host",
@@ -589,7 +595,7 @@ fn pipelining() -> Vec<Case> {
             // Chunked framing ends the POST; the gateway then closes the connection, as
             // RFC 9112 §6.1 asks after a message with both headers, so `G` and the
             // victim are never read.
-            Forwarded(vec![sent("GET", "/one", b""), sent("POST", "/", b"")]),
+            ForwardedThenClosed(vec![sent("GET", "/one", b""), sent("POST", "/", b"")]),
         ),
         case(
             "a GET, then two Content-Lengths with the second request in the body",
@@ -775,8 +781,8 @@ async fn run(case: Case) -> Result<(), String> {
     let (upstream, recording) = spawn_recording_upstream(UPSTREAM_OK).await;
     let gateway = TestGateway::start(&config(upstream)).await;
     let expected_answers = match &case.expect {
-        Expect::Refused | Expect::CutInsideBody => 1,
-        Expect::Forwarded(sent) => sent.len(),
+        Expect::Refused | Expect::RefusedWellFramed | Expect::CutInsideBody => 1,
+        Expect::Forwarded(sent) | Expect::ForwardedThenClosed(sent) => sent.len(),
         Expect::ForwardedThenRefused(sent) => sent.len() + 1,
     };
     let exchange = exchange(gateway.addr(), &case.request, expected_answers).await;
@@ -810,8 +816,10 @@ fn check(
     let is_4xx = |status: u16| (400..500).contains(&status);
     // (requests forwarded, whether a 4xx follows them, whether the connection must close)
     let (forwarded, ends_refused, must_close) = match expect {
-        Expect::Refused => (&[][..], true, false),
+        Expect::Refused => (&[][..], true, true),
+        Expect::RefusedWellFramed => (&[][..], true, false),
         Expect::Forwarded(sent) => (&sent[..], false, false),
+        Expect::ForwardedThenClosed(sent) => (&sent[..], false, true),
         Expect::ForwardedThenRefused(sent) => (&sent[..], true, true),
         Expect::CutInsideBody => {
             if statuses.len() != 1 || !is_4xx(statuses[0]) || !exchange.closed {
@@ -847,7 +855,8 @@ fn check(
             "expected {} answer(s) from the upstream{}, got statuses {statuses:?} (closed: {})",
             forwarded.len(),
             match (ends_refused, must_close) {
-                (false, _) => "",
+                (false, false) => "",
+                (false, true) => " then a close",
                 (true, false) => " then a 4xx",
                 (true, true) => " then a 4xx and a close",
             },
