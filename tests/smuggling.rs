@@ -33,7 +33,8 @@ const GRACE: Duration = Duration::from_millis(300);
 /// What the recording upstream answers to every message it can delimit.
 const UPSTREAM_OK: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\r\nrecorded";
-/// Hop-by-hop names (DESIGN.md, "Headers"): none may reach the upstream. A
+/// Hop-by-hop names (DESIGN.md, "Headers", and h2c's `HTTP2-Settings`): none may reach
+/// the upstream. A
 /// `transfer-encoding: chunked` the gateway writes itself is checked as framing.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -44,6 +45,7 @@ const HOP_BY_HOP: &[&str] = &[
     "te",
     "trailer",
     "upgrade",
+    "http2-settings",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -614,6 +616,60 @@ fn pipelining() -> Vec<Case> {
     ]
 }
 
+fn hop_by_hop_and_upgrades() -> Vec<Case> {
+    use Expect::*;
+    vec![
+        case(
+            "an h2c upgrade is forwarded as a plain request",
+            get(
+                "/h2c",
+                "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\
+                 Connection: Upgrade, HTTP2-Settings\r\n",
+            ),
+            Forwarded(vec![sent("GET", "/h2c", b"")]),
+        ),
+        case(
+            "an h2c upgrade on a POST with a body",
+            post(
+                "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\
+                 Connection: Upgrade, HTTP2-Settings\r\nContent-Length: 5\r\n",
+                b"hello",
+            ),
+            Forwarded(vec![sent("POST", "/", b"hello")]),
+        ),
+        case(
+            "Connection naming a header, with Keep-Alive",
+            get(
+                "/",
+                "Connection: keep-alive, X-Csrf-Token\r\nKeep-Alive: timeout=5\r\n\
+                 X-Csrf-Token: dropped\r\n",
+            ),
+            Forwarded(vec![sent("GET", "/", b"")]),
+        ),
+        case(
+            "TE and Trailer on a chunked body",
+            post(
+                "TE: trailers\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n",
+                &chunked(b"hello"),
+            ),
+            Forwarded(vec![sent("POST", "/", b"hello")]),
+        ),
+        case(
+            "Proxy-Connection and Proxy-Authorization",
+            get(
+                "/",
+                "Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n",
+            ),
+            Forwarded(vec![sent("GET", "/", b"")]),
+        ),
+        case(
+            "Upgrade: websocket without Connection: upgrade",
+            get("/ws", "Upgrade: websocket\r\n"),
+            Forwarded(vec![sent("GET", "/ws", b"")]),
+        ),
+    ]
+}
+
 // ---------------------------------------------------------------------------------------
 // The tests: one per family, so a failure names the family.
 // ---------------------------------------------------------------------------------------
@@ -658,6 +714,11 @@ async fn pipelined_requests_where_the_second_is_smuggled() {
     run_all(pipelining()).await;
 }
 
+#[tokio::test]
+async fn hop_by_hop_headers_and_h2c_upgrades_never_reach_the_upstream() {
+    run_all(hop_by_hop_and_upgrades()).await;
+}
+
 #[test]
 fn the_corpus_covers_every_family_with_several_variants() {
     let families = [
@@ -669,6 +730,7 @@ fn the_corpus_covers_every_family_with_several_variants() {
         control_characters_and_header_names(),
         request_targets_and_methods(),
         pipelining(),
+        hop_by_hop_and_upgrades(),
     ];
     let total: usize = families.iter().map(Vec::len).sum();
     assert!(families.iter().all(|family| family.len() >= 5));
