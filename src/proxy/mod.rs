@@ -7,6 +7,7 @@
 pub mod body;
 mod echo;
 mod errors;
+mod framing;
 pub mod headers;
 pub mod request_id;
 pub mod routes;
@@ -109,6 +110,15 @@ impl Proxy {
         request_id: &HeaderValue,
         seen: &mut Seen,
     ) -> Response<ProxyBody> {
+        if let Some(reason) = framing::refusal(&request) {
+            let mut response = error_response(StatusCode::BAD_REQUEST, None, reason, request_id);
+            // What follows on this connection cannot be trusted to be framed as the
+            // client meant: read no further.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         let path = match routes::normalize_path(request.uri().path()) {
             Ok(path) => path,
             Err(reason) => {
@@ -188,13 +198,14 @@ impl Proxy {
                 echo::respond(&route, &parts.method, &upstream_path, headers, body).await
             }
             UpstreamTarget::Http(http) => {
-                let headers = headers::upstream_request_headers(
+                let mut headers = headers::upstream_request_headers(
                     &parts.headers,
                     &snapshot.headers,
                     &route,
                     &http.host,
                     &ctx,
                 );
+                framing::frame_upstream_request(&parts.headers, &body, &mut headers);
                 let Some(uri) = upstream_uri(http, &upstream_path) else {
                     let message = "the request path cannot be forwarded";
                     return error_response(
@@ -246,6 +257,16 @@ impl Proxy {
         let result = tokio::time::timeout(upstream.timeout, http.client.request(request)).await;
         let mut response = match result {
             Ok(Ok(response)) => response,
+            Ok(Err(error)) if framing::client_body_failed(&error) => {
+                tracing::info!(
+                    route = %route.name,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    error = %errors::chain(&error),
+                    "the client's request body was malformed or cut short",
+                );
+                let message = "the request body was malformed or cut short";
+                return error_response(StatusCode::BAD_REQUEST, Some(route), message, request_id);
+            }
             Ok(Err(error)) => {
                 let timed_out = errors::is_timeout(&error);
                 let kind = match (timed_out, error.is_connect()) {
@@ -297,6 +318,18 @@ impl Proxy {
             }
         };
 
+        if let Some(problem) = framing::upstream_response_problem(response.headers()) {
+            tracing::warn!(
+                route = %route.name,
+                upstream = %upstream.name,
+                request_id = request_id.to_str().unwrap_or("-"),
+                problem,
+                "upstream response refused",
+            );
+            let message = "the upstream's response could not be passed on";
+            return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+        }
+        framing::frame_response(response.headers_mut());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             match client_upgrade {
