@@ -88,6 +88,13 @@ pub struct Server {
     /// closed.
     #[validate(range(min = 1))]
     pub max_connections: u32,
+
+    /// The largest request body a route accepts unless it sets its own
+    /// `max_request_body`: a larger `Content-Length` gets 413 before anything is sent
+    /// upstream, and a streamed body that grows past it is cut (413 if the response has
+    /// not started, else the connection closes). Bodies are never buffered to check this.
+    #[validate(custom(function = "nonzero_size"))]
+    pub max_request_body: ByteSize,
 }
 
 impl Default for Server {
@@ -101,6 +108,7 @@ impl Default for Server {
             idle_timeout: Duration::from_secs(60),
             max_header_size: ByteSize::kib(32),
             max_connections: 10_000,
+            max_request_body: ByteSize::mib(100),
         }
     }
 }
@@ -228,6 +236,17 @@ pub struct Route {
     /// server's (`""` removes that header on this route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<SecurityHeaders>,
+
+    /// The largest request body on this route, instead of `server.max_request_body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(custom(function = "nonzero_size"))]
+    pub max_request_body: Option<ByteSize>,
+
+    /// The most WebSockets open at once on this route; a handshake beyond it gets 503
+    /// [default: no limit of its own, only `server.max_connections`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1))]
+    pub max_websockets: Option<u32>,
 }
 
 /// `security_headers`: on, off, or a table of values.
@@ -646,6 +665,15 @@ fn nonzero_duration(value: &Duration) -> Result<(), ValidationError> {
     if value.is_zero() {
         return Err(ValidationError::new("zero_duration").with_message(
             "must be longer than zero: a zero timeout would fail every request".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn nonzero_size(value: &ByteSize) -> Result<(), ValidationError> {
+    if value.bytes() == 0 {
+        return Err(ValidationError::new("zero_size").with_message(
+            "must be larger than zero: a zero cap would refuse every request with a body".into(),
         ));
     }
     Ok(())

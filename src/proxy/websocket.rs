@@ -11,13 +11,18 @@ use std::time::SystemTime;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::limits::WebSocketSlot;
+
 pub fn spawn_tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,
+    // Held for as long as the tunnel is open: the route's count of open WebSockets.
+    slot: Option<WebSocketSlot>,
     route: Arc<str>,
     expires_at: Option<SystemTime>,
 ) {
     tokio::spawn(async move {
+        let _slot = slot;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(error) => {
