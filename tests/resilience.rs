@@ -300,6 +300,25 @@ async fn websockets_beyond_max_websockets_get_503_until_one_closes() {
     assert!(matches!(echoed, Some(Ok(Message::Text(_)))), "{echoed:?}");
 }
 
+#[tokio::test]
+async fn a_reload_keeps_counting_the_websockets_already_open() {
+    let upstream = spawn_upstream(Router::new().route(
+        "/ws",
+        get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
+    ))
+    .await;
+    let config = one_route(upstream, "", "max_websockets = 1");
+    let gateway = TestGateway::start(&config).await;
+    let _open = open_websocket(gateway.addr()).await.expect("first opens");
+
+    gateway.write_config(&config.replace("timeout = \"2s\"", "timeout = \"3s\""));
+    within("reload", gateway.wait_for_generation(2)).await;
+    match open_websocket(gateway.addr()).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("the new snapshot forgot the open WebSocket: {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Failures of the upstream and of the client.
 // ---------------------------------------------------------------------------------------
@@ -525,8 +544,78 @@ jwks_refetch_interval = "1s"
             reply.text()
         );
         let error = status().last_error.unwrap_or_default();
-        assert!(!error.is_empty(), "the JWKS status shows the error");
+        assert!(
+            error.contains("not JSON"),
+            "the JWKS status says why: {error}"
+        );
     }
+}
+
+#[tokio::test]
+async fn an_idp_serving_garbage_for_discovery_gets_503_logins_and_a_clear_status() {
+    let idp = spawn_upstream(Router::new().route(
+        "/.well-known/openid-configuration",
+        get(|| async { "<html><body>Welcome to nginx!</body></html>" }),
+    ))
+    .await;
+    let upstream = auth_support::CountingUpstream::spawn().await;
+    let gateway = auth_support::start_with_files(
+        &format!(
+            r#"
+[server]
+public_base_url = "http://127.0.0.1:8080"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+auth = "main"
+
+[upstreams.app]
+url = "http://{upstream}"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "https://gateway.fluxlit.test"
+audience = "fluxlit-app"
+algorithms = ["HS256"]
+hs256_secret = {{ file = "hs256.secret" }}
+
+[auth.providers.corp]
+kind = "oidc"
+issuer_url = "http://{idp}"
+client_id = "fluxlit-web"
+client_secret = {{ file = "client.secret" }}
+mint = "main"
+"#,
+            upstream = upstream.addr
+        ),
+        &[
+            ("hs256.secret", auth_support::HS_SECRET),
+            ("client.secret", "test-only client secret"),
+        ],
+    )
+    .await;
+    let status = || {
+        gateway.gateway.snapshot().providers["corp"]
+            .oidc_status()
+            .expect("corp is an oidc provider")
+            .discovery
+    };
+    let error = eventually("a failed discovery", || async { status().last_error }).await;
+    assert!(
+        error.contains("not an OpenID provider configuration"),
+        "the status says why: {error}"
+    );
+    let reply = within(
+        "login",
+        send(
+            gateway.addr(),
+            common::get(gateway.addr(), "/auth/login", &[]),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
 }
 
 // ---------------------------------------------------------------------------------------
