@@ -199,6 +199,70 @@ async fn a_chunked_body_growing_past_the_cap_gets_413_and_the_upstream_never_see
 }
 
 #[tokio::test]
+async fn a_body_crossing_the_cap_after_the_response_started_closes_the_connection() {
+    // Answers at once, streaming for ~10 s, without reading the request body (held, so
+    // the upstream connection stays up only for as long as the gateway keeps it).
+    let upstream = spawn_upstream(Router::new().fallback(any(|request: Request| async move {
+        let held = request.into_body();
+        let ticks = futures_util::stream::unfold((0, held), |(step, held)| async move {
+            if step == 100 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from_static(b"tick\n")),
+                (step + 1, held),
+            ))
+        });
+        axum::body::Body::from_stream(ticks)
+    })))
+    .await;
+    let gateway = TestGateway::start(&one_route(upstream, "", "max_request_body = \"1KiB\"")).await;
+
+    let mut stream = connect(gateway.addr()).await;
+    let head = format!(
+        "POST /stream HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        gateway.addr()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let chunk = format!("200\r\n{}\r\n", "y".repeat(512));
+    stream
+        .write_all(chunk.as_bytes())
+        .await
+        .expect("first chunk");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = within("the response head", stream.read(&mut buffer))
+            .await
+            .expect("read");
+        assert!(n > 0, "closed before the response started");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+
+    // Now past the cap: 1.5 KiB in all.
+    for _ in 0..2 {
+        let _ = stream.write_all(chunk.as_bytes()).await;
+    }
+    loop {
+        match within("the connection closes", stream.read(&mut buffer)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    assert!(
+        !received.ends_with(b"0\r\n\r\n"),
+        "the response must not look complete: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+}
+
+#[tokio::test]
 async fn a_zero_cap_is_a_validation_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("fluxlit.toml");

@@ -150,6 +150,12 @@ impl Drop for WebSocketSlot {
 
 /// 413 for a body over the route's cap.
 pub fn too_large(route: &Route, request_id: &HeaderValue) -> Response<ProxyBody> {
+    tracing::info!(
+        route = %route.name,
+        limit = route.max_request_body,
+        request_id = request_id.to_str().unwrap_or("-"),
+        "request refused: body over max_request_body",
+    );
     let message = format!(
         "the request body is larger than this route's limit of {} bytes",
         route.max_request_body
