@@ -11,13 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, uri::Authority};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use ipnet::IpNet;
 
 use crate::auth::oidc::AuthEndpoints;
 use crate::auth::{Provider, RouteAuth};
 use crate::config::{Config, Diagnostic, SourceHash, model};
+use crate::proxy::limits::{LimitedBody, WebSocketCap};
 use crate::proxy::routes::RouteTable;
 
 /// The current snapshot, swapped atomically on reload.
@@ -62,6 +62,10 @@ pub struct Route {
     pub security_headers: SecurityHeaderList,
     /// The route's counters, resolved on its first request (see [`crate::metrics`]).
     pub metrics: crate::metrics::RouteSlot,
+    /// The largest request body, in bytes (the route's, else the server's).
+    pub max_request_body: u64,
+    /// The cap on open WebSockets, when the route has one.
+    pub websockets: Option<WebSocketCap>,
 }
 
 /// Security response headers, precomputed; routes without their own share the server's.
@@ -85,7 +89,7 @@ pub enum UpstreamTarget {
 }
 
 /// The pooled HTTP/1.1 client, shared (by `Clone`) with later snapshots.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+pub type UpstreamClient = Client<HttpConnector, LimitedBody>;
 
 #[derive(Debug)]
 pub struct HttpUpstream {

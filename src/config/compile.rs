@@ -26,6 +26,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::auth::secrets::{self, Environment};
 use crate::auth::{Check, Provider, RouteAuth};
 use crate::header_sets;
+use crate::proxy::limits::WebSocketCap;
 use crate::proxy::routes::RouteTable;
 use crate::snapshot::{
     ConnectionLimits, HeaderPolicy, HttpUpstream, Route, Snapshot, Upstream, UpstreamClient,
@@ -116,7 +117,24 @@ pub fn compile(
             },
         };
         let prefix = normalize_prefix(&route.path_prefix).to_owned();
+        let max_request_body = route
+            .max_request_body
+            .unwrap_or(config.server.max_request_body)
+            .bytes();
+        let websockets = route.max_websockets.map(|max| {
+            // The same route in the running snapshot keeps counting the tunnels it let in.
+            let running = previous.and_then(|snapshot| {
+                snapshot
+                    .routes
+                    .routes()
+                    .find(|old| *old.name == *route.name)
+                    .and_then(|old| old.websockets.as_ref())
+            });
+            WebSocketCap::new(max as usize, running)
+        });
         let compiled = Route {
+            max_request_body,
+            websockets,
             auth,
             name: route.name.as_str().into(),
             prefix: prefix.clone(),

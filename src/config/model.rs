@@ -99,6 +99,13 @@ pub struct Server {
     /// finish before the gateway exits anyway. Read when the shutdown starts.
     pub shutdown_grace: Duration,
 
+    /// The largest request body a route accepts unless it sets its own
+    /// `max_request_body`: a larger `Content-Length` gets 413 before anything is sent
+    /// upstream, and a streamed body that grows past it is cut (413 if the response has
+    /// not started, else the connection closes). Bodies are never buffered to check this.
+    #[validate(custom(function = "nonzero_size"))]
+    pub max_request_body: ByteSize,
+
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listen`. Whether TLS is on is static;
     /// the certificate and key files are reloaded when they change.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +137,7 @@ impl Default for Server {
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
+            max_request_body: ByteSize::mib(100),
         }
     }
 }
@@ -299,6 +307,17 @@ pub struct Route {
     /// server's (`""` removes that header on this route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<SecurityHeaders>,
+
+    /// The largest request body on this route, instead of `server.max_request_body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(custom(function = "nonzero_size"))]
+    pub max_request_body: Option<ByteSize>,
+
+    /// The most WebSockets open at once on this route; a handshake beyond it gets 503
+    /// [default: no limit of its own, only `server.max_connections`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1))]
+    pub max_websockets: Option<u32>,
 }
 
 /// `security_headers`: on, off, or a table of values.
@@ -732,6 +751,15 @@ fn log_filter(value: &str) -> Result<(), ValidationError> {
             .into(),
         )
     })?;
+    Ok(())
+}
+
+fn nonzero_size(value: &ByteSize) -> Result<(), ValidationError> {
+    if value.bytes() == 0 {
+        return Err(ValidationError::new("zero_size").with_message(
+            "must be larger than zero: a zero cap would refuse every request with a body".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -5,10 +5,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use super::body::ProxyBody;
+use super::limits::{BodyError, LimitedBody};
 use crate::snapshot::Route;
 
 pub async fn respond(
@@ -16,13 +16,15 @@ pub async fn respond(
     method: &Method,
     path_and_query: &str,
     headers: HeaderMap,
-    mut body: Incoming,
+    mut body: LimitedBody,
+    request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     // Count the body without keeping it: an echo must not buffer an upload.
     let mut body_bytes: u64 = 0;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => body_bytes += frame.data_ref().map_or(0, |data| data.len() as u64),
+            Err(BodyError::TooLarge { .. }) => return super::limits::too_large(route, request_id),
             Err(error) => {
                 tracing::debug!(%error, "client body ended early");
                 break;

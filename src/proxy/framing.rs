@@ -14,7 +14,7 @@ use std::error::Error as StdError;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 
 /// Why `request` is refused with a 400 before anything is sent upstream, if it is.
 pub fn refusal<B>(request: &Request<B>) -> Option<&'static str> {
@@ -50,7 +50,7 @@ pub fn refusal<B>(request: &Request<B>) -> Option<&'static str> {
 /// client's `Transfer-Encoding`): `transfer-encoding: chunked` for a chunked body (even
 /// on a GET, where hyper would otherwise drop the body), else the body's length as plain
 /// digits when the client sent one (`005` becomes `5`), else nothing.
-pub fn frame_upstream_request(client: &HeaderMap, body: &Incoming, out: &mut HeaderMap) {
+pub fn frame_upstream_request<B: Body>(client: &HeaderMap, body: &B, out: &mut HeaderMap) {
     out.remove(header::CONTENT_LENGTH);
     if client.contains_key(header::TRANSFER_ENCODING) {
         out.insert(
@@ -116,15 +116,20 @@ fn single_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Whether an upstream request failed because the client's body did (a malformed
 /// chunk, a connection cut mid-upload): the client's fault, a 400 rather than a 502.
-/// hyper reports it as a user body error whose cause is the incoming body's error.
+/// hyper reports it as a user body error whose cause is the incoming body's error (as
+/// the route's body cap passes it on).
 pub fn client_body_failed(error: &(dyn StdError + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(error) = source {
         if let Some(hyper_error) = error.downcast_ref::<hyper::Error>()
             && hyper_error.is_user()
-            && hyper_error
-                .source()
-                .is_some_and(|cause| cause.is::<hyper::Error>())
+            && hyper_error.source().is_some_and(|cause| {
+                cause.is::<hyper::Error>()
+                    || matches!(
+                        cause.downcast_ref::<super::limits::BodyError>(),
+                        Some(super::limits::BodyError::Client(_))
+                    )
+            })
         {
             return true;
         }

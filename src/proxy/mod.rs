@@ -9,6 +9,7 @@ mod echo;
 mod errors;
 mod framing;
 pub mod headers;
+pub mod limits;
 pub mod request_id;
 pub mod routes;
 pub mod websocket;
@@ -172,8 +173,19 @@ impl Proxy {
         };
 
         let websocket = is_websocket_handshake(&request);
+        let websocket_slot = match route.websockets.as_ref().filter(|_| websocket) {
+            Some(cap) => match cap.try_open() {
+                Some(slot) => Some(slot),
+                None => return limits::too_many_websockets(&route, cap, request_id),
+            },
+            None => None,
+        };
+        if limits::declared_length_exceeds(request.headers(), route.max_request_body) {
+            return limits::too_large(&route, request_id);
+        }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
+        let body = limits::LimitedBody::new(body, route.max_request_body);
         let ctx = RequestContext {
             peer,
             peer_trusted,
@@ -195,7 +207,15 @@ impl Proxy {
                     &host,
                     &ctx,
                 );
-                echo::respond(&route, &parts.method, &upstream_path, headers, body).await
+                echo::respond(
+                    &route,
+                    &parts.method,
+                    &upstream_path,
+                    headers,
+                    body,
+                    request_id,
+                )
+                .await
             }
             UpstreamTarget::Http(http) => {
                 let mut headers = headers::upstream_request_headers(
@@ -225,7 +245,7 @@ impl Proxy {
                     &route,
                     http,
                     upstream_request,
-                    client_upgrade,
+                    client_upgrade.zip(Some(websocket_slot)),
                     expires_at,
                     request_id,
                 )
@@ -248,15 +268,19 @@ impl Proxy {
         &self,
         route: &Arc<Route>,
         http: &HttpUpstream,
-        request: Request<Incoming>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        request: Request<limits::LimitedBody>,
+        client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
         credential_expires_at: Option<std::time::SystemTime>,
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
         let upstream = &route.upstream;
+        let body_exceeded = request.body().exceeded();
         let result = tokio::time::timeout(upstream.timeout, http.client.request(request)).await;
         let mut response = match result {
             Ok(Ok(response)) => response,
+            Ok(Err(_)) if body_exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
+                return limits::too_large(route, request_id);
+            }
             Ok(Err(error)) if framing::client_body_failed(&error) => {
                 tracing::info!(
                     route = %route.name,
@@ -333,12 +357,13 @@ impl Proxy {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             match client_upgrade {
-                Some(client_upgrade) => {
+                Some((client_upgrade, slot)) => {
                     let upstream_upgrade = hyper::upgrade::on(&mut response);
                     websocket::spawn_tunnel(
                         &self.tunnels,
                         client_upgrade,
                         upstream_upgrade,
+                        slot,
                         Arc::clone(&route.name),
                         credential_expires_at,
                         Arc::clone(self.metrics.route(route)),

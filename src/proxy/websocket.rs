@@ -63,10 +63,14 @@ impl Closing {
     }
 }
 
+use super::limits::WebSocketSlot;
+
 pub fn spawn_tunnel(
     tunnels: &Tunnels,
     client: OnUpgrade,
     upstream: OnUpgrade,
+    // Held for as long as the tunnel is open: the route's count of open WebSockets.
+    slot: Option<WebSocketSlot>,
     route: Arc<str>,
     expires_at: Option<SystemTime>,
     metrics: Arc<crate::metrics::RouteMetrics>,
@@ -75,6 +79,7 @@ pub fn spawn_tunnel(
     let mut shutdown = tunnels.shutdown.clone();
     tokio::spawn(async move {
         let _open = open;
+        let _slot = slot;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(error) => {

@@ -1,0 +1,193 @@
+//! Per-route caps: the largest request body and the most open WebSockets.
+//!
+//! The body cap is checked on the stream as it passes, never by buffering: a
+//! [`LimitedBody`] forwards frames until the next one would cross the cap, then fails
+//! instead of forwarding it, so the upstream never receives more than the cap and its
+//! request is aborted. The WebSocket cap is a counter shared by the route's snapshots
+//! (a reload keeps the count of tunnels already open).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::body::ProxyBody;
+use super::errors::error_response;
+use crate::snapshot::Route;
+
+/// Why a request body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the client's request body failed")]
+    Client(#[from] hyper::Error),
+    #[error("the request body is larger than the route's max_request_body of {limit} bytes")]
+    TooLarge { limit: u64 },
+}
+
+/// The client's request body on its way upstream, cut at the route's cap.
+#[derive(Debug)]
+pub struct LimitedBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl LimitedBody {
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        Self {
+            inner,
+            limit,
+            seen: 0,
+            exceeded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Turns true once the body has been cut; readable after the body is gone.
+    pub fn exceeded(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.exceeded)
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.exceeded.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                this.seen = this.seen.saturating_add(len);
+                if this.seen > this.limit {
+                    this.exceeded.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether the declared `Content-Length` is over `limit` (a body without one, or with
+/// one hyper already refused as malformed, is checked as it streams).
+pub fn declared_length_exceeds(headers: &HeaderMap, limit: u64) -> bool {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .is_some_and(|length| length > limit)
+}
+
+/// A route's cap on open WebSockets.
+#[derive(Debug)]
+pub struct WebSocketCap {
+    pub max: usize,
+    /// Shared with the same route in earlier and later snapshots.
+    open: Arc<AtomicUsize>,
+}
+
+impl WebSocketCap {
+    /// A cap of `max`, counting on `open` (the previous snapshot's counter, to keep the
+    /// tunnels it let in) or on a fresh counter.
+    pub fn new(max: usize, open: Option<&WebSocketCap>) -> Self {
+        Self {
+            max,
+            open: open.map_or_else(
+                || Arc::new(AtomicUsize::new(0)),
+                |cap| Arc::clone(&cap.open),
+            ),
+        }
+    }
+
+    /// A place for one more WebSocket, if the route has one free.
+    pub fn try_open(&self) -> Option<WebSocketSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WebSocketSlot(Arc::clone(&self.open)))
+    }
+
+    pub fn open_now(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One open WebSocket's place in its route's cap, given back on drop (when the tunnel
+/// closes, or when the handshake did not succeed).
+#[derive(Debug)]
+pub struct WebSocketSlot(Arc<AtomicUsize>);
+
+impl Drop for WebSocketSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// 413 for a body over the route's cap.
+pub fn too_large(route: &Route, request_id: &HeaderValue) -> Response<ProxyBody> {
+    tracing::info!(
+        route = %route.name,
+        limit = route.max_request_body,
+        request_id = request_id.to_str().unwrap_or("-"),
+        "request refused: body over max_request_body",
+    );
+    let message = format!(
+        "the request body is larger than this route's limit of {} bytes",
+        route.max_request_body
+    );
+    let mut response = error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Some(route),
+        &message,
+        request_id,
+    );
+    // The rest of the body is not read: the connection cannot carry another request.
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// 503 for a WebSocket handshake over the route's cap.
+pub fn too_many_websockets(
+    route: &Route,
+    cap: &WebSocketCap,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    tracing::warn!(route = %route.name, max = cap.max, "websocket refused: max_websockets reached");
+    let message = format!(
+        "this route has its maximum of {} open WebSockets; try again later",
+        cap.max
+    );
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(route),
+        &message,
+        request_id,
+    )
+}

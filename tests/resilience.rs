@@ -1,0 +1,834 @@
+//! Failures around the gateway and greedy clients, over real sockets:
+//!
+//! - per-route caps: a body over `max_request_body` gets 413 (by `Content-Length` before
+//!   anything is sent upstream; a chunked body is cut and the upstream never sees more
+//!   than the cap), and a WebSocket beyond `max_websockets` gets 503 until one closes;
+//! - an upstream that dies mid-response, a client that leaves mid-upload, a config file
+//!   that cannot be read, a JWKS endpoint that starts serving garbage;
+//! - many slowloris connections do not stop a normal client, and are closed;
+//! - `fluxlit serve` out of file descriptors keeps running, logs, and serves again.
+//!
+//! Timeouts only guard against hangs; none is a statement about speed.
+
+mod auth_support;
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use auth_support::{
+    HANG_GUARD, JwksServer, RSA_A_JWK, claims, eventually, get_with_token, jwks, rs256_a, within,
+};
+use axum::Router;
+use axum::extract::Request;
+use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use common::{TestGateway, send, spawn_upstream};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------
+
+/// One route `/` to the upstream at `addr`, with `route_extra` lines on the route and
+/// `server_extra` lines in `[server]`.
+fn one_route(addr: SocketAddr, server_extra: &str, route_extra: &str) -> String {
+    format!(
+        "[server]\n{server_extra}\n\n\
+         [upstreams.app]\nurl = \"http://{addr}\"\ntimeout = \"2s\"\n\n\
+         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n{route_extra}\n"
+    )
+}
+
+/// What an upstream's request body did: bytes received, and how it ended.
+#[derive(Debug)]
+enum BodyEnd {
+    Complete(u64),
+    Failed(u64),
+}
+
+/// An upstream that reads each request body frame by frame, keeps a running count in
+/// `received`, and reports how the body ended on `ends`.
+async fn spawn_body_watching_upstream()
+-> (SocketAddr, Arc<AtomicU64>, mpsc::UnboundedReceiver<BodyEnd>) {
+    let received = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let counter = Arc::clone(&received);
+    let addr = spawn_upstream(Router::new().fallback(any(move |request: Request| {
+        let counter = Arc::clone(&counter);
+        let tx = tx.clone();
+        async move {
+            let mut body = request.into_body();
+            let mut len = 0u64;
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        let n = frame.data_ref().map_or(0, |data| data.len() as u64);
+                        len += n;
+                        counter.fetch_add(n, Ordering::SeqCst);
+                    }
+                    Some(Err(_)) => {
+                        let _ = tx.send(BodyEnd::Failed(len));
+                        return format!("failed after {len}");
+                    }
+                    None => {
+                        let _ = tx.send(BodyEnd::Complete(len));
+                        return format!("received {len}");
+                    }
+                }
+            }
+        }
+    })))
+    .await;
+    (addr, received, rx)
+}
+
+/// The status code and the rest of a raw response (head and whatever body arrived
+/// before the gateway closed or `HANG_GUARD` ran out).
+async fn read_status(stream: &mut TcpStream) -> (u16, String) {
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + HANG_GUARD;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => bytes.extend_from_slice(&buffer[..n]),
+            // The head is in and nothing more came for a while: enough to judge.
+            Err(_) if bytes.windows(4).any(|w| w == b"\r\n\r\n") => break,
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect to the gateway")
+}
+
+// ---------------------------------------------------------------------------------------
+// max_request_body.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_content_length_over_the_cap_gets_413_and_nothing_reaches_the_upstream() {
+    let (upstream, received, mut ends) = spawn_body_watching_upstream().await;
+    let gateway = TestGateway::start(&one_route(upstream, "", "max_request_body = \"1KiB\"")).await;
+
+    // Only the head is sent: the answer must not wait for a body it will refuse.
+    let mut stream = connect(gateway.addr()).await;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 1025\r\n\r\n",
+        gateway.addr()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let (status, text) = read_status(&mut stream).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("route \"app\""), "{text}");
+    assert!(text.contains("1024 bytes"), "names the limit: {text}");
+
+    // A body at the cap passes, so the upstream was reachable all along.
+    let mut stream = connect(gateway.addr()).await;
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n{}",
+        gateway.addr(),
+        "x".repeat(1024)
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let (status, text) = read_status(&mut stream).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("received 1024"), "{text}");
+    let end = within("upstream body", ends.recv()).await;
+    assert!(matches!(end, Some(BodyEnd::Complete(1024))), "{end:?}");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        1024,
+        "only the second request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_body_growing_past_the_cap_gets_413_and_the_upstream_never_sees_more() {
+    let (upstream, received, mut ends) = spawn_body_watching_upstream().await;
+    // The server default applies to routes without their own cap.
+    let gateway = TestGateway::start(&one_route(upstream, "max_request_body = \"1KiB\"", "")).await;
+
+    let mut stream = connect(gateway.addr()).await;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        gateway.addr()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    // Four chunks of 512 bytes, one at a time: the first two fit the cap exactly.
+    let chunk = format!("200\r\n{}\r\n", "y".repeat(512));
+    for _ in 0..4 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, text) = read_status(&mut stream).await;
+    assert_eq!(status, 413, "{text}");
+
+    // The upstream's request was aborted, or never started.
+    if let Ok(Some(end)) = tokio::time::timeout(HANG_GUARD, ends.recv()).await {
+        assert!(matches!(end, BodyEnd::Failed(_)), "{end:?}");
+    }
+    let seen = received.load(Ordering::SeqCst);
+    assert!(
+        seen <= 1024,
+        "the upstream saw {seen} bytes past a 1 KiB cap"
+    );
+}
+
+#[tokio::test]
+async fn a_body_crossing_the_cap_after_the_response_started_closes_the_connection() {
+    // Answers at once, streaming for ~10 s, without reading the request body (held, so
+    // the upstream connection stays up only for as long as the gateway keeps it).
+    let upstream = spawn_upstream(Router::new().fallback(any(|request: Request| async move {
+        let held = request.into_body();
+        let ticks = futures_util::stream::unfold((0, held), |(step, held)| async move {
+            if step == 100 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from_static(b"tick\n")),
+                (step + 1, held),
+            ))
+        });
+        axum::body::Body::from_stream(ticks)
+    })))
+    .await;
+    let gateway = TestGateway::start(&one_route(upstream, "", "max_request_body = \"1KiB\"")).await;
+
+    let mut stream = connect(gateway.addr()).await;
+    let head = format!(
+        "POST /stream HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        gateway.addr()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let chunk = format!("200\r\n{}\r\n", "y".repeat(512));
+    stream
+        .write_all(chunk.as_bytes())
+        .await
+        .expect("first chunk");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = within("the response head", stream.read(&mut buffer))
+            .await
+            .expect("read");
+        assert!(n > 0, "closed before the response started");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+
+    // Now past the cap: 1.5 KiB in all.
+    for _ in 0..2 {
+        let _ = stream.write_all(chunk.as_bytes()).await;
+    }
+    loop {
+        match within("the connection closes", stream.read(&mut buffer)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    assert!(
+        !received.ends_with(b"0\r\n\r\n"),
+        "the response must not look complete: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+}
+
+#[tokio::test]
+async fn a_zero_cap_is_a_validation_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("fluxlit.toml");
+    std::fs::write(
+        &path,
+        "[server]\nmax_request_body = \"0B\"\n\n[upstreams.app]\nbuiltin = \"echo\"\n\n\
+         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\nmax_websockets = 0\n",
+    )
+    .expect("write config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run fluxlit validate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("server.max_request_body"), "{stderr}");
+    assert!(stderr.contains("routes[0].max_websockets"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// max_websockets.
+// ---------------------------------------------------------------------------------------
+
+async fn echo(mut socket: WebSocket) {
+    while let Some(Ok(message)) = socket.recv().await {
+        if matches!(message, ServerMessage::Text(_) | ServerMessage::Binary(_))
+            && socket.send(message).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn open_websocket(
+    gateway: SocketAddr,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tungstenite::Error> {
+    let stream = connect(gateway).await;
+    within(
+        "WebSocket handshake",
+        tokio_tungstenite::client_async(format!("ws://{gateway}/ws"), stream),
+    )
+    .await
+    .map(|(socket, _)| socket)
+}
+
+#[tokio::test]
+async fn websockets_beyond_max_websockets_get_503_until_one_closes() {
+    let upstream = spawn_upstream(Router::new().route(
+        "/ws",
+        get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
+    ))
+    .await;
+    let gateway = TestGateway::start(&one_route(upstream, "", "max_websockets = 2")).await;
+
+    let mut first = open_websocket(gateway.addr()).await.expect("first opens");
+    let mut second = open_websocket(gateway.addr()).await.expect("second opens");
+    for socket in [&mut first, &mut second] {
+        within("send", socket.send(Message::text("hi")))
+            .await
+            .expect("send");
+        let echoed = within("echo", socket.next()).await;
+        assert!(matches!(echoed, Some(Ok(Message::Text(_)))), "{echoed:?}");
+    }
+
+    match open_websocket(gateway.addr()).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                .into_owned();
+            assert!(body.contains("maximum of 2 open WebSockets"), "{body}");
+        }
+        other => panic!("the third WebSocket was not refused: {other:?}"),
+    }
+    // Plain HTTP on the route is not counted.
+    let reply = within(
+        "plain request",
+        send(gateway.addr(), common::get(gateway.addr(), "/other", &[])),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        404,
+        "the upstream's own 404: {}",
+        reply.text()
+    );
+
+    within("close", first.close(None)).await.expect("close");
+    while within("drain", first.next()).await.is_some() {}
+    drop(first);
+    let mut third = eventually("a place frees up", || async {
+        open_websocket(gateway.addr()).await.ok()
+    })
+    .await;
+    within("send", third.send(Message::text("again")))
+        .await
+        .expect("send");
+    let echoed = within("echo", third.next()).await;
+    assert!(matches!(echoed, Some(Ok(Message::Text(_)))), "{echoed:?}");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_counting_the_websockets_already_open() {
+    let upstream = spawn_upstream(Router::new().route(
+        "/ws",
+        get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
+    ))
+    .await;
+    let config = one_route(upstream, "", "max_websockets = 1");
+    let gateway = TestGateway::start(&config).await;
+    let _open = open_websocket(gateway.addr()).await.expect("first opens");
+
+    gateway.write_config(&config.replace("timeout = \"2s\"", "timeout = \"3s\""));
+    within("reload", gateway.wait_for_generation(2)).await;
+    match open_websocket(gateway.addr()).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("the new snapshot forgot the open WebSocket: {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures of the upstream and of the client.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_upstream_dying_mid_response_fails_the_clients_body_promptly() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    .await;
+                let _ = socket.write_all(&[b'z'; 1000]).await;
+                // Dropped here: 99,000 promised bytes never come.
+            });
+        }
+    });
+    let gateway = TestGateway::start(&one_route(upstream, "", "")).await;
+
+    let stream = connect(gateway.addr()).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get("/big")
+        .header("host", gateway.addr().to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = within("response head", sender.send_request(request))
+        .await
+        .expect("the head arrives");
+    assert_eq!(response.status(), 200);
+    let body = within("the body ends", response.into_body().collect()).await;
+    assert!(
+        body.is_err(),
+        "a truncated body must fail, not look complete"
+    );
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_upload_ends_the_upstream_request() {
+    let (upstream, received, mut ends) = spawn_body_watching_upstream().await;
+    let gateway = TestGateway::start(&one_route(upstream, "", "")).await;
+
+    let mut stream = connect(gateway.addr()).await;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000\r\n\r\n",
+        gateway.addr()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(&[b'u'; 10_000]).await.expect("write some");
+    eventually("the upload reaches the upstream", || async {
+        (received.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    drop(stream);
+
+    let end = within("the upstream's body ends", ends.recv()).await;
+    match end {
+        Some(BodyEnd::Failed(len)) => assert!(len < 1_000_000, "{len}"),
+        other => panic!("the upstream should see its request body fail: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gets_504_after_its_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = Arc::clone(&held);
+    tokio::spawn(async move {
+        // Accepts and keeps every connection without ever writing a byte.
+        while let Ok((socket, _)) = listener.accept().await {
+            holder.lock().expect("lock").push(socket);
+        }
+    });
+    let gateway = TestGateway::start(
+        &one_route(upstream, "", "").replace("timeout = \"2s\"", "timeout = \"1s\""),
+    )
+    .await;
+
+    let started = Instant::now();
+    let reply = within(
+        "the 504",
+        send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
+    )
+    .await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(reply.text().contains("within 1s"), "{}", reply.text());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "answered before the timeout"
+    );
+    assert!(
+        !held.lock().expect("lock").is_empty(),
+        "the upstream was reached"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The config file and the JWKS endpoint.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unreadable_config_file_keeps_the_running_snapshot_and_reports_the_error() {
+    let upstream = common::spawn_recording_upstream("one").await;
+    let gateway = TestGateway::start(&format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        one_route(upstream, "", "")
+    ))
+    .await;
+
+    // The tests run as root, whom chmod 000 does not stop: a directory in the file's
+    // place cannot be read by anyone. (A dangling symlink reads as a missing file,
+    // which is no error: see tests/reload.rs.)
+    std::fs::remove_file(&gateway.config_path).expect("remove config");
+    std::fs::create_dir(&gateway.config_path).expect("a directory in its place");
+    let reloader = gateway.gateway.reloader();
+    eventually("the reload error", || async {
+        reloader.status().last_error.map(|_| ())
+    })
+    .await;
+    assert_eq!(gateway.gateway.snapshot().generation, 1);
+
+    let reply = within(
+        "request",
+        send(gateway.addr(), common::get(gateway.addr(), "/x", &[])),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "the old snapshot serves: {}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["name"], "one");
+
+    let admin = gateway.gateway.admin_addr.expect("admin listener");
+    let snapshot = within(
+        "/snapshot",
+        send(admin, common::get(admin, "/snapshot", &[])),
+    )
+    .await
+    .json();
+    assert_eq!(snapshot["generation"], 1);
+    let errors = snapshot["last_reload_error"]["errors"].to_string();
+    assert!(
+        errors.contains(&gateway.config_path.display().to_string())
+            && errors.to_lowercase().contains("directory"),
+        "the error names the file and the cause: {errors}"
+    );
+}
+
+#[tokio::test]
+async fn a_jwks_endpoint_serving_garbage_leaves_the_cached_keys_working() {
+    let server = JwksServer::spawn(jwks(&[RSA_A_JWK])).await;
+    let upstream = auth_support::CountingUpstream::spawn().await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[upstreams.app]
+url = "http://{upstream}"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+auth = "idp"
+
+[auth.providers.idp]
+kind = "jwt"
+issuer = "{issuer}"
+audience = "{audience}"
+algorithms = ["RS256"]
+jwks_url = "{url}"
+jwks_refetch_interval = "1s"
+"#,
+        upstream = upstream.addr,
+        issuer = auth_support::ISSUER,
+        audience = auth_support::AUDIENCE,
+        url = server.url(),
+    ))
+    .await;
+    let token = rs256_a(&claims("ada"));
+    eventually("the first JWKS fetch", || async {
+        (get_with_token(&gateway, "/api/x", &token).await.status == 200).then_some(())
+    })
+    .await;
+    let status = || {
+        gateway.gateway.snapshot().providers["idp"]
+            .jwks_status()
+            .expect("status")
+    };
+
+    for garbage in [
+        "<html><body>502 Bad Gateway</body></html>",
+        "{\"keys\": [{\"kty\": \"RSA\"",
+    ] {
+        server.publish(garbage.to_owned());
+        let fetches = status().fetches;
+        // A token with an unknown kid makes the gateway fetch again.
+        let unknown = auth_support::token(
+            jsonwebtoken::Algorithm::RS256,
+            Some("rsa-unknown"),
+            auth_support::Key::RsaB,
+            &claims("mallory"),
+        );
+        eventually("a fetch of the garbage", || async {
+            let reply = get_with_token(&gateway, "/api/x", &unknown).await;
+            assert_eq!(reply.status, 401, "{}", reply.text());
+            let now = status();
+            (now.fetches > fetches && now.last_error.is_some()).then_some(now)
+        })
+        .await;
+        let reply = get_with_token(&gateway, "/api/x", &token).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "cached keys after {garbage:?}: {}",
+            reply.text()
+        );
+        let error = status().last_error.unwrap_or_default();
+        assert!(
+            error.contains("not JSON"),
+            "the JWKS status says why: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_idp_serving_garbage_for_discovery_gets_503_logins_and_a_clear_status() {
+    let idp = spawn_upstream(Router::new().route(
+        "/.well-known/openid-configuration",
+        get(|| async { "<html><body>Welcome to nginx!</body></html>" }),
+    ))
+    .await;
+    let upstream = auth_support::CountingUpstream::spawn().await;
+    let gateway = auth_support::start_with_files(
+        &format!(
+            r#"
+[server]
+public_base_url = "http://127.0.0.1:8080"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+auth = "main"
+
+[upstreams.app]
+url = "http://{upstream}"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "https://gateway.fluxlit.test"
+audience = "fluxlit-app"
+algorithms = ["HS256"]
+hs256_secret = {{ file = "hs256.secret" }}
+
+[auth.providers.corp]
+kind = "oidc"
+issuer_url = "http://{idp}"
+client_id = "fluxlit-web"
+client_secret = {{ file = "client.secret" }}
+mint = "main"
+"#,
+            upstream = upstream.addr
+        ),
+        &[
+            ("hs256.secret", auth_support::HS_SECRET),
+            ("client.secret", "test-only client secret"),
+        ],
+    )
+    .await;
+    let status = || {
+        gateway.gateway.snapshot().providers["corp"]
+            .oidc_status()
+            .expect("corp is an oidc provider")
+            .discovery
+    };
+    let error = eventually("a failed discovery", || async { status().last_error }).await;
+    assert!(
+        error.contains("not an OpenID provider configuration"),
+        "the status says why: {error}"
+    );
+    let reply = within(
+        "login",
+        send(
+            gateway.addr(),
+            common::get(gateway.addr(), "/auth/login", &[]),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow clients and exhaustion.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn many_slowloris_connections_do_not_stop_a_normal_client_and_are_closed() {
+    let upstream = common::spawn_recording_upstream("one").await;
+    let gateway =
+        TestGateway::start(&one_route(upstream, "header_read_timeout = \"1s\"", "")).await;
+    let addr = gateway.addr();
+
+    let closed = Arc::new(AtomicUsize::new(0));
+    const SLOW: usize = 100;
+    let mut tasks = Vec::new();
+    for _ in 0..SLOW {
+        let closed = Arc::clone(&closed);
+        tasks.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let _ = stream
+                .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+                .await;
+            // A header line every 300 ms, never the blank line that ends the head.
+            for i in 0..100 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if stream
+                    .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let mut buffer = [0u8; 1024];
+            loop {
+                match tokio::time::timeout(HANG_GUARD, stream.read(&mut buffer)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(Ok(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    for _ in 0..5 {
+        let reply = within("a normal request", send(addr, common::get(addr, "/x", &[]))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    for task in tasks {
+        within("slow client", task).await.expect("slow client task");
+    }
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        SLOW,
+        "every slowloris connection is closed by header_read_timeout"
+    );
+    let reply = within("after", send(addr, common::get(addr, "/x", &[]))).await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_process_keeps_running_logs_and_recovers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr").port()
+    };
+    let config = dir.path().join("fluxlit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[upstreams.echo]\nbuiltin = \"echo\"\n\n\
+             [[routes]]\nname = \"echo\"\npath_prefix = \"/\"\nupstream = \"echo\"\n"
+        ),
+    )
+    .expect("write config");
+    let log = dir.path().join("stderr.log");
+    let child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64; exec {} serve --config {}",
+            env!("CARGO_BIN_EXE_fluxlit"),
+            config.display()
+        ))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn fluxlit serve");
+    let mut child = KillOnDrop(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("the gateway listens", || async {
+        TcpStream::connect(addr).await.ok().map(drop)
+    })
+    .await;
+
+    // Far more connections than descriptors, each holding its socket open.
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+        {
+            held.push(stream);
+        }
+    }
+    eventually("the accept error is logged", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("accept failed").then_some(())
+    })
+    .await;
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "the gateway exited: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    drop(held);
+    let reply = eventually("served again", || async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        let request = http::Request::get("/again")
+            .header("host", addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let response = tokio::time::timeout(Duration::from_secs(2), sender.send_request(request))
+            .await
+            .ok()?
+            .ok()?;
+        Some(response.status())
+    })
+    .await;
+    assert_eq!(reply, 200);
+    assert!(child.0.try_wait().expect("try_wait").is_none());
+}
+
+/// The spawned gateway, stopped when the test ends however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
