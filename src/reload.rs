@@ -100,6 +100,9 @@ pub struct ReloadStatus {
     pub refused_static_keys: Vec<String>,
     /// What the last applied reload changed.
     pub last_reload_diff: Option<AppliedDiff>,
+    /// How often a file event made the reloader read the config: only events about the
+    /// config file or the files it names count (a log file written beside it does not).
+    pub file_event_reads: u64,
 }
 
 /// The summary of an applied reload, kept for `/snapshot`.
@@ -303,6 +306,7 @@ impl Reloader {
                         at: now_rfc3339(),
                         changes: changes.lines(),
                     }),
+                    file_event_reads: state.status.file_event_reads,
                 };
                 state.rejected_hash = None;
                 state.running_files = files;
@@ -368,7 +372,7 @@ impl Reloader {
 
     /// Watches the file and SIGHUP until `shutdown` turns true.
     pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (events_tx, mut events) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         let mut watched = BTreeSet::new();
         let mut watcher = match self.start_notify(events_tx) {
             Ok(watcher) => Some(watcher),
@@ -394,9 +398,13 @@ impl Reloader {
                 self.watch_referenced_directories(watcher, &mut watched);
             }
             let trigger = tokio::select! {
-                Some(()) = events.recv() => {
+                Some(paths) = events.recv() => {
+                    if !self.concerns_watched_files(&paths) {
+                        continue;
+                    }
                     // Let the burst of events of one save settle before reading.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+                    while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+                    self.lock().status.file_event_reads += 1;
                     Trigger::FileChange
                 }
                 Some(()) = async { hangup.as_mut()?.recv().await } => Trigger::Signal,
@@ -438,9 +446,33 @@ impl Reloader {
         }
     }
 
+    /// Whether an event on these paths can change what the config says: it names the
+    /// config file or a file it references (a save by rename names the final name too),
+    /// or a `..`-prefixed entry (a Kubernetes ConfigMap swaps its `..data` symlink). An
+    /// event without paths (the watcher lost track) counts. Anything else in the
+    /// watched directories, like a log file, is ignored.
+    fn concerns_watched_files(&self, paths: &[PathBuf]) -> bool {
+        if paths.is_empty() {
+            return true;
+        }
+        let mut names: Vec<std::ffi::OsString> = self
+            .referenced_files()
+            .iter()
+            .filter_map(|file| file.file_name().map(ToOwned::to_owned))
+            .collect();
+        names.extend(self.path.file_name().map(ToOwned::to_owned));
+        paths
+            .iter()
+            .filter_map(|path| path.file_name())
+            .any(|name| {
+                names.iter().any(|watched| watched == name)
+                    || name.as_encoded_bytes().starts_with(b"..")
+            })
+    }
+
     fn start_notify(
         &self,
-        events: mpsc::UnboundedSender<()>,
+        events: mpsc::UnboundedSender<Vec<PathBuf>>,
     ) -> notify::Result<notify::RecommendedWatcher> {
         use notify::{EventKind, RecursiveMode, Watcher};
         let directory = match self.path.parent() {
@@ -452,7 +484,7 @@ impl Reloader {
                 if let Ok(event) = event
                     && !matches!(event.kind, EventKind::Access(_))
                 {
-                    let _ = events.send(());
+                    let _ = events.send(event.paths);
                 }
             })?;
         watcher.watch(&directory, RecursiveMode::NonRecursive)?;

@@ -319,6 +319,33 @@ async fn a_save_by_rename_is_seen() {
     assert_eq!(served_by(gateway.addr(), "/api/x").await, "one");
 }
 
+/// The config's directory is watched, so every file in it stirs the watcher; only
+/// events about the config (or files it names) make the gateway read it again. A log
+/// file written beside the config, as `fluxlit serve > fluxlit.log` does, must not.
+#[tokio::test]
+async fn files_written_beside_the_config_do_not_make_it_read_again() {
+    let one = spawn_recording_upstream("one").await;
+    let two = spawn_recording_upstream("two").await;
+    let upstreams = [("one", one), ("two", two)];
+    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let reads = || gateway.gateway.reloader().status().file_event_reads;
+    let log = gateway.config_path.with_file_name("fluxlit.log");
+    for line in 0..20 {
+        let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.push_str(&format!("request {line}\n"));
+        std::fs::write(&log, text).expect("write the log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(reads(), 0, "the log file's events were ignored");
+
+    // The config itself is still seen.
+    let text = gateway.pin_listen(&config(&upstreams, &[("api", "/api", "two")]));
+    std::fs::write(&gateway.config_path, text).expect("rewrite the config");
+    within("reload", gateway.wait_for_generation(2)).await;
+    assert_eq!(served_by(gateway.addr(), "/api/x").await, "two");
+}
+
 /// Writes `text` into a new timestamped directory and points `..data` at it, the way
 /// the kubelet updates a ConfigMap volume: new symlink, renamed over the old one.
 fn configmap_update(dir: &Path, version: &str, text: &str) -> PathBuf {
