@@ -30,7 +30,7 @@ use axum::extract::{Form, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use common::{Reply, TestGateway, send, send_from};
+use common::{Reachable, Reply, TestGateway, send, send_from};
 use http::StatusCode;
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -387,7 +387,7 @@ fn location(reply: &Reply) -> &str {
 }
 
 /// `GET /auth/login?next=<next>` (next form-encoded; no `next` when `None`).
-async fn login(gateway: &TestGateway, next: Option<&str>) -> Reply {
+async fn login(gateway: &impl Reachable, next: Option<&str>) -> Reply {
     let path = match next {
         Some(next) => format!("/auth/login?next={}", form_encode(next)),
         None => "/auth/login".to_owned(),
@@ -445,7 +445,12 @@ fn login_cookie(reply: &Reply) -> String {
 
 /// The browser's answer to the IdP's redirect: `GET /auth/callback?code&state`, with the
 /// `Cookie` header `cookie` (`name=value` pairs) when it has one.
-async fn callback(gateway: &TestGateway, code: &str, state: &str, cookie: Option<&str>) -> Reply {
+async fn callback(
+    gateway: &impl Reachable,
+    code: &str,
+    state: &str,
+    cookie: Option<&str>,
+) -> Reply {
     let path = format!(
         "/auth/callback?code={}&state={}",
         form_encode(code),
@@ -476,7 +481,7 @@ fn auth_code_of(reply: &Reply) -> String {
 
 async fn exchange_from(
     source: IpAddr,
-    gateway: &TestGateway,
+    gateway: &impl Reachable,
     content_type: &str,
     body: String,
 ) -> Reply {
@@ -492,7 +497,7 @@ async fn exchange_from(
     .await
 }
 
-async fn exchange(gateway: &TestGateway, auth_code: &str) -> Reply {
+async fn exchange(gateway: &impl Reachable, auth_code: &str) -> Reply {
     exchange_from(
         TRUSTED,
         gateway,
@@ -1884,6 +1889,130 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     assert_eq!(store["url"], SHARED_REDIS, "{store}");
     assert_eq!(store["key_prefix"], prefix.as_str(), "{store}");
     assert!(store.get("last_error").is_none(), "{store}");
+}
+
+/// A `fluxlit serve` process of the test's own (the real binary, with its config and
+/// secret files in a temp dir), killed when dropped.
+struct GatewayProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    async fn start(config: &str, files: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let path = dir.path().join("fluxlit.toml");
+        std::fs::write(&path, common::with_ephemeral_listen(config)).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("fluxlit serve starts");
+        // "fluxlit: serving http://ADDR (config ...)" names the port; the rest of the log
+        // is drained so the process never blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.strip_prefix("fluxlit: serving http://")
+                    && let Some(addr) = rest.split_whitespace().next()
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = within("fluxlit serve says where it listens", addr_rx)
+            .await
+            .expect("fluxlit serve started serving");
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Reachable for GatewayProcess {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same login across three `fluxlit serve` processes (no state shared in memory, as
+/// with real replicas) and the machine's Redis: login on A, callback on B, exchange on
+/// C, and a second exchange of the code on A fails.
+#[tokio::test]
+async fn three_fluxlit_processes_sharing_redis_finish_one_login() {
+    let provider = unique_provider();
+    let _keys = RedisKeys::of(SHARED_REDIS, &provider);
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let text = config_for(
+        &idp,
+        &upstream,
+        &provider,
+        &format!("store = \"{SHARED_REDIS}\""),
+    );
+    let files = [
+        ("hs256.secret", HS_SECRET),
+        ("client.secret", CLIENT_SECRET),
+    ];
+    let a = GatewayProcess::start(&text, &files).await;
+    let b = GatewayProcess::start(&text, &files).await;
+    let c = GatewayProcess::start(&text, &files).await;
+    // Each process discovers the IdP on its own: until then its login answers 503.
+    for replica in [&b, &c] {
+        eventually("discovery in a replica", || async {
+            (login(replica, None).await.status == 302).then_some(())
+        })
+        .await;
+    }
+    let reply = eventually("discovery in A", || async {
+        let reply = login(&a, Some("/reports")).await;
+        (reply.status == 302).then_some(reply)
+    })
+    .await;
+    let cookie = login_cookie(&reply);
+    let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
+
+    let reply = callback(&b, &code, &state, Some(&cookie)).await;
+    assert_eq!(reply.status, 302, "callback on B: {}", reply.text());
+    assert!(
+        location(&reply).starts_with("/reports?auth_code="),
+        "{}",
+        location(&reply)
+    );
+    let auth_code = auth_code_of(&reply);
+    let reply = exchange(&c, &auth_code).await;
+    assert_eq!(reply.status, 200, "exchange on C: {}", reply.text());
+    let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_invalid_grant(&exchange(&a, &auth_code).await);
+    assert_invalid_grant(&exchange(&c, &auth_code).await);
+    for replica in [&a, &b, &c] {
+        let reply = get_with_token(replica, "/api/me", &access_token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.upstream_header("x-fluxlit-sub"), [SUB]);
+    }
 }
 
 /// A redis-server of the test's own, on `port`, killed when dropped.

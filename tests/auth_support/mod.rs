@@ -497,7 +497,7 @@ impl fluxlit::auth::secrets::Environment for TestEnvironment {
 
 /// `GET path` with `Host` set to the gateway and extra headers.
 pub fn get_with(
-    gateway: &TestGateway,
+    gateway: &impl crate::common::Reachable,
     path: &str,
     headers: &[(&str, &str)],
 ) -> http::Request<http_body_util::Full<bytes::Bytes>> {
@@ -507,7 +507,7 @@ pub fn get_with(
 /// `GET path` from `source`, hang-guarded.
 pub async fn get_from(
     source: IpAddr,
-    gateway: &TestGateway,
+    gateway: &impl crate::common::Reachable,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
@@ -520,7 +520,11 @@ pub async fn get_from(
 }
 
 /// `GET path` from an untrusted client with `Authorization: Bearer <token>`.
-pub async fn get_with_token(gateway: &TestGateway, path: &str, token: &str) -> Reply {
+pub async fn get_with_token(
+    gateway: &impl crate::common::Reachable,
+    path: &str,
+    token: &str,
+) -> Reply {
     let authorization = bearer(token);
     get_from(
         UNTRUSTED,

@@ -236,3 +236,21 @@ pub fn write_by_rename(path: &Path, text: &str) {
 pub fn body(bytes: impl Into<Bytes>) -> Body {
     Body::from(bytes.into())
 }
+
+/// Something with a public listener requests can be sent to: an in-process gateway, or
+/// a `fluxlit serve` process of a test's own.
+pub trait Reachable {
+    fn addr(&self) -> SocketAddr;
+}
+
+impl Reachable for TestGateway {
+    fn addr(&self) -> SocketAddr {
+        self.gateway.addr
+    }
+}
+
+impl<T: Reachable + ?Sized> Reachable for std::sync::Arc<T> {
+    fn addr(&self) -> SocketAddr {
+        (**self).addr()
+    }
+}
