@@ -22,7 +22,10 @@ use super::ws_frames::{FrameTracker, close_frame};
 /// How long a closing tunnel waits for a frame in progress to end and for the peers to
 /// answer the close, before it drops the sockets.
 const CLOSING_LIMIT: Duration = Duration::from_secs(5);
-const COPY_BUFFER: usize = 16 * 1024;
+/// Per direction, allocated for as long as the tunnel is open: what tokio's
+/// `copy_bidirectional` used before the tunnel became frame-aware (an open Streamlit
+/// session must stay cheap: the target is under 64 KiB per WebSocket).
+const COPY_BUFFER: usize = 8 * 1024;
 
 /// The open tunnels of one listener: how many there are, and the signal that closes
 /// them all at shutdown. Cheap to clone.
