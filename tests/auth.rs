@@ -325,6 +325,27 @@ async fn an_expired_token_is_refused_with_zero_leeway() {
         .await;
 }
 
+/// Verified tokens are remembered, HS256 as well as RS256; the memory still honours
+/// `exp`: the same token, accepted a moment ago, is refused once it expires.
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let jose = Jose::start().await;
+    type Sign = fn(&serde_json::Value) -> String;
+    let signers: [(&str, &str, Sign); 2] = [("/hs/x", REALM, hs256), ("/rs/x", "rs", rs256_a)];
+    for (path, realm, sign) in signers {
+        let token = sign(&claims_with("ada", json!({ "exp": now() + 2 })));
+        jose.assert_accepted(path, &token, "ada").await;
+        jose.assert_accepted(path, &token, "ada").await;
+        let reply = eventually("the token expiring", || async {
+            let reply = get_with_token(&jose.gateway, path, &token).await;
+            (reply.status != 200).then_some(reply)
+        })
+        .await;
+        assert_invalid_token(&reply, realm, "expired");
+        jose.assert_refused(path, realm, &token, "expired").await;
+    }
+}
+
 #[tokio::test]
 async fn a_token_whose_nbf_is_in_the_future_is_refused() {
     let jose = Jose::start().await;

@@ -3,9 +3,9 @@
 //! Keys are decoded once at compile time; a request only splits the token, picks the
 //! key its `alg` family calls for (the HMAC secret for HS*, the JWKS for everything
 //! else — never the other way round) and verifies. `none` cannot be configured.
-//! A token that verified with a JWKS key is remembered ([`VerifiedTokens`]) until it
-//! expires or the key set changes: an asymmetric signature check costs tens of
-//! microseconds, an HMAC one about as much as the lookup, so HS tokens are not.
+//! A token that verified is remembered ([`VerifiedTokens`]) until it expires or, for a
+//! JWKS key, until the key set changes: an RS256 check costs tens of microseconds, an
+//! HS256 one (parsing included) a few, the lookup a fraction of one.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +21,7 @@ use crate::config::model;
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// How many verified JWKS tokens a provider remembers (each costs about the size of its
+/// How many verified tokens a provider remembers (each costs about the size of its
 /// claims plus ~100 bytes).
 pub const REMEMBERED_TOKENS: usize = 8 * 1024;
 
@@ -43,7 +43,8 @@ pub struct JwtVerifier {
     accepted: Vec<(Algorithm, Validation)>,
     hmac_key: Option<DecodingKey>,
     jwks: Option<Arc<JwksCache>>,
-    /// JWKS-verified tokens; a reload starts a new verifier and so an empty memory.
+    /// Verified tokens; a reload starts a new verifier and so an empty memory (a changed
+    /// secret can never leave a token behind).
     verified: VerifiedTokens,
     leeway_secs: u64,
 }
@@ -96,20 +97,24 @@ impl JwtVerifier {
     }
 
     /// Verifies signature, `alg`, `iss`, `aud`, `exp`, `nbf` and `iat`, or finds the token
-    /// among those that verified with the current JWKS keys and have not expired.
+    /// among those that verified (with the current JWKS keys) and have not expired.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
-        let Some(jwks) = &self.jwks else {
-            return self.verify_signature(token).await.map(|(claims, _)| claims);
+        // The key-set generation a remembered token must have verified against: always 0
+        // without a JWKS (the secret cannot change under a verifier); none while the JWKS
+        // is not usable, so the full check answers (503).
+        let generation_now = match &self.jwks {
+            Some(jwks) => jwks.usable_generation(),
+            None => Some(0),
         };
         let remembered = VerifiedTokens::digest(token);
         let now = now_secs();
-        if let (Some(digest), Some(generation)) = (&remembered, jwks.usable_generation())
+        if let (Some(digest), Some(generation)) = (&remembered, generation_now)
             && let Some(claims) = self.verified.get(digest, generation, now)
         {
             return Ok(claims);
         }
-        let (claims, generation) = self.verify_signature(token).await?;
-        if let (Some(digest), Some(generation)) = (remembered, generation) {
+        let (claims, key_generation) = self.verify_signature(token).await?;
+        if let (Some(digest), Some(generation)) = (remembered, key_generation.or(generation_now)) {
             let exp = claims.get("exp").and_then(Value::as_u64);
             if let Some(exp) = exp {
                 let valid_until = exp.saturating_add(self.leeway_secs);
