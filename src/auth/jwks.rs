@@ -412,7 +412,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// How many signing keys a JWKS document holds that the gateway can use (for
 /// `fluxlit doctor`); the same rules as a fetch.
-pub(crate) fn usable_key_count(bytes: &[u8]) -> Result<usize, String> {
+#[doc(hidden)]
+pub fn usable_key_count(bytes: &[u8]) -> Result<usize, String> {
     parse_jwks(bytes).map(|keys| keys.len())
 }
 

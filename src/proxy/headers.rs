@@ -123,24 +123,22 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 
 /// Whether `Connection` lists `name` (it then describes this hop only).
 fn listed_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
-        value
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
-    })
+    connection_has(headers, name.as_str())
 }
 
 /// Whether `Connection` lists `token` (e.g. `upgrade`).
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
-        value
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    })
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The options `Connection` lists, as bytes: a value holding obs-text (bytes above 0x7F)
+/// is not valid `str`, and skipping it would forward every name it lists.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the
@@ -178,19 +176,14 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, policy: &HeaderPolicy) 
 pub fn clean_response_headers(headers: &mut HeaderMap, switching_protocols: bool) {
     // Names listed in `Connection` besides the hop-by-hop ones removed below (and
     // `close`, which names no header): usually none, so nothing is allocated.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter(|token| {
-            !token.eq_ignore_ascii_case("close")
+            !token.eq_ignore_ascii_case(b"close")
                 && !HOP_BY_HOP_NAMES
                     .iter()
-                    .any(|name| token.eq_ignore_ascii_case(name.as_str()))
+                    .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
         })
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
         .collect();
     for name in listed {
         headers.remove(name);
@@ -311,6 +304,24 @@ mod tests {
     fn hop_by_hop_names_are_the_header_sets_list() {
         let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
         assert_eq!(names, crate::header_sets::HOP_BY_HOP);
+    }
+
+    #[test]
+    fn connection_values_with_obs_text_still_list_their_names() {
+        // Found by the connection_filter fuzz target: a value that is not visible ASCII
+        // was skipped whole, so the names it listed were forwarded.
+        let mut headers = HeaderMap::new();
+        let listing = HeaderValue::from_bytes(b"x-real-ip, x-secret \xed").unwrap();
+        headers.insert(header::CONNECTION, listing);
+        headers.insert("x-real-ip", HeaderValue::from_static("203.0.113.9"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        assert!(connection_has(&headers, "X-Real-IP"));
+        assert!(!connection_has(&headers, "x-secret"));
+        clean_response_headers(&mut headers, false);
+        let mut kept: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["x-kept", "x-secret"]);
     }
 
     #[test]

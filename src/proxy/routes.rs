@@ -144,21 +144,16 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
 }
 
 fn decode_unreserved(path: &str) -> Result<String, BadPath> {
-    let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let byte = bytes[i];
-        if byte != b'%' {
-            out.push(char::from(byte));
-            i += 1;
-            continue;
-        }
-        let hex = bytes.get(i + 1..i + 3).ok_or(BadPath::MalformedEncoding)?;
-        let value = std::str::from_utf8(hex)
-            .ok()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+    let mut rest = path;
+    // Text between escapes is copied as `str`, so UTF-8 in a path stays UTF-8.
+    while let Some(percent) = rest.find('%') {
+        out.push_str(&rest[..percent]);
+        let hex = rest
+            .get(percent + 1..percent + 3)
+            .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or(BadPath::MalformedEncoding)?;
+        let value = u8::from_str_radix(hex, 16).map_err(|_| BadPath::MalformedEncoding)?;
         match value {
             b'/' | b'\\' => return Err(BadPath::EncodedSeparator),
             0..=0x1f | 0x7f => return Err(BadPath::EncodedControl),
@@ -167,11 +162,12 @@ fn decode_unreserved(path: &str) -> Result<String, BadPath> {
             }
             _ => {
                 out.push('%');
-                out.push_str(&path[i + 1..i + 3].to_ascii_uppercase());
+                out.push_str(&hex.to_ascii_uppercase());
             }
         }
-        i += 3;
+        rest = &rest[percent + 3..];
     }
+    out.push_str(rest);
     Ok(out)
 }
 
@@ -233,6 +229,28 @@ mod tests {
             "/api/a%20b%C3%A9"
         );
         assert_eq!(normalize_path("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn utf8_in_a_path_that_needs_decoding_stays_utf8() {
+        // Found by the path_routing fuzz target: bytes were pushed as Latin-1 chars.
+        assert_eq!(
+            normalize_path("/caf%C3%A9/é/%41").unwrap(),
+            "/caf%C3%A9/é/A"
+        );
+        assert_eq!(normalize_path("/a//🍕/./b").unwrap(), "/a/🍕/b");
+        let once = normalize_path("/%82\u{7f}</2p/=Â«/-/")
+            .unwrap()
+            .into_owned();
+        assert_eq!(normalize_path(&once).unwrap(), once);
+        assert_eq!(
+            normalize_path("/a%+1").unwrap_err(),
+            BadPath::MalformedEncoding
+        );
+        assert_eq!(
+            normalize_path("/a%é").unwrap_err(),
+            BadPath::MalformedEncoding
+        );
     }
 
     #[test]

@@ -1,0 +1,77 @@
+//! What several fuzz targets share: a policy and a route built the way `compile` builds
+//! them, and an environment where every variable is set.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxlit::auth::secrets::Environment;
+use fluxlit::config::model;
+use fluxlit::header_sets;
+use fluxlit::snapshot::{HeaderPolicy, Route, Upstream, UpstreamTarget};
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Every variable is set, so `{ env = "..." }` secrets resolve without the real
+/// environment.
+#[derive(Debug)]
+pub struct AnyVariable;
+
+pub const SECRET: &str = "fuzz-secret-that-is-long-enough-for-hs256";
+
+impl Environment for AnyVariable {
+    fn var(&self, _name: &str) -> Option<String> {
+        Some(SECRET.to_owned())
+    }
+}
+
+/// The header policy `compile` builds for a config with these trusted proxies and the
+/// default header names.
+pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
+    let names = |list: &[&'static str]| -> std::collections::HashSet<HeaderName> {
+        list.iter().map(|n| HeaderName::from_static(n)).collect()
+    };
+    let request_id = HeaderName::from_static("x-request-id");
+    let remote_user = HeaderName::from_static("x-remote-user");
+    let mut trusted_only = names(header_sets::FORWARDING);
+    trusted_only.insert(request_id.clone());
+    trusted_only.insert(remote_user.clone());
+    let identity = names(header_sets::GATEWAY_IDENTITY);
+    let standard = names(header_sets::STANDARD_REQUEST)
+        .into_iter()
+        .filter(|n| !trusted_only.contains(n) && !identity.contains(n))
+        .collect();
+    HeaderPolicy {
+        trusted_proxies,
+        standard,
+        trusted_only,
+        identity,
+        request_id,
+        remote_user,
+        forwarded_prefix: Some(HeaderValue::from_static("/app")),
+        security_headers: Arc::from(Vec::new()),
+    }
+}
+
+/// A route to the built-in echo upstream with `x-tenant` in its allowlist.
+pub fn route() -> Route {
+    Route {
+        name: "fuzz".into(),
+        auth: None,
+        prefix: "/".to_owned(),
+        strip_prefix: false,
+        upstream: Arc::new(Upstream {
+            name: "echo".into(),
+            target: UpstreamTarget::Echo,
+            timeout: Duration::from_secs(1),
+            settings: model::Upstream::default(),
+        }),
+        extra_client_headers: Box::new([HeaderName::from_static("x-tenant")]),
+        security_headers: Arc::from(Vec::new()),
+    }
+}
+
+/// `::ffff:a.b.c.d` is `a.b.c.d`, as the gateway sees it.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    fluxlit::snapshot::canonical_ip(ip)
+}
