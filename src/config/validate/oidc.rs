@@ -77,31 +77,15 @@ fn check_issuer_url(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnos
         );
         return;
     };
-    match Url::parse(text) {
-        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_local_host(&url)) => {
-            if url.query().is_some() || url.fragment().is_some() {
-                found.push(Diagnostic::error(&key, "must not have a query or fragment"));
-            }
-            if !url.username().is_empty() || url.password().is_some() {
-                found.push(Diagnostic::error(&key, "must not carry credentials"));
-            }
-        }
-        Ok(url) if url.scheme() == "http" => found.push(
-            Diagnostic::error(
-                &key,
-                format!("{text:?} is plain http: the IdP's settings and keys could be swapped in transit"),
-            )
-            .with_help("use https://; http is allowed for loopback addresses only"),
-        ),
-        Ok(url) => found.push(Diagnostic::error(
-            &key,
-            format!("scheme `{}` is not supported; use https://", url.scheme()),
-        )),
-        Err(err) => found.push(Diagnostic::error(
-            &key,
-            format!("{text:?} is not a URL: {err}"),
-        )),
-    }
+    check_idp_url(
+        &key,
+        text,
+        IdpUrl {
+            query_allowed: false,
+            plain_http_risk: "the IdP's settings and keys could be swapped in transit",
+        },
+        found,
+    );
 }
 
 fn check_client_secret(path: &str, secret: Option<&SecretRef>, found: &mut Vec<Diagnostic>) {
@@ -414,36 +398,59 @@ fn check_manual_endpoints(path: &str, provider: &AuthProvider, found: &mut Vec<D
             );
             continue;
         };
-        match Url::parse(text) {
-            Ok(url)
-                if url.scheme() == "https" || (url.scheme() == "http" && is_local_host(&url)) =>
-            {
-                if url.fragment().is_some() {
-                    found.push(Diagnostic::error(&key, "must not have a fragment"));
-                }
-                if !url.username().is_empty() || url.password().is_some() {
-                    found.push(Diagnostic::error(&key, "must not carry credentials"));
-                }
+        check_idp_url(
+            &key,
+            text,
+            IdpUrl {
+                // RFC 6749 §3.1: an authorization endpoint may carry a query, kept as is.
+                query_allowed: true,
+                plain_http_risk: "with no signature to check, the id_token would be \
+                                  whatever the network says",
+            },
+            found,
+        );
+    }
+}
+
+/// How an identity provider's URL is checked.
+struct IdpUrl {
+    query_allowed: bool,
+    /// What plain http would expose, for the error.
+    plain_http_risk: &'static str,
+}
+
+/// An identity provider's URL: https, or http on loopback only; no fragment, no
+/// credentials (and no query unless `query_allowed`).
+fn check_idp_url(key: &str, text: &str, rules: IdpUrl, found: &mut Vec<Diagnostic>) {
+    match Url::parse(text) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_local_host(&url)) => {
+            if url.fragment().is_some() || (!rules.query_allowed && url.query().is_some()) {
+                let what = if rules.query_allowed {
+                    "must not have a fragment"
+                } else {
+                    "must not have a query or fragment"
+                };
+                found.push(Diagnostic::error(key, what));
             }
-            Ok(url) if url.scheme() == "http" => found.push(
-                Diagnostic::error(
-                    &key,
-                    format!(
-                        "{text:?} is plain http: with no signature to check, the id_token \
-                         would be whatever the network says"
-                    ),
-                )
-                .with_help("use https://; http is allowed for loopback addresses only"),
-            ),
-            Ok(url) => found.push(Diagnostic::error(
-                &key,
-                format!("scheme `{}` is not supported; use https://", url.scheme()),
-            )),
-            Err(err) => found.push(Diagnostic::error(
-                &key,
-                format!("{text:?} is not a URL: {err}"),
-            )),
+            if !url.username().is_empty() || url.password().is_some() {
+                found.push(Diagnostic::error(key, "must not carry credentials"));
+            }
         }
+        Ok(url) if url.scheme() == "http" => found.push(
+            Diagnostic::error(
+                key,
+                format!("{text:?} is plain http: {}", rules.plain_http_risk),
+            )
+            .with_help("use https://; http is allowed for loopback addresses only"),
+        ),
+        Ok(url) => found.push(Diagnostic::error(
+            key,
+            format!("scheme `{}` is not supported; use https://", url.scheme()),
+        )),
+        Err(err) => found.push(Diagnostic::error(
+            key,
+            format!("{text:?} is not a URL: {err}"),
+        )),
     }
 }
 
