@@ -143,7 +143,7 @@ def busy_ticks() -> tuple[int, int]:
 
 
 class Server:
-    def __init__(self, name, argv, cpu, port, workdir, env=None, ready_port=None):
+    def __init__(self, name, argv, cpu, port, workdir, env=None, ready_port=None, ready_timeout=10.0):
         self.name = name
         self.port = port
         self.log_path = workdir / f"{name}.log"
@@ -159,7 +159,7 @@ class Server:
             start_new_session=True,
         )
         try:
-            wait_port(ready_port or port)
+            wait_port(ready_port or port, ready_timeout)
         except RuntimeError:
             self.stop()
             raise RuntimeError(f"{name} did not start; see {self.log_path}")
@@ -928,6 +928,62 @@ def profile(args, work: Path):
     log(f"perf reports: {work / 'perf-self.txt'}, {work / 'perf-children.txt'}")
 
 
+def instructions(args, work: Path):
+    """Counts fluxlit's user-space instructions per keep-alive GET with callgrind, which
+    counts rather than times, so the figure is repeatable on a busy machine: warm up,
+    zero the counters, send a fixed number of requests, dump the counters. Build with
+    debug line tables to read the profile too:
+    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release."""
+    up_port = free_port()
+    upstream = start_upstream(work, args.load_cpu, up_port)
+    results = {}
+    binaries = [("fluxlit", args.fluxlit_bin)]
+    if args.baseline_bin:
+        binaries.append(("fluxlit-before", args.baseline_bin))
+    try:
+        for label, binary in binaries:
+            d = work / f"callgrind-{label}"
+            d.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            (d / "fluxlit.toml").write_text(fluxlit_conf(port, up_port, up_port, None))
+            out = d / "callgrind.out"
+            server = Server(
+                f"{label}-callgrind",
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                 str(binary), "serve", "--config", str(d / "fluxlit.toml"), "--workers", "1"],
+                args.proxy_cpu, port, work,
+                env={"RUST_LOG": "info,fluxlit::access=off"}, ready_timeout=120.0,
+            )
+            url = f"http://127.0.0.1:{port}/"
+            def get(n):
+                stdout, _ = run_load([str(args.loadgen), "get", "--url", url, "--connections", "16", "--requests", str(n)], args.load_cpu, 600)
+                result = json.loads(stdout.strip().splitlines()[-1])
+                if result["failed"]:
+                    raise RuntimeError(f"{label}: {result['failed']} requests failed under callgrind")
+            try:
+                get(2000)
+                subprocess.run(["callgrind_control", "--zero", str(server.proc.pid)], check=True, capture_output=True)
+                get(args.instruction_requests)
+                subprocess.run(["callgrind_control", "--dump", str(server.proc.pid)], check=True, capture_output=True)
+            finally:
+                server.stop()
+            dumps = sorted(d.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
+            zeroed = [p for p in dumps if p != out] or dumps
+            total = None
+            for line in zeroed[0].read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    total = int(line.split()[1])
+            if total is None:
+                raise RuntimeError(f"no totals in {zeroed[0]}")
+            results[label] = {"instructions_per_request": round(total / args.instruction_requests), "profile": str(zeroed[0])}
+            log(f"{label}: {results[label]['instructions_per_request']} instructions per request ({zeroed[0]})")
+    finally:
+        upstream.stop()
+        shutil.rmtree(upstream.put_root, ignore_errors=True)
+    (work / "instructions.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
 def machine_info() -> dict:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -975,6 +1031,8 @@ def main():
     parser.add_argument("--memory-connections", type=int, default=1000)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", choices=sorted(HTTP_SCENARIOS), help="profile fluxlit under this scenario's load with perf, then exit")
+    parser.add_argument("--instructions", action="store_true", help="count fluxlit's instructions per keep-alive GET with callgrind (and --baseline-bin's), then exit")
+    parser.add_argument("--instruction-requests", type=int, default=20000)
     args = parser.parse_args()
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.proxies = [p for p in args.proxies.split(",") if p]
@@ -991,6 +1049,9 @@ def main():
     HTTP_SCENARIOS["upload10m"]["wrk"], HTTP_SCENARIOS["upload10m"]["oha"] = upload_args(work)
     if args.profile:
         profile(args, work)
+        return
+    if args.instructions:
+        instructions(args, work)
         return
     info = machine_info()
     runs = []

@@ -19,6 +19,10 @@
 //! - `ws-load --url ws://... [--connections 64] [--seconds 10] [--size 64]`: each
 //!   connection sends a message and waits for its echo, again and again (a closed loop);
 //!   prints messages/s and round-trip percentiles in microseconds.
+//! - `get --url http://... [--connections 16] --requests N`: N keep-alive GETs in all,
+//!   spread over the connections (each does the next while any are left); prints how
+//!   many succeeded and failed. For counts that must not depend on time (instructions
+//!   per request under callgrind).
 //! - `hold --url http://...|ws://... [--connections 1000] [--seconds 600]`: opens the
 //!   connections (one keep-alive GET each, or a WebSocket handshake), prints
 //!   `{"ready": N, "failed": M}`, then holds them until stdin closes or the time is up.
@@ -40,7 +44,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 const USAGE: &str = "usage: loadgen [--threads N] (ws-echo-server --listen ADDR | ws-load --url URL \
-[--connections N] [--seconds S] [--size BYTES] | hold --url URL [--connections N] [--seconds S])";
+[--connections N] [--seconds S] [--size BYTES] | get --url URL [--connections N] --requests N \
+| hold --url URL [--connections N] [--seconds S])";
 
 struct Args {
     command: String,
@@ -49,6 +54,7 @@ struct Args {
     connections: usize,
     seconds: f64,
     size: usize,
+    requests: usize,
     threads: usize,
 }
 
@@ -60,6 +66,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         connections: 0,
         seconds: 0.0,
         size: 64,
+        requests: 0,
         threads: 1,
     };
     let mut raw = std::env::args().skip(1);
@@ -79,6 +86,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.seconds = v.parse().map_err(|e| format!("--seconds {v}: {e}"))?;
             }
             "--size" => args.size = number(&value("--size")?)?,
+            "--requests" => args.requests = number(&value("--requests")?)?,
             "--threads" => args.threads = number(&value("--threads")?)?.max(1),
             command if !command.starts_with('-') && args.command.is_empty() => {
                 args.command = command.to_owned();
@@ -135,6 +143,18 @@ fn main() -> ExitCode {
                     10.0
                 };
                 ws_load(url, connections, seconds, args.size).await
+            }
+            "get" => {
+                let url = args.url.clone().ok_or("--url is required")?;
+                if args.requests == 0 {
+                    return Err("--requests is required".to_owned());
+                }
+                let connections = if args.connections == 0 {
+                    16
+                } else {
+                    args.connections
+                };
+                get(url, connections, args.requests).await
             }
             "hold" => {
                 let url = args.url.clone().ok_or("--url is required")?;
@@ -283,6 +303,62 @@ async fn ws_load(url: String, connections: usize, seconds: f64, size: usize) -> 
         "p99_us": pct(99.0),
         "p999_us": pct(99.9),
         "max_us": all.last().copied().unwrap_or(0),
+    }));
+    Ok(())
+}
+
+async fn get(url: String, connections: usize, requests: usize) -> Result<(), String> {
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(requests));
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let take = |left: &std::sync::atomic::AtomicUsize| {
+        left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections.min(requests) {
+        let (url, left, failed) = (url.clone(), Arc::clone(&left), Arc::clone(&failed));
+        tasks.push(tokio::spawn(async move {
+            if !take(&left) {
+                return Ok(());
+            }
+            // The connection's first request is the one `open_http` makes.
+            let Held::Http(mut sender) = open_http(&url).await? else {
+                return Err("not an HTTP connection".to_owned());
+            };
+            let addr = authority(&url)?;
+            let path = url
+                .strip_prefix("http://")
+                .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+                .unwrap_or("/")
+                .to_owned();
+            while take(&left) {
+                let request = http::Request::get(path.as_str())
+                    .header(http::header::HOST, addr.as_str())
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|e| e.to_string())?;
+                let ok = match sender.send_request(request).await {
+                    Ok(response) => {
+                        let success = response.status().is_success();
+                        response.into_body().collect().await.is_ok() && success
+                    }
+                    Err(_) => false,
+                };
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    print_json(&serde_json::json!({
+        "requests": requests,
+        "failed": failed,
+        "seconds": started.elapsed().as_secs_f64(),
     }));
     Ok(())
 }
