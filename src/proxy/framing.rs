@@ -80,7 +80,15 @@ pub fn upstream_response_problem(headers: &HeaderMap) -> Option<&'static str> {
 /// none beside `Transfer-Encoding` (which hyper read the body by, and which is dropped as
 /// hop-by-hop after this: hyper then frames the body for the client itself).
 pub fn frame_response(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::CONTENT_LENGTH) {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return;
+    };
+    // The usual case, one length in canonical digits, needs no rewriting.
+    if lengths.next().is_none()
+        && is_canonical_length(first.as_bytes())
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+    {
         return;
     }
     let length = if headers.contains_key(header::TRANSFER_ENCODING) {
@@ -92,6 +100,13 @@ pub fn frame_response(headers: &mut HeaderMap) {
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
+}
+
+/// Digits without leading zeros, short enough for a `u64`.
+fn is_canonical_length(value: &[u8]) -> bool {
+    (1..=19).contains(&value.len())
+        && value.iter().all(u8::is_ascii_digit)
+        && (value[0] != b'0' || value.len() == 1)
 }
 
 /// The one length that every `Content-Length` value states (`5`, `005`, `5, 5`), if
@@ -191,6 +206,13 @@ mod tests {
         frame_response(&mut headers);
         let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
         assert_eq!(lengths, ["5"]);
+
+        for (sent, kept) in [("0012", "12"), ("12", "12"), ("0", "0")] {
+            let mut single = HeaderMap::new();
+            single.insert(header::CONTENT_LENGTH, HeaderValue::from_static(sent));
+            frame_response(&mut single);
+            assert_eq!(single[header::CONTENT_LENGTH], kept, "{sent}");
+        }
 
         headers.insert(
             header::TRANSFER_ENCODING,
