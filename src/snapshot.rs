@@ -11,13 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, uri::Authority};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use ipnet::IpNet;
 
 use crate::auth::oidc::AuthEndpoints;
 use crate::auth::{Provider, RouteAuth};
 use crate::config::{Config, Diagnostic, SourceHash, model};
-use crate::proxy::limits::{LimitedBody, WebSocketCap};
+use crate::proxy::limits::WebSocketCap;
+use crate::proxy::pool::UpstreamPool;
 use crate::proxy::routes::RouteTable;
 
 /// The current snapshot, swapped atomically on reload.
@@ -88,12 +88,10 @@ pub enum UpstreamTarget {
     Echo,
 }
 
-/// The pooled HTTP/1.1 client, shared (by `Clone`) with later snapshots.
-pub type UpstreamClient = Client<HttpConnector, LimitedBody>;
-
 #[derive(Debug)]
 pub struct HttpUpstream {
-    pub client: UpstreamClient,
+    /// Its keep-alive connections, shared (by `Clone`) with later snapshots.
+    pub pool: UpstreamPool,
     pub authority: Authority,
     /// The URL's path without its trailing `/`: prepended to every forwarded path.
     pub base_path: String,

@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{HeaderName, HeaderValue, uri::Authority};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use super::diagnostic::Diagnostic;
@@ -27,10 +25,10 @@ use crate::auth::secrets::{self, Environment};
 use crate::auth::{Check, Provider, RouteAuth};
 use crate::header_sets;
 use crate::proxy::limits::WebSocketCap;
+use crate::proxy::pool::UpstreamPool;
 use crate::proxy::routes::RouteTable;
 use crate::snapshot::{
-    ConnectionLimits, HeaderPolicy, HttpUpstream, Route, Snapshot, Upstream, UpstreamClient,
-    UpstreamTarget,
+    ConnectionLimits, HeaderPolicy, HttpUpstream, Route, Snapshot, Upstream, UpstreamTarget,
 };
 use security_headers::SecurityHeaderCompiler;
 
@@ -308,7 +306,7 @@ fn compile_upstream(
                     .values()
                     .find_map(|old| match &old.target {
                         UpstreamTarget::Http(http) if same_pool(&old.settings, settings) => {
-                            Some(http.client.clone())
+                            Some(http.pool.clone())
                         }
                         _ => None,
                     })
@@ -320,7 +318,7 @@ fn compile_upstream(
                 )
             })?;
             UpstreamTarget::Http(Box::new(HttpUpstream {
-                client: reused.unwrap_or_else(|| new_client(settings)),
+                pool: reused.unwrap_or_else(|| new_pool(&url, settings)),
                 base_path: url.path().trim_end_matches('/').to_owned(),
                 authority,
                 host,
@@ -470,14 +468,17 @@ fn upstream_authority(url: &Url) -> Option<Authority> {
     format!("{host}:{port}").parse().ok()
 }
 
-fn new_client(settings: &model::Upstream) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout.get()));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(settings.pool_idle_timeout.get())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+fn new_pool(url: &Url, settings: &model::Upstream) -> UpstreamPool {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => String::new(),
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    UpstreamPool::new(
+        host,
+        port,
+        settings.connect_timeout.get(),
+        settings.pool_idle_timeout.get(),
+    )
 }

@@ -8,8 +8,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
+use super::pool::UpstreamBody;
 use crate::metrics::RequestRecord;
 
 /// Something dropped when the response has been sent or abandoned (e.g. the
@@ -25,14 +26,14 @@ pub struct ProxyBody {
 
 #[derive(Default)]
 enum Kind {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
     #[default]
     Empty,
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: UpstreamBody) -> Self {
         Self {
             kind: Kind::Upstream(body),
             _attachment: None,

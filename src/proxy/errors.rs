@@ -39,20 +39,6 @@ pub fn error_response(
     response
 }
 
-/// Whether an upstream client error was a timeout (connect timeout): 504, not 502.
-pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
 /// The error and its causes on one line, for the log.
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

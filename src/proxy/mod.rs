@@ -10,6 +10,7 @@ mod errors;
 mod framing;
 pub mod headers;
 pub mod limits;
+pub mod pool;
 pub mod request_id;
 pub mod routes;
 pub mod websocket;
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -28,6 +29,7 @@ use crate::snapshot::{HttpUpstream, Route, SharedSnapshot, Snapshot, UpstreamTar
 pub use body::ProxyBody;
 use errors::error_response;
 use headers::RequestContext;
+use pool::{UpstreamBody, UpstreamError};
 
 /// The public listener's request handler. Cheap to clone: one per connection.
 #[derive(Debug, Clone)]
@@ -275,13 +277,13 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let upstream = &route.upstream;
         let body_exceeded = request.body().exceeded();
-        let result = tokio::time::timeout(upstream.timeout, http.client.request(request)).await;
-        let mut response = match result {
-            Ok(Ok(response)) => response,
+        let result = tokio::time::timeout(upstream.timeout, http.pool.send(request)).await;
+        let (mut response, lease) = match result {
+            Ok(Ok(sent)) => sent,
             Ok(Err(_)) if body_exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
                 return limits::too_large(route, request_id);
             }
-            Ok(Err(error)) if framing::client_body_failed(&error) => {
+            Ok(Err(UpstreamError::Request(error))) if framing::client_body_failed(&error) => {
                 tracing::info!(
                     route = %route.name,
                     request_id = request_id.to_str().unwrap_or("-"),
@@ -292,11 +294,12 @@ impl Proxy {
                 return error_response(StatusCode::BAD_REQUEST, Some(route), message, request_id);
             }
             Ok(Err(error)) => {
-                let timed_out = errors::is_timeout(&error);
-                let kind = match (timed_out, error.is_connect()) {
-                    (true, _) => UpstreamErrorKind::ConnectTimeout,
-                    (false, true) => UpstreamErrorKind::ConnectError,
-                    (false, false) => UpstreamErrorKind::RequestError,
+                let kind = match error {
+                    UpstreamError::ConnectTimeout(_) => UpstreamErrorKind::ConnectTimeout,
+                    UpstreamError::Connect(_) | UpstreamError::Handshake(_) => {
+                        UpstreamErrorKind::ConnectError
+                    }
+                    UpstreamError::Request(_) => UpstreamErrorKind::RequestError,
                 };
                 self.metrics.upstream_error(&upstream.name, kind);
                 tracing::warn!(
@@ -306,7 +309,7 @@ impl Proxy {
                     error = %errors::chain(&error),
                     "upstream request failed",
                 );
-                let (status, message) = if timed_out {
+                let (status, message) = if kind == UpstreamErrorKind::ConnectTimeout {
                     (
                         StatusCode::GATEWAY_TIMEOUT,
                         "the upstream did not accept a connection in time",
@@ -355,6 +358,8 @@ impl Proxy {
         }
         framing::frame_response(response.headers_mut());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        // An upgraded connection belongs to the tunnel: it never goes back to the pool.
+        let lease = (!switching).then_some(lease);
         if switching {
             match client_upgrade {
                 Some((client_upgrade, slot)) => {
@@ -381,7 +386,7 @@ impl Proxy {
             }
         }
         headers::clean_response_headers(response.headers_mut(), switching);
-        response.map(ProxyBody::upstream)
+        response.map(|body| ProxyBody::upstream(UpstreamBody::new(body, lease)))
     }
 }
 
@@ -441,16 +446,12 @@ fn upstream_path(route: &Route, path: &str, query: Option<&str>) -> String {
     out
 }
 
+/// The request target in origin form (`/path?query`), as HTTP/1.1 sends it to a server.
 fn upstream_uri(http: &HttpUpstream, path_and_query: &str) -> Option<Uri> {
     let path_and_query = if http.base_path.is_empty() {
         PathAndQuery::try_from(path_and_query).ok()?
     } else {
         PathAndQuery::try_from(format!("{}{path_and_query}", http.base_path)).ok()?
     };
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(http.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
+    Some(Uri::from(path_and_query))
 }

@@ -1,0 +1,296 @@
+//! Keep-alive HTTP/1.1 connections to one upstream, reused from request to request.
+//!
+//! A snapshot holds one pool per upstream (handed on to the next snapshot while the
+//! upstream's address and timeouts are unchanged), so taking a connection needs no key:
+//! the most recently returned one is taken first, which keeps the busy set of sockets
+//! warm and lets the rest age out. A connection goes back to the pool when its response
+//! body has been read to the end and hyper says it can carry another request; one whose
+//! response was abandoned half-read, or that was upgraded to a WebSocket, is not reused.
+//!
+//! What a pooled client must get right: a connection the upstream closed while it sat
+//! idle is noticed (hyper's connection task sees the EOF) and skipped, and a request
+//! that found its connection closed before a byte of it was written is retried on
+//! another one. A request that was written is never replayed: the upstream may have
+//! acted on it.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::limits::LimitedBody;
+
+type Sender = SendRequest<LimitedBody>;
+
+/// The pool of one upstream. Cheap to clone; clones share the connections.
+#[derive(Debug, Clone)]
+pub struct UpstreamPool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Host name or IP address (no brackets) and port, as `TcpStream::connect` takes them.
+    host: String,
+    port: u16,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// Idle connections, the most recently returned at the back.
+    idle: Mutex<VecDeque<IdleConnection>>,
+    reaper_started: AtomicBool,
+}
+
+#[derive(Debug)]
+struct IdleConnection {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Why a request got no response from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no connection within {}", humantime::format_duration(*.0))]
+    ConnectTimeout(Duration),
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
+    #[error("HTTP/1.1 handshake failed")]
+    Handshake(#[source] hyper::Error),
+    #[error(transparent)]
+    Request(hyper::Error),
+}
+
+impl UpstreamPool {
+    pub fn new(host: String, port: u16, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                host,
+                port,
+                connect_timeout,
+                idle_timeout,
+                idle: Mutex::new(VecDeque::new()),
+                reaper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// How many idle connections the pool holds (for tests and diagnostics).
+    pub fn idle_connections(&self) -> usize {
+        self.shared.lock_idle().len()
+    }
+
+    /// Sends `request` on an idle connection, or a new one, and waits for the response
+    /// head. The [`Lease`] comes back with it: keep it with the response body (see
+    /// [`UpstreamBody`]) so the connection returns to the pool when the body is done.
+    ///
+    /// The request's URI must be in origin form (`/path?query`): it is written as is.
+    pub async fn send(
+        &self,
+        mut request: Request<LimitedBody>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        loop {
+            let (mut sender, reused) = match self.shared.take_idle() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease {
+                        sender,
+                        pool: Arc::downgrade(&self.shared),
+                    };
+                    return Ok((response, lease));
+                }
+                Err(mut error) => match error.take_message() {
+                    // The idle connection was closed before the request was written:
+                    // nothing reached the upstream, so another connection may carry it.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(UpstreamError::Request(error.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
+        let shared = &self.shared;
+        let address = (shared.host.as_str(), shared.port);
+        let stream =
+            match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
+                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(shared.connect_timeout)),
+            };
+        // Small requests and responses go out at once, not after Nagle's delay.
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tracing::debug!(
+            host = %shared.host,
+            port = shared.port,
+            "opened a connection to the upstream"
+        );
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+impl Shared {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<IdleConnection>> {
+        // The critical sections only push and pop: a panic cannot leave the queue torn.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.lock_idle();
+        while let Some(connection) = idle.pop_back() {
+            if connection.sender.is_ready() && connection.since.elapsed() < self.idle_timeout {
+                return Some(connection.sender);
+            }
+            // Closed by the upstream, or idle too long: dropping it closes it.
+        }
+        None
+    }
+
+    fn put_idle(self: &Arc<Self>, sender: Sender) {
+        let now = Instant::now();
+        let mut idle = self.lock_idle();
+        // The oldest are at the front: drop the ones that have expired meanwhile.
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        idle.push_back(IdleConnection { sender, since: now });
+        drop(idle);
+        if !self.reaper_started.swap(true, Ordering::Relaxed) {
+            self.start_reaper();
+        }
+    }
+
+    /// Closes connections that stay idle past the timeout even when no request comes
+    /// to notice. The task ends with the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(100));
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                pool.lock_idle().retain(|connection| {
+                    now.duration_since(connection.since) < pool.idle_timeout
+                        && !connection.sender.is_closed()
+                });
+            }
+        });
+    }
+}
+
+/// A connection carrying a response: back to the pool once the response is read.
+#[derive(Debug)]
+pub struct Lease {
+    sender: Sender,
+    pool: Weak<Shared>,
+}
+
+impl Lease {
+    fn release(mut self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if self.sender.is_ready() {
+            pool.put_idle(self.sender);
+        } else if !self.sender.is_closed() {
+            // hyper's connection task has not yet seen the end of the exchange (it runs
+            // on another worker thread): wait for it, briefly, off the request path.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            runtime.spawn(async move {
+                let ready = tokio::time::timeout(Duration::from_secs(1), self.sender.ready());
+                if let Ok(Ok(())) = ready.await {
+                    pool.put_idle(self.sender);
+                }
+            });
+        }
+    }
+}
+
+/// An upstream's response body, returning its connection to the pool when read to the
+/// end. Dropped before the end, the connection is closed instead.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl UpstreamBody {
+    /// `lease` is `None` when the connection must not be reused (an upgrade took it).
+    pub fn new(body: Incoming, lease: Option<Lease>) -> Self {
+        Self { body, lease }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            // A broken body means a broken connection: it is closed with the lease.
+            Poll::Ready(Some(Err(_))) => this.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body that was complete from the start (no content, `HEAD`, 304) is dropped
+        // without being polled: its connection is as reusable as any.
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
