@@ -6,9 +6,13 @@
 //! sets `Host`, `X-Forwarded-*` and the request id. HTTP and WebSocket handshakes get
 //! the same policy (a handshake keeps `Upgrade`).
 
+mod classes;
+
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, ValueIter};
+
+pub use classes::{HeaderClass, HeaderClasses};
 
 use crate::auth::Identity;
 use crate::snapshot::{HeaderPolicy, Route, canonical_ip};
@@ -42,15 +46,15 @@ pub fn upstream_request_headers(
     ctx: &RequestContext<'_>,
 ) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 6);
-    let has_connection = client.contains_key(header::CONNECTION);
+    let connection = client.get_all(header::CONNECTION);
     for (name, value) in client {
-        let allowed = if policy.standard.contains(name) || route.extra_client_headers.contains(name)
-        {
-            true
-        } else {
-            ctx.peer_trusted && policy.trusted_only.contains(name)
+        let allowed = match policy.classes.get(name) {
+            Some(HeaderClass::Standard) => true,
+            Some(HeaderClass::TrustedOnly) if ctx.peer_trusted => true,
+            // `compile` keeps every name with a class out of a route's allowlist.
+            _ => route.extra_client_headers.contains(name),
         };
-        if allowed && !(has_connection && listed_in_connection(client, name)) {
+        if allowed && !lists(connection.iter(), name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -121,22 +125,26 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     }))
 }
 
-/// Whether `Connection` lists `name` (it then describes this hop only).
-fn listed_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    connection_has(headers, name.as_str())
-}
-
 /// Whether `Connection` lists `token` (e.g. `upgrade`).
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    lists(headers.get_all(header::CONNECTION).iter(), token)
 }
 
-/// The options `Connection` lists, as bytes: a value holding obs-text (bytes above 0x7F)
-/// is not valid `str`, and skipping it would forward every name it lists.
+/// Whether these `Connection` values list `token`; a listed name describes this hop
+/// only.
+fn lists(connection: ValueIter<'_, HeaderValue>, token: &str) -> bool {
+    tokens(connection).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The options `Connection` lists.
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
+    tokens(headers.get_all(header::CONNECTION).iter())
+}
+
+/// The options these `Connection` values list, as bytes: a value holding obs-text (bytes
+/// above 0x7F) is not valid `str`, and skipping it would forward every name it lists.
+fn tokens<'a>(connection: ValueIter<'a, HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
+    connection
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
 }
