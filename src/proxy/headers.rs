@@ -8,6 +8,7 @@
 
 mod classes;
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue, ValueIter};
@@ -67,21 +68,29 @@ pub fn upstream_request_headers(
 
     // X-Forwarded-For: a trusted proxy's chain is extended, anyone else's is replaced.
     let peer_ip = canonical_ip(ctx.peer.ip());
-    let forwarded_for = match joined(client, &X_FORWARDED_FOR).filter(|_| ctx.peer_trusted) {
-        Some(chain) => HeaderValue::from_str(&format!("{chain}, {peer_ip}")).ok(),
+    let chain = ctx
+        .peer_trusted
+        .then(|| joined(client, &X_FORWARDED_FOR))
+        .flatten();
+    let forwarded_for = match chain {
+        Some(mut chain) => {
+            // Writing to a `String` cannot fail.
+            let _ = write!(chain, ", {peer_ip}");
+            HeaderValue::try_from(chain).ok()
+        }
         None => ip_header_value(peer_ip),
     };
     if let Some(value) = forwarded_for {
         out.insert(X_FORWARDED_FOR, value);
     }
     if ctx.peer_trusted
-        && let Some(forwarded) = joined(client, &header::FORWARDED)
+        && let Some(mut forwarded) = joined(client, &header::FORWARDED)
     {
-        let element = match peer_ip {
-            IpAddr::V4(ip) => format!("for={ip}"),
-            IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+        let _ = match peer_ip {
+            IpAddr::V4(ip) => write!(forwarded, ", for={ip}"),
+            IpAddr::V6(ip) => write!(forwarded, ", for=\"[{ip}]\""),
         };
-        if let Ok(value) = HeaderValue::from_str(&format!("{forwarded}, {element}")) {
+        if let Ok(value) = HeaderValue::try_from(forwarded) {
             out.insert(header::FORWARDED, value);
         }
     }
@@ -261,9 +270,7 @@ pub fn add_response_headers(
     headers.insert(policy.request_id.clone(), request_id.clone());
     let security = route.map_or(&policy.security_headers, |route| &route.security_headers);
     for (name, value) in security.iter() {
-        if !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
-        }
+        headers.entry(name).or_insert_with(|| value.clone());
     }
 }
 
