@@ -11,7 +11,7 @@ mod classes;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue, ValueIter};
+use http::header::{self, GetAll, HeaderMap, HeaderName, HeaderValue, ValueIter};
 
 pub use classes::{HeaderClass, HeaderClasses};
 
@@ -47,7 +47,7 @@ pub fn upstream_request_headers(
     ctx: &RequestContext<'_>,
 ) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 6);
-    let connection = client.get_all(header::CONNECTION);
+    let connection = ConnectionList::of(client);
     for (name, value) in client {
         let allowed = match policy.classes.get(name) {
             Some(HeaderClass::Standard) => true,
@@ -55,7 +55,7 @@ pub fn upstream_request_headers(
             // `compile` keeps every name with a class out of a route's allowlist.
             _ => route.extra_client_headers.contains(name),
         };
-        if allowed && !lists(connection.iter(), name.as_str()) {
+        if allowed && !connection.lists(name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -143,6 +143,30 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// only.
 fn lists(connection: ValueIter<'_, HeaderValue>, token: &str) -> bool {
     tokens(connection).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// A request's `Connection` values, read once for all its headers: the lengths of the
+/// names they list rule most headers out without splitting the list again.
+struct ConnectionList<'a> {
+    values: GetAll<'a, HeaderValue>,
+    /// Bit `n` for a listed name of length `n` (63 and longer share bit 63).
+    lengths: u64,
+}
+
+impl<'a> ConnectionList<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let values = headers.get_all(header::CONNECTION);
+        let lengths = tokens(values.iter()).fold(0, |bits, t| bits | length_bit(t.len()));
+        Self { values, lengths }
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.lengths & length_bit(name.len()) != 0 && lists(self.values.iter(), name)
+    }
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 /// The options `Connection` lists.
@@ -337,6 +361,27 @@ mod tests {
         let mut kept: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         kept.sort_unstable();
         assert_eq!(kept, ["x-kept", "x-secret"]);
+    }
+
+    #[test]
+    fn connection_lists_match_by_length_then_by_name() {
+        let long = "x-long".repeat(12);
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        let listing = HeaderValue::from_str(&format!(" {}", long.to_uppercase())).unwrap();
+        headers.append(header::CONNECTION, listing);
+        let list = ConnectionList::of(&headers);
+        for listed in ["keep-alive", "x-secret", long.as_str()] {
+            assert!(list.lists(listed), "{listed}");
+        }
+        let other_long = format!("{long}y");
+        for unlisted in ["user-agent", "x-secre", "x-secrets", other_long.as_str()] {
+            assert!(!list.lists(unlisted), "{unlisted}");
+        }
+        assert!(!ConnectionList::of(&HeaderMap::new()).lists("x-secret"));
     }
 
     #[test]
