@@ -30,7 +30,8 @@ impl Environment for AnyVariable {
 /// default header names.
 pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
     let names = |list: &'static [&'static str], class| {
-        list.iter().map(move |n| (HeaderName::from_static(n), class))
+        list.iter()
+            .map(move |n| (HeaderName::from_static(n), class))
     };
     let request_id = HeaderName::from_static("x-request-id");
     let remote_user = HeaderName::from_static("x-remote-user");
