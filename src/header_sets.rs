@@ -1,7 +1,7 @@
 //! The header names the gateway's policy is made of (see DESIGN.md, "Headers").
 //!
 //! Validation uses them to refuse or warn about names in the file; compile turns them
-//! into precomputed `HeaderName` sets for the request path.
+//! into one precomputed lookup for the request path (`proxy::headers::HeaderClasses`).
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the common non-standard ones): they describe
 /// one connection and are never forwarded. `upgrade` is re-added on WebSocket handshakes.

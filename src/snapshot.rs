@@ -5,7 +5,7 @@
 //! mix of two configs. Everything here was built by `config::compile`; nothing is
 //! parsed or rebuilt per request.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use crate::auth::oidc::AuthEndpoints;
 use crate::auth::{Provider, RouteAuth};
 use crate::config::{Config, Diagnostic, SourceHash, model};
+use crate::proxy::headers::HeaderClasses;
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::routes::RouteTable;
@@ -55,7 +56,8 @@ pub struct Route {
     pub prefix: String,
     pub strip_prefix: bool,
     pub upstream: Arc<Upstream>,
-    /// Client headers forwarded on this route on top of [`HeaderPolicy::standard`].
+    /// Client headers forwarded on this route on top of the standard ones
+    /// ([`HeaderClass::Standard`](crate::proxy::headers::HeaderClass::Standard)).
     pub extra_client_headers: Box<[HeaderName]>,
     /// Added to this route's responses where they lack them (the route's
     /// `security_headers`, else the server's list).
@@ -103,13 +105,11 @@ pub struct HttpUpstream {
 #[derive(Debug)]
 pub struct HeaderPolicy {
     pub trusted_proxies: Vec<IpNet>,
-    /// Client headers forwarded on every route.
-    pub standard: HashSet<HeaderName>,
-    /// Headers only a trusted proxy may set: forwarding, forward-auth user, request id.
-    pub trusted_only: HashSet<HeaderName>,
-    /// Identity headers the gateway sets from verified credentials; never forwarded
-    /// from any client, trusted or not.
-    pub identity: HashSet<HeaderName>,
+    /// The standard, trusted-only and identity header names, each with its class:
+    /// client headers in the standard class are forwarded on every route; trusted-only
+    /// ones (forwarding, forward-auth user, request id) only from a trusted proxy;
+    /// identity ones, set by the gateway from verified credentials, from no client.
+    pub classes: HeaderClasses,
     pub request_id: HeaderName,
     pub remote_user: HeaderName,
     /// The path of `public_base_url`, when it is not `/`.

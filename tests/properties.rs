@@ -21,7 +21,7 @@ use fluxlit::auth::secrets::Environment;
 use fluxlit::config::compile::{CompileContext, compile};
 use fluxlit::config::{self, CheckedConfig, ConfigSource, SourceHash};
 use fluxlit::header_sets;
-use fluxlit::proxy::headers::{self, RequestContext, X_FORWARDED_FOR};
+use fluxlit::proxy::headers::{self, HeaderClass, RequestContext, X_FORWARDED_FOR};
 use fluxlit::proxy::routes::{RouteTable, normalize_path};
 use fluxlit::snapshot::Snapshot;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -326,7 +326,7 @@ proptest! {
         }
         let hosts: Vec<_> = out.get_all(header::HOST).iter().collect();
         prop_assert_eq!(hosts, [&host]);
-        for name in &policy.identity {
+        for name in policy.classes.names(HeaderClass::Identity) {
             prop_assert!(!out.contains_key(name), "identity header {} forwarded", name);
         }
         if websocket {
@@ -344,9 +344,9 @@ proptest! {
         }
         for name in out.keys() {
             let allowed = own.contains(name.as_str())
-                || policy.standard.contains(name)
+                || policy.classes.get(name) == Some(HeaderClass::Standard)
                 || route.extra_client_headers.contains(name)
-                || (trusted_peer && policy.trusted_only.contains(name));
+                || (trusted_peer && policy.classes.get(name) == Some(HeaderClass::TrustedOnly));
             prop_assert!(allowed, "{} is in no forwarded set", name);
         }
     }

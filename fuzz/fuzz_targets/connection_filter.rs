@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::Arbitrary;
 use fluxlit::header_sets;
-use fluxlit::proxy::headers::{self, RequestContext};
+use fluxlit::proxy::headers::{self, HeaderClass, RequestContext};
 use fluxlit_fuzz::{policy, route};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -188,7 +188,7 @@ fuzz_target!(|input: Input| {
     assert_eq!(host, [&upstream_host], "Host is the upstream's");
     let request_ids: Vec<_> = out.get_all("x-request-id").iter().collect();
     assert_eq!(request_ids, [&request_id], "one request id, the gateway's");
-    for name in &policy.identity {
+    for name in policy.classes.names(HeaderClass::Identity) {
         assert!(
             !out.contains_key(name),
             "identity header {name} was forwarded"
@@ -221,9 +221,9 @@ fuzz_target!(|input: Input| {
     // trusted proxy) the trusted-only set.
     for name in out.keys() {
         let allowed = own.contains(name.as_str())
-            || policy.standard.contains(name)
+            || policy.classes.get(name) == Some(HeaderClass::Standard)
             || route.extra_client_headers.contains(name)
-            || (peer_trusted && policy.trusted_only.contains(name));
+            || (peer_trusted && policy.classes.get(name) == Some(HeaderClass::TrustedOnly));
         assert!(allowed, "{name} is not in any forwarded set");
     }
 });

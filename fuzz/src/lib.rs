@@ -8,6 +8,7 @@ use std::time::Duration;
 use fluxlit::auth::secrets::Environment;
 use fluxlit::config::model;
 use fluxlit::header_sets;
+use fluxlit::proxy::headers::{HeaderClass, HeaderClasses};
 use fluxlit::snapshot::{HeaderPolicy, Route, Upstream, UpstreamTarget};
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -28,24 +29,21 @@ impl Environment for AnyVariable {
 /// The header policy `compile` builds for a config with these trusted proxies and the
 /// default header names.
 pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
-    let names = |list: &[&'static str]| -> std::collections::HashSet<HeaderName> {
-        list.iter().map(|n| HeaderName::from_static(n)).collect()
+    let names = |list: &'static [&'static str], class| {
+        list.iter()
+            .map(move |n| (HeaderName::from_static(n), class))
     };
     let request_id = HeaderName::from_static("x-request-id");
     let remote_user = HeaderName::from_static("x-remote-user");
-    let mut trusted_only = names(header_sets::FORWARDING);
-    trusted_only.insert(request_id.clone());
-    trusted_only.insert(remote_user.clone());
-    let identity = names(header_sets::GATEWAY_IDENTITY);
-    let standard = names(header_sets::STANDARD_REQUEST)
-        .into_iter()
-        .filter(|n| !trusted_only.contains(n) && !identity.contains(n))
-        .collect();
+    let classes = HeaderClasses::new(
+        names(header_sets::FORWARDING, HeaderClass::TrustedOnly)
+            .chain([request_id.clone(), remote_user.clone()].map(|n| (n, HeaderClass::TrustedOnly)))
+            .chain(names(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity))
+            .chain(names(header_sets::STANDARD_REQUEST, HeaderClass::Standard)),
+    );
     HeaderPolicy {
         trusted_proxies,
-        standard,
-        trusted_only,
-        identity,
+        classes,
         request_id,
         remote_user,
         forwarded_prefix: Some(HeaderValue::from_static("/app")),

@@ -7,7 +7,7 @@
 mod oidc;
 mod security_headers;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,6 +24,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::auth::secrets::{self, Environment};
 use crate::auth::{Check, Provider, RouteAuth};
 use crate::header_sets;
+use crate::proxy::headers::{HeaderClass, HeaderClasses};
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::routes::RouteTable;
@@ -148,10 +149,8 @@ pub fn compile(
                 .iter()
                 .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
                 .filter(|name| {
-                    !headers.trusted_only.contains(name)
-                        && !headers.identity.contains(name)
+                    headers.classes.get(name).is_none()
                         && header_sets::forbidden_in_allowlist(name.as_str()).is_none()
-                        && !headers.standard.contains(name)
                 })
                 .collect(),
             metrics: Default::default(),
@@ -217,32 +216,30 @@ fn compile_header_policy(
         errors,
     );
 
-    let mut trusted_only: HashSet<HeaderName> = header_sets::FORWARDING
-        .iter()
-        .map(|name| HeaderName::from_static(name))
-        .collect();
-    trusted_only.insert(request_id.clone());
-    trusted_only.insert(remote_user.clone());
-
+    let fixed = |names: &'static [&'static str], class| {
+        names
+            .iter()
+            .map(move |name| (HeaderName::from_static(name), class))
+    };
+    let trusted_only = fixed(header_sets::FORWARDING, HeaderClass::TrustedOnly).chain(
+        [request_id.clone(), remote_user.clone()].map(|name| (name, HeaderClass::TrustedOnly)),
+    );
     // Set by the gateway from verified credentials only: never taken from any client.
-    let mut identity: HashSet<HeaderName> = header_sets::GATEWAY_IDENTITY
-        .iter()
-        .map(|name| HeaderName::from_static(name))
-        .collect();
-    for provider in config.auth.providers.values() {
-        identity.extend(
-            provider
-                .claim_headers
-                .values()
-                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
-        );
-    }
-
-    let standard = header_sets::STANDARD_REQUEST
-        .iter()
-        .map(|name| HeaderName::from_static(name))
-        .filter(|name| !trusted_only.contains(name) && !identity.contains(name))
-        .collect();
+    let claim_headers = config
+        .auth
+        .providers
+        .values()
+        .flat_map(|provider| provider.claim_headers.values())
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .map(|name| (name, HeaderClass::Identity));
+    let identity = fixed(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity).chain(claim_headers);
+    // A name keeps its first class: a standard name configured as the request id or as
+    // an identity header is no longer standard.
+    let classes = HeaderClasses::new(
+        trusted_only
+            .chain(identity)
+            .chain(fixed(header_sets::STANDARD_REQUEST, HeaderClass::Standard)),
+    );
 
     let public_base = config
         .server
@@ -272,9 +269,7 @@ fn compile_header_policy(
             .iter()
             .filter_map(|p| parse_cidr(p))
             .collect(),
-        standard,
-        trusted_only,
-        identity,
+        classes,
         request_id,
         remote_user,
         forwarded_prefix,

@@ -6,9 +6,14 @@
 //! sets `Host`, `X-Forwarded-*` and the request id. HTTP and WebSocket handshakes get
 //! the same policy (a handshake keeps `Upgrade`).
 
+mod classes;
+
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, GetAll, HeaderMap, HeaderName, HeaderValue, ValueIter};
+
+pub use classes::{HeaderClass, HeaderClasses};
 
 use crate::auth::Identity;
 use crate::snapshot::{HeaderPolicy, Route, canonical_ip};
@@ -42,15 +47,15 @@ pub fn upstream_request_headers(
     ctx: &RequestContext<'_>,
 ) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 6);
-    let has_connection = client.contains_key(header::CONNECTION);
+    let connection = ConnectionList::of(client);
     for (name, value) in client {
-        let allowed = if policy.standard.contains(name) || route.extra_client_headers.contains(name)
-        {
-            true
-        } else {
-            ctx.peer_trusted && policy.trusted_only.contains(name)
+        let allowed = match policy.classes.get(name) {
+            Some(HeaderClass::Standard) => true,
+            Some(HeaderClass::TrustedOnly) if ctx.peer_trusted => true,
+            // `compile` keeps every name with a class out of a route's allowlist.
+            _ => route.extra_client_headers.contains(name),
         };
-        if allowed && !(has_connection && listed_in_connection(client, name)) {
+        if allowed && !connection.lists(name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -63,21 +68,29 @@ pub fn upstream_request_headers(
 
     // X-Forwarded-For: a trusted proxy's chain is extended, anyone else's is replaced.
     let peer_ip = canonical_ip(ctx.peer.ip());
-    let forwarded_for = match joined(client, &X_FORWARDED_FOR).filter(|_| ctx.peer_trusted) {
-        Some(chain) => HeaderValue::from_str(&format!("{chain}, {peer_ip}")).ok(),
+    let chain = ctx
+        .peer_trusted
+        .then(|| joined(client, &X_FORWARDED_FOR))
+        .flatten();
+    let forwarded_for = match chain {
+        Some(mut chain) => {
+            // Writing to a `String` cannot fail.
+            let _ = write!(chain, ", {peer_ip}");
+            HeaderValue::try_from(chain).ok()
+        }
         None => ip_header_value(peer_ip),
     };
     if let Some(value) = forwarded_for {
         out.insert(X_FORWARDED_FOR, value);
     }
     if ctx.peer_trusted
-        && let Some(forwarded) = joined(client, &header::FORWARDED)
+        && let Some(mut forwarded) = joined(client, &header::FORWARDED)
     {
-        let element = match peer_ip {
-            IpAddr::V4(ip) => format!("for={ip}"),
-            IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+        let _ = match peer_ip {
+            IpAddr::V4(ip) => write!(forwarded, ", for={ip}"),
+            IpAddr::V6(ip) => write!(forwarded, ", for=\"[{ip}]\""),
         };
-        if let Ok(value) = HeaderValue::from_str(&format!("{forwarded}, {element}")) {
+        if let Ok(value) = HeaderValue::try_from(forwarded) {
             out.insert(header::FORWARDED, value);
         }
     }
@@ -121,22 +134,50 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     }))
 }
 
-/// Whether `Connection` lists `name` (it then describes this hop only).
-fn listed_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    connection_has(headers, name.as_str())
-}
-
 /// Whether `Connection` lists `token` (e.g. `upgrade`).
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    lists(headers.get_all(header::CONNECTION).iter(), token)
 }
 
-/// The options `Connection` lists, as bytes: a value holding obs-text (bytes above 0x7F)
-/// is not valid `str`, and skipping it would forward every name it lists.
+/// Whether these `Connection` values list `token`; a listed name describes this hop
+/// only.
+fn lists(connection: ValueIter<'_, HeaderValue>, token: &str) -> bool {
+    tokens(connection).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// A request's `Connection` values, read once for all its headers: the lengths of the
+/// names they list rule most headers out without splitting the list again.
+struct ConnectionList<'a> {
+    values: GetAll<'a, HeaderValue>,
+    /// Bit `n` for a listed name of length `n` (63 and longer share bit 63).
+    lengths: u64,
+}
+
+impl<'a> ConnectionList<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let values = headers.get_all(header::CONNECTION);
+        let lengths = tokens(values.iter()).fold(0, |bits, t| bits | length_bit(t.len()));
+        Self { values, lengths }
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.lengths & length_bit(name.len()) != 0 && lists(self.values.iter(), name)
+    }
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// The options `Connection` lists.
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
+    tokens(headers.get_all(header::CONNECTION).iter())
+}
+
+/// The options these `Connection` values list, as bytes: a value holding obs-text (bytes
+/// above 0x7F) is not valid `str`, and skipping it would forward every name it lists.
+fn tokens<'a>(connection: ValueIter<'a, HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
+    connection
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
 }
@@ -253,9 +294,7 @@ pub fn add_response_headers(
     headers.insert(policy.request_id.clone(), request_id.clone());
     let security = route.map_or(&policy.security_headers, |route| &route.security_headers);
     for (name, value) in security.iter() {
-        if !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
-        }
+        headers.entry(name).or_insert_with(|| value.clone());
     }
 }
 
@@ -322,6 +361,27 @@ mod tests {
         let mut kept: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         kept.sort_unstable();
         assert_eq!(kept, ["x-kept", "x-secret"]);
+    }
+
+    #[test]
+    fn connection_lists_match_by_length_then_by_name() {
+        let long = "x-long".repeat(12);
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        let listing = HeaderValue::from_str(&format!(" {}", long.to_uppercase())).unwrap();
+        headers.append(header::CONNECTION, listing);
+        let list = ConnectionList::of(&headers);
+        for listed in ["keep-alive", "x-secret", long.as_str()] {
+            assert!(list.lists(listed), "{listed}");
+        }
+        let other_long = format!("{long}y");
+        for unlisted in ["user-agent", "x-secre", "x-secrets", other_long.as_str()] {
+            assert!(!list.lists(unlisted), "{unlisted}");
+        }
+        assert!(!ConnectionList::of(&HeaderMap::new()).lists("x-secret"));
     }
 
     #[test]
