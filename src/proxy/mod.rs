@@ -228,7 +228,7 @@ impl Proxy {
                     &ctx,
                 );
                 framing::frame_upstream_request(&parts.headers, &body, &mut headers);
-                let Some(uri) = upstream_uri(http, &upstream_path) else {
+                let Some(uri) = upstream_uri(http, upstream_path) else {
                     let message = "the request path cannot be forwarded";
                     return error_response(
                         StatusCode::BAD_REQUEST,
@@ -447,11 +447,13 @@ fn upstream_path(route: &Route, path: &str, query: Option<&str>) -> String {
 }
 
 /// The request target in origin form (`/path?query`), as HTTP/1.1 sends it to a server.
-fn upstream_uri(http: &HttpUpstream, path_and_query: &str) -> Option<Uri> {
-    let path_and_query = if http.base_path.is_empty() {
-        PathAndQuery::try_from(path_and_query).ok()?
+fn upstream_uri(http: &HttpUpstream, path_and_query: String) -> Option<Uri> {
+    let target = if http.base_path.is_empty() {
+        path_and_query
     } else {
-        PathAndQuery::try_from(format!("{}{path_and_query}", http.base_path)).ok()?
+        format!("{}{path_and_query}", http.base_path)
     };
+    // From `Bytes` that own the string: checked, not copied.
+    let path_and_query = PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)).ok()?;
     Some(Uri::from(path_and_query))
 }
