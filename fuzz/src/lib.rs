@@ -48,6 +48,7 @@ pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
         remote_user,
         forwarded_prefix: Some(HeaderValue::from_static("/app")),
         security_headers: Arc::from(Vec::new()),
+        hsts: None,
     }
 }
 
@@ -66,6 +67,9 @@ pub fn route() -> Route {
         }),
         extra_client_headers: Box::new([HeaderName::from_static("x-tenant")]),
         security_headers: Arc::from(Vec::new()),
+        metrics: Default::default(),
+        max_request_body: model::Server::default().max_request_body.bytes(),
+        websockets: None,
     }
 }
 
