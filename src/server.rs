@@ -171,10 +171,13 @@ impl Connection {
             service_fn(move |request| {
                 let proxy = proxy.clone();
                 let in_flight = RequestInFlight::start(&activity);
-                async move {
+                // Boxed per request: hyper allocates room for one service future when a
+                // connection opens and keeps it until the connection closes, so an
+                // unboxed future (about 5 KiB) would be held by every idle connection.
+                Box::pin(async move {
                     let response = proxy.handle(request, peer).await;
                     Ok::<_, Infallible>(response.map(|body| body.attach(Box::new(in_flight))))
-                }
+                })
             })
         };
         let signal = Arc::new(Signal::default());
