@@ -24,7 +24,9 @@ use super::ws_frames::{FrameTracker, close_frame};
 const CLOSING_LIMIT: Duration = Duration::from_secs(5);
 /// Per direction, allocated for as long as the tunnel is open: what tokio's
 /// `copy_bidirectional` used before the tunnel became frame-aware (an open Streamlit
-/// session must stay cheap: the target is under 64 KiB per WebSocket).
+/// session must stay cheap: the target is under 64 KiB per WebSocket). Left
+/// uninitialised: zeroed, both buffers would be resident from the start, while reads only
+/// touch the pages that the largest read so far needed.
 const COPY_BUFFER: usize = 8 * 1024;
 
 /// The open tunnels of one listener: how many there are, and the signal that closes
@@ -162,12 +164,13 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut tracker = FrameTracker::default();
-    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut buf = Vec::with_capacity(COPY_BUFFER);
     let mut copied = 0u64;
     let mut listening = true;
     let why = loop {
+        buf.clear();
         let read = tokio::select! {
-            read = from.read(&mut buf) => read?,
+            read = from.read_buf(&mut buf) => read?,
             changed = closing.changed(), if listening => {
                 match (changed, *closing.borrow()) {
                     (Ok(()), Some(why)) => break why,
@@ -190,7 +193,8 @@ where
     // Finish the frame in progress, so the close frame starts on a boundary. What the
     // peer sent after it is not forwarded: the other side is being closed.
     while !tracker.at_boundary() {
-        let read = from.read(&mut buf).await?;
+        buf.clear();
+        let read = from.read_buf(&mut buf).await?;
         if read == 0 {
             to.shutdown().await?;
             return Ok(copied);
@@ -207,7 +211,12 @@ where
     to.flush().await?;
     to.shutdown().await?;
     // Read (and drop) until the peer closes: its answer to the other side's close frame.
-    while from.read(&mut buf).await? > 0 {}
+    loop {
+        buf.clear();
+        if from.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
     Ok(copied)
 }
 
