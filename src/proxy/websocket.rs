@@ -8,13 +8,16 @@
 //! direction at a frame boundary ([`FrameTracker`]), writes the close frame — masked
 //! toward the upstream, as a client's frames must be — and half-closes.
 
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use super::ws_frames::{FrameTracker, close_frame};
@@ -22,9 +25,9 @@ use super::ws_frames::{FrameTracker, close_frame};
 /// How long a closing tunnel waits for a frame in progress to end and for the peers to
 /// answer the close, before it drops the sockets.
 const CLOSING_LIMIT: Duration = Duration::from_secs(5);
-/// Per direction, allocated for as long as the tunnel is open: what tokio's
-/// `copy_bidirectional` used before the tunnel became frame-aware (an open Streamlit
-/// session must stay cheap: the target is under 64 KiB per WebSocket).
+/// The most one read takes: what tokio's `copy_bidirectional` used before the tunnel
+/// became frame-aware. The buffer is on the stack of the poll that reads, not in the
+/// tunnel (see [`read_chunk`]).
 const COPY_BUFFER: usize = 8 * 1024;
 
 /// The open tunnels of one listener: how many there are, and the signal that closes
@@ -162,12 +165,11 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut tracker = FrameTracker::default();
-    let mut buf = vec![0u8; COPY_BUFFER];
     let mut copied = 0u64;
     let mut listening = true;
     let why = loop {
-        let read = tokio::select! {
-            read = from.read(&mut buf) => read?,
+        let chunk = tokio::select! {
+            read = read_chunk(&mut from) => read?,
             changed = closing.changed(), if listening => {
                 match (changed, *closing.borrow()) {
                     (Ok(()), Some(why)) => break why,
@@ -178,25 +180,25 @@ where
                 continue;
             }
         };
-        if read == 0 {
+        if chunk.is_empty() {
             to.shutdown().await?;
             return Ok(copied);
         }
-        tracker.advance(&buf[..read]);
-        to.write_all(&buf[..read]).await?;
-        copied += read as u64;
+        tracker.advance(&chunk);
+        to.write_all(&chunk).await?;
+        copied += chunk.len() as u64;
     };
 
     // Finish the frame in progress, so the close frame starts on a boundary. What the
     // peer sent after it is not forwarded: the other side is being closed.
     while !tracker.at_boundary() {
-        let read = from.read(&mut buf).await?;
-        if read == 0 {
+        let chunk = read_chunk(&mut from).await?;
+        if chunk.is_empty() {
             to.shutdown().await?;
             return Ok(copied);
         }
-        let end = tracker.advance_to_boundary(&buf[..read]).unwrap_or(read);
-        to.write_all(&buf[..end]).await?;
+        let end = tracker.advance_to_boundary(&chunk).unwrap_or(chunk.len());
+        to.write_all(&chunk[..end]).await?;
         copied += end as u64;
     }
     if !tracker.close_seen() {
@@ -207,8 +209,22 @@ where
     to.flush().await?;
     to.shutdown().await?;
     // Read (and drop) until the peer closes: its answer to the other side's close frame.
-    while from.read(&mut buf).await? > 0 {}
+    while !read_chunk(&mut from).await?.is_empty() {}
     Ok(copied)
+}
+
+/// Reads what is there (up to [`COPY_BUFFER`]) into a buffer on the stack and returns it
+/// on the heap, sized to what was read. Between reads a tunnel then holds no buffer: a
+/// WebSocket that waits for its next message, as most do most of the time, costs no
+/// 2 × 8 KiB. An empty chunk is the end of the stream.
+async fn read_chunk<R: AsyncRead + Unpin>(from: &mut R) -> std::io::Result<Vec<u8>> {
+    std::future::poll_fn(|cx| {
+        let mut space = [MaybeUninit::<u8>::uninit(); COPY_BUFFER];
+        let mut buf = ReadBuf::uninit(&mut space);
+        ready!(Pin::new(&mut *from).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().to_vec()))
+    })
+    .await
 }
 
 /// A masking key: RFC 6455 wants it unpredictable. The v4 UUID generator is the
