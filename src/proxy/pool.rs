@@ -82,11 +82,6 @@ impl UpstreamPool {
         }
     }
 
-    /// How many idle connections the pool holds (for tests and diagnostics).
-    pub fn idle_connections(&self) -> usize {
-        self.shared.lock_idle().len()
-    }
-
     /// Sends `request` on an idle connection, or a new one, and waits for the response
     /// head. The [`Lease`] comes back with it: keep it with the response body (see
     /// [`UpstreamBody`]) so the connection returns to the pool when the body is done.
