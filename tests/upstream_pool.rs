@@ -241,3 +241,105 @@ async fn idle_upstream_connections_are_closed_after_pool_idle_timeout() {
     // And the pool still works afterwards.
     assert_eq!(send(addr, get(addr, "/", &[])).await.status, 200);
 }
+
+/// A hand-written HTTP/1.1 upstream that answers the first request on each connection
+/// and closes the connection on the second without answering: the keep-alive race, in
+/// which the upstream closes an idle connection just as a request goes out on it.
+/// Counts the requests it read, by method.
+async fn spawn_one_answer_per_connection_upstream()
+-> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (gets, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counters = (Arc::clone(&gets), Arc::clone(&posts));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let (gets, posts) = (Arc::clone(&counters.0), Arc::clone(&counters.1));
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut answered = 0;
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buffer.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                    let body_len: usize = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buffer.len() < end + 4 + body_len {
+                        continue;
+                    }
+                    buffer.drain(..end + 4 + body_len);
+                    let counter = if head.starts_with("post") {
+                        &posts
+                    } else {
+                        &gets
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if answered == 1 {
+                        return; // the second request: hang up without an answer
+                    }
+                    answered += 1;
+                    let body = peer.port().to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, gets, posts)
+}
+
+#[tokio::test]
+async fn a_safe_request_caught_by_an_upstream_closing_its_idle_connection_is_sent_again() {
+    let (upstream, gets, posts) = spawn_one_answer_per_connection_upstream().await;
+    let gateway = TestGateway::start(&config(upstream, "")).await;
+    let addr = gateway.addr();
+
+    let first = send(addr, get(addr, "/", &[])).await;
+    assert_eq!(first.status, 200);
+    // Idle long enough for an upstream's keep-alive timer to be closing the connection.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The pooled connection takes the GET and closes: it is sent again, once, on a new
+    // connection, and the client never sees the failure.
+    let second = send(addr, get(addr, "/", &[])).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_ne!(
+        second.text(),
+        first.text(),
+        "answered over a new connection"
+    );
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        3,
+        "the GET reached the upstream twice"
+    );
+
+    // A POST in the same spot is not sent again: the upstream may have acted on it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let post = http::Request::post("/")
+        .header("host", addr.to_string())
+        .body(http_body_util::Full::new(Bytes::from_static(b"order=1")))
+        .unwrap();
+    let reply = send(addr, post).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        1,
+        "the POST reached the upstream once"
+    );
+}

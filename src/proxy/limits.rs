@@ -32,7 +32,8 @@ pub enum BodyError {
 /// The client's request body on its way upstream, cut at the route's cap.
 #[derive(Debug)]
 pub struct LimitedBody {
-    inner: Incoming,
+    /// `None`: no body (a copy of a bodiless request, sent again).
+    inner: Option<Incoming>,
     limit: u64,
     seen: u64,
     exceeded: Arc<AtomicBool>,
@@ -41,8 +42,18 @@ pub struct LimitedBody {
 impl LimitedBody {
     pub fn new(inner: Incoming, limit: u64) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             limit,
+            seen: 0,
+            exceeded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// No body at all.
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: 0,
             seen: 0,
             exceeded: Arc::new(AtomicBool::new(false)),
         }
@@ -66,7 +77,10 @@ impl Body for LimitedBody {
         if this.exceeded.load(Ordering::Relaxed) {
             return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |data| data.len() as u64);
                 this.seen = this.seen.saturating_add(len);
@@ -83,11 +97,13 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

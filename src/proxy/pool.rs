@@ -10,8 +10,12 @@
 //! What a pooled client must get right: a connection the upstream closed while it sat
 //! idle is noticed (hyper's connection task sees the EOF) and skipped, and a request
 //! that found its connection closed before a byte of it was written is retried on
-//! another one. A request that was written is never replayed: the upstream may have
-//! acted on it.
+//! another one. A request that was written is sent again only when that is safe and
+//! the failure is the keep-alive race: a `GET`, `HEAD` or `OPTIONS` without a body, on
+//! a connection that had been idle long enough for the upstream to be closing it (as
+//! uvicorn does after 5 s), which closed before a complete response head came; once,
+//! on a new connection. Any other request that was written is never replayed: the upstream
+//! may have acted on it.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -21,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -30,6 +34,12 @@ use tokio::net::TcpStream;
 use super::limits::LimitedBody;
 
 type Sender = SendRequest<LimitedBody>;
+
+/// How long a pooled connection must have been idle before a request that may be sent
+/// again keeps a copy of its head for that. Under load connections are idle for
+/// microseconds and pay nothing; an upstream's keep-alive timer closes them after
+/// seconds.
+const REPLAYABLE_AFTER_IDLE: Duration = Duration::from_millis(250);
 
 /// The pool of one upstream. Cheap to clone; clones share the connections.
 #[derive(Debug, Clone)]
@@ -91,12 +101,17 @@ impl UpstreamPool {
         &self,
         mut request: Request<LimitedBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let mut replayed = false;
         loop {
-            let (mut sender, reused) = match self.shared.take_idle() {
-                Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+            let (mut sender, idle_for) = match self.shared.take_idle() {
+                Some((sender, idle_for)) => (sender, Some(idle_for)),
+                None => (self.connect().await?, None),
             };
-            match sender.try_send_request(request).await {
+            let replay = match idle_for {
+                Some(idle) if idle >= REPLAYABLE_AFTER_IDLE && !replayed => replay_copy(&request),
+                _ => None,
+            };
+            let mut error = match sender.try_send_request(request).await {
                 Ok(response) => {
                     let lease = Lease {
                         sender,
@@ -104,13 +119,23 @@ impl UpstreamPool {
                     };
                     return Ok((response, lease));
                 }
-                Err(mut error) => match error.take_message() {
-                    // The idle connection was closed before the request was written:
-                    // nothing reached the upstream, so another connection may carry it.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(UpstreamError::Request(error.into_error())),
-                },
-            }
+                Err(error) => error,
+            };
+            request = match (error.take_message(), replay) {
+                // The idle connection was closed before the request was written:
+                // nothing reached the upstream, so another connection may carry it.
+                (Some(unsent), _) if idle_for.is_some() => unsent,
+                (None, Some(copy)) if closed_before_response(error.error()) => {
+                    tracing::debug!(
+                        host = %self.shared.host,
+                        port = self.shared.port,
+                        "an idle upstream connection closed under a request; sending it again"
+                    );
+                    replayed = true;
+                    copy
+                }
+                _ => return Err(UpstreamError::Request(error.into_error())),
+            };
         }
     }
 
@@ -148,11 +173,13 @@ impl Shared {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn take_idle(&self) -> Option<Sender> {
+    /// The most recently returned usable connection, and how long it was idle.
+    fn take_idle(&self) -> Option<(Sender, Duration)> {
         let mut idle = self.lock_idle();
         while let Some(connection) = idle.pop_back() {
-            if connection.sender.is_ready() && connection.since.elapsed() < self.idle_timeout {
-                return Some(connection.sender);
+            let idle_for = connection.since.elapsed();
+            if connection.sender.is_ready() && idle_for < self.idle_timeout {
+                return Some((connection.sender, idle_for));
             }
             // Closed by the upstream, or idle too long: dropping it closes it.
         }
@@ -198,6 +225,45 @@ impl Shared {
             }
         });
     }
+}
+
+/// A copy of `request` to send again if its connection turns out to have been closing:
+/// only for a method that changes nothing (RFC 9110 §9.2.1) and carries no body.
+fn replay_copy(request: &Request<LimitedBody>) -> Option<Request<LimitedBody>> {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(LimitedBody::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+/// The connection ended before a complete response head arrived: the upstream closed
+/// it (EOF, or a reset for the request it would not read).
+fn closed_before_response(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A connection carrying a response: back to the pool once the response is read.
