@@ -103,7 +103,13 @@ impl UpstreamPool {
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let mut replayed = false;
         loop {
-            let (mut sender, idle_for) = match self.shared.take_idle() {
+            // A replay goes out on a new connection: the other idle ones are as old.
+            let pooled = if replayed {
+                None
+            } else {
+                self.shared.take_idle()
+            };
+            let (mut sender, idle_for) = match pooled {
                 Some((sender, idle_for)) => (sender, Some(idle_for)),
                 None => (self.connect().await?, None),
             };
