@@ -5,7 +5,7 @@
 #   bench/compare.sh --runs 1 --scenarios keepalive,ws
 #   bench/compare.sh --baseline-bin /path/to/old/fluxlit   # before/after in one run
 #
-# Installs what is missing (nginx, haproxy, caddy, wrk from apt; oha from crates.io),
+# Installs what is missing (nginx, haproxy, caddy, wrk from apt; oha with cargo install),
 # builds fluxlit and the load tool (benches/loadgen.rs) in release mode, then runs
 # bench/compare.py with the arguments given (`--help` lists them). Results, configs and
 # logs go to target/bench/<timestamp>/. Not part of CI. See BENCHMARKS.md.
@@ -30,7 +30,7 @@ command -v caddy >/dev/null || echo "caddy is not available from apt here: it is
 # The Debian packages start system services where systemd runs; the benchmark starts
 # its own instances on free ports and never touches those.
 if ! command -v oha >/dev/null; then
-    echo "installing oha from crates.io (about 6 minutes on 2 cores)" >&2
+    echo "installing oha with cargo install (about 6 minutes on 2 cores)" >&2
     cargo install --locked oha
 fi
 for tool in taskset python3; do
