@@ -289,7 +289,8 @@ fn compile_upstream(
         (None, Some(url)) => {
             let url = parse_upstream_url(url)
                 .map_err(|message| Diagnostic::error(format!("upstreams.{name}.url"), message))?;
-            let authority = upstream_authority(&url).ok_or_else(|| {
+            let address = upstream_address(&url);
+            let (host_name, port, authority) = address.ok_or_else(|| {
                 Diagnostic::error(
                     format!("upstreams.{name}.url"),
                     "has no usable host and port",
@@ -313,7 +314,14 @@ fn compile_upstream(
                 )
             })?;
             UpstreamTarget::Http(Box::new(HttpUpstream {
-                pool: reused.unwrap_or_else(|| new_pool(&url, settings)),
+                pool: reused.unwrap_or_else(|| {
+                    UpstreamPool::new(
+                        host_name,
+                        port,
+                        settings.connect_timeout.get(),
+                        settings.pool_idle_timeout.get(),
+                    )
+                }),
                 base_path: url.path().trim_end_matches('/').to_owned(),
                 authority,
                 host,
@@ -454,26 +462,13 @@ fn same_pool(a: &model::Upstream, b: &model::Upstream) -> bool {
         && a.pool_idle_timeout == b.pool_idle_timeout
 }
 
-fn upstream_authority(url: &Url) -> Option<Authority> {
-    let host = match url.host()? {
-        url::Host::Ipv6(ip) => format!("[{ip}]"),
-        host => host.to_string(),
-    };
+/// Where an upstream URL points: the host as a socket address takes it (an IPv6
+/// address without brackets), the port, and both as a URI authority.
+fn upstream_address(url: &Url) -> Option<(String, u16, Authority)> {
     let port = url.port_or_known_default()?;
-    format!("{host}:{port}").parse().ok()
-}
-
-fn new_pool(url: &Url, settings: &model::Upstream) -> UpstreamPool {
-    let host = match url.host() {
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        Some(host) => host.to_string(),
-        None => String::new(),
+    let (host, authority) = match url.host()? {
+        url::Host::Ipv6(ip) => (ip.to_string(), format!("[{ip}]:{port}")),
+        host => (host.to_string(), format!("{host}:{port}")),
     };
-    let port = url.port_or_known_default().unwrap_or(80);
-    UpstreamPool::new(
-        host,
-        port,
-        settings.connect_timeout.get(),
-        settings.pool_idle_timeout.get(),
-    )
+    Some((host, port, authority.parse().ok()?))
 }
