@@ -153,6 +153,44 @@ async fn a_response_abandoned_half_read_does_not_leave_its_connection_in_the_poo
     }
 }
 
+/// Reads the next whole request (head and `Content-Length` body) from `stream`, keeping
+/// what follows it in `buffer`; its head, lowercased. `None` at EOF, on an error, or
+/// when no byte came within `idle`.
+async fn read_request(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    idle: Duration,
+) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let body_len: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buffer.len() >= end + 4 + body_len {
+                buffer.drain(..end + 4 + body_len);
+                return Some(head);
+            }
+        }
+        match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buffer.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Answers 200 with the client's port as the body and in `x-upstream-port`.
+async fn answer_with_port(stream: &mut TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    let body = peer.port().to_string();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nx-upstream-port: {body}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await
+}
+
 /// A hand-written HTTP/1.1 upstream that closes a connection after `idle` without a
 /// request (as uvicorn does after 5 s) and counts the connections it has open.
 async fn spawn_impatient_upstream(idle: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
@@ -169,23 +207,10 @@ async fn spawn_impatient_upstream(idle: Duration) -> (SocketAddr, Arc<AtomicUsiz
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
                 let mut buffer = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
-                        Ok(Ok(n)) if n > 0 => buffer.extend_from_slice(&chunk[..n]),
-                        // Idle too long, EOF or an error: hang up.
-                        _ => break,
-                    }
-                    while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buffer.drain(..end + 4);
-                        let body = peer.port().to_string();
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\nx-upstream-port: {body}\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(response.as_bytes()).await.is_err() {
-                            break;
-                        }
+                // Idle too long, EOF or an error: hang up.
+                while read_request(&mut stream, &mut buffer, idle).await.is_some() {
+                    if answer_with_port(&mut stream, peer).await.is_err() {
+                        break;
                     }
                 }
                 counter.fetch_sub(1, Ordering::SeqCst);
@@ -260,25 +285,9 @@ async fn spawn_one_answer_per_connection_upstream()
             let (gets, posts) = (Arc::clone(&counters.0), Arc::clone(&counters.1));
             tokio::spawn(async move {
                 let mut buffer = Vec::new();
-                let mut chunk = [0u8; 4096];
                 let mut answered = 0;
-                loop {
-                    match stream.read(&mut chunk).await {
-                        Ok(n) if n > 0 => buffer.extend_from_slice(&chunk[..n]),
-                        _ => return,
-                    }
-                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-                    let body_len: usize = head
-                        .lines()
-                        .find_map(|line| line.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    if buffer.len() < end + 4 + body_len {
-                        continue;
-                    }
-                    buffer.drain(..end + 4 + body_len);
+                let forever = Duration::from_secs(3600);
+                while let Some(head) = read_request(&mut stream, &mut buffer, forever).await {
                     let counter = if head.starts_with("post") {
                         &posts
                     } else {
@@ -289,12 +298,7 @@ async fn spawn_one_answer_per_connection_upstream()
                         return; // the second request: hang up without an answer
                     }
                     answered += 1;
-                    let body = peer.port().to_string();
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if stream.write_all(response.as_bytes()).await.is_err() {
+                    if answer_with_port(&mut stream, peer).await.is_err() {
                         return;
                     }
                 }
@@ -342,4 +346,32 @@ async fn a_safe_request_caught_by_an_upstream_closing_its_idle_connection_is_sen
         1,
         "the POST reached the upstream once"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_on_an_ipv6_address_is_reached_and_named_in_host() {
+    let listener = TcpListener::bind("[::1]:0").await.expect("IPv6 loopback");
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            Router::new().fallback(|headers: HeaderMap| async move {
+                headers
+                    .get("host")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+        )
+        .await
+        .unwrap();
+    });
+    let gateway = TestGateway::start(&config(upstream, "")).await;
+    let addr = gateway.addr();
+
+    for _ in 0..2 {
+        let reply = send(addr, get(addr, "/", &[])).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.text(), format!("[::1]:{}", upstream.port()));
+    }
 }
