@@ -40,6 +40,11 @@ use url::Url;
 
 const CLIENT_ID: &str = "fluxlit-web";
 const CLIENT_SECRET: &str = "test-only oidc client secret (with spaces & symbols)";
+/// The secret files the test configs read.
+const SECRET_FILES: [(&str, &str); 2] = [
+    ("hs256.secret", HS_SECRET),
+    ("client.secret", CLIENT_SECRET),
+];
 const PUBLIC_BASE: &str = "http://app.fluxlit.test";
 const SUB: &str = "idp-user-42";
 const MINT_ISSUER: &str = "https://gateway.fluxlit.test";
@@ -341,14 +346,7 @@ mint = "main"
 async fn setup_with(extra: &str, end_session: bool) -> Setup {
     let idp = Idp::spawn(end_session).await;
     let upstream = CountingUpstream::spawn().await;
-    let gateway = start_with_files(
-        &config(&idp, &upstream, extra),
-        &[
-            ("hs256.secret", HS_SECRET),
-            ("client.secret", CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let gateway = start_with_files(&config(&idp, &upstream, extra), &SECRET_FILES).await;
     Setup {
         gateway,
         idp,
@@ -618,14 +616,7 @@ async fn a_login_without_next_goes_back_to_the_root_under_the_public_path() {
         &format!("public_base_url = \"{PUBLIC_BASE}\""),
         &format!("public_base_url = \"{PUBLIC_BASE}/app/\""),
     );
-    let gateway = start_with_files(
-        &text,
-        &[
-            ("hs256.secret", HS_SECRET),
-            ("client.secret", CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let gateway = start_with_files(&text, &SECRET_FILES).await;
     wait_for_discovery(&gateway).await;
     let setup = Setup {
         gateway,
@@ -903,14 +894,7 @@ async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefi
         &format!("public_base_url = \"{PUBLIC_BASE}\""),
         &format!("public_base_url = \"{https_base}/app/\""),
     );
-    let gateway = start_with_files(
-        &text,
-        &[
-            ("hs256.secret", HS_SECRET),
-            ("client.secret", CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let gateway = start_with_files(&text, &SECRET_FILES).await;
     wait_for_discovery(&gateway).await;
     let setup = Setup {
         gateway,
@@ -1162,14 +1146,7 @@ async fn a_custom_provider_with_manual_endpoints_logs_in_without_discovery() {
          allow_unverified_id_token_for_custom_oidc = true",
         issuer = idp.issuer()
     );
-    let gateway = start_with_files(
-        &config(&idp, &upstream, &extra),
-        &[
-            ("hs256.secret", HS_SECRET),
-            ("client.secret", CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let gateway = start_with_files(&config(&idp, &upstream, &extra), &SECRET_FILES).await;
     let setup = Setup {
         gateway,
         idp,
@@ -1225,14 +1202,7 @@ async fn until_discovery_succeeds_the_login_answers_503() {
     let idp = Idp::spawn(false).await;
     idp.state.discovery_failing.store(true, Ordering::SeqCst);
     let upstream = CountingUpstream::spawn().await;
-    let gateway = start_with_files(
-        &config(&idp, &upstream, ""),
-        &[
-            ("hs256.secret", HS_SECRET),
-            ("client.secret", CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let gateway = start_with_files(&config(&idp, &upstream, ""), &SECRET_FILES).await;
     eventually("a first discovery attempt", || async {
         (idp.state.discovery_hits.load(Ordering::SeqCst) > 0).then_some(())
     })
@@ -1648,6 +1618,8 @@ async fn a_missing_client_secret_refuses_the_config_at_start() {
 
 /// The machine's Redis (CI's machine runs it; `.ci/run` starts it when it is down).
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
+/// The provider key that keeps logins in [`SHARED_REDIS`].
+const SHARED_REDIS_STORE: &str = "store = \"redis://127.0.0.1:6379/0\"";
 
 /// A connection to `url`, or a failure that says what is missing. Never a skip.
 async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
@@ -1755,21 +1727,12 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     let keys = RedisKeys::of(SHARED_REDIS, &provider);
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
-    let text = config_for(
-        &idp,
-        &upstream,
-        &provider,
-        &format!("store = \"{SHARED_REDIS}\""),
-    );
-    let files = [
-        ("hs256.secret", HS_SECRET),
-        ("client.secret", CLIENT_SECRET),
-    ];
+    let text = config_for(&idp, &upstream, &provider, SHARED_REDIS_STORE);
     // Three gateways, each with its own config file, port and store object: they share
     // nothing but Redis (and the mint key, as replicas do).
-    let a = start_with_files(&text, &files).await;
-    let b = start_with_files(&text, &files).await;
-    let c = start_with_files(&text, &files).await;
+    let a = start_with_files(&text, &SECRET_FILES).await;
+    let b = start_with_files(&text, &SECRET_FILES).await;
+    let c = start_with_files(&text, &SECRET_FILES).await;
     for gateway in [&a, &b, &c] {
         wait_for_discovery_of(gateway, &provider).await;
     }
@@ -1966,19 +1929,10 @@ async fn three_fluxlit_processes_sharing_redis_finish_one_login() {
     let _keys = RedisKeys::of(SHARED_REDIS, &provider);
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
-    let text = config_for(
-        &idp,
-        &upstream,
-        &provider,
-        &format!("store = \"{SHARED_REDIS}\""),
-    );
-    let files = [
-        ("hs256.secret", HS_SECRET),
-        ("client.secret", CLIENT_SECRET),
-    ];
-    let a = GatewayProcess::start(&text, &files).await;
-    let b = GatewayProcess::start(&text, &files).await;
-    let c = GatewayProcess::start(&text, &files).await;
+    let text = config_for(&idp, &upstream, &provider, SHARED_REDIS_STORE);
+    let a = GatewayProcess::start(&text, &SECRET_FILES).await;
+    let b = GatewayProcess::start(&text, &SECRET_FILES).await;
+    let c = GatewayProcess::start(&text, &SECRET_FILES).await;
     // Each process discovers the IdP on its own: until then its login answers 503.
     for replica in [&b, &c] {
         eventually("discovery in a replica", || async {
