@@ -17,6 +17,7 @@ pub mod websocket;
 mod ws_frames;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -24,12 +25,13 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
+use crate::auth::Identity;
 use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
 use crate::snapshot::{HttpUpstream, Route, SharedSnapshot, Snapshot, UpstreamTarget};
 pub use body::ProxyBody;
 use errors::error_response;
 use headers::RequestContext;
-use pool::{UpstreamBody, UpstreamError};
+use pool::{Sent, UpstreamBody, UpstreamError};
 
 /// The public listener's request handler. Cheap to clone: one per connection.
 #[derive(Debug, Clone)]
@@ -56,134 +58,177 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments in its state"
+    )]
+    pub fn handle(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<ProxyBody> {
-        let snapshot = self.snapshot.load_full();
-        let mut record = RequestRecord::start(
-            self.metrics.no_route(),
-            &request,
-            peer,
-            snapshot.config.log.access_log,
-        );
-        let policy = &snapshot.headers;
-        let peer_trusted = policy.is_trusted(peer.ip());
-        let request_id = request_id(&request, &snapshot, peer_trusted);
-        record.set_request_id(&request_id);
-        let carries_login_code = carries_login_code(&request);
-        let mut seen = Seen {
-            route: None,
-            record,
-        };
-        let over_https = headers::is_https(self.scheme, request.headers(), peer_trusted);
-        let mut response = self
-            .route(
-                &snapshot,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+        // A block, not an `async fn`, which would keep a second copy of the request in
+        // the future's state; the future is boxed for every request.
+        async move {
+            let snapshot = self.snapshot.load_full();
+            let mut record = RequestRecord::start(
+                self.metrics.no_route(),
+                &request,
+                peer,
+                snapshot.config.log.access_log,
+            );
+            let policy = &snapshot.headers;
+            let peer_trusted = policy.is_trusted(peer.ip());
+            let request_id = request_id(&request, &snapshot, peer_trusted);
+            record.set_request_id(&request_id);
+            let carries_login_code = carries_login_code(&request);
+            let over_https = headers::is_https(self.scheme, request.headers(), peer_trusted);
+            let mut matched = None;
+            let arrival = Arrival {
+                snapshot: &snapshot,
                 request,
                 peer,
                 peer_trusted,
-                &request_id,
-                &mut seen,
-            )
-            .await;
-        let matched = seen.route.as_deref();
-        headers::add_response_headers(response.headers_mut(), policy, matched, &request_id);
-        headers::add_hsts(response.headers_mut(), policy, over_https);
-        if carries_login_code {
-            // The page an OIDC login lands on has its one-time code in the URL: keep it
-            // out of the Referer of everything that page loads.
-            response.headers_mut().insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
+                request_id: &request_id,
+            };
+            let routed = self.route(arrival, &mut record, &mut matched);
+            let mut response = match routed {
+                Routed::Respond(response) => response,
+                Routed::Forward(forward) => {
+                    let (sent, exchange) = forward.send();
+                    self.answer(exchange, sent.await, &request_id)
+                }
+                Routed::Wait(pending) => pending.await,
+            };
+            headers::add_response_headers(response.headers_mut(), policy, matched, &request_id);
+            headers::add_hsts(response.headers_mut(), policy, over_https);
+            if carries_login_code {
+                // The page an OIDC login lands on has its one-time code in the URL: keep
+                // it out of the Referer of everything that page loads.
+                response.headers_mut().insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+            }
+            record.set_status(response.status());
+            response.map(|body| body.with_record(record))
         }
-        let mut record = seen.record;
-        record.set_status(response.status());
-        response.map(|body| body.with_record(record))
     }
 
-    async fn route(
-        &self,
-        snapshot: &Snapshot,
-        mut request: Request<Incoming>,
-        peer: SocketAddr,
-        peer_trusted: bool,
-        request_id: &HeaderValue,
-        seen: &mut Seen,
-    ) -> Response<ProxyBody> {
-        if let Some(reason) = framing::refusal(&request) {
+    /// Decides where a request goes without waiting for anything; `matched` learns the
+    /// route (its security headers apply to the response) and `record` its metrics.
+    fn route<'a>(
+        &'a self,
+        arrival: Arrival<'a>,
+        record: &mut RequestRecord,
+        matched: &mut Option<&'a Route>,
+    ) -> Routed<'a> {
+        let Arrival {
+            snapshot,
+            request,
+            peer,
+            request_id,
+            ..
+        } = &arrival;
+        if let Some(reason) = framing::refusal(request) {
             let mut response = error_response(StatusCode::BAD_REQUEST, None, reason, request_id);
             // What follows on this connection cannot be trusted to be framed as the
             // client meant: read no further.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            return Routed::Respond(response);
         }
         let path = match routes::normalize_path(request.uri().path()) {
             Ok(path) => path,
             Err(reason) => {
-                return error_response(
+                let message = reason.to_string();
+                return Routed::Respond(error_response(
                     StatusCode::BAD_REQUEST,
                     None,
-                    &reason.to_string(),
+                    &message,
                     request_id,
-                );
+                ));
             }
         };
         // The gateway's own login endpoints (oidc providers) come before the routes.
         if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
-            seen.record
-                .set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
-            return endpoint.handle(request, peer, request_id).await;
+            record.set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
+            let (peer, request_id) = (*peer, *request_id);
+            return Routed::Wait(Box::pin(endpoint.handle(arrival.request, peer, request_id)));
         }
-        let Some(route) = snapshot.routes.find(&path).cloned() else {
+        let Some(route) = snapshot.routes.find(&path) else {
             let message = "no route matches this path";
-            return error_response(StatusCode::NOT_FOUND, None, message, request_id);
+            return Routed::Respond(error_response(
+                StatusCode::NOT_FOUND,
+                None,
+                message,
+                request_id,
+            ));
         };
-        seen.record
-            .set_route(Arc::clone(self.metrics.route(&route)));
-        seen.route = Some(Arc::clone(&route));
-        let upstream_path = upstream_path(&route, &path, request.uri().query());
+        record.set_route(Arc::clone(self.metrics.route(route)));
+        *matched = Some(route);
+        let upstream_path = upstream_path(route, &path, request.uri().query());
 
         // The route's check runs before anything is sent upstream.
-        let identity = match &route.auth {
-            None => None,
-            Some(auth) => {
-                let remote_user = &snapshot.headers.remote_user;
-                match auth
-                    .authenticate(request.headers(), peer_trusted, remote_user)
-                    .await
-                {
-                    Ok(identity) => Some(identity),
-                    Err(failure) => {
-                        self.metrics.auth_failure(&auth.provider.name, &failure);
-                        tracing::info!(
-                            route = %route.name,
-                            provider = %auth.provider.name,
-                            request_id = request_id.to_str().unwrap_or("-"),
-                            status = failure.status().as_u16(),
-                            reason = %failure.message(),
-                            "request refused at the edge",
-                        );
-                        return errors::auth_failure_response(&failure, &route, request_id);
-                    }
-                }
-            }
+        let Some(auth) = &route.auth else {
+            return self.prepare(arrival, route, upstream_path, None);
         };
+        Routed::Wait(Box::pin(async move {
+            let remote_user = &arrival.snapshot.headers.remote_user;
+            let checked = auth
+                .authenticate(arrival.request.headers(), arrival.peer_trusted, remote_user)
+                .await;
+            let identity = match checked {
+                Ok(identity) => identity,
+                Err(failure) => {
+                    self.metrics.auth_failure(&auth.provider.name, &failure);
+                    tracing::info!(
+                        route = %route.name,
+                        provider = %auth.provider.name,
+                        request_id = arrival.request_id.to_str().unwrap_or("-"),
+                        status = failure.status().as_u16(),
+                        reason = %failure.message(),
+                        "request refused at the edge",
+                    );
+                    return errors::auth_failure_response(&failure, route, arrival.request_id);
+                }
+            };
+            let request_id = arrival.request_id;
+            self.prepare(arrival, route, upstream_path, Some(&identity))
+                .respond(self, request_id)
+                .await
+        }))
+    }
 
+    /// The routed request, checked against the route's limits, with the upstream's
+    /// headers: ready to forward, or refused.
+    fn prepare<'a>(
+        &'a self,
+        arrival: Arrival<'a>,
+        route: &'a Arc<Route>,
+        upstream_path: String,
+        identity: Option<&Identity>,
+    ) -> Routed<'a> {
+        let Arrival {
+            snapshot,
+            mut request,
+            peer,
+            peer_trusted,
+            request_id,
+        } = arrival;
         let websocket = is_websocket_handshake(&request);
         let websocket_slot = match route.websockets.as_ref().filter(|_| websocket) {
             Some(cap) => match cap.try_open() {
                 Some(slot) => Some(slot),
-                None => return limits::too_many_websockets(&route, cap, request_id),
+                None => {
+                    return Routed::Respond(limits::too_many_websockets(route, cap, request_id));
+                }
             },
             None => None,
         };
         if limits::declared_length_exceeds(request.headers(), route.max_request_body) {
-            return limits::too_large(&route, request_id);
+            return Routed::Respond(limits::too_large(route, request_id));
         }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
@@ -195,89 +240,154 @@ impl Proxy {
             uri_authority: parts.uri.authority().map(|a| a.as_str()),
             request_id,
             websocket,
-            identity: identity.as_ref(),
+            identity,
         };
 
-        match &route.upstream.target {
+        let http = match &route.upstream.target {
+            UpstreamTarget::Http(http) => http,
             UpstreamTarget::Echo => {
                 // The built-in upstream has no address; its Host is its name.
                 let host = HeaderValue::from_static("echo");
                 let headers = headers::upstream_request_headers(
                     &parts.headers,
                     &snapshot.headers,
-                    &route,
+                    route,
                     &host,
                     &ctx,
                 );
-                echo::respond(
-                    &route,
-                    &parts.method,
-                    &upstream_path,
-                    headers,
-                    body,
-                    request_id,
-                )
-                .await
+                let method = parts.method;
+                return Routed::Wait(Box::pin(async move {
+                    echo::respond(route, &method, &upstream_path, headers, body, request_id).await
+                }));
             }
-            UpstreamTarget::Http(http) => {
-                let mut headers = headers::upstream_request_headers(
-                    &parts.headers,
-                    &snapshot.headers,
-                    &route,
-                    &http.host,
-                    &ctx,
-                );
-                framing::frame_upstream_request(&parts.headers, &body, &mut headers);
-                let Some(uri) = upstream_uri(http, upstream_path) else {
-                    let message = "the request path cannot be forwarded";
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        Some(&route),
-                        message,
-                        request_id,
-                    );
-                };
-                let mut upstream_request = Request::new(body);
-                *upstream_request.method_mut() = parts.method;
-                *upstream_request.uri_mut() = uri;
-                *upstream_request.version_mut() = Version::HTTP_11;
-                *upstream_request.headers_mut() = headers;
-                let expires_at = identity.as_ref().and_then(|identity| identity.expires_at);
-                self.forward(
-                    &route,
-                    http,
-                    upstream_request,
-                    client_upgrade.zip(Some(websocket_slot)),
-                    expires_at,
-                    request_id,
-                )
-                .await
+        };
+        let mut headers = headers::upstream_request_headers(
+            &parts.headers,
+            &snapshot.headers,
+            route,
+            &http.host,
+            &ctx,
+        );
+        framing::frame_upstream_request(&parts.headers, &body, &mut headers);
+        let Some(uri) = upstream_uri(http, upstream_path) else {
+            let message = "the request path cannot be forwarded";
+            return Routed::Respond(error_response(
+                StatusCode::BAD_REQUEST,
+                Some(route),
+                message,
+                request_id,
+            ));
+        };
+        let mut upstream_request = Request::new(body);
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.headers_mut() = headers;
+        Routed::Forward(Forward {
+            route,
+            http,
+            request: upstream_request,
+            client_upgrade: client_upgrade.map(|upgrade| (upgrade, websocket_slot)),
+            credential_expires_at: identity.and_then(|identity| identity.expires_at),
+        })
+    }
+}
+
+/// A request as it arrived, with what the gateway learned of it before routing.
+struct Arrival<'a> {
+    snapshot: &'a Snapshot,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    peer_trusted: bool,
+    request_id: &'a HeaderValue,
+}
+
+/// Where routing sent a request. Most requests go to an HTTP upstream with nothing to
+/// wait for first, and that path is awaited in place; whatever must wait for something
+/// else first (an auth check, the gateway's login endpoints, the echo upstream) comes
+/// boxed, so that its state does not enlarge the future of every request.
+enum Routed<'a> {
+    /// Answered by the gateway itself: an error or a refusal.
+    Respond(Response<ProxyBody>),
+    Forward(Forward<'a>),
+    Wait(Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>>),
+}
+
+impl Routed<'_> {
+    /// The response, once what the request waits for is done. (`Proxy::handle` does the
+    /// same in place, which keeps one layer of state out of every request's future.)
+    async fn respond(self, proxy: &Proxy, request_id: &HeaderValue) -> Response<ProxyBody> {
+        match self {
+            Routed::Respond(response) => response,
+            Routed::Forward(forward) => {
+                let (sent, exchange) = forward.send();
+                proxy.answer(exchange, sent.await, request_id)
             }
+            Routed::Wait(pending) => pending.await,
         }
     }
 }
 
-/// What routing learned about a request, for its response headers, metrics and log.
-struct Seen {
-    /// The route that matched, if one did (its security headers apply).
-    route: Option<Arc<Route>>,
-    record: RequestRecord,
+/// A request ready for its HTTP upstream.
+struct Forward<'a> {
+    route: &'a Arc<Route>,
+    http: &'a HttpUpstream,
+    request: Request<limits::LimitedBody>,
+    /// The client's side of a WebSocket handshake, and the route's slot for it.
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
+    /// When the credential the request was let in with expires: a tunnel closes then.
+    credential_expires_at: Option<std::time::SystemTime>,
+}
+
+impl<'a> Forward<'a> {
+    /// Sends the request on one of the upstream's connections. The future resolves with
+    /// the response head (or the failure, or the route's timeout); what is needed to
+    /// answer the client then stays behind in the [`Exchange`].
+    fn send(
+        self,
+    ) -> (
+        tokio::time::Timeout<impl Future<Output = Sent> + 'a>,
+        Exchange<'a>,
+    ) {
+        let exchange = Exchange {
+            route: self.route,
+            body_exceeded: self.request.body().exceeded(),
+            client_upgrade: self.client_upgrade,
+            credential_expires_at: self.credential_expires_at,
+        };
+        let sent = tokio::time::timeout(
+            self.route.upstream.timeout,
+            self.http.pool.send(self.request),
+        );
+        (sent, exchange)
+    }
+}
+
+/// A request on its way upstream: what answering the client needs once the response
+/// head is in.
+struct Exchange<'a> {
+    route: &'a Arc<Route>,
+    /// Set when the client's body went over the route's limit while it was being sent.
+    body_exceeded: Arc<std::sync::atomic::AtomicBool>,
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
+    credential_expires_at: Option<std::time::SystemTime>,
 }
 
 impl Proxy {
-    /// Sends the request upstream and turns what comes back into the client's response.
-    async fn forward(
+    /// Turns what the upstream sent back (or its failure) into the client's response.
+    fn answer(
         &self,
-        route: &Arc<Route>,
-        http: &HttpUpstream,
-        request: Request<limits::LimitedBody>,
-        client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
-        credential_expires_at: Option<std::time::SystemTime>,
+        exchange: Exchange<'_>,
+        result: Result<Sent, tokio::time::error::Elapsed>,
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
+        let Exchange {
+            route,
+            body_exceeded,
+            client_upgrade,
+            credential_expires_at,
+        } = exchange;
         let upstream = &route.upstream;
-        let body_exceeded = request.body().exceeded();
-        let result = tokio::time::timeout(upstream.timeout, http.pool.send(request)).await;
         let (mut response, lease) = match result {
             Ok(Ok(sent)) => sent,
             Ok(Err(_)) if body_exceeded.load(std::sync::atomic::Ordering::Relaxed) => {

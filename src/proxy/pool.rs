@@ -78,6 +78,10 @@ pub enum UpstreamError {
     Request(hyper::Error),
 }
 
+/// What [`UpstreamPool::send`] resolves to: the response head and the connection it
+/// came on, or why there is none.
+pub type Sent = Result<(Response<Incoming>, Lease), UpstreamError>;
+
 impl UpstreamPool {
     pub fn new(host: String, port: u16, connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self {
@@ -97,51 +101,62 @@ impl UpstreamPool {
     /// [`UpstreamBody`]) so the connection returns to the pool when the body is done.
     ///
     /// The request's URI must be in origin form (`/path?query`): it is written as is.
-    pub async fn send(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments in its state"
+    )]
+    pub fn send(
         &self,
         mut request: Request<LimitedBody>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let mut replayed = false;
-        loop {
-            // A replay goes out on a new connection: the other idle ones are as old.
-            let pooled = if replayed {
-                None
-            } else {
-                self.shared.take_idle()
-            };
-            let (mut sender, idle_for) = match pooled {
-                Some((sender, idle_for)) => (sender, Some(idle_for)),
-                None => (self.connect().await?, None),
-            };
-            let replay = match idle_for {
-                Some(idle) if idle >= REPLAYABLE_AFTER_IDLE && !replayed => replay_copy(&request),
-                _ => None,
-            };
-            let mut error = match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let lease = Lease {
-                        sender,
-                        pool: Arc::downgrade(&self.shared),
-                    };
-                    return Ok((response, lease));
-                }
-                Err(error) => error,
-            };
-            request = match (error.take_message(), replay) {
-                // The idle connection was closed before the request was written:
-                // nothing reached the upstream, so another connection may carry it.
-                (Some(unsent), _) if idle_for.is_some() => unsent,
-                (None, Some(copy)) if closed_before_response(error.error()) => {
-                    tracing::debug!(
-                        host = %self.shared.host,
-                        port = self.shared.port,
-                        "an idle upstream connection closed under a request; sending it again"
-                    );
-                    replayed = true;
-                    copy
-                }
-                _ => return Err(UpstreamError::Request(error.into_error())),
-            };
+    ) -> impl Future<Output = Sent> + Send + '_ {
+        // A block, not an `async fn`, which would keep a second copy of `request` in its
+        // state: this future is part of every request's.
+        async move {
+            let mut replayed = false;
+            loop {
+                // A replay goes out on a new connection: the other idle ones are as old.
+                let pooled = if replayed {
+                    None
+                } else {
+                    self.shared.take_idle()
+                };
+                let (mut sender, idle_for) = match pooled {
+                    Some((sender, idle_for)) => (sender, Some(idle_for)),
+                    // Boxed: a new connection is the exception, and its future is large.
+                    None => (Box::pin(self.connect()).await?, None),
+                };
+                let replay = match idle_for {
+                    Some(idle) if idle >= REPLAYABLE_AFTER_IDLE && !replayed => {
+                        replay_copy(&request)
+                    }
+                    _ => None,
+                };
+                let mut error = match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        let lease = Lease {
+                            sender,
+                            pool: Arc::downgrade(&self.shared),
+                        };
+                        return Ok((response, lease));
+                    }
+                    Err(error) => error,
+                };
+                request = match (error.take_message(), replay) {
+                    // The idle connection was closed before the request was written:
+                    // nothing reached the upstream, so another connection may carry it.
+                    (Some(unsent), _) if idle_for.is_some() => unsent,
+                    (None, Some(copy)) if closed_before_response(error.error()) => {
+                        tracing::debug!(
+                            host = %self.shared.host,
+                            port = self.shared.port,
+                            "an idle upstream connection closed under a request; sending it again"
+                        );
+                        replayed = true;
+                        *copy
+                    }
+                    _ => return Err(UpstreamError::Request(error.into_error())),
+                };
+            }
         }
     }
 
@@ -234,8 +249,9 @@ impl Shared {
 }
 
 /// A copy of `request` to send again if its connection turns out to have been closing:
-/// only for a method that changes nothing (RFC 9110 §9.2.1) and carries no body.
-fn replay_copy(request: &Request<LimitedBody>) -> Option<Request<LimitedBody>> {
+/// only for a method that changes nothing (RFC 9110 §9.2.1) and carries no body. Boxed:
+/// it is seldom made, and it would otherwise take room in every request's future.
+fn replay_copy(request: &Request<LimitedBody>) -> Option<Box<Request<LimitedBody>>> {
     let safe = matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -248,7 +264,7 @@ fn replay_copy(request: &Request<LimitedBody>) -> Option<Request<LimitedBody>> {
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();
     *copy.headers_mut() = request.headers().clone();
-    Some(copy)
+    Some(Box::new(copy))
 }
 
 /// The connection ended before a complete response head arrived: the upstream closed
