@@ -35,7 +35,8 @@ struct Cli {
 enum Command {
     /// Run the gateway; reloads on file change and SIGHUP.
     Serve {
-        /// Worker threads of the runtime [default: one per core].
+        /// Worker threads of the runtime [default: one per core]. With one, a
+        /// single-threaded scheduler.
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -374,10 +375,22 @@ fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Resu
     if let Some(warning) = fluxlit::logging::init(&log_settings, level_override.as_deref()) {
         eprintln!("fluxlit: {warning}");
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker gets the single-threaded scheduler. It runs woken tasks in the order
+    // they woke, where the multi-threaded one runs a task woken by the running task
+    // next: the writes of one turn of the event loop go out together, and the peers are
+    // woken less often (BENCHMARKS.md, "Scheduling on one core").
+    let single = match workers {
+        Some(workers) => workers <= 1,
+        None => std::thread::available_parallelism().is_ok_and(|cores| cores.get() == 1),
+    };
+    let mut runtime = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     runtime.enable_all();
-    if let Some(workers) = workers {
-        runtime.worker_threads(workers.max(1));
+    if let Some(workers) = workers.filter(|_| !single) {
+        runtime.worker_threads(workers);
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     let exit = runtime.block_on(async {

@@ -96,7 +96,9 @@ impl Drop for Running {
 }
 
 /// Starts `fluxlit serve` routing everything to `upstream`, and waits until it is ready.
-async fn start(upstream: SocketAddr, grace: &str) -> Running {
+/// `workers` are extra `serve` arguments (`--workers 1` runs the single-threaded
+/// scheduler).
+async fn start(upstream: SocketAddr, grace: &str, workers: &[&str]) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let (addr, admin) = (free_port(), free_port());
     let config = format!(
@@ -107,7 +109,7 @@ async fn start(upstream: SocketAddr, grace: &str) -> Running {
     );
     let path = dir.path().join("fluxlit.toml");
     std::fs::write(&path, config).unwrap();
-    let child = spawn_binary(&path);
+    let child = spawn_binary(&path, workers);
     let running = Running {
         child,
         addr,
@@ -130,9 +132,11 @@ async fn start(upstream: SocketAddr, grace: &str) -> Running {
     }
 }
 
-fn spawn_binary(config: &Path) -> Child {
+fn spawn_binary(config: &Path, workers: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["serve", "--log", "info", "--config"])
+        .args(["serve", "--log", "info"])
+        .args(workers)
+        .arg("--config")
         .arg(config)
         .env_remove("FLUXLIT_CONFIG")
         .stdout(Stdio::null())
@@ -184,8 +188,17 @@ fn stderr_of(child: &mut Child) -> String {
 
 #[tokio::test]
 async fn sigterm_drains_requests_and_closes_websockets_with_1001_then_exits_0() {
+    drains_then_exits(&[]).await;
+}
+
+#[tokio::test]
+async fn on_one_worker_sigterm_drains_requests_and_closes_websockets_then_exits_0() {
+    drains_then_exits(&["--workers", "1"]).await;
+}
+
+async fn drains_then_exits(workers: &[&str]) {
     let (upstream, seen) = spawn_slow_and_ws_upstream().await;
-    let mut running = start(upstream, "30s").await;
+    let mut running = start(upstream, "30s", workers).await;
     let addr = running.addr;
 
     let (mut socket, _) = tokio::time::timeout(
@@ -261,7 +274,7 @@ async fn sigterm_drains_requests_and_closes_websockets_with_1001_then_exits_0() 
 #[tokio::test]
 async fn when_the_grace_period_ends_first_the_request_is_cut_and_the_process_exits_0() {
     let (upstream, seen) = spawn_slow_and_ws_upstream().await;
-    let mut running = start(upstream, "300ms").await;
+    let mut running = start(upstream, "300ms", &[]).await;
     let addr = running.addr;
 
     let started = seen.slow_started.notified();
