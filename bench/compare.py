@@ -696,9 +696,11 @@ def reload_scenario(run_index, server: Server, upstreams, args) -> dict:
     table_b = fluxlit_conf(port, up, ws, server.admin_port, extra_routes=args.reload_routes)
     url = f"http://127.0.0.1:{port}/"
     log(f"[run {run_index}] reload: keep-alive GET, config rewritten every second (2 vs {args.reload_routes + 2} routes)")
-    # Rate: the same for both phases, a fraction of what fluxlit sustains.
+    # Rate: the same for both phases, a fraction of what fluxlit sustains, low enough
+    # that the load side (oha and the upstream on one core) is not saturated: its own
+    # queueing would be what the p99 measures.
     w = wrk(url, 64, args.warmup + 2, [], args.load_cpu)
-    rate = args.rate.get("reload") or pick_rate([w["rps"]], args.rate_fraction)
+    rate = args.rate.get("reload") or pick_rate([w["rps"]], args.reload_rate_fraction)
     out = {"rate": rate}
     for phase in ("steady", "reloading"):
         texts = [table_b, table_a]
@@ -1027,6 +1029,7 @@ def main():
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--rate-fraction", type=float, default=0.5, help="oha's fixed rate as a fraction of the slowest proxy's wrk rps")
     parser.add_argument("--rate", action="append", default=[], help="SCENARIO=RPS: fix oha's rate for a scenario")
+    parser.add_argument("--reload-rate-fraction", type=float, default=0.25, help="oha's fixed rate in the reload scenario as a fraction of fluxlit's wrk rps")
     parser.add_argument("--reload-routes", type=int, default=98)
     parser.add_argument("--memory-connections", type=int, default=1000)
     parser.add_argument("--out", type=Path)
