@@ -21,7 +21,7 @@ pub type Attachment = Box<dyn Send + Sync + 'static>;
 pub struct ProxyBody {
     kind: Kind,
     _attachment: Option<Attachment>,
-    record: Option<Box<RequestRecord>>,
+    record: Option<RequestRecord>,
 }
 
 #[derive(Default)]
@@ -61,7 +61,7 @@ impl ProxyBody {
 
     /// Counts the bytes sent into `record`, which is finished when the body is.
     pub fn with_record(mut self, record: RequestRecord) -> Self {
-        self.record = Some(Box::new(record));
+        self.record = Some(record);
         self
     }
 }
