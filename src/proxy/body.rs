@@ -13,14 +13,15 @@ use hyper::body::{Body, Frame, SizeHint};
 use super::pool::UpstreamBody;
 use crate::metrics::RequestRecord;
 
-/// Something dropped when the response has been sent or abandoned (e.g. the
-/// connection's "request in flight" mark).
-pub type Attachment = Box<dyn Send + Sync + 'static>;
-
+/// `A` is dropped when the response has been sent or abandoned: the connection's
+/// "request in flight" mark once [`ProxyBody::attach`] adds it, `()` until then. A type
+/// parameter rather than a boxed trait object, so attaching it allocates nothing.
 #[derive(Default)]
-pub struct ProxyBody {
+pub struct ProxyBody<A = ()> {
+    // Dropped in this order: the upstream body (its connection back to the pool), the
+    // attachment, then the record (counted and logged).
     kind: Kind,
-    _attachment: Option<Attachment>,
+    _attachment: A,
     record: Option<RequestRecord>,
 }
 
@@ -36,7 +37,7 @@ impl ProxyBody {
     pub fn upstream(body: UpstreamBody) -> Self {
         Self {
             kind: Kind::Upstream(body),
-            _attachment: None,
+            _attachment: (),
             record: None,
         }
     }
@@ -44,7 +45,7 @@ impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self {
             kind: Kind::Full(Some(bytes.into())),
-            _attachment: None,
+            _attachment: (),
             record: None,
         }
     }
@@ -54,11 +55,21 @@ impl ProxyBody {
     }
 
     /// Keeps `attachment` alive until the body is finished or dropped.
-    pub fn attach(mut self, attachment: Attachment) -> Self {
-        self._attachment = Some(attachment);
-        self
+    pub fn attach<A>(self, attachment: A) -> ProxyBody<A> {
+        let Self {
+            kind,
+            _attachment: (),
+            record,
+        } = self;
+        ProxyBody {
+            kind,
+            _attachment: attachment,
+            record,
+        }
     }
+}
 
+impl<A> ProxyBody<A> {
     /// Counts the bytes sent into `record`, which is finished when the body is.
     pub fn with_record(mut self, record: RequestRecord) -> Self {
         self.record = Some(record);
@@ -66,7 +77,7 @@ impl ProxyBody {
     }
 }
 
-impl std::fmt::Debug for ProxyBody {
+impl<A> std::fmt::Debug for ProxyBody<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Upstream(_) => "upstream",
@@ -77,7 +88,7 @@ impl std::fmt::Debug for ProxyBody {
     }
 }
 
-impl Body for ProxyBody {
+impl<A: Unpin> Body for ProxyBody<A> {
     type Data = Bytes;
     type Error = hyper::Error;
 
