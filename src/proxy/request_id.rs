@@ -4,27 +4,40 @@
 //! system call per request. Here each thread draws a secret key from the OS once (std's
 //! `RandomState`) and the bytes are SipHash of that key and a per-thread counter: unique,
 //! and unpredictable to anyone who has not seen the key.
+//!
+//! The text of an id is a shared slice of a per-thread buffer that holds
+//! [`IDS_PER_BUFFER`] of them: a header value of its own would cost two allocations per
+//! request (its bytes, then the shared header `Bytes` makes when it is first cloned, for
+//! the upstream request). A buffer is freed when the last id cut from it is dropped.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hasher, RandomState};
 
+use bytes::BytesMut;
 use http::HeaderValue;
+
+/// Few enough that an id kept for long (in a streamed response's access record) holds
+/// little memory with it.
+const IDS_PER_BUFFER: usize = 16;
+/// `0b6e3f2c-5d1a-4c4e-9f7a-2b8d1e6c9a01`
+const ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 
 thread_local! {
     static KEYED_COUNTER: (RandomState, Cell<u64>) = (RandomState::new(), const { Cell::new(0) });
+    static TEXT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 fn random_bytes() -> [u8; 16] {
     KEYED_COUNTER.with(|(key, counter)| {
         let n = counter.get();
         counter.set(n.wrapping_add(1));
-        let half = |lane: u8| {
-            let mut hasher = key.build_hasher();
-            hasher.write_u64(n);
-            hasher.write_u8(lane);
-            hasher.finish()
-        };
-        ((u128::from(half(0)) << 64) | u128::from(half(1))).to_be_bytes()
+        // The two halves hash (n, 0) and (n, 1): the state after `n` is shared.
+        let mut high = key.build_hasher();
+        high.write_u64(n);
+        let mut low = high.clone();
+        high.write_u8(0);
+        low.write_u8(1);
+        ((u128::from(high.finish()) << 64) | u128::from(low.finish())).to_be_bytes()
     })
 }
 
@@ -32,8 +45,15 @@ fn random_bytes() -> [u8; 16] {
 pub fn fresh() -> HeaderValue {
     let id = uuid::Builder::from_random_bytes(random_bytes()).into_uuid();
     let mut buffer = uuid::Uuid::encode_buffer();
-    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
-        .unwrap_or(HeaderValue::from_static("-"))
+    let id = id.hyphenated().encode_lower(&mut buffer);
+    let text = TEXT.with_borrow_mut(|text| {
+        if text.capacity() < ID_LEN {
+            text.reserve(IDS_PER_BUFFER * ID_LEN);
+        }
+        text.extend_from_slice(id.as_bytes());
+        text.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(text).unwrap_or(HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
