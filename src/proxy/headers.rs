@@ -11,7 +11,7 @@ mod classes;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, GetAll, HeaderMap, HeaderName, HeaderValue, ValueIter};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, ValueIter};
 
 pub use classes::{HeaderClass, HeaderClasses};
 
@@ -46,8 +46,8 @@ pub fn upstream_request_headers(
     upstream_host: &HeaderValue,
     ctx: &RequestContext<'_>,
 ) -> HeaderMap {
+    let (connection, client_host) = ConnectionList::scan(client);
     let mut out = HeaderMap::with_capacity(client.len() + 6);
-    let connection = ConnectionList::of(client);
     for (name, value) in client {
         let allowed = match policy.classes.get(name) {
             Some(HeaderClass::Standard) => true,
@@ -95,22 +95,24 @@ pub fn upstream_request_headers(
         }
     }
 
-    // Proto, Host and Prefix: a trusted proxy's values were copied above; else ours.
-    if !out.contains_key(&X_FORWARDED_PROTO) {
+    // Proto, Host and Prefix: a trusted proxy's values were copied above; else ours. They
+    // are trusted-only names, so anyone else's were not copied and need no lookup.
+    let copied = |out: &HeaderMap, name: &HeaderName| ctx.peer_trusted && out.contains_key(name);
+    if !copied(&out, &X_FORWARDED_PROTO) {
         out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
     }
-    if !out.contains_key(&X_FORWARDED_HOST) {
+    if !copied(&out, &X_FORWARDED_HOST) {
         // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
         let host = ctx
             .uri_authority
             .and_then(|a| HeaderValue::from_str(a).ok())
-            .or_else(|| client.get(header::HOST).cloned());
+            .or_else(|| client_host.cloned());
         if let Some(host) = host {
             out.insert(X_FORWARDED_HOST, host);
         }
     }
-    if !out.contains_key(&X_FORWARDED_PREFIX)
-        && let Some(prefix) = &policy.forwarded_prefix
+    if let Some(prefix) = &policy.forwarded_prefix
+        && !copied(&out, &X_FORWARDED_PREFIX)
     {
         out.insert(X_FORWARDED_PREFIX, prefix.clone());
     }
@@ -148,25 +150,57 @@ fn lists(connection: ValueIter<'_, HeaderValue>, token: &str) -> bool {
 /// A request's `Connection` values, read once for all its headers: the lengths of the
 /// names they list rule most headers out without splitting the list again.
 struct ConnectionList<'a> {
-    values: GetAll<'a, HeaderValue>,
+    headers: &'a HeaderMap,
+    /// The `Connection` value when there is exactly one (the usual case).
+    only: Option<&'a HeaderValue>,
     /// Bit `n` for a listed name of length `n` (63 and longer share bit 63).
     lengths: u64,
 }
 
 impl<'a> ConnectionList<'a> {
+    #[cfg(test)]
     fn of(headers: &'a HeaderMap) -> Self {
-        let values = headers.get_all(header::CONNECTION);
-        let lengths = tokens(values.iter()).fold(0, |bits, t| bits | length_bit(t.len()));
-        Self { values, lengths }
+        Self::scan(headers).0
+    }
+
+    /// The list, and the first `Host` value, from one pass over the headers: a lookup by
+    /// name hashes the name, which costs more than comparing a few standard names.
+    fn scan(headers: &'a HeaderMap) -> (Self, Option<&'a HeaderValue>) {
+        let (mut values, mut last, mut lengths) = (0, None, 0);
+        let mut host = None;
+        for (name, value) in headers {
+            if name == header::CONNECTION {
+                values += 1;
+                last = Some(value);
+                lengths = tokens_of(value).fold(lengths, |bits, t| bits | length_bit(t.len()));
+            } else if name == header::HOST {
+                host = host.or(Some(value));
+            }
+        }
+        let only = last.filter(|_| values == 1);
+        (
+            Self {
+                headers,
+                only,
+                lengths,
+            },
+            host,
+        )
     }
 
     fn lists(&self, name: &str) -> bool {
-        self.lengths & length_bit(name.len()) != 0 && lists(self.values.iter(), name)
+        if self.lengths & length_bit(name.len()) == 0 {
+            return false;
+        }
+        match self.only {
+            Some(value) => tokens_of(value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())),
+            None => connection_has(self.headers, name),
+        }
     }
 }
 
-fn length_bit(len: usize) -> u64 {
-    1 << len.min(63)
+const fn length_bit(len: usize) -> u64 {
+    1 << if len < 63 { len } else { 63 }
 }
 
 /// The options `Connection` lists.
@@ -177,8 +211,14 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
 /// The options these `Connection` values list, as bytes: a value holding obs-text (bytes
 /// above 0x7F) is not valid `str`, and skipping it would forward every name it lists.
 fn tokens<'a>(connection: ValueIter<'a, HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
-    connection
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+    connection.flat_map(tokens_of)
+}
+
+/// The options one `Connection` value lists.
+fn tokens_of(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
 }
 
@@ -215,27 +255,68 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, policy: &HeaderPolicy) 
 /// Removes hop-by-hop headers from an upstream response. A `101 Switching Protocols`
 /// keeps `Connection` and `Upgrade`: they are the handshake's answer.
 pub fn clean_response_headers(headers: &mut HeaderMap, switching_protocols: bool) {
-    // Names listed in `Connection` besides the hop-by-hop ones removed below (and
-    // `close`, which names no header): usually none, so nothing is allocated.
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|token| {
-            !token.eq_ignore_ascii_case(b"close")
-                && !HOP_BY_HOP_NAMES
-                    .iter()
-                    .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
-        })
-        .filter_map(|token| HeaderName::from_bytes(token).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // Which of the hop-by-hop names are present, from one pass over the names: a
+    // response usually has one of the nine (`Connection`), and a removal hashes the name
+    // whether it is there or not.
+    let present = headers
+        .keys()
+        .filter_map(hop_by_hop_index)
+        .fold(0u16, |bits, index| bits | 1 << index);
+    if present & 1 << CONNECTION_INDEX != 0 {
+        // Names listed in `Connection` besides the hop-by-hop ones removed below (and
+        // `close`, which names no header): usually none, so nothing is allocated.
+        let listed: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|token| !token.eq_ignore_ascii_case(b"close") && !is_hop_by_hop(token))
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP_NAMES {
-        if switching_protocols && (name == header::CONNECTION || name == header::UPGRADE) {
+    for (index, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
+        if present & 1 << index == 0
+            || switching_protocols && (name == header::CONNECTION || name == header::UPGRADE)
+        {
             continue;
         }
         headers.remove(name);
     }
 }
+
+/// Where `name` is in [`HOP_BY_HOP_NAMES`], if it is.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    if HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()) == 0 {
+        return None;
+    }
+    HOP_BY_HOP_NAMES.iter().position(|hop| hop == name)
+}
+
+/// Whether a `Connection` token is a hop-by-hop name, in any case.
+fn is_hop_by_hop(token: &[u8]) -> bool {
+    HOP_BY_HOP_LENGTHS & length_bit(token.len()) != 0
+        && crate::header_sets::HOP_BY_HOP
+            .iter()
+            .any(|name| token.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Bit `n` for each hop-by-hop name of length `n`: most names are ruled out by their
+/// length alone.
+const HOP_BY_HOP_LENGTHS: u64 = {
+    let names = crate::header_sets::HOP_BY_HOP;
+    let mut bits = 0;
+    let mut i = 0;
+    while i < names.len() {
+        bits |= length_bit(names[i].len());
+        i += 1;
+    }
+    bits
+};
+
+const CONNECTION_INDEX: usize = 0;
+const _: () = assert!(matches!(
+    crate::header_sets::HOP_BY_HOP[CONNECTION_INDEX].as_bytes(),
+    b"connection"
+));
 
 /// [`crate::header_sets::HOP_BY_HOP`] as header names, built at compile time rather than
 /// parsed on every response.
