@@ -176,7 +176,7 @@ impl Connection {
                 // unboxed future (about 5 KiB) would be held by every idle connection.
                 Box::pin(async move {
                     let response = proxy.handle(request, peer).await;
-                    Ok::<_, Infallible>(response.map(|body| body.attach(Box::new(in_flight))))
+                    Ok::<_, Infallible>(response.map(|body| body.attach(in_flight)))
                 })
             })
         };
