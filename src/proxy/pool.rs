@@ -303,8 +303,9 @@ impl Lease {
         if self.sender.is_ready() {
             pool.put_idle(self.sender);
         } else if !self.sender.is_closed() {
-            // hyper's connection task has not yet seen the end of the exchange (it runs
-            // on another worker thread): wait for it, briefly, off the request path.
+            // hyper's connection task has not yet seen the end of the exchange (it has
+            // not run since, or runs on another worker thread): wait for it, briefly, off
+            // the request path.
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 return;
             };
