@@ -540,15 +540,65 @@ def upload_args(work: Path):
     return ["-s", str(lua)], ["-m", "PUT", "-D", str(body), "-T", "application/octet-stream"]
 
 
+class Wakeups:
+    """Counts, with `perf stat` when it works here, the context switches on the load CPU
+    and the IPIs the proxy CPU sends: how often the proxy wakes its peers, which costs
+    both cores (BENCHMARKS.md, "Scheduling on one core"). Counts, not times: they do not
+    move with a busy host the way CPU seconds do."""
+
+    EVENTS = "sched:sched_switch,ipi:ipi_send_cpu"
+
+    def __init__(self, args, work: Path):
+        self.args, self.out = args, work / "perf-wakeups.csv"
+        self.counts = None
+
+    def __enter__(self):
+        self.proc = None
+        if shutil.which("perf"):
+            self.proc = subprocess.Popen(
+                ["perf", "stat", "-a", "-A", "-x", ",", "-e", self.EVENTS, "-o", str(self.out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return
+        counts = {}
+        for line in self.out.read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) > 3 and fields[0].startswith("CPU") and fields[1].isdigit():
+                counts[(int(fields[0][3:]), fields[3])] = int(fields[1])
+        self.counts = counts
+
+    def per_request(self, requests: int) -> dict | None:
+        if not self.counts or not requests:
+            return None
+        return {
+            "load_cpu_switches": round(self.counts.get((self.args.load_cpu, "sched:sched_switch"), 0) / requests, 3),
+            "proxy_cpu_ipis": round(self.counts.get((self.args.proxy_cpu, "ipi:ipi_send_cpu"), 0) / requests, 3),
+        }
+
+
 def measure_http(scn, target_url, meter_proxy, upstreams, args, rate):
     spec = HTTP_SCENARIOS[scn]
     url = target_url + spec["path"]
     # Warm up: pools, caches, the allocator.
     wrk(url, spec["conns"], args.warmup, spec["wrk"], args.load_cpu)
     time.sleep(0.5)
-    with Meter(meter_proxy, upstreams) as m:
+    with Meter(meter_proxy, upstreams) as m, Wakeups(args, args.work) as wakeups:
         w = wrk(url, spec["conns"], args.duration, spec["wrk"], args.load_cpu)
-    result = {"wrk": {k: v for k, v in w.items() if k != "raw"}, "wrk_cpu": m.result(w["tool_cpu_s"])}
+    result = {
+        "wrk": {k: v for k, v in w.items() if k != "raw"},
+        "wrk_cpu": m.result(w["tool_cpu_s"]),
+        "wakeups_per_request": wakeups.per_request(w["requests"]),
+    }
     return result
 
 
@@ -599,7 +649,11 @@ def run_once(run_index: int, args, work: Path) -> dict:
             for name in order:
                 per[name] = measure_http(scn, url_of(name), targets[name], upstreams, args, None)
                 w = per[name]["wrk"]
-                log(f"    {name:15} {w['rps']:10.0f} rps  proxy cpu {per[name]['wrk_cpu']['proxy_cpu']:.2f}  other cpu {per[name]['wrk_cpu']['foreign_cpu']:.2f}  non-2xx {w['non2xx']}  socket errors {w['socket_errors']}")
+                wk = per[name]["wakeups_per_request"] or {}
+                log(
+                    f"    {name:15} {w['rps']:10.0f} rps  proxy cpu {per[name]['wrk_cpu']['proxy_cpu']:.2f}  other cpu {per[name]['wrk_cpu']['foreign_cpu']:.2f}  "
+                    f"non-2xx {w['non2xx']}  socket errors {w['socket_errors']}  switches+ipis/req {wk.get('load_cpu_switches', '-')}+{wk.get('proxy_cpu_ipis', '-')}"
+                )
             rate = args.rate.get(scn) or pick_rate([per[n]["wrk"]["rps"] for n in order if n != "direct"], args.rate_fraction)
             log(f"[run {run_index}] {scn}: latency (oha at {rate} req/s)")
             for name in order:
@@ -801,6 +855,15 @@ def cpu_per_request(rows) -> str:
     return f"{fmt_range(per, 1)} ({med(user):.1f}+{med(per) - med(user):.1f})"
 
 
+def wakeups(rows) -> str:
+    counted = [x.get("wakeups_per_request") for x in rows]
+    if not all(counted):
+        return "–"
+    switches = med([c["load_cpu_switches"] for c in counted])
+    ipis = med([c["proxy_cpu_ipis"] for c in counted])
+    return f"{switches:.2f} + {ipis:.2f}"
+
+
 def report(all_runs: list[dict], memory: dict | None, args, work: Path) -> str:
     lines = []
     n = len(all_runs)
@@ -814,8 +877,8 @@ def report(all_runs: list[dict], memory: dict | None, args, work: Path) -> str:
         rate = [r["scenarios"][scn][names[-1]]["oha"]["rate"] for r in all_runs]
         lines.append(f"### {scn} ({HTTP_SCENARIOS[scn]['conns']} connections; latency at a fixed {', '.join(map(str, rate))} req/s)")
         lines.append("")
-        lines.append("| target | rps (wrk) | rps / nginx | p50 ms | p99 ms | p99.9 ms | p99 / nginx | proxy CPU | proxy CPU µs/req (user+sys) | failed |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| target | rps (wrk) | rps / nginx | p50 ms | p99 ms | p99.9 ms | p99 / nginx | proxy CPU | proxy CPU µs/req (user+sys) | load-CPU switches + proxy IPIs /req | failed |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for name in names:
             rows = [r["scenarios"][scn][name] for r in all_runs]
             rps = [x["wrk"]["rps"] for x in rows]
@@ -825,7 +888,7 @@ def report(all_runs: list[dict], memory: dict | None, args, work: Path) -> str:
             lines.append(
                 f"| {name} | {fmt_range(rps, 0)} | {fmt_range(ratio)} | {fmt_range([x['oha']['p50_ms'] for x in rows], 3)} | "
                 f"{fmt_range([x['oha']['p99_ms'] for x in rows], 3)} | {fmt_range([x['oha']['p999_ms'] for x in rows], 3)} | "
-                f"{fmt_range(p99r)} | {fmt_range([x['wrk_cpu']['proxy_cpu'] for x in rows])} | {cpu_per_request(rows)} | {failed} |"
+                f"{fmt_range(p99r)} | {fmt_range([x['wrk_cpu']['proxy_cpu'] for x in rows])} | {cpu_per_request(rows)} | {wakeups(rows)} | {failed} |"
             )
         lines.append("")
     if all_runs and "ws" in all_runs[0]["scenarios"]:
@@ -1048,6 +1111,7 @@ def main():
     work = args.out or (ROOT / "target" / "bench" / stamp)
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    args.work = work
     log(f"writing to {work}")
     HTTP_SCENARIOS["upload10m"]["wrk"], HTTP_SCENARIOS["upload10m"]["oha"] = upload_args(work)
     if args.profile:
