@@ -554,11 +554,15 @@ class Wakeups:
 
     def __enter__(self):
         self.proc = None
+        self.out.unlink(missing_ok=True)
         if shutil.which("perf"):
             self.proc = subprocess.Popen(
                 ["perf", "stat", "-a", "-A", "-x", ",", "-e", self.EVENTS, "-o", str(self.out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
+            # perf takes a moment to open its counters: what it misses would be missed
+            # per request.
+            time.sleep(0.3)
         return self
 
     def __exit__(self, *exc):
@@ -570,6 +574,8 @@ class Wakeups:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return
+        if not self.out.exists():
+            return  # perf could not count here (no permission, no such events)
         counts = {}
         for line in self.out.read_text().splitlines():
             fields = line.split(",")
@@ -592,7 +598,7 @@ def measure_http(scn, target_url, meter_proxy, upstreams, args, rate):
     # Warm up: pools, caches, the allocator.
     wrk(url, spec["conns"], args.warmup, spec["wrk"], args.load_cpu)
     time.sleep(0.5)
-    with Meter(meter_proxy, upstreams) as m, Wakeups(args, args.work) as wakeups:
+    with Wakeups(args, args.work) as wakeups, Meter(meter_proxy, upstreams) as m:
         w = wrk(url, spec["conns"], args.duration, spec["wrk"], args.load_cpu)
     result = {
         "wrk": {k: v for k, v in w.items() if k != "raw"},

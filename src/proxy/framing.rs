@@ -88,14 +88,12 @@ pub fn frame_response(headers: &mut HeaderMap) {
     let Some(first) = lengths.next() else {
         return;
     };
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     // The usual case, one length in canonical digits, needs no rewriting.
-    if lengths.next().is_none()
-        && is_canonical_length(first.as_bytes())
-        && !headers.contains_key(header::TRANSFER_ENCODING)
-    {
+    if !chunked && lengths.next().is_none() && is_canonical_length(first.as_bytes()) {
         return;
     }
-    let length = if headers.contains_key(header::TRANSFER_ENCODING) {
+    let length = if chunked {
         None
     } else {
         single_length(headers)
