@@ -36,16 +36,19 @@ pub struct LimitedBody {
     inner: Option<Incoming>,
     limit: u64,
     seen: u64,
-    exceeded: Arc<AtomicBool>,
+    /// `None` for a body that was over before it began (most requests): it cannot go
+    /// over the cap, and a request spares the allocation.
+    exceeded: Option<Arc<AtomicBool>>,
 }
 
 impl LimitedBody {
     pub fn new(inner: Incoming, limit: u64) -> Self {
+        let exceeded = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         Self {
             inner: Some(inner),
             limit,
             seen: 0,
-            exceeded: Arc::new(AtomicBool::new(false)),
+            exceeded,
         }
     }
 
@@ -55,13 +58,20 @@ impl LimitedBody {
             inner: None,
             limit: 0,
             seen: 0,
-            exceeded: Arc::new(AtomicBool::new(false)),
+            exceeded: None,
         }
     }
 
-    /// Turns true once the body has been cut; readable after the body is gone.
-    pub fn exceeded(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.exceeded)
+    /// Turns true once the body has been cut; readable after the body is gone. `None`
+    /// for a body that cannot be cut (it had ended before it began).
+    pub fn exceeded(&self) -> Option<Arc<AtomicBool>> {
+        self.exceeded.clone()
+    }
+
+    fn was_cut(&self) -> bool {
+        self.exceeded
+            .as_ref()
+            .is_some_and(|exceeded| exceeded.load(Ordering::Relaxed))
     }
 }
 
@@ -74,7 +84,7 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        if this.exceeded.load(Ordering::Relaxed) {
+        if this.was_cut() {
             return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
         }
         let Some(inner) = &mut this.inner else {
@@ -85,7 +95,9 @@ impl Body for LimitedBody {
                 let len = frame.data_ref().map_or(0, |data| data.len() as u64);
                 this.seen = this.seen.saturating_add(len);
                 if this.seen > this.limit {
-                    this.exceeded.store(true, Ordering::Relaxed);
+                    if let Some(exceeded) = &this.exceeded {
+                        exceeded.store(true, Ordering::Relaxed);
+                    }
                     return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
                 }
                 Poll::Ready(Some(Ok(frame)))

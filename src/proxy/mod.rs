@@ -368,7 +368,7 @@ impl<'a> Forward<'a> {
 struct Exchange<'a> {
     route: &'a Arc<Route>,
     /// Set when the client's body went over the route's limit while it was being sent.
-    body_exceeded: Arc<std::sync::atomic::AtomicBool>,
+    body_exceeded: Option<Arc<std::sync::atomic::AtomicBool>>,
     client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
     credential_expires_at: Option<std::time::SystemTime>,
 }
@@ -390,7 +390,11 @@ impl Proxy {
         let upstream = &route.upstream;
         let (mut response, lease) = match result {
             Ok(Ok(sent)) => sent,
-            Ok(Err(_)) if body_exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
+            Ok(Err(_))
+                if body_exceeded.as_ref().is_some_and(|exceeded| {
+                    exceeded.load(std::sync::atomic::Ordering::Relaxed)
+                }) =>
+            {
                 return limits::too_large(route, request_id);
             }
             Ok(Err(UpstreamError::Request(error))) if framing::client_body_failed(&error) => {
