@@ -12,6 +12,12 @@ use clap::{Parser, Subcommand};
 use fluxlit::config::{self, LoadError};
 use fluxlit::{Gateway, reload::StartupConfigError};
 
+/// A request allocates a dozen short-lived blocks (read buffers, header maps, the
+/// service future); glibc's allocator spends about twice mimalloc's instructions on them
+/// (BENCHMARKS.md, "mimalloc and the hyper floor").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fluxlit",
