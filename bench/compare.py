@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-PROXIES = ["nginx", "haproxy", "caddy", "fluxlit"]
+PROXIES = ["nginx", "haproxy", "caddy", "fluxlit", "hyper-floor"]
+# Proxies that do not tunnel WebSockets: left out of the ws scenario.
+NO_WEBSOCKETS = {"hyper-floor"}
 SCENARIOS = ["keepalive", "newconn", "stream1m", "upload10m", "ws", "routes10k", "reload", "memory"]
 
 # Scenario: (path, wrk connections, extra wrk args, oha extra args)
@@ -397,6 +399,11 @@ def start_proxy(kind: str, work: Path, cpu: int, up: int, ws: int, args, label=N
         (d / "Caddyfile").write_text(caddyfile(port, up, ws))
         env = {"GOMAXPROCS": "1", "XDG_DATA_HOME": str(d / "data"), "XDG_CONFIG_HOME": str(d / "config"), "HOME": str(d)}
         s = Server(label, ["caddy", "run", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"], cpu, port, work, env=env)
+    elif kind == "hyper-floor":
+        # Not a product: the least a proxy built on hyper does (benches/loadgen.rs), to
+        # tell hyper's own cost per request from fluxlit's.
+        argv = [str(args.loadgen), "hyper-proxy", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up}"]
+        s = Server(label, argv, cpu, port, work)
     elif kind.startswith("fluxlit"):
         admin_port = free_port() if admin else None
         (d / "fluxlit.toml").write_text(fluxlit_conf(port, up, ws, admin_port, extra_routes))
@@ -671,7 +678,7 @@ def run_once(run_index: int, args, work: Path) -> dict:
         if "ws" in args.scenarios:
             log(f"[run {run_index}] ws: echo round trips, 64 connections, closed loop")
             per = {}
-            for name in order:
+            for name in [n for n in order if n not in NO_WEBSOCKETS]:
                 url = f"ws://127.0.0.1:{ws_port}/ws" if name == "direct" else f"ws://127.0.0.1:{servers[name].port}/ws"
                 with Meter(targets[name], upstreams) as m:
                     r = ws_load(args, url, args.duration, args.load_cpu)
@@ -879,7 +886,7 @@ def report(all_runs: list[dict], memory: dict | None, args, work: Path) -> str:
         if not all_runs or scn not in all_runs[0]["scenarios"]:
             continue
         names = list(all_runs[0]["scenarios"][scn].keys())
-        names = ["direct"] + [k for k in ["nginx", "haproxy", "caddy", "fluxlit", "fluxlit-before"] if k in names]
+        names = ["direct"] + [k for k in ["nginx", "haproxy", "caddy", "fluxlit", "fluxlit-before", "hyper-floor"] if k in names]
         rate = [r["scenarios"][scn][names[-1]]["oha"]["rate"] for r in all_runs]
         lines.append(f"### {scn} ({HTTP_SCENARIOS[scn]['conns']} connections; latency at a fixed {', '.join(map(str, rate))} req/s)")
         lines.append("")

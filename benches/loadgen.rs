@@ -27,6 +27,13 @@
 //!   connections (one keep-alive GET each, or a WebSocket handshake), prints
 //!   `{"ready": N, "failed": M}`, then holds them until stdin closes or the time is up.
 //!
+//! - `hyper-proxy --listen ADDR --upstream ADDR`: the least a proxy built on hyper can
+//!   do, as a floor to measure fluxlit against: each client connection gets its own
+//!   keep-alive connection to the upstream and every request is passed on as it came,
+//!   with no header policy, no request id, no routing, no timeout and no pool. Runs on
+//!   a single-threaded runtime, as `fluxlit serve --workers 1` does; prints
+//!   `{"listening": "ADDR"}` once bound.
+//!
 //! `--threads N` (default 1) sets the runtime's worker threads.
 
 use std::io::Write;
@@ -45,11 +52,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 const USAGE: &str = "usage: loadgen [--threads N] (ws-echo-server --listen ADDR | ws-load --url URL \
 [--connections N] [--seconds S] [--size BYTES] | get --url URL [--connections N] --requests N \
-| hold --url URL [--connections N] [--seconds S])";
+| hold --url URL [--connections N] [--seconds S] | hyper-proxy --listen ADDR --upstream ADDR)";
 
 struct Args {
     command: String,
     listen: Option<SocketAddr>,
+    upstream: Option<SocketAddr>,
     url: Option<String>,
     connections: usize,
     seconds: f64,
@@ -62,6 +70,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         command: String::new(),
         listen: None,
+        upstream: None,
         url: None,
         connections: 0,
         seconds: 0.0,
@@ -78,6 +87,10 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--listen" => {
                 let v = value("--listen")?;
                 args.listen = Some(v.parse().map_err(|e| format!("--listen {v}: {e}"))?);
+            }
+            "--upstream" => {
+                let v = value("--upstream")?;
+                args.upstream = Some(v.parse().map_err(|e| format!("--upstream {v}: {e}"))?);
             }
             "--url" => args.url = Some(value("--url")?),
             "--connections" => args.connections = number(&value("--connections")?)?,
@@ -113,10 +126,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build();
+    let runtime = if args.command == "hyper-proxy" {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    };
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -170,6 +189,11 @@ fn main() -> ExitCode {
                 };
                 hold(url, connections, seconds).await
             }
+            "hyper-proxy" => {
+                let listen = args.listen.ok_or("--listen is required")?;
+                let upstream = args.upstream.ok_or("--upstream is required")?;
+                hyper_proxy(listen, upstream).await
+            }
             other => Err(format!("unknown command {other:?}")),
         }
     });
@@ -214,6 +238,58 @@ async fn ws_echo_server(listen: SocketAddr) -> Result<(), String> {
                     break;
                 }
             }
+        });
+    }
+}
+
+async fn hyper_proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), String> {
+    use hyper::body::Incoming;
+    use hyper::client::conn::http1::SendRequest;
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("bind {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    print_json(&serde_json::json!({ "listening": bound.to_string() }));
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(stream) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok((sender, connection)) =
+                hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(stream)).await
+            else {
+                return;
+            };
+            tokio::spawn(connection);
+            // HTTP/1.1 carries one request at a time, so the lock is never contended; it
+            // is there because the service must be `Fn`.
+            let sender: Arc<std::sync::Mutex<SendRequest<Incoming>>> =
+                Arc::new(std::sync::Mutex::new(sender));
+            let service = hyper::service::service_fn(move |request| {
+                let sender = Arc::clone(&sender);
+                async move {
+                    std::future::poll_fn(|cx| match sender.lock() {
+                        Ok(mut sender) => sender.poll_ready(cx),
+                        Err(_) => std::task::Poll::Ready(Ok(())),
+                    })
+                    .await?;
+                    let sent = match sender.lock() {
+                        Ok(mut sender) => sender.send_request(request),
+                        Err(poisoned) => poisoned.into_inner().send_request(request),
+                    };
+                    sent.await
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(client), service)
+                .await;
         });
     }
 }
