@@ -212,7 +212,13 @@ fn print_json(value: &serde_json::Value) {
     let _ = stdout.flush();
 }
 
-async fn ws_echo_server(listen: SocketAddr) -> Result<(), String> {
+/// Binds `listen`, says where on stdout, and hands each accepted connection (Nagle's
+/// delay off) to `serve` on a task of its own.
+async fn accept_loop<F, Fut>(listen: SocketAddr, serve: F) -> Result<(), String>
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("bind {listen}: {e}"))?;
@@ -224,74 +230,68 @@ async fn ws_echo_server(listen: SocketAddr) -> Result<(), String> {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                return;
-            };
-            while let Some(Ok(message)) = ws.next().await {
-                let echo = match message {
-                    Message::Text(_) | Message::Binary(_) => message,
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                if ws.send(echo).await.is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(serve(stream));
     }
+}
+
+async fn ws_echo_server(listen: SocketAddr) -> Result<(), String> {
+    accept_loop(listen, |stream| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(Ok(message)) = ws.next().await {
+            let echo = match message {
+                Message::Text(_) | Message::Binary(_) => message,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ws.send(echo).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
 }
 
 async fn hyper_proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), String> {
     use hyper::body::Incoming;
     use hyper::client::conn::http1::SendRequest;
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("bind {listen}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    print_json(&serde_json::json!({ "listening": bound.to_string() }));
-    loop {
-        let Ok((client, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+    accept_loop(listen, move |client| async move {
+        let Ok(stream) = TcpStream::connect(upstream).await else {
+            return;
         };
-        let _ = client.set_nodelay(true);
-        tokio::spawn(async move {
-            let Ok(stream) = TcpStream::connect(upstream).await else {
-                return;
-            };
-            let _ = stream.set_nodelay(true);
-            let Ok((sender, connection)) =
-                hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(stream)).await
-            else {
-                return;
-            };
-            tokio::spawn(connection);
-            // HTTP/1.1 carries one request at a time, so the lock is never contended; it
-            // is there because the service must be `Fn`.
-            let sender: Arc<std::sync::Mutex<SendRequest<Incoming>>> =
-                Arc::new(std::sync::Mutex::new(sender));
-            let service = hyper::service::service_fn(move |request| {
-                let sender = Arc::clone(&sender);
-                async move {
-                    std::future::poll_fn(|cx| match sender.lock() {
-                        Ok(mut sender) => sender.poll_ready(cx),
-                        Err(_) => std::task::Poll::Ready(Ok(())),
-                    })
-                    .await?;
-                    let sent = match sender.lock() {
-                        Ok(mut sender) => sender.send_request(request),
-                        Err(poisoned) => poisoned.into_inner().send_request(request),
-                    };
-                    sent.await
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(client), service)
-                .await;
+        let _ = stream.set_nodelay(true);
+        let Ok((sender, connection)) =
+            hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(stream)).await
+        else {
+            return;
+        };
+        tokio::spawn(connection);
+        // HTTP/1.1 carries one request at a time, so the lock is never contended; it is
+        // there because the service must be `Fn`.
+        let sender: Arc<std::sync::Mutex<SendRequest<Incoming>>> =
+            Arc::new(std::sync::Mutex::new(sender));
+        let service = hyper::service::service_fn(move |request| {
+            let sender = Arc::clone(&sender);
+            async move {
+                std::future::poll_fn(|cx| match sender.lock() {
+                    Ok(mut sender) => sender.poll_ready(cx),
+                    Err(_) => std::task::Poll::Ready(Ok(())),
+                })
+                .await?;
+                let sent = match sender.lock() {
+                    Ok(mut sender) => sender.send_request(request),
+                    Err(poisoned) => poisoned.into_inner().send_request(request),
+                };
+                sent.await
+            }
         });
-    }
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(client), service)
+            .await;
+    })
+    .await
 }
 
 async fn ws_connect(url: &str) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, String> {
