@@ -95,7 +95,9 @@ impl Proxy {
             let mut response = match routed {
                 Routed::Respond(response) => response,
                 Routed::Forward(forward) => {
-                    let (sent, exchange) = forward.send();
+                    let (request, exchange) = forward.into_request();
+                    let timeout = exchange.route.upstream.timeout;
+                    let sent = tokio::time::timeout(timeout, exchange.http.pool.send(request));
                     self.answer(exchange, sent.await, &request_id)
                 }
                 Routed::Wait(pending) => pending.await,
@@ -320,7 +322,9 @@ impl Routed<'_> {
         match self {
             Routed::Respond(response) => response,
             Routed::Forward(forward) => {
-                let (sent, exchange) = forward.send();
+                let (request, exchange) = forward.into_request();
+                let timeout = exchange.route.upstream.timeout;
+                let sent = tokio::time::timeout(timeout, exchange.http.pool.send(request));
                 proxy.answer(exchange, sent.await, request_id)
             }
             Routed::Wait(pending) => pending.await,
@@ -340,26 +344,18 @@ struct Forward<'a> {
 }
 
 impl<'a> Forward<'a> {
-    /// Sends the request on one of the upstream's connections. The future resolves with
-    /// the response head (or the failure, or the route's timeout); what is needed to
-    /// answer the client then stays behind in the [`Exchange`].
-    fn send(
-        self,
-    ) -> (
-        tokio::time::Timeout<impl Future<Output = Sent> + 'a>,
-        Exchange<'a>,
-    ) {
+    /// The request for the upstream, and what answering the client needs once the
+    /// response head is in. The caller builds the send future where it awaits it: made
+    /// here and handed back, the future (800 bytes) would be copied twice more.
+    fn into_request(self) -> (Request<limits::LimitedBody>, Exchange<'a>) {
         let exchange = Exchange {
             route: self.route,
+            http: self.http,
             body_exceeded: self.request.body().exceeded(),
             client_upgrade: self.client_upgrade,
             credential_expires_at: self.credential_expires_at,
         };
-        let sent = tokio::time::timeout(
-            self.route.upstream.timeout,
-            self.http.pool.send(self.request),
-        );
-        (sent, exchange)
+        (self.request, exchange)
     }
 }
 
@@ -367,6 +363,7 @@ impl<'a> Forward<'a> {
 /// head is in.
 struct Exchange<'a> {
     route: &'a Arc<Route>,
+    http: &'a HttpUpstream,
     /// Set when the client's body went over the route's limit while it was being sent.
     body_exceeded: Option<Arc<std::sync::atomic::AtomicBool>>,
     client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
@@ -386,6 +383,7 @@ impl Proxy {
             body_exceeded,
             client_upgrade,
             credential_expires_at,
+            ..
         } = exchange;
         let upstream = &route.upstream;
         let (mut response, lease) = match result {
