@@ -36,8 +36,8 @@ pub struct LimitedBody {
     inner: Option<Incoming>,
     limit: u64,
     seen: u64,
-    /// `None` for a body that was over before it began (most requests): it cannot go
-    /// over the cap, and a request spares the allocation.
+    /// `None` for a request without a body (most of them): nothing can go over the
+    /// cap, and the request spares the allocation.
     exceeded: Option<Arc<AtomicBool>>,
 }
 
@@ -63,7 +63,7 @@ impl LimitedBody {
     }
 
     /// Turns true once the body has been cut; readable after the body is gone. `None`
-    /// for a body that cannot be cut (it had ended before it began).
+    /// for a request without a body, which cannot be cut.
     pub fn exceeded(&self) -> Option<Arc<AtomicBool>> {
         self.exceeded.clone()
     }
