@@ -3,6 +3,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,7 +45,7 @@ enum Command {
         /// Worker threads of the runtime [default: one per core]. With one, a
         /// single-threaded scheduler.
         #[arg(long)]
-        workers: Option<usize>,
+        workers: Option<NonZeroUsize>,
     },
     /// Check the config: exit 0, or print every error with line:column and exit 1.
     Validate,
@@ -369,7 +370,11 @@ fn report(error: &LoadError) {
     }
 }
 
-fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Result<ExitCode> {
+fn serve(
+    path: &Path,
+    workers: Option<NonZeroUsize>,
+    log: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     // `[log]` is read before the gateway starts, so that its own messages are formatted
     // as asked; a file that does not load is reported by the start below.
     let log_settings = config::load(path)
@@ -386,7 +391,7 @@ fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Resu
     // next: the writes of one turn of the event loop go out together, and the peers are
     // woken less often (BENCHMARKS.md, "Scheduling on one core").
     let single = match workers {
-        Some(workers) => workers <= 1,
+        Some(workers) => workers.get() == 1,
         None => std::thread::available_parallelism().is_ok_and(|cores| cores.get() == 1),
     };
     let mut runtime = if single {
@@ -396,7 +401,7 @@ fn serve(path: &Path, workers: Option<usize>, log: Option<&str>) -> anyhow::Resu
     };
     runtime.enable_all();
     if let Some(workers) = workers.filter(|_| !single) {
-        runtime.worker_threads(workers);
+        runtime.worker_threads(workers.get());
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     let exit = runtime.block_on(async {

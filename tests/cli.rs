@@ -175,3 +175,16 @@ fn config_prints_the_effective_config_which_loads_back_the_same() {
         .config;
     assert_eq!(original, reloaded);
 }
+
+#[test]
+fn zero_workers_is_a_usage_error_not_a_silent_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = fluxlit(&["serve", "--workers", "0"], dir.path());
+    // clap's usage errors exit 2, before any config is read.
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid value '0' for '--workers"),
+        "{}",
+        stderr(&output)
+    );
+}
