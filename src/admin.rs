@@ -16,7 +16,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -28,7 +27,7 @@ pub async fn serve(
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: crate::shutdown::Signal,
 ) {
     loop {
         let (stream, _) = tokio::select! {
@@ -40,7 +39,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = crate::gateway::stopped(&mut shutdown) => return,
+            () = stop.fired() => return,
         };
         let snapshot = Arc::clone(&snapshot);
         let reloader = Arc::clone(&reloader);

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::secrets::{Environment, ProcessEnvironment};
@@ -21,6 +20,7 @@ use crate::config::compile::CompileContext;
 use crate::metrics::Metrics;
 use crate::proxy::websocket::Tunnels;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
+use crate::shutdown;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::{admin, server};
 
@@ -35,9 +35,9 @@ pub struct Gateway {
     /// Set when the shutdown starts; `/readyz` reads it.
     draining: Arc<AtomicBool>,
     /// Closes the public listener and its connections and tunnels.
-    drain: watch::Sender<bool>,
+    drain: shutdown::Signal,
     /// Stops the admin listener and the watcher, after the drain.
-    stop: watch::Sender<bool>,
+    stop: shutdown::Signal,
     server: JoinHandle<()>,
     /// Requests in flight on the public listener.
     requests: Arc<AtomicUsize>,
@@ -99,11 +99,11 @@ impl Gateway {
             compile_context,
             Arc::clone(&metrics),
         ));
-        let (drain, drain_rx) = watch::channel(false);
-        let (stop, stop_rx) = watch::channel(false);
+        let drain = shutdown::Signal::new();
+        let stop = shutdown::Signal::new();
         let draining = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
-        let tunnels = Tunnels::new(drain_rx.clone());
+        let tunnels = Tunnels::new(drain.clone());
 
         let listener = bind("public listener", listen).await?;
         let addr = local_addr(&listener, listen);
@@ -111,7 +111,7 @@ impl Gateway {
             listener,
             Arc::clone(&snapshot),
             Arc::clone(&metrics),
-            drain_rx,
+            drain.clone(),
             tunnels.clone(),
             Arc::clone(&requests),
         ));
@@ -127,10 +127,10 @@ impl Gateway {
                 Arc::clone(&reloader),
                 Arc::clone(&metrics),
                 Arc::clone(&draining),
-                stop_rx.clone(),
+                stop.clone(),
             )));
         }
-        tasks.push(tokio::spawn(Arc::clone(&reloader).watch(stop_rx)));
+        tasks.push(tokio::spawn(Arc::clone(&reloader).watch(stop.clone())));
         tracing::info!(%addr, admin = ?admin_addr, "fluxlit is serving");
         Ok(Self {
             addr,
@@ -161,15 +161,13 @@ impl Gateway {
     pub async fn shutdown(self) -> ShutdownReport {
         let grace = self.snapshot.load().config.server.shutdown_grace.get();
         self.draining.store(true, Ordering::Release);
-        let _ = self.drain.send(true);
+        self.drain.fire();
         let deadline = tokio::time::Instant::now() + grace;
 
         let mut server = self.server;
         let drained = tokio::time::timeout_at(deadline, async {
             let _ = (&mut server).await;
-            while self.tunnels.open() > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            self.tunnels.all_closed().await;
         })
         .await
         .is_ok();
@@ -195,7 +193,7 @@ impl Gateway {
             );
             server.abort();
         }
-        let _ = self.stop.send(true);
+        self.stop.fire();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -211,9 +209,4 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 
 fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     listener.local_addr().unwrap_or(fallback)
-}
-
-/// Resolves once shutdown has been asked for (or the gateway is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod shutdown;
 pub mod snapshot;
 pub mod tls;
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::compile::{CompileContext, compile};
 use crate::config::diff::ConfigDiff;
@@ -370,8 +370,8 @@ impl Reloader {
         Ok(source)
     }
 
-    /// Watches the file and SIGHUP until `shutdown` turns true.
-    pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Watches the file and SIGHUP until `stop` fires.
+    pub async fn watch(self: Arc<Self>, stop: crate::shutdown::Signal) {
         let (events_tx, mut events) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         let mut watched = BTreeSet::new();
         let mut watcher = match self.start_notify(events_tx) {
@@ -409,7 +409,7 @@ impl Reloader {
                 }
                 Some(()) = async { hangup.as_mut()?.recv().await } => Trigger::Signal,
                 _ = poll.tick() => Trigger::Poll,
-                () = crate::gateway::stopped(&mut shutdown) => return,
+                () = stop.fired() => return,
             };
             let this = Arc::clone(&self);
             // Reading and compiling are blocking work; keep them off the request threads.

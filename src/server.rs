@@ -30,13 +30,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::proxy::Proxy;
 use crate::proxy::websocket::Tunnels;
+use crate::shutdown::{self, InFlight, InFlightGuard};
 use crate::snapshot::{ConnectionLimits, SharedSnapshot};
 
-/// Runs the accept loop until `shutdown` turns true. Open connections then finish the
+/// Runs the accept loop until `drain` fires. Open connections then finish the
 /// request they are serving and close; this returns when the last one has. Upgraded
 /// WebSocket tunnels (in `tunnels`) are not waited for here, but count against
 /// `max_connections` for as long as they are open. `requests` counts the requests in
@@ -45,7 +45,7 @@ pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
     metrics: Arc<crate::metrics::Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    drain: shutdown::Signal,
     tunnels: Tunnels,
     requests: Arc<AtomicUsize>,
 ) {
@@ -57,13 +57,13 @@ pub async fn serve(
     };
     let proxy = Proxy::new(Arc::clone(&snapshot), scheme, tunnels, metrics);
     // Sockets open, WebSocket tunnels included: the `max_connections` budget.
-    let open_sockets = Arc::new(AtomicUsize::new(0));
+    let open_sockets = InFlight::new();
     // Connections still speaking HTTP: what a shutdown waits for.
-    let serving = Arc::new(AtomicUsize::new(0));
+    let serving = InFlight::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = crate::gateway::stopped(&mut shutdown) => break,
+            () = drain.fired() => break,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -79,14 +79,14 @@ pub async fn serve(
             let current = snapshot.load();
             (current.limits, current.tls.clone())
         };
-        let Some(socket_slot) = Counted::try_take(&open_sockets, limits.max_connections) else {
+        let Some(socket_slot) = open_sockets.try_enter(limits.max_connections) else {
             tokio::spawn(refuse(stream, peer));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
-        let shutdown = shutdown.clone();
-        let serving = Counted::take(&serving);
+        let drain = drain.clone();
+        let serving = serving.enter();
         let connection = Connection {
             peer,
             proxy,
@@ -95,40 +95,12 @@ pub async fn serve(
             requests: Arc::clone(&requests),
         };
         tokio::spawn(async move {
-            connection.serve(stream, socket_slot, shutdown).await;
+            connection.serve(stream, socket_slot, drain).await;
             drop(serving);
         });
     }
     drop(listener);
-    while serving.load(Ordering::Acquire) > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// One unit of a counter, given back on drop.
-struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    fn take(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(counter))
-    }
-
-    /// Takes a unit only while the counter is below `max`.
-    fn try_take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(Arc::clone(counter)))
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    serving.idle().await;
 }
 
 /// Answers a connection over the limit with a 503 and closes it.
@@ -151,7 +123,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, socket_slot: Counted, shutdown: watch::Receiver<bool>) {
+    async fn serve(self, stream: TcpStream, socket_slot: InFlightGuard, drain: shutdown::Signal) {
         let Self {
             peer,
             proxy,
@@ -184,7 +156,7 @@ impl Connection {
         let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
             watched,
             limits,
-            shutdown,
+            drain,
             Arc::clone(&signal),
             peer,
         )));
@@ -272,7 +244,7 @@ where
 async fn watchdog(
     activity: Arc<Activity>,
     limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
+    drain: shutdown::Signal,
     signal: Arc<Signal>,
     peer: SocketAddr,
 ) {
@@ -289,7 +261,7 @@ async fn watchdog(
                 }
                 Deadline::At(at) => timer.as_mut().reset(at.into()),
             },
-            () = crate::gateway::stopped(&mut shutdown), if !draining => {
+            () = drain.fired(), if !draining => {
                 draining = true;
                 signal.send(Command::Drain);
             }
@@ -451,7 +423,7 @@ impl Drop for RequestInFlight {
 struct TrackedIo {
     inner: TcpStream,
     activity: Arc<Activity>,
-    _slot: Counted,
+    _slot: InFlightGuard,
 }
 
 impl AsyncRead for TrackedIo {

@@ -11,7 +11,7 @@
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::task::{Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +19,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
+
+use crate::shutdown::{self, InFlight};
 
 use super::ws_frames::{FrameTracker, close_frame};
 
@@ -34,22 +36,27 @@ const COPY_BUFFER: usize = 8 * 1024;
 /// them all at shutdown. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Tunnels {
-    shutdown: watch::Receiver<bool>,
-    open: Arc<AtomicUsize>,
+    drain: shutdown::Signal,
+    open: InFlight,
 }
 
 impl Tunnels {
-    /// Tunnels that get a 1001 close frame when `shutdown` turns true.
-    pub fn new(shutdown: watch::Receiver<bool>) -> Self {
+    /// Tunnels that get a 1001 close frame when `drain` fires.
+    pub fn new(drain: shutdown::Signal) -> Self {
         Self {
-            shutdown,
-            open: Arc::new(AtomicUsize::new(0)),
+            drain,
+            open: InFlight::new(),
         }
     }
 
     /// Tunnels open right now.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.open.count()
+    }
+
+    /// Resolves when no tunnel is open.
+    pub async fn all_closed(&self) {
+        self.open.idle().await;
     }
 }
 
@@ -81,8 +88,8 @@ pub fn spawn_tunnel(
     expires_at: Option<SystemTime>,
     metrics: Arc<crate::metrics::RouteMetrics>,
 ) {
-    let open = OpenTunnel::count(&tunnels.open);
-    let mut shutdown = tunnels.shutdown.clone();
+    let open = tunnels.open.enter();
+    let drain = tunnels.drain.clone();
     tokio::spawn(async move {
         let _open = open;
         let _slot = slot;
@@ -110,7 +117,7 @@ pub fn spawn_tunnel(
                     }
                 };
                 let why = tokio::select! {
-                    () = crate::gateway::stopped(&mut shutdown) => Closing::ShuttingDown,
+                    () = drain.fired() => Closing::ShuttingDown,
                     () = expiry => Closing::CredentialExpired,
                 };
                 match why {
@@ -239,21 +246,5 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// One open tunnel in the count, given back on drop.
-struct OpenTunnel(Arc<AtomicUsize>);
-
-impl OpenTunnel {
-    fn count(open: &Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(open))
-    }
-}
-
-impl Drop for OpenTunnel {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
