@@ -43,32 +43,3 @@ pub fn init(log: &Log, level_override: Option<&str>) -> Option<String> {
     }
     warning
 }
-
-/// Puts the running values back into the static `[log]` keys the new file changed;
-/// returns their names as the reload reports them.
-pub fn keep_static_keys(new: &mut Log, running: &Log) -> Vec<String> {
-    let mut refused = Vec::new();
-    if new.format != running.format {
-        refused.push(format!(
-            "log.format (running {}, file says {})",
-            format_name(running.format),
-            format_name(new.format)
-        ));
-        new.format = running.format;
-    }
-    if new.level != running.level {
-        refused.push(format!(
-            "log.level (running {:?}, file says {:?})",
-            running.level, new.level
-        ));
-        new.level.clone_from(&running.level);
-    }
-    refused
-}
-
-fn format_name(format: LogFormat) -> &'static str {
-    match format {
-        LogFormat::Pretty => "pretty",
-        LogFormat::Json => "json",
-    }
-}

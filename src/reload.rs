@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::config::compile::{CompileContext, compile};
 use crate::config::diff::ConfigDiff;
+use crate::config::static_keys::keep_static_keys;
 use crate::config::{self, CheckedConfig, Config, LoadError, SourceHash};
 use crate::metrics::Metrics;
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -52,17 +53,6 @@ impl Trigger {
         }
     }
 }
-
-/// Keys that only take effect at start; a reload that changes them is refused for them.
-/// `config::diff` marks exactly these as needing a restart. (`server.tls` is static in
-/// whether it is there; its files may change.)
-pub const STATIC_KEYS: &[&str] = &[
-    "server.listen",
-    "admin.listen",
-    "server.tls",
-    "log.format",
-    "log.level",
-];
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,43 +480,6 @@ impl Reloader {
         watcher.watch(&directory, RecursiveMode::NonRecursive)?;
         Ok(watcher)
     }
-}
-
-/// Puts the running values back into static keys the new file changed; returns their names.
-pub(crate) fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
-    let mut refused = Vec::new();
-    if new.server.listen != running.server.listen {
-        refused.push(format!(
-            "server.listen (running {}, file says {})",
-            running.server.listen, new.server.listen
-        ));
-        new.server.listen = running.server.listen;
-    }
-    let running_admin = running.admin.as_ref().map(|a| a.listen);
-    let new_admin = new.admin.as_ref().map(|a| a.listen);
-    if new_admin != running_admin {
-        let show = |listen: Option<std::net::SocketAddr>| {
-            listen.map_or("none".to_owned(), |l| l.to_string())
-        };
-        refused.push(format!(
-            "admin.listen (running {}, file says {})",
-            show(running_admin),
-            show(new_admin)
-        ));
-        new.admin = running.admin.clone();
-    }
-    // TLS on or off is static; which certificate it serves is not.
-    if new.server.tls.is_some() != running.server.tls.is_some() {
-        let show = |on: bool| if on { "on" } else { "off" };
-        refused.push(format!(
-            "server.tls (running with TLS {}, file turns it {})",
-            show(running.server.tls.is_some()),
-            show(new.server.tls.is_some())
-        ));
-        new.server.tls = running.server.tls.clone();
-    }
-    refused.extend(crate::logging::keep_static_keys(&mut new.log, &running.log));
-    refused
 }
 
 /// The files `config` names besides itself, as paths from the working directory: the

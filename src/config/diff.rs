@@ -235,7 +235,7 @@ fn settings(old: &Config, new: &Config, entries: &mut Vec<Entry>) {
         entries.push(Entry {
             subject: field.key.clone(),
             change: Change::Setting(FieldChange {
-                needs_restart: crate::reload::STATIC_KEYS.contains(&field.key.as_str()),
+                needs_restart: super::static_keys::STATIC_KEYS.contains(&field.key.as_str()),
                 ..field
             }),
         });
@@ -329,7 +329,7 @@ fn compare(old: &Value, new: &Value) -> Vec<FieldChange> {
         let (old, new) = (old.filter(|v| !v.is_null()), new.filter(|v| !v.is_null()));
         // A static table (`server.tls`) added or removed is one change, not one per key:
         // its presence is what needs a restart; its values may change on a reload.
-        if old.is_some() != new.is_some() && crate::reload::STATIC_KEYS.contains(&path) {
+        if old.is_some() != new.is_some() && super::static_keys::STATIC_KEYS.contains(&path) {
             out.push(FieldChange {
                 key: path.to_owned(),
                 old: old.map_or_else(|| "none".to_owned(), render),
@@ -516,13 +516,13 @@ mint = "main"
         let mut marked = diff.needs_restart();
         marked.sort_unstable();
         let mut refused_config = new.clone();
-        let refused = crate::reload::keep_static_keys(&mut refused_config, &old);
+        let refused = super::static_keys::keep_static_keys(&mut refused_config, &old);
         let mut refused: Vec<&str> = refused
             .iter()
             .filter_map(|message| message.split(' ').next())
             .collect();
         refused.sort_unstable();
-        let mut listed = crate::reload::STATIC_KEYS.to_vec();
+        let mut listed = super::static_keys::STATIC_KEYS.to_vec();
         listed.sort_unstable();
         assert_eq!(marked, refused);
         assert_eq!(marked, listed);

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod static_keys;
 pub mod units;
 pub mod validate;
 
