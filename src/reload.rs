@@ -74,6 +74,19 @@ pub enum ReloadOutcome {
     },
 }
 
+impl ReloadOutcome {
+    /// The `result` label of the reload in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Applied { .. } => "applied",
+            Self::Rejected { .. } => "rejected",
+            Self::Unchanged => "unchanged",
+            Self::Missing => "missing",
+            Self::Unreadable { .. } => "unreadable",
+        }
+    }
+}
+
 /// The last failed reload, kept for `/snapshot`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadFailure {
@@ -191,7 +204,11 @@ impl Reloader {
             ReloadOutcome::Applied { .. } | ReloadOutcome::Unreadable { .. } => false,
         };
         if !repeated {
-            self.metrics.reload_attempt(&outcome, &self.snapshot.load());
+            self.metrics.reload_attempt(outcome.label());
+        }
+        if matches!(outcome, ReloadOutcome::Applied { .. }) {
+            let serving = self.snapshot.load();
+            self.metrics.serving(serving.generation, serving.loaded_at);
         }
         outcome
     }

@@ -162,6 +162,25 @@ impl AuthFailure {
         HeaderValue::from_str(&text).ok()
     }
 
+    /// The `reason` label of the failure in metrics: a small fixed set.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing { .. } => "missing",
+            Self::Invalid { description, .. } => {
+                // The verifier's descriptions are fixed texts; an expired token is worth
+                // telling apart from a forged one.
+                if description.contains("expired") {
+                    "expired"
+                } else {
+                    "invalid"
+                }
+            }
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::NoTrustedUser => "no_trusted_user",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+
     /// One line for the response body and the log (never a token or a secret).
     pub fn message(&self) -> String {
         match self {

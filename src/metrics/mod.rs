@@ -25,10 +25,6 @@ use prometheus_client::registry::Registry;
 
 pub use request::RequestRecord;
 
-use crate::auth::AuthFailure;
-use crate::reload::ReloadOutcome;
-use crate::snapshot::{Route, Snapshot};
-
 /// The `Content-Type` of `/metrics`: the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -177,11 +173,12 @@ impl Metrics {
         text
     }
 
-    /// The handles of `route`, resolved on its first request and kept in it.
-    pub fn route<'r>(&self, route: &'r Route) -> &'r Arc<RouteMetrics> {
-        route.metrics.0.get_or_init(|| {
+    /// The handles of the route named `name`, resolved on its first request and kept in
+    /// its `slot`.
+    pub fn route<'r>(&self, slot: &'r RouteSlot, name: &Arc<str>) -> &'r Arc<RouteMetrics> {
+        slot.0.get_or_init(|| {
             Arc::new(RouteMetrics::new(
-                Arc::clone(&route.name),
+                Arc::clone(name),
                 &self.requests,
                 &self.durations,
                 &self.websockets_open,
@@ -205,10 +202,11 @@ impl Metrics {
         ))
     }
 
-    pub fn auth_failure(&self, provider: &Arc<str>, failure: &AuthFailure) {
+    /// Counts a refused request; `reason` is one of a small fixed set of labels.
+    pub fn auth_failure(&self, provider: &Arc<str>, reason: &'static str) {
         let labels = AuthFailureLabels {
             provider: Arc::clone(provider),
-            reason: auth_reason(failure),
+            reason,
         };
         self.auth_failures.get_or_create(&labels).inc();
     }
@@ -221,19 +219,9 @@ impl Metrics {
         self.upstream_errors.get_or_create(&labels).inc();
     }
 
-    /// Counts a reload attempt by its result; `serving` is the snapshot serving after it.
-    pub fn reload_attempt(&self, outcome: &ReloadOutcome, serving: &Snapshot) {
-        let result = match outcome {
-            ReloadOutcome::Applied { .. } => "applied",
-            ReloadOutcome::Rejected { .. } => "rejected",
-            ReloadOutcome::Unchanged => "unchanged",
-            ReloadOutcome::Missing => "missing",
-            ReloadOutcome::Unreadable { .. } => "unreadable",
-        };
+    /// Counts a reload attempt by its `result` (applied, rejected, unchanged...).
+    pub fn reload_attempt(&self, result: &'static str) {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
-        if let ReloadOutcome::Applied { .. } = outcome {
-            self.serving(serving.generation, serving.loaded_at);
-        }
     }
 
     /// A snapshot started serving: at start, or applied by a reload.
@@ -344,25 +332,6 @@ impl UpstreamErrorKind {
             Self::Timeout => "timeout",
             Self::RequestError => "request_error",
         }
-    }
-}
-
-/// The `reason` label of an auth failure: a small fixed set.
-pub fn auth_reason(failure: &AuthFailure) -> &'static str {
-    match failure {
-        AuthFailure::Missing { .. } => "missing",
-        AuthFailure::Invalid { description, .. } => {
-            // The verifier's descriptions are fixed texts; an expired token is worth
-            // telling apart from a forged one.
-            if description.contains("expired") {
-                "expired"
-            } else {
-                "invalid"
-            }
-        }
-        AuthFailure::InsufficientScope { .. } => "insufficient_scope",
-        AuthFailure::NoTrustedUser => "no_trusted_user",
-        AuthFailure::Unavailable { .. } => "unavailable",
     }
 }
 

@@ -168,7 +168,7 @@ impl Proxy {
                 request_id,
             ));
         };
-        record.set_route(Arc::clone(self.metrics.route(route)));
+        record.set_route(Arc::clone(self.metrics.route(&route.metrics, &route.name)));
         *matched = Some(route);
         let upstream_path = upstream_path(route, &path, request.uri().query());
 
@@ -184,7 +184,8 @@ impl Proxy {
             let identity = match checked {
                 Ok(identity) => identity,
                 Err(failure) => {
-                    self.metrics.auth_failure(&auth.provider.name, &failure);
+                    self.metrics
+                        .auth_failure(&auth.provider.name, failure.reason());
                     tracing::info!(
                         route = %route.name,
                         provider = %auth.provider.name,
@@ -483,7 +484,7 @@ impl Proxy {
                         slot,
                         Arc::clone(&route.name),
                         credential_expires_at,
-                        Arc::clone(self.metrics.route(route)),
+                        Arc::clone(self.metrics.route(&route.metrics, &route.name)),
                     );
                 }
                 None => {
