@@ -23,8 +23,9 @@ use fluxlit::auth::secrets::ProcessEnvironment;
 use fluxlit::config::compile::CompileContext;
 use fluxlit::config::{self, CheckedConfig, ConfigSource, SourceHash};
 use fluxlit::proxy::headers::{self, RequestContext};
+use fluxlit::proxy::route::UpstreamTarget;
 use fluxlit::proxy::routes::{RouteTable, normalize_path};
-use fluxlit::snapshot::{SharedSnapshot, Snapshot, UpstreamTarget};
+use fluxlit::snapshot::{SharedSnapshot, Snapshot};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// A config with `routes` routes: `/` plus `/svcN/v1` for N in 1..routes, all to one

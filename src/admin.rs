@@ -18,8 +18,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::proxy::route::UpstreamTarget;
 use crate::reload::Reloader;
-use crate::snapshot::{SharedSnapshot, Snapshot, UpstreamTarget};
+use crate::snapshot::{SharedSnapshot, Snapshot};
 
 pub async fn serve(
     listener: TcpListener,

@@ -15,14 +15,15 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::admin;
 use crate::auth::secrets::{Environment, ProcessEnvironment};
 use crate::config::compile::CompileContext;
 use crate::metrics::Metrics;
 use crate::proxy::websocket::Tunnels;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
+use crate::serve::listener;
 use crate::shutdown;
 use crate::snapshot::{SharedSnapshot, Snapshot};
-use crate::{admin, server};
 
 /// A running gateway.
 #[derive(Debug)]
@@ -107,7 +108,7 @@ impl Gateway {
 
         let listener = bind("public listener", listen).await?;
         let addr = local_addr(&listener, listen);
-        let server = tokio::spawn(server::serve(
+        let server = tokio::spawn(listener::serve(
             listener,
             Arc::clone(&snapshot),
             Arc::clone(&metrics),

@@ -107,7 +107,7 @@ fn trust_config(proxies: &[&str]) -> String {
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
-    fluxlit::snapshot::canonical_ip(ip)
+    fluxlit::peer::canonical_ip(ip)
 }
 
 proptest! {

@@ -9,7 +9,8 @@ use fluxlit::auth::secrets::Environment;
 use fluxlit::config::model;
 use fluxlit::header_sets;
 use fluxlit::proxy::headers::{HeaderClass, HeaderClasses};
-use fluxlit::snapshot::{HeaderPolicy, Route, Upstream, UpstreamTarget};
+use fluxlit::proxy::headers::HeaderPolicy;
+use fluxlit::proxy::route::{Route, Upstream, UpstreamTarget};
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -75,5 +76,5 @@ pub fn route() -> Route {
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`, as the gateway sees it.
 pub fn canonical(ip: IpAddr) -> IpAddr {
-    fluxlit::snapshot::canonical_ip(ip)
+    fluxlit::peer::canonical_ip(ip)
 }

@@ -24,13 +24,13 @@ use crate::auth::jwt::JwtVerifier;
 use crate::auth::secrets::{self, Environment};
 use crate::auth::{Check, Provider, RouteAuth};
 use crate::header_sets;
+use crate::proxy::headers::HeaderPolicy;
 use crate::proxy::headers::{HeaderClass, HeaderClasses};
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
+use crate::proxy::route::{HttpUpstream, Route, Upstream, UpstreamTarget};
 use crate::proxy::routes::RouteTable;
-use crate::snapshot::{
-    ConnectionLimits, HeaderPolicy, HttpUpstream, Route, Snapshot, Upstream, UpstreamTarget,
-};
+use crate::snapshot::{ConnectionLimits, Snapshot};
 use security_headers::SecurityHeaderCompiler;
 
 /// What compile needs besides the config: where relative paths start, and where

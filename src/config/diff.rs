@@ -516,13 +516,13 @@ mint = "main"
         let mut marked = diff.needs_restart();
         marked.sort_unstable();
         let mut refused_config = new.clone();
-        let refused = super::static_keys::keep_static_keys(&mut refused_config, &old);
+        let refused = crate::config::static_keys::keep_static_keys(&mut refused_config, &old);
         let mut refused: Vec<&str> = refused
             .iter()
             .filter_map(|message| message.split(' ').next())
             .collect();
         refused.sort_unstable();
-        let mut listed = super::static_keys::STATIC_KEYS.to_vec();
+        let mut listed = crate::config::static_keys::STATIC_KEYS.to_vec();
         listed.sort_unstable();
         assert_eq!(marked, refused);
         assert_eq!(marked, listed);

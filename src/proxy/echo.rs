@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::body::ProxyBody;
 use super::limits::{BodyError, LimitedBody};
-use crate::snapshot::Route;
+use super::route::Route;
 
 pub async fn respond(
     route: &Route,
@@ -24,7 +24,7 @@ pub async fn respond(
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => body_bytes += frame.data_ref().map_or(0, |data| data.len() as u64),
-            Err(BodyError::TooLarge { .. }) => return super::limits::too_large(route, request_id),
+            Err(BodyError::TooLarge { .. }) => return super::errors::too_large(route, request_id),
             Err(error) => {
                 tracing::debug!(%error, "client body ended early");
                 break;

@@ -1,10 +1,10 @@
 //! The gateway's own error responses, and how upstream failures are classified.
 
-use http::header::{self, HeaderValue};
+use http::header::{self, CONNECTION, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use crate::snapshot::Route;
+use super::route::Route;
 
 /// A short plain-text answer that names the route and the request id, so a user can
 /// quote it and an operator can find the log line. Never includes upstream details.
@@ -70,4 +70,48 @@ pub fn auth_failure_response(
             .insert(header::WWW_AUTHENTICATE, challenge);
     }
     response
+}
+
+/// 413 for a body over the route's cap.
+pub fn too_large(route: &Route, request_id: &HeaderValue) -> Response<ProxyBody> {
+    tracing::info!(
+        route = %route.name,
+        limit = route.max_request_body,
+        request_id = request_id.to_str().unwrap_or("-"),
+        "request refused: body over max_request_body",
+    );
+    let message = format!(
+        "the request body is larger than this route's limit of {} bytes",
+        route.max_request_body
+    );
+    let mut response = error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Some(route),
+        &message,
+        request_id,
+    );
+    // The rest of the body is not read: the connection cannot carry another request.
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// 503 for a WebSocket handshake over the route's cap.
+pub fn too_many_websockets(
+    route: &Route,
+    cap: &super::limits::WebSocketCap,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    tracing::warn!(route = %route.name, max = cap.max, "websocket refused: max_websockets reached");
+    let message = format!(
+        "this route has its maximum of {} open WebSockets; try again later",
+        cap.max
+    );
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(route),
+        &message,
+        request_id,
+    )
 }

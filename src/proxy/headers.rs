@@ -12,11 +12,13 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue, ValueIter};
+use ipnet::IpNet;
 
 pub use classes::{HeaderClass, HeaderClasses};
 
+use super::route::{Route, SecurityHeaderList};
 use crate::auth::Identity;
-use crate::snapshot::{HeaderPolicy, Route, canonical_ip};
+use crate::peer::canonical_ip;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -397,6 +399,34 @@ pub fn add_hsts(headers: &mut HeaderMap, policy: &HeaderPolicy, over_https: bool
         headers
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| hsts.clone());
+    }
+}
+
+/// The header policy of DESIGN.md, precomputed.
+#[derive(Debug)]
+pub struct HeaderPolicy {
+    pub trusted_proxies: Vec<IpNet>,
+    /// The standard, trusted-only and identity header names, each with its class:
+    /// client headers in the standard class are forwarded on every route; trusted-only
+    /// ones (forwarding, forward-auth user, request id) only from a trusted proxy;
+    /// identity ones, set by the gateway from verified credentials, from no client.
+    pub classes: HeaderClasses,
+    pub request_id: HeaderName,
+    pub remote_user: HeaderName,
+    /// The path of `public_base_url`, when it is not `/`.
+    pub forwarded_prefix: Option<HeaderValue>,
+    /// Added to responses that match no route where they lack them; empty when
+    /// `security_headers = false`.
+    pub security_headers: SecurityHeaderList,
+    /// `Strict-Transport-Security`, for responses sent over HTTPS only; `None` when
+    /// `security_headers = false`.
+    pub hsts: Option<HeaderValue>,
+}
+
+impl HeaderPolicy {
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::peer::canonical_ip(ip);
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 

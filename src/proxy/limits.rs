@@ -12,13 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, HeaderValue};
-use http::{HeaderMap, Response, StatusCode};
+use http::HeaderMap;
+use http::header::CONTENT_LENGTH;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-
-use super::body::ProxyBody;
-use super::errors::error_response;
-use crate::snapshot::Route;
 
 /// Why a request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -174,48 +170,4 @@ impl Drop for WebSocketSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// 413 for a body over the route's cap.
-pub fn too_large(route: &Route, request_id: &HeaderValue) -> Response<ProxyBody> {
-    tracing::info!(
-        route = %route.name,
-        limit = route.max_request_body,
-        request_id = request_id.to_str().unwrap_or("-"),
-        "request refused: body over max_request_body",
-    );
-    let message = format!(
-        "the request body is larger than this route's limit of {} bytes",
-        route.max_request_body
-    );
-    let mut response = error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        Some(route),
-        &message,
-        request_id,
-    );
-    // The rest of the body is not read: the connection cannot carry another request.
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// 503 for a WebSocket handshake over the route's cap.
-pub fn too_many_websockets(
-    route: &Route,
-    cap: &WebSocketCap,
-    request_id: &HeaderValue,
-) -> Response<ProxyBody> {
-    tracing::warn!(route = %route.name, max = cap.max, "websocket refused: max_websockets reached");
-    let message = format!(
-        "this route has its maximum of {} open WebSockets; try again later",
-        cap.max
-    );
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        Some(route),
-        &message,
-        request_id,
-    )
 }

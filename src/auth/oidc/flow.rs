@@ -24,8 +24,8 @@ use super::id_token::{self, Expected, IdTokenError};
 use super::redirect::{location, safe_next};
 use super::store::{Slot, StoreError};
 use crate::auth::jwt::now_secs;
+use crate::peer::canonical_ip;
 use crate::proxy::ProxyBody;
-use crate::snapshot::canonical_ip;
 
 /// Random bytes in a `state` and an `auth_code` (base64url: 43 characters).
 const SECRET_BYTES: u32 = 32;

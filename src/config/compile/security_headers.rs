@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, header};
 
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::{SecurityHeaderValues, SecurityHeaders};
-use crate::snapshot::SecurityHeaderList;
+use crate::proxy::route::SecurityHeaderList;
 
 const DEFAULT_X_CONTENT_TYPE_OPTIONS: &str = "nosniff";
 const DEFAULT_REFERRER_POLICY: &str = "strict-origin-when-cross-origin";

@@ -31,7 +31,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::proxy::Proxy;
+use super::Proxy;
 use crate::proxy::websocket::Tunnels;
 use crate::shutdown::{self, InFlight, InFlightGuard};
 use crate::snapshot::{ConnectionLimits, SharedSnapshot};

@@ -1,0 +1,69 @@
+//! What a request is routed to: the compiled route and its upstream, as the request
+//! path reads them. Built by `build`, held by the snapshot; nothing here reads the
+//! snapshot itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, uri::Authority};
+
+use super::limits::WebSocketCap;
+use super::pool::UpstreamPool;
+use crate::auth::RouteAuth;
+use crate::config::model;
+use crate::metrics::RouteSlot;
+
+/// A route as the request path needs it.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    /// The check a request must pass before the upstream is contacted.
+    pub auth: Option<RouteAuth>,
+    /// Normalised: no trailing `/` except for the root route.
+    pub prefix: String,
+    pub strip_prefix: bool,
+    pub upstream: Arc<Upstream>,
+    /// Client headers forwarded on this route on top of the standard ones
+    /// ([`HeaderClass::Standard`](super::headers::HeaderClass::Standard)).
+    pub extra_client_headers: Box<[HeaderName]>,
+    /// Added to this route's responses where they lack them (the route's
+    /// `security_headers`, else the server's list).
+    pub security_headers: SecurityHeaderList,
+    /// The route's counters, resolved on its first request (see [`crate::metrics`]).
+    pub metrics: RouteSlot,
+    /// The largest request body, in bytes (the route's, else the server's).
+    pub max_request_body: u64,
+    /// The cap on open WebSockets, when the route has one.
+    pub websockets: Option<WebSocketCap>,
+}
+
+/// Security response headers, precomputed; routes without their own share the server's.
+pub type SecurityHeaderList = Arc<[(HeaderName, HeaderValue)]>;
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub target: UpstreamTarget,
+    /// How long to wait for response headers.
+    pub timeout: Duration,
+    /// The settings it was built from: an unchanged upstream keeps its connection pool
+    /// across reloads.
+    pub settings: model::Upstream,
+}
+
+#[derive(Debug)]
+pub enum UpstreamTarget {
+    Http(Box<HttpUpstream>),
+    Echo,
+}
+
+#[derive(Debug)]
+pub struct HttpUpstream {
+    /// Its keep-alive connections, shared (by `Clone`) with later snapshots.
+    pub pool: UpstreamPool,
+    pub authority: Authority,
+    /// The URL's path without its trailing `/`: prepended to every forwarded path.
+    pub base_path: String,
+    /// The `Host` header the upstream gets.
+    pub host: HeaderValue,
+}

@@ -1,0 +1,565 @@
+//! The request path: one snapshot load, route match, header policy, upstream call.
+//!
+//! `Proxy::handle` never fails: every problem becomes a short response that names the
+//! route and the request id (404, 400, 502, 504) and never shows upstream internals;
+//! the details go to the log.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::auth::Identity;
+use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
+use crate::proxy::errors::{self, error_response};
+use crate::proxy::headers::{self, RequestContext};
+use crate::proxy::pool::{Sent, UpstreamBody, UpstreamError};
+use crate::proxy::route::{HttpUpstream, Route, UpstreamTarget};
+use crate::proxy::{ProxyBody, echo, framing, limits, request_id, routes, websocket};
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+/// The public listener's request handler. Cheap to clone: one per connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    snapshot: SharedSnapshot,
+    scheme: &'static str,
+    tunnels: websocket::Tunnels,
+    metrics: Arc<Metrics>,
+}
+
+impl Proxy {
+    /// `scheme` is the listener's (`http` or `https`); WebSockets it opens join `tunnels`.
+    pub fn new(
+        snapshot: SharedSnapshot,
+        scheme: &'static str,
+        tunnels: websocket::Tunnels,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            snapshot,
+            scheme,
+            tunnels,
+            metrics,
+        }
+    }
+
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments in its state"
+    )]
+    pub fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+        // A block, not an `async fn`, which would keep a second copy of the request in
+        // the future's state; the future is boxed for every request.
+        async move {
+            let snapshot = self.snapshot.load_full();
+            let mut record = RequestRecord::start(
+                self.metrics.no_route(),
+                &request,
+                peer,
+                snapshot.config.log.access_log,
+            );
+            let policy = &snapshot.headers;
+            let peer_trusted = policy.is_trusted(peer.ip());
+            let request_id = choose_request_id(&request, &snapshot, peer_trusted);
+            record.set_request_id(&request_id);
+            let carries_login_code = carries_login_code(&request);
+            let over_https = headers::is_https(self.scheme, request.headers(), peer_trusted);
+            let mut matched = None;
+            let arrival = Arrival {
+                snapshot: &snapshot,
+                request,
+                peer,
+                peer_trusted,
+                request_id: &request_id,
+            };
+            let routed = self.route(arrival, &mut record, &mut matched);
+            let mut response = match routed {
+                Routed::Respond(response) => response,
+                Routed::Forward(forward) => {
+                    let (request, exchange) = forward.into_request();
+                    let timeout = exchange.route.upstream.timeout;
+                    let sent = tokio::time::timeout(timeout, exchange.http.pool.send(request));
+                    self.answer(exchange, sent.await, &request_id)
+                }
+                Routed::Wait(pending) => pending.await,
+            };
+            headers::add_response_headers(response.headers_mut(), policy, matched, &request_id);
+            headers::add_hsts(response.headers_mut(), policy, over_https);
+            if carries_login_code {
+                // The page an OIDC login lands on has its one-time code in the URL: keep
+                // it out of the Referer of everything that page loads.
+                response.headers_mut().insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+            }
+            record.set_status(response.status());
+            response.map(|body| body.with_record(record))
+        }
+    }
+
+    /// Decides where a request goes without waiting for anything; `matched` learns the
+    /// route (its security headers apply to the response) and `record` its metrics.
+    fn route<'a>(
+        &'a self,
+        arrival: Arrival<'a>,
+        record: &mut RequestRecord,
+        matched: &mut Option<&'a Route>,
+    ) -> Routed<'a> {
+        let Arrival {
+            snapshot,
+            request,
+            peer,
+            request_id,
+            ..
+        } = &arrival;
+        if let Some(reason) = framing::refusal(request) {
+            let mut response = error_response(StatusCode::BAD_REQUEST, None, reason, request_id);
+            // What follows on this connection cannot be trusted to be framed as the
+            // client meant: read no further.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Routed::Respond(response);
+        }
+        let path = match routes::normalize_path(request.uri().path()) {
+            Ok(path) => path,
+            Err(reason) => {
+                let message = reason.to_string();
+                return Routed::Respond(error_response(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    &message,
+                    request_id,
+                ));
+            }
+        };
+        // The gateway's own login endpoints (oidc providers) come before the routes.
+        if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
+            record.set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
+            let (peer, request_id) = (*peer, *request_id);
+            return Routed::Wait(Box::pin(endpoint.handle(arrival.request, peer, request_id)));
+        }
+        let Some(route) = snapshot.routes.find(&path) else {
+            let message = "no route matches this path";
+            return Routed::Respond(error_response(
+                StatusCode::NOT_FOUND,
+                None,
+                message,
+                request_id,
+            ));
+        };
+        record.set_route(Arc::clone(self.metrics.route(&route.metrics, &route.name)));
+        *matched = Some(route);
+        let upstream_path = upstream_path(route, &path, request.uri().query());
+
+        // The route's check runs before anything is sent upstream.
+        let Some(auth) = &route.auth else {
+            return self.prepare(arrival, route, upstream_path, None);
+        };
+        Routed::Wait(Box::pin(async move {
+            let remote_user = &arrival.snapshot.headers.remote_user;
+            let checked = auth
+                .authenticate(arrival.request.headers(), arrival.peer_trusted, remote_user)
+                .await;
+            let identity = match checked {
+                Ok(identity) => identity,
+                Err(failure) => {
+                    self.metrics
+                        .auth_failure(&auth.provider.name, failure.reason());
+                    tracing::info!(
+                        route = %route.name,
+                        provider = %auth.provider.name,
+                        request_id = arrival.request_id.to_str().unwrap_or("-"),
+                        status = failure.status().as_u16(),
+                        reason = %failure.message(),
+                        "request refused at the edge",
+                    );
+                    return errors::auth_failure_response(&failure, route, arrival.request_id);
+                }
+            };
+            let request_id = arrival.request_id;
+            self.prepare(arrival, route, upstream_path, Some(&identity))
+                .respond(self, request_id)
+                .await
+        }))
+    }
+
+    /// The routed request, checked against the route's limits, with the upstream's
+    /// headers: ready to forward, or refused.
+    fn prepare<'a>(
+        &'a self,
+        arrival: Arrival<'a>,
+        route: &'a Arc<Route>,
+        upstream_path: String,
+        identity: Option<&Identity>,
+    ) -> Routed<'a> {
+        let Arrival {
+            snapshot,
+            mut request,
+            peer,
+            peer_trusted,
+            request_id,
+        } = arrival;
+        let websocket = is_websocket_handshake(&request);
+        let websocket_slot = match route.websockets.as_ref().filter(|_| websocket) {
+            Some(cap) => match cap.try_open() {
+                Some(slot) => Some(slot),
+                None => {
+                    return Routed::Respond(errors::too_many_websockets(route, cap, request_id));
+                }
+            },
+            None => None,
+        };
+        if limits::declared_length_exceeds(request.headers(), route.max_request_body) {
+            return Routed::Respond(errors::too_large(route, request_id));
+        }
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
+        let body = limits::LimitedBody::new(body, route.max_request_body);
+        let ctx = RequestContext {
+            peer,
+            peer_trusted,
+            scheme: self.scheme,
+            uri_authority: parts.uri.authority().map(|a| a.as_str()),
+            request_id,
+            websocket,
+            identity,
+        };
+
+        let http = match &route.upstream.target {
+            UpstreamTarget::Http(http) => http,
+            UpstreamTarget::Echo => {
+                // The built-in upstream has no address; its Host is its name.
+                let host = HeaderValue::from_static("echo");
+                let headers = headers::upstream_request_headers(
+                    &parts.headers,
+                    &snapshot.headers,
+                    route,
+                    &host,
+                    &ctx,
+                );
+                let method = parts.method;
+                return Routed::Wait(Box::pin(async move {
+                    echo::respond(route, &method, &upstream_path, headers, body, request_id).await
+                }));
+            }
+        };
+        let mut headers = headers::upstream_request_headers(
+            &parts.headers,
+            &snapshot.headers,
+            route,
+            &http.host,
+            &ctx,
+        );
+        framing::frame_upstream_request(&parts.headers, &body, &mut headers);
+        let Some(uri) = upstream_uri(http, upstream_path) else {
+            let message = "the request path cannot be forwarded";
+            return Routed::Respond(error_response(
+                StatusCode::BAD_REQUEST,
+                Some(route),
+                message,
+                request_id,
+            ));
+        };
+        let mut upstream_request = Request::new(body);
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.headers_mut() = headers;
+        Routed::Forward(Forward {
+            route,
+            http,
+            request: upstream_request,
+            client_upgrade: client_upgrade.map(|upgrade| (upgrade, websocket_slot)),
+            credential_expires_at: identity.and_then(|identity| identity.expires_at),
+        })
+    }
+}
+
+/// A request as it arrived, with what the gateway learned of it before routing.
+struct Arrival<'a> {
+    snapshot: &'a Snapshot,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    peer_trusted: bool,
+    request_id: &'a HeaderValue,
+}
+
+/// Where routing sent a request. Most requests go to an HTTP upstream with nothing to
+/// wait for first, and that path is awaited in place; whatever must wait for something
+/// else first (an auth check, the gateway's login endpoints, the echo upstream) comes
+/// boxed, so that its state does not enlarge the future of every request.
+enum Routed<'a> {
+    /// Answered by the gateway itself: an error or a refusal.
+    Respond(Response<ProxyBody>),
+    Forward(Forward<'a>),
+    Wait(Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>>),
+}
+
+impl Routed<'_> {
+    /// The response, once what the request waits for is done. (`Proxy::handle` does the
+    /// same in place, which keeps one layer of state out of every request's future.)
+    async fn respond(self, proxy: &Proxy, request_id: &HeaderValue) -> Response<ProxyBody> {
+        match self {
+            Routed::Respond(response) => response,
+            Routed::Forward(forward) => {
+                let (request, exchange) = forward.into_request();
+                let timeout = exchange.route.upstream.timeout;
+                let sent = tokio::time::timeout(timeout, exchange.http.pool.send(request));
+                proxy.answer(exchange, sent.await, request_id)
+            }
+            Routed::Wait(pending) => pending.await,
+        }
+    }
+}
+
+/// A request ready for its HTTP upstream.
+struct Forward<'a> {
+    route: &'a Arc<Route>,
+    http: &'a HttpUpstream,
+    request: Request<limits::LimitedBody>,
+    /// The client's side of a WebSocket handshake, and the route's slot for it.
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
+    /// When the credential the request was let in with expires: a tunnel closes then.
+    credential_expires_at: Option<std::time::SystemTime>,
+}
+
+impl<'a> Forward<'a> {
+    /// The request for the upstream, and what answering the client needs once the
+    /// response head is in. The caller builds the send future where it awaits it: made
+    /// here and handed back, the future (800 bytes) would be copied twice more.
+    fn into_request(self) -> (Request<limits::LimitedBody>, Exchange<'a>) {
+        let exchange = Exchange {
+            route: self.route,
+            http: self.http,
+            body_exceeded: self.request.body().exceeded(),
+            client_upgrade: self.client_upgrade,
+            credential_expires_at: self.credential_expires_at,
+        };
+        (self.request, exchange)
+    }
+}
+
+/// A request on its way upstream: what answering the client needs once the response
+/// head is in.
+struct Exchange<'a> {
+    route: &'a Arc<Route>,
+    http: &'a HttpUpstream,
+    /// Set when the client's body went over the route's limit while it was being sent.
+    body_exceeded: Option<Arc<std::sync::atomic::AtomicBool>>,
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
+    credential_expires_at: Option<std::time::SystemTime>,
+}
+
+impl Proxy {
+    /// Turns what the upstream sent back (or its failure) into the client's response.
+    fn answer(
+        &self,
+        exchange: Exchange<'_>,
+        result: Result<Sent, tokio::time::error::Elapsed>,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let Exchange {
+            route,
+            body_exceeded,
+            client_upgrade,
+            credential_expires_at,
+            ..
+        } = exchange;
+        let upstream = &route.upstream;
+        let (mut response, lease) = match result {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(_))
+                if body_exceeded.as_ref().is_some_and(|exceeded| {
+                    exceeded.load(std::sync::atomic::Ordering::Relaxed)
+                }) =>
+            {
+                return errors::too_large(route, request_id);
+            }
+            Ok(Err(UpstreamError::Request(error))) if framing::client_body_failed(&error) => {
+                tracing::info!(
+                    route = %route.name,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    error = %errors::chain(&error),
+                    "the client's request body was malformed or cut short",
+                );
+                let message = "the request body was malformed or cut short";
+                return error_response(StatusCode::BAD_REQUEST, Some(route), message, request_id);
+            }
+            Ok(Err(error)) => {
+                let kind = match error {
+                    UpstreamError::ConnectTimeout(_) => UpstreamErrorKind::ConnectTimeout,
+                    UpstreamError::Connect(_) | UpstreamError::Handshake(_) => {
+                        UpstreamErrorKind::ConnectError
+                    }
+                    UpstreamError::Request(_) => UpstreamErrorKind::RequestError,
+                };
+                self.metrics.upstream_error(&upstream.name, kind);
+                tracing::warn!(
+                    route = %route.name,
+                    upstream = %upstream.name,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    error = %errors::chain(&error),
+                    "upstream request failed",
+                );
+                let (status, message) = if kind == UpstreamErrorKind::ConnectTimeout {
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the upstream did not accept a connection in time",
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream could not be reached or broke the connection",
+                    )
+                };
+                return error_response(status, Some(route), message, request_id);
+            }
+            Err(_elapsed) => {
+                self.metrics
+                    .upstream_error(&upstream.name, UpstreamErrorKind::Timeout);
+                tracing::warn!(
+                    route = %route.name,
+                    upstream = %upstream.name,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    timeout = ?upstream.timeout,
+                    "upstream did not answer in time",
+                );
+                let message = format!(
+                    "the upstream did not answer within {}",
+                    humantime::format_duration(upstream.timeout)
+                );
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Some(route),
+                    &message,
+                    request_id,
+                );
+            }
+        };
+
+        if let Some(problem) = framing::upstream_response_problem(response.headers()) {
+            tracing::warn!(
+                route = %route.name,
+                upstream = %upstream.name,
+                request_id = request_id.to_str().unwrap_or("-"),
+                problem,
+                "upstream response refused",
+            );
+            let message = "the upstream's response could not be passed on";
+            return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+        }
+        framing::frame_response(response.headers_mut());
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        // An upgraded connection belongs to the tunnel: it never goes back to the pool.
+        let lease = (!switching).then_some(lease);
+        if switching {
+            match client_upgrade {
+                Some((client_upgrade, slot)) => {
+                    let upstream_upgrade = hyper::upgrade::on(&mut response);
+                    websocket::spawn_tunnel(
+                        &self.tunnels,
+                        client_upgrade,
+                        upstream_upgrade,
+                        slot,
+                        Arc::clone(&route.name),
+                        credential_expires_at,
+                        Arc::clone(self.metrics.route(&route.metrics, &route.name)),
+                    );
+                }
+                None => {
+                    let message = "the upstream switched protocols without being asked to";
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        Some(route),
+                        message,
+                        request_id,
+                    );
+                }
+            }
+        }
+        headers::clean_response_headers(response.headers_mut(), switching);
+        response.map(|body| ProxyBody::upstream(UpstreamBody::new(body, lease)))
+    }
+}
+
+/// The request id: a trusted proxy's, if it sent a sane one, else a fresh UUID.
+fn choose_request_id(
+    request: &Request<Incoming>,
+    snapshot: &Snapshot,
+    peer_trusted: bool,
+) -> HeaderValue {
+    if peer_trusted {
+        let sent = request
+            .headers()
+            .get(&snapshot.headers.request_id)
+            .filter(|value| {
+                let bytes = value.as_bytes();
+                (1..=200).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
+            });
+        if let Some(value) = sent {
+            return value.clone();
+        }
+    }
+    request_id::fresh()
+}
+
+/// Whether the query holds an OIDC login's one-time `auth_code`.
+fn carries_login_code<B>(request: &Request<B>) -> bool {
+    request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("auth_code=")))
+}
+
+/// A WebSocket opening handshake (RFC 6455 §4.1) over HTTP/1.1.
+fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
+    request.method() == Method::GET
+        && request.version() == Version::HTTP_11
+        && headers::connection_has(request.headers(), "upgrade")
+        && request
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The path and query the upstream gets: `strip_prefix` applied, the upstream's base
+/// path prepended, the query kept as sent.
+fn upstream_path(route: &Route, path: &str, query: Option<&str>) -> String {
+    let rest = if route.strip_prefix && route.prefix != "/" {
+        match &path[route.prefix.len().min(path.len())..] {
+            "" => "/",
+            rest => rest,
+        }
+    } else {
+        path
+    };
+    let mut out = String::with_capacity(rest.len() + query.map_or(0, |q| q.len() + 1) + 16);
+    out.push_str(rest);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// The request target in origin form (`/path?query`), as HTTP/1.1 sends it to a server.
+fn upstream_uri(http: &HttpUpstream, path_and_query: String) -> Option<Uri> {
+    let target = if http.base_path.is_empty() {
+        path_and_query
+    } else {
+        format!("{}{path_and_query}", http.base_path)
+    };
+    // From `Bytes` that own the string: checked, not copied.
+    let path_and_query = PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)).ok()?;
+    Some(Uri::from(path_and_query))
+}
