@@ -57,8 +57,9 @@ fn jwks_cache(keys: &[&str]) -> Arc<JwksCache> {
         refetch_interval: std::time::Duration::from_secs(30),
         max_stale: std::time::Duration::from_secs(3600),
     };
+    let keys = fluxlit::auth::jwks::read_file(&path).expect("jwks loads");
     let cache = JwksCache::new("bench", JwksSource::File(path), settings);
-    cache.load_file_now().expect("jwks loads");
+    cache.install_file_keys(keys);
     cache
 }
 

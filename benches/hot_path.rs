@@ -20,7 +20,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use fluxlit::auth::secrets::ProcessEnvironment;
-use fluxlit::config::compile::CompileContext;
+use fluxlit::build::compile_and_build;
+use fluxlit::compile::CompileContext;
 use fluxlit::config::{self, CheckedConfig, ConfigSource, SourceHash};
 use fluxlit::proxy::headers::{self, RequestContext};
 use fluxlit::proxy::route::UpstreamTarget;
@@ -66,7 +67,7 @@ fn compile_context() -> CompileContext {
 }
 
 fn snapshot(routes: usize) -> Snapshot {
-    match config::compile::compile(checked(routes), None, 1, &compile_context()) {
+    match compile_and_build(checked(routes), None, 1, &compile_context()) {
         Ok(snapshot) => snapshot,
         Err(errors) => panic!("bench config does not compile: {errors:?}"),
     }
@@ -254,14 +255,14 @@ fn config_compile(c: &mut Criterion) {
     group.bench_function("parse_validate_compile_10000", |b| {
         b.iter(|| {
             let checked = config::check(source(black_box(&text))).ok()?;
-            config::compile::compile(checked, None, 2, &ctx).ok()
+            compile_and_build(checked, None, 2, &ctx).ok()
         });
     });
     let checked = checked(10_000);
     group.bench_function("compile_only_10000", |b| {
         b.iter_batched(
             || checked.clone(),
-            |checked| config::compile::compile(checked, None, 2, &ctx).ok(),
+            |checked| compile_and_build(checked, None, 2, &ctx).ok(),
             BatchSize::LargeInput,
         );
     });

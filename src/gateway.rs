@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::auth::secrets::{Environment, ProcessEnvironment};
-use crate::config::compile::CompileContext;
+use crate::compile::CompileContext;
 use crate::metrics::Metrics;
 use crate::proxy::websocket::Tunnels;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
@@ -94,6 +94,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         metrics.serving(first.generation, first.loaded_at);
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
+        snapshot.load().start();
         let reloader = Arc::new(Reloader::new(
             config_path,
             Arc::clone(&snapshot),

@@ -17,6 +17,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod build;
+pub mod compile;
 pub mod config;
 pub mod doctor;
 pub mod gateway;

@@ -230,7 +230,7 @@ fn doctor(
             return Ok(ExitCode::from(fluxlit::doctor::exit::ERRORS));
         }
     };
-    let ctx = config::compile::CompileContext::for_config(
+    let ctx = fluxlit::compile::CompileContext::for_config(
         path,
         std::sync::Arc::new(fluxlit::auth::secrets::ProcessEnvironment),
     );
@@ -343,7 +343,7 @@ fn issue_token(
         .hs256_secret
         .as_ref()
         .context("the provider has no hs256_secret")?;
-    let ctx = config::compile::CompileContext::for_config(
+    let ctx = fluxlit::compile::CompileContext::for_config(
         path,
         std::sync::Arc::new(secrets::ProcessEnvironment),
     );

@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::compile::{CompileContext, compile};
+use crate::build::compile_and_build;
+use crate::compile::CompileContext;
 use crate::config::diff::ConfigDiff;
 use crate::config::static_keys::keep_static_keys;
 use crate::config::{self, CheckedConfig, Config, LoadError, SourceHash};
@@ -285,7 +286,7 @@ impl Reloader {
                 // Before the static keys are put back, so the summary names them too.
                 let changes = ConfigDiff::between(&current.config, &checked.config);
                 let refused = keep_static_keys(&mut checked.config, &current.config);
-                compile(
+                compile_and_build(
                     checked,
                     Some(&current),
                     current.generation + 1,
@@ -304,7 +305,10 @@ impl Reloader {
                     );
                 }
                 log_applied(&snapshot, trigger.as_str(), &changes);
-                self.snapshot.store(Arc::new(snapshot));
+                let snapshot = Arc::new(snapshot);
+                self.snapshot.store(Arc::clone(&snapshot));
+                // Only now, with the new snapshot serving: a refused config started nothing.
+                snapshot.start();
                 state.status = ReloadStatus {
                     last_error: None,
                     refused_static_keys: refused.clone(),
@@ -568,10 +572,11 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// Loads and compiles the first snapshot, at start.
+/// Loads, compiles and builds the first snapshot, at start. The caller starts it once
+/// it serves.
 pub fn initial_snapshot(path: &Path, ctx: &CompileContext) -> Result<Snapshot, StartupConfigError> {
     let checked: CheckedConfig = config::load(path)?;
-    let snapshot = compile(checked, None, 1, ctx).map_err(|errors| {
+    let snapshot = compile_and_build(checked, None, 1, ctx).map_err(|errors| {
         StartupConfigError::Compile(errors.iter().map(|d| d.render(path)).collect())
     })?;
     for warning in &snapshot.warnings {

@@ -344,3 +344,130 @@ async fn a_reload_that_breaks_a_provider_keeps_the_running_one_and_says_why() {
     assert_eq!(status(&gateway, &good).await, 401);
     assert_eq!(status(&gateway, &other).await, 200);
 }
+
+/// A TCP listener that only counts the connections made to it: a JWKS URL or an
+/// identity provider that records whether the gateway reached out.
+struct ContactRecorder {
+    addr: SocketAddr,
+    contacts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ContactRecorder {
+    async fn spawn() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let contacts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&contacts);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Self { addr, contacts }
+    }
+
+    fn contacts(&self) -> usize {
+        self.contacts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A config with a jwt provider whose keys are at `jwks`, an oidc provider whose issuer
+/// is `idp`, and `extra` appended (a broken provider, or nothing).
+fn networked_config(jwks: SocketAddr, idp: SocketAddr, extra: &str) -> String {
+    let mut config = format!(
+        r#"
+[server]
+public_base_url = "http://127.0.0.1:8080"
+
+[upstreams.app]
+builtin = "echo"
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+
+[auth.providers.keys]
+kind = "jwt"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["RS256"]
+jwks_url = "http://{jwks}/jwks.json"
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["HS256"]
+hs256_secret = {{ file = "secret-1" }}
+
+[auth.providers.corp]
+kind = "oidc"
+issuer_url = "http://{idp}"
+client_id = "fluxlit"
+client_secret = {{ file = "client-secret" }}
+mint = "main"
+"#
+    );
+    config.push_str(extra);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_reaches_no_jwks_url_and_no_identity_provider() {
+    let (jwks, idp) = (
+        ContactRecorder::spawn().await,
+        ContactRecorder::spawn().await,
+    );
+    let gateway = start_with_files(
+        "[upstreams.app]\nbuiltin = \"echo\"\n\n[[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        &[("secret-1", SECRET_1), ("client-secret", "oidc client secret")],
+    )
+    .await;
+
+    // Every provider in it compiles but one, whose secret file does not exist; and many
+    // routes, as a real file has, come after the providers.
+    let mut broken = String::from(
+        "\n[auth.providers.zz_broken]\nkind = \"jwt\"\nissuer = \"i\"\naudience = \"a\"\nalgorithms = [\"HS256\"]\nhs256_secret = { file = \"no-such-secret\" }\n",
+    );
+    for index in 0..2000 {
+        broken.push_str(&format!(
+            "\n[[routes]]\nname = \"r{index}\"\npath_prefix = \"/r{index}\"\nupstream = \"app\"\n"
+        ));
+    }
+    let outcome = write_and_reload(&gateway, &networked_config(jwks.addr, idp.addr, &broken)).await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Rejected { .. }),
+        "{outcome:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        jwks.contacts(),
+        0,
+        "the JWKS URL of a refused config was fetched"
+    );
+    assert_eq!(
+        idp.contacts(),
+        0,
+        "the IdP of a refused config was contacted"
+    );
+    assert_eq!(gateway.gateway.snapshot().generation, 1);
+
+    // The same providers in a config that applies reach out at once: the recorders see
+    // what the gateway does.
+    let outcome = write_and_reload(&gateway, &networked_config(jwks.addr, idp.addr, "")).await;
+    assert!(
+        matches!(
+            outcome,
+            ReloadOutcome::Applied { .. } | ReloadOutcome::Unchanged
+        ),
+        "{outcome:?}"
+    );
+    within("the JWKS fetch and the discovery", async {
+        while jwks.contacts() == 0 || idp.contacts() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

@@ -8,7 +8,7 @@
 //! 4. a config printed as `fluxlit config` prints it loads as the same config, and
 //!    compiles to the same route table.
 //!
-//! The policies come from configs compiled by `config::compile`, as a reload builds them.
+//! The policies come from configs compiled and built as a reload does (`build::compile_and_build`).
 //! Case counts are modest so the normal test run stays fast; the fuzz targets in `fuzz/`
 //! search the same invariants for longer.
 
@@ -18,7 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fluxlit::auth::secrets::Environment;
-use fluxlit::config::compile::{CompileContext, compile};
+use fluxlit::build::compile_and_build;
+use fluxlit::compile::CompileContext;
 use fluxlit::config::{self, CheckedConfig, ConfigSource, SourceHash};
 use fluxlit::header_sets;
 use fluxlit::proxy::headers::{self, HeaderClass, RequestContext, X_FORWARDED_FOR};
@@ -53,7 +54,8 @@ fn checked(text: &str) -> CheckedConfig {
 
 fn compiled(checked: CheckedConfig) -> Snapshot {
     let ctx = CompileContext::for_config(Path::new("properties.toml"), Arc::new(AnyVariable));
-    compile(checked, None, 1, &ctx).unwrap_or_else(|errors| panic!("does not compile: {errors:?}"))
+    compile_and_build(checked, None, 1, &ctx)
+        .unwrap_or_else(|errors| panic!("does not compile: {errors:?}"))
 }
 
 fn snapshot(text: &str) -> Snapshot {

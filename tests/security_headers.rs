@@ -219,11 +219,9 @@ fn a_value_that_cannot_be_a_header_is_refused_with_its_key() {
     let path = dir.path().join("fluxlit.toml");
     std::fs::write(&path, config).expect("write config");
     let snapshot = fluxlit::config::load(&path).map(|checked| {
-        fluxlit::config::compile::compile(
+        fluxlit::compile::compile(
             checked,
-            None,
-            1,
-            &fluxlit::config::compile::CompileContext::for_config(
+            &fluxlit::compile::CompileContext::for_config(
                 &path,
                 std::sync::Arc::new(fluxlit::auth::secrets::ProcessEnvironment),
             ),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use fluxlit::auth::secrets::Environment;
-use fluxlit::config::compile::{CompileContext, compile};
+use fluxlit::compile::{CompileContext, compile};
 use fluxlit::config::{self, ConfigSource, SourceHash};
 use libfuzzer_sys::fuzz_target;
 
@@ -52,5 +52,5 @@ fuzz_target!(|data: &[u8]| {
         ),
     }
     let ctx = CompileContext::for_config(&checked.source.path, Arc::new(AnyVariable));
-    let _ = compile(checked, None, 1, &ctx);
+    let _ = compile(checked, &ctx);
 });

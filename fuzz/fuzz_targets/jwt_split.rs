@@ -12,7 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fluxlit::auth::Check;
 use fluxlit::auth::jwt::JwtVerifier;
-use fluxlit::config::compile::{CompileContext, compile};
+use fluxlit::build::compile_and_build;
+use fluxlit::compile::CompileContext;
 use fluxlit::config::{self, ConfigSource, SourceHash};
 use fluxlit::snapshot::Snapshot;
 use fluxlit_fuzz::{AnyVariable, SECRET};
@@ -77,7 +78,7 @@ fn fixture() -> &'static Fixture {
         };
         let checked = config::check(source).unwrap_or_else(|e| panic!("{:?}", e.render()));
         let ctx = CompileContext::for_config(&path, Arc::new(AnyVariable));
-        let snapshot = compile(checked, None, 1, &ctx).expect("the fixture config compiles");
+        let snapshot = compile_and_build(checked, None, 1, &ctx).expect("the fixture config compiles");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");

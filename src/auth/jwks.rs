@@ -185,16 +185,9 @@ impl JwksCache {
         &self.source == source && &self.settings == settings
     }
 
-    /// Reads a `jwks_file` now, so a broken file refuses the config at load time.
-    pub fn load_file_now(&self) -> Result<(), String> {
-        let JwksSource::File(path) = &self.source else {
-            return Ok(());
-        };
-        let bytes = std::fs::read(path)
-            .map_err(|err| format!("cannot read JWKS file {}: {err}", path.display()))?;
-        let keys = parse_jwks(&bytes)?;
-        self.install(keys, self.settings.ttl);
-        Ok(())
+    /// Serves `keys`, read from the `jwks_file` by compile, from now on.
+    pub fn install_file_keys(&self, keys: FileKeys) {
+        self.install(keys.0, self.settings.ttl);
     }
 
     /// Starts the background refresh on the current tokio runtime (once).
@@ -419,6 +412,17 @@ pub fn usable_key_count(bytes: &[u8]) -> Result<usize, String> {
 
 /// The signing keys of a JWKS document. Keys the gateway cannot or must not use
 /// (symmetric `oct` keys, encryption keys, unknown types) are skipped, not fatal.
+/// A `jwks_file`'s keys, read and parsed (compile reads them; build installs them).
+#[derive(Debug)]
+pub struct FileKeys(Vec<VerifyingKey>);
+
+/// Reads and parses a `jwks_file`, so a broken file refuses the config at load time.
+pub fn read_file(path: &std::path::Path) -> Result<FileKeys, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|err| format!("cannot read JWKS file {}: {err}", path.display()))?;
+    parse_jwks(&bytes).map(FileKeys)
+}
+
 fn parse_jwks(bytes: &[u8]) -> Result<Vec<VerifyingKey>, String> {
     let document: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|err| format!("the JWKS is not JSON: {err}"))?;

@@ -1,9 +1,9 @@
-//! From `fluxlit.toml` to a checked [`Config`]: read → parse (with spans) → validate.
+//! Stage 1: from `fluxlit.toml` to a checked [`Config`]: read → parse (with spans) →
+//! validate, and the diff between two configs.
 //!
-//! `compile` then turns a checked config into the parts of a [`crate::snapshot::Snapshot`].
-//! Nothing in this module knows about sockets.
+//! Plain data: nothing here knows about sockets, tasks or the runtime types built from a
+//! config ([`crate::compile`] and [`crate::build`] come after).
 
-pub mod compile;
 pub mod diagnostic;
 pub mod diff;
 pub mod load;

@@ -18,8 +18,8 @@ use super::{Finding, Severity};
 use crate::auth::oidc::discovery::{discovery_url, error_chain};
 use crate::auth::oidc::redis_store::RedisTarget;
 use crate::auth::secrets::{self, SecretBytes};
+use crate::compile::CompileContext;
 use crate::config::Config;
-use crate::config::compile::CompileContext;
 use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef};
 
 pub const SECRET_MISSING: &str = "secret_missing";

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::compile::CompileContext;
+use crate::compile::CompileContext;
 use crate::config::{CheckedConfig, Diagnostic, Location};
 
 /// How bad a finding is. `--strict` fails on warnings; infos never fail.

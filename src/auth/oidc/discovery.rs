@@ -100,20 +100,21 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// A discovery of `settings.issuer_url`, or, for manual endpoints, settings known at
-    /// once (an error names what is wrong with them).
-    pub fn new(provider: &str, settings: DiscoverySettings) -> Result<Arc<Self>, String> {
-        let current = match &settings.manual {
-            Some(manual) => Some(Arc::new(manual_settings(&settings.issuer_url, manual)?)),
-            None => None,
-        };
-        Ok(Arc::new(Self {
+    /// A discovery of `settings.issuer_url`, or, for manual endpoints, the settings
+    /// known at once (`manual`, from [`manual_settings`]). Nothing is fetched before
+    /// [`Discovery::start`].
+    pub fn new(
+        provider: &str,
+        settings: DiscoverySettings,
+        manual: Option<Discovered>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             provider: provider.into(),
             settings,
-            current: ArcSwapOption::new(current),
+            current: ArcSwapOption::new(manual.map(Arc::new)),
             status: Mutex::new(DiscoveryStatus::default()),
             refresher: Refresher::default(),
-        }))
+        })
     }
 
     /// Whether this discovery serves `settings` (so a reload can keep it).
@@ -269,8 +270,8 @@ impl Discovery {
 }
 
 /// The settings of a custom provider: its endpoints as written, `client_secret_basic`,
-/// no logout endpoint, and no keys.
-fn manual_settings(issuer_url: &str, manual: &ManualEndpoints) -> Result<Discovered, String> {
+/// no logout endpoint, and no keys. An error names what is wrong with them.
+pub fn manual_settings(issuer_url: &str, manual: &ManualEndpoints) -> Result<Discovered, String> {
     let url = |key: &str, text: &str| {
         url::Url::parse(text).map_err(|err| format!("{key} {text:?} is not a URL: {err}"))
     };

@@ -1,49 +1,57 @@
-//! Compiling `kind = "oidc"` providers and the endpoints they serve.
+//! Compiling `kind = "oidc"` providers.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::time::Duration;
 
+use ipnet::IpNet;
+use openidconnect::RedirectUrl;
 use url::Url;
 
-use super::super::diagnostic::Diagnostic;
-use super::super::model::{self, StoreRef};
-use super::super::validate::parse_cidr;
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
-use crate::auth::oidc::discovery::{Discovery, DiscoverySettings, ManualEndpoints};
-use crate::auth::oidc::redis_store::{RedisStore, RedisTarget};
-use crate::auth::oidc::store::{MemoryStore, Store};
-use crate::auth::oidc::{self, AuthEndpoints, ClientSecret, OidcProvider, StoreSettings};
+use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
+use crate::auth::oidc::redis_store::RedisTarget;
+use crate::auth::oidc::{self, ClientSecret, StoreSettings};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
-use crate::auth::{Check, Provider};
 use crate::config::Config;
-use crate::snapshot::Snapshot;
+use crate::config::diagnostic::Diagnostic;
+use crate::config::model::{self, OidcPaths, StoreRef};
+use crate::config::validate::parse_cidr;
 
-/// The login endpoints of every oidc provider, matched before the routes.
-pub(super) fn auth_endpoints(providers: &BTreeMap<String, Arc<Provider>>) -> AuthEndpoints {
-    AuthEndpoints::new(
-        providers
-            .values()
-            .filter_map(|provider| match &provider.check {
-                Check::Oidc(oidc) => Some(oidc),
-                Check::Jwt(_) | Check::TrustedProxyUser => None,
-            }),
-    )
+/// An oidc provider's settings, resolved: its client secret and its mint provider's
+/// secret read, its URLs checked. `build` adds the discovery and the store.
+#[derive(Debug)]
+pub struct OidcPlan {
+    pub client_id: String,
+    pub client_secret: ClientSecret,
+    /// Scopes besides `openid` (which openidconnect always asks for).
+    pub scopes: Vec<String>,
+    pub paths: OidcPaths,
+    pub login_ttl: Duration,
+    pub auth_code_ttl: Duration,
+    pub access_token_ttl: Duration,
+    pub leeway: Duration,
+    pub claims: Vec<String>,
+    pub exchange_from: Vec<IpNet>,
+    pub redirect_uri: RedirectUrl,
+    pub public_base: String,
+    pub base_path: String,
+    pub minter: Minter,
+    pub discovery: DiscoverySettings,
+    /// A custom provider's endpoints, checked: nothing to discover.
+    pub manual: Option<Discovered>,
+    pub store: StoreSettings,
 }
 
 /// An oidc provider. Its client secret and its mint provider's secret are read now;
-/// discovery (and the IdP's JWKS) run in the background. Discovery and store are kept
-/// from the previous snapshot's provider of the same name while their settings stay the
-/// same, so a reload keeps logins in progress and never waits on the network.
+/// discovery (and the IdP's JWKS) is `build`'s to make and the reload's to start.
 pub(super) fn compile_oidc(
     name: &str,
     path: &str,
     settings: &model::AuthProvider,
     config: &Config,
-    previous: Option<&Snapshot>,
     ctx: &CompileContext,
-) -> Result<OidcProvider, Diagnostic> {
+) -> Result<OidcPlan, Diagnostic> {
     let missing = |key: &str| {
         Diagnostic::error(
             format!("{path}.{key}"),
@@ -87,8 +95,8 @@ pub(super) fn compile_oidc(
     let public_base = public_base_url.as_str().trim_end_matches('/').to_owned();
     let base_path = public_base_url.path().trim_end_matches('/').to_owned();
     let paths = settings.paths.clone().unwrap_or_default();
-    let redirect_uri = openidconnect::RedirectUrl::new(format!("{public_base}{}", paths.callback))
-        .map_err(|err| {
+    let redirect_uri =
+        RedirectUrl::new(format!("{public_base}{}", paths.callback)).map_err(|err| {
             Diagnostic::error(
                 format!("{path}.paths.callback"),
                 format!("not a usable redirect URI: {err}"),
@@ -115,13 +123,7 @@ pub(super) fn compile_oidc(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let previous = previous
-        .and_then(|snapshot| snapshot.providers.get(name))
-        .and_then(|provider| match &provider.check {
-            Check::Oidc(oidc) => Some(Arc::clone(oidc)),
-            Check::Jwt(_) | Check::TrustedProxyUser => None,
-        });
-    let discovery_settings = DiscoverySettings {
+    let discovery = DiscoverySettings {
         issuer_url,
         jwks: JwksSettings {
             ttl: settings.jwks_cache_ttl.get(),
@@ -130,27 +132,17 @@ pub(super) fn compile_oidc(
         },
         manual: manual_endpoints(settings),
     };
-    let discovery = match &previous {
-        Some(old) if old.discovery.serves(&discovery_settings) => Arc::clone(&old.discovery),
-        _ => Discovery::new(name, discovery_settings)
-            .map_err(|message| Diagnostic::error(path, message))?,
-    };
-    discovery.start();
-
-    let store_settings = compile_store_settings(path, settings, ctx)?;
-    let store: Arc<dyn Store> = match (&previous, &store_settings) {
-        (Some(old), _) if old.store_settings == store_settings => Arc::clone(&old.store),
-        (_, StoreSettings::Memory { max_entries }) => Arc::new(MemoryStore::new(*max_entries)),
-        (_, StoreSettings::Redis { target }) => Arc::new(
-            RedisStore::new(name, target.clone())
-                .map_err(|message| Diagnostic::error(format!("{path}.store"), message))?,
-        ),
-    };
+    let manual = discovery
+        .manual
+        .as_ref()
+        .map(|manual| discovery::manual_settings(&discovery.issuer_url, manual))
+        .transpose()
+        .map_err(|message| Diagnostic::error(path, message))?;
+    let store = compile_store_settings(path, settings, ctx)?;
 
     let ttl =
         |value: Option<crate::config::units::Duration>, default| value.map_or(default, |d| d.get());
-    Ok(OidcProvider {
-        name: name.into(),
+    Ok(OidcPlan {
         client_id,
         client_secret: ClientSecret(client_secret),
         scopes: settings
@@ -171,8 +163,8 @@ pub(super) fn compile_oidc(
         base_path,
         minter,
         discovery,
+        manual,
         store,
-        store_settings,
     })
 }
 

@@ -1,8 +1,11 @@
-//! Checked [`Config`] → [`Snapshot`]: everything the request path needs, built once.
+//! Stage 2: a checked [`Config`] → a [`Plan`]: every value the request path needs, as
+//! typed values, with every problem found reported at once.
 //!
-//! Route table, header name sets, CIDR lists and upstream clients are built here. An
-//! upstream whose settings did not change keeps the client (and so the connection
-//! pool) of the previous snapshot.
+//! Compile is pure in what it does to the world: it reads the files and environment
+//! variables the config names (secrets, certificates, a `jwks_file`) and nothing else.
+//! It knows no previous snapshot, starts no task and opens no connection, so a config it
+//! refuses has touched nothing. The runtime parts (connection pools, key caches,
+//! discovery, stores) are made from the plan by [`crate::build`].
 
 mod oidc;
 mod security_headers;
@@ -10,27 +13,22 @@ mod security_headers;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, uri::Authority};
 use url::Url;
 
-use super::diagnostic::Diagnostic;
-use super::model::{self, Builtin, ProviderKind};
-use super::validate::{normalize_prefix, parse_cidr, parse_upstream_url};
-use super::{CheckedConfig, Config};
-use crate::auth::jwks::{JwksCache, JwksSettings, JwksSource};
-use crate::auth::jwt::JwtVerifier;
+use crate::auth::jwks::{self, FileKeys, JwksSettings, JwksSource};
 use crate::auth::secrets::{self, Environment};
-use crate::auth::{Check, Provider, RouteAuth};
+use crate::config::diagnostic::Diagnostic;
+use crate::config::model::{self, Builtin, ProviderKind};
+use crate::config::validate::{normalize_prefix, parse_cidr, parse_upstream_url};
+use crate::config::{CheckedConfig, Config, SourceHash};
 use crate::header_sets;
-use crate::proxy::headers::HeaderPolicy;
-use crate::proxy::headers::{HeaderClass, HeaderClasses};
-use crate::proxy::limits::WebSocketCap;
-use crate::proxy::pool::UpstreamPool;
-use crate::proxy::route::{HttpUpstream, Route, Upstream, UpstreamTarget};
-use crate::proxy::routes::RouteTable;
-use crate::snapshot::{ConnectionLimits, Snapshot};
+use crate::proxy::headers::{HeaderClass, HeaderClasses, HeaderPolicy};
+use crate::proxy::route::SecurityHeaderList;
+use crate::snapshot::ConnectionLimits;
+pub use oidc::OidcPlan;
 use security_headers::SecurityHeaderCompiler;
 
 /// What compile needs besides the config: where relative paths start, and where
@@ -52,15 +50,106 @@ impl CompileContext {
     }
 }
 
-/// Builds the snapshot for `checked`. Validation has refused what it can see in the
-/// file; compile adds what needs the outside world (secrets, key files) and reports
-/// those problems the same way, never unwrapping.
-pub fn compile(
-    checked: CheckedConfig,
-    previous: Option<&Snapshot>,
-    generation: u64,
-    ctx: &CompileContext,
-) -> Result<Snapshot, Vec<Diagnostic>> {
+/// A checked config compiled: everything a snapshot holds, as values. [`crate::build`]
+/// turns it into a [`crate::snapshot::Snapshot`].
+#[derive(Debug)]
+pub struct Plan {
+    /// The effective config (defaults filled in).
+    pub config: Config,
+    pub source_hash: SourceHash,
+    pub warnings: Vec<Diagnostic>,
+    pub headers: HeaderPolicy,
+    pub upstreams: BTreeMap<String, UpstreamPlan>,
+    pub providers: BTreeMap<String, ProviderPlan>,
+    /// In the file's order.
+    pub routes: Vec<RoutePlan>,
+    pub limits: ConnectionLimits,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// An upstream: where it is and how long it may take.
+#[derive(Debug)]
+pub struct UpstreamPlan {
+    pub target: TargetPlan,
+    /// How long to wait for response headers.
+    pub timeout: Duration,
+    /// The settings it was compiled from: equal settings share a connection pool.
+    pub settings: model::Upstream,
+}
+
+#[derive(Debug)]
+pub enum TargetPlan {
+    Http(HttpTarget),
+    Echo,
+}
+
+/// An HTTP upstream's address, as the pool dials it and as requests name it.
+#[derive(Debug)]
+pub struct HttpTarget {
+    /// The host as a socket address takes it (an IPv6 address without brackets).
+    pub host_name: String,
+    pub port: u16,
+    pub authority: Authority,
+    /// The URL's path without its trailing `/`: prepended to every forwarded path.
+    pub base_path: String,
+    /// The `Host` header the upstream gets.
+    pub host: HeaderValue,
+}
+
+/// A route, its upstream and provider named by the keys of [`Plan::upstreams`] and
+/// [`Plan::providers`] (compile made sure both exist).
+#[derive(Debug)]
+pub struct RoutePlan {
+    pub name: Arc<str>,
+    /// Normalised: no trailing `/` except for the root route.
+    pub prefix: String,
+    pub strip_prefix: bool,
+    pub upstream: String,
+    pub auth: Option<RouteAuthPlan>,
+    pub extra_client_headers: Box<[HeaderName]>,
+    pub security_headers: SecurityHeaderList,
+    pub max_request_body: u64,
+    pub max_websockets: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct RouteAuthPlan {
+    pub provider: String,
+    pub required_scopes: Box<[String]>,
+}
+
+/// An auth provider: its settings resolved (secrets read, header names checked).
+#[derive(Debug)]
+pub struct ProviderPlan {
+    pub settings: model::AuthProvider,
+    /// `(claim, header)` pairs copied to the upstream on top of sub and scope.
+    pub claim_headers: Vec<(String, HeaderName)>,
+    pub check: CheckPlan,
+}
+
+#[derive(Debug)]
+pub enum CheckPlan {
+    TrustedProxyUser,
+    Jwt {
+        hmac_key: Option<jsonwebtoken::DecodingKey>,
+        jwks: Option<JwksPlan>,
+    },
+    Oidc(Box<OidcPlan>),
+}
+
+/// Where a jwt provider's public keys come from.
+#[derive(Debug)]
+pub struct JwksPlan {
+    pub source: JwksSource,
+    pub settings: JwksSettings,
+    /// A `jwks_file`'s keys, read now: a broken file refuses the config.
+    pub file_keys: Option<FileKeys>,
+}
+
+/// Compiles `checked`. Validation has refused what it can see in the file; compile adds
+/// what needs the files and environment the config names (secrets, key files,
+/// certificates) and reports those problems the same way, never unwrapping.
+pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec<Diagnostic>> {
     let CheckedConfig {
         config,
         source,
@@ -72,73 +161,53 @@ pub fn compile(
     let (headers, security_headers) = compile_header_policy(&config, &mut errors);
     let mut providers = BTreeMap::new();
     for (name, settings) in &config.auth.providers {
-        match compile_provider(name, settings, &config, previous, ctx, &mut warnings) {
+        match compile_provider(name, settings, &config, ctx, &mut warnings) {
             Ok(provider) => {
-                providers.insert(name.clone(), Arc::new(provider));
+                providers.insert(name.clone(), provider);
             }
             Err(error) => errors.push(error),
         }
     }
     let mut upstreams = BTreeMap::new();
     for (name, settings) in &config.upstreams {
-        match compile_upstream(name, settings, previous) {
+        match compile_upstream(name, settings) {
             Ok(upstream) => {
-                upstreams.insert(name.clone(), Arc::new(upstream));
+                upstreams.insert(name.clone(), upstream);
             }
             Err(error) => errors.push(error),
         }
     }
 
-    let mut entries = Vec::with_capacity(config.routes.len());
+    let mut routes = Vec::with_capacity(config.routes.len());
     for (index, route) in config.routes.iter().enumerate() {
-        let Some(upstream) = upstreams.get(&route.upstream) else {
+        if !upstreams.contains_key(&route.upstream) {
             errors.push(Diagnostic::error(
                 format!("routes[{index}].upstream"),
                 format!("unknown upstream {:?}", route.upstream),
             ));
             continue;
-        };
+        }
         let auth = match &route.auth {
             None => None,
-            Some(name) => match providers.get(name) {
-                Some(provider) => Some(RouteAuth {
-                    provider: Arc::clone(provider),
-                    required_scopes: route.required_scopes.clone().into_boxed_slice(),
-                }),
-                None => {
-                    // Never serve a route without the check it names.
-                    errors.push(Diagnostic::error(
-                        format!("routes[{index}].auth"),
-                        format!("auth provider {name:?} could not be built"),
-                    ));
-                    continue;
-                }
-            },
+            Some(name) if providers.contains_key(name) => Some(RouteAuthPlan {
+                provider: name.clone(),
+                required_scopes: route.required_scopes.clone().into_boxed_slice(),
+            }),
+            Some(name) => {
+                // Never serve a route without the check it names.
+                errors.push(Diagnostic::error(
+                    format!("routes[{index}].auth"),
+                    format!("auth provider {name:?} could not be built"),
+                ));
+                continue;
+            }
         };
-        let prefix = normalize_prefix(&route.path_prefix).to_owned();
-        let max_request_body = route
-            .max_request_body
-            .unwrap_or(config.server.max_request_body)
-            .bytes();
-        let websockets = route.max_websockets.map(|max| {
-            // The same route in the running snapshot keeps counting the tunnels it let in.
-            let running = previous.and_then(|snapshot| {
-                snapshot
-                    .routes
-                    .routes()
-                    .find(|old| *old.name == *route.name)
-                    .and_then(|old| old.websockets.as_ref())
-            });
-            WebSocketCap::new(max as usize, running)
-        });
-        let compiled = Route {
-            max_request_body,
-            websockets,
-            auth,
+        routes.push(RoutePlan {
             name: route.name.as_str().into(),
-            prefix: prefix.clone(),
+            prefix: normalize_prefix(&route.path_prefix).to_owned(),
             strip_prefix: route.strip_prefix,
-            upstream: Arc::clone(upstream),
+            upstream: route.upstream.clone(),
+            auth,
             security_headers: security_headers.route(
                 index,
                 route.security_headers.as_ref(),
@@ -153,9 +222,12 @@ pub fn compile(
                         && header_sets::forbidden_in_allowlist(name.as_str()).is_none()
                 })
                 .collect(),
-            metrics: Default::default(),
-        };
-        entries.push((prefix, Arc::new(compiled)));
+            max_request_body: route
+                .max_request_body
+                .unwrap_or(config.server.max_request_body)
+                .bytes(),
+            max_websockets: route.max_websockets.map(|max| max as usize),
+        });
     }
 
     let tls = config.server.tls.as_ref().and_then(|tls| {
@@ -169,15 +241,12 @@ pub fn compile(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Snapshot {
-        generation,
+    Ok(Plan {
         source_hash: source.hash,
-        loaded_at: SystemTime::now(),
-        routes: RouteTable::new(entries),
-        upstreams,
-        auth_endpoints: oidc::auth_endpoints(&providers),
-        providers,
         headers,
+        upstreams,
+        providers,
+        routes,
         limits: ConnectionLimits {
             header_read_timeout: config.server.header_read_timeout.get(),
             idle_timeout: config.server.idle_timeout.get(),
@@ -279,53 +348,31 @@ fn compile_header_policy(
     (policy, security_headers)
 }
 
-fn compile_upstream(
-    name: &str,
-    settings: &model::Upstream,
-    previous: Option<&Snapshot>,
-) -> Result<Upstream, Diagnostic> {
+fn compile_upstream(name: &str, settings: &model::Upstream) -> Result<UpstreamPlan, Diagnostic> {
     let target = match (&settings.builtin, &settings.url) {
-        (Some(Builtin::Echo), _) => UpstreamTarget::Echo,
+        (Some(Builtin::Echo), _) => TargetPlan::Echo,
         (None, Some(url)) => {
             let url = parse_upstream_url(url)
                 .map_err(|message| Diagnostic::error(format!("upstreams.{name}.url"), message))?;
-            let address = upstream_address(&url);
-            let (host_name, port, authority) = address.ok_or_else(|| {
+            let (host_name, port, authority) = upstream_address(&url).ok_or_else(|| {
                 Diagnostic::error(
                     format!("upstreams.{name}.url"),
                     "has no usable host and port",
                 )
             })?;
-            let reused = previous.and_then(|snapshot| {
-                snapshot
-                    .upstreams
-                    .values()
-                    .find_map(|old| match &old.target {
-                        UpstreamTarget::Http(http) if same_pool(&old.settings, settings) => {
-                            Some(http.pool.clone())
-                        }
-                        _ => None,
-                    })
-            });
             let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
                 Diagnostic::error(
                     format!("upstreams.{name}.url"),
                     "host is not a valid header",
                 )
             })?;
-            UpstreamTarget::Http(Box::new(HttpUpstream {
-                pool: reused.unwrap_or_else(|| {
-                    UpstreamPool::new(
-                        host_name,
-                        port,
-                        settings.connect_timeout.get(),
-                        settings.pool_idle_timeout.get(),
-                    )
-                }),
+            TargetPlan::Http(HttpTarget {
+                host_name,
+                port,
                 base_path: url.path().trim_end_matches('/').to_owned(),
                 authority,
                 host,
-            }))
+            })
         }
         (None, None) => {
             return Err(Diagnostic::error(
@@ -334,8 +381,7 @@ fn compile_upstream(
             ));
         }
     };
-    Ok(Upstream {
-        name: name.into(),
+    Ok(UpstreamPlan {
         target,
         timeout: settings.timeout.get(),
         settings: settings.clone(),
@@ -346,10 +392,9 @@ fn compile_provider(
     name: &str,
     settings: &model::AuthProvider,
     config: &Config,
-    previous: Option<&Snapshot>,
     ctx: &CompileContext,
     warnings: &mut Vec<Diagnostic>,
-) -> Result<Provider, Diagnostic> {
+) -> Result<ProviderPlan, Diagnostic> {
     let path = format!("auth.providers.{name}");
     let claim_headers = settings
         .claim_headers
@@ -366,22 +411,26 @@ fn compile_provider(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let check = match settings.kind {
-        ProviderKind::TrustedProxyUser => Check::TrustedProxyUser,
+        ProviderKind::TrustedProxyUser => CheckPlan::TrustedProxyUser,
         ProviderKind::Jwt => {
             let wants_secret = settings.algorithms.iter().any(|a| a.is_hmac());
             let hmac_key = match &settings.hs256_secret {
                 Some(secret) if wants_secret => Some(hmac_key(&path, secret, ctx, warnings)?),
                 _ => None,
             };
-            let jwks = compile_jwks(name, &path, settings, previous, ctx)?;
-            Check::Jwt(JwtVerifier::new(settings, hmac_key, jwks))
+            let jwks = compile_jwks(&path, settings, ctx)?;
+            CheckPlan::Jwt { hmac_key, jwks }
         }
         ProviderKind::Oidc => {
-            let provider = oidc::compile_oidc(name, &path, settings, config, previous, ctx)?;
-            Check::Oidc(Arc::new(provider))
+            let plan = oidc::compile_oidc(name, &path, settings, config, ctx)?;
+            CheckPlan::Oidc(Box::new(plan))
         }
     };
-    Ok(Provider::new(name, settings.clone(), check, claim_headers))
+    Ok(ProviderPlan {
+        settings: settings.clone(),
+        claim_headers,
+        check,
+    })
 }
 
 fn hmac_key(
@@ -407,12 +456,10 @@ fn hmac_key(
 }
 
 fn compile_jwks(
-    name: &str,
     path: &str,
     settings: &model::AuthProvider,
-    previous: Option<&Snapshot>,
     ctx: &CompileContext,
-) -> Result<Option<Arc<JwksCache>>, Diagnostic> {
+) -> Result<Option<JwksPlan>, Diagnostic> {
     if !settings.algorithms.iter().any(|a| !a.is_hmac()) {
         return Ok(None);
     }
@@ -426,40 +473,24 @@ fn compile_jwks(
             ));
         }
     };
-    let jwks_settings = JwksSettings {
-        ttl: settings.jwks_cache_ttl.get(),
-        refetch_interval: settings.jwks_refetch_interval.get(),
-        max_stale: settings.jwks_max_stale.get(),
+    // A `jwks_file` is read on every compile: a reload may be the watcher seeing the
+    // file change, and a broken file refuses the config.
+    let file_keys = match &source {
+        JwksSource::File(file) => Some(
+            jwks::read_file(file)
+                .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?,
+        ),
+        JwksSource::Url(_) => None,
     };
-    // A provider whose key settings did not change keeps its cache, keys and all.
-    let reused = previous.and_then(|snapshot| {
-        snapshot
-            .providers
-            .values()
-            .find_map(|provider| match &provider.check {
-                Check::Jwt(verifier) => verifier
-                    .jwks()
-                    .filter(|cache| cache.serves(&source, &jwks_settings))
-                    .cloned(),
-                Check::TrustedProxyUser | Check::Oidc(_) => None,
-            })
-    });
-    let cache = reused.unwrap_or_else(|| JwksCache::new(name, source, jwks_settings));
-    // Read a `jwks_file` on every compile, a kept cache's too: a reload may be the
-    // watcher seeing the file change, and a broken file refuses the config.
-    cache
-        .load_file_now()
-        .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?;
-    cache.start();
-    Ok(Some(cache))
-}
-
-/// Two upstreams can share a pool when they reach the same address the same way.
-fn same_pool(a: &model::Upstream, b: &model::Upstream) -> bool {
-    a.url.is_some()
-        && a.url == b.url
-        && a.connect_timeout == b.connect_timeout
-        && a.pool_idle_timeout == b.pool_idle_timeout
+    Ok(Some(JwksPlan {
+        source,
+        settings: JwksSettings {
+            ttl: settings.jwks_cache_ttl.get(),
+            refetch_interval: settings.jwks_refetch_interval.get(),
+            max_stale: settings.jwks_max_stale.get(),
+        },
+        file_keys,
+    }))
 }
 
 /// Where an upstream URL points: the host as a socket address takes it (an IPv6

@@ -1,0 +1,364 @@
+//! Stage 3: a [`Plan`] → a [`Snapshot`]: the runtime parts made, or kept from the
+//! snapshot serving now.
+//!
+//! Connection pools, JWKS caches, OIDC discovery and login stores live across reloads:
+//! a part whose settings did not change is taken from the previous snapshot (so a
+//! reload keeps warm connections, fetched keys and logins in progress), and a new one
+//! is made otherwise. Build starts nothing and touches nothing it takes over: the
+//! reload starts the new snapshot's background work ([`Snapshot::start`]) after the
+//! swap, and what the old snapshot alone held stops when its last request lets go of it
+//! (each background task is tied to the life of its owner).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::auth::jwks::{JwksCache, JwksSource};
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::oidc::discovery::Discovery;
+use crate::auth::oidc::redis_store::RedisStore;
+use crate::auth::oidc::store::{MemoryStore, Store};
+use crate::auth::oidc::{AuthEndpoints, OidcProvider, StoreSettings};
+use crate::auth::{Check, Provider, RouteAuth};
+use crate::compile::{
+    CheckPlan, CompileContext, JwksPlan, OidcPlan, Plan, ProviderPlan, RoutePlan, TargetPlan,
+    UpstreamPlan, compile,
+};
+use crate::config::{CheckedConfig, Diagnostic, model};
+use crate::proxy::limits::WebSocketCap;
+use crate::proxy::pool::UpstreamPool;
+use crate::proxy::route::{HttpUpstream, Route, Upstream, UpstreamTarget};
+use crate::proxy::routes::RouteTable;
+use crate::snapshot::Snapshot;
+
+/// Why a plan could not be built. Compile checks everything a user can get wrong; these
+/// name what only the runtime library could refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{message}")]
+    Store { provider: String, message: String },
+    #[error("route {route:?} names {what} {name:?}, which the plan lacks")]
+    Dangling {
+        route: String,
+        what: &'static str,
+        name: String,
+    },
+}
+
+impl BuildError {
+    /// The error as a diagnostic on the key it is about.
+    pub fn diagnostic(&self) -> Diagnostic {
+        let key = match self {
+            Self::Store { provider, .. } => format!("auth.providers.{provider}.store"),
+            Self::Dangling { .. } => "routes".to_owned(),
+        };
+        Diagnostic::error(key, self.to_string())
+    }
+}
+
+/// Builds generation `generation` from `plan`, taking over what `previous` (the
+/// snapshot serving now, if any) has with the same settings.
+pub fn build(
+    plan: Plan,
+    previous: Option<&Snapshot>,
+    generation: u64,
+) -> Result<Snapshot, BuildError> {
+    let Plan {
+        config,
+        source_hash,
+        warnings,
+        headers,
+        upstreams,
+        providers,
+        routes,
+        limits,
+        tls,
+    } = plan;
+
+    let mut built_providers = BTreeMap::new();
+    for (name, provider) in providers {
+        let built = build_provider(&name, provider, previous)?;
+        built_providers.insert(name, Arc::new(built));
+    }
+    let upstreams: BTreeMap<String, Arc<Upstream>> = upstreams
+        .into_iter()
+        .map(|(name, upstream)| {
+            let built = build_upstream(&name, upstream, previous);
+            (name, Arc::new(built))
+        })
+        .collect();
+    let mut entries = Vec::with_capacity(routes.len());
+    for route in routes {
+        let built = build_route(route, &upstreams, &built_providers, previous)?;
+        entries.push((built.prefix.clone(), Arc::new(built)));
+    }
+
+    Ok(Snapshot {
+        generation,
+        source_hash,
+        loaded_at: SystemTime::now(),
+        routes: RouteTable::new(entries),
+        upstreams,
+        auth_endpoints: auth_endpoints(&built_providers),
+        providers: built_providers,
+        headers,
+        limits,
+        tls,
+        warnings,
+        config,
+    })
+}
+
+/// Compile, then build: a checked config to a snapshot that has started nothing. What
+/// startup and every reload do, and what tests, benchmarks and fuzz targets call.
+pub fn compile_and_build(
+    checked: CheckedConfig,
+    previous: Option<&Snapshot>,
+    generation: u64,
+    ctx: &CompileContext,
+) -> Result<Snapshot, Vec<Diagnostic>> {
+    let plan = compile(checked, ctx)?;
+    build(plan, previous, generation).map_err(|error| vec![error.diagnostic()])
+}
+
+impl Snapshot {
+    /// Starts the background work this snapshot needs and does not have yet: key
+    /// refreshes and OIDC discovery. Parts taken over from the previous snapshot are
+    /// running already (each starts at most once). Called after the snapshot is stored,
+    /// never for one a reload refused; needs a tokio runtime.
+    pub fn start(&self) {
+        for provider in self.providers.values() {
+            match &provider.check {
+                Check::Jwt(verifier) => {
+                    if let Some(cache) = verifier.jwks() {
+                        cache.start();
+                    }
+                }
+                Check::Oidc(oidc) => oidc.discovery.start(),
+                Check::TrustedProxyUser => {}
+            }
+        }
+    }
+}
+
+fn build_route(
+    route: RoutePlan,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    providers: &BTreeMap<String, Arc<Provider>>,
+    previous: Option<&Snapshot>,
+) -> Result<Route, BuildError> {
+    let dangling = |what, name: &str| BuildError::Dangling {
+        route: route.name.to_string(),
+        what,
+        name: name.to_owned(),
+    };
+    let upstream = upstreams
+        .get(&route.upstream)
+        .ok_or_else(|| dangling("upstream", &route.upstream))?;
+    let auth = match &route.auth {
+        None => None,
+        Some(auth) => Some(RouteAuth {
+            provider: Arc::clone(
+                providers
+                    .get(&auth.provider)
+                    .ok_or_else(|| dangling("auth provider", &auth.provider))?,
+            ),
+            required_scopes: auth.required_scopes.clone(),
+        }),
+    };
+    let websockets = route.max_websockets.map(|max| {
+        // The same route in the running snapshot keeps counting the tunnels it let in.
+        let running = previous.and_then(|snapshot| {
+            snapshot
+                .routes
+                .routes()
+                .find(|old| old.name == route.name)
+                .and_then(|old| old.websockets.as_ref())
+        });
+        WebSocketCap::new(max, running)
+    });
+    Ok(Route {
+        name: route.name,
+        auth,
+        prefix: route.prefix,
+        strip_prefix: route.strip_prefix,
+        upstream: Arc::clone(upstream),
+        extra_client_headers: route.extra_client_headers,
+        security_headers: route.security_headers,
+        metrics: Default::default(),
+        max_request_body: route.max_request_body,
+        websockets,
+    })
+}
+
+fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot>) -> Upstream {
+    let UpstreamPlan {
+        target,
+        timeout,
+        settings,
+    } = upstream;
+    let target = match target {
+        TargetPlan::Echo => UpstreamTarget::Echo,
+        TargetPlan::Http(http) => {
+            // Any upstream of the running snapshot that dials the same address the same
+            // way lends its pool, warm connections and all.
+            let reused = previous.and_then(|snapshot| {
+                snapshot
+                    .upstreams
+                    .values()
+                    .find_map(|old| match &old.target {
+                        UpstreamTarget::Http(old_http) if same_pool(&old.settings, &settings) => {
+                            Some(old_http.pool.clone())
+                        }
+                        _ => None,
+                    })
+            });
+            let pool = reused.unwrap_or_else(|| {
+                UpstreamPool::new(
+                    http.host_name,
+                    http.port,
+                    settings.connect_timeout.get(),
+                    settings.pool_idle_timeout.get(),
+                )
+            });
+            UpstreamTarget::Http(Box::new(HttpUpstream {
+                pool,
+                authority: http.authority,
+                base_path: http.base_path,
+                host: http.host,
+            }))
+        }
+    };
+    Upstream {
+        name: name.into(),
+        target,
+        timeout,
+        settings,
+    }
+}
+
+/// Two upstreams can share a pool when they reach the same address the same way.
+fn same_pool(a: &model::Upstream, b: &model::Upstream) -> bool {
+    a.url.is_some()
+        && a.url == b.url
+        && a.connect_timeout == b.connect_timeout
+        && a.pool_idle_timeout == b.pool_idle_timeout
+}
+
+fn build_provider(
+    name: &str,
+    provider: ProviderPlan,
+    previous: Option<&Snapshot>,
+) -> Result<Provider, BuildError> {
+    let ProviderPlan {
+        settings,
+        claim_headers,
+        check,
+    } = provider;
+    let check = match check {
+        CheckPlan::TrustedProxyUser => Check::TrustedProxyUser,
+        CheckPlan::Jwt { hmac_key, jwks } => {
+            let jwks = jwks.map(|jwks| build_jwks(name, jwks, previous));
+            Check::Jwt(JwtVerifier::new(&settings, hmac_key, jwks))
+        }
+        CheckPlan::Oidc(oidc) => Check::Oidc(Arc::new(build_oidc(name, *oidc, previous)?)),
+    };
+    Ok(Provider::new(name, settings, check, claim_headers))
+}
+
+/// A key cache for `jwks`. A `jwks_url` cache whose settings did not change is kept,
+/// keys and all; a `jwks_file` gets a new cache holding the keys compile read, so
+/// nothing of the running snapshot changes before the new one is stored.
+fn build_jwks(name: &str, jwks: JwksPlan, previous: Option<&Snapshot>) -> Arc<JwksCache> {
+    let JwksPlan {
+        source,
+        settings,
+        file_keys,
+    } = jwks;
+    if let JwksSource::Url(_) = &source {
+        let reused = previous.and_then(|snapshot| {
+            snapshot
+                .providers
+                .values()
+                .find_map(|provider| match &provider.check {
+                    Check::Jwt(verifier) => verifier
+                        .jwks()
+                        .filter(|cache| cache.serves(&source, &settings))
+                        .cloned(),
+                    Check::TrustedProxyUser | Check::Oidc(_) => None,
+                })
+        });
+        if let Some(cache) = reused {
+            return cache;
+        }
+    }
+    let cache = JwksCache::new(name, source, settings);
+    if let Some(keys) = file_keys {
+        cache.install_file_keys(keys);
+    }
+    cache
+}
+
+/// An oidc provider. Discovery and store are kept from the running snapshot's provider
+/// of the same name while their settings stay the same, so a reload keeps logins in
+/// progress and never waits on the network.
+fn build_oidc(
+    name: &str,
+    plan: OidcPlan,
+    previous: Option<&Snapshot>,
+) -> Result<OidcProvider, BuildError> {
+    let previous = previous
+        .and_then(|snapshot| snapshot.providers.get(name))
+        .and_then(|provider| match &provider.check {
+            Check::Oidc(oidc) => Some(Arc::clone(oidc)),
+            Check::Jwt(_) | Check::TrustedProxyUser => None,
+        });
+    let discovery = match &previous {
+        Some(old) if old.discovery.serves(&plan.discovery) => Arc::clone(&old.discovery),
+        _ => Discovery::new(name, plan.discovery, plan.manual),
+    };
+    let store: Arc<dyn Store> = match (&previous, &plan.store) {
+        (Some(old), _) if old.store_settings == plan.store => Arc::clone(&old.store),
+        (_, StoreSettings::Memory { max_entries }) => Arc::new(MemoryStore::new(*max_entries)),
+        (_, StoreSettings::Redis { target }) => {
+            Arc::new(RedisStore::new(name, target.clone()).map_err(|message| {
+                BuildError::Store {
+                    provider: name.to_owned(),
+                    message,
+                }
+            })?)
+        }
+    };
+    Ok(OidcProvider {
+        name: name.into(),
+        client_id: plan.client_id,
+        client_secret: plan.client_secret,
+        scopes: plan.scopes,
+        paths: plan.paths,
+        login_ttl: plan.login_ttl,
+        auth_code_ttl: plan.auth_code_ttl,
+        access_token_ttl: plan.access_token_ttl,
+        leeway: plan.leeway,
+        claims: plan.claims,
+        exchange_from: plan.exchange_from,
+        redirect_uri: plan.redirect_uri,
+        public_base: plan.public_base,
+        base_path: plan.base_path,
+        minter: plan.minter,
+        discovery,
+        store,
+        store_settings: plan.store,
+    })
+}
+
+/// The login endpoints of every oidc provider, matched before the routes.
+fn auth_endpoints(providers: &BTreeMap<String, Arc<Provider>>) -> AuthEndpoints {
+    AuthEndpoints::new(
+        providers
+            .values()
+            .filter_map(|provider| match &provider.check {
+                Check::Oidc(oidc) => Some(oidc),
+                Check::Jwt(_) | Check::TrustedProxyUser => None,
+            }),
+    )
+}
