@@ -12,8 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::claims::Claims;
 use super::jwks::{JwksCache, KeyError};
 use super::verified::VerifiedTokens;
 use crate::config::model;
@@ -24,9 +25,6 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// How many verified tokens a provider remembers (each costs about the size of its
 /// claims plus ~100 bytes).
 pub const REMEMBERED_TOKENS: usize = 8 * 1024;
-
-/// The verified claims of a token.
-pub type Claims = Map<String, Value>;
 
 /// Why a token was refused. The description is safe to show the client: it never
 /// contains the token or a secret.

@@ -11,6 +11,7 @@
 //! 403 `insufficient_scope`, and 503 when the provider's keys are not available.
 
 mod background;
+pub mod claims;
 pub mod jwks;
 pub mod jwt;
 pub mod oidc;
@@ -25,6 +26,7 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use claims::{Claims, scopes};
 use jwt::{JwtVerifier, TokenError};
 
 pub const SUB_HEADER: HeaderName = HeaderName::from_static("x-fluxlit-sub");
@@ -294,27 +296,9 @@ fn bearer_token<'a>(
     Ok(token)
 }
 
-/// Scopes from `scope` (space-separated) or `scp` (a list or a string).
-fn scopes(claims: &jwt::Claims) -> Vec<String> {
-    let split = |text: &str| {
-        text.split_whitespace()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
-    match claims.get("scope").or_else(|| claims.get("scp")) {
-        Some(Value::String(text)) => split(text),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn identity_from_claims(
     provider: &Provider,
-    claims: &jwt::Claims,
+    claims: &Claims,
     scopes: &[String],
     leeway: Duration,
 ) -> Result<Identity, AuthFailure> {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
-use super::jwt::Claims;
+use super::claims::Claims;
 
 /// Tokens longer than this are verified every time: remembering them would let a few
 /// clients with huge tokens take most of the memory.

@@ -16,8 +16,9 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
 use super::discovery::{Discovered, IdTokenKeys};
+use crate::auth::claims::Claims;
 use crate::auth::jwks::{JwksCache, KeyError};
-use crate::auth::jwt::{Claims, MAX_TOKEN_BYTES, now_secs};
+use crate::auth::jwt::{MAX_TOKEN_BYTES, now_secs};
 
 /// Why an id_token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
