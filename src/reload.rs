@@ -214,35 +214,14 @@ impl Reloader {
         outcome
     }
 
+    /// One reload, in its steps: read the file, skip what is already running or already
+    /// refused, check + compile + build, then store and start — or keep the running
+    /// snapshot and say why.
     fn reload_locked(&self, state: &mut State, trigger: Trigger) -> ReloadOutcome {
         let current = self.snapshot.load_full();
-
         let source = match self.read_settled(trigger, current.source_hash) {
             Ok(source) => source,
-            Err(error) if error.is_missing() => {
-                if !state.missing {
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        generation = current.generation,
-                        "config file is gone; still serving the running config until it returns",
-                    );
-                    state.missing = true;
-                }
-                return ReloadOutcome::Missing;
-            }
-            Err(error) => {
-                let message = error.to_string();
-                tracing::error!(
-                    generation = current.generation,
-                    "{message}; keeping the running config"
-                );
-                state.status.last_error = Some(ReloadFailure {
-                    at: now_rfc3339(),
-                    source_hash: None,
-                    errors: vec![message.clone()],
-                });
-                return ReloadOutcome::Unreadable { error: message };
-            }
+            Err(error) => return self.unreadable(state, &current, &error),
         };
         if state.missing {
             tracing::info!(path = %self.path.display(), "config file is back");
@@ -259,102 +238,130 @@ impl Reloader {
             return ReloadOutcome::Unchanged;
         }
         if state.rejected_hash == Some(source.hash) {
-            let errors = state
-                .status
-                .last_error
-                .as_ref()
-                .map(|e| e.errors.clone())
-                .unwrap_or_default();
-            return ReloadOutcome::Rejected { errors };
+            return ReloadOutcome::Rejected {
+                errors: last_errors(state),
+            };
         }
+        match self.prepare(state, source, &current) {
+            Prepared::Ready(next) => self.apply(state, *next, trigger),
+            Prepared::AlreadyRejected => ReloadOutcome::Rejected {
+                errors: last_errors(state),
+            },
+            Prepared::Refused { errors, hash } => reject(state, &current, errors, hash),
+        }
+    }
 
-        let mut hash = source.hash;
-        let mut files = state.running_files;
-        let result = config::check(source)
-            .map_err(|error| error.render_errors())
-            .and_then(|mut checked| {
-                // The file and what it names, as one version: a broken certificate is
-                // reported once, and fixing it (the file unchanged) is tried again.
-                files = files_hash(&referenced_files(
-                    &checked.config,
-                    &self.compile_context.config_dir,
-                ));
-                hash = combined(hash, files);
-                if state.rejected_hash == Some(hash) {
-                    return Err(Vec::new());
-                }
-                // Before the static keys are put back, so the summary names them too.
-                let changes = ConfigDiff::between(&current.config, &checked.config);
-                let refused = keep_static_keys(&mut checked.config, &current.config);
-                compile_and_build(
-                    checked,
-                    Some(&current),
-                    current.generation + 1,
-                    &self.compile_context,
-                )
-                .map(|snapshot| (snapshot, refused, changes))
-                .map_err(|errors| errors.iter().map(|d| d.render(&self.path)).collect())
-            });
-        match result {
-            Ok((snapshot, refused, changes)) => {
-                let generation = snapshot.generation;
-                for key in &refused {
-                    tracing::warn!(
-                        key,
-                        "{key} changed, but it takes effect only at start: restart to apply it; the rest of the change applies"
-                    );
-                }
-                log_applied(&snapshot, trigger.as_str(), &changes);
-                let snapshot = Arc::new(snapshot);
-                self.snapshot.store(Arc::clone(&snapshot));
-                // Only now, with the new snapshot serving: a refused config started nothing.
-                snapshot.start();
-                state.status = ReloadStatus {
-                    last_error: None,
-                    refused_static_keys: refused.clone(),
-                    last_reload_diff: Some(AppliedDiff {
-                        generation,
-                        at: now_rfc3339(),
-                        changes: changes.lines(),
-                    }),
-                    file_event_reads: state.status.file_event_reads,
-                };
-                state.rejected_hash = None;
-                state.running_files = files;
-                ReloadOutcome::Applied {
-                    generation,
-                    refused_static_keys: refused,
-                }
-            }
-            Err(errors) if errors.is_empty() => {
-                // The same version as the last rejected one: already reported.
-                let errors = state
-                    .status
-                    .last_error
-                    .as_ref()
-                    .map(|e| e.errors.clone())
-                    .unwrap_or_default();
-                ReloadOutcome::Rejected { errors }
-            }
-            Err(errors) => {
-                for error in &errors {
-                    tracing::error!("{error}");
-                }
-                tracing::error!(
+    /// The file is gone (kept quietly until it returns) or cannot be read (an error).
+    fn unreadable(
+        &self,
+        state: &mut State,
+        current: &Snapshot,
+        error: &config::ReadError,
+    ) -> ReloadOutcome {
+        if error.is_missing() {
+            if !state.missing {
+                tracing::warn!(
+                    path = %self.path.display(),
                     generation = current.generation,
-                    hash = %hash.short(),
-                    "config rejected ({} error(s)); still serving generation {}",
-                    errors.len(),
-                    current.generation,
+                    "config file is gone; still serving the running config until it returns",
                 );
-                state.status.last_error = Some(ReloadFailure {
-                    at: now_rfc3339(),
-                    source_hash: Some(hash.to_string()),
-                    errors: errors.clone(),
-                });
-                state.rejected_hash = Some(hash);
-                ReloadOutcome::Rejected { errors }
+                state.missing = true;
             }
+            return ReloadOutcome::Missing;
+        }
+        let message = error.to_string();
+        tracing::error!(
+            generation = current.generation,
+            "{message}; keeping the running config"
+        );
+        state.status.last_error = Some(ReloadFailure {
+            at: now_rfc3339(),
+            source_hash: None,
+            errors: vec![message.clone()],
+        });
+        ReloadOutcome::Unreadable { error: message }
+    }
+
+    /// Checks, compiles and builds `source` against the running snapshot. Nothing is
+    /// started and nothing the running snapshot holds is changed.
+    fn prepare(&self, state: &State, source: config::ConfigSource, current: &Snapshot) -> Prepared {
+        let source_hash = source.hash;
+        let mut checked = match config::check(source) {
+            Ok(checked) => checked,
+            Err(error) => {
+                return Prepared::Refused {
+                    errors: error.render_errors(),
+                    hash: source_hash,
+                };
+            }
+        };
+        // The file and what it names, as one version: a broken certificate is reported
+        // once, and fixing it (the file unchanged) is tried again.
+        let files = files_hash(&referenced_files(
+            &checked.config,
+            &self.compile_context.config_dir,
+        ));
+        let hash = combined(source_hash, files);
+        if state.rejected_hash == Some(hash) {
+            return Prepared::AlreadyRejected;
+        }
+        // Before the static keys are put back, so the summary names them too.
+        let changes = ConfigDiff::between(&current.config, &checked.config);
+        let refused_static_keys = keep_static_keys(&mut checked.config, &current.config);
+        match compile_and_build(
+            checked,
+            Some(current),
+            current.generation + 1,
+            &self.compile_context,
+        ) {
+            Ok(snapshot) => Prepared::Ready(Box::new(NextSnapshot {
+                snapshot,
+                refused_static_keys,
+                changes,
+                files,
+            })),
+            Err(errors) => Prepared::Refused {
+                errors: errors.iter().map(|d| d.render(&self.path)).collect(),
+                hash,
+            },
+        }
+    }
+
+    /// Stores the new snapshot, then starts what it needs.
+    fn apply(&self, state: &mut State, next: NextSnapshot, trigger: Trigger) -> ReloadOutcome {
+        let NextSnapshot {
+            snapshot,
+            refused_static_keys,
+            changes,
+            files,
+        } = next;
+        let generation = snapshot.generation;
+        for key in &refused_static_keys {
+            tracing::warn!(
+                key,
+                "{key} changed, but it takes effect only at start: restart to apply it; the rest of the change applies"
+            );
+        }
+        log_applied(&snapshot, trigger.as_str(), &changes);
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(Arc::clone(&snapshot));
+        // Only now, with the new snapshot serving: a refused config started nothing.
+        snapshot.start();
+        state.status = ReloadStatus {
+            last_error: None,
+            refused_static_keys: refused_static_keys.clone(),
+            last_reload_diff: Some(AppliedDiff {
+                generation,
+                at: now_rfc3339(),
+                changes: changes.lines(),
+            }),
+            file_event_reads: state.status.file_event_reads,
+        };
+        state.rejected_hash = None;
+        state.running_files = files;
+        ReloadOutcome::Applied {
+            generation,
+            refused_static_keys,
         }
     }
 
@@ -501,6 +508,63 @@ impl Reloader {
         watcher.watch(&directory, RecursiveMode::NonRecursive)?;
         Ok(watcher)
     }
+}
+
+/// What [`Reloader::prepare`] made of a file.
+enum Prepared {
+    Ready(Box<NextSnapshot>),
+    /// The same version (file and the files it names) as the last refused one: it was
+    /// reported then.
+    AlreadyRejected,
+    Refused {
+        errors: Vec<String>,
+        hash: SourceHash,
+    },
+}
+
+/// A built snapshot waiting to be stored, with what the reload reports about it.
+struct NextSnapshot {
+    snapshot: Snapshot,
+    refused_static_keys: Vec<String>,
+    changes: ConfigDiff,
+    /// The hash of the files the new config names.
+    files: SourceHash,
+}
+
+/// Keeps the running snapshot, logs why and remembers the refused version.
+fn reject(
+    state: &mut State,
+    current: &Snapshot,
+    errors: Vec<String>,
+    hash: SourceHash,
+) -> ReloadOutcome {
+    for error in &errors {
+        tracing::error!("{error}");
+    }
+    tracing::error!(
+        generation = current.generation,
+        hash = %hash.short(),
+        "config rejected ({} error(s)); still serving generation {}",
+        errors.len(),
+        current.generation,
+    );
+    state.status.last_error = Some(ReloadFailure {
+        at: now_rfc3339(),
+        source_hash: Some(hash.to_string()),
+        errors: errors.clone(),
+    });
+    state.rejected_hash = Some(hash);
+    ReloadOutcome::Rejected { errors }
+}
+
+/// The errors of the last refused version, reported again for the same version.
+fn last_errors(state: &State) -> Vec<String> {
+    state
+        .status
+        .last_error
+        .as_ref()
+        .map(|e| e.errors.clone())
+        .unwrap_or_default()
 }
 
 /// The files `config` names besides itself, as paths from the working directory: the
