@@ -1,12 +1,13 @@
 //! The `[auth.providers]` rules: each kind's required and forbidden keys, secrets and
 //! key sources, and the references between providers.
 
+use http::HeaderName;
+use url::Url;
+
 use super::super::diagnostic::Diagnostic;
 use super::super::model::{AuthProvider, Config, ProviderKind};
 use super::{is_local_host, is_valid_name, oidc, suggest};
 use crate::header_sets;
-use http::HeaderName;
-use url::Url;
 
 pub(super) fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
     let providers = &config.auth.providers;
