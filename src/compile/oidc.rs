@@ -10,12 +10,12 @@ use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
 use crate::auth::oidc::redis_store::RedisTarget;
-use crate::auth::oidc::{self, ClientSecret, StoreSettings};
+use crate::auth::oidc::{ClientSecret, StoreSettings};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
 use crate::config::Config;
 use crate::config::diagnostic::Diagnostic;
-use crate::config::model::{self, OidcPaths, StoreRef};
+use crate::config::model::{self, OidcPaths, StoreRef, oidc_defaults};
 use crate::config::validate::parse_cidr;
 
 /// An oidc provider's settings, resolved: its client secret and its mint provider's
@@ -105,7 +105,7 @@ pub(super) fn compile_oidc(
 
     let exchange_from = match &settings.exchange_from {
         Some(entries) => entries.clone(),
-        None => oidc::DEFAULT_EXCHANGE_FROM
+        None => oidc_defaults::EXCHANGE_FROM
             .iter()
             .map(|entry| (*entry).to_owned())
             .collect(),
@@ -152,9 +152,9 @@ pub(super) fn compile_oidc(
             .cloned()
             .collect(),
         paths,
-        login_ttl: ttl(settings.login_ttl, oidc::DEFAULT_LOGIN_TTL),
-        auth_code_ttl: ttl(settings.auth_code_ttl, oidc::DEFAULT_AUTH_CODE_TTL),
-        access_token_ttl: ttl(settings.access_token_ttl, oidc::DEFAULT_ACCESS_TOKEN_TTL),
+        login_ttl: ttl(settings.login_ttl, oidc_defaults::LOGIN_TTL),
+        auth_code_ttl: ttl(settings.auth_code_ttl, oidc_defaults::AUTH_CODE_TTL),
+        access_token_ttl: ttl(settings.access_token_ttl, oidc_defaults::ACCESS_TOKEN_TTL),
         leeway: settings.leeway.get(),
         claims: settings.claims.clone(),
         exchange_from,
@@ -179,11 +179,11 @@ fn compile_store_settings(
     let memory = || StoreSettings::Memory {
         max_entries: settings
             .store_max_entries
-            .unwrap_or(oidc::DEFAULT_STORE_MAX_ENTRIES) as usize,
+            .unwrap_or(oidc_defaults::STORE_MAX_ENTRIES) as usize,
     };
     let target = match &settings.store {
         None => return Ok(memory()),
-        Some(StoreRef::Inline(text)) if text == oidc::DEFAULT_STORE => return Ok(memory()),
+        Some(StoreRef::Inline(text)) if text == oidc_defaults::STORE => return Ok(memory()),
         // Validation has checked it (and refused a password written in the file).
         Some(StoreRef::Inline(text)) => {
             RedisTarget::parse(text).map_err(|message| Diagnostic::error(&key, message))?

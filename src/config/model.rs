@@ -800,3 +800,18 @@ pub(crate) fn path_prefix(value: &str) -> Result<(), ValidationError> {
         None => Ok(()),
     }
 }
+
+/// What an oidc provider uses where the file is silent (the `[default: ...]` of its
+/// keys), and the id_token claims it may copy.
+pub mod oidc_defaults {
+    use std::time::Duration;
+
+    pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+    pub const AUTH_CODE_TTL: Duration = Duration::from_secs(60);
+    pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(900);
+    pub const STORE: &str = "memory";
+    pub const STORE_MAX_ENTRIES: u32 = 10_000;
+    pub const EXCHANGE_FROM: &[&str] = &["127.0.0.1/32", "::1/128"];
+    /// The id_token claims that may be copied into the minted token (`sub` always is).
+    pub const COPYABLE_CLAIMS: &[&str] = &["email", "name"];
+}

@@ -51,15 +51,6 @@ use crate::proxy::ProxyBody;
 use discovery::{Discovery, DiscoveryStatus};
 use store::{Store, StoreStatus};
 
-pub const DEFAULT_LOGIN_TTL: Duration = Duration::from_secs(600);
-pub const DEFAULT_AUTH_CODE_TTL: Duration = Duration::from_secs(60);
-pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(900);
-pub const DEFAULT_STORE: &str = "memory";
-pub const DEFAULT_STORE_MAX_ENTRIES: u32 = 10_000;
-pub const DEFAULT_EXCHANGE_FROM: &[&str] = &["127.0.0.1/32", "::1/128"];
-/// The id_token claims that may be copied into the minted token (`sub` always is).
-pub const COPYABLE_CLAIMS: &[&str] = &["email", "name"];
-
 /// The client secret: never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientSecret(pub String);

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use url::Url;
 
 use super::super::diagnostic::Diagnostic;
-use super::super::model::{AuthProvider, Config, OidcPaths, ProviderKind, SecretRef, StoreRef};
+use super::super::model::{
+    AuthProvider, Config, OidcPaths, ProviderKind, SecretRef, StoreRef, oidc_defaults,
+};
 use super::super::suggest;
 use super::{is_local_host, parse_cidr};
-use crate::auth::oidc::COPYABLE_CLAIMS;
 use crate::auth::oidc::redis_store::RedisTarget;
 
 /// Longer than this, an auth code lingers in a URL for too long.
@@ -165,12 +166,12 @@ fn check_scopes_and_claims(path: &str, provider: &AuthProvider, found: &mut Vec<
     }
     for (index, claim) in provider.claims.iter().enumerate() {
         let key = format!("{path}.claims[{index}]");
-        if !COPYABLE_CLAIMS.contains(&claim.as_str()) {
+        if !oidc_defaults::COPYABLE_CLAIMS.contains(&claim.as_str()) {
             found.push(
                 Diagnostic::error(&key, format!("claim {claim:?} cannot be copied")).with_help(
                     format!(
                         "`sub` always is; besides it: {}",
-                        COPYABLE_CLAIMS.join(", ")
+                        oidc_defaults::COPYABLE_CLAIMS.join(", ")
                     ),
                 ),
             );
