@@ -2,12 +2,12 @@
 //!
 //! A request loads the current snapshot once (`SharedSnapshot::load_full`) and uses only
 //! it, so a reload — one atomic store of a new `Arc<Snapshot>` — never shows a request a
-//! mix of two configs. Everything here was built by `config::compile`; nothing is
-//! parsed or rebuilt per request.
+//! mix of two configs. Everything here was made by `compile` and `build`; nothing
+//! is parsed or rebuilt per request.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -15,6 +15,7 @@ use crate::auth::Provider;
 use crate::auth::oidc::AuthEndpoints;
 use crate::config::{Config, Diagnostic, SourceHash};
 use crate::proxy::headers::HeaderPolicy;
+use crate::proxy::limits::ConnectionLimits;
 use crate::proxy::route::{Route, Upstream};
 use crate::proxy::routes::RouteTable;
 
@@ -41,13 +42,4 @@ pub struct Snapshot {
     /// The public listener's TLS settings when `[server.tls]` is set: each new handshake
     /// reads the current snapshot's, so a reloaded certificate serves new connections.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-/// Per-connection limits of the public listener, read when a connection is accepted.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_header_size: usize,
-    pub max_connections: usize,
 }

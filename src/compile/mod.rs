@@ -26,8 +26,8 @@ use crate::config::validate::{normalize_prefix, parse_cidr, parse_upstream_url};
 use crate::config::{CheckedConfig, Config, SourceHash};
 use crate::header_sets;
 use crate::proxy::headers::{HeaderClass, HeaderClasses, HeaderPolicy};
+use crate::proxy::limits::ConnectionLimits;
 use crate::proxy::route::SecurityHeaderList;
-use crate::snapshot::ConnectionLimits;
 pub use oidc::OidcPlan;
 use security_headers::SecurityHeaderCompiler;
 

@@ -1,4 +1,5 @@
-//! Per-route caps: the largest request body and the most open WebSockets.
+//! Caps: per connection of the public listener (head and idle timeouts, head size, how
+//! many), and per route (the largest request body, the most open WebSockets).
 //!
 //! The body cap is checked on the stream as it passes, never by buffering: a
 //! [`LimitedBody`] forwards frames until the next one would cross the cap, then fails
@@ -10,11 +11,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// Per-connection limits of the public listener, read when a connection is accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_connections: usize,
+}
 
 /// Why a request body stopped before its end.
 #[derive(Debug, thiserror::Error)]

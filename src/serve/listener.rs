@@ -32,9 +32,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Proxy;
+use crate::proxy::limits::ConnectionLimits;
 use crate::proxy::websocket::Tunnels;
 use crate::shutdown::{self, InFlight, InFlightGuard};
-use crate::snapshot::{ConnectionLimits, SharedSnapshot};
+use crate::snapshot::SharedSnapshot;
 
 /// Runs the accept loop until `drain` fires. Open connections then finish the
 /// request they are serving and close; this returns when the last one has. Upgraded
