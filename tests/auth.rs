@@ -10,11 +10,10 @@
 //! keys of `tests/fixtures/jose`. 127.0.0.1 is the trusted proxy where there is one and
 //! 127.0.0.2 an ordinary client. Timeouts only guard against hangs.
 
-mod auth_support;
 mod common;
 
-use auth_support::*;
-use common::TestGateway;
+use common::auth::*;
+use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -46,74 +45,28 @@ struct Jose {
 impl Jose {
     async fn start() -> Self {
         let upstream = CountingUpstream::spawn().await;
-        let config = format!(
-            r#"
-[server]
-max_header_size = "256KiB"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "hs"
-path_prefix = "/hs"
-upstream = "app"
-auth = "hs"
-
-[[routes]]
-name = "rs"
-path_prefix = "/rs"
-upstream = "app"
-auth = "rs"
-
-[[routes]]
-name = "es"
-path_prefix = "/es"
-upstream = "app"
-auth = "es"
-
-[[routes]]
-name = "mixed"
-path_prefix = "/mixed"
-upstream = "app"
-auth = "mixed"
-
-[auth.providers.hs]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "hs.secret" }}
-leeway = "0s"
-realm = "{REALM}"
-
-[auth.providers.rs]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["RS256"]
-jwks_file = "keys.jwks.json"
-leeway = "0s"
-
-[auth.providers.es]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["ES256"]
-jwks_file = "keys.jwks.json"
-leeway = "0s"
-
-[auth.providers.mixed]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256", "RS256"]
-hs256_secret = {{ file = "mixed.secret" }}
-jwks_file = "keys.jwks.json"
-leeway = "0s"
-"#,
-            upstream = upstream.addr
-        );
+        let hs_keys = format!("hs256_secret = {{ file = \"hs.secret\" }}\nrealm = \"{REALM}\"");
+        let providers = [
+            ("hs", "[\"HS256\"]", hs_keys.as_str()),
+            ("rs", "[\"RS256\"]", "jwks_file = \"keys.jwks.json\""),
+            ("es", "[\"ES256\"]", "jwks_file = \"keys.jwks.json\""),
+            (
+                "mixed",
+                "[\"HS256\", \"RS256\"]",
+                "hs256_secret = { file = \"mixed.secret\" }\njwks_file = \"keys.jwks.json\"",
+            ),
+        ];
+        let mut config = ConfigText::new()
+            .server("max_header_size = \"256KiB\"")
+            .upstream("app", upstream.addr);
+        for (name, _, _) in providers {
+            config = config.guarded_route(name, &format!("/{name}"), "app", name);
+        }
+        for (name, algorithms, keys) in providers {
+            config = config
+                .jwt_provider(name, algorithms, keys)
+                .with("leeway = \"0s\"");
+        }
         let keys = jwks(&[RSA_A_JWK, EC_A_JWK]);
         let gateway = start_with_files(
             &config,
@@ -699,22 +652,18 @@ async fn a_token_in_the_query_string_is_not_accepted() {
 /// all with provider `main` (HS256) to a counting upstream.
 async fn scoped_gateway() -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let mut config = format!("[upstreams.app]\nurl = \"http://{}\"\n", upstream.addr);
+    let mut config = ConfigText::new().upstream("app", upstream.addr);
     for (name, scopes) in [
         ("read", "[\"read\"]"),
         ("both", "[\"read\", \"write\"]"),
         ("any", "[]"),
     ] {
-        config.push_str(&format!(
-            "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"app\"\n\
-             auth = \"main\"\nrequired_scopes = {scopes}\n"
-        ));
+        config = config
+            .guarded_route(name, &format!("/{name}"), "app", "main")
+            .with(&format!("required_scopes = {scopes}"));
     }
-    config.push_str(&format!(
-        "\n[auth.providers.main]\nkind = \"jwt\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-         algorithms = [\"HS256\"]\nhs256_secret = {{ file = \"secret\" }}\n"
-    ));
-    let gateway = start_with_files(&config, &[("secret", HS_SECRET)]).await;
+    let config = config.hs256_provider("main");
+    let gateway = start_with_files(&config, &SECRET_FILE).await;
     (gateway, upstream)
 }
 
@@ -791,36 +740,10 @@ async fn a_scope_string_or_an_scp_list_holding_the_required_scopes_passes() {
 /// 127.0.0.1 is a trusted proxy.
 async fn identity_gateway() -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let config = format!(
-        r#"
-[trust]
-proxies = ["127.0.0.1/32"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "main"
-
-[[routes]]
-name = "ui"
-path_prefix = "/"
-upstream = "app"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "secret" }}
-claim_headers = {{ email = "x-fluxlit-email", tenant = "X-Fluxlit-Tenant" }}
-"#,
-        upstream = upstream.addr
-    );
-    let gateway = start_with_files(&config, &[("secret", HS_SECRET)]).await;
+    let config = api_behind_main(upstream.addr, "ui")
+        .with("claim_headers = { email = \"x-fluxlit-email\", tenant = \"X-Fluxlit-Tenant\" }")
+        .trust_loopback();
+    let gateway = start_with_files(&config, &SECRET_FILE).await;
     (gateway, upstream)
 }
 
@@ -951,30 +874,12 @@ async fn spoofed_identity_headers_are_stripped_on_a_route_without_auth_from_any_
 /// `/app` behind provider `sso` (forward auth), `/` without auth; 127.0.0.1 trusted.
 async fn forward_auth_gateway() -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let config = format!(
-        r#"
-[trust]
-proxies = ["127.0.0.1/32"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "app"
-path_prefix = "/app"
-upstream = "app"
-auth = "sso"
-
-[[routes]]
-name = "public"
-path_prefix = "/"
-upstream = "app"
-
-[auth.providers.sso]
-kind = "trusted_proxy_user"
-"#,
-        upstream = upstream.addr
-    );
+    let config = ConfigText::new()
+        .trust_loopback()
+        .upstream("app", upstream.addr)
+        .guarded_route("app", "/app", "app", "sso")
+        .route("public", "/", "app")
+        .provider("sso", "trusted_proxy_user", "");
     let gateway = TestGateway::start(&config).await;
     (gateway, upstream)
 }
