@@ -31,9 +31,9 @@ use bytes::Bytes;
 use common::auth::*;
 use common::cli::Serve;
 use common::{
-    ConfigText, HANG_GUARD, Reachable, Reply, TRUSTED, TestEnvironment, TestGateway, UNTRUSTED,
-    cli, config_dir, eventually, get_from, send, send_from, start_error, start_with_environment,
-    start_with_files, within,
+    ConfigText, CountingUpstream, HANG_GUARD, Reachable, Reply, TRUSTED, TestEnvironment,
+    TestGateway, UNTRUSTED, cli, config_dir, eventually, get_from, send, send_from, start_error,
+    start_with_environment, start_with_files, within,
 };
 use http::StatusCode;
 use http_body_util::Full;

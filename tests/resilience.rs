@@ -22,12 +22,10 @@ use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, get};
 use bytes::Bytes;
-use common::auth::{
-    CountingUpstream, HS_SECRET, JwksServer, Key, RSA_A_JWK, claims, get_with_token, jwks, rs256_a,
-};
+use common::auth::{HS_SECRET, JwksServer, Key, RSA_A_JWK, claims, get_with_token, jwks, rs256_a};
 use common::cli::KillOnDrop;
 use common::{
-    ConfigText, HANG_GUARD, TestGateway, cli, closed_port, eventually, send,
+    ConfigText, CountingUpstream, HANG_GUARD, TestGateway, cli, closed_port, eventually, send,
     spawn_recording_upstream, spawn_upstream, start_with_files, within, ws,
 };
 use futures_util::{SinkExt, StreamExt};

@@ -1,7 +1,7 @@
 //! What the auth tests share: the test keys of `tests/fixtures/jose`, tokens both well
 //! made and hand-built the way an attacker would build them, `WWW-Authenticate`
-//! challenges, an upstream that counts what reaches it, a JWKS server whose keys and
-//! health change at runtime, and the providers of the test configs.
+//! challenges, a JWKS server whose keys and health change at runtime, and the providers
+//! of the test configs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,14 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::Request;
 use axum::response::IntoResponse;
-use axum::routing::any;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{ConfigText, Reachable, Reply, UNTRUSTED, get_from, recorded};
+use super::{ConfigText, Reachable, Reply, UNTRUSTED, get_from};
 
 // ---------------------------------------------------------------------------------------
 // Keys and tokens.
@@ -254,39 +252,6 @@ pub fn assert_missing_token(reply: &Reply, realm: &str) {
             params: vec![("realm".into(), realm.into())]
         }
     );
-}
-
-// ---------------------------------------------------------------------------------------
-// Upstreams.
-// ---------------------------------------------------------------------------------------
-
-/// A recording upstream (answers JSON of what it received, like
-/// [`super::spawn_recording_upstream`]) that also counts the requests reaching it.
-#[derive(Debug, Clone)]
-pub struct CountingUpstream {
-    pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-}
-
-impl CountingUpstream {
-    pub async fn spawn() -> Self {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
-        let router = Router::new().fallback(any(move |request: Request| {
-            let counter = Arc::clone(&counter);
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                axum::Json(recorded("counting", request).await)
-            }
-        }));
-        let addr = super::spawn_upstream(router).await;
-        Self { addr, hits }
-    }
-
-    /// How many requests have reached it.
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -327,6 +328,35 @@ pub async fn spawn_recording_upstream(name: &'static str) -> SocketAddr {
         })),
     )
     .await
+}
+
+/// A recording upstream (answers JSON of what it received, like
+/// [`spawn_recording_upstream`]) that also counts the requests reaching it.
+#[derive(Debug, Clone)]
+pub struct CountingUpstream {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+}
+
+impl CountingUpstream {
+    pub async fn spawn() -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let router = Router::new().fallback(any(move |request: Request| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                axum::Json(recorded("counting", request).await)
+            }
+        }));
+        let addr = spawn_upstream(router).await;
+        Self { addr, hits }
+    }
+
+    /// How many requests have reached it.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
 }
 
 /// What a recording upstream answers for `request`.
