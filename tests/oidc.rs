@@ -147,17 +147,9 @@ async fn discovery(State(state): State<Arc<IdpState>>) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let issuer = &state.issuer;
-    let mut document = json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "code_challenge_methods_supported": ["S256"],
-    });
+    let mut document = discovery_document(issuer);
+    document["token_endpoint_auth_methods_supported"] = json!(["client_secret_basic"]);
+    document["code_challenge_methods_supported"] = json!(["S256"]);
     if state.end_session {
         document["end_session_endpoint"] = json!(format!("{issuer}/logout"));
     }

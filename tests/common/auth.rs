@@ -404,6 +404,20 @@ impl ConfigText {
     }
 }
 
+/// An OpenID provider's discovery document for `issuer`: the code flow, RS256 id_tokens,
+/// and the endpoints `/authorize`, `/token` and `/jwks` under the issuer.
+pub fn discovery_document(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
+}
+
 /// The issuer and audience of the tokens an OIDC login mints.
 pub const MINT_ISSUER: &str = "https://gateway.fluxlit.test";
 pub const MINT_AUDIENCE: &str = "fluxlit-app";
