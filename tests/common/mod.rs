@@ -397,6 +397,15 @@ pub fn recorded_header(seen: &Value, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Every value of header `name`, in order, as text.
+pub fn header_values(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
 /// An axum body from bytes (for upstream handlers).
 pub fn body(bytes: impl Into<Bytes>) -> Body {
     Body::from(bytes.into())
