@@ -88,13 +88,9 @@ async fn until_the_first_fetch_succeeds_requests_get_503_and_then_pass() {
     .await;
     for _ in 0..3 {
         let reply = get_with_token(&gateway, "/api/x", &token).await;
-        assert_eq!(reply.status, 503, "{}", reply.text());
-        assert!(
-            reply
-                .text()
-                .contains("signing keys of provider \"idp\" have not been loaded yet"),
-            "the body says why: {}",
-            reply.text()
+        reply.assert_says(
+            503,
+            "signing keys of provider \"idp\" have not been loaded yet",
         );
         assert!(
             reply.headers.get("www-authenticate").is_none(),
@@ -311,12 +307,7 @@ async fn keys_past_jwks_max_stale_are_not_used_and_requests_get_503() {
         (reply.status != 200).then_some(reply)
     })
     .await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
-    assert!(
-        reply.text().contains("expired and cannot be refreshed"),
-        "{}",
-        reply.text()
-    );
+    reply.assert_says(503, "expired and cannot be refreshed");
 }
 
 #[tokio::test]

@@ -629,8 +629,7 @@ async fn a_replayed_or_unknown_state_is_refused_and_mints_nothing() {
 
     // Replayed even with the cookie (which the browser was told to drop).
     let replayed = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
-    assert_eq!(replayed.status, 400, "{}", replayed.text());
-    assert!(replayed.text().contains("state"), "{}", replayed.text());
+    replayed.assert_says(400, "state");
     assert!(replayed.header("location").is_none());
     assert_eq!(
         setup.idp.token_hits(),
@@ -667,8 +666,7 @@ async fn an_idp_error_on_the_callback_consumes_the_state_and_mints_nothing() {
         form_encode(&state)
     );
     let reply = get_from(TRUSTED, &setup.gateway, &path, &[("cookie", &cookie)]).await;
-    assert_eq!(reply.status, 403, "{}", reply.text());
-    assert!(reply.text().contains("access_denied"), "{}", reply.text());
+    reply.assert_says(403, "access_denied");
     assert_eq!(setup.idp.token_hits(), 0);
     assert_eq!(oidc_status(&setup.gateway).store.login_states, Some(0));
 }
@@ -701,14 +699,7 @@ async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
 
     let reply = callback(&setup.gateway, &code, &state, None).await;
-    assert_eq!(reply.status, 400, "{}", reply.text());
-    assert!(
-        reply
-            .text()
-            .contains("this login was started in another browser"),
-        "{}",
-        reply.text()
-    );
+    reply.assert_says(400, "this login was started in another browser");
     assert!(reply.header("location").is_none());
     assert_eq!(setup.idp.token_hits(), 0, "the code never reached the IdP");
     let store = oidc_status(&setup.gateway).store;
@@ -720,8 +711,7 @@ async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
 
     // The state is gone: the right cookie, now, finds nothing either.
     let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
-    assert_eq!(reply.status, 400, "{}", reply.text());
-    assert!(reply.text().contains("(state)"), "{}", reply.text());
+    reply.assert_says(400, "(state)");
     assert_eq!(setup.idp.token_hits(), 0);
 }
 
@@ -748,14 +738,7 @@ async fn a_callback_with_another_browsers_login_cookie_is_refused() {
     // cookie of the browser), and the victim's cookies as they are: both refused.
     let forged = format!("{attacker_name}={victim_value}; {victim_name}={victim_value}");
     let reply = callback(&setup.gateway, &code, &state, Some(&forged)).await;
-    assert_eq!(reply.status, 400, "{}", reply.text());
-    assert!(
-        reply
-            .text()
-            .contains("this login was started in another browser"),
-        "{}",
-        reply.text()
-    );
+    reply.assert_says(400, "this login was started in another browser");
     assert!(reply.header("location").is_none());
     assert_eq!(setup.idp.token_hits(), 0, "the code never reached the IdP");
     assert_eq!(oidc_status(&setup.gateway).store.auth_codes, Some(0));
@@ -1173,12 +1156,7 @@ async fn until_discovery_succeeds_the_login_answers_503() {
     })
     .await;
     let reply = login(&gateway, Some("/x")).await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
-    assert!(
-        reply.text().contains("have not been loaded"),
-        "the body says why: {}",
-        reply.text()
-    );
+    reply.assert_says(503, "have not been loaded");
     let status = oidc_status(&gateway);
     assert!(!status.discovery.loaded);
     assert!(
@@ -1205,8 +1183,7 @@ async fn a_flood_of_logins_stays_within_the_store_bound() {
     }
     for _ in 0..5 {
         let reply = login(&setup.gateway, None).await;
-        assert_eq!(reply.status, 503, "{}", reply.text());
-        assert!(reply.text().contains("too many logins"), "{}", reply.text());
+        reply.assert_says(503, "too many logins");
     }
     let status = oidc_status(&setup.gateway).store;
     assert_eq!(
@@ -2037,14 +2014,7 @@ async fn a_refused_redis_password_answers_503_until_redis_takes_it() {
 
     for _ in 0..2 {
         let reply = login(&setup.gateway, None).await;
-        assert_eq!(reply.status, 503, "{}", reply.text());
-        assert!(
-            reply
-                .text()
-                .contains("Redis refused the gateway's credentials"),
-            "{}",
-            reply.text()
-        );
+        reply.assert_says(503, "Redis refused the gateway's credentials");
     }
     // Redis is given the password the gateway has: the next logins work, no reload.
     let mut admin = redis_connection(&redis.url()).await;

@@ -163,6 +163,17 @@ pub struct Challenge {
 }
 
 impl Challenge {
+    /// `Bearer` with `params`, in order.
+    pub fn bearer(params: &[(&str, &str)]) -> Self {
+        Self {
+            scheme: "Bearer".into(),
+            params: params
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        }
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -245,13 +256,7 @@ pub fn assert_invalid_token(reply: &Reply, realm: &str, reason: &str) {
 pub fn assert_missing_token(reply: &Reply, realm: &str) {
     assert_eq!(reply.status, 401, "body: {}", reply.text());
     let challenge = challenge_of(&reply.headers);
-    assert_eq!(
-        challenge,
-        Challenge {
-            scheme: "Bearer".into(),
-            params: vec![("realm".into(), realm.into())]
-        }
-    );
+    assert_eq!(challenge, Challenge::bearer(&[("realm", realm)]));
 }
 
 // ---------------------------------------------------------------------------------------

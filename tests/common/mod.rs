@@ -120,6 +120,19 @@ impl TestGateway {
         start_with_files(config, &[]).await
     }
 
+    fn started(
+        gateway: Result<Gateway, impl std::fmt::Display>,
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+    ) -> Self {
+        let gateway = gateway.unwrap_or_else(|error| panic!("gateway starts: {error}"));
+        Self {
+            gateway,
+            dir,
+            config_path,
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.gateway.addr
     }
@@ -194,14 +207,8 @@ impl TestGateway {
 /// `files` (secrets, JWKS files) as `(name, contents)`. `listen` is made ephemeral.
 pub async fn start_with_files(config: impl AsRef<str>, files: &[(&str, &str)]) -> TestGateway {
     let (dir, config_path) = config_dir(config.as_ref(), files);
-    let gateway = Gateway::start(config_path.clone())
-        .await
-        .unwrap_or_else(|error| panic!("gateway starts: {error}"));
-    TestGateway {
-        gateway,
-        dir,
-        config_path,
-    }
+    let started = Gateway::start(config_path.clone()).await;
+    TestGateway::started(started, dir, config_path)
 }
 
 /// [`start_with_files`] with `environment` instead of the process's variables.
@@ -211,14 +218,8 @@ pub async fn start_with_environment(
     environment: TestEnvironment,
 ) -> TestGateway {
     let (dir, config_path) = config_dir(config.as_ref(), files);
-    let gateway = Gateway::start_with_environment(config_path.clone(), Arc::new(environment))
-        .await
-        .unwrap_or_else(|error| panic!("gateway starts: {error}"));
-    TestGateway {
-        gateway,
-        dir,
-        config_path,
-    }
+    let started = Gateway::start_with_environment(config_path.clone(), Arc::new(environment)).await;
+    TestGateway::started(started, dir, config_path)
 }
 
 /// Why a gateway refuses to start on `config` with `files` beside it: the error as the
@@ -436,6 +437,16 @@ impl Reply {
     /// The values an upstream recorded for header `name` (recording upstream only).
     pub fn upstream_header(&self, name: &str) -> Vec<String> {
         recorded_header(&self.json(), name)
+    }
+
+    /// Asserts the status, and that the body says `text`; the body is shown when not.
+    pub fn assert_says(&self, status: u16, text: &str) {
+        assert_eq!(self.status, status, "{}", self.text());
+        assert!(
+            self.text().contains(text),
+            "the body should say {text:?}: {}",
+            self.text()
+        );
     }
 
     /// The response header `name`, when it is there and text.
