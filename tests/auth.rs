@@ -92,6 +92,47 @@ impl Jose {
         );
     }
 
+    /// Sends `Authorization: <authorization>` to `path` from an untrusted client: 401
+    /// with an `invalid_token` challenge, and nothing reaches the upstream. The
+    /// challenge; `context` names the case in failures.
+    async fn assert_invalid(&self, path: &str, authorization: &str, context: &str) -> Challenge {
+        let before = self.upstream.hits();
+        let reply = get_from(
+            UNTRUSTED,
+            &self.gateway,
+            path,
+            &[("authorization", authorization)],
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{context}: {}", reply.text());
+        let challenge = challenge_of(&reply.headers);
+        assert_eq!(challenge.param("error"), Some("invalid_token"), "{context}");
+        assert_eq!(self.upstream.hits(), before, "{context}");
+        challenge
+    }
+
+    /// Tokens signed HS256 with the RSA public key's PEM as the secret, with and without
+    /// the RSA key's kid, are refused on `path` for `reason`.
+    async fn assert_pem_as_hmac_secret_refused(&self, path: &str, realm: &str, reason: &str) {
+        for kid in [None, Some("rsa-a")] {
+            let forged = token(
+                Algorithm::HS256,
+                kid,
+                Key::Hmac(RSA_A_PUB_PEM.as_bytes()),
+                &claims("mallory"),
+            );
+            self.assert_refused(path, realm, &forged, reason).await;
+        }
+    }
+
+    /// `claims` signed for `/hs` (HS256) and for `/rs` (RS256) are refused for `reason`.
+    async fn assert_both_refuse(&self, claims: &serde_json::Value, reason: &str) {
+        self.assert_refused("/hs/x", REALM, &hs256(claims), reason)
+            .await;
+        self.assert_refused("/rs/x", "rs", &rs256_a(claims), reason)
+            .await;
+    }
+
     /// Sends `token` to `path`, expects the upstream to answer for `sub`.
     async fn assert_accepted(&self, path: &str, token: &str, sub: &str) {
         let before = self.upstream.hits();
@@ -150,14 +191,10 @@ async fn an_alg_none_token_is_refused_with_or_without_a_signature_part() {
         let unsigned = signing_input(&json!({"alg": alg, "typ": "JWT"}), &claims("mallory"));
         for token in [format!("{unsigned}."), unsigned.clone()] {
             for (path, realm) in [("/hs/x", REALM), ("/rs/x", "rs"), ("/mixed/x", "mixed")] {
-                let before = jose.upstream.hits();
-                let reply = get_with_token(&jose.gateway, path, &token).await;
-                assert_eq!(reply.status, 401, "alg {alg} on {path}: {}", reply.text());
-                let challenge = challenge_of(&reply.headers);
+                let context = format!("alg {alg} on {path}");
+                let challenge = jose.assert_invalid(path, &bearer(&token), &context).await;
                 assert_eq!(challenge.param("realm"), Some(realm));
-                assert_eq!(challenge.param("error"), Some("invalid_token"));
                 assert!(challenge.param("error_description").is_some());
-                assert_eq!(jose.upstream.hits(), before);
             }
         }
     }
@@ -176,16 +213,8 @@ async fn an_hs256_token_keyed_with_the_rsa_public_key_is_refused_by_an_rs256_pro
     let jose = Jose::start().await;
     // Key confusion: the attacker knows the public key and uses its PEM as an HMAC secret,
     // hoping the verifier picks "the key" and lets the token's alg decide how to use it.
-    for kid in [None, Some("rsa-a")] {
-        let forged = token(
-            Algorithm::HS256,
-            kid,
-            Key::Hmac(RSA_A_PUB_PEM.as_bytes()),
-            &claims("mallory"),
-        );
-        jose.assert_refused("/rs/x", "rs", &forged, "algorithm is not accepted")
-            .await;
-    }
+    jose.assert_pem_as_hmac_secret_refused("/rs/x", "rs", "algorithm is not accepted")
+        .await;
     // The same with the public key as a JWK document, and as the PEM without its newline.
     for secret in [RSA_A_JWK.as_bytes(), RSA_A_PUB_PEM.trim().as_bytes()] {
         let forged = token(
@@ -204,16 +233,8 @@ async fn an_hs256_token_keyed_with_the_rsa_public_key_is_refused_by_a_provider_t
     let jose = Jose::start().await;
     // Here HS256 is accepted, but only with the provider's own secret: the JWKS is never
     // used as HMAC key material.
-    for kid in [None, Some("rsa-a")] {
-        let forged = token(
-            Algorithm::HS256,
-            kid,
-            Key::Hmac(RSA_A_PUB_PEM.as_bytes()),
-            &claims("mallory"),
-        );
-        jose.assert_refused("/mixed/x", "mixed", &forged, "signature does not verify")
-            .await;
-    }
+    jose.assert_pem_as_hmac_secret_refused("/mixed/x", "mixed", "signature does not verify")
+        .await;
 }
 
 #[tokio::test]
@@ -272,10 +293,7 @@ async fn a_payload_changed_after_signing_is_refused() {
 async fn an_expired_token_is_refused_with_zero_leeway() {
     let jose = Jose::start().await;
     let expired = claims_with("ada", json!({"exp": now() - 10, "iat": now() - 310}));
-    jose.assert_refused("/hs/x", REALM, &hs256(&expired), "expired")
-        .await;
-    jose.assert_refused("/rs/x", "rs", &rs256_a(&expired), "expired")
-        .await;
+    jose.assert_both_refuse(&expired, "expired").await;
 }
 
 /// Verified tokens are remembered, HS256 as well as RS256; the memory still honours
@@ -357,10 +375,7 @@ async fn a_token_for_another_audience_is_refused() {
 async fn a_token_without_exp_is_refused() {
     let jose = Jose::start().await;
     let forever = claims_with("ada", json!({"exp": null}));
-    jose.assert_refused("/hs/x", REALM, &hs256(&forever), "no exp claim")
-        .await;
-    jose.assert_refused("/rs/x", "rs", &rs256_a(&forever), "no exp claim")
-        .await;
+    jose.assert_both_refuse(&forever, "no exp claim").await;
 }
 
 #[tokio::test]
@@ -462,14 +477,9 @@ async fn an_es256_all_zero_signature_is_refused() {
     );
     for signature in [vec![0u8; 64], vec![0u8; 8], Vec::new()] {
         let forged = format!("{input}.{}", b64(&signature));
-        let before = jose.upstream.hits();
-        let reply = get_with_token(&jose.gateway, "/es/x", &forged).await;
-        assert_eq!(reply.status, 401, "{}", reply.text());
-        assert_eq!(
-            challenge_of(&reply.headers).param("error"),
-            Some("invalid_token")
-        );
-        assert_eq!(jose.upstream.hits(), before);
+        let context = format!("a signature of {} bytes", signature.len());
+        jose.assert_invalid("/es/x", &bearer(&forged), &context)
+            .await;
     }
     // The well-formed 64-byte zero signature fails verification proper.
     let forged = format!("{input}.{}", b64(&[0u8; 64]));
@@ -491,14 +501,8 @@ async fn a_token_with_an_unknown_critical_header_is_refused() {
     for header in headers {
         // Correctly signed with the provider's own secret: only `crit` is wrong.
         let token = hand_built(&header, &claims("ada"), Algorithm::HS256, secret);
-        let before = jose.upstream.hits();
-        let reply = get_with_token(&jose.gateway, "/hs/x", &token).await;
-        assert_eq!(reply.status, 401, "{header}: {}", reply.text());
-        assert_eq!(
-            challenge_of(&reply.headers).param("error"),
-            Some("invalid_token")
-        );
-        assert_eq!(jose.upstream.hits(), before, "{header}");
+        jose.assert_invalid("/hs/x", &bearer(&token), &header.to_string())
+            .await;
     }
     // The control: the same token without `crit` is accepted.
     let plain = hand_built(
@@ -544,13 +548,8 @@ async fn malformed_tokens_are_refused() {
         "a.b.c".to_owned(),
     ];
     for token in &malformed {
-        let before = jose.upstream.hits();
-        let reply = get_with_token(&jose.gateway, "/hs/x", token).await;
-        assert_eq!(reply.status, 401, "{token}: {}", reply.text());
-        let challenge = challenge_of(&reply.headers);
+        let challenge = jose.assert_invalid("/hs/x", &bearer(token), token).await;
         assert_eq!(challenge.param("realm"), Some(REALM));
-        assert_eq!(challenge.param("error"), Some("invalid_token"), "{token}");
-        assert_eq!(jose.upstream.hits(), before, "{token}");
     }
     jose.assert_refused("/hs/x", REALM, &malformed[6], "malformed")
         .await;
@@ -569,21 +568,8 @@ async fn authorization_headers_that_are_not_one_bearer_token_are_refused() {
         "Bearer ".to_owned(),
         good.clone(),
     ] {
-        let before = jose.upstream.hits();
-        let reply = get_from(
-            UNTRUSTED,
-            &jose.gateway,
-            "/hs/x",
-            &[("authorization", value.as_str())],
-        )
-        .await;
-        assert_eq!(reply.status, 401, "{value:?}: {}", reply.text());
-        assert_eq!(
-            challenge_of(&reply.headers).param("error"),
-            Some("invalid_token"),
-            "{value:?}"
-        );
-        assert_eq!(jose.upstream.hits(), before);
+        jose.assert_invalid("/hs/x", &value, &format!("{value:?}"))
+            .await;
     }
     // Two Authorization headers: which one would the upstream read? Neither is used.
     let authorization = bearer(&good);

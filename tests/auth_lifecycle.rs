@@ -143,6 +143,17 @@ fn reload_config(upstream: &CountingUpstream, secret_file: &str, route_auth: &st
         .into()
 }
 
+/// A gateway on [`reload_config`] with `secret-1` holding [`SECRET_1`].
+async fn on_secret_1() -> (TestGateway, CountingUpstream) {
+    let upstream = CountingUpstream::spawn().await;
+    let gateway = start_with_files(
+        &reload_config(&upstream, "secret-1", "main"),
+        &[("secret-1", SECRET_1)],
+    )
+    .await;
+    (gateway, upstream)
+}
+
 fn signed_with(secret: &str, sub: &str) -> String {
     token(
         Algorithm::HS256,
@@ -177,12 +188,7 @@ async fn refused_reload(gateway: &TestGateway, config: &str) -> String {
 
 #[tokio::test]
 async fn a_reload_with_a_new_hs_secret_takes_effect_at_once() {
-    let upstream = CountingUpstream::spawn().await;
-    let gateway = start_with_files(
-        &reload_config(&upstream, "secret-1", "main"),
-        &[("secret-1", SECRET_1)],
-    )
-    .await;
+    let (gateway, upstream) = on_secret_1().await;
     let old = signed_with(SECRET_1, "ada");
     let new = signed_with(SECRET_2, "ada");
     assert_eq!(status(&gateway, &old).await, 200);
@@ -198,12 +204,7 @@ async fn a_reload_with_a_new_hs_secret_takes_effect_at_once() {
 
 #[tokio::test]
 async fn a_reload_that_breaks_a_provider_keeps_the_running_one_and_says_why() {
-    let upstream = CountingUpstream::spawn().await;
-    let gateway = start_with_files(
-        &reload_config(&upstream, "secret-1", "main"),
-        &[("secret-1", SECRET_1)],
-    )
-    .await;
+    let (gateway, upstream) = on_secret_1().await;
     let good = signed_with(SECRET_1, "ada");
     let other = signed_with(SECRET_2, "ada");
     assert_eq!(status(&gateway, &good).await, 200);

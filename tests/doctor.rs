@@ -294,6 +294,17 @@ fn static_cases() -> Vec<Case> {
     ]
 }
 
+/// Asserts that `finding`'s `field` (`message` or `fix`) says `text`.
+fn assert_says(finding: &Value, field: &str, text: &str) {
+    let said = finding[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {finding:#}"));
+    assert!(
+        said.contains(text),
+        "{field} should say {text:?}: {finding:#}"
+    );
+}
+
 fn assert_case(case: &Case, triggered: &Run, clean: &Run) {
     let finding = &triggered.only(case.id);
     assert_eq!(
@@ -434,23 +445,14 @@ fn the_base_path_check_says_what_streamlit_and_fastapi_need() {
     let run = offline(&config, &[]);
     let unreachable = run.only("public_base_url_path");
     assert_eq!(unreachable["key"], "routes[1].path_prefix");
-    assert!(
-        unreachable["fix"]
-            .as_str()
-            .unwrap()
-            .contains("path_prefix = \"/app/api\""),
-        "{:#}",
-        unreachable
-    );
+    assert_says(&unreachable, "fix", "path_prefix = \"/app/api\"");
     // The catch-all route gets /app/...: Streamlit must serve under it.
     let served = run.only("upstream_base_path");
     assert_eq!(served["key"], "routes[0].path_prefix");
-    assert!(
-        served["fix"].as_str().unwrap().contains(
-            "server.baseUrlPath = \"app\"; a FastAPI upstream declares its routes under \"/app\""
-        ),
-        "{:#}",
-        served
+    assert_says(
+        &served,
+        "fix",
+        "server.baseUrlPath = \"app\"; a FastAPI upstream declares its routes under \"/app\"",
     );
 }
 
@@ -461,7 +463,7 @@ fn secrets_missing_empty_or_too_short_are_errors() {
     assert_eq!(missing.code(), Some(1));
     let found = missing.only("secret_missing");
     assert_eq!(found["key"], "auth.providers.main.hs256_secret");
-    assert!(found["message"].as_str().unwrap().contains(MINT_SECRET));
+    assert_says(&found, "message", MINT_SECRET);
 
     let empty = offline(&config, &[(MINT_SECRET, "")]);
     empty.only("secret_empty");
@@ -490,12 +492,7 @@ fn secrets_missing_empty_or_too_short_are_errors() {
     let args = ["doctor", "--offline", "--format", "json"];
     let short = fluxlit_in(dir.path(), &file_config, &args, &[]);
     let found = short.only("secret_too_short");
-    assert!(
-        found["message"]
-            .as_str()
-            .unwrap()
-            .contains("HS512 needs at least 64")
-    );
+    assert_says(&found, "message", "HS512 needs at least 64");
     std::fs::write(
         dir.path().join("hs.secret"),
         format!("{}\n", "s".repeat(64)),
@@ -621,14 +618,7 @@ async fn an_upstream_that_accepts_no_connection_is_an_error() {
     assert_eq!(run.code(), Some(1), "{:#}", run.json());
     let found = run.only("upstream_unreachable");
     assert_eq!(found["key"], "upstreams.ui.url");
-    assert!(
-        found["message"]
-            .as_str()
-            .unwrap()
-            .contains(&down.to_string()),
-        "{:#}",
-        found
-    );
+    assert_says(&found, "message", &down.to_string());
     // The live upstream's clock agrees with ours: nothing else to say.
     assert_eq!(run.findings().len(), 1, "{:#}", run.json());
 
@@ -660,17 +650,10 @@ async fn an_upstream_clock_beyond_the_leeway_is_an_error_and_a_small_skew_a_warn
     assert_eq!(run.code(), Some(1), "{:#}", run.json());
     let skew = run.only("clock_skew");
     assert_eq!(skew["key"], "upstreams.api.url");
-    assert!(
-        skew["message"]
-            .as_str()
-            .unwrap()
-            .contains("behind this machine's"),
-        "{:#}",
-        skew
-    );
+    assert_says(&skew, "message", "behind this machine's");
     let drift = run.only("clock_drift");
     assert_eq!(drift["key"], "upstreams.ui.url");
-    assert!(drift["message"].as_str().unwrap().contains("ahead of"));
+    assert_says(&drift, "message", "ahead of");
 
     // 20s is within the default 60s but beyond a provider's 10s leeway.
     let config = format!(
@@ -713,12 +696,7 @@ async fn identity_providers_must_publish_discovery_and_usable_keys() {
     assert_eq!(run.code(), Some(1));
     let found = run.only("jwks_unreachable");
     assert_eq!(found["key"], "auth.providers.corp.issuer_url");
-    assert!(
-        found["message"]
-            .as_str()
-            .unwrap()
-            .contains("no usable signing keys")
-    );
+    assert_says(&found, "message", "no usable signing keys");
 
     let down = format!("http://{}", closed_port());
     let run = online(oidc_config(&down, ""), env).await;
@@ -754,10 +732,5 @@ async fn a_redis_store_must_answer_ping() {
     let run = online(store(&format!("redis://{down}/0")), env).await;
     let found = run.only("redis_unreachable");
     assert_eq!(found["key"], "auth.providers.corp.store");
-    assert!(
-        found["message"]
-            .as_str()
-            .unwrap()
-            .contains(&down.to_string())
-    );
+    assert_says(&found, "message", &down.to_string());
 }

@@ -691,6 +691,11 @@ fn parse_set_cookie(text: &str) -> (String, String, HashMap<String, String>) {
     (name.to_owned(), value.to_owned(), attributes)
 }
 
+/// A `Set-Cookie` attribute's value (empty for a flag), by lowercased name.
+fn attribute<'a>(attributes: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    attributes.get(name).map(String::as_str)
+}
+
 #[tokio::test]
 async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
     let setup = setup_ready("").await;
@@ -790,18 +795,14 @@ async fn the_login_cookie_is_http_only_lax_scoped_to_the_callback_and_cleared_af
         "{value}"
     );
     assert!(attributes.contains_key("httponly"), "{set:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"), "{set:?}");
     assert_eq!(
-        attributes.get("samesite").map(String::as_str),
-        Some("Lax"),
-        "{set:?}"
-    );
-    assert_eq!(
-        attributes.get("path").map(String::as_str),
+        attribute(&attributes, "path"),
         Some("/auth/callback"),
         "{set:?}"
     );
     assert_eq!(
-        attributes.get("max-age").map(String::as_str),
+        attribute(&attributes, "max-age"),
         Some("300"),
         "login_ttl: {set:?}"
     );
@@ -832,17 +833,14 @@ async fn the_login_cookie_is_http_only_lax_scoped_to_the_callback_and_cleared_af
         (cleared.as_str(), cleared_value.as_str()),
         (name.as_str(), "")
     );
-    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
-    assert_eq!(
-        attributes.get("path").map(String::as_str),
-        Some("/auth/callback")
-    );
+    assert_eq!(attribute(&attributes, "max-age"), Some("0"));
+    assert_eq!(attribute(&attributes, "path"), Some("/auth/callback"));
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&again)).await;
     let refused = callback(&setup.gateway, &code, &state, None).await;
     assert_eq!(refused.status, 400, "{}", refused.text());
     let (cleared, _, attributes) = parse_set_cookie(set_cookies(&refused)[0]);
     assert_eq!(cleared, other_name);
-    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
+    assert_eq!(attribute(&attributes, "max-age"), Some("0"));
 }
 
 #[tokio::test]
@@ -856,21 +854,13 @@ async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefi
     assert!(name.starts_with("__Host-fluxlit-login-"), "{name}");
     assert!(attributes.contains_key("secure"), "{set:?}");
     assert!(attributes.contains_key("httponly"), "{set:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"), "{set:?}");
     assert_eq!(
-        attributes.get("samesite").map(String::as_str),
-        Some("Lax"),
-        "{set:?}"
-    );
-    assert_eq!(
-        attributes.get("path").map(String::as_str),
+        attribute(&attributes, "path"),
         Some("/"),
         "__Host- needs Path=/: {set:?}"
     );
-    assert_eq!(
-        attributes.get("max-age").map(String::as_str),
-        Some("600"),
-        "{set:?}"
-    );
+    assert_eq!(attribute(&attributes, "max-age"), Some("600"), "{set:?}");
     assert!(!attributes.contains_key("domain"), "{set:?}");
 
     let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
@@ -885,12 +875,12 @@ async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefi
     assert_eq!(reply.status, 302, "{}", reply.text());
     let (cleared, _, attributes) = parse_set_cookie(set_cookies(&reply)[0]);
     assert_eq!(cleared, name);
-    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
+    assert_eq!(attribute(&attributes, "max-age"), Some("0"));
     assert!(
         attributes.contains_key("secure"),
         "a __Host- cookie is cleared Secure"
     );
-    assert_eq!(attributes.get("path").map(String::as_str), Some("/"));
+    assert_eq!(attribute(&attributes, "path"), Some("/"));
 }
 
 #[tokio::test]

@@ -37,6 +37,15 @@ fn config(upstreams: &[(&str, SocketAddr)], routes: &[(&str, &str, &str)]) -> St
     config.into()
 }
 
+/// Recording upstreams `one` and `two`, and a gateway routing `/api` to `one`.
+async fn api_on_one() -> (TestGateway, [(&'static str, SocketAddr); 2]) {
+    let one = spawn_recording_upstream("one").await;
+    let two = spawn_recording_upstream("two").await;
+    let upstreams = [("one", one), ("two", two)];
+    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    (gateway, upstreams)
+}
+
 /// The name of the recording upstream that answered `GET path`; panics unless 200.
 async fn served_by(addr: SocketAddr, path: &str) -> String {
     let reply = within("request", send(addr, get(addr, path, &[]))).await;
@@ -151,10 +160,7 @@ async fn a_valid_file_clears_the_error(gateway: &TestGateway, two: SocketAddr) -
 
 #[tokio::test]
 async fn a_changed_route_is_served_after_one_reload_and_the_generation_goes_up_by_one() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
     assert_eq!(gateway.gateway.snapshot().generation, 1);
     assert_eq!(served_by(gateway.addr(), "/api/x").await, "one");
     assert_eq!(status_of(gateway.addr(), "/new/x").await, 404);
@@ -224,10 +230,7 @@ async fn a_syntax_error_is_rejected_with_its_line_and_column_and_a_later_valid_f
 
 #[tokio::test]
 async fn a_deleted_config_keeps_serving_and_a_recreated_one_is_loaded() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
 
     std::fs::remove_file(&gateway.config_path).expect("delete config");
     assert_eq!(
@@ -253,10 +256,7 @@ async fn a_deleted_config_keeps_serving_and_a_recreated_one_is_loaded() {
 
 #[tokio::test]
 async fn a_save_by_rename_is_seen() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
 
     let text = gateway.pin_listen(&config(&upstreams, &[("api", "/api", "two")]));
     write_by_rename(&gateway.config_path, &text);
@@ -275,10 +275,7 @@ async fn a_save_by_rename_is_seen() {
 /// file written beside the config, as `fluxlit serve > fluxlit.log` does, must not.
 #[tokio::test]
 async fn files_written_beside_the_config_do_not_make_it_read_again() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
     let reads = || gateway.gateway.reloader().status().file_event_reads;
     let log = gateway.config_path.with_file_name("fluxlit.log");
     for line in 0..20 {

@@ -94,6 +94,15 @@ fn config(tls: Option<&CertFiles>) -> ConfigText {
     config.echo_upstream("echo").route("all", "/", "echo")
 }
 
+/// A gateway serving TLS with a leaf of a fresh test CA: the PKI, its files (which must
+/// outlive the gateway) and the gateway.
+async fn tls_gateway() -> (Pki, CertFiles, TestGateway) {
+    let pki = pki("test CA");
+    let files = CertFiles::new(&pki);
+    let gateway = TestGateway::start(config(Some(&files))).await;
+    (pki, files, gateway)
+}
+
 /// A client that trusts only `ca_pem` and reaches `localhost` at `addr`.
 fn client(ca_pem: &str, addr: SocketAddr, http1_only: bool) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
@@ -127,9 +136,7 @@ async fn fetch(
 
 #[tokio::test]
 async fn serves_http1_and_http2_by_alpn_with_hsts() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(config(Some(&files))).await;
+    let (pki, _files, gateway) = tls_gateway().await;
 
     for (http1_only, version) in [(true, Version::HTTP_11), (false, Version::HTTP_2)] {
         let response = fetch(&pki.ca_pem, gateway.addr(), http1_only, "/hello")
@@ -213,9 +220,7 @@ async fn a_rotated_certificate_serves_new_handshakes_and_keeps_open_connections(
 
 #[tokio::test]
 async fn a_broken_certificate_at_reload_is_rejected_and_the_old_one_keeps_serving() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(config(Some(&files))).await;
+    let (pki, files, gateway) = tls_gateway().await;
 
     write_by_rename(
         &files.cert(),
@@ -235,9 +240,7 @@ async fn a_broken_certificate_at_reload_is_rejected_and_the_old_one_keeps_servin
 
 #[tokio::test]
 async fn turning_tls_off_by_reload_is_refused_for_that_key() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(config(Some(&files))).await;
+    let (pki, _files, gateway) = tls_gateway().await;
 
     gateway.write_config(config(None).text());
     gateway.wait_for_generation(2).await;
@@ -263,9 +266,7 @@ async fn a_missing_key_at_start_is_a_config_error_naming_the_file() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_the_handshake_is_closed() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(config(Some(&files))).await;
+    let (_pki, _files, gateway) = tls_gateway().await;
 
     let mut stream = tokio::net::TcpStream::connect(gateway.addr())
         .await
@@ -328,10 +329,8 @@ async fn h2_connection(
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_not_taken_for_a_slow_request_head() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
     // header_read_timeout is 300ms; idle_timeout stays at its default of a minute.
-    let gateway = TestGateway::start(config(Some(&files))).await;
+    let (pki, _files, gateway) = tls_gateway().await;
     let mut sender = h2_connection(&pki.ca_pem, gateway.addr()).await;
     for round in 0..2 {
         let request = http::Request::get(https(gateway.addr(), "/"))

@@ -78,6 +78,15 @@ fn routes_to(upstream: SocketAddr, route: &str, prefix: &str) -> ConfigText {
         .route(route, prefix, "ui")
 }
 
+/// An echo upstream, a gateway routing to it, and a client with a WebSocket open on
+/// `/ws` through the gateway.
+async fn open_echo() -> (SocketAddr, TestGateway, Client) {
+    let (upstream, _) = spawn_ws_upstream().await;
+    let gateway = gateway_for(upstream).await;
+    let client = connect(gateway.addr(), "/ws").await;
+    (upstream, gateway, client)
+}
+
 /// Opens a WebSocket to `gateway` from `source`, offering [`PROTOCOL`], with extra headers.
 async fn connect_from(
     source: IpAddr,
@@ -118,9 +127,7 @@ async fn next_message(client: &mut Client) -> Message {
 
 #[tokio::test]
 async fn text_and_binary_messages_echo_through_the_gateway() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     assert_eq!(
         round_trip(&mut client, Message::text("hello, upstream")).await,
@@ -143,9 +150,7 @@ async fn text_and_binary_messages_echo_through_the_gateway() {
 
 #[tokio::test]
 async fn a_one_megabyte_binary_frame_arrives_intact() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     let payload: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     match round_trip(&mut client, Message::binary(payload.clone())).await {
@@ -159,9 +164,7 @@ async fn a_one_megabyte_binary_frame_arrives_intact() {
 
 #[tokio::test]
 async fn a_ping_through_the_gateway_gets_the_upstreams_pong() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     let reply = round_trip(&mut client, Message::Ping("are you there?".into())).await;
     assert_eq!(reply, Message::Pong("are you there?".into()));
@@ -174,9 +177,7 @@ async fn a_ping_through_the_gateway_gets_the_upstreams_pong() {
 
 #[tokio::test]
 async fn a_close_frame_comes_back_with_its_code_and_reason_and_the_socket_ends() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     let frame = CloseFrame {
         code: CloseCode::from(4000),
@@ -330,9 +331,7 @@ async fn an_upstream_that_refuses_the_upgrade_gives_the_client_its_403() {
 
 #[tokio::test]
 async fn an_open_websocket_survives_a_reload_that_removes_its_route() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (upstream, gateway, mut client) = open_echo().await;
     assert_eq!(
         round_trip(&mut client, Message::text("before")).await,
         Message::text("before")
