@@ -88,10 +88,7 @@ fn warnings_alone_exit_0() {
         text.contains("forward_client_headers[1]: \"x-forwarded-for\" is dropped"),
         "{text}"
     );
-    assert!(
-        String::from_utf8_lossy(&output.stdout)
-            .contains("ok (1 route(s), 1 upstream(s), 2 warning(s))")
-    );
+    assert!(common::cli::stdout(&output).contains("ok (1 route(s), 1 upstream(s), 2 warning(s))"));
 }
 
 #[test]

@@ -1021,6 +1021,22 @@ async fn next_values_that_leave_the_origin_fall_back_to_the_root() {
 // Bad id_tokens.
 // ---------------------------------------------------------------------------------------
 
+/// The checks of an id_token's claims, each with the IdP misbehaviour that fails it.
+const CLAIM_CHECKS: [(IdTokenMode, &str); 5] = [
+    (IdTokenMode::WrongNonce, "nonce"),
+    (IdTokenMode::WrongAudience, "aud"),
+    (IdTokenMode::Expired, "exp"),
+    (IdTokenMode::WrongIssuer, "iss"),
+    (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
+];
+
+/// The checks of its signature, likewise.
+const SIGNATURE_CHECKS: [(IdTokenMode, &str); 3] = [
+    (IdTokenMode::AlgNone, "alg"),
+    (IdTokenMode::UnknownKey, "signature"),
+    (IdTokenMode::ForgedSignature, "signature"),
+];
+
 /// For each IdP misbehaviour: the callback answers 403 naming the failed check, sends
 /// the browser nowhere, shows no token, and mints nothing.
 async fn assert_each_check_refused(setup: &Setup, cases: &[(IdTokenMode, &str)]) {
@@ -1050,17 +1066,8 @@ async fn assert_each_check_refused(setup: &Setup, cases: &[(IdTokenMode, &str)])
 #[tokio::test]
 async fn an_id_token_failing_any_check_mints_nothing() {
     let setup = setup_ready("").await;
-    let cases = [
-        (IdTokenMode::WrongNonce, "nonce"),
-        (IdTokenMode::WrongAudience, "aud"),
-        (IdTokenMode::Expired, "exp"),
-        (IdTokenMode::AlgNone, "alg"),
-        (IdTokenMode::UnknownKey, "signature"),
-        (IdTokenMode::ForgedSignature, "signature"),
-        (IdTokenMode::WrongIssuer, "iss"),
-        (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
-    ];
-    assert_each_check_refused(&setup, &cases).await;
+    assert_each_check_refused(&setup, &CLAIM_CHECKS).await;
+    assert_each_check_refused(&setup, &SIGNATURE_CHECKS).await;
     assert_eq!(oidc_status(&setup.gateway).store.auth_codes, Some(0));
     assert_eq!(setup.upstream.hits(), 0);
 
@@ -1121,14 +1128,7 @@ async fn a_custom_provider_with_manual_endpoints_logs_in_without_discovery() {
         reply.text()
     );
 
-    let cases = [
-        (IdTokenMode::WrongNonce, "nonce"),
-        (IdTokenMode::WrongAudience, "aud"),
-        (IdTokenMode::Expired, "exp"),
-        (IdTokenMode::WrongIssuer, "iss"),
-        (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
-    ];
-    assert_each_check_refused(&setup, &cases).await;
+    assert_each_check_refused(&setup, &CLAIM_CHECKS).await;
 }
 
 // ---------------------------------------------------------------------------------------

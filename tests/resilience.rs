@@ -271,7 +271,7 @@ async fn a_zero_cap_is_a_validation_error() {
         .route("app", "/", "app")
         .with("max_websockets = 0");
     let output = cli::run_on(config.text(), &["validate"], &[]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = cli::stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("server.max_request_body"), "{stderr}");
     assert!(stderr.contains("routes[0].max_websockets"), "{stderr}");

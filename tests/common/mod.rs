@@ -4,14 +4,16 @@
 //!
 //! The submodules hold the rest: [`config`] builds config files as text, [`raw`] speaks
 //! HTTP/1.1 as bytes where a client library would tidy the request up, [`cli`] runs the
-//! `fluxlit` binary, [`ws`] is a WebSocket echo upstream, and [`auth`] has the test keys,
-//! tokens and identity-provider stand-ins of the auth tests.
+//! `fluxlit` binary, [`ws`] is a WebSocket echo upstream, [`schema`] checks config text
+//! against the committed JSON Schema, and [`auth`] has the test keys, tokens and
+//! identity-provider stand-ins of the auth tests.
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod raw;
+pub mod schema;
 pub mod ws;
 
 use std::collections::BTreeMap;
