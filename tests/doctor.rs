@@ -125,8 +125,7 @@ fn oidc_config(issuer_url: &str, extra: &str) -> String {
     ConfigText::new()
         .server("public_base_url = \"https://apps.example.com\"")
         .echo_upstream("ui")
-        .route("ui", "/", "ui")
-        .with("auth = \"main\"")
+        .guarded_route("ui", "/", "ui", "main")
         .jwt("main", "https://gateway.example.com", "app", "[\"HS256\"]")
         .with(&format!("hs256_secret = {{ env = \"{MINT_SECRET}\" }}"))
         .oidc(
@@ -151,8 +150,12 @@ fn owned(env: Vec<(&'static str, &'static str)>) -> Vec<(&'static str, String)> 
 
 /// A jwt provider `main` with `leeway`, its secret from MINT_SECRET.
 fn jwt_config(leeway: &str) -> String {
-    ConfigText::new()
-        .with(ECHO)
+    with_jwt(ConfigText::new().with(ECHO), leeway)
+}
+
+/// `config` and a jwt provider `main` with `leeway`, its secret from MINT_SECRET.
+fn with_jwt(config: ConfigText, leeway: &str) -> String {
+    config
         .jwt("main", "https://gateway.example.com", "app", "[\"HS256\"]")
         .with(&format!(
             "hs256_secret = {{ env = \"{MINT_SECRET}\" }}\nleeway = \"{leeway}\""
@@ -656,10 +659,7 @@ async fn an_upstream_clock_beyond_the_leeway_is_an_error_and_a_small_skew_a_warn
     assert_says(&drift, "message", "ahead of");
 
     // 20s is within the default 60s but beyond a provider's 10s leeway.
-    let config = format!(
-        "{}\n[auth.providers.main]\nkind = \"jwt\"\nissuer = \"https://gateway.example.com\"\naudience = \"app\"\nalgorithms = [\"HS256\"]\nhs256_secret = {{ env = \"{MINT_SECRET}\" }}\nleeway = \"10s\"\n",
-        api_and_ui(a_bit_ahead, a_bit_ahead).to_string()
-    );
+    let config = with_jwt(api_and_ui(a_bit_ahead, a_bit_ahead), "10s");
     let run = online(config, vec![(MINT_SECRET, GOOD_SECRET.to_owned())]).await;
     assert_eq!(run.with_id("clock_skew").len(), 2, "{:#}", run.json());
 }

@@ -628,8 +628,7 @@ async fn a_secret_file_rotated_in_place_is_reloaded_though_the_config_did_not_ch
     .unwrap();
     let config = ConfigText::new()
         .echo_upstream("app")
-        .route("app", "/app", "app")
-        .with("auth = \"main\"")
+        .guarded_route("app", "/app", "app", "main")
         .jwt_provider(
             "main",
             "[\"HS256\"]",

@@ -1,7 +1,7 @@
 //! What the auth tests share: the test keys of `tests/fixtures/jose`, tokens both well
 //! made and hand-built the way an attacker would build them, `WWW-Authenticate`
-//! challenges, a JWKS server whose keys and health change at runtime, and the providers
-//! of the test configs.
+//! challenges, a JWKS server whose keys and health change at runtime, the providers of
+//! the test configs, and what an identity provider publishes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -384,6 +384,10 @@ pub async fn get_with_token(gateway: &impl Reachable, path: &str, token: &str) -
 // Providers in the test configs.
 // ---------------------------------------------------------------------------------------
 
+/// The issuer and audience of the tokens an OIDC login mints.
+pub const MINT_ISSUER: &str = "https://gateway.fluxlit.test";
+pub const MINT_AUDIENCE: &str = "fluxlit-app";
+
 impl ConfigText {
     /// `[auth.providers.<name>]`: a jwt provider for [`ISSUER`] and [`AUDIENCE`] taking
     /// `algorithms` (as TOML: `["HS256"]`), with its key `lines`.
@@ -402,32 +406,6 @@ impl ConfigText {
         self.jwt_provider(name, "[\"RS256\"]", &format!("jwks_url = \"{jwks_url}\""))
     }
 
-    /// A route from `prefix` to `upstream` behind the provider `auth`.
-    pub fn guarded_route(self, name: &str, prefix: &str, upstream: &str, auth: &str) -> Self {
-        self.route(name, prefix, upstream)
-            .with(&format!("auth = \"{auth}\""))
-    }
-}
-
-/// An OpenID provider's discovery document for `issuer`: the code flow, RS256 id_tokens,
-/// and the endpoints `/authorize`, `/token` and `/jwks` under the issuer.
-pub fn discovery_document(issuer: &str) -> Value {
-    json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-    })
-}
-
-/// The issuer and audience of the tokens an OIDC login mints.
-pub const MINT_ISSUER: &str = "https://gateway.fluxlit.test";
-pub const MINT_AUDIENCE: &str = "fluxlit-app";
-
-impl ConfigText {
     /// The jwt provider an OIDC login mints with: HS256 for [`MINT_ISSUER`] and
     /// [`MINT_AUDIENCE`], the secret in the file `hs256.secret` next to the config.
     pub fn mint_provider(self, name: &str) -> Self {
@@ -447,4 +425,22 @@ pub fn api_behind_main(upstream: SocketAddr, open: &str) -> ConfigText {
         .guarded_route("api", "/api", "app", "main")
         .route(open, "/", "app")
         .hs256_provider("main")
+}
+
+// ---------------------------------------------------------------------------------------
+// Identity providers.
+// ---------------------------------------------------------------------------------------
+
+/// An OpenID provider's discovery document for `issuer`: the code flow, RS256 id_tokens,
+/// and the endpoints `/authorize`, `/token` and `/jwks` under the issuer.
+pub fn discovery_document(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
 }

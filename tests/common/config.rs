@@ -69,6 +69,12 @@ impl ConfigText {
         )
     }
 
+    /// A route from `prefix` to `upstream` behind the auth provider `auth`.
+    pub fn guarded_route(self, name: &str, prefix: &str, upstream: &str, auth: &str) -> Self {
+        self.route(name, prefix, upstream)
+            .with(&format!("auth = \"{auth}\""))
+    }
+
     /// Upstream `name` at `addr`, and route `name` from `prefix` to it.
     pub fn route_to(self, name: &str, prefix: &str, addr: impl fmt::Display) -> Self {
         self.upstream(name, addr).route(name, prefix, name)
