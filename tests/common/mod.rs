@@ -164,7 +164,7 @@ impl TestGateway {
 
     /// Waits until the snapshot's generation reaches `generation`.
     pub async fn wait_for_generation(&self, generation: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
         while self.gateway.snapshot().generation < generation {
             assert!(
                 tokio::time::Instant::now() < deadline,
