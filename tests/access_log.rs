@@ -4,114 +4,31 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::cli::{Serve, Stderr};
 use common::*;
 use serde_json::Value;
 
-/// Hang guard for every wait; never a statement about speed.
-const HANG_GUARD: Duration = Duration::from_secs(10);
-
-/// Everything the gateway wrote to stderr, line by line, collected by a thread.
-#[derive(Clone, Default)]
-struct Stderr(Arc<Mutex<Vec<String>>>);
-
-impl Stderr {
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn text(&self) -> String {
-        self.lines().join("\n")
-    }
-
-    /// Waits for a line satisfying `found`, and returns it.
-    fn wait_for(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + HANG_GUARD;
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|line| found(line)) {
-                return line;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never logged: {what}\nstderr:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The access events, parsed.
-    fn access_events(&self) -> Vec<Value> {
-        self.lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|event| event["target"] == "fluxlit::access")
-            .collect()
-    }
-}
-
-/// The gateway, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &Path) -> (Running, Stderr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["serve", "--config", "fluxlit.toml"])
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("FLUXLIT_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Stderr::default();
-    let pipe = child.stderr.take().unwrap();
-    let lines = stderr.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { return };
-            lines.0.lock().unwrap().push(line);
-        }
-    });
-    let running = Running(child);
-    let serving = stderr.wait_for("the serving line", |line| {
-        line.starts_with("fluxlit: serving http://")
-    });
-    let addr = serving
-        .trim_start_matches("fluxlit: serving http://")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (running, stderr, addr)
+/// The access events among the lines the gateway wrote, parsed.
+fn access_events(stderr: &Stderr) -> Vec<Value> {
+    stderr
+        .lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["target"] == "fluxlit::access")
+        .collect()
 }
 
 fn mint_token(dir: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["token", "issue", "--provider", "main", "--sub", "ada"])
-        .current_dir(dir)
-        .env_remove("FLUXLIT_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = cli::run(
+        &["token", "issue", "--provider", "main", "--sub", "ada"],
+        dir,
+        &[],
     );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    assert!(output.status.success(), "{}", cli::stderr(&output));
+    cli::stdout(&output).trim().to_owned()
 }
 
 const JWT_SECRET: &str = "HS-SECRET-0-test-only-shared-secret";
@@ -128,58 +45,25 @@ const BAD_BEARER: &str = "BEARER-SECRET-9";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_access_event_per_request_and_no_credential_in_the_log() {
     let app = spawn_recording_upstream("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hs.secret"), JWT_SECRET).unwrap();
-    std::fs::write(
-        dir.path().join("fluxlit.toml"),
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-
-[log]
-format = "json"
-# Debug events too: nothing the gateway logs at any of these levels may hold a secret.
-level = "debug"
-
-[trust]
-proxies = ["127.0.0.1/32"]
-
-[upstreams.app]
-url = "http://{app}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "main"
-
-[[routes]]
-name = "sso"
-path_prefix = "/sso"
-upstream = "app"
-auth = "proxy"
-
-[[routes]]
-name = "ui"
-path_prefix = "/"
-upstream = "app"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "https://issuer.test"
-audience = "fluxlit-test"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "hs.secret" }}
-
-[auth.providers.proxy]
-kind = "trusted_proxy_user"
-"#
-        ),
-    )
-    .unwrap();
+    let config = ConfigText::new()
+        .table(
+            "[log]",
+            "format = \"json\"\n\
+             # Debug events too: nothing the gateway logs at any of these levels may hold a secret.\n\
+             level = \"debug\"",
+        )
+        .trust_loopback()
+        .upstream("app", app)
+        .guarded_route("api", "/api", "app", "main")
+        .guarded_route("sso", "/sso", "app", "proxy")
+        .route("ui", "/", "app")
+        .jwt("main", "https://issuer.test", "fluxlit-test", "[\"HS256\"]")
+        .with("hs256_secret = { file = \"hs.secret\" }")
+        .provider("proxy", "trusted_proxy_user", "");
+    let (dir, _) = config_dir(config.text(), &[("hs.secret", JWT_SECRET)]);
     let token = mint_token(dir.path());
-    let (_running, stderr, addr) = start(dir.path());
+    let gateway = Serve::start(dir.path(), &[]).await;
+    let (stderr, addr) = (&gateway.stderr, gateway.addr);
 
     let bearer = format!("Bearer {token}");
     let bad_bearer = format!("Bearer {BAD_BEARER}");
@@ -252,9 +136,7 @@ kind = "trusted_proxy_user"
 
     let mut sent = Vec::new();
     for (path, headers, status, route, logged) in &requests {
-        let reply = tokio::time::timeout(HANG_GUARD, send(addr, get(addr, path, headers)))
-            .await
-            .expect("hang guard: request");
+        let reply = within("request", send(addr, get(addr, path, headers))).await;
         assert_eq!(reply.status.as_u16(), *status, "{path}: {}", reply.text());
         let request_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
         sent.push((
@@ -276,18 +158,18 @@ kind = "trusted_proxy_user"
         "/page".into(),
     ));
 
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    while stderr.access_events().len() < sent.len() {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while access_events(stderr).len() < sent.len() {
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "{} access events for {} requests:\n{}",
-            stderr.access_events().len(),
+            access_events(stderr).len(),
             sent.len(),
             stderr.text()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let events = stderr.access_events();
+    let events = access_events(stderr);
     assert_eq!(
         events.len(),
         sent.len(),
@@ -347,19 +229,8 @@ kind = "trusted_proxy_user"
 
 #[test]
 fn an_invalid_log_level_is_a_validation_error() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fluxlit.toml"),
-        "[log]\nlevel = \"info,fluxlit=loud\"\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["validate"])
-        .current_dir(dir.path())
-        .env_remove("FLUXLIT_CONFIG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let output = cli::run_on("[log]\nlevel = \"info,fluxlit=loud\"\n", &["validate"], &[]);
+    let stderr = cli::stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
@@ -372,10 +243,7 @@ fn an_invalid_log_level_is_a_validation_error() {
 #[tokio::test]
 async fn a_reload_applies_access_log_and_refuses_the_static_log_keys() {
     let app = spawn_recording_upstream("app").await;
-    let routes = format!(
-        "[upstreams.app]\nurl = \"http://{app}\"\n\n\
-         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
-    );
+    let routes = ConfigText::new().route_to("app", "/", app);
     let gateway = TestGateway::start(&format!(
         "[log]\nformat = \"pretty\"\nlevel = \"info\"\n\n{routes}"
     ))

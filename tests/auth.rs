@@ -10,11 +10,10 @@
 //! keys of `tests/fixtures/jose`. 127.0.0.1 is the trusted proxy where there is one and
 //! 127.0.0.2 an ordinary client. Timeouts only guard against hangs.
 
-mod auth_support;
 mod common;
 
-use auth_support::*;
-use common::TestGateway;
+use common::auth::*;
+use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -46,74 +45,28 @@ struct Jose {
 impl Jose {
     async fn start() -> Self {
         let upstream = CountingUpstream::spawn().await;
-        let config = format!(
-            r#"
-[server]
-max_header_size = "256KiB"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "hs"
-path_prefix = "/hs"
-upstream = "app"
-auth = "hs"
-
-[[routes]]
-name = "rs"
-path_prefix = "/rs"
-upstream = "app"
-auth = "rs"
-
-[[routes]]
-name = "es"
-path_prefix = "/es"
-upstream = "app"
-auth = "es"
-
-[[routes]]
-name = "mixed"
-path_prefix = "/mixed"
-upstream = "app"
-auth = "mixed"
-
-[auth.providers.hs]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "hs.secret" }}
-leeway = "0s"
-realm = "{REALM}"
-
-[auth.providers.rs]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["RS256"]
-jwks_file = "keys.jwks.json"
-leeway = "0s"
-
-[auth.providers.es]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["ES256"]
-jwks_file = "keys.jwks.json"
-leeway = "0s"
-
-[auth.providers.mixed]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256", "RS256"]
-hs256_secret = {{ file = "mixed.secret" }}
-jwks_file = "keys.jwks.json"
-leeway = "0s"
-"#,
-            upstream = upstream.addr
-        );
+        let hs_keys = format!("hs256_secret = {{ file = \"hs.secret\" }}\nrealm = \"{REALM}\"");
+        let providers = [
+            ("hs", "[\"HS256\"]", hs_keys.as_str()),
+            ("rs", "[\"RS256\"]", "jwks_file = \"keys.jwks.json\""),
+            ("es", "[\"ES256\"]", "jwks_file = \"keys.jwks.json\""),
+            (
+                "mixed",
+                "[\"HS256\", \"RS256\"]",
+                "hs256_secret = { file = \"mixed.secret\" }\njwks_file = \"keys.jwks.json\"",
+            ),
+        ];
+        let mut config = ConfigText::new()
+            .server("max_header_size = \"256KiB\"")
+            .upstream("app", upstream.addr);
+        for (name, _, _) in providers {
+            config = config.guarded_route(name, &format!("/{name}"), "app", name);
+        }
+        for (name, algorithms, keys) in providers {
+            config = config
+                .jwt_provider(name, algorithms, keys)
+                .with("leeway = \"0s\"");
+        }
         let keys = jwks(&[RSA_A_JWK, EC_A_JWK]);
         let gateway = start_with_files(
             &config,
@@ -137,6 +90,47 @@ leeway = "0s"
             before,
             "a refused token never reaches the upstream"
         );
+    }
+
+    /// Sends `Authorization: <authorization>` to `path` from an untrusted client: 401
+    /// with an `invalid_token` challenge, and nothing reaches the upstream. The
+    /// challenge; `context` names the case in failures.
+    async fn assert_invalid(&self, path: &str, authorization: &str, context: &str) -> Challenge {
+        let before = self.upstream.hits();
+        let reply = get_from(
+            UNTRUSTED,
+            &self.gateway,
+            path,
+            &[("authorization", authorization)],
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{context}: {}", reply.text());
+        let challenge = challenge_of(&reply.headers);
+        assert_eq!(challenge.param("error"), Some("invalid_token"), "{context}");
+        assert_eq!(self.upstream.hits(), before, "{context}");
+        challenge
+    }
+
+    /// Tokens signed HS256 with the RSA public key's PEM as the secret, with and without
+    /// the RSA key's kid, are refused on `path` for `reason`.
+    async fn assert_pem_as_hmac_secret_refused(&self, path: &str, realm: &str, reason: &str) {
+        for kid in [None, Some("rsa-a")] {
+            let forged = token(
+                Algorithm::HS256,
+                kid,
+                Key::Hmac(RSA_A_PUB_PEM.as_bytes()),
+                &claims("mallory"),
+            );
+            self.assert_refused(path, realm, &forged, reason).await;
+        }
+    }
+
+    /// `claims` signed for `/hs` (HS256) and for `/rs` (RS256) are refused for `reason`.
+    async fn assert_both_refuse(&self, claims: &serde_json::Value, reason: &str) {
+        self.assert_refused("/hs/x", REALM, &hs256(claims), reason)
+            .await;
+        self.assert_refused("/rs/x", "rs", &rs256_a(claims), reason)
+            .await;
     }
 
     /// Sends `token` to `path`, expects the upstream to answer for `sub`.
@@ -197,14 +191,10 @@ async fn an_alg_none_token_is_refused_with_or_without_a_signature_part() {
         let unsigned = signing_input(&json!({"alg": alg, "typ": "JWT"}), &claims("mallory"));
         for token in [format!("{unsigned}."), unsigned.clone()] {
             for (path, realm) in [("/hs/x", REALM), ("/rs/x", "rs"), ("/mixed/x", "mixed")] {
-                let before = jose.upstream.hits();
-                let reply = get_with_token(&jose.gateway, path, &token).await;
-                assert_eq!(reply.status, 401, "alg {alg} on {path}: {}", reply.text());
-                let challenge = challenge_of(&reply.headers);
+                let context = format!("alg {alg} on {path}");
+                let challenge = jose.assert_invalid(path, &bearer(&token), &context).await;
                 assert_eq!(challenge.param("realm"), Some(realm));
-                assert_eq!(challenge.param("error"), Some("invalid_token"));
                 assert!(challenge.param("error_description").is_some());
-                assert_eq!(jose.upstream.hits(), before);
             }
         }
     }
@@ -223,16 +213,8 @@ async fn an_hs256_token_keyed_with_the_rsa_public_key_is_refused_by_an_rs256_pro
     let jose = Jose::start().await;
     // Key confusion: the attacker knows the public key and uses its PEM as an HMAC secret,
     // hoping the verifier picks "the key" and lets the token's alg decide how to use it.
-    for kid in [None, Some("rsa-a")] {
-        let forged = token(
-            Algorithm::HS256,
-            kid,
-            Key::Hmac(RSA_A_PUB_PEM.as_bytes()),
-            &claims("mallory"),
-        );
-        jose.assert_refused("/rs/x", "rs", &forged, "algorithm is not accepted")
-            .await;
-    }
+    jose.assert_pem_as_hmac_secret_refused("/rs/x", "rs", "algorithm is not accepted")
+        .await;
     // The same with the public key as a JWK document, and as the PEM without its newline.
     for secret in [RSA_A_JWK.as_bytes(), RSA_A_PUB_PEM.trim().as_bytes()] {
         let forged = token(
@@ -251,16 +233,8 @@ async fn an_hs256_token_keyed_with_the_rsa_public_key_is_refused_by_a_provider_t
     let jose = Jose::start().await;
     // Here HS256 is accepted, but only with the provider's own secret: the JWKS is never
     // used as HMAC key material.
-    for kid in [None, Some("rsa-a")] {
-        let forged = token(
-            Algorithm::HS256,
-            kid,
-            Key::Hmac(RSA_A_PUB_PEM.as_bytes()),
-            &claims("mallory"),
-        );
-        jose.assert_refused("/mixed/x", "mixed", &forged, "signature does not verify")
-            .await;
-    }
+    jose.assert_pem_as_hmac_secret_refused("/mixed/x", "mixed", "signature does not verify")
+        .await;
 }
 
 #[tokio::test]
@@ -319,10 +293,7 @@ async fn a_payload_changed_after_signing_is_refused() {
 async fn an_expired_token_is_refused_with_zero_leeway() {
     let jose = Jose::start().await;
     let expired = claims_with("ada", json!({"exp": now() - 10, "iat": now() - 310}));
-    jose.assert_refused("/hs/x", REALM, &hs256(&expired), "expired")
-        .await;
-    jose.assert_refused("/rs/x", "rs", &rs256_a(&expired), "expired")
-        .await;
+    jose.assert_both_refuse(&expired, "expired").await;
 }
 
 /// Verified tokens are remembered, HS256 as well as RS256; the memory still honours
@@ -404,10 +375,7 @@ async fn a_token_for_another_audience_is_refused() {
 async fn a_token_without_exp_is_refused() {
     let jose = Jose::start().await;
     let forever = claims_with("ada", json!({"exp": null}));
-    jose.assert_refused("/hs/x", REALM, &hs256(&forever), "no exp claim")
-        .await;
-    jose.assert_refused("/rs/x", "rs", &rs256_a(&forever), "no exp claim")
-        .await;
+    jose.assert_both_refuse(&forever, "no exp claim").await;
 }
 
 #[tokio::test]
@@ -509,14 +477,9 @@ async fn an_es256_all_zero_signature_is_refused() {
     );
     for signature in [vec![0u8; 64], vec![0u8; 8], Vec::new()] {
         let forged = format!("{input}.{}", b64(&signature));
-        let before = jose.upstream.hits();
-        let reply = get_with_token(&jose.gateway, "/es/x", &forged).await;
-        assert_eq!(reply.status, 401, "{}", reply.text());
-        assert_eq!(
-            challenge_of(&reply.headers).param("error"),
-            Some("invalid_token")
-        );
-        assert_eq!(jose.upstream.hits(), before);
+        let context = format!("a signature of {} bytes", signature.len());
+        jose.assert_invalid("/es/x", &bearer(&forged), &context)
+            .await;
     }
     // The well-formed 64-byte zero signature fails verification proper.
     let forged = format!("{input}.{}", b64(&[0u8; 64]));
@@ -538,14 +501,8 @@ async fn a_token_with_an_unknown_critical_header_is_refused() {
     for header in headers {
         // Correctly signed with the provider's own secret: only `crit` is wrong.
         let token = hand_built(&header, &claims("ada"), Algorithm::HS256, secret);
-        let before = jose.upstream.hits();
-        let reply = get_with_token(&jose.gateway, "/hs/x", &token).await;
-        assert_eq!(reply.status, 401, "{header}: {}", reply.text());
-        assert_eq!(
-            challenge_of(&reply.headers).param("error"),
-            Some("invalid_token")
-        );
-        assert_eq!(jose.upstream.hits(), before, "{header}");
+        jose.assert_invalid("/hs/x", &bearer(&token), &header.to_string())
+            .await;
     }
     // The control: the same token without `crit` is accepted.
     let plain = hand_built(
@@ -591,13 +548,8 @@ async fn malformed_tokens_are_refused() {
         "a.b.c".to_owned(),
     ];
     for token in &malformed {
-        let before = jose.upstream.hits();
-        let reply = get_with_token(&jose.gateway, "/hs/x", token).await;
-        assert_eq!(reply.status, 401, "{token}: {}", reply.text());
-        let challenge = challenge_of(&reply.headers);
+        let challenge = jose.assert_invalid("/hs/x", &bearer(token), token).await;
         assert_eq!(challenge.param("realm"), Some(REALM));
-        assert_eq!(challenge.param("error"), Some("invalid_token"), "{token}");
-        assert_eq!(jose.upstream.hits(), before, "{token}");
     }
     jose.assert_refused("/hs/x", REALM, &malformed[6], "malformed")
         .await;
@@ -616,21 +568,8 @@ async fn authorization_headers_that_are_not_one_bearer_token_are_refused() {
         "Bearer ".to_owned(),
         good.clone(),
     ] {
-        let before = jose.upstream.hits();
-        let reply = get_from(
-            UNTRUSTED,
-            &jose.gateway,
-            "/hs/x",
-            &[("authorization", value.as_str())],
-        )
-        .await;
-        assert_eq!(reply.status, 401, "{value:?}: {}", reply.text());
-        assert_eq!(
-            challenge_of(&reply.headers).param("error"),
-            Some("invalid_token"),
-            "{value:?}"
-        );
-        assert_eq!(jose.upstream.hits(), before);
+        jose.assert_invalid("/hs/x", &value, &format!("{value:?}"))
+            .await;
     }
     // Two Authorization headers: which one would the upstream read? Neither is used.
     let authorization = bearer(&good);
@@ -699,22 +638,18 @@ async fn a_token_in_the_query_string_is_not_accepted() {
 /// all with provider `main` (HS256) to a counting upstream.
 async fn scoped_gateway() -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let mut config = format!("[upstreams.app]\nurl = \"http://{}\"\n", upstream.addr);
+    let mut config = ConfigText::new().upstream("app", upstream.addr);
     for (name, scopes) in [
         ("read", "[\"read\"]"),
         ("both", "[\"read\", \"write\"]"),
         ("any", "[]"),
     ] {
-        config.push_str(&format!(
-            "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"app\"\n\
-             auth = \"main\"\nrequired_scopes = {scopes}\n"
-        ));
+        config = config
+            .guarded_route(name, &format!("/{name}"), "app", "main")
+            .with(&format!("required_scopes = {scopes}"));
     }
-    config.push_str(&format!(
-        "\n[auth.providers.main]\nkind = \"jwt\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-         algorithms = [\"HS256\"]\nhs256_secret = {{ file = \"secret\" }}\n"
-    ));
-    let gateway = start_with_files(&config, &[("secret", HS_SECRET)]).await;
+    let config = config.hs256_provider("main");
+    let gateway = start_with_files(&config, &SECRET_FILE).await;
     (gateway, upstream)
 }
 
@@ -735,16 +670,14 @@ async fn a_token_without_a_required_scope_gets_403_insufficient_scope() {
         let reply = get_with_token(&gateway, path, &token).await;
         assert_eq!(reply.status, 403, "{path} {scope_claims}: {}", reply.text());
         let challenge = challenge_of(&reply.headers);
+        let expected = [
+            ("realm", "main"),
+            ("error", "insufficient_scope"),
+            ("scope", missing),
+        ];
         assert_eq!(
             challenge,
-            Challenge {
-                scheme: "Bearer".into(),
-                params: vec![
-                    ("realm".into(), "main".into()),
-                    ("error".into(), "insufficient_scope".into()),
-                    ("scope".into(), missing.into()),
-                ]
-            },
+            Challenge::bearer(&expected),
             "{path} {scope_claims}"
         );
     }
@@ -791,36 +724,10 @@ async fn a_scope_string_or_an_scp_list_holding_the_required_scopes_passes() {
 /// 127.0.0.1 is a trusted proxy.
 async fn identity_gateway() -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let config = format!(
-        r#"
-[trust]
-proxies = ["127.0.0.1/32"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "main"
-
-[[routes]]
-name = "ui"
-path_prefix = "/"
-upstream = "app"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "secret" }}
-claim_headers = {{ email = "x-fluxlit-email", tenant = "X-Fluxlit-Tenant" }}
-"#,
-        upstream = upstream.addr
-    );
-    let gateway = start_with_files(&config, &[("secret", HS_SECRET)]).await;
+    let config = api_behind_main(upstream.addr, "ui")
+        .with("claim_headers = { email = \"x-fluxlit-email\", tenant = \"X-Fluxlit-Tenant\" }")
+        .trust_loopback();
+    let gateway = start_with_files(&config, &SECRET_FILE).await;
     (gateway, upstream)
 }
 
@@ -951,30 +858,12 @@ async fn spoofed_identity_headers_are_stripped_on_a_route_without_auth_from_any_
 /// `/app` behind provider `sso` (forward auth), `/` without auth; 127.0.0.1 trusted.
 async fn forward_auth_gateway() -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let config = format!(
-        r#"
-[trust]
-proxies = ["127.0.0.1/32"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "app"
-path_prefix = "/app"
-upstream = "app"
-auth = "sso"
-
-[[routes]]
-name = "public"
-path_prefix = "/"
-upstream = "app"
-
-[auth.providers.sso]
-kind = "trusted_proxy_user"
-"#,
-        upstream = upstream.addr
-    );
+    let config = ConfigText::new()
+        .trust_loopback()
+        .upstream("app", upstream.addr)
+        .guarded_route("app", "/app", "app", "sso")
+        .route("public", "/", "app")
+        .provider("sso", "trusted_proxy_user", "");
     let gateway = TestGateway::start(&config).await;
     (gateway, upstream)
 }
@@ -989,12 +878,7 @@ async fn a_remote_user_from_an_untrusted_peer_gets_401_and_is_never_forwarded() 
         &[("x-remote-user", "alice"), ("x-fluxlit-sub", "alice")],
     )
     .await;
-    assert_eq!(reply.status, 401, "{}", reply.text());
-    assert!(
-        reply.text().contains("authenticated by the proxy"),
-        "{}",
-        reply.text()
-    );
+    reply.assert_says(401, "authenticated by the proxy");
     assert_eq!(upstream.hits(), 0);
 
     // On a route without auth the header is stripped, not believed.

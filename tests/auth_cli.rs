@@ -4,97 +4,56 @@
 //! `validate` and `token issue` never print a secret; `fluxlit validate` explains auth
 //! mistakes with their key paths.
 
-mod auth_support;
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::Arc;
+use std::process::Output;
 
-use auth_support::*;
+use common::auth::*;
+use common::cli::{stderr, stdout};
+use common::*;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
+/// `fluxlit <args>` in `dir` with `env`, and never the developer's `JWT_HS256_SECRET`.
 fn fluxlit(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fluxlit"));
-    command
+    cli::command(dir)
         .args(args)
-        .current_dir(dir)
-        .env_remove("FLUXLIT_CONFIG")
-        .env_remove("JWT_HS256_SECRET");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("run fluxlit")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+        .env_remove("JWT_HS256_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run fluxlit")
 }
 
 /// `/api` behind provider `main` (HS256, secret as given), `idp` (RS256, JWKS only) and
 /// `sso` (forward auth), with a fixed ephemeral listen so the CLI and the gateway read
 /// the same file.
 fn config(upstream: SocketAddr, secret: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
+    ConfigText::new()
+        .server("listen = \"127.0.0.1:0\"")
+        .trust_loopback()
+        .upstream("app", upstream)
+        .guarded_route("api", "/api", "app", "main")
+        .jwt_provider("main", "[\"HS256\"]", &format!("hs256_secret = {secret}"))
+        .jwks_provider("idp", "https://idp.example/.well-known/jwks.json")
+        .provider("sso", "trusted_proxy_user", "")
+        .into()
+}
 
-[trust]
-proxies = ["127.0.0.1/32"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "main"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {secret}
-
-[auth.providers.idp]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["RS256"]
-jwks_url = "https://idp.example/.well-known/jwks.json"
-
-[auth.providers.sso]
-kind = "trusted_proxy_user"
-"#
-    )
+/// Runs `fluxlit token issue <args>` (`args` split on whitespace) in `dir` with `env`.
+fn token_issue(args: &str, dir: &Path, env: &[(&str, &str)]) -> Output {
+    let args: Vec<&str> = ["token", "issue"]
+        .into_iter()
+        .chain(args.split_whitespace())
+        .collect();
+    fluxlit(&args, dir, env)
 }
 
 /// Runs `fluxlit token issue --provider main --sub ada --ttl 15m --claim scope=read`.
 fn issue(dir: &Path, env: &[(&str, &str)]) -> String {
-    let output = fluxlit(
-        &[
-            "token",
-            "issue",
-            "--config",
-            "fluxlit.toml",
-            "--provider",
-            "main",
-            "--sub",
-            "ada",
-            "--ttl",
-            "15m",
-            "--claim",
-            "scope=read",
-        ],
+    let output = token_issue(
+        "--config fluxlit.toml --provider main --sub ada --ttl 15m --claim scope=read",
         dir,
         env,
     );
@@ -123,7 +82,7 @@ fn verified_claims(token: &str, secret: &str) -> Value {
         .claims
 }
 
-async fn assert_gateway_accepts(gateway: &common::TestGateway, token: &str) {
+async fn assert_gateway_accepts(gateway: &TestGateway, token: &str) {
     let reply = get_with_token(gateway, "/api/x", token).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.upstream_header("x-fluxlit-sub"), ["ada"]);
@@ -153,25 +112,12 @@ async fn token_issue_mints_a_token_a_gateway_on_the_same_config_accepts() {
 #[tokio::test]
 async fn token_issue_reads_an_env_secret_as_the_gateway_does() {
     let upstream = CountingUpstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(
-        &path,
+    let gateway = start_with_environment(
         config(upstream.addr, "{ env = \"JWT_HS256_SECRET\" }"),
+        &[],
+        TestEnvironment::of(&[("JWT_HS256_SECRET", HS_SECRET)]),
     )
-    .unwrap();
-    let env = TestEnvironment(BTreeMap::from([(
-        "JWT_HS256_SECRET".to_owned(),
-        HS_SECRET.to_owned(),
-    )]));
-    let gateway = fluxlit::Gateway::start_with_environment(path.clone(), Arc::new(env))
-        .await
-        .expect("gateway starts");
-    let gateway = common::TestGateway {
-        gateway,
-        dir,
-        config_path: path,
-    };
+    .await;
 
     let token = issue(gateway.dir.path(), &[("JWT_HS256_SECRET", HS_SECRET)]);
     assert_gateway_accepts(&gateway, &token).await;
@@ -185,17 +131,8 @@ async fn token_issue_reads_an_env_secret_as_the_gateway_does() {
     assert_invalid_token(&reply, "main", "signature does not verify");
 
     // Without the variable there is nothing to mint with, and the message says which.
-    let output = fluxlit(
-        &[
-            "token",
-            "issue",
-            "--config",
-            "fluxlit.toml",
-            "--provider",
-            "main",
-            "--sub",
-            "ada",
-        ],
+    let output = token_issue(
+        "--config fluxlit.toml --provider main --sub ada",
         gateway.dir.path(),
         &[],
     );
@@ -224,20 +161,8 @@ fn token_issue_refuses_providers_it_cannot_mint_for_with_a_clear_message() {
         ("mian", "no provider \"mian\""),
     ];
     for (provider, expected) in cases {
-        let output = fluxlit(
-            &[
-                "token",
-                "issue",
-                "--provider",
-                provider,
-                "--sub",
-                "ada",
-                "--config",
-                "fluxlit.toml",
-            ],
-            dir.path(),
-            &env,
-        );
+        let args = format!("--provider {provider} --sub ada --config fluxlit.toml");
+        let output = token_issue(&args, dir.path(), &env);
         assert_eq!(
             output.status.code(),
             Some(1),
@@ -256,17 +181,8 @@ fn token_issue_refuses_providers_it_cannot_mint_for_with_a_clear_message() {
         );
     }
     // Claims the minting sets itself cannot be overridden.
-    let output = fluxlit(
-        &[
-            "token",
-            "issue",
-            "--provider",
-            "main",
-            "--sub",
-            "ada",
-            "--claim",
-            "sub=root",
-        ],
+    let output = token_issue(
+        "--provider main --sub ada --claim sub=root",
         dir.path(),
         &env,
     );
@@ -302,24 +218,15 @@ fn config_validate_and_token_issue_never_print_the_secret() {
         );
         outputs.push(("config", shown));
         outputs.push(("validate", fluxlit(&["validate"], dir.path(), &env)));
-        let bad_claim = [
-            "token",
-            "issue",
-            "--provider",
-            "main",
-            "--sub",
-            "a",
-            "--claim",
-            "exp=1",
-        ];
+        let bad_claim = "--provider main --sub a --claim exp=1";
         outputs.push((
             "token issue --claim exp=1",
-            fluxlit(&bad_claim, dir.path(), &env),
+            token_issue(bad_claim, dir.path(), &env),
         ));
-        let no_provider = ["token", "issue", "--provider", "nope", "--sub", "a"];
+        let no_provider = "--provider nope --sub a";
         outputs.push((
             "token issue --provider nope",
-            fluxlit(&no_provider, dir.path(), &env),
+            token_issue(no_provider, dir.path(), &env),
         ));
     }
 

@@ -15,14 +15,12 @@
 //! Timeouts only guard against hangs. Where a test must show something does *not*
 //! happen for a while, it waits and then counts.
 
-mod auth_support;
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auth_support::*;
-use common::TestGateway;
+use common::auth::*;
+use common::*;
 use futures_util::StreamExt;
 use jsonwebtoken::Algorithm;
 
@@ -30,32 +28,16 @@ use jsonwebtoken::Algorithm;
 /// `extra` added to the provider (e.g. `jwks_refetch_interval = "1s"`).
 async fn jwks_gateway(jwks_url: &str, extra: &str) -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let config = format!(
-        r#"
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "idp"
-
-[auth.providers.idp]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["RS256"]
-jwks_url = "{jwks_url}"
-{extra}
-"#,
-        upstream = upstream.addr
-    );
+    let config = ConfigText::new()
+        .upstream("app", upstream.addr)
+        .guarded_route("api", "/api", "app", "idp")
+        .jwks_provider("idp", jwks_url)
+        .with(extra);
     (TestGateway::start(&config).await, upstream)
 }
 
 /// Waits until `token` is accepted on `/api/x` (hang-guarded), returning that reply.
-async fn wait_until_accepted(gateway: &TestGateway, token: &str, what: &str) -> common::Reply {
+async fn wait_until_accepted(gateway: &TestGateway, token: &str, what: &str) -> Reply {
     eventually(what, || async {
         let reply = get_with_token(gateway, "/api/x", token).await;
         (reply.status == 200).then_some(reply)
@@ -68,6 +50,23 @@ fn jwks_status(gateway: &TestGateway) -> fluxlit::auth::jwks::JwksStatus {
     gateway.gateway.snapshot().providers["idp"]
         .jwks_status()
         .expect("a JWKS provider has a JWKS status")
+}
+
+/// The statuses of `/api/x` with each of `tokens`, sent 50 at a time.
+async fn fifty_at_a_time(
+    gateway: &TestGateway,
+    tokens: impl IntoIterator<Item = String>,
+) -> Vec<u16> {
+    futures_util::stream::iter(tokens)
+        .map(|token| async move {
+            get_with_token(gateway, "/api/x", &token)
+                .await
+                .status
+                .as_u16()
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await
 }
 
 /// A token naming a key id the JWKS does not have.
@@ -89,13 +88,9 @@ async fn until_the_first_fetch_succeeds_requests_get_503_and_then_pass() {
     .await;
     for _ in 0..3 {
         let reply = get_with_token(&gateway, "/api/x", &token).await;
-        assert_eq!(reply.status, 503, "{}", reply.text());
-        assert!(
-            reply
-                .text()
-                .contains("signing keys of provider \"idp\" have not been loaded yet"),
-            "the body says why: {}",
-            reply.text()
+        reply.assert_says(
+            503,
+            "signing keys of provider \"idp\" have not been loaded yet",
         );
         assert!(
             reply.headers.get("www-authenticate").is_none(),
@@ -198,21 +193,7 @@ async fn concurrent_requests_with_a_new_kid_share_one_fetch_and_all_pass() {
     server.publish(jwks(&[RSA_A_JWK, RSA_B_JWK]));
     let hits_before = server.hits();
     let new = token(Algorithm::RS256, Some("rsa-b"), Key::RsaB, &claims("grace"));
-    let gateway = Arc::new(gateway);
-    let statuses: Vec<u16> = futures_util::stream::iter(0..50)
-        .map(|_| {
-            let gateway = Arc::clone(&gateway);
-            let new = new.clone();
-            async move {
-                get_with_token(&gateway, "/api/x", &new)
-                    .await
-                    .status
-                    .as_u16()
-            }
-        })
-        .buffer_unordered(50)
-        .collect()
-        .await;
+    let statuses = fifty_at_a_time(&gateway, std::iter::repeat_n(new, 50)).await;
     assert_eq!(statuses, vec![200; 50]);
     assert_eq!(server.hits() - hits_before, 1, "one fetch served them all");
     assert_eq!(upstream.hits(), 51);
@@ -237,24 +218,13 @@ async fn a_thousand_unknown_kids_cause_at_most_one_fetch_per_refetch_interval() 
         .unwrap()
         .to_owned();
     let started = Instant::now();
-    let gateway = Arc::new(gateway);
-    let statuses: Vec<u16> = futures_util::stream::iter(0..1000)
-        .map(|_| {
-            let gateway = Arc::clone(&gateway);
-            let signature = signature.clone();
-            async move {
-                let kid = uuid::Uuid::new_v4().to_string();
-                let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid});
-                let token = format!("{}.{signature}", signing_input(&header, &claims("m")));
-                get_with_token(&gateway, "/api/x", &token)
-                    .await
-                    .status
-                    .as_u16()
-            }
-        })
-        .buffer_unordered(50)
-        .collect()
-        .await;
+    // Made up as they are sent, not before the clock starts.
+    let made_up = (0..1000).map(|_| {
+        let kid = uuid::Uuid::new_v4().to_string();
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+        format!("{}.{signature}", signing_input(&header, &claims("m")))
+    });
+    let statuses = fifty_at_a_time(&gateway, made_up).await;
     let elapsed = started.elapsed();
     let fetches = server.hits() - hits_before;
 
@@ -337,12 +307,7 @@ async fn keys_past_jwks_max_stale_are_not_used_and_requests_get_503() {
         (reply.status != 200).then_some(reply)
     })
     .await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
-    assert!(
-        reply.text().contains("expired and cannot be refreshed"),
-        "{}",
-        reply.text()
-    );
+    reply.assert_says(503, "expired and cannot be refreshed");
 }
 
 #[tokio::test]
@@ -371,27 +336,15 @@ async fn a_max_age_of_30s_stops_refetches_that_jwks_cache_ttl_alone_would_cause(
 // jwks_file.
 // ---------------------------------------------------------------------------------------
 
-fn jwks_file_config(upstream: &CountingUpstream, file: &str) -> String {
-    format!(
-        r#"
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "files"
-
-[auth.providers.files]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["RS256", "ES256"]
-jwks_file = "{file}"
-"#,
-        upstream = upstream.addr
-    )
+fn jwks_file_config(upstream: &CountingUpstream, file: &str) -> ConfigText {
+    ConfigText::new()
+        .upstream("app", upstream.addr)
+        .guarded_route("api", "/api", "app", "files")
+        .jwt_provider(
+            "files",
+            "[\"RS256\", \"ES256\"]",
+            &format!("jwks_file = \"{file}\""),
+        )
 }
 
 #[tokio::test]
@@ -428,30 +381,13 @@ async fn a_broken_jwks_file_is_refused_at_start_with_a_clear_error() {
         ("{\"no_keys\": true}", "has no \"keys\" array"),
     ];
     for (contents, expected) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("keys.json"), contents).unwrap();
-        let path = dir.path().join("fluxlit.toml");
-        std::fs::write(
-            &path,
-            common::with_ephemeral_listen(&jwks_file_config(&upstream, "keys.json")),
-        )
-        .unwrap();
-        let error = fluxlit::Gateway::start(path)
-            .await
-            .expect_err("a broken jwks_file refuses the config")
-            .to_string();
+        let config = jwks_file_config(&upstream, "keys.json");
+        let error = start_error(&config, &[("keys.json", contents)]).await;
         assert!(error.contains("auth.providers.files.jwks_file"), "{error}");
         assert!(error.contains(expected), "{contents:?}: {error}");
     }
     // A missing file names the file.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(
-        &path,
-        common::with_ephemeral_listen(&jwks_file_config(&upstream, "missing.json")),
-    )
-    .unwrap();
-    let error = fluxlit::Gateway::start(path).await.unwrap_err().to_string();
+    let error = start_error(&jwks_file_config(&upstream, "missing.json"), &[]).await;
     assert!(error.contains("auth.providers.files.jwks_file"), "{error}");
     assert!(error.contains("cannot read JWKS file"), "{error}");
     assert!(error.contains("missing.json"), "{error}");

@@ -6,81 +6,38 @@
 //! Real sockets on loopback: an axum WebSocket echo upstream, a tokio-tungstenite client,
 //! config and secret files in a temporary directory. Timeouts only guard against hangs.
 
-mod auth_support;
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use auth_support::*;
-use axum::Router;
-use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
-use axum::routing::get;
-use common::TestGateway;
-use fluxlit::reload::{ReloadOutcome, Trigger};
+use common::auth::*;
+use common::ws::Client;
+use common::*;
+use fluxlit::reload::ReloadOutcome;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tokio::net::TcpStream;
+use tokio_tungstenite::client_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
 
 // ---------------------------------------------------------------------------------------
 // WebSockets.
 // ---------------------------------------------------------------------------------------
 
-type Client = WebSocketStream<TcpStream>;
-
-/// An upstream that accepts a WebSocket on any path and echoes text and binary messages.
-async fn spawn_ws_echo() -> SocketAddr {
-    async fn echo(mut socket: WebSocket) {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, ServerMessage::Text(_) | ServerMessage::Binary(_))
-                && socket.send(message).await.is_err()
-            {
-                return;
-            }
-        }
-    }
-    let router = Router::new().fallback(get(|upgrade: WebSocketUpgrade| async move {
-        upgrade.on_upgrade(echo)
-    }));
-    common::spawn_upstream(router).await
-}
-
-/// `/secure` behind provider `main` (HS256, leeway 0 s), `/` without auth, both to the
+/// `/secure` behind provider `main` (HS256, leeway 0 s), `/` without auth, both to an
 /// echo upstream.
 async fn ws_gateway() -> TestGateway {
-    let upstream = spawn_ws_echo().await;
-    let config = format!(
-        r#"
-[upstreams.ws]
-url = "http://{upstream}"
-
-[[routes]]
-name = "secure"
-path_prefix = "/secure"
-upstream = "ws"
-auth = "main"
-
-[[routes]]
-name = "open"
-path_prefix = "/"
-upstream = "ws"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "secret" }}
-leeway = "0s"
-"#
-    );
-    start_with_files(&config, &[("secret", HS_SECRET)]).await
+    let upstream = ws::spawn_echo_upstream("/{*path}").await;
+    let config = ConfigText::new()
+        .upstream("ws", upstream)
+        .guarded_route("secure", "/secure", "ws", "main")
+        .route("open", "/", "ws")
+        .hs256_provider("main")
+        .with("leeway = \"0s\"");
+    start_with_files(&config, &SECRET_FILE).await
 }
 
 /// Opens a WebSocket to `path` through the gateway, with `Authorization: Bearer token`
@@ -172,28 +129,29 @@ async fn a_websocket_handshake_without_a_valid_token_gets_401() {
 const SECRET_1: &str = "the first test-only HS256 secret, 32+ bytes";
 const SECRET_2: &str = "the second test-only HS256 secret, 32+ bytes";
 
-/// `/api` behind provider `main`, whose secret is in file `secret_file`.
+/// `/api` behind provider `route_auth` (`main` exists), whose secret is in file
+/// `secret_file`.
 fn reload_config(upstream: &CountingUpstream, secret_file: &str, route_auth: &str) -> String {
-    format!(
-        r#"
-[upstreams.app]
-url = "http://{upstream}"
+    ConfigText::new()
+        .upstream("app", upstream.addr)
+        .guarded_route("api", "/api", "app", route_auth)
+        .jwt_provider(
+            "main",
+            "[\"HS256\"]",
+            &format!("hs256_secret = {{ file = \"{secret_file}\" }}"),
+        )
+        .into()
+}
 
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "{route_auth}"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "{secret_file}" }}
-"#,
-        upstream = upstream.addr
+/// A gateway on [`reload_config`] with `secret-1` holding [`SECRET_1`].
+async fn on_secret_1() -> (TestGateway, CountingUpstream) {
+    let upstream = CountingUpstream::spawn().await;
+    let gateway = start_with_files(
+        &reload_config(&upstream, "secret-1", "main"),
+        &[("secret-1", SECRET_1)],
     )
+    .await;
+    (gateway, upstream)
 }
 
 fn signed_with(secret: &str, sub: &str) -> String {
@@ -212,27 +170,25 @@ async fn status(gateway: &TestGateway, token: &str) -> u16 {
         .as_u16()
 }
 
-/// Writes `config` and reloads now, off the runtime's thread (a reload reads the file
-/// until two reads agree).
+/// Writes `config` and reloads now.
 async fn write_and_reload(gateway: &TestGateway, config: &str) -> ReloadOutcome {
     gateway.write_config(config);
-    let reloader = Arc::clone(gateway.gateway.reloader());
-    within(
-        "reload",
-        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Manual)),
-    )
-    .await
-    .expect("reload task")
+    gateway.reload_now().await
+}
+
+/// Writes `config`, which a reload must refuse; the reasons, one a line.
+async fn refused_reload(gateway: &TestGateway, config: &str) -> String {
+    let outcome = write_and_reload(gateway, config).await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Rejected { .. }),
+        "{outcome:?}"
+    );
+    gateway.reload_errors().join("\n")
 }
 
 #[tokio::test]
 async fn a_reload_with_a_new_hs_secret_takes_effect_at_once() {
-    let upstream = CountingUpstream::spawn().await;
-    let gateway = start_with_files(
-        &reload_config(&upstream, "secret-1", "main"),
-        &[("secret-1", SECRET_1)],
-    )
-    .await;
+    let (gateway, upstream) = on_secret_1().await;
     let old = signed_with(SECRET_1, "ada");
     let new = signed_with(SECRET_2, "ada");
     assert_eq!(status(&gateway, &old).await, 200);
@@ -248,30 +204,13 @@ async fn a_reload_with_a_new_hs_secret_takes_effect_at_once() {
 
 #[tokio::test]
 async fn a_reload_that_breaks_a_provider_keeps_the_running_one_and_says_why() {
-    let upstream = CountingUpstream::spawn().await;
-    let gateway = start_with_files(
-        &reload_config(&upstream, "secret-1", "main"),
-        &[("secret-1", SECRET_1)],
-    )
-    .await;
+    let (gateway, upstream) = on_secret_1().await;
     let good = signed_with(SECRET_1, "ada");
     let other = signed_with(SECRET_2, "ada");
     assert_eq!(status(&gateway, &good).await, 200);
 
     // The secret file the new config names does not exist.
-    let outcome = write_and_reload(&gateway, &reload_config(&upstream, "secret-9", "main")).await;
-    assert!(
-        matches!(outcome, ReloadOutcome::Rejected { .. }),
-        "{outcome:?}"
-    );
-    let errors = gateway
-        .gateway
-        .reloader()
-        .status()
-        .last_error
-        .expect("the failure is reported")
-        .errors
-        .join("\n");
+    let errors = refused_reload(&gateway, &reload_config(&upstream, "secret-9", "main")).await;
     assert!(
         errors.contains("auth.providers.main.hs256_secret"),
         "{errors}"
@@ -288,19 +227,7 @@ async fn a_reload_that_breaks_a_provider_keeps_the_running_one_and_says_why() {
     assert_eq!(status(&gateway, &other).await, 401);
 
     // The route names a provider that does not exist.
-    let outcome = write_and_reload(&gateway, &reload_config(&upstream, "secret-1", "mian")).await;
-    assert!(
-        matches!(outcome, ReloadOutcome::Rejected { .. }),
-        "{outcome:?}"
-    );
-    let errors = gateway
-        .gateway
-        .reloader()
-        .status()
-        .last_error
-        .expect("the failure is reported")
-        .errors
-        .join("\n");
+    let errors = refused_reload(&gateway, &reload_config(&upstream, "secret-1", "mian")).await;
     assert!(errors.contains("routes[0].auth"), "{errors}");
     assert!(
         errors.contains("unknown auth provider \"mian\""),
@@ -321,11 +248,7 @@ async fn a_reload_that_breaks_a_provider_keeps_the_running_one_and_says_why() {
     std::fs::remove_file(gateway.dir.path().join("secret-1")).unwrap();
     let mut changed = reload_config(&upstream, "secret-1", "main");
     changed.push_str("leeway = \"5s\"\n");
-    let outcome = write_and_reload(&gateway, &changed).await;
-    assert!(
-        matches!(outcome, ReloadOutcome::Rejected { .. }),
-        "{outcome:?}"
-    );
+    refused_reload(&gateway, &changed).await;
     assert_eq!(status(&gateway, &good).await, 200);
 
     // Fixed: applies, and the error is cleared.

@@ -5,46 +5,19 @@
 //! and must be refused (400), challenged (401), or reach the upstream as a path that is
 //! not under `/api`.
 
-mod auth_support;
 mod common;
 
 use std::net::SocketAddr;
 
-use auth_support::*;
-use common::TestGateway;
+use common::auth::*;
+use common::raw::raw_get;
+use common::*;
 
 /// `/api` behind provider `main` (HS256), `/` without auth, one counting upstream.
 async fn gateway() -> (TestGateway, CountingUpstream) {
     let upstream = CountingUpstream::spawn().await;
-    let config = format!(
-        r#"
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "main"
-
-[[routes]]
-name = "public"
-path_prefix = "/"
-upstream = "app"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "secret" }}
-"#,
-        upstream = upstream.addr
-    );
-    (
-        start_with_files(&config, &[("secret", HS_SECRET)]).await,
-        upstream,
-    )
+    let config = api_behind_main(upstream.addr, "public");
+    (start_with_files(&config, &SECRET_FILE).await, upstream)
 }
 
 /// What a spelling of a path gets.

@@ -1,19 +1,15 @@
 //! The command line as a user runs it: `validate`, `config` and the config path rules.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::cli::stderr;
+
+/// `fluxlit <args>` in `dir`.
 fn fluxlit(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("FLUXLIT_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    common::cli::run(args, dir, &[])
 }
 
 /// One file with many mistakes; each line number below is where the mistake is.
@@ -92,10 +88,7 @@ fn warnings_alone_exit_0() {
         text.contains("forward_client_headers[1]: \"x-forwarded-for\" is dropped"),
         "{text}"
     );
-    assert!(
-        String::from_utf8_lossy(&output.stdout)
-            .contains("ok (1 route(s), 1 upstream(s), 2 warning(s))")
-    );
+    assert!(common::cli::stdout(&output).contains("ok (1 route(s), 1 upstream(s), 2 warning(s))"));
 }
 
 #[test]
@@ -107,20 +100,11 @@ fn the_config_path_comes_from_the_flag_then_the_environment() {
     // Default ./fluxlit.toml: the broken one.
     assert_eq!(fluxlit(&["validate"], dir.path()).status.code(), Some(1));
     // $FLUXLIT_CONFIG wins over the default.
-    let from_env = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .arg("validate")
-        .current_dir(dir.path())
-        .env("FLUXLIT_CONFIG", "good.toml")
-        .output()
-        .unwrap();
+    let good = [("FLUXLIT_CONFIG", "good.toml")];
+    let from_env = common::cli::run(&["validate"], dir.path(), &good);
     assert_eq!(from_env.status.code(), Some(0), "{}", stderr(&from_env));
     // --config wins over $FLUXLIT_CONFIG.
-    let from_flag = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["validate", "--config", "fluxlit.toml"])
-        .current_dir(dir.path())
-        .env("FLUXLIT_CONFIG", "good.toml")
-        .output()
-        .unwrap();
+    let from_flag = common::cli::run(&["validate", "--config", "fluxlit.toml"], dir.path(), &good);
     assert_eq!(from_flag.status.code(), Some(1));
     assert!(
         stderr(&from_flag).contains("fluxlit.toml:1:"),

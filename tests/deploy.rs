@@ -2,13 +2,15 @@
 //! ConfigMap's `fluxlit.toml` passes `fluxlit validate` and the schema, and the
 //! manifests point at the ports and paths that config serves.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::PathBuf;
+
+use common::cli;
+use common::schema::{repo_file, schema_errors, validator};
 
 fn deploy_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/deploy")
-        .join(relative)
+    repo_file("examples/deploy").join(relative)
 }
 
 fn read(relative: &str) -> String {
@@ -18,13 +20,10 @@ fn read(relative: &str) -> String {
 
 #[test]
 fn the_configmaps_config_passes_fluxlit_validate() {
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["validate", "--config"])
-        .arg(deploy_file("kubernetes/fluxlit.toml"))
-        .env_remove("FLUXLIT_CONFIG")
-        .output()
-        .expect("run fluxlit");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let config = deploy_file("kubernetes/fluxlit.toml");
+    let config = config.to_str().expect("a UTF-8 path");
+    let output = cli::run(&["validate", "--config", config], &repo_file(""), &[]);
+    let stderr = cli::stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.trim().is_empty(),
@@ -34,18 +33,7 @@ fn the_configmaps_config_passes_fluxlit_validate() {
 
 #[test]
 fn the_configmaps_config_passes_the_schema() {
-    let schema_text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/fluxlit.schema.json"),
-    )
-    .expect("schema");
-    let schema: serde_json::Value = serde_json::from_str(&schema_text).expect("schema JSON");
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    let config: toml::Value = toml::from_str(&read("kubernetes/fluxlit.toml")).expect("TOML");
-    let instance = serde_json::to_value(config).expect("as JSON");
-    let errors: Vec<String> = validator
-        .iter_errors(&instance)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
+    let errors = schema_errors(&validator(), &read("kubernetes/fluxlit.toml"));
     assert!(errors.is_empty(), "{errors:#?}");
 }
 

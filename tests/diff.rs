@@ -4,9 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::TestGateway;
+use common::{ConfigText, TestGateway, cli};
 
 const OLD: &str = r#"[server]
 listen = "127.0.0.1:8080"
@@ -47,11 +47,9 @@ store = { env = "FLUXLIT_REDIS_URL" }
 
 /// Runs `fluxlit diff --config new.toml ARGS` in `dir`.
 fn fluxlit_diff(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fluxlit"))
+    cli::command(dir)
         .args(["diff", "--config", "new.toml"])
         .args(args)
-        .current_dir(dir)
-        .env_remove("FLUXLIT_CONFIG")
         .output()
         .expect("run fluxlit")
 }
@@ -64,8 +62,8 @@ fn diff_files(old: &str, new: &str) -> (Option<i32>, String, String) {
     let output = fluxlit_diff(dir.path(), &["--against", "old.toml"]);
     (
         output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        cli::stdout(&output),
+        cli::stderr(&output),
     )
 }
 
@@ -143,15 +141,16 @@ fn a_changed_provider_shows_references_never_secret_values() {
     std::fs::write(dir.path().join("old.toml"), OLD).expect("write old");
     std::fs::write(dir.path().join("new.toml"), &new).expect("write new");
     // The secrets exist in the environment: their values must never be printed.
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["diff", "--config", "new.toml", "--against", "old.toml"])
-        .current_dir(dir.path())
-        .env("OIDC_CLIENT_SECRET", "old-secret-value")
-        .env("OIDC_CLIENT_SECRET_V2", "new-secret-value")
-        .env("FLUXLIT_REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0")
-        .output()
-        .expect("run fluxlit");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = cli::run(
+        &["diff", "--config", "new.toml", "--against", "old.toml"],
+        dir.path(),
+        &[
+            ("OIDC_CLIENT_SECRET", "old-secret-value"),
+            ("OIDC_CLIENT_SECRET_V2", "new-secret-value"),
+            ("FLUXLIT_REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0"),
+        ],
+    );
+    let stdout = cli::stdout(&output);
     assert_eq!(output.status.code(), Some(3), "{stdout}");
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
@@ -211,18 +210,21 @@ fn a_missing_old_config_is_an_error() {
     std::fs::write(dir.path().join("new.toml"), OLD).expect("write new");
     let output = fluxlit_diff(dir.path(), &["--against", "gone.toml"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file gone.toml"));
+    assert!(cli::stderr(&output).contains("cannot read config file gone.toml"));
 }
 
 /// The running gateway's effective config, not its file, is what `--admin` compares
 /// with: a refused static key stays "would be refused" against it.
 #[tokio::test]
 async fn admin_compares_with_the_config_a_running_gateway_serves() {
-    let config = "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-                  [upstreams.ui]\nbuiltin = \"echo\"\n\n\
-                  [[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n";
-    let gateway = TestGateway::start(config).await;
-    let admin = gateway.gateway.admin_addr.expect("admin listener");
+    let config = ConfigText::new()
+        .server("listen = \"127.0.0.1:0\"")
+        .admin()
+        .echo_upstream("ui")
+        .route("ui", "/", "ui");
+    let gateway = TestGateway::start(&config).await;
+    let admin = gateway.admin();
+    let config = config.text();
     let dir = tempfile::tempdir().expect("temp dir");
     let run = |new: String| {
         let dir = dir.path().to_owned();
@@ -236,27 +238,17 @@ async fn admin_compares_with_the_config_a_running_gateway_serves() {
     };
 
     let same = run(config.to_owned()).await;
-    assert_eq!(
-        same.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&same.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&same.stdout), "no changes\n");
+    assert_eq!(same.status.code(), Some(0), "{}", cli::stderr(&same));
+    assert_eq!(cli::stdout(&same), "no changes\n");
 
     let changed = run(config.replace(
         "[[routes]]\nname = \"ui\"",
         "[[routes]]\nname = \"ui\"\nstrip_prefix = true",
     ))
     .await;
+    assert_eq!(changed.status.code(), Some(3), "{}", cli::stderr(&changed));
     assert_eq!(
-        changed.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&changed.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&changed.stdout),
+        cli::stdout(&changed),
         "route `ui`: strip_prefix false → true\n"
     );
 
@@ -270,9 +262,9 @@ async fn admin_compares_with_the_config_a_running_gateway_serves() {
     .expect("join");
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the admin listener"),
+        cli::stderr(&unreachable).contains("cannot reach the admin listener"),
         "{}",
-        String::from_utf8_lossy(&unreachable.stderr)
+        cli::stderr(&unreachable)
     );
 }
 
@@ -283,5 +275,5 @@ fn neither_against_nor_admin_is_a_usage_error() {
     let output = fluxlit_diff(dir.path(), &[]);
     assert!(!output.status.success());
     assert_ne!(output.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--against"));
+    assert!(cli::stderr(&output).contains("--against"));
 }

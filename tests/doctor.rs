@@ -10,20 +10,22 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use common::auth::{HS_SECRET, RSA_A_JWK, discovery_document};
+use common::config::api_and_ui;
+use common::{ConfigText, cli, closed_port};
 use serde_json::{Value, json};
 
 const MINT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_MINT_SECRET";
 const CLIENT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_CLIENT_SECRET";
 const REDIS_URL: &str = "FLUXLIT_DOCTOR_TEST_REDIS_URL";
 /// 44 bytes: long enough for HS256.
-const GOOD_SECRET: &str = "test-only HS256 secret, forty-odd bytes long";
-const RSA_A_JWK: &str = include_str!("fixtures/jose/rsa-a.jwk.json");
+const GOOD_SECRET: &str = HS_SECRET;
 
 /// The smallest clean config: one route to the built-in echo upstream.
 const ECHO: &str = r#"
@@ -46,21 +48,15 @@ impl Run {
     }
 
     fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
+        cli::stdout(&self.output)
     }
 
     fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
+        cli::stderr(&self.output)
     }
 
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.output.stdout).unwrap_or_else(|error| {
-            panic!(
-                "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            )
-        })
+        cli::stdout_json(&self.output)
     }
 
     fn findings(&self) -> Vec<Value> {
@@ -77,25 +73,34 @@ impl Run {
             .filter(|f| f["id"] == id)
             .collect()
     }
+
+    /// The one finding with `id`; fails unless there is exactly one.
+    fn only(&self, id: &str) -> Value {
+        let mut found = self.with_id(id);
+        assert_eq!(
+            found.len(),
+            1,
+            "{id}: expected one finding in:\n{:#}",
+            self.json()
+        );
+        found.remove(0)
+    }
 }
 
 /// Runs `fluxlit <args>` in a fresh directory holding `config` as fluxlit.toml, with
 /// `env` added to the child's environment.
 fn fluxlit(config: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    fluxlit_in(dir.path(), config, args, env)
+    Run {
+        output: cli::run_on(config, args, env),
+    }
 }
 
+/// [`fluxlit`] in `dir`, which may hold files the config names.
 fn fluxlit_in(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     std::fs::write(dir.join("fluxlit.toml"), config).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("FLUXLIT_CONFIG")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    Run { output }
+    Run {
+        output: cli::run(args, dir, env),
+    }
 }
 
 /// `doctor --offline --format json`.
@@ -117,55 +122,45 @@ async fn online(config: String, env: Vec<(&'static str, String)>) -> Run {
 /// A jwt provider `main` (secret from MINT_SECRET) and an oidc provider `corp` minting
 /// with it, with `extra` keys for `corp`.
 fn oidc_config(issuer_url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-public_base_url = "https://apps.example.com"
-
-[upstreams.ui]
-builtin = "echo"
-
-[[routes]]
-name = "ui"
-path_prefix = "/"
-upstream = "ui"
-auth = "main"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "https://gateway.example.com"
-audience = "app"
-algorithms = ["HS256"]
-hs256_secret = {{ env = "{MINT_SECRET}" }}
-
-[auth.providers.corp]
-kind = "oidc"
-issuer_url = "{issuer_url}"
-client_id = "fluxlit"
-client_secret = {{ env = "{CLIENT_SECRET}" }}
-mint = "main"
-{extra}
-"#
-    )
+    ConfigText::new()
+        .server("public_base_url = \"https://apps.example.com\"")
+        .echo_upstream("ui")
+        .guarded_route("ui", "/", "ui", "main")
+        .jwt("main", "https://gateway.example.com", "app", "[\"HS256\"]")
+        .with(&format!("hs256_secret = {{ env = \"{MINT_SECRET}\" }}"))
+        .oidc(
+            "corp",
+            issuer_url,
+            "fluxlit",
+            &format!("{{ env = \"{CLIENT_SECRET}\" }}"),
+            "main",
+        )
+        .with(extra)
+        .into()
 }
 
 fn oidc_env() -> Vec<(&'static str, &'static str)> {
     vec![(MINT_SECRET, GOOD_SECRET), (CLIENT_SECRET, "client secret")]
 }
 
+/// `env` to hand to [`online`].
+fn owned(env: Vec<(&'static str, &'static str)>) -> Vec<(&'static str, String)> {
+    env.into_iter().map(|(k, v)| (k, v.to_owned())).collect()
+}
+
 /// A jwt provider `main` with `leeway`, its secret from MINT_SECRET.
 fn jwt_config(leeway: &str) -> String {
-    format!(
-        r#"{ECHO}
-[auth.providers.main]
-kind = "jwt"
-issuer = "https://gateway.example.com"
-audience = "app"
-algorithms = ["HS256"]
-hs256_secret = {{ env = "{MINT_SECRET}" }}
-leeway = "{leeway}"
-"#
-    )
+    with_jwt(ConfigText::new().with(ECHO), leeway)
+}
+
+/// `config` and a jwt provider `main` with `leeway`, its secret from MINT_SECRET.
+fn with_jwt(config: ConfigText, leeway: &str) -> String {
+    config
+        .jwt("main", "https://gateway.example.com", "app", "[\"HS256\"]")
+        .with(&format!(
+            "hs256_secret = {{ env = \"{MINT_SECRET}\" }}\nleeway = \"{leeway}\""
+        ))
+        .into()
 }
 
 /// One check: the config that triggers it and the one that does not.
@@ -178,141 +173,143 @@ struct Case {
     env: Vec<(&'static str, &'static str)>,
 }
 
-fn routes_with(prefixes: &[(&str, &str)]) -> String {
-    prefixes
-        .iter()
-        .map(|(name, prefix)| {
-            format!(
-                "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"ui\"\n"
-            )
-        })
-        .collect()
+impl Case {
+    /// Check `id`, reporting a finding of `severity` at `key`.
+    fn new(id: &'static str, severity: &'static str, key: &'static str) -> Self {
+        Self {
+            id,
+            severity,
+            key,
+            triggers: String::new(),
+            clean: String::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The config that triggers it.
+    fn fires_on(mut self, config: impl Into<String>) -> Self {
+        self.triggers = config.into();
+        self
+    }
+
+    /// The config that does not.
+    fn not_on(mut self, config: impl Into<String>) -> Self {
+        self.clean = config.into();
+        self
+    }
+
+    /// The environment both configs are checked in.
+    fn env(mut self, env: Vec<(&'static str, &'static str)>) -> Self {
+        self.env = env;
+        self
+    }
+}
+
+/// `public_base_url` with the path `/app`, and `routes` as `(name, path_prefix)` to the
+/// echo upstream `ui`.
+fn under_app(routes: &[(&str, &str)]) -> String {
+    let mut config = ConfigText::new()
+        .server("public_base_url = \"https://apps.example.com/app\"")
+        .echo_upstream("ui");
+    for (name, prefix) in routes {
+        config = config.route(name, prefix, "ui");
+    }
+    config.into()
 }
 
 fn static_cases() -> Vec<Case> {
     let secret_env = vec![(MINT_SECRET, GOOD_SECRET)];
-    let base_path = |routes: &[(&str, &str)]| {
-        format!(
-            "[server]\npublic_base_url = \"https://apps.example.com/app\"\n\n[upstreams.ui]\nbuiltin = \"echo\"\n{}",
-            routes_with(routes)
-        )
-    };
     vec![
-        Case {
-            id: "forward_client_headers",
-            severity: "warning",
-            key: "routes[0].forward_client_headers[0]",
-            triggers: format!("{ECHO}forward_client_headers = [\"cookie\"]\n"),
-            clean: format!("{ECHO}forward_client_headers = [\"x-tenant\"]\n"),
-            env: vec![],
-        },
-        Case {
-            id: "public_base_url_path",
-            severity: "warning",
-            key: "routes[1].path_prefix",
-            triggers: base_path(&[("ui", "/app"), ("api", "/api")]),
-            clean: base_path(&[("ui", "/app"), ("api", "/app/api")]),
-            env: vec![],
-        },
-        Case {
-            id: "trust_all_proxies",
-            severity: "error",
-            key: "trust.proxies[1]",
-            triggers: format!("[trust]\nproxies = [\"10.0.0.0/8\", \"::/0\"]\n{ECHO}"),
-            clean: format!("[trust]\nproxies = [\"10.0.0.0/8\", \"::1\"]\n{ECHO}"),
-            env: vec![],
-        },
-        Case {
-            id: "trust_public_proxies",
-            severity: "warning",
-            key: "trust.proxies[0]",
-            triggers: format!("[trust]\nproxies = [\"203.0.113.0/24\"]\n{ECHO}"),
-            clean: format!("[trust]\nproxies = [\"192.168.0.0/16\"]\n{ECHO}"),
-            env: vec![],
-        },
-        Case {
-            id: "plain_http_upstream",
-            severity: "warning",
-            key: "upstreams.ui.url",
-            triggers: ECHO.replace("builtin = \"echo\"", "url = \"http://203.0.113.7:8501\""),
-            clean: ECHO.replace("builtin = \"echo\"", "url = \"http://10.1.2.3:8501\""),
-            env: vec![],
-        },
-        Case {
-            id: "admin_not_loopback",
-            severity: "warning",
-            key: "admin.listen",
-            triggers: format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{ECHO}"),
-            clean: format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{ECHO}"),
-            env: vec![],
-        },
-        Case {
-            id: "security_headers_off",
-            severity: "warning",
-            key: "server.security_headers",
-            triggers: format!("[server]\nsecurity_headers = false\n{ECHO}"),
-            clean: format!("[server]\nsecurity_headers = true\n{ECHO}"),
-            env: vec![],
-        },
-        Case {
-            id: "security_headers_off",
-            severity: "warning",
-            key: "routes[0].security_headers",
-            triggers: format!("{ECHO}security_headers = false\n"),
-            clean: format!("{ECHO}security_headers = {{ referrer_policy = \"no-referrer\" }}\n"),
-            env: vec![],
-        },
-        Case {
-            id: "long_leeway",
-            severity: "warning",
-            key: "auth.providers.main.leeway",
-            triggers: jwt_config("90s"),
-            clean: jwt_config("30s"),
-            env: secret_env.clone(),
-        },
-        Case {
-            id: "long_access_token_ttl",
-            severity: "warning",
-            key: "auth.providers.corp.access_token_ttl",
-            triggers: oidc_config("https://idp.example.com", "access_token_ttl = \"2h\""),
-            clean: oidc_config("https://idp.example.com", "access_token_ttl = \"1h\""),
-            env: oidc_env(),
-        },
-        Case {
-            id: "memory_store",
-            severity: "info",
-            key: "auth.providers.corp.store",
-            triggers: oidc_config("https://idp.example.com", "store = \"memory\""),
-            clean: oidc_config(
+        Case::new(
+            "forward_client_headers",
+            "warning",
+            "routes[0].forward_client_headers[0]",
+        )
+        .fires_on(format!("{ECHO}forward_client_headers = [\"cookie\"]\n"))
+        .not_on(format!("{ECHO}forward_client_headers = [\"x-tenant\"]\n")),
+        Case::new("public_base_url_path", "warning", "routes[1].path_prefix")
+            .fires_on(under_app(&[("ui", "/app"), ("api", "/api")]))
+            .not_on(under_app(&[("ui", "/app"), ("api", "/app/api")])),
+        Case::new("trust_all_proxies", "error", "trust.proxies[1]")
+            .fires_on(format!(
+                "[trust]\nproxies = [\"10.0.0.0/8\", \"::/0\"]\n{ECHO}"
+            ))
+            .not_on(format!(
+                "[trust]\nproxies = [\"10.0.0.0/8\", \"::1\"]\n{ECHO}"
+            )),
+        Case::new("trust_public_proxies", "warning", "trust.proxies[0]")
+            .fires_on(format!("[trust]\nproxies = [\"203.0.113.0/24\"]\n{ECHO}"))
+            .not_on(format!("[trust]\nproxies = [\"192.168.0.0/16\"]\n{ECHO}")),
+        Case::new("plain_http_upstream", "warning", "upstreams.ui.url")
+            .fires_on(ECHO.replace("builtin = \"echo\"", "url = \"http://203.0.113.7:8501\""))
+            .not_on(ECHO.replace("builtin = \"echo\"", "url = \"http://10.1.2.3:8501\"")),
+        Case::new("admin_not_loopback", "warning", "admin.listen")
+            .fires_on(format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{ECHO}"))
+            .not_on(format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{ECHO}")),
+        Case::new("security_headers_off", "warning", "server.security_headers")
+            .fires_on(format!("[server]\nsecurity_headers = false\n{ECHO}"))
+            .not_on(format!("[server]\nsecurity_headers = true\n{ECHO}")),
+        Case::new(
+            "security_headers_off",
+            "warning",
+            "routes[0].security_headers",
+        )
+        .fires_on(format!("{ECHO}security_headers = false\n"))
+        .not_on(format!(
+            "{ECHO}security_headers = {{ referrer_policy = \"no-referrer\" }}\n"
+        )),
+        Case::new("long_leeway", "warning", "auth.providers.main.leeway")
+            .fires_on(jwt_config("90s"))
+            .not_on(jwt_config("30s"))
+            .env(secret_env.clone()),
+        Case::new(
+            "long_access_token_ttl",
+            "warning",
+            "auth.providers.corp.access_token_ttl",
+        )
+        .fires_on(oidc_config(
+            "https://idp.example.com",
+            "access_token_ttl = \"2h\"",
+        ))
+        .not_on(oidc_config(
+            "https://idp.example.com",
+            "access_token_ttl = \"1h\"",
+        ))
+        .env(oidc_env()),
+        Case::new("memory_store", "info", "auth.providers.corp.store")
+            .fires_on(oidc_config("https://idp.example.com", "store = \"memory\""))
+            .not_on(oidc_config(
                 "https://idp.example.com",
                 "store = \"redis://127.0.0.1:6379/0\"",
-            ),
-            env: oidc_env(),
-        },
-        Case {
-            id: "unverified_id_token",
-            severity: "warning",
-            key: "auth.providers.corp.allow_unverified_id_token_for_custom_oidc",
-            triggers: oidc_config(
-                "https://idp.example.com",
-                "allow_unverified_id_token_for_custom_oidc = true",
-            ),
-            clean: oidc_config("https://idp.example.com", ""),
-            env: oidc_env(),
-        },
+            ))
+            .env(oidc_env()),
+        Case::new(
+            "unverified_id_token",
+            "warning",
+            "auth.providers.corp.allow_unverified_id_token_for_custom_oidc",
+        )
+        .fires_on(oidc_config(
+            "https://idp.example.com",
+            "allow_unverified_id_token_for_custom_oidc = true",
+        ))
+        .not_on(oidc_config("https://idp.example.com", ""))
+        .env(oidc_env()),
     ]
 }
 
-fn assert_case(case: &Case, triggered: &Run, clean: &Run) {
-    let found = triggered.with_id(case.id);
-    assert_eq!(
-        found.len(),
-        1,
-        "{}: expected one finding in:\n{:#}",
-        case.id,
-        triggered.json()
+/// Asserts that `finding`'s `field` (`message` or `fix`) says `text`.
+fn assert_says(finding: &Value, field: &str, text: &str) {
+    let said = finding[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {finding:#}"));
+    assert!(
+        said.contains(text),
+        "{field} should say {text:?}: {finding:#}"
     );
-    let finding = &found[0];
+}
+
+fn assert_case(case: &Case, triggered: &Run, clean: &Run) {
+    let finding = &triggered.only(case.id);
     assert_eq!(
         finding["severity"], case.severity,
         "{}: {finding:#}",
@@ -347,8 +344,7 @@ fn each_static_check_fires_on_its_config_and_not_on_the_clean_one() {
 fn where_validation_warns_too_the_finding_is_reported_once() {
     // Validation warns about a jwt leeway over 300s; the doctor's own check starts at 60s.
     let run = offline(&jwt_config("400s"), &[(MINT_SECRET, GOOD_SECRET)]);
-    let found = run.with_id("long_leeway");
-    assert_eq!(found.len(), 1, "{:#}", run.json());
+    run.only("long_leeway");
     assert_eq!(run.findings().len(), 1, "{:#}", run.json());
 }
 
@@ -448,32 +444,18 @@ fn a_config_that_does_not_load_is_reported_like_validate_and_exits_1() {
 
 #[test]
 fn the_base_path_check_says_what_streamlit_and_fastapi_need() {
-    let config = format!(
-        "[server]\npublic_base_url = \"https://apps.example.com/app\"\n\n[upstreams.ui]\nbuiltin = \"echo\"\n{}",
-        routes_with(&[("ui", "/"), ("api", "/api")])
-    );
+    let config = under_app(&[("ui", "/"), ("api", "/api")]);
     let run = offline(&config, &[]);
-    let unreachable = run.with_id("public_base_url_path");
-    assert_eq!(unreachable.len(), 1, "{:#}", run.json());
-    assert_eq!(unreachable[0]["key"], "routes[1].path_prefix");
-    assert!(
-        unreachable[0]["fix"]
-            .as_str()
-            .unwrap()
-            .contains("path_prefix = \"/app/api\""),
-        "{:#}",
-        unreachable[0]
-    );
+    let unreachable = run.only("public_base_url_path");
+    assert_eq!(unreachable["key"], "routes[1].path_prefix");
+    assert_says(&unreachable, "fix", "path_prefix = \"/app/api\"");
     // The catch-all route gets /app/...: Streamlit must serve under it.
-    let served = run.with_id("upstream_base_path");
-    assert_eq!(served.len(), 1, "{:#}", run.json());
-    assert_eq!(served[0]["key"], "routes[0].path_prefix");
-    assert!(
-        served[0]["fix"].as_str().unwrap().contains(
-            "server.baseUrlPath = \"app\"; a FastAPI upstream declares its routes under \"/app\""
-        ),
-        "{:#}",
-        served[0]
+    let served = run.only("upstream_base_path");
+    assert_eq!(served["key"], "routes[0].path_prefix");
+    assert_says(
+        &served,
+        "fix",
+        "server.baseUrlPath = \"app\"; a FastAPI upstream declares its routes under \"/app\"",
     );
 }
 
@@ -482,18 +464,16 @@ fn secrets_missing_empty_or_too_short_are_errors() {
     let config = jwt_config("30s");
     let missing = offline(&config, &[]);
     assert_eq!(missing.code(), Some(1));
-    let found = missing.with_id("secret_missing");
-    assert_eq!(found.len(), 1, "{:#}", missing.json());
-    assert_eq!(found[0]["key"], "auth.providers.main.hs256_secret");
-    assert!(found[0]["message"].as_str().unwrap().contains(MINT_SECRET));
+    let found = missing.only("secret_missing");
+    assert_eq!(found["key"], "auth.providers.main.hs256_secret");
+    assert_says(&found, "message", MINT_SECRET);
 
     let empty = offline(&config, &[(MINT_SECRET, "")]);
-    assert_eq!(empty.with_id("secret_empty").len(), 1, "{:#}", empty.json());
+    empty.only("secret_empty");
     assert!(empty.with_id("secret_missing").is_empty());
 
     let short = offline(&config, &[(MINT_SECRET, "too short a secret")]);
-    let found = short.with_id("secret_too_short");
-    assert_eq!(found.len(), 1, "{:#}", short.json());
+    short.only("secret_too_short");
     assert!(
         !short.stdout().contains("too short a secret"),
         "the secret itself is never printed"
@@ -514,14 +494,8 @@ fn secrets_missing_empty_or_too_short_are_errors() {
     std::fs::write(dir.path().join("hs.secret"), format!("{GOOD_SECRET}\n")).unwrap();
     let args = ["doctor", "--offline", "--format", "json"];
     let short = fluxlit_in(dir.path(), &file_config, &args, &[]);
-    let found = short.with_id("secret_too_short");
-    assert_eq!(found.len(), 1, "{:#}", short.json());
-    assert!(
-        found[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("HS512 needs at least 64")
-    );
+    let found = short.only("secret_too_short");
+    assert_says(&found, "message", "HS512 needs at least 64");
     std::fs::write(
         dir.path().join("hs.secret"),
         format!("{}\n", "s".repeat(64)),
@@ -532,7 +506,7 @@ fn secrets_missing_empty_or_too_short_are_errors() {
 
     std::fs::write(dir.path().join("hs.secret"), "\n").unwrap();
     let empty = fluxlit_in(dir.path(), &file_config, &args, &[]);
-    assert_eq!(empty.with_id("secret_empty").len(), 1, "{:#}", empty.json());
+    empty.only("secret_empty");
 }
 
 #[test]
@@ -543,20 +517,14 @@ fn a_jwks_file_must_hold_usable_keys() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["doctor", "--offline", "--format", "json"];
     let missing = fluxlit_in(dir.path(), &config, &args, &[]);
-    let found = missing.with_id("jwks_file_unusable");
-    assert_eq!(found.len(), 1, "{:#}", missing.json());
-    assert_eq!(found[0]["key"], "auth.providers.keys.jwks_file");
+    let found = missing.only("jwks_file_unusable");
+    assert_eq!(found["key"], "auth.providers.keys.jwks_file");
     assert_eq!(missing.code(), Some(1));
 
     std::fs::create_dir(dir.path().join("keys")).unwrap();
     std::fs::write(dir.path().join("keys/jwks.json"), "{\"keys\": []}").unwrap();
     let empty = fluxlit_in(dir.path(), &config, &args, &[]);
-    assert_eq!(
-        empty.with_id("jwks_file_unusable").len(),
-        1,
-        "{:#}",
-        empty.json()
-    );
+    empty.only("jwks_file_unusable");
 
     let good = format!("{{\"keys\": [{RSA_A_JWK}]}}");
     std::fs::write(dir.path().join("keys/jwks.json"), good).unwrap();
@@ -590,12 +558,7 @@ fn an_oidc_client_secret_and_a_redis_url_from_the_environment_are_checked() {
     let mut env = oidc_env();
     env.push((REDIS_URL, "rediss://:hunter2@cache.example.com:6380/0"));
     let run = offline(&config, &env);
-    assert_eq!(
-        run.with_id("store_url_invalid").len(),
-        1,
-        "{:#}",
-        run.json()
-    );
+    run.only("store_url_invalid");
     assert!(!run.stdout().contains("hunter2"), "{}", run.stdout());
 
     let mut env = oidc_env();
@@ -632,14 +595,6 @@ fn config_prints_the_static_findings_after_the_validation_warnings_once_each() {
 // The network.
 // ---------------------------------------------------------------------------------------
 
-/// A port nothing listens on: bound, then closed.
-async fn closed_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
-}
-
 /// An upstream whose `Date` header is `offset` seconds off the real time.
 async fn upstream_dated(offset: i64) -> SocketAddr {
     let router = Router::new().fallback(move || async move {
@@ -658,49 +613,19 @@ async fn upstream_dated(offset: i64) -> SocketAddr {
     common::spawn_upstream(router).await
 }
 
-fn two_upstreams(api: SocketAddr, ui: SocketAddr) -> String {
-    format!(
-        r#"
-[upstreams.api]
-url = "http://{api}"
-
-[upstreams.ui]
-url = "http://{ui}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "api"
-
-[[routes]]
-name = "ui"
-path_prefix = "/"
-upstream = "ui"
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_that_accepts_no_connection_is_an_error() {
     let up = common::spawn_recording_upstream("api").await;
-    let down = closed_port().await;
-    let run = online(two_upstreams(up, down), vec![]).await;
+    let down = closed_port();
+    let run = online(api_and_ui(up, down).to_string(), vec![]).await;
     assert_eq!(run.code(), Some(1), "{:#}", run.json());
-    let found = run.with_id("upstream_unreachable");
-    assert_eq!(found.len(), 1, "{:#}", run.json());
-    assert_eq!(found[0]["key"], "upstreams.ui.url");
-    assert!(
-        found[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains(&down.to_string()),
-        "{:#}",
-        found[0]
-    );
+    let found = run.only("upstream_unreachable");
+    assert_eq!(found["key"], "upstreams.ui.url");
+    assert_says(&found, "message", &down.to_string());
     // The live upstream's clock agrees with ours: nothing else to say.
     assert_eq!(run.findings().len(), 1, "{:#}", run.json());
 
-    let run = online(two_upstreams(up, up), vec![]).await;
+    let run = online(api_and_ui(up, up).to_string(), vec![]).await;
     assert_eq!(run.code(), Some(0), "{:#}", run.json());
     assert_eq!(run.findings(), Vec::<Value>::new());
 }
@@ -711,12 +636,11 @@ async fn an_upstream_that_accepts_but_never_answers_is_a_warning() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent = listener.local_addr().unwrap();
     let up = common::spawn_recording_upstream("api").await;
-    let run = online(two_upstreams(up, silent), vec![]).await;
+    let run = online(api_and_ui(up, silent).to_string(), vec![]).await;
     drop(listener);
-    let found = run.with_id("upstream_silent");
-    assert_eq!(found.len(), 1, "{:#}", run.json());
-    assert_eq!(found[0]["severity"], "warning");
-    assert_eq!(found[0]["key"], "upstreams.ui.url");
+    let found = run.only("upstream_silent");
+    assert_eq!(found["severity"], "warning");
+    assert_eq!(found["key"], "upstreams.ui.url");
     assert!(run.with_id("upstream_unreachable").is_empty());
     assert_eq!(run.code(), Some(0));
 }
@@ -725,29 +649,17 @@ async fn an_upstream_that_accepts_but_never_answers_is_a_warning() {
 async fn an_upstream_clock_beyond_the_leeway_is_an_error_and_a_small_skew_a_warning() {
     let far_behind = upstream_dated(-2 * 3600).await;
     let a_bit_ahead = upstream_dated(20).await;
-    let run = online(two_upstreams(far_behind, a_bit_ahead), vec![]).await;
+    let run = online(api_and_ui(far_behind, a_bit_ahead).to_string(), vec![]).await;
     assert_eq!(run.code(), Some(1), "{:#}", run.json());
-    let skew = run.with_id("clock_skew");
-    assert_eq!(skew.len(), 1, "{:#}", run.json());
-    assert_eq!(skew[0]["key"], "upstreams.api.url");
-    assert!(
-        skew[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("behind this machine's"),
-        "{:#}",
-        skew[0]
-    );
-    let drift = run.with_id("clock_drift");
-    assert_eq!(drift.len(), 1, "{:#}", run.json());
-    assert_eq!(drift[0]["key"], "upstreams.ui.url");
-    assert!(drift[0]["message"].as_str().unwrap().contains("ahead of"));
+    let skew = run.only("clock_skew");
+    assert_eq!(skew["key"], "upstreams.api.url");
+    assert_says(&skew, "message", "behind this machine's");
+    let drift = run.only("clock_drift");
+    assert_eq!(drift["key"], "upstreams.ui.url");
+    assert_says(&drift, "message", "ahead of");
 
     // 20s is within the default 60s but beyond a provider's 10s leeway.
-    let config = format!(
-        "{}\n[auth.providers.main]\nkind = \"jwt\"\nissuer = \"https://gateway.example.com\"\naudience = \"app\"\nalgorithms = [\"HS256\"]\nhs256_secret = {{ env = \"{MINT_SECRET}\" }}\nleeway = \"10s\"\n",
-        two_upstreams(a_bit_ahead, a_bit_ahead)
-    );
+    let config = with_jwt(api_and_ui(a_bit_ahead, a_bit_ahead), "10s");
     let run = online(config, vec![(MINT_SECRET, GOOD_SECRET.to_owned())]).await;
     assert_eq!(run.with_id("clock_skew").len(), 2, "{:#}", run.json());
 }
@@ -756,15 +668,7 @@ async fn an_upstream_clock_beyond_the_leeway_is_an_error_and_a_small_skew_a_warn
 async fn spawn_idp(jwks: &'static str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let document = json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-    });
+    let document = discovery_document(&issuer);
     let router = Router::new()
         .route(
             "/.well-known/openid-configuration",
@@ -779,10 +683,7 @@ async fn spawn_idp(jwks: &'static str) -> String {
 async fn identity_providers_must_publish_discovery_and_usable_keys() {
     let good_jwks: &'static str =
         Box::leak(format!("{{\"keys\": [{RSA_A_JWK}]}}").into_boxed_str());
-    let env: Vec<(&str, String)> = oidc_env()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_owned()))
-        .collect();
+    let env = owned(oidc_env());
 
     let good = spawn_idp(good_jwks).await;
     let run = online(oidc_config(&good, ""), env.clone()).await;
@@ -793,20 +694,14 @@ async fn identity_providers_must_publish_discovery_and_usable_keys() {
     let no_keys = spawn_idp("{\"keys\": []}").await;
     let run = online(oidc_config(&no_keys, ""), env.clone()).await;
     assert_eq!(run.code(), Some(1));
-    let found = run.with_id("jwks_unreachable");
-    assert_eq!(found.len(), 1, "{:#}", run.json());
-    assert_eq!(found[0]["key"], "auth.providers.corp.issuer_url");
-    assert!(
-        found[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no usable signing keys")
-    );
+    let found = run.only("jwks_unreachable");
+    assert_eq!(found["key"], "auth.providers.corp.issuer_url");
+    assert_says(&found, "message", "no usable signing keys");
 
-    let down = format!("http://{}", closed_port().await);
+    let down = format!("http://{}", closed_port());
     let run = online(oidc_config(&down, ""), env).await;
     assert_eq!(run.code(), Some(1));
-    assert_eq!(run.with_id("idp_discovery").len(), 1, "{:#}", run.json());
+    run.only("idp_discovery");
 
     // A jwt provider's own jwks_url is loaded the same way.
     let jwks_provider = |url: &str| {
@@ -817,17 +712,13 @@ async fn identity_providers_must_publish_discovery_and_usable_keys() {
     let run = online(jwks_provider(&format!("{good}/jwks")), vec![]).await;
     assert_eq!(run.findings(), Vec::<Value>::new(), "{:#}", run.json());
     let run = online(jwks_provider(&format!("{down}/jwks")), vec![]).await;
-    let found = run.with_id("jwks_unreachable");
-    assert_eq!(found.len(), 1, "{:#}", run.json());
-    assert_eq!(found[0]["key"], "auth.providers.keys.jwks_url");
+    let found = run.only("jwks_unreachable");
+    assert_eq!(found["key"], "auth.providers.keys.jwks_url");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_store_must_answer_ping() {
-    let env: Vec<(&str, String)> = oidc_env()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_owned()))
-        .collect();
+    let env = owned(oidc_env());
     let store = |url: &str| oidc_config("https://idp.example.com", &format!("store = \"{url}\""));
     // The IdP is not reachable here; only Redis matters.
     let up = online(store("redis://127.0.0.1:6379/0"), env.clone()).await;
@@ -837,15 +728,9 @@ async fn a_redis_store_must_answer_ping() {
         up.json()
     );
 
-    let down = closed_port().await;
+    let down = closed_port();
     let run = online(store(&format!("redis://{down}/0")), env).await;
-    let found = run.with_id("redis_unreachable");
-    assert_eq!(found.len(), 1, "{:#}", run.json());
-    assert_eq!(found[0]["key"], "auth.providers.corp.store");
-    assert!(
-        found[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains(&down.to_string())
-    );
+    let found = run.only("redis_unreachable");
+    assert_eq!(found["key"], "auth.providers.corp.store");
+    assert_says(&found, "message", &down.to_string());
 }

@@ -3,32 +3,18 @@
 
 mod common;
 
-use std::net::IpAddr;
-
 use bytes::Bytes;
-use common::{TestGateway, send_from, spawn_recording_upstream};
+use common::{ConfigText, TRUSTED, TestGateway, send_from, spawn_recording_upstream};
 use http_body_util::Full;
 
-const TRUSTED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
-
+/// 127.0.0.1 trusted; `/` to a recording upstream, allowlisting `x-tenant`.
 async fn gateway() -> TestGateway {
     let upstream = spawn_recording_upstream("app").await;
-    TestGateway::start(&format!(
-        r#"
-[trust]
-proxies = ["127.0.0.1/32"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-forward_client_headers = ["x-tenant"]
-"#
-    ))
-    .await
+    let config = ConfigText::new()
+        .trust_loopback()
+        .route_to("app", "/", upstream)
+        .with("forward_client_headers = [\"x-tenant\"]");
+    TestGateway::start(&config).await
 }
 
 /// path_routing: decoding `%41` used to turn the path's UTF-8 into Latin-1 mojibake.

@@ -5,26 +5,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
 use axum::routing::any;
 use common::*;
-use fluxlit::reload::{ReloadOutcome, Trigger};
+use fluxlit::reload::ReloadOutcome;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-/// Hang guard for every network step; never a statement about speed.
-const HANG_GUARD: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(HANG_GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what} did not finish within {HANG_GUARD:?}"))
-}
 
 /// A scrape: every sample line, `name{labels}` → value.
 #[derive(Debug)]
@@ -111,28 +100,6 @@ async fn scrape_until(admin: SocketAddr, expected: &[(&str, f64)]) -> Scrape {
     }
 }
 
-async fn spawn_ws_echo() -> SocketAddr {
-    async fn echo(mut socket: WebSocket) {
-        while let Some(Ok(message)) = socket.recv().await {
-            if let ServerMessage::Text(_) = message
-                && socket.send(message).await.is_err()
-            {
-                return;
-            }
-        }
-    }
-    spawn_upstream(Router::new().route(
-        "/ws",
-        axum::routing::get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
-    ))
-    .await
-}
-
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 fn config(
     app: SocketAddr,
     ws: SocketAddr,
@@ -140,64 +107,27 @@ fn config(
     dead: SocketAddr,
     secret: &str,
 ) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[upstreams.app]
-url = "http://{app}"
-
-[upstreams.wsup]
-url = "http://{ws}"
-
-[upstreams.slow]
-url = "http://{slow}"
-timeout = "300ms"
-
-[upstreams.dead]
-url = "http://{dead}"
-
-[[routes]]
-name = "app"
-path_prefix = "/app"
-upstream = "app"
-
-[[routes]]
-name = "secure"
-path_prefix = "/secure"
-upstream = "app"
-auth = "main"
-
-[[routes]]
-name = "ws"
-path_prefix = "/ws"
-upstream = "wsup"
-
-[[routes]]
-name = "slow"
-path_prefix = "/slow"
-upstream = "slow"
-
-[[routes]]
-name = "down"
-path_prefix = "/down"
-upstream = "dead"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "https://issuer.test"
-audience = "fluxlit-test"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "{secret}" }}
-"#
-    )
+    ConfigText::new()
+        .admin()
+        .upstream("app", app)
+        .upstream("wsup", ws)
+        .upstream("slow", slow)
+        .with("timeout = \"300ms\"")
+        .upstream("dead", dead)
+        .route("app", "/app", "app")
+        .guarded_route("secure", "/secure", "app", "main")
+        .route("ws", "/ws", "wsup")
+        .route("slow", "/slow", "slow")
+        .route("down", "/down", "dead")
+        .jwt("main", "https://issuer.test", "fluxlit-test", "[\"HS256\"]")
+        .with(&format!("hs256_secret = {{ file = \"{secret}\" }}"))
+        .into()
 }
 
 #[tokio::test]
 async fn metrics_count_known_traffic_exactly() {
     let app = spawn_recording_upstream("app").await;
-    let ws = spawn_ws_echo().await;
+    let ws = ws::spawn_echo_upstream("/ws").await;
     let slow = spawn_upstream(Router::new().fallback(any(|| async {
         tokio::time::sleep(Duration::from_secs(30)).await;
         "too late"
@@ -210,7 +140,7 @@ async fn metrics_count_known_traffic_exactly() {
     let text = config(app, ws, slow, dead, &secret.display().to_string());
     let gateway = TestGateway::start(&text).await;
     let addr = gateway.addr();
-    let admin = gateway.gateway.admin_addr.expect("admin listener");
+    let admin = gateway.admin();
 
     let started = scrape(admin).await;
     assert_eq!(started.get("fluxlit_config_generation"), Some(1.0));
@@ -270,14 +200,7 @@ async fn metrics_count_known_traffic_exactly() {
         "{added}\n[[routes]]\nname = \"broken\"\npath_prefix = \"/b\"\nupstream = \"nope\"\n"
     );
     write_by_rename(&gateway.config_path, &gateway.pin_listen(&broken));
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    while gateway.gateway.reloader().status().last_error.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broken file was never rejected"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    gateway.wait_for_rejection().await;
 
     let scrape = scrape_until(
         admin,
@@ -401,11 +324,7 @@ async fn metrics_count_known_traffic_exactly() {
     // Back to the running file: the file event is not a reload attempt, an explicit
     // reload (as SIGHUP asks for) that finds the running file is counted as unchanged.
     write_by_rename(&gateway.config_path, &gateway.pin_listen(&added));
-    let reloader = std::sync::Arc::clone(gateway.gateway.reloader());
-    let outcome = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Manual))
-        .await
-        .unwrap();
-    assert_eq!(outcome, ReloadOutcome::Unchanged);
+    assert_eq!(gateway.reload_now().await, ReloadOutcome::Unchanged);
     tokio::time::sleep(Duration::from_millis(300)).await;
     scrape_until(
         admin,
@@ -443,12 +362,8 @@ async fn metrics_count_known_traffic_exactly() {
 #[tokio::test]
 async fn metrics_only_answer_get() {
     let app = spawn_recording_upstream("app").await;
-    let gateway = TestGateway::start(&format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstreams.app]\nurl = \"http://{app}\"\n\n\
-         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
-    ))
-    .await;
-    let admin = gateway.gateway.admin_addr.expect("admin listener");
+    let gateway = TestGateway::start(ConfigText::new().admin().route_to("app", "/", app)).await;
+    let admin = gateway.admin();
     let post = http::Request::post("/metrics")
         .header("host", admin.to_string())
         .body(http_body_util::Full::new(bytes::Bytes::new()))

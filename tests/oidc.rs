@@ -15,7 +15,6 @@
 //! `next`, id_tokens failing each check, exchanges from other peers, an unbounded store,
 //! and logins before discovery. Timeouts only guard against hangs.
 
-mod auth_support;
 mod common;
 
 use std::collections::HashMap;
@@ -24,13 +23,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use auth_support::*;
 use axum::Router;
 use axum::extract::{Form, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use common::{Reachable, Reply, TestGateway, send, send_from};
+use common::auth::*;
+use common::cli::Serve;
+use common::{
+    ConfigText, CountingUpstream, HANG_GUARD, Reachable, Reply, TRUSTED, TestEnvironment,
+    TestGateway, UNTRUSTED, cli, config_dir, eventually, get_from, send, send_from, start_error,
+    start_with_environment, start_with_files, within,
+};
 use http::StatusCode;
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -47,8 +51,6 @@ const SECRET_FILES: [(&str, &str); 2] = [
 ];
 const PUBLIC_BASE: &str = "http://app.fluxlit.test";
 const SUB: &str = "idp-user-42";
-const MINT_ISSUER: &str = "https://gateway.fluxlit.test";
-const MINT_AUDIENCE: &str = "fluxlit-app";
 
 // ---------------------------------------------------------------------------------------
 // The test identity provider.
@@ -145,17 +147,9 @@ async fn discovery(State(state): State<Arc<IdpState>>) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let issuer = &state.issuer;
-    let mut document = json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "code_challenge_methods_supported": ["S256"],
-    });
+    let mut document = discovery_document(issuer);
+    document["token_endpoint_auth_methods_supported"] = json!(["client_secret_basic"]);
+    document["code_challenge_methods_supported"] = json!(["S256"]);
     if state.end_session {
         document["end_session_endpoint"] = json!(format!("{issuer}/logout"));
     }
@@ -306,40 +300,21 @@ struct Setup {
 }
 
 fn config(idp: &Idp, upstream: &CountingUpstream, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-public_base_url = "{PUBLIC_BASE}"
-
-[upstreams.api]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "api"
-auth = "main"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{MINT_ISSUER}"
-audience = "{MINT_AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "hs256.secret" }}
-
-[auth.providers.corp]
-kind = "oidc"
-issuer_url = "{issuer}"
-client_id = "{CLIENT_ID}"
-client_secret = {{ file = "client.secret" }}
-scopes = ["openid", "email", "profile"]
-claims = ["email", "name"]
-mint = "main"
-{extra}
-"#,
-        upstream = upstream.addr,
-        issuer = idp.issuer(),
-    )
+    ConfigText::new()
+        .server(&format!("public_base_url = \"{PUBLIC_BASE}\""))
+        .upstream("api", upstream.addr)
+        .guarded_route("api", "/api", "api", "main")
+        .mint_provider("main")
+        .oidc(
+            "corp",
+            idp.issuer(),
+            CLIENT_ID,
+            "{ file = \"client.secret\" }",
+            "main",
+        )
+        .with("scopes = [\"openid\", \"email\", \"profile\"]\nclaims = [\"email\", \"name\"]")
+        .with(extra)
+        .into()
 }
 
 /// A gateway whose `corp` provider logs in at a fresh IdP, with `extra` provider keys.
@@ -361,6 +336,23 @@ async fn setup_ready(extra: &str) -> Setup {
     setup
 }
 
+/// [`setup_ready`] with `public_base_url` set to `base` instead of [`PUBLIC_BASE`].
+async fn setup_at(base: &str) -> Setup {
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let text = config(&idp, &upstream, "").replace(
+        &format!("public_base_url = \"{PUBLIC_BASE}\""),
+        &format!("public_base_url = \"{base}\""),
+    );
+    let gateway = start_with_files(&text, &SECRET_FILES).await;
+    wait_for_discovery(&gateway).await;
+    Setup {
+        gateway,
+        idp,
+        upstream,
+    }
+}
+
 async fn wait_for_discovery(gateway: &TestGateway) {
     eventually("OIDC discovery", || async {
         let status = oidc_status(gateway);
@@ -375,12 +367,9 @@ fn oidc_status(gateway: &TestGateway) -> fluxlit::auth::oidc::OidcStatus {
         .expect("corp is an oidc provider")
 }
 
-fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
-    reply.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 fn location(reply: &Reply) -> &str {
-    header(reply, "location")
+    reply
+        .header("location")
         .unwrap_or_else(|| panic!("no Location in {} {}", reply.status, reply.text()))
 }
 
@@ -508,7 +497,7 @@ async fn exchange(gateway: &impl Reachable, auth_code: &str) -> Reply {
 fn assert_invalid_grant(reply: &Reply) {
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(reply.json()["error"], "invalid_grant", "{}", reply.text());
-    assert_eq!(header(reply, "cache-control"), Some("no-store"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -522,7 +511,7 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
 
     let reply = login(gateway, Some("/dashboard?tab=1")).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
-    assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
     let authorize = Url::parse(location(&reply)).unwrap();
     assert_eq!(authorize.path(), "/authorize");
     let query: HashMap<String, String> = authorize.query_pairs().into_owned().collect();
@@ -557,8 +546,8 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
         target.starts_with("/dashboard?tab=1&auth_code="),
         "back to next with the code: {target}"
     );
-    assert_eq!(header(&reply, "referrer-policy"), Some("no-referrer"));
-    assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+    assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
     assert!(
         setup.idp.state.token_refusal.lock().unwrap().is_none(),
         "client auth, code, redirect_uri and PKCE verifier all passed at the IdP"
@@ -569,7 +558,7 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
 
     let reply = exchange(gateway, &auth_code).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
     let body = reply.json();
     assert_eq!(body["token_type"], "Bearer");
     let expires_in = body["expires_in"].as_u64().unwrap();
@@ -610,19 +599,7 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
 
 #[tokio::test]
 async fn a_login_without_next_goes_back_to_the_root_under_the_public_path() {
-    let idp = Idp::spawn(false).await;
-    let upstream = CountingUpstream::spawn().await;
-    let text = config(&idp, &upstream, "").replace(
-        &format!("public_base_url = \"{PUBLIC_BASE}\""),
-        &format!("public_base_url = \"{PUBLIC_BASE}/app/\""),
-    );
-    let gateway = start_with_files(&text, &SECRET_FILES).await;
-    wait_for_discovery(&gateway).await;
-    let setup = Setup {
-        gateway,
-        idp,
-        upstream,
-    };
+    let setup = setup_at(&format!("{PUBLIC_BASE}/app/")).await;
     let reply = login(&setup.gateway, None).await;
     let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
     assert_eq!(redirect_uri, format!("{PUBLIC_BASE}/app/auth/callback"));
@@ -652,9 +629,8 @@ async fn a_replayed_or_unknown_state_is_refused_and_mints_nothing() {
 
     // Replayed even with the cookie (which the browser was told to drop).
     let replayed = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
-    assert_eq!(replayed.status, 400, "{}", replayed.text());
-    assert!(replayed.text().contains("state"), "{}", replayed.text());
-    assert!(header(&replayed, "location").is_none());
+    replayed.assert_says(400, "state");
+    assert!(replayed.header("location").is_none());
     assert_eq!(
         setup.idp.token_hits(),
         1,
@@ -690,8 +666,7 @@ async fn an_idp_error_on_the_callback_consumes_the_state_and_mints_nothing() {
         form_encode(&state)
     );
     let reply = get_from(TRUSTED, &setup.gateway, &path, &[("cookie", &cookie)]).await;
-    assert_eq!(reply.status, 403, "{}", reply.text());
-    assert!(reply.text().contains("access_denied"), "{}", reply.text());
+    reply.assert_says(403, "access_denied");
     assert_eq!(setup.idp.token_hits(), 0);
     assert_eq!(oidc_status(&setup.gateway).store.login_states, Some(0));
 }
@@ -716,6 +691,11 @@ fn parse_set_cookie(text: &str) -> (String, String, HashMap<String, String>) {
     (name.to_owned(), value.to_owned(), attributes)
 }
 
+/// A `Set-Cookie` attribute's value (empty for a flag), by lowercased name.
+fn attribute<'a>(attributes: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    attributes.get(name).map(String::as_str)
+}
+
 #[tokio::test]
 async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
     let setup = setup_ready("").await;
@@ -724,15 +704,8 @@ async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
 
     let reply = callback(&setup.gateway, &code, &state, None).await;
-    assert_eq!(reply.status, 400, "{}", reply.text());
-    assert!(
-        reply
-            .text()
-            .contains("this login was started in another browser"),
-        "{}",
-        reply.text()
-    );
-    assert!(header(&reply, "location").is_none());
+    reply.assert_says(400, "this login was started in another browser");
+    assert!(reply.header("location").is_none());
     assert_eq!(setup.idp.token_hits(), 0, "the code never reached the IdP");
     let store = oidc_status(&setup.gateway).store;
     assert_eq!(
@@ -743,8 +716,7 @@ async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
 
     // The state is gone: the right cookie, now, finds nothing either.
     let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
-    assert_eq!(reply.status, 400, "{}", reply.text());
-    assert!(reply.text().contains("(state)"), "{}", reply.text());
+    reply.assert_says(400, "(state)");
     assert_eq!(setup.idp.token_hits(), 0);
 }
 
@@ -771,15 +743,8 @@ async fn a_callback_with_another_browsers_login_cookie_is_refused() {
     // cookie of the browser), and the victim's cookies as they are: both refused.
     let forged = format!("{attacker_name}={victim_value}; {victim_name}={victim_value}");
     let reply = callback(&setup.gateway, &code, &state, Some(&forged)).await;
-    assert_eq!(reply.status, 400, "{}", reply.text());
-    assert!(
-        reply
-            .text()
-            .contains("this login was started in another browser"),
-        "{}",
-        reply.text()
-    );
-    assert!(header(&reply, "location").is_none());
+    reply.assert_says(400, "this login was started in another browser");
+    assert!(reply.header("location").is_none());
     assert_eq!(setup.idp.token_hits(), 0, "the code never reached the IdP");
     assert_eq!(oidc_status(&setup.gateway).store.auth_codes, Some(0));
 
@@ -830,18 +795,14 @@ async fn the_login_cookie_is_http_only_lax_scoped_to_the_callback_and_cleared_af
         "{value}"
     );
     assert!(attributes.contains_key("httponly"), "{set:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"), "{set:?}");
     assert_eq!(
-        attributes.get("samesite").map(String::as_str),
-        Some("Lax"),
-        "{set:?}"
-    );
-    assert_eq!(
-        attributes.get("path").map(String::as_str),
+        attribute(&attributes, "path"),
         Some("/auth/callback"),
         "{set:?}"
     );
     assert_eq!(
-        attributes.get("max-age").map(String::as_str),
+        attribute(&attributes, "max-age"),
         Some("300"),
         "login_ttl: {set:?}"
     );
@@ -872,35 +833,20 @@ async fn the_login_cookie_is_http_only_lax_scoped_to_the_callback_and_cleared_af
         (cleared.as_str(), cleared_value.as_str()),
         (name.as_str(), "")
     );
-    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
-    assert_eq!(
-        attributes.get("path").map(String::as_str),
-        Some("/auth/callback")
-    );
+    assert_eq!(attribute(&attributes, "max-age"), Some("0"));
+    assert_eq!(attribute(&attributes, "path"), Some("/auth/callback"));
     let (code, state, _) = authorize_at_idp(&setup.idp, location(&again)).await;
     let refused = callback(&setup.gateway, &code, &state, None).await;
     assert_eq!(refused.status, 400, "{}", refused.text());
     let (cleared, _, attributes) = parse_set_cookie(set_cookies(&refused)[0]);
     assert_eq!(cleared, other_name);
-    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
+    assert_eq!(attribute(&attributes, "max-age"), Some("0"));
 }
 
 #[tokio::test]
 async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefixed() {
-    let idp = Idp::spawn(false).await;
-    let upstream = CountingUpstream::spawn().await;
     let https_base = PUBLIC_BASE.replacen("http://", "https://", 1);
-    let text = config(&idp, &upstream, "").replace(
-        &format!("public_base_url = \"{PUBLIC_BASE}\""),
-        &format!("public_base_url = \"{https_base}/app/\""),
-    );
-    let gateway = start_with_files(&text, &SECRET_FILES).await;
-    wait_for_discovery(&gateway).await;
-    let setup = Setup {
-        gateway,
-        idp,
-        upstream,
-    };
+    let setup = setup_at(&format!("{https_base}/app/")).await;
     let reply = login(&setup.gateway, None).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     let set = set_cookies(&reply);
@@ -908,21 +854,13 @@ async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefi
     assert!(name.starts_with("__Host-fluxlit-login-"), "{name}");
     assert!(attributes.contains_key("secure"), "{set:?}");
     assert!(attributes.contains_key("httponly"), "{set:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"), "{set:?}");
     assert_eq!(
-        attributes.get("samesite").map(String::as_str),
-        Some("Lax"),
-        "{set:?}"
-    );
-    assert_eq!(
-        attributes.get("path").map(String::as_str),
+        attribute(&attributes, "path"),
         Some("/"),
         "__Host- needs Path=/: {set:?}"
     );
-    assert_eq!(
-        attributes.get("max-age").map(String::as_str),
-        Some("600"),
-        "{set:?}"
-    );
+    assert_eq!(attribute(&attributes, "max-age"), Some("600"), "{set:?}");
     assert!(!attributes.contains_key("domain"), "{set:?}");
 
     let (code, state, redirect_uri) = authorize_at_idp(&setup.idp, location(&reply)).await;
@@ -937,12 +875,12 @@ async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefi
     assert_eq!(reply.status, 302, "{}", reply.text());
     let (cleared, _, attributes) = parse_set_cookie(set_cookies(&reply)[0]);
     assert_eq!(cleared, name);
-    assert_eq!(attributes.get("max-age").map(String::as_str), Some("0"));
+    assert_eq!(attribute(&attributes, "max-age"), Some("0"));
     assert!(
         attributes.contains_key("secure"),
         "a __Host- cookie is cleared Secure"
     );
-    assert_eq!(attributes.get("path").map(String::as_str), Some("/"));
+    assert_eq!(attribute(&attributes, "path"), Some("/"));
 }
 
 #[tokio::test]
@@ -968,7 +906,7 @@ async fn auth_codes_are_single_use() {
     assert_eq!(reply.json()["error"], "invalid_request");
     let reply = get_from(TRUSTED, &setup.gateway, "/auth/exchange", &[]).await;
     assert_eq!(reply.status, 405, "{}", reply.text());
-    assert_eq!(header(&reply, "allow"), Some("POST"));
+    assert_eq!(reply.header("allow"), Some("POST"));
 }
 
 #[tokio::test]
@@ -1083,6 +1021,22 @@ async fn next_values_that_leave_the_origin_fall_back_to_the_root() {
 // Bad id_tokens.
 // ---------------------------------------------------------------------------------------
 
+/// The checks of an id_token's claims, each with the IdP misbehaviour that fails it.
+const CLAIM_CHECKS: [(IdTokenMode, &str); 5] = [
+    (IdTokenMode::WrongNonce, "nonce"),
+    (IdTokenMode::WrongAudience, "aud"),
+    (IdTokenMode::Expired, "exp"),
+    (IdTokenMode::WrongIssuer, "iss"),
+    (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
+];
+
+/// The checks of its signature, likewise.
+const SIGNATURE_CHECKS: [(IdTokenMode, &str); 3] = [
+    (IdTokenMode::AlgNone, "alg"),
+    (IdTokenMode::UnknownKey, "signature"),
+    (IdTokenMode::ForgedSignature, "signature"),
+];
+
 /// For each IdP misbehaviour: the callback answers 403 naming the failed check, sends
 /// the browser nowhere, shows no token, and mints nothing.
 async fn assert_each_check_refused(setup: &Setup, cases: &[(IdTokenMode, &str)]) {
@@ -1096,7 +1050,7 @@ async fn assert_each_check_refused(setup: &Setup, cases: &[(IdTokenMode, &str)])
             "{mode:?} names the {check} check: {}",
             reply.text()
         );
-        assert!(header(&reply, "location").is_none(), "{mode:?}");
+        assert!(reply.header("location").is_none(), "{mode:?}");
         assert!(
             !reply.text().contains("eyJ"),
             "{mode:?}: the page never shows a token"
@@ -1112,17 +1066,8 @@ async fn assert_each_check_refused(setup: &Setup, cases: &[(IdTokenMode, &str)])
 #[tokio::test]
 async fn an_id_token_failing_any_check_mints_nothing() {
     let setup = setup_ready("").await;
-    let cases = [
-        (IdTokenMode::WrongNonce, "nonce"),
-        (IdTokenMode::WrongAudience, "aud"),
-        (IdTokenMode::Expired, "exp"),
-        (IdTokenMode::AlgNone, "alg"),
-        (IdTokenMode::UnknownKey, "signature"),
-        (IdTokenMode::ForgedSignature, "signature"),
-        (IdTokenMode::WrongIssuer, "iss"),
-        (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
-    ];
-    assert_each_check_refused(&setup, &cases).await;
+    assert_each_check_refused(&setup, &CLAIM_CHECKS).await;
+    assert_each_check_refused(&setup, &SIGNATURE_CHECKS).await;
     assert_eq!(oidc_status(&setup.gateway).store.auth_codes, Some(0));
     assert_eq!(setup.upstream.hits(), 0);
 
@@ -1183,14 +1128,7 @@ async fn a_custom_provider_with_manual_endpoints_logs_in_without_discovery() {
         reply.text()
     );
 
-    let cases = [
-        (IdTokenMode::WrongNonce, "nonce"),
-        (IdTokenMode::WrongAudience, "aud"),
-        (IdTokenMode::Expired, "exp"),
-        (IdTokenMode::WrongIssuer, "iss"),
-        (IdTokenMode::SeveralAudiencesNoAzp, "azp"),
-    ];
-    assert_each_check_refused(&setup, &cases).await;
+    assert_each_check_refused(&setup, &CLAIM_CHECKS).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1208,12 +1146,7 @@ async fn until_discovery_succeeds_the_login_answers_503() {
     })
     .await;
     let reply = login(&gateway, Some("/x")).await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
-    assert!(
-        reply.text().contains("have not been loaded"),
-        "the body says why: {}",
-        reply.text()
-    );
+    reply.assert_says(503, "have not been loaded");
     let status = oidc_status(&gateway);
     assert!(!status.discovery.loaded);
     assert!(
@@ -1240,8 +1173,7 @@ async fn a_flood_of_logins_stays_within_the_store_bound() {
     }
     for _ in 0..5 {
         let reply = login(&setup.gateway, None).await;
-        assert_eq!(reply.status, 503, "{}", reply.text());
-        assert!(reply.text().contains("too many logins"), "{}", reply.text());
+        reply.assert_says(503, "too many logins");
     }
     let status = oidc_status(&setup.gateway).store;
     assert_eq!(
@@ -1364,39 +1296,16 @@ fn load_errors(text: &str) -> Vec<String> {
 }
 
 fn oidc_config(provider: &str, server: &str) -> String {
-    format!(
-        r#"
-[server]
-{server}
-
-[upstreams.api]
-builtin = "echo"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "api"
-auth = "main"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "{MINT_ISSUER}"
-audience = "{MINT_AUDIENCE}"
-algorithms = ["HS256"]
-hs256_secret = {{ env = "HS" }}
-
-[auth.providers.keys]
-kind = "jwt"
-issuer = "{MINT_ISSUER}"
-audience = "{MINT_AUDIENCE}"
-algorithms = ["RS256"]
-jwks_url = "https://idp.example/jwks"
-
-[auth.providers.corp]
-kind = "oidc"
-{provider}
-"#
-    )
+    ConfigText::new()
+        .server(server)
+        .echo_upstream("api")
+        .guarded_route("api", "/api", "api", "main")
+        .jwt("main", MINT_ISSUER, MINT_AUDIENCE, "[\"HS256\"]")
+        .with("hs256_secret = { env = \"HS\" }")
+        .jwt("keys", MINT_ISSUER, MINT_AUDIENCE, "[\"RS256\"]")
+        .with("jwks_url = \"https://idp.example/jwks\"")
+        .provider("corp", "oidc", provider)
+        .into()
 }
 
 const GOOD_PROVIDER: &str = r#"issuer_url = "https://idp.example"
@@ -1595,18 +1504,8 @@ fn routes_cannot_name_an_oidc_provider_and_jwt_providers_take_no_oidc_keys() {
 async fn a_missing_client_secret_refuses_the_config_at_start() {
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hs256.secret"), HS_SECRET).unwrap();
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(
-        &path,
-        common::with_ephemeral_listen(&config(&idp, &upstream, "")),
-    )
-    .unwrap();
-    let error = fluxlit::Gateway::start(path)
-        .await
-        .expect_err("no client.secret file");
-    let text = error.to_string();
+    // No client.secret file.
+    let text = start_error(config(&idp, &upstream, ""), &[("hs256.secret", HS_SECRET)]).await;
     assert!(text.contains("auth.providers.corp.client_secret"), "{text}");
     assert!(!text.contains(CLIENT_SECRET));
 }
@@ -1853,71 +1752,11 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     assert!(store.get("last_error").is_none(), "{store}");
 }
 
-/// A `fluxlit serve` process of the test's own (the real binary, with its config and
-/// secret files in a temp dir), killed when dropped.
-struct GatewayProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl GatewayProcess {
-    async fn start(config: &str, files: &[(&str, &str)]) -> Self {
-        use std::io::BufRead;
-        let dir = tempfile::tempdir().unwrap();
-        for (name, contents) in files {
-            std::fs::write(dir.path().join(name), contents).unwrap();
-        }
-        let path = dir.path().join("fluxlit.toml");
-        std::fs::write(&path, common::with_ephemeral_listen(config)).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("fluxlit serve starts");
-        // "fluxlit: serving http://ADDR (config ...)" names the port; the rest of the log
-        // is drained so the process never blocks on a full pipe.
-        let stderr = child.stderr.take().unwrap();
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut addr_tx = Some(addr_tx);
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(rest) = line.strip_prefix("fluxlit: serving http://")
-                    && let Some(addr) = rest.split_whitespace().next()
-                    && let Some(tx) = addr_tx.take()
-                {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = within("fluxlit serve says where it listens", addr_rx)
-            .await
-            .expect("fluxlit serve started serving");
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Reachable for GatewayProcess {
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `fluxlit serve` process of the test's own on `config` (listen made ephemeral) with
+/// `files` beside it, in a temporary directory that lives as long as the process.
+async fn serve(config: &str, files: &[(&str, &str)]) -> (Serve, tempfile::TempDir) {
+    let (dir, _) = config_dir(config, files);
+    (Serve::start(dir.path(), &[]).await, dir)
 }
 
 /// The same login across three `fluxlit serve` processes (no state shared in memory, as
@@ -1930,9 +1769,9 @@ async fn three_fluxlit_processes_sharing_redis_finish_one_login() {
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
     let text = config_for(&idp, &upstream, &provider, SHARED_REDIS_STORE);
-    let a = GatewayProcess::start(&text, &SECRET_FILES).await;
-    let b = GatewayProcess::start(&text, &SECRET_FILES).await;
-    let c = GatewayProcess::start(&text, &SECRET_FILES).await;
+    let (a, _a) = serve(&text, &SECRET_FILES).await;
+    let (b, _b) = serve(&text, &SECRET_FILES).await;
+    let (c, _c) = serve(&text, &SECRET_FILES).await;
     // Each process discovers the IdP on its own: until then its login answers 503.
     for replica in [&b, &c] {
         eventually("discovery in a replica", || async {
@@ -2154,21 +1993,10 @@ async fn a_refused_redis_password_answers_503_until_redis_takes_it() {
         &upstream,
         "store = { env = \"FLUXLIT_TEST_REDIS_URL\" }",
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hs256.secret"), HS_SECRET).unwrap();
-    std::fs::write(dir.path().join("client.secret"), CLIENT_SECRET).unwrap();
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(&path, common::with_ephemeral_listen(&text)).unwrap();
-    let env = TestEnvironment([("FLUXLIT_TEST_REDIS_URL".to_owned(), wrong)].into());
-    let gateway = fluxlit::Gateway::start_with_environment(path.clone(), Arc::new(env))
-        .await
-        .unwrap_or_else(|error| panic!("gateway starts: {error}"));
+    let env = TestEnvironment::of(&[("FLUXLIT_TEST_REDIS_URL", &wrong)]);
+    let gateway = start_with_environment(&text, &SECRET_FILES, env).await;
     let setup = Setup {
-        gateway: TestGateway {
-            gateway,
-            dir,
-            config_path: path,
-        },
+        gateway,
         idp,
         upstream,
     };
@@ -2176,14 +2004,7 @@ async fn a_refused_redis_password_answers_503_until_redis_takes_it() {
 
     for _ in 0..2 {
         let reply = login(&setup.gateway, None).await;
-        assert_eq!(reply.status, 503, "{}", reply.text());
-        assert!(
-            reply
-                .text()
-                .contains("Redis refused the gateway's credentials"),
-            "{}",
-            reply.text()
-        );
+        reply.assert_says(503, "Redis refused the gateway's credentials");
     }
     // Redis is given the password the gateway has: the next logins work, no reload.
     let mut admin = redis_connection(&redis.url()).await;
@@ -2284,17 +2105,16 @@ fn redis_store_urls_are_checked_and_passwords_never_repeated() {
 async fn a_bad_redis_url_in_a_secret_file_refuses_the_config_without_repeating_it() {
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hs256.secret"), HS_SECRET).unwrap();
-    std::fs::write(dir.path().join("client.secret"), CLIENT_SECRET).unwrap();
-    std::fs::write(
-        dir.path().join("redis.url"),
-        "redis://:hunter2-pw@cache/zero\n",
-    )
-    .unwrap();
-    let path = dir.path().join("fluxlit.toml");
     let text = config(&idp, &upstream, "store = { file = \"redis.url\" }");
-    std::fs::write(&path, common::with_ephemeral_listen(&text)).unwrap();
+    let [hs256, client] = SECRET_FILES;
+    let (dir, path) = config_dir(
+        &text,
+        &[
+            hs256,
+            client,
+            ("redis.url", "redis://:hunter2-pw@cache/zero\n"),
+        ],
+    );
     let error = fluxlit::Gateway::start(path.clone())
         .await
         .expect_err("the URL has no database number");
@@ -2313,13 +2133,8 @@ async fn a_bad_redis_url_in_a_secret_file_refuses_the_config_without_repeating_i
         "redis://:hunter2-pw@cache/0\n",
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .arg("config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run fluxlit config");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = cli::run(&["config"], dir.path(), &[]);
+    let stdout = cli::stdout(&output);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("redis.url"), "{stdout}");
     assert!(!stdout.contains("hunter2"), "{stdout}");

@@ -12,11 +12,14 @@
 //! Case counts are modest so the normal test run stays fast; the fuzz targets in `fuzz/`
 //! search the same invariants for longer.
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use common::ConfigText;
 use fluxlit::auth::secrets::Environment;
 use fluxlit::build::compile_and_build;
 use fluxlit::compile::CompileContext;
@@ -186,30 +189,20 @@ fn context<'a>(
 // ---------------------------------------------------------------------------------------
 // 2. The upstream request headers
 
-const FILTER_CONFIG: &str = r#"
-[server]
-public_base_url = "http://127.0.0.1:8080/app"
-
-[trust]
-proxies = ["10.0.0.0/8"]
-
-[upstreams.app]
-builtin = "echo"
-
-[[routes]]
-name = "root"
-path_prefix = "/"
-upstream = "app"
-forward_client_headers = ["x-tenant"]
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "https://issuer.test"
-audience = "test"
-algorithms = ["HS256"]
-hs256_secret = { env = "SECRET" }
-claim_headers = { email = "x-fluxlit-email" }
-"#;
+/// A public path, a trusted network, a route allowlisting `x-tenant`, and a provider
+/// with a claim header.
+fn filter_config() -> String {
+    ConfigText::new()
+        .server("public_base_url = \"http://127.0.0.1:8080/app\"")
+        .table("[trust]", "proxies = [\"10.0.0.0/8\"]")
+        .echo_upstream("app")
+        .route("root", "/", "app")
+        .with("forward_client_headers = [\"x-tenant\"]")
+        .jwt("main", "https://issuer.test", "test", "[\"HS256\"]")
+        .with("hs256_secret = { env = \"SECRET\" }")
+        .with("claim_headers = { email = \"x-fluxlit-email\" }")
+        .into()
+}
 
 /// Names the policy treats specially, besides made-up ones.
 const NAMES: [&str; 26] = [
@@ -288,7 +281,7 @@ proptest! {
         trusted_peer in any::<bool>(),
         websocket in any::<bool>(),
     ) {
-        let snapshot = snapshot(FILTER_CONFIG);
+        let snapshot = snapshot(&filter_config());
         let policy = &snapshot.headers;
         let mut client = HeaderMap::new();
         for (name, value) in &sent {

@@ -11,9 +11,7 @@
 mod common;
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,63 +20,40 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::routing::any;
 use bytes::Bytes;
+use common::config::api_and_ui;
+use common::raw::{
+    RawReply, connect_from, exchange as raw_exchange, read_reply, read_shows_closed,
+};
 use common::*;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 // ---------------------------------------------------------------------------------------
-// Helpers: peers, hang guards, request builders, a raw HTTP/1.1 client, small upstreams.
+// Helpers: request builders, a gate and a signal for upstreams, the header tests' gateway.
+// 127.0.0.1 is the trusted proxy where a test trusts one, 127.0.0.2 an untrusted client.
 // ---------------------------------------------------------------------------------------
-
-/// The trusted proxy in the header tests (`[trust] proxies = ["127.0.0.1/32"]`).
-const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-/// An ordinary client: loopback too, but outside every trusted range.
-const UNTRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-/// How long any single step may take before the test is declared hung.
-const HANG_GUARD: Duration = Duration::from_secs(10);
-
-/// Runs `future`, failing the test (instead of hanging it) after [`HANG_GUARD`].
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    within_for(HANG_GUARD, what, future).await
-}
-
-async fn within_for<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    // Boxed: nested guards would otherwise stack large futures inside each other.
-    match tokio::time::timeout(limit, Box::pin(future)).await {
-        Ok(value) => value,
-        Err(_) => panic!("hang guard: {what} did not finish within {limit:?}"),
-    }
-}
-
-/// Sends `request` through the gateway from `source` on a fresh connection.
-async fn send_as(
-    source: IpAddr,
-    gateway: &TestGateway,
-    request: http::Request<Full<Bytes>>,
-) -> Reply {
-    let what = format!("{} {} from {source}", request.method(), request.uri());
-    within(&what, send_from(source, gateway.addr(), request)).await
-}
 
 /// Header lines of a request, as `(name, value)` pairs.
 type Headers<'a> = &'a [(&'a str, &'a str)];
 
-/// `GET path` with an explicit `Host` and extra headers (names may repeat).
-fn request(path: &str, host: &str, headers: Headers) -> http::Request<Full<Bytes>> {
-    let mut builder = http::Request::get(path).header("host", host);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    builder.body(Full::new(Bytes::new())).expect("request")
-}
-
 /// The `Host` the header tests' clients send.
 const PUBLIC_HOST: &str = "public.example";
+
+/// `GET target` with `Host: public.example` and `headers` (each a full `Name: value`
+/// line), byte for byte.
+fn raw_get(target: &str, headers: &[&str]) -> String {
+    raw::get_request(target, PUBLIC_HOST, headers)
+}
+
+/// `GET path` with `Host: public.example` and `headers`, sent from `peer`.
+async fn get_as(peer: IpAddr, gateway: &TestGateway, path: &str, headers: Headers<'_>) -> Reply {
+    send_as(peer, gateway, get_for_host(path, PUBLIC_HOST, headers)).await
+}
 
 fn request_id(headers: &http::HeaderMap) -> String {
     headers
@@ -96,29 +71,6 @@ fn assert_uuid(id: &str) {
         id,
         "request id in canonical UUID form"
     );
-}
-
-/// A loopback address nothing listens on: bound once, then released.
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    addr
-}
-
-/// An upstream that counts the requests it receives and answers `200 counted`.
-async fn spawn_counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&count);
-    let addr = spawn_upstream(Router::new().fallback(any(move || {
-        let counter = Arc::clone(&counter);
-        async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            "counted"
-        }
-    })))
-    .await;
-    (addr, count)
 }
 
 /// A gate an upstream handler waits on until the test opens it (once).
@@ -159,240 +111,18 @@ impl Signal {
     }
 }
 
-/// A response read off a raw connection.
-#[derive(Debug)]
-struct RawReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawReply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    /// The values a recording upstream saw for header `name`.
-    fn upstream_header(&self, name: &str) -> Vec<String> {
-        self.json()["headers"][name]
-            .as_array()
-            .map(|values| {
-                values
-                    .iter()
-                    .map(|v| v.as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// A TCP connection to `addr` from source address `source`.
-async fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .expect("bind source address");
-    within("connect", socket.connect(addr))
-        .await
-        .expect("connect")
-}
-
-/// Writes `request` as bytes, exactly as given, and reads one response.
-async fn raw_exchange(source: IpAddr, addr: SocketAddr, request: &str) -> RawReply {
-    let mut stream = connect_from(source, addr).await;
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
-    read_reply(&mut stream).await
-}
-
-/// `GET target` with `Host: public.example` and `headers` (each a full `Name: value`
-/// line), byte for byte: nothing normalises the target or the headers.
-fn raw_get(target: &str, headers: &[&str]) -> String {
-    let mut text = format!("GET {target} HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\n");
-    for line in headers {
-        text.push_str(line);
-        text.push_str("\r\n");
-    }
-    text.push_str("\r\n");
-    text
-}
-
-/// Reads one HTTP/1.1 response (content-length, chunked, or until EOF), leaving the
-/// connection usable for the next exchange.
-async fn read_reply(stream: &mut TcpStream) -> RawReply {
-    within("reading a response", async {
-        let mut buffer = Vec::new();
-        let head_end = loop {
-            if let Some(at) = find(&buffer, b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = read_more(stream, &mut buffer).await;
-            assert!(
-                n > 0,
-                "connection closed before a complete response head: {:?}",
-                String::from_utf8_lossy(&buffer)
-            );
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let mut body = buffer.split_off(head_end);
-        let value = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            body = loop {
-                if let Some(decoded) = decode_chunked(&body) {
-                    break decoded;
-                }
-                let n = read_more(stream, &mut body).await;
-                assert!(n > 0, "connection closed inside a chunked body");
-            };
-        } else if let Some(length) = value("content-length") {
-            let length: usize = length.parse().expect("content-length is a number");
-            while body.len() < length {
-                let n = read_more(stream, &mut body).await;
-                assert!(n > 0, "connection closed inside a body of {length} bytes");
-            }
-            body.truncate(length);
-        } else if status >= 200 && status != 204 && status != 304 {
-            while read_more(stream, &mut body).await > 0 {}
-        }
-        RawReply {
-            status,
-            headers,
-            body,
-        }
-    })
-    .await
-}
-
-async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> usize {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = stream
-        .read(&mut chunk)
-        .await
-        .expect("read from the gateway");
-    buffer.extend_from_slice(&chunk[..n]);
-    n
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The decoded body, or `None` while the chunked encoding is incomplete.
-fn decode_chunked(mut input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = find(input, b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&input[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).expect("chunk size");
-        input = &input[line_end + 2..];
-        if size == 0 {
-            // No trailers are expected: the body ends with an empty line.
-            return input.starts_with(b"\r\n").then_some(out);
-        }
-        if input.len() < size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&input[..size]);
-        input = &input[size + 2..];
-    }
-}
-
-/// Whether a read shows the peer closed the connection (EOF or reset). Panics when the
-/// gateway sends bytes instead.
-async fn read_shows_closed(stream: &mut TcpStream) -> bool {
-    let mut buffer = [0u8; 1024];
-    match stream.read(&mut buffer).await {
-        Ok(0) => true,
-        Ok(n) => panic!(
-            "expected the connection to be closed, got {:?}",
-            String::from_utf8_lossy(&buffer[..n])
-        ),
-        Err(e) => matches!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-        ),
-    }
-}
-
-/// Config: `/api` → an "api" upstream and `/` → a "ui" upstream.
-fn api_and_ui(api: SocketAddr, ui: SocketAddr) -> String {
-    format!(
-        r#"
-[upstreams.api]
-url = "http://{api}"
-
-[upstreams.ui]
-url = "http://{ui}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "api"
-
-[[routes]]
-name = "ui"
-path_prefix = "/"
-upstream = "ui"
-"#
-    )
-}
-
 /// The header tests' gateway: 127.0.0.1 trusted, `public_base_url` with a path, one
 /// route `/` (allowlisting `x-tenant` and `x-region`) to a recording upstream.
 async fn header_gateway(server_extra: &str, trust_extra: &str) -> (TestGateway, SocketAddr) {
     let upstream = spawn_recording_upstream("app").await;
-    let gateway = TestGateway::start(&format!(
-        r#"
-[server]
-public_base_url = "http://example.com/app"
-{server_extra}
-
-[trust]
-proxies = ["127.0.0.1/32"]
-{trust_extra}
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-forward_client_headers = ["x-tenant", "x-region"]
-"#
-    ))
-    .await;
+    let config = ConfigText::new()
+        .server("public_base_url = \"http://example.com/app\"")
+        .with(server_extra)
+        .trust_loopback()
+        .with(trust_extra)
+        .route_to("app", "/", upstream)
+        .with("forward_client_headers = [\"x-tenant\", \"x-region\"]");
+    let gateway = TestGateway::start(&config).await;
     (gateway, upstream)
 }
 
@@ -408,15 +138,13 @@ async fn longest_prefix_wins_on_segment_boundaries_whatever_the_order_in_the_fil
     let ui = spawn_recording_upstream("ui").await;
     let routes = [("ui", "/"), ("api", "/api"), ("v2", "/api/v2")];
     for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
-        let mut config = format!(
-            "[upstreams.api]\nurl = \"http://{api}\"\n\n[upstreams.v2]\nurl = \"http://{v2}\"\n\n\
-             [upstreams.ui]\nurl = \"http://{ui}\"\n"
-        );
+        let mut config = ConfigText::new()
+            .upstream("api", api)
+            .upstream("v2", v2)
+            .upstream("ui", ui);
         for index in order {
             let (name, prefix) = routes[index];
-            config.push_str(&format!(
-                "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{name}\"\n"
-            ));
+            config = config.route(name, prefix, name);
         }
         let gateway = TestGateway::start(&config).await;
         let cases = [
@@ -434,7 +162,7 @@ async fn longest_prefix_wins_on_segment_boundaries_whatever_the_order_in_the_fil
             ("/api/v20", "api"),
         ];
         for (path, expected) in cases {
-            let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+            let reply = get_as(UNTRUSTED, &gateway, path, &[]).await;
             assert_eq!(reply.status, 200, "{path}: {}", reply.text());
             let seen = reply.json();
             assert_eq!(
@@ -449,14 +177,11 @@ async fn longest_prefix_wins_on_segment_boundaries_whatever_the_order_in_the_fil
 #[tokio::test]
 async fn without_a_root_route_unmatched_paths_get_404() {
     let api = spawn_recording_upstream("api").await;
-    let gateway = TestGateway::start(&format!(
-        "[upstreams.api]\nurl = \"http://{api}\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n"
-    ))
-    .await;
-    let reply = send_as(UNTRUSTED, &gateway, request("/api/x", PUBLIC_HOST, &[])).await;
+    let gateway = TestGateway::start(ConfigText::new().route_to("api", "/api", api)).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/api/x", &[]).await;
     assert_eq!(reply.status, 200, "control: the /api route serves");
     for path in ["/", "/apix", "/ap", "/other", "/other/api"] {
-        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        let reply = get_as(UNTRUSTED, &gateway, path, &[]).await;
         assert_eq!(reply.status, 404, "{path}: {}", reply.text());
     }
 }
@@ -464,24 +189,12 @@ async fn without_a_root_route_unmatched_paths_get_404() {
 #[tokio::test]
 async fn strip_prefix_removes_the_route_prefix_and_keeps_the_query() {
     let upstream = spawn_recording_upstream("up").await;
-    let gateway = TestGateway::start(&format!(
-        r#"
-[upstreams.up]
-url = "http://{upstream}"
-
-[[routes]]
-name = "stripped"
-path_prefix = "/api"
-upstream = "up"
-strip_prefix = true
-
-[[routes]]
-name = "kept"
-path_prefix = "/keep"
-upstream = "up"
-"#
-    ))
-    .await;
+    let config = ConfigText::new()
+        .upstream("up", upstream)
+        .route("stripped", "/api", "up")
+        .with("strip_prefix = true")
+        .route("kept", "/keep", "up");
+    let gateway = TestGateway::start(&config).await;
     let cases = [
         ("/api/x?y=1&z=2", "/x", json!("y=1&z=2")),
         ("/api/x/y/", "/x/y/", Value::Null),
@@ -491,7 +204,7 @@ upstream = "up"
         ("/keep/x?q=1", "/keep/x", json!("q=1")),
     ];
     for (path, forwarded, query) in cases {
-        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        let reply = get_as(UNTRUSTED, &gateway, path, &[]).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.text());
         let seen = reply.json();
         assert_eq!(seen["path"], forwarded, "{path}");
@@ -502,27 +215,13 @@ upstream = "up"
 #[tokio::test]
 async fn an_upstream_base_path_is_prepended_to_the_forwarded_path() {
     let upstream = spawn_recording_upstream("up").await;
-    let gateway = TestGateway::start(&format!(
-        r#"
-[upstreams.based]
-url = "http://{upstream}/base"
-
-[upstreams.based_slash]
-url = "http://{upstream}/base/"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "based"
-
-[[routes]]
-name = "svc"
-path_prefix = "/svc"
-upstream = "based_slash"
-strip_prefix = true
-"#
-    ))
-    .await;
+    let config = ConfigText::new()
+        .upstream("based", format!("{upstream}/base"))
+        .upstream("based_slash", format!("{upstream}/base/"))
+        .route("api", "/api", "based")
+        .route("svc", "/svc", "based_slash")
+        .with("strip_prefix = true");
+    let gateway = TestGateway::start(&config).await;
     let cases = [
         ("/api/x?q=1", "/base/api/x", json!("q=1")),
         ("/api", "/base/api", Value::Null),
@@ -530,7 +229,7 @@ strip_prefix = true
         ("/svc", "/base/", Value::Null),
     ];
     for (path, forwarded, query) in cases {
-        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        let reply = get_as(UNTRUSTED, &gateway, path, &[]).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.text());
         let seen = reply.json();
         assert_eq!(seen["path"], forwarded, "{path}");
@@ -547,7 +246,7 @@ strip_prefix = true
 async fn dot_segments_are_resolved_before_routing_and_forwarding() {
     let api = spawn_recording_upstream("api").await;
     let ui = spawn_recording_upstream("ui").await;
-    let gateway = TestGateway::start(&api_and_ui(api, ui)).await;
+    let gateway = TestGateway::start(api_and_ui(api, ui)).await;
     let cases = [
         ("/public/../api/x", "api", "/api/x"),
         ("/public/%2e%2E/api/x", "api", "/api/x"),
@@ -568,11 +267,11 @@ async fn dot_segments_are_resolved_before_routing_and_forwarding() {
 
 #[tokio::test]
 async fn a_path_climbing_above_the_root_gets_400_and_is_not_forwarded() {
-    let (upstream, count) = spawn_counting_upstream().await;
-    let gateway = TestGateway::start(&format!(
-        "[upstreams.up]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"up\"\n"
-    ))
-    .await;
+    let upstream = CountingUpstream::spawn().await;
+    let config = ConfigText::new()
+        .upstream("up", upstream.addr)
+        .route("all", "/", "up");
+    let gateway = TestGateway::start(&config).await;
     for target in [
         "/..",
         "/../api/x",
@@ -589,17 +288,13 @@ async fn a_path_climbing_above_the_root_gets_400_and_is_not_forwarded() {
             reply.text()
         );
     }
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        0,
-        "no rejected path reached the upstream"
-    );
+    assert_eq!(upstream.hits(), 0, "no rejected path reached the upstream");
     let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/a/../b", &[])).await;
     assert_eq!(
         reply.status, 200,
         "control: a path that stays under the root is served"
     );
-    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.hits(), 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -631,11 +326,8 @@ fn assert_no_upstream_details(body: &str, upstream: SocketAddr) {
 #[tokio::test]
 async fn an_unmatched_path_gets_404_naming_the_request_id() {
     let api = spawn_recording_upstream("api").await;
-    let gateway = TestGateway::start(&format!(
-        "[upstreams.api]\nurl = \"http://{api}\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n"
-    ))
-    .await;
-    let reply = send_as(UNTRUSTED, &gateway, request("/nowhere", PUBLIC_HOST, &[])).await;
+    let gateway = TestGateway::start(ConfigText::new().route_to("api", "/api", api)).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/nowhere", &[]).await;
     assert_eq!(reply.status, 404);
     let id = request_id(&reply.headers);
     assert_uuid(&id);
@@ -649,23 +341,13 @@ async fn an_unmatched_path_gets_404_naming_the_request_id() {
 #[tokio::test]
 async fn an_upstream_refusing_connections_gets_502_naming_the_route() {
     let dead = closed_port();
-    let gateway = TestGateway::start(&format!(
-        r#"
-[trust]
-proxies = ["127.0.0.1/32"]
+    let config = ConfigText::new()
+        .trust_loopback()
+        .upstream("dead", dead)
+        .route("backend-api", "/api", "dead");
+    let gateway = TestGateway::start(&config).await;
 
-[upstreams.dead]
-url = "http://{dead}"
-
-[[routes]]
-name = "backend-api"
-path_prefix = "/api"
-upstream = "dead"
-"#
-    ))
-    .await;
-
-    let reply = send_as(UNTRUSTED, &gateway, request("/api/x", PUBLIC_HOST, &[])).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/api/x", &[]).await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     let body = reply.text();
     let id = request_id(&reply.headers);
@@ -675,10 +357,11 @@ upstream = "dead"
     assert_no_upstream_details(&body, dead);
 
     // A trusted proxy's request id is the one in the body.
-    let reply = send_as(
+    let reply = get_as(
         TRUSTED,
         &gateway,
-        request("/api/x", PUBLIC_HOST, &[("x-request-id", "trace-502")]),
+        "/api/x",
+        &[("x-request-id", "trace-502")],
     )
     .await;
     assert_eq!(reply.status, 502);
@@ -693,20 +376,12 @@ async fn an_upstream_slower_than_its_timeout_gets_504_naming_the_route() {
         "too late"
     })))
     .await;
-    let gateway = TestGateway::start(&format!(
-        r#"
-[upstreams.slow]
-url = "http://{upstream}"
-timeout = "300ms"
-
-[[routes]]
-name = "slow-route"
-path_prefix = "/"
-upstream = "slow"
-"#
-    ))
-    .await;
-    let reply = send_as(UNTRUSTED, &gateway, request("/report", PUBLIC_HOST, &[])).await;
+    let config = ConfigText::new()
+        .upstream("slow", upstream)
+        .with("timeout = \"300ms\"")
+        .route("slow-route", "/", "slow");
+    let gateway = TestGateway::start(&config).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/report", &[]).await;
     assert_eq!(reply.status, 504, "{}", reply.text());
     let body = reply.text();
     let id = request_id(&reply.headers);
@@ -743,7 +418,7 @@ async fn x_forwarded_for_is_replaced_for_untrusted_peers_and_extended_for_truste
         (TRUSTED, &[], "127.0.0.1"),
     ];
     for (peer, headers, expected) in cases {
-        let reply = send_as(peer, &gateway, request("/", PUBLIC_HOST, headers)).await;
+        let reply = get_as(peer, &gateway, "/", headers).await;
         assert_eq!(reply.status, 200);
         assert_eq!(
             reply.upstream_header("x-forwarded-for"),
@@ -767,7 +442,7 @@ async fn x_forwarded_proto_host_and_prefix_are_the_gateways_unless_a_trusted_pee
         (TRUSTED, &[], ["http", PUBLIC_HOST, "/app"]),
     ];
     for (peer, headers, [proto, host, prefix]) in cases {
-        let reply = send_as(peer, &gateway, request("/", PUBLIC_HOST, headers)).await;
+        let reply = get_as(peer, &gateway, "/", headers).await;
         assert_eq!(reply.status, 200);
         let context = format!("from {peer} sending {headers:?}");
         assert_eq!(
@@ -799,19 +474,17 @@ async fn x_forwarded_prefix_follows_the_path_of_public_base_url() {
         (None, None),
     ];
     for (base, expected) in cases {
-        let server = match base {
-            Some(base) => format!("[server]\npublic_base_url = \"{base}\"\n"),
-            None => String::new(),
+        let config = match base {
+            Some(base) => ConfigText::new().server(&format!("public_base_url = \"{base}\"")),
+            None => ConfigText::new(),
         };
-        let gateway = TestGateway::start(&format!(
-            "{server}\n[upstreams.app]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
-        ))
-        .await;
+        let gateway = TestGateway::start(config.route_to("app", "/", upstream)).await;
         // An untrusted client's own prefix never counts.
-        let reply = send_as(
+        let reply = get_as(
             UNTRUSTED,
             &gateway,
-            request("/", PUBLIC_HOST, &[("x-forwarded-prefix", "/forged")]),
+            "/",
+            &[("x-forwarded-prefix", "/forged")],
         )
         .await;
         let expected: Vec<&str> = expected.into_iter().collect();
@@ -828,10 +501,10 @@ async fn forwarded_is_dropped_from_untrusted_peers_and_extended_from_trusted_one
     let (gateway, _) = header_gateway("", "").await;
     let sent = [("forwarded", "for=1.2.3.4;proto=https")];
 
-    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/", &sent).await;
     assert_eq!(reply.upstream_header("forwarded"), Vec::<String>::new());
 
-    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    let reply = get_as(TRUSTED, &gateway, "/", &sent).await;
     assert_eq!(
         reply.upstream_header("forwarded"),
         ["for=1.2.3.4;proto=https, for=127.0.0.1"]
@@ -844,7 +517,7 @@ async fn the_forward_auth_user_is_kept_only_from_trusted_peers_and_gateway_ident
     let gateway_identity = [("x-fluxlit-sub", "alice"), ("x-fluxlit-scope", "admin")];
     let sent = [forward_auth, gateway_identity[0], gateway_identity[1]];
     let (gateway, _) = header_gateway("", "").await;
-    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/", &sent).await;
     for (name, _) in sent {
         assert_eq!(
             reply.upstream_header(name),
@@ -852,7 +525,7 @@ async fn the_forward_auth_user_is_kept_only_from_trusted_peers_and_gateway_ident
             "{name} from an untrusted peer"
         );
     }
-    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    let reply = get_as(TRUSTED, &gateway, "/", &sent).await;
     assert_eq!(reply.upstream_header(forward_auth.0), [forward_auth.1]);
     // The gateway's own identity headers come only from its own checks, whoever sends them.
     for (name, _) in gateway_identity {
@@ -866,26 +539,21 @@ async fn the_forward_auth_user_is_kept_only_from_trusted_peers_and_gateway_ident
     // trust.remote_user_header names the forward-auth header.
     let (gateway, _) = header_gateway("", "remote_user_header = \"x-sso-user\"").await;
     let sso = [("x-sso-user", "bob")];
-    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &sso)).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/", &sso).await;
     assert_eq!(reply.upstream_header("x-sso-user"), Vec::<String>::new());
-    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &sso)).await;
+    let reply = get_as(TRUSTED, &gateway, "/", &sso).await;
     assert_eq!(reply.upstream_header("x-sso-user"), ["bob"]);
 }
 
 #[tokio::test]
 async fn a_trusted_peers_request_id_is_kept_and_echoed() {
     let (gateway, _) = header_gateway("", "").await;
-    let reply = send_as(
-        TRUSTED,
-        &gateway,
-        request("/", PUBLIC_HOST, &[("x-request-id", "trace-abc-123")]),
-    )
-    .await;
+    let reply = get_as(TRUSTED, &gateway, "/", &[("x-request-id", "trace-abc-123")]).await;
     assert_eq!(reply.upstream_header("x-request-id"), ["trace-abc-123"]);
     assert_eq!(request_id(&reply.headers), "trace-abc-123");
 
     // A trusted peer that sends none gets a generated one, the same at both ends.
-    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &[])).await;
+    let reply = get_as(TRUSTED, &gateway, "/", &[]).await;
     let id = request_id(&reply.headers);
     assert_uuid(&id);
     assert_eq!(reply.upstream_header("x-request-id"), [id]);
@@ -896,12 +564,7 @@ async fn an_untrusted_peers_request_id_is_replaced_by_a_fresh_uuid_echoed_on_the
     let (gateway, _) = header_gateway("", "").await;
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let reply = send_as(
-            UNTRUSTED,
-            &gateway,
-            request("/", PUBLIC_HOST, &[("x-request-id", "forged-id")]),
-        )
-        .await;
+        let reply = get_as(UNTRUSTED, &gateway, "/", &[("x-request-id", "forged-id")]).await;
         let id = request_id(&reply.headers);
         assert_ne!(id, "forged-id");
         assert_uuid(&id);
@@ -919,7 +582,7 @@ async fn an_untrusted_peers_request_id_is_replaced_by_a_fresh_uuid_echoed_on_the
 async fn other_forwarding_headers_are_believed_only_from_trusted_peers() {
     let (gateway, _) = header_gateway("", "").await;
     let sent = [("x-real-ip", "1.2.3.4"), ("x-forwarded-port", "8443")];
-    let reply = send_as(UNTRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/", &sent).await;
     for (name, _) in sent {
         assert_eq!(
             reply.upstream_header(name),
@@ -927,7 +590,7 @@ async fn other_forwarding_headers_are_believed_only_from_trusted_peers() {
             "{name} from an untrusted peer"
         );
     }
-    let reply = send_as(TRUSTED, &gateway, request("/", PUBLIC_HOST, &sent)).await;
+    let reply = get_as(TRUSTED, &gateway, "/", &sent).await;
     for (name, value) in sent {
         assert_eq!(
             reply.upstream_header(name),
@@ -940,14 +603,11 @@ async fn other_forwarding_headers_are_believed_only_from_trusted_peers() {
 #[tokio::test]
 async fn request_id_header_names_the_header_used_both_ways() {
     let (gateway, _) = header_gateway("request_id_header = \"x-correlation-id\"", "").await;
-    let reply = send_as(
+    let reply = get_as(
         TRUSTED,
         &gateway,
-        request(
-            "/",
-            PUBLIC_HOST,
-            &[("x-correlation-id", "corr-1"), ("x-request-id", "other")],
-        ),
+        "/",
+        &[("x-correlation-id", "corr-1"), ("x-request-id", "other")],
     )
     .await;
     assert_eq!(reply.upstream_header("x-correlation-id"), ["corr-1"]);
@@ -959,12 +619,7 @@ async fn request_id_header_names_the_header_used_both_ways() {
     assert_eq!(reply.upstream_header("x-request-id"), Vec::<String>::new());
     assert_eq!(reply.headers.get("x-request-id"), None);
 
-    let reply = send_as(
-        UNTRUSTED,
-        &gateway,
-        request("/", PUBLIC_HOST, &[("x-correlation-id", "forged")]),
-    )
-    .await;
+    let reply = get_as(UNTRUSTED, &gateway, "/", &[("x-correlation-id", "forged")]).await;
     let id = reply
         .headers
         .get("x-correlation-id")
@@ -979,7 +634,12 @@ async fn request_id_header_names_the_header_used_both_ways() {
 async fn the_upstream_gets_its_own_address_as_host() {
     let (gateway, upstream) = header_gateway("", "").await;
     for peer in [UNTRUSTED, TRUSTED] {
-        let reply = send_as(peer, &gateway, request("/", "client-chosen.example", &[])).await;
+        let reply = send_as(
+            peer,
+            &gateway,
+            get_for_host("/", "client-chosen.example", &[]),
+        )
+        .await;
         assert_eq!(
             reply.upstream_header("host"),
             [upstream.to_string()],
@@ -1121,27 +781,15 @@ async fn standard_client_headers_reach_the_upstream_from_anyone() {
 #[tokio::test]
 async fn unknown_client_headers_are_dropped_unless_the_route_allowlists_them() {
     let upstream = spawn_recording_upstream("up").await;
-    let gateway = TestGateway::start(&format!(
-        r#"
-[upstreams.up]
-url = "http://{upstream}"
-
-[[routes]]
-name = "plain"
-path_prefix = "/plain"
-upstream = "up"
-
-[[routes]]
-name = "listed"
-path_prefix = "/listed"
-upstream = "up"
-forward_client_headers = ["X-Internal-Admin"]
-"#
-    ))
-    .await;
+    let config = ConfigText::new()
+        .upstream("up", upstream)
+        .route("plain", "/plain", "up")
+        .route("listed", "/listed", "up")
+        .with("forward_client_headers = [\"X-Internal-Admin\"]");
+    let gateway = TestGateway::start(&config).await;
     let sent = [("x-internal-admin", "true"), ("x-other-unknown", "1")];
     for peer in [UNTRUSTED, TRUSTED] {
-        let reply = send_as(peer, &gateway, request("/plain", PUBLIC_HOST, &sent)).await;
+        let reply = get_as(peer, &gateway, "/plain", &sent).await;
         assert_eq!(
             reply.upstream_header("x-internal-admin"),
             Vec::<String>::new(),
@@ -1153,7 +801,7 @@ forward_client_headers = ["X-Internal-Admin"]
             "from {peer}"
         );
 
-        let reply = send_as(peer, &gateway, request("/listed", PUBLIC_HOST, &sent)).await;
+        let reply = get_as(peer, &gateway, "/listed", &sent).await;
         assert_eq!(
             reply.upstream_header("x-internal-admin"),
             ["true"],
@@ -1170,19 +818,13 @@ forward_client_headers = ["X-Internal-Admin"]
 #[tokio::test]
 async fn forbidden_names_in_forward_client_headers_are_dropped_with_a_warning() {
     let upstream = spawn_recording_upstream("up").await;
-    let gateway = TestGateway::start(&format!(
-        r#"
-[upstreams.up]
-url = "http://{upstream}"
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "up"
-forward_client_headers = ["x-forwarded-for", "connection", "x-remote-user", "x-tenant"]
-"#
-    ))
-    .await;
+    let config = ConfigText::new()
+        .upstream("up", upstream)
+        .route("all", "/", "up")
+        .with(
+            "forward_client_headers = [\"x-forwarded-for\", \"connection\", \"x-remote-user\", \"x-tenant\"]",
+        );
+    let gateway = TestGateway::start(&config).await;
 
     let snapshot = gateway.gateway.snapshot();
     let warned: Vec<&str> = snapshot
@@ -1248,10 +890,11 @@ async fn spawn_upstream_with_headers(
     .await
 }
 
-fn one_route_to(upstream: SocketAddr, server: &str) -> String {
-    format!(
-        "[server]\n{server}\n\n[upstreams.up]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"up\"\npath_prefix = \"/app\"\nupstream = \"up\"\n"
-    )
+/// Route `up`: `/app` to `upstream`, with `server` lines in `[server]`.
+fn one_route_to(upstream: SocketAddr, server: &str) -> ConfigText {
+    ConfigText::new()
+        .server(server)
+        .route_to("up", "/app", upstream)
 }
 
 const SECURITY_HEADERS: [&str; 4] = [
@@ -1325,7 +968,7 @@ async fn security_headers_are_added_when_the_upstream_sets_none() {
     .await;
     // A proxied response and one of the gateway's own (404).
     for path in ["/app", "/elsewhere"] {
-        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        let reply = get_as(UNTRUSTED, &gateway, path, &[]).await;
         let headers = &reply.headers;
         assert_eq!(
             headers
@@ -1370,7 +1013,7 @@ async fn security_headers_set_by_the_upstream_are_not_overwritten() {
         "public_base_url = \"https://example.com\"",
     ))
     .await;
-    let reply = send_as(UNTRUSTED, &gateway, request("/app", PUBLIC_HOST, &[])).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/app", &[]).await;
     let expected = [
         ("x-content-type-options", "nosniff"),
         ("content-security-policy", "default-src 'none'"),
@@ -1395,7 +1038,7 @@ async fn security_headers_are_absent_when_disabled() {
     ))
     .await;
     for path in ["/app", "/elsewhere"] {
-        let reply = send_as(UNTRUSTED, &gateway, request(path, PUBLIC_HOST, &[])).await;
+        let reply = get_as(UNTRUSTED, &gateway, path, &[]).await;
         for name in SECURITY_HEADERS {
             assert_eq!(reply.headers.get(name), None, "{path}: {name}");
         }
@@ -1418,17 +1061,15 @@ async fn strict_transport_security_follows_the_transport_not_public_base_url() {
         (UNTRUSTED, Some("https"), false),
         (UNTRUSTED, None, false),
     ];
-    let gateway = TestGateway::start(&one_route_to(
-        upstream,
-        "public_base_url = \"https://example.com/app\"\n\n[trust]\nproxies = [\"127.0.0.1/32\"]",
-    ))
-    .await;
+    let config =
+        one_route_to(upstream, "public_base_url = \"https://example.com/app\"").trust_loopback();
+    let gateway = TestGateway::start(&config).await;
     for (source, proto, hsts) in cases {
         let headers: Vec<(&str, &str)> = proto
             .map(|p| ("x-forwarded-proto", p))
             .into_iter()
             .collect();
-        let reply = send_as(source, &gateway, request("/app", PUBLIC_HOST, &headers)).await;
+        let reply = get_as(source, &gateway, "/app", &headers).await;
         let value = reply.headers.get("strict-transport-security");
         assert_eq!(value.is_some(), hsts, "{source} {proto:?}: {value:?}");
         if let Some(value) = value {
@@ -1626,7 +1267,7 @@ async fn a_chunked_response_reaches_the_client_before_the_upstream_finishes_it()
     let mut client = hyper_client::<Full<Bytes>>(gateway.addr()).await;
     let response = within(
         "response head",
-        client.send_request(request("/app/stream", PUBLIC_HOST, &[])),
+        client.send_request(get_for_host("/app/stream", PUBLIC_HOST, &[])),
     )
     .await
     .expect("response");
@@ -1660,8 +1301,9 @@ async fn a_chunked_response_reaches_the_client_before_the_upstream_finishes_it()
 
 #[tokio::test]
 async fn a_request_head_larger_than_max_header_size_gets_431() {
-    let (upstream, count) = spawn_counting_upstream().await;
-    let gateway = TestGateway::start(&one_route_to(upstream, "max_header_size = \"8KiB\"")).await;
+    let upstream = CountingUpstream::spawn().await;
+    let gateway =
+        TestGateway::start(&one_route_to(upstream.addr, "max_header_size = \"8KiB\"")).await;
 
     let small = format!("X-Big: {}", "a".repeat(4_000));
     let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/app", &[&small])).await;
@@ -1671,7 +1313,7 @@ async fn a_request_head_larger_than_max_header_size_gets_431() {
     let reply = raw_exchange(UNTRUSTED, gateway.addr(), &raw_get("/app", &[&big])).await;
     assert_eq!(reply.status, 431, "{reply:?}");
     assert_eq!(
-        count.load(Ordering::SeqCst),
+        upstream.hits(),
         1,
         "the oversized request never reached the upstream"
     );
@@ -1690,7 +1332,7 @@ async fn open_served_connection(addr: SocketAddr) -> (TcpStream, RawReply) {
 
 #[tokio::test]
 async fn connections_beyond_max_connections_get_503_until_one_is_released() {
-    let (upstream, _) = spawn_counting_upstream().await;
+    let upstream = CountingUpstream::spawn().await.addr;
     let gateway = TestGateway::start(&one_route_to(upstream, "max_connections = 2")).await;
 
     let (first, reply) = open_served_connection(gateway.addr()).await;
@@ -1732,7 +1374,7 @@ async fn connections_beyond_max_connections_get_503_until_one_is_released() {
 
 #[tokio::test]
 async fn a_client_stalling_inside_its_request_line_is_disconnected() {
-    let (upstream, _) = spawn_counting_upstream().await;
+    let upstream = CountingUpstream::spawn().await.addr;
     let gateway =
         TestGateway::start(&one_route_to(upstream, "header_read_timeout = \"300ms\"")).await;
 
@@ -1757,7 +1399,7 @@ async fn a_client_stalling_inside_its_request_line_is_disconnected() {
 
 #[tokio::test]
 async fn a_client_trickling_its_request_head_is_disconnected() {
-    let (upstream, _) = spawn_counting_upstream().await;
+    let upstream = CountingUpstream::spawn().await.addr;
     let gateway =
         TestGateway::start(&one_route_to(upstream, "header_read_timeout = \"300ms\"")).await;
 
@@ -1792,7 +1434,7 @@ async fn a_client_trickling_its_request_head_is_disconnected() {
 
 #[tokio::test]
 async fn a_keep_alive_pause_between_requests_is_not_header_read_time() {
-    let (upstream, _) = spawn_counting_upstream().await;
+    let upstream = CountingUpstream::spawn().await.addr;
     let gateway =
         TestGateway::start(&one_route_to(upstream, "header_read_timeout = \"300ms\"")).await;
 
@@ -1809,7 +1451,7 @@ async fn a_keep_alive_pause_between_requests_is_not_header_read_time() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let (upstream, _) = spawn_counting_upstream().await;
+    let upstream = CountingUpstream::spawn().await.addr;
     let gateway = TestGateway::start(&one_route_to(upstream, "idle_timeout = \"300ms\"")).await;
 
     let (mut stream, reply) = open_served_connection(gateway.addr()).await;
@@ -1858,10 +1500,7 @@ async fn a_response_slower_than_idle_timeout_is_not_cut() {
 #[tokio::test]
 async fn a_page_carrying_a_login_code_is_served_with_no_referrer() {
     let upstream = spawn_recording_upstream("ui").await;
-    let gateway = TestGateway::start(&format!(
-        "[upstreams.ui]\nurl = \"http://{upstream}\"\n\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n"
-    ))
-    .await;
+    let gateway = TestGateway::start(ConfigText::new().route_to("ui", "/", upstream)).await;
     let policy = |reply: &Reply| {
         reply
             .headers

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,43 +20,30 @@ use fluxlit::reload::ReloadOutcome;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use jsonwebtoken::Algorithm::HS256;
 use serde_json::Value;
 use tokio::net::TcpStream;
-
-/// Hang guard for every wait; never a statement about speed.
-const HANG_GUARD: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(HANG_GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what} did not finish within {HANG_GUARD:?}"))
-}
-
-/// Polls `condition` every 10 ms until it holds (hang guard: 10 s).
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "hang guard: {what} never happened"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A config without `[server]` (TestGateway adds an ephemeral listen): the upstreams by
 /// name and address, and routes as `(name, path_prefix, upstream)`.
 fn config(upstreams: &[(&str, SocketAddr)], routes: &[(&str, &str, &str)]) -> String {
-    let mut text = String::new();
+    let mut config = ConfigText::new();
     for (name, addr) in upstreams {
-        text.push_str(&format!("[upstreams.{name}]\nurl = \"http://{addr}\"\n\n"));
+        config = config.upstream(name, addr);
     }
     for (name, prefix, upstream) in routes {
-        text.push_str(&format!(
-            "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\n\n"
-        ));
+        config = config.route(name, prefix, upstream);
     }
-    text
+    config.into()
+}
+
+/// Recording upstreams `one` and `two`, and a gateway routing `/api` to `one`.
+async fn api_on_one() -> (TestGateway, [(&'static str, SocketAddr); 2]) {
+    let one = spawn_recording_upstream("one").await;
+    let two = spawn_recording_upstream("two").await;
+    let upstreams = [("one", one), ("two", two)];
+    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    (gateway, upstreams)
 }
 
 /// The name of the recording upstream that answered `GET path`; panics unless 200.
@@ -67,18 +53,9 @@ async fn served_by(addr: SocketAddr, path: &str) -> String {
     reply.json()["name"].as_str().expect("a name").to_owned()
 }
 
-async fn status_of(addr: SocketAddr, path: &str) -> http::StatusCode {
-    within("request", send(addr, get(addr, path, &[])))
-        .await
-        .status
-}
-
 /// The admin listener's `/snapshot` JSON.
 async fn admin_snapshot(gateway: &TestGateway) -> Value {
-    let admin = gateway
-        .gateway
-        .admin_addr
-        .expect("the config has an [admin] listener");
+    let admin = gateway.admin();
     let reply = within("admin request", send(admin, get(admin, "/snapshot", &[]))).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
@@ -147,12 +124,43 @@ upstream = "{route_upstream}"
     )
 }
 
+/// Writes `broken` over the file of a gateway serving `/api` from upstream `one` and
+/// waits for the rejection: generation 1 serves on, and `/snapshot` shows the errors.
+/// The errors, and `/snapshot`.
+async fn rejected(gateway: &TestGateway, broken: &str) -> (Vec<String>, Value) {
+    std::fs::write(&gateway.config_path, broken).expect("write config");
+    gateway.wait_for_rejection().await;
+    let errors = gateway.reload_errors();
+    assert_eq!(gateway.gateway.snapshot().generation, 1);
+    assert_eq!(
+        served_by(gateway.addr(), "/api/x").await,
+        "one",
+        "the old snapshot serves"
+    );
+    let admin = admin_snapshot(gateway).await;
+    assert_eq!(admin["generation"], 1);
+    assert_eq!(
+        admin["last_reload_error"]["errors"],
+        serde_json::json!(errors)
+    );
+    (errors, admin)
+}
+
+/// After [`rejected`]: a valid file (`/api` from `two`) applies and clears the error.
+/// `/snapshot` after it.
+async fn a_valid_file_clears_the_error(gateway: &TestGateway, two: SocketAddr) -> Value {
+    std::fs::write(&gateway.config_path, numbered_config(two, "api")).expect("write config");
+    within("reload", gateway.wait_for_generation(2)).await;
+    assert_eq!(served_by(gateway.addr(), "/api/x").await, "two");
+    assert!(gateway.gateway.reloader().status().last_error.is_none());
+    let admin = admin_snapshot(gateway).await;
+    assert!(admin["last_reload_error"].is_null(), "{admin:#}");
+    admin
+}
+
 #[tokio::test]
 async fn a_changed_route_is_served_after_one_reload_and_the_generation_goes_up_by_one() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
     assert_eq!(gateway.gateway.snapshot().generation, 1);
     assert_eq!(served_by(gateway.addr(), "/api/x").await, "one");
     assert_eq!(status_of(gateway.addr(), "/new/x").await, 404);
@@ -181,15 +189,7 @@ async fn an_unknown_upstream_is_rejected_with_its_line_and_column_and_the_old_sn
     let gateway = TestGateway::start(&numbered_config(one, "api")).await;
     assert_eq!(served_by(gateway.addr(), "/api/x").await, "one");
 
-    std::fs::write(&gateway.config_path, numbered_config(one, "apj")).expect("write config");
-    let reloader = gateway.gateway.reloader();
-    within(
-        "rejection",
-        eventually("the rejection", || reloader.status().last_error.is_some()),
-    )
-    .await;
-
-    let errors = reloader.status().last_error.expect("an error").errors;
+    let (errors, admin) = rejected(&gateway, &numbered_config(one, "apj")).await;
     let file = gateway.config_path.display();
     assert_eq!(
         errors,
@@ -197,29 +197,11 @@ async fn an_unknown_upstream_is_rejected_with_its_line_and_column_and_the_old_sn
             "{file}:13:12: error: routes[0].upstream: unknown upstream \"apj\"\n  help: did you mean \"api\"?"
         )]
     );
-    assert_eq!(gateway.gateway.snapshot().generation, 1);
-    assert_eq!(
-        served_by(gateway.addr(), "/api/x").await,
-        "one",
-        "the old snapshot serves"
-    );
-
-    let admin = admin_snapshot(&gateway).await;
-    assert_eq!(admin["generation"], 1);
-    assert_eq!(
-        admin["last_reload_error"]["errors"],
-        serde_json::json!(errors)
-    );
     assert_eq!(admin["routes"][0]["upstream"], "api");
 
     // A later valid file applies and clears the error.
-    std::fs::write(&gateway.config_path, numbered_config(two, "api")).expect("write config");
-    within("reload", gateway.wait_for_generation(2)).await;
-    assert_eq!(served_by(gateway.addr(), "/api/x").await, "two");
-    assert!(reloader.status().last_error.is_none());
-    let admin = admin_snapshot(&gateway).await;
+    let admin = a_valid_file_clears_the_error(&gateway, two).await;
     assert_eq!(admin["generation"], 2);
-    assert!(admin["last_reload_error"].is_null(), "{admin:#}");
 }
 
 #[tokio::test]
@@ -232,15 +214,7 @@ async fn a_syntax_error_is_rejected_with_its_line_and_column_and_a_later_valid_f
     let broken =
         numbered_config(one, "api").replace("path_prefix = \"/api\"", "path_prefix = /api");
     assert_eq!(broken.lines().nth(11), Some("path_prefix = /api"));
-    std::fs::write(&gateway.config_path, &broken).expect("write config");
-    let reloader = gateway.gateway.reloader();
-    within(
-        "rejection",
-        eventually("the rejection", || reloader.status().last_error.is_some()),
-    )
-    .await;
-
-    let errors = reloader.status().last_error.expect("an error").errors;
+    let (errors, _) = rejected(&gateway, &broken).await;
     let prefix = format!(
         "{}:12:15: error: invalid TOML: ",
         gateway.config_path.display()
@@ -251,32 +225,12 @@ async fn a_syntax_error_is_rejected_with_its_line_and_column_and_a_later_valid_f
         "expected {prefix:?}…, got {:?}",
         errors[0]
     );
-    assert_eq!(gateway.gateway.snapshot().generation, 1);
-    assert_eq!(
-        served_by(gateway.addr(), "/api/x").await,
-        "one",
-        "the old snapshot serves"
-    );
-    let admin = admin_snapshot(&gateway).await;
-    assert_eq!(admin["generation"], 1);
-    assert_eq!(
-        admin["last_reload_error"]["errors"],
-        serde_json::json!(errors)
-    );
-
-    std::fs::write(&gateway.config_path, numbered_config(two, "api")).expect("write config");
-    within("reload", gateway.wait_for_generation(2)).await;
-    assert_eq!(served_by(gateway.addr(), "/api/x").await, "two");
-    assert!(reloader.status().last_error.is_none());
-    assert!(admin_snapshot(&gateway).await["last_reload_error"].is_null());
+    a_valid_file_clears_the_error(&gateway, two).await;
 }
 
 #[tokio::test]
 async fn a_deleted_config_keeps_serving_and_a_recreated_one_is_loaded() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
 
     std::fs::remove_file(&gateway.config_path).expect("delete config");
     assert_eq!(
@@ -302,10 +256,7 @@ async fn a_deleted_config_keeps_serving_and_a_recreated_one_is_loaded() {
 
 #[tokio::test]
 async fn a_save_by_rename_is_seen() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
 
     let text = gateway.pin_listen(&config(&upstreams, &[("api", "/api", "two")]));
     write_by_rename(&gateway.config_path, &text);
@@ -324,10 +275,7 @@ async fn a_save_by_rename_is_seen() {
 /// file written beside the config, as `fluxlit serve > fluxlit.log` does, must not.
 #[tokio::test]
 async fn files_written_beside_the_config_do_not_make_it_read_again() {
-    let one = spawn_recording_upstream("one").await;
-    let two = spawn_recording_upstream("two").await;
-    let upstreams = [("one", one), ("two", two)];
-    let gateway = TestGateway::start(&config(&upstreams, &[("api", "/api", "one")])).await;
+    let (gateway, upstreams) = api_on_one().await;
     let reads = || gateway.gateway.reloader().status().file_event_reads;
     let log = gateway.config_path.with_file_name("fluxlit.log");
     for line in 0..20 {
@@ -383,11 +331,7 @@ async fn a_configmap_style_symlink_swap_is_seen() {
         &format!("{listen}{}", config(&upstreams, &[("api", "/api", "two")])),
     );
     std::fs::remove_dir_all(&first).expect("remove the old data dir");
-    within(
-        "reload",
-        eventually("generation 2", || gateway.snapshot().generation == 2),
-    )
-    .await;
+    wait_until("generation 2", || gateway.snapshot().generation == 2).await;
     assert_eq!(served_by(gateway.addr, "/api/x").await, "two");
 
     // A second swap is seen as well.
@@ -400,11 +344,7 @@ async fn a_configmap_style_symlink_swap_is_seen() {
         ),
     );
     std::fs::remove_dir_all(&second).expect("remove the old data dir");
-    within(
-        "reload",
-        eventually("generation 3", || gateway.snapshot().generation == 3),
-    )
-    .await;
+    wait_until("generation 3", || gateway.snapshot().generation == 3).await;
     assert_eq!(served_by(gateway.addr, "/api/x").await, "one");
     assert_eq!(served_by(gateway.addr, "/page").await, "two");
     assert!(gateway.reloader().status().last_error.is_none());
@@ -415,7 +355,7 @@ async fn changed_static_keys_are_refused_by_name_while_the_rest_of_the_change_ap
     let one = spawn_recording_upstream("one").await;
     let two = spawn_recording_upstream("two").await;
     let gateway = TestGateway::start(&numbered_config(one, "api")).await;
-    let admin_addr = gateway.gateway.admin_addr.expect("admin listener");
+    let admin_addr = gateway.admin();
 
     let changed = numbered_config(one, "api")
         .replace(
@@ -663,19 +603,9 @@ async fn an_unchanged_upstream_keeps_its_pooled_connections_across_a_reload() {
 
 /// A status for `GET /app` with a bearer token signed with `secret`.
 async fn status_with_hs256(gateway: &TestGateway, secret: &str) -> http::StatusCode {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims =
-        serde_json::json!({"iss": "reload-test", "aud": "app", "sub": "ada", "exp": now + 300});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    let bearer = format!("Bearer {token}");
+    let key = auth::Key::Hmac(secret.as_bytes());
+    let token = auth::token(HS256, None, key, &auth::claims("ada"));
+    let bearer = auth::bearer(&token);
     let addr = gateway.addr();
     within(
         "GET /app",
@@ -696,14 +626,18 @@ async fn a_secret_file_rotated_in_place_is_reloaded_though_the_config_did_not_ch
         "the first secret, long enough for HS256 use\n",
     )
     .unwrap();
-    let gateway = TestGateway::start(&format!(
-        "[upstreams.app]\nbuiltin = \"echo\"\n\n\
-         [[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"app\"\nauth = \"main\"\n\n\
-         [auth.providers.main]\nkind = \"jwt\"\nissuer = \"reload-test\"\naudience = \"app\"\n\
-         algorithms = [\"HS256\"]\nhs256_secret = {{ file = {:?} }}\n",
-        secret_file.display().to_string()
-    ))
-    .await;
+    let config = ConfigText::new()
+        .echo_upstream("app")
+        .guarded_route("app", "/app", "app", "main")
+        .jwt_provider(
+            "main",
+            "[\"HS256\"]",
+            &format!(
+                "hs256_secret = {{ file = {:?} }}",
+                secret_file.display().to_string()
+            ),
+        );
+    let gateway = TestGateway::start(&config).await;
     let first = "the first secret, long enough for HS256 use";
     let second = "the second secret, also long enough for HS256";
     assert_eq!(
@@ -711,9 +645,7 @@ async fn a_secret_file_rotated_in_place_is_reloaded_though_the_config_did_not_ch
         http::StatusCode::OK
     );
 
-    let temp = secrets.path().join("hs256.key.tmp");
-    std::fs::write(&temp, format!("{second}\n")).unwrap();
-    std::fs::rename(&temp, &secret_file).unwrap();
+    write_by_rename(&secret_file, &format!("{second}\n"));
     gateway.wait_for_generation(2).await;
 
     assert_eq!(

@@ -10,7 +10,6 @@
 //!
 //! Timeouts only guard against hangs; none is a statement about speed.
 
-mod auth_support;
 mod common;
 
 use std::net::SocketAddr;
@@ -19,15 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use auth_support::{
-    HANG_GUARD, JwksServer, RSA_A_JWK, claims, eventually, get_with_token, jwks, rs256_a, within,
-};
 use axum::Router;
 use axum::extract::Request;
-use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
 use axum::routing::{any, get};
 use bytes::Bytes;
-use common::{TestGateway, send, spawn_upstream};
+use common::auth::{HS_SECRET, JwksServer, Key, RSA_A_JWK, claims, get_with_token, jwks, rs256_a};
+use common::cli::KillOnDrop;
+use common::{
+    ConfigText, CountingUpstream, HANG_GUARD, TestGateway, cli, closed_port, eventually, send,
+    spawn_recording_upstream, spawn_upstream, start_with_files, within, ws,
+};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -42,12 +42,13 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 /// One route `/` to the upstream at `addr`, with `route_extra` lines on the route and
 /// `server_extra` lines in `[server]`.
-fn one_route(addr: SocketAddr, server_extra: &str, route_extra: &str) -> String {
-    format!(
-        "[server]\n{server_extra}\n\n\
-         [upstreams.app]\nurl = \"http://{addr}\"\ntimeout = \"2s\"\n\n\
-         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n{route_extra}\n"
-    )
+fn one_route(addr: SocketAddr, server_extra: &str, route_extra: &str) -> ConfigText {
+    ConfigText::new()
+        .server(server_extra)
+        .upstream("app", addr)
+        .with("timeout = \"2s\"")
+        .route("app", "/", "app")
+        .with(route_extra)
 }
 
 /// What an upstream's request body did: bytes received, and how it ended.
@@ -264,20 +265,13 @@ async fn a_body_crossing_the_cap_after_the_response_started_closes_the_connectio
 
 #[tokio::test]
 async fn a_zero_cap_is_a_validation_error() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(
-        &path,
-        "[server]\nmax_request_body = \"0B\"\n\n[upstreams.app]\nbuiltin = \"echo\"\n\n\
-         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\nmax_websockets = 0\n",
-    )
-    .expect("write config");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run fluxlit validate");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let config = ConfigText::new()
+        .server("max_request_body = \"0B\"")
+        .echo_upstream("app")
+        .route("app", "/", "app")
+        .with("max_websockets = 0");
+    let output = cli::run_on(config.text(), &["validate"], &[]);
+    let stderr = cli::stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("server.max_request_body"), "{stderr}");
     assert!(stderr.contains("routes[0].max_websockets"), "{stderr}");
@@ -286,16 +280,6 @@ async fn a_zero_cap_is_a_validation_error() {
 // ---------------------------------------------------------------------------------------
 // max_websockets.
 // ---------------------------------------------------------------------------------------
-
-async fn echo(mut socket: WebSocket) {
-    while let Some(Ok(message)) = socket.recv().await {
-        if matches!(message, ServerMessage::Text(_) | ServerMessage::Binary(_))
-            && socket.send(message).await.is_err()
-        {
-            return;
-        }
-    }
-}
 
 async fn open_websocket(
     gateway: SocketAddr,
@@ -311,11 +295,7 @@ async fn open_websocket(
 
 #[tokio::test]
 async fn websockets_beyond_max_websockets_get_503_until_one_closes() {
-    let upstream = spawn_upstream(Router::new().route(
-        "/ws",
-        get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
-    ))
-    .await;
+    let upstream = ws::spawn_echo_upstream("/ws").await;
     let gateway = TestGateway::start(&one_route(upstream, "", "max_websockets = 2")).await;
 
     let mut first = open_websocket(gateway.addr()).await.expect("first opens");
@@ -366,16 +346,16 @@ async fn websockets_beyond_max_websockets_get_503_until_one_closes() {
 
 #[tokio::test]
 async fn a_reload_keeps_counting_the_websockets_already_open() {
-    let upstream = spawn_upstream(Router::new().route(
-        "/ws",
-        get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
-    ))
-    .await;
+    let upstream = ws::spawn_echo_upstream("/ws").await;
     let config = one_route(upstream, "", "max_websockets = 1");
     let gateway = TestGateway::start(&config).await;
     let _open = open_websocket(gateway.addr()).await.expect("first opens");
 
-    gateway.write_config(&config.replace("timeout = \"2s\"", "timeout = \"3s\""));
+    gateway.write_config(
+        &config
+            .text()
+            .replace("timeout = \"2s\"", "timeout = \"3s\""),
+    );
     within("reload", gateway.wait_for_generation(2)).await;
     match open_websocket(gateway.addr()).await {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
@@ -464,7 +444,9 @@ async fn an_upstream_that_never_answers_gets_504_after_its_timeout() {
         }
     });
     let gateway = TestGateway::start(
-        &one_route(upstream, "", "").replace("timeout = \"2s\"", "timeout = \"1s\""),
+        one_route(upstream, "", "")
+            .text()
+            .replace("timeout = \"2s\"", "timeout = \"1s\""),
     )
     .await;
 
@@ -474,8 +456,7 @@ async fn an_upstream_that_never_answers_gets_504_after_its_timeout() {
         send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
     )
     .await;
-    assert_eq!(reply.status, 504, "{}", reply.text());
-    assert!(reply.text().contains("within 1s"), "{}", reply.text());
+    reply.assert_says(504, "within 1s");
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "answered before the timeout"
@@ -492,12 +473,8 @@ async fn an_upstream_that_never_answers_gets_504_after_its_timeout() {
 
 #[tokio::test]
 async fn an_unreadable_config_file_keeps_the_running_snapshot_and_reports_the_error() {
-    let upstream = common::spawn_recording_upstream("one").await;
-    let gateway = TestGateway::start(&format!(
-        "{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        one_route(upstream, "", "")
-    ))
-    .await;
+    let upstream = spawn_recording_upstream("one").await;
+    let gateway = TestGateway::start(one_route(upstream, "", "").admin()).await;
 
     // The tests run as root, whom chmod 000 does not stop: a directory in the file's
     // place cannot be read by anyone. (A dangling symlink reads as a missing file,
@@ -524,7 +501,7 @@ async fn an_unreadable_config_file_keeps_the_running_snapshot_and_reports_the_er
     );
     assert_eq!(reply.json()["name"], "one");
 
-    let admin = gateway.gateway.admin_addr.expect("admin listener");
+    let admin = gateway.admin();
     let snapshot = within(
         "/snapshot",
         send(admin, common::get(admin, "/snapshot", &[])),
@@ -543,32 +520,13 @@ async fn an_unreadable_config_file_keeps_the_running_snapshot_and_reports_the_er
 #[tokio::test]
 async fn a_jwks_endpoint_serving_garbage_leaves_the_cached_keys_working() {
     let server = JwksServer::spawn(jwks(&[RSA_A_JWK])).await;
-    let upstream = auth_support::CountingUpstream::spawn().await;
-    let gateway = TestGateway::start(&format!(
-        r#"
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "idp"
-
-[auth.providers.idp]
-kind = "jwt"
-issuer = "{issuer}"
-audience = "{audience}"
-algorithms = ["RS256"]
-jwks_url = "{url}"
-jwks_refetch_interval = "1s"
-"#,
-        upstream = upstream.addr,
-        issuer = auth_support::ISSUER,
-        audience = auth_support::AUDIENCE,
-        url = server.url(),
-    ))
-    .await;
+    let upstream = CountingUpstream::spawn().await;
+    let config = ConfigText::new()
+        .upstream("app", upstream.addr)
+        .guarded_route("api", "/api", "app", "idp")
+        .jwks_provider("idp", &server.url())
+        .with("jwks_refetch_interval = \"1s\"");
+    let gateway = TestGateway::start(&config).await;
     let token = rs256_a(&claims("ada"));
     eventually("the first JWKS fetch", || async {
         (get_with_token(&gateway, "/api/x", &token).await.status == 200).then_some(())
@@ -587,10 +545,10 @@ jwks_refetch_interval = "1s"
         server.publish(garbage.to_owned());
         let fetches = status().fetches;
         // A token with an unknown kid makes the gateway fetch again.
-        let unknown = auth_support::token(
+        let unknown = common::auth::token(
             jsonwebtoken::Algorithm::RS256,
             Some("rsa-unknown"),
-            auth_support::Key::RsaB,
+            Key::RsaB,
             &claims("mallory"),
         );
         eventually("a fetch of the garbage", || async {
@@ -622,40 +580,23 @@ async fn an_idp_serving_garbage_for_discovery_gets_503_logins_and_a_clear_status
         get(|| async { "<html><body>Welcome to nginx!</body></html>" }),
     ))
     .await;
-    let upstream = auth_support::CountingUpstream::spawn().await;
-    let gateway = auth_support::start_with_files(
-        &format!(
-            r#"
-[server]
-public_base_url = "http://127.0.0.1:8080"
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-auth = "main"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[auth.providers.main]
-kind = "jwt"
-issuer = "https://gateway.fluxlit.test"
-audience = "fluxlit-app"
-algorithms = ["HS256"]
-hs256_secret = {{ file = "hs256.secret" }}
-
-[auth.providers.corp]
-kind = "oidc"
-issuer_url = "http://{idp}"
-client_id = "fluxlit-web"
-client_secret = {{ file = "client.secret" }}
-mint = "main"
-"#,
-            upstream = upstream.addr
-        ),
+    let upstream = CountingUpstream::spawn().await;
+    let config = ConfigText::new()
+        .server("public_base_url = \"http://127.0.0.1:8080\"")
+        .upstream("app", upstream.addr)
+        .guarded_route("api", "/api", "app", "main")
+        .mint_provider("main")
+        .oidc(
+            "corp",
+            &format!("http://{idp}"),
+            "fluxlit-web",
+            "{ file = \"client.secret\" }",
+            "main",
+        );
+    let gateway = start_with_files(
+        &config,
         &[
-            ("hs256.secret", auth_support::HS_SECRET),
+            ("hs256.secret", HS_SECRET),
             ("client.secret", "test-only client secret"),
         ],
     )
@@ -688,7 +629,7 @@ mint = "main"
 
 #[tokio::test]
 async fn many_slowloris_connections_do_not_stop_a_normal_client_and_are_closed() {
-    let upstream = common::spawn_recording_upstream("one").await;
+    let upstream = spawn_recording_upstream("one").await;
     let gateway =
         TestGateway::start(&one_route(upstream, "header_read_timeout = \"1s\"", "")).await;
     let addr = gateway.addr();
@@ -748,19 +689,13 @@ async fn many_slowloris_connections_do_not_stop_a_normal_client_and_are_closed()
 #[tokio::test]
 async fn out_of_file_descriptors_the_process_keeps_running_logs_and_recovers() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr").port()
-    };
+    let addr = closed_port();
     let config = dir.path().join("fluxlit.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[upstreams.echo]\nbuiltin = \"echo\"\n\n\
-             [[routes]]\nname = \"echo\"\npath_prefix = \"/\"\nupstream = \"echo\"\n"
-        ),
-    )
-    .expect("write config");
+    let text = ConfigText::new()
+        .server(&format!("listen = \"{addr}\""))
+        .echo_upstream("echo")
+        .route("echo", "/", "echo");
+    std::fs::write(&config, text.text()).expect("write config");
     let log = dir.path().join("stderr.log");
     let child = std::process::Command::new("bash")
         .arg("-c")
@@ -775,7 +710,6 @@ async fn out_of_file_descriptors_the_process_keeps_running_logs_and_recovers() {
         .spawn()
         .expect("spawn fluxlit serve");
     let mut child = KillOnDrop(child);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     eventually("the gateway listens", || async {
         TcpStream::connect(addr).await.ok().map(drop)
     })
@@ -821,14 +755,4 @@ async fn out_of_file_descriptors_the_process_keeps_running_logs_and_recovers() {
     .await;
     assert_eq!(reply, 200);
     assert!(child.0.try_wait().expect("try_wait").is_none());
-}
-
-/// The spawned gateway, stopped when the test ends however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -1,19 +1,12 @@
 //! The JSON Schema and the Rust loader must agree: the committed schema is what
 //! `fluxlit schema` prints, and every config we ship passes both.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-use serde_json::Value;
+use std::path::PathBuf;
 
-fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn schema() -> Value {
-    let text = std::fs::read_to_string(repo_file("schema/fluxlit.schema.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+use common::cli;
+use common::schema::{repo_file, schema_errors, validator};
 
 fn shipped_configs() -> Vec<PathBuf> {
     let mut files = vec![repo_file("fluxlit.toml")];
@@ -28,27 +21,10 @@ fn shipped_configs() -> Vec<PathBuf> {
     files
 }
 
-/// TOML text as the JSON value an editor's schema validator sees.
-fn as_json(text: &str) -> Value {
-    let value: toml::Value = toml::from_str(text).unwrap();
-    serde_json::to_value(value).unwrap()
-}
-
-fn schema_errors(validator: &jsonschema::Validator, text: &str) -> Vec<String> {
-    let instance = as_json(text);
-    validator
-        .iter_errors(&instance)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
-
 #[test]
 fn the_committed_schema_is_what_fluxlit_schema_prints() {
     let committed = std::fs::read_to_string(repo_file("schema/fluxlit.schema.json")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .arg("schema")
-        .output()
-        .unwrap();
+    let output = cli::run(&["schema"], &repo_file(""), &[]);
     assert!(output.status.success());
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(
@@ -60,7 +36,7 @@ fn the_committed_schema_is_what_fluxlit_schema_prints() {
 
 #[test]
 fn every_shipped_config_passes_the_schema_and_the_loader() {
-    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let validator = validator();
     for path in shipped_configs() {
         let text = std::fs::read_to_string(&path).unwrap();
         let errors = schema_errors(&validator, &text);
@@ -97,7 +73,7 @@ fn every_shipped_config_points_editors_at_the_schema() {
 /// structural mistakes a schema can express).
 #[test]
 fn the_schema_and_the_loader_refuse_the_same_structural_mistakes() {
-    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let validator = validator();
     let route = "[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n";
     let upstream = "[upstreams.ui]\nurl = \"http://127.0.0.1:8501\"\n";
     let cases = [
@@ -162,7 +138,7 @@ fn the_schema_and_the_loader_refuse_the_same_structural_mistakes() {
 
 #[test]
 fn durations_and_sizes_the_parser_accepts_the_schema_accepts() {
-    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let validator = validator();
     let upstream = |timeout: &str| {
         format!(
             "[upstreams.ui]\nurl = \"http://127.0.0.1:1\"\ntimeout = \"{timeout}\"\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n"

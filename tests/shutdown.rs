@@ -6,8 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,15 +14,13 @@ use axum::extract::State;
 use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing;
+use common::cli::Serve;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-/// Hang guard for every step; never a statement about speed.
-const HANG_GUARD: Duration = Duration::from_secs(15);
 
 /// What the upstream saw: requests that reached it, and the close code its WebSocket got.
 #[derive(Clone, Default)]
@@ -75,74 +71,43 @@ async fn echo(mut socket: WebSocket, state: Upstream) {
     }
 }
 
-/// A free loopback port (the binary is told it; port 0 would hide it from the test).
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
+/// Hang guard for every step (longer than the common one: a drain takes a while);
+/// never a statement about speed.
+const HANG_GUARD: Duration = Duration::from_secs(15);
 
+/// A `fluxlit serve` process and its admin listener.
 struct Running {
-    child: Child,
-    addr: SocketAddr,
+    serve: Serve,
     admin: SocketAddr,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `fluxlit serve` routing everything to `upstream`, and waits until it is ready.
 /// `workers` are extra `serve` arguments (`--workers 1` runs the single-threaded
 /// scheduler).
 async fn start(upstream: SocketAddr, grace: &str, workers: &[&str]) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, admin) = (free_port(), free_port());
-    let config = format!(
-        "[server]\nlisten = \"{addr}\"\nshutdown_grace = \"{grace}\"\n\n\
-         [admin]\nlisten = \"{admin}\"\n\n\
-         [upstreams.app]\nurl = \"http://{upstream}\"\n\n\
-         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
-    );
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(&path, config).unwrap();
-    let child = spawn_binary(&path, workers);
-    let running = Running {
-        child,
-        addr,
-        admin,
-        _dir: dir,
-    };
+    // The admin port is chosen here: the test needs to know it, and port 0 would hide it.
+    let admin = closed_port();
+    let config = ConfigText::new()
+        .server(&format!("shutdown_grace = \"{grace}\""))
+        .table("[admin]", &format!("listen = \"{admin}\""))
+        .route_to("app", "/", upstream);
+    let (dir, _) = config_dir(config.text(), &[]);
+    let args: Vec<&str> = ["--log", "info"].iter().chain(workers).copied().collect();
+    let serve = Serve::start(dir.path(), &args).await;
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
-        if let Ok(stream) = tokio::net::TcpStream::connect(admin).await {
-            drop(stream);
-            if readyz(admin).await == Some(StatusCode::OK) {
-                return running;
-            }
-        }
+    while readyz(admin).await != Some(StatusCode::OK) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the gateway never became ready"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn spawn_binary(config: &Path, workers: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_fluxlit"))
-        .args(["serve", "--log", "info"])
-        .args(workers)
-        .arg("--config")
-        .arg(config)
-        .env_remove("FLUXLIT_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    Running {
+        serve,
+        admin,
+        _dir: dir,
+    }
 }
 
 async fn readyz(admin: SocketAddr) -> Option<StatusCode> {
@@ -154,36 +119,6 @@ async fn readyz(admin: SocketAddr) -> Option<StatusCode> {
     tokio::spawn(connection);
     let response = sender.send_request(get(admin, "/readyz", &[])).await.ok()?;
     Some(response.status())
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_for_exit(child: &mut Child) -> ExitStatus {
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the gateway did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(stderr) = child.stderr.as_mut() {
-        let _ = std::io::Read::read_to_string(stderr, &mut text);
-    }
-    text
 }
 
 #[tokio::test]
@@ -199,7 +134,7 @@ async fn on_one_worker_sigterm_drains_requests_and_closes_websockets_then_exits_
 async fn drains_then_exits(workers: &[&str]) {
     let (upstream, seen) = spawn_slow_and_ws_upstream().await;
     let mut running = start(upstream, "30s", workers).await;
-    let addr = running.addr;
+    let addr = running.serve.addr;
 
     let (mut socket, _) = tokio::time::timeout(
         HANG_GUARD,
@@ -218,7 +153,7 @@ async fn drains_then_exits(workers: &[&str]) {
     let slow = tokio::spawn(async move { send(addr, get(addr, "/slow?ms=1500", &[])).await });
     tokio::time::timeout(HANG_GUARD, started).await.unwrap();
 
-    sigterm(&running.child);
+    running.serve.terminate();
 
     // Not ready any more, at once: the request is still in flight upstream.
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
@@ -260,11 +195,11 @@ async fn drains_then_exits(workers: &[&str]) {
     assert_eq!(reply.text(), "done");
     assert_eq!(reply.headers["connection"], "close");
 
-    let status = wait_for_exit(&mut running.child).await;
-    assert_eq!(status.code(), Some(0), "{}", stderr_of(&mut running.child));
+    let status = running.serve.wait_for_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", running.serve.stderr.text());
     // The upstream got the gateway's (masked, or it would have failed) close frame too.
     assert_eq!(*seen.ws_close_code.lock().unwrap(), Some(1001));
-    let log = stderr_of(&mut running.child);
+    let log = running.serve.stderr.text();
     assert!(
         log.contains("every request and WebSocket finished"),
         "{log}"
@@ -275,7 +210,7 @@ async fn drains_then_exits(workers: &[&str]) {
 async fn when_the_grace_period_ends_first_the_request_is_cut_and_the_process_exits_0() {
     let (upstream, seen) = spawn_slow_and_ws_upstream().await;
     let mut running = start(upstream, "300ms", &[]).await;
-    let addr = running.addr;
+    let addr = running.serve.addr;
 
     let started = seen.slow_started.notified();
     let slow = tokio::spawn(async move {
@@ -292,8 +227,8 @@ async fn when_the_grace_period_ends_first_the_request_is_cut_and_the_process_exi
     });
     tokio::time::timeout(HANG_GUARD, started).await.unwrap();
 
-    sigterm(&running.child);
-    let status = wait_for_exit(&mut running.child).await;
+    running.serve.terminate();
+    let status = running.serve.wait_for_exit().await;
     assert_eq!(status.code(), Some(0));
     let outcome = tokio::time::timeout(HANG_GUARD, slow)
         .await
@@ -303,7 +238,7 @@ async fn when_the_grace_period_ends_first_the_request_is_cut_and_the_process_exi
         outcome.is_err(),
         "the request was cut, not answered: {outcome:?}"
     );
-    let log = stderr_of(&mut running.child);
+    let log = running.serve.stderr.text();
     assert!(
         log.contains("cutting 1 request(s) and 0 WebSocket(s)"),
         "{log}"

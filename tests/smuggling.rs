@@ -20,7 +20,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::TestGateway;
+use common::raw::find;
+use common::{ConfigText, TestGateway};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -674,49 +675,28 @@ fn hop_by_hop_and_upgrades() -> Vec<Case> {
 // The tests: one per family, so a failure names the family.
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn content_length_with_transfer_encoding() {
-    run_all(content_length_and_transfer_encoding()).await;
+/// One test per family: `test_name: family`.
+macro_rules! family_tests {
+    ($($test:ident: $family:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                run_all($family()).await;
+            }
+        )*
+    };
 }
 
-#[tokio::test]
-async fn duplicate_signed_and_odd_content_lengths() {
-    run_all(content_length_variants()).await;
-}
-
-#[tokio::test]
-async fn obfuscated_transfer_encodings() {
-    run_all(transfer_encoding_obfuscation()).await;
-}
-
-#[tokio::test]
-async fn malformed_chunked_bodies() {
-    run_all(malformed_chunks()).await;
-}
-
-#[tokio::test]
-async fn obs_fold_bare_lf_and_bare_cr() {
-    run_all(line_folding_and_line_ends()).await;
-}
-
-#[tokio::test]
-async fn control_characters_and_invalid_header_names() {
-    run_all(control_characters_and_header_names()).await;
-}
-
-#[tokio::test]
-async fn absolute_form_connect_and_oversized_request_lines() {
-    run_all(request_targets_and_methods()).await;
-}
-
-#[tokio::test]
-async fn pipelined_requests_where_the_second_is_smuggled() {
-    run_all(pipelining()).await;
-}
-
-#[tokio::test]
-async fn hop_by_hop_headers_and_h2c_upgrades_never_reach_the_upstream() {
-    run_all(hop_by_hop_and_upgrades()).await;
+family_tests! {
+    content_length_with_transfer_encoding: content_length_and_transfer_encoding,
+    duplicate_signed_and_odd_content_lengths: content_length_variants,
+    obfuscated_transfer_encodings: transfer_encoding_obfuscation,
+    malformed_chunked_bodies: malformed_chunks,
+    obs_fold_bare_lf_and_bare_cr: line_folding_and_line_ends,
+    control_characters_and_invalid_header_names: control_characters_and_header_names,
+    absolute_form_connect_and_oversized_request_lines: request_targets_and_methods,
+    pipelined_requests_where_the_second_is_smuggled: pipelining,
+    hop_by_hop_headers_and_h2c_upgrades_never_reach_the_upstream: hop_by_hop_and_upgrades,
 }
 
 #[test]
@@ -815,11 +795,11 @@ async fn through_gateway(upstream_answer: &'static [u8]) -> Answer {
 // Running a case.
 // ---------------------------------------------------------------------------------------
 
-fn config(upstream: SocketAddr) -> String {
-    format!(
-        "[upstreams.up]\nurl = \"http://{upstream}\"\ntimeout = \"10s\"\n\n\
-         [[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"up\"\n"
-    )
+fn config(upstream: SocketAddr) -> ConfigText {
+    ConfigText::new()
+        .upstream("up", upstream)
+        .with("timeout = \"10s\"")
+        .route("all", "/", "up")
 }
 
 /// Runs the cases a few at a time and fails with every failing case listed.
@@ -1331,8 +1311,4 @@ fn check_line_ends(head: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -16,9 +16,6 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Hang guard for every network step; never a statement about speed.
-const HANG_GUARD: Duration = Duration::from_secs(10);
 
 /// A CA and a leaf certificate it signed for `localhost` and `127.0.0.1`, as PEM.
 struct Pki {
@@ -75,31 +72,35 @@ impl CertFiles {
 
     /// Writes the pair, each file by rename so no reader sees half a file.
     fn install(&self, pki: &Pki) {
-        replace(&self.key(), &pki.key_pem);
-        replace(&self.cert(), &pki.cert_pem);
-    }
-
-    fn tls_table(&self) -> String {
-        format!(
-            "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-            self.cert().display().to_string(),
-            self.key().display().to_string()
-        )
+        write_by_rename(&self.key(), &pki.key_pem);
+        write_by_rename(&self.cert(), &pki.cert_pem);
     }
 }
 
-fn replace(path: &Path, text: &str) {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, text).unwrap();
-    std::fs::rename(&temp, path).unwrap();
+/// `header_read_timeout` of 300 ms, TLS with `tls` when given, and `/` to the built-in
+/// echo upstream.
+fn config(tls: Option<&CertFiles>) -> ConfigText {
+    let mut config = ConfigText::new().server("header_read_timeout = \"300ms\"");
+    if let Some(files) = tls {
+        config = config.table(
+            "[server.tls]",
+            &format!(
+                "cert_file = {:?}\nkey_file = {:?}",
+                files.cert().display().to_string(),
+                files.key().display().to_string()
+            ),
+        );
+    }
+    config.echo_upstream("echo").route("all", "/", "echo")
 }
 
-fn config(tls: &str, extra: &str) -> String {
-    format!(
-        "[server]\nheader_read_timeout = \"300ms\"\n\n{tls}\n{extra}\n\
-         [upstreams.echo]\nbuiltin = \"echo\"\n\n\
-         [[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"echo\"\n"
-    )
+/// A gateway serving TLS with a leaf of a fresh test CA: the PKI, its files (which must
+/// outlive the gateway) and the gateway.
+async fn tls_gateway() -> (Pki, CertFiles, TestGateway) {
+    let pki = pki("test CA");
+    let files = CertFiles::new(&pki);
+    let gateway = TestGateway::start(config(Some(&files))).await;
+    (pki, files, gateway)
 }
 
 /// A client that trusts only `ca_pem` and reaches `localhost` at `addr`.
@@ -120,16 +121,25 @@ fn https(addr: SocketAddr, path: &str) -> String {
     format!("https://localhost:{}{path}", addr.port())
 }
 
+/// `GET path` over HTTPS on a fresh client that trusts only `ca_pem`.
+async fn fetch(
+    ca_pem: &str,
+    addr: SocketAddr,
+    http1_only: bool,
+    path: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client(ca_pem, addr, http1_only)
+        .get(https(addr, path))
+        .send()
+        .await
+}
+
 #[tokio::test]
 async fn serves_http1_and_http2_by_alpn_with_hsts() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
+    let (pki, _files, gateway) = tls_gateway().await;
 
     for (http1_only, version) in [(true, Version::HTTP_11), (false, Version::HTTP_2)] {
-        let response = client(&pki.ca_pem, gateway.addr(), http1_only)
-            .get(https(gateway.addr(), "/hello"))
-            .send()
+        let response = fetch(&pki.ca_pem, gateway.addr(), http1_only, "/hello")
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -147,7 +157,7 @@ async fn serves_http1_and_http2_by_alpn_with_hsts() {
 
 #[tokio::test]
 async fn hsts_is_sent_over_plain_http_only_when_a_trusted_proxy_says_https() {
-    let gateway = TestGateway::start(&config("", "[trust]\nproxies = [\"127.0.0.1/32\"]\n")).await;
+    let gateway = TestGateway::start(config(None).trust_loopback()).await;
     let addr = gateway.addr();
 
     let plain = send(addr, get(addr, "/", &[])).await;
@@ -163,7 +173,7 @@ async fn hsts_is_sent_over_plain_http_only_when_a_trusted_proxy_says_https() {
     );
 
     let untrusted = send_from(
-        [127, 0, 0, 2].into(),
+        UNTRUSTED,
         addr,
         get(addr, "/", &[("x-forwarded-proto", "https")]),
     )
@@ -176,7 +186,7 @@ async fn a_rotated_certificate_serves_new_handshakes_and_keeps_open_connections(
     let old = pki("old CA");
     let new = pki("new CA");
     let files = CertFiles::new(&old);
-    let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
+    let gateway = TestGateway::start(config(Some(&files))).await;
     let addr = gateway.addr();
 
     // Connections opened before the swap, one per protocol; each client keeps its own.
@@ -200,46 +210,29 @@ async fn a_rotated_certificate_serves_new_handshakes_and_keeps_open_connections(
         assert_eq!(response.version(), version);
     }
 
-    let fresh_old = client(&old.ca_pem, addr, false)
-        .get(https(addr, "/"))
-        .send()
-        .await;
+    let fresh_old = fetch(&old.ca_pem, addr, false, "/").await;
     let error = fresh_old.expect_err("a new handshake must present the new certificate");
     assert!(error.is_connect(), "{error:?}");
 
-    let fresh_new = client(&new.ca_pem, addr, false)
-        .get(https(addr, "/"))
-        .send()
-        .await
-        .unwrap();
+    let fresh_new = fetch(&new.ca_pem, addr, false, "/").await.unwrap();
     assert_eq!(fresh_new.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_broken_certificate_at_reload_is_rejected_and_the_old_one_keeps_serving() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
+    let (pki, files, gateway) = tls_gateway().await;
 
-    replace(
+    write_by_rename(
         &files.cert(),
         "-----BEGIN CERTIFICATE-----\nnot base64 !!\n",
     );
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    let error = loop {
-        if let Some(failure) = gateway.gateway.reloader().status().last_error {
-            break failure.errors.join("\n");
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no reload error");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    gateway.wait_for_rejection().await;
+    let error = gateway.reload_errors().join("\n");
     assert!(error.contains("server.tls.cert_file"), "{error}");
     assert!(error.contains("cert.pem"), "{error}");
     assert_eq!(gateway.gateway.snapshot().generation, 1);
 
-    let response = client(&pki.ca_pem, gateway.addr(), false)
-        .get(https(gateway.addr(), "/"))
-        .send()
+    let response = fetch(&pki.ca_pem, gateway.addr(), false, "/")
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -247,22 +240,16 @@ async fn a_broken_certificate_at_reload_is_rejected_and_the_old_one_keeps_servin
 
 #[tokio::test]
 async fn turning_tls_off_by_reload_is_refused_for_that_key() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
+    let (pki, _files, gateway) = tls_gateway().await;
 
-    gateway.write_config(&config("", ""));
+    gateway.write_config(config(None).text());
     gateway.wait_for_generation(2).await;
     let refused = gateway.gateway.reloader().status().refused_static_keys;
     assert!(
         refused.iter().any(|key| key.starts_with("server.tls")),
         "{refused:?}"
     );
-    let response = client(&pki.ca_pem, gateway.addr(), true)
-        .get(https(gateway.addr(), "/"))
-        .send()
-        .await
-        .unwrap();
+    let response = fetch(&pki.ca_pem, gateway.addr(), true, "/").await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -271,14 +258,7 @@ async fn a_missing_key_at_start_is_a_config_error_naming_the_file() {
     let pki = pki("test CA");
     let files = CertFiles::new(&pki);
     std::fs::write(files.key(), "no key in here\n").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fluxlit.toml");
-    std::fs::write(
-        &path,
-        with_ephemeral_listen(&config(&files.tls_table(), "")),
-    )
-    .unwrap();
-    let error = fluxlit::Gateway::start(path).await.unwrap_err().to_string();
+    let error = start_error(config(Some(&files)), &[]).await;
     assert!(error.contains("server.tls.key_file"), "{error}");
     assert!(error.contains("key.pem"), "{error}");
     assert!(error.contains("no PEM private key"), "{error}");
@@ -286,9 +266,7 @@ async fn a_missing_key_at_start_is_a_config_error_naming_the_file() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_the_handshake_is_closed() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
+    let (_pki, _files, gateway) = tls_gateway().await;
 
     let mut stream = tokio::net::TcpStream::connect(gateway.addr())
         .await
@@ -351,10 +329,8 @@ async fn h2_connection(
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_not_taken_for_a_slow_request_head() {
-    let pki = pki("test CA");
-    let files = CertFiles::new(&pki);
     // header_read_timeout is 300ms; idle_timeout stays at its default of a minute.
-    let gateway = TestGateway::start(&config(&files.tls_table(), "")).await;
+    let (pki, _files, gateway) = tls_gateway().await;
     let mut sender = h2_connection(&pki.ca_pem, gateway.addr()).await;
     for round in 0..2 {
         let request = http::Request::get(https(gateway.addr(), "/"))
@@ -378,29 +354,10 @@ async fn websockets_cross_the_tls_listener() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let upstream = spawn_upstream(axum::Router::new().route(
-        "/ws",
-        axum::routing::get(|upgrade: axum::extract::ws::WebSocketUpgrade| async move {
-            upgrade.on_upgrade(|mut socket| async move {
-                while let Some(Ok(message)) = socket.recv().await {
-                    if let axum::extract::ws::Message::Text(_) = message
-                        && socket.send(message).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            })
-        }),
-    ))
-    .await;
+    let upstream = ws::spawn_echo_upstream("/ws").await;
     let pki = pki("test CA");
     let files = CertFiles::new(&pki);
-    let gateway = TestGateway::start(&format!(
-        "{}\n[upstreams.ws]\nurl = \"http://{upstream}\"\n\n\
-         [[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"ws\"\n",
-        config(&files.tls_table(), "")
-    ))
-    .await;
+    let gateway = TestGateway::start(config(Some(&files)).route_to("ws", "/ws", upstream)).await;
 
     let tls = tls_connect(&pki.ca_pem, gateway.addr(), b"http/1.1").await;
     let url = format!("wss://localhost:{}/ws", gateway.addr().port());

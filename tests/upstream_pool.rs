@@ -14,16 +14,18 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get as route_get;
 use bytes::Bytes;
-use common::{TestGateway, get, send, spawn_upstream};
+use common::{ConfigText, TestGateway, get, send, spawn_upstream};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn config(upstream: SocketAddr, extra: &str) -> String {
-    format!(
-        "[upstreams.app]\nurl = \"http://{upstream}\"\n{extra}\n\n[[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
-    )
+/// Upstream `app` at `upstream` with `extra` settings, and `/` to it.
+fn config(upstream: SocketAddr, extra: &str) -> ConfigText {
+    ConfigText::new()
+        .upstream("app", upstream)
+        .with(extra)
+        .route("app", "/", "app")
 }
 
 /// Every response carries `x-upstream-port`: the port of the gateway's connection it

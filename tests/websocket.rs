@@ -5,42 +5,26 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use common::ws::{Client, echo};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, StatusCode};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::client_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
 
-/// Hang guard for every network step; never a statement about speed.
-const HANG_GUARD: Duration = Duration::from_secs(10);
 /// The subprotocol the echo upstream speaks.
 const PROTOCOL: &str = "fluxlit-echo";
-
-const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
-/// Loopback too, but outside `trust.proxies = ["127.0.0.1/32"]`.
-const UNTRUSTED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
-
-type Client = WebSocketStream<TcpStream>;
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(HANG_GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what} did not finish within {HANG_GUARD:?}"))
-}
 
 /// The request headers of every WebSocket handshake the upstream accepted.
 #[derive(Clone, Default)]
@@ -77,35 +61,30 @@ async fn accept_and_echo(
     upgrade.protocols([PROTOCOL]).on_upgrade(echo)
 }
 
-async fn echo(mut socket: WebSocket) {
-    // Pings are answered by the library; after a close frame the next `recv` sends the
-    // library's close reply and then ends the loop.
-    while let Some(Ok(message)) = socket.recv().await {
-        let reply = match message {
-            ServerMessage::Text(_) | ServerMessage::Binary(_) => message,
-            ServerMessage::Ping(_) | ServerMessage::Pong(_) | ServerMessage::Close(_) => continue,
-        };
-        if socket.send(reply).await.is_err() {
-            return;
-        }
-    }
-}
-
 async fn refuse_upgrade() -> impl IntoResponse {
     (StatusCode::FORBIDDEN, "upgrade refused by the upstream")
 }
 
 /// A gateway routing everything to `upstream`, trusting 127.0.0.1 only.
 async fn gateway_for(upstream: SocketAddr) -> TestGateway {
-    TestGateway::start(&routes_to(upstream, "ui", "/")).await
+    TestGateway::start(routes_to(upstream, "ui", "/")).await
 }
 
-fn routes_to(upstream: SocketAddr, route: &str, prefix: &str) -> String {
-    format!(
-        "[trust]\nproxies = [\"127.0.0.1/32\"]\n\n\
-         [upstreams.ui]\nurl = \"http://{upstream}\"\n\n\
-         [[routes]]\nname = \"{route}\"\npath_prefix = \"{prefix}\"\nupstream = \"ui\"\n"
-    )
+/// 127.0.0.1 trusted, and route `route` from `prefix` to `upstream`.
+fn routes_to(upstream: SocketAddr, route: &str, prefix: &str) -> ConfigText {
+    ConfigText::new()
+        .trust_loopback()
+        .upstream("ui", upstream)
+        .route(route, prefix, "ui")
+}
+
+/// An echo upstream, a gateway routing to it, and a client with a WebSocket open on
+/// `/ws` through the gateway.
+async fn open_echo() -> (SocketAddr, TestGateway, Client) {
+    let (upstream, _) = spawn_ws_upstream().await;
+    let gateway = gateway_for(upstream).await;
+    let client = connect(gateway.addr(), "/ws").await;
+    (upstream, gateway, client)
 }
 
 /// Opens a WebSocket to `gateway` from `source`, offering [`PROTOCOL`], with extra headers.
@@ -122,18 +101,12 @@ async fn connect_from(
     for (name, value) in headers {
         request.headers_mut().append(*name, value.parse().unwrap());
     }
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .expect("bind the client's source address");
-    let stream = within("TCP connect", socket.connect(gateway))
-        .await
-        .expect("connect to gateway");
+    let stream = raw::connect_from(source, gateway).await;
     within("WebSocket handshake", client_async(request, stream)).await
 }
 
 async fn connect(gateway: SocketAddr, path: &str) -> Client {
-    connect_from(LOCALHOST, gateway, path, &[])
+    connect_from(TRUSTED, gateway, path, &[])
         .await
         .expect("WebSocket handshake succeeds")
         .0
@@ -152,19 +125,9 @@ async fn next_message(client: &mut Client) -> Message {
         .expect("a message, not an error")
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn text_and_binary_messages_echo_through_the_gateway() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     assert_eq!(
         round_trip(&mut client, Message::text("hello, upstream")).await,
@@ -187,9 +150,7 @@ async fn text_and_binary_messages_echo_through_the_gateway() {
 
 #[tokio::test]
 async fn a_one_megabyte_binary_frame_arrives_intact() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     let payload: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     match round_trip(&mut client, Message::binary(payload.clone())).await {
@@ -203,9 +164,7 @@ async fn a_one_megabyte_binary_frame_arrives_intact() {
 
 #[tokio::test]
 async fn a_ping_through_the_gateway_gets_the_upstreams_pong() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     let reply = round_trip(&mut client, Message::Ping("are you there?".into())).await;
     assert_eq!(reply, Message::Pong("are you there?".into()));
@@ -218,9 +177,7 @@ async fn a_ping_through_the_gateway_gets_the_upstreams_pong() {
 
 #[tokio::test]
 async fn a_close_frame_comes_back_with_its_code_and_reason_and_the_socket_ends() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (_, _gateway, mut client) = open_echo().await;
 
     let frame = CloseFrame {
         code: CloseCode::from(4000),
@@ -256,41 +213,44 @@ async fn an_untrusted_clients_handshake_gets_the_http_header_policy() {
 
     let seen = handshakes.last();
     assert_eq!(
-        header(&seen, "x-forwarded-for"),
+        header_values(&seen, "x-forwarded-for"),
         ["127.0.0.2"],
         "the peer, not the spoofed chain"
     );
     assert_eq!(
-        header(&seen, "x-forwarded-host"),
+        header_values(&seen, "x-forwarded-host"),
         [gateway.addr().to_string()]
     );
-    assert_eq!(header(&seen, "x-forwarded-proto"), ["http"]);
-    assert!(header(&seen, "forwarded").is_empty(), "{seen:?}");
+    assert_eq!(header_values(&seen, "x-forwarded-proto"), ["http"]);
+    assert!(header_values(&seen, "forwarded").is_empty(), "{seen:?}");
     assert!(
-        header(&seen, "x-remote-user").is_empty(),
+        header_values(&seen, "x-remote-user").is_empty(),
         "identity from an untrusted peer: {seen:?}"
     );
     assert!(
-        header(&seen, "x-not-on-any-allowlist").is_empty(),
+        header_values(&seen, "x-not-on-any-allowlist").is_empty(),
         "{seen:?}"
     );
     assert_eq!(
-        header(&seen, "host"),
+        header_values(&seen, "host"),
         [upstream.to_string()],
         "Host is the upstream's"
     );
-    assert_eq!(header(&seen, "sec-websocket-protocol"), [PROTOCOL]);
-    assert_eq!(header(&seen, "upgrade"), ["websocket"]);
+    assert_eq!(header_values(&seen, "sec-websocket-protocol"), [PROTOCOL]);
+    assert_eq!(header_values(&seen, "upgrade"), ["websocket"]);
 
-    let request_id = header(&seen, "x-request-id");
+    let request_id = header_values(&seen, "x-request-id");
     assert_eq!(request_id.len(), 1, "{seen:?}");
     assert_ne!(request_id[0], "chosen-by-the-client");
     assert!(!request_id[0].is_empty());
     // The 101 echoes the same id and carries the negotiated subprotocol.
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    assert_eq!(header(response.headers(), "x-request-id"), request_id);
     assert_eq!(
-        header(response.headers(), "sec-websocket-protocol"),
+        header_values(response.headers(), "x-request-id"),
+        request_id
+    );
+    assert_eq!(
+        header_values(response.headers(), "sec-websocket-protocol"),
         [PROTOCOL]
     );
 
@@ -309,23 +269,26 @@ async fn a_trusted_proxys_forwarding_and_identity_headers_reach_the_upstream_on_
         ("x-remote-user", "alice"),
         ("x-request-id", "from-the-front-proxy"),
     ];
-    let (_client, response) = connect_from(LOCALHOST, gateway.addr(), "/ws", &sent)
+    let (_client, response) = connect_from(TRUSTED, gateway.addr(), "/ws", &sent)
         .await
         .expect("WebSocket handshake succeeds");
 
     let seen = handshakes.last();
     assert_eq!(
-        header(&seen, "x-forwarded-for"),
+        header_values(&seen, "x-forwarded-for"),
         ["203.0.113.7, 127.0.0.1"],
         "the chain is extended"
     );
-    assert_eq!(header(&seen, "x-remote-user"), ["alice"]);
-    assert_eq!(header(&seen, "x-request-id"), ["from-the-front-proxy"]);
+    assert_eq!(header_values(&seen, "x-remote-user"), ["alice"]);
     assert_eq!(
-        header(response.headers(), "x-request-id"),
+        header_values(&seen, "x-request-id"),
         ["from-the-front-proxy"]
     );
-    assert_eq!(header(&seen, "host"), [upstream.to_string()]);
+    assert_eq!(
+        header_values(response.headers(), "x-request-id"),
+        ["from-the-front-proxy"]
+    );
+    assert_eq!(header_values(&seen, "host"), [upstream.to_string()]);
 }
 
 #[tokio::test]
@@ -333,7 +296,7 @@ async fn an_upstream_that_refuses_the_upgrade_gives_the_client_its_403() {
     let (upstream, handshakes) = spawn_ws_upstream().await;
     let gateway = gateway_for(upstream).await;
 
-    match connect_from(LOCALHOST, gateway.addr(), "/refuse", &[]).await {
+    match connect_from(TRUSTED, gateway.addr(), "/refuse", &[]).await {
         Err(tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), StatusCode::FORBIDDEN);
             assert!(
@@ -368,18 +331,16 @@ async fn an_upstream_that_refuses_the_upgrade_gives_the_client_its_403() {
 
 #[tokio::test]
 async fn an_open_websocket_survives_a_reload_that_removes_its_route() {
-    let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = gateway_for(upstream).await;
-    let mut client = connect(gateway.addr(), "/ws").await;
+    let (upstream, gateway, mut client) = open_echo().await;
     assert_eq!(
         round_trip(&mut client, Message::text("before")).await,
         Message::text("before")
     );
 
     // The only route is replaced by one that no longer matches `/ws`.
-    gateway.write_config(&routes_to(upstream, "elsewhere", "/elsewhere"));
+    gateway.write_config(routes_to(upstream, "elsewhere", "/elsewhere").text());
     within("reload", gateway.wait_for_generation(2)).await;
-    match connect_from(LOCALHOST, gateway.addr(), "/ws", &[]).await {
+    match connect_from(TRUSTED, gateway.addr(), "/ws", &[]).await {
         Err(tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), StatusCode::NOT_FOUND)
         }
@@ -412,11 +373,8 @@ async fn an_open_websocket_survives_a_reload_that_removes_its_route() {
 #[tokio::test]
 async fn an_open_websocket_counts_against_max_connections() {
     let (upstream, _) = spawn_ws_upstream().await;
-    let gateway = TestGateway::start(&format!(
-        "[server]\nmax_connections = 1\n\n{}",
-        routes_to(upstream, "ui", "/")
-    ))
-    .await;
+    let gateway =
+        TestGateway::start(routes_to(upstream, "ui", "/").server("max_connections = 1")).await;
     let mut socket = connect(gateway.addr(), "/ws").await;
     assert_eq!(
         round_trip(&mut socket, Message::text("still here")).await,
@@ -435,21 +393,9 @@ async fn an_open_websocket_counts_against_max_connections() {
     within("close", socket.close(None)).await.expect("close");
     while within("drain", socket.next()).await.is_some() {}
     drop(socket);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = within(
-            "request",
-            common::send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
-        )
-        .await;
-        // Served again (the upstream has no `/` page: its own 404).
-        if reply.status != 503 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the place never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Served again (the upstream has no `/` page: its own 404).
+    eventually("the place coming back", || async {
+        (status_of(gateway.addr(), "/").await != 503).then_some(())
+    })
+    .await;
 }

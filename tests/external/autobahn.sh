@@ -12,8 +12,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-work="$repo/target/external"
+source "$here/common.sh"
 reports="$here/reports"
 echo_port="${ECHO_PORT:-9001}"
 gateway_port="${GATEWAY_PORT:-9002}"
@@ -52,11 +51,7 @@ if [[ ! -d "$work/node/node_modules/ws" ]]; then
 fi
 
 # --- fluxlit ------------------------------------------------------------------------------
-fluxlit="${FLUXLIT_BIN:-}"
-if [[ -z "$fluxlit" ]]; then
-  (cd "$repo" && cargo build -q --bin fluxlit)
-  fluxlit="$repo/target/debug/fluxlit"
-fi
+find_fluxlit
 cat > "$work/autobahn.toml" <<TOML
 [server]
 listen = "127.0.0.1:$gateway_port"

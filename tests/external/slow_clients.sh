@@ -10,18 +10,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-work="$repo/target/external"
+source "$here/common.sh"
 out="$here/reports/slow"
 port="${GATEWAY_PORT:-9003}"
 mkdir -p "$work" "$out"
 command -v slowhttptest >/dev/null || { echo "slowhttptest is missing: apt-get install slowhttptest" >&2; exit 1; }
 
-fluxlit="${FLUXLIT_BIN:-}"
-if [[ -z "$fluxlit" ]]; then
-  (cd "$repo" && cargo build -q --bin fluxlit)
-  fluxlit="$repo/target/debug/fluxlit"
-fi
+find_fluxlit
 cat > "$work/slow.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"

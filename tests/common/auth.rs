@@ -1,67 +1,20 @@
-//! Shared by the auth test files (`auth*.rs`): the test keys of `tests/fixtures/jose`,
-//! tokens both well made and hand-built the way an attacker would build them, an
-//! upstream that counts what reaches it, a JWKS server whose keys and health change at
-//! runtime, a gateway started next to its secret and key files, a raw HTTP/1.1 client,
-//! and hang guards. Needs `mod common;` in the including test file.
-#![allow(dead_code)]
+//! What the auth tests share: the test keys of `tests/fixtures/jose`, tokens both well
+//! made and hand-built the way an attacker would build them, `WWW-Authenticate`
+//! challenges, a JWKS server whose keys and health change at runtime, the providers of
+//! the test configs, and what an identity provider publishes.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::Request;
 use axum::response::IntoResponse;
-use axum::routing::any;
-use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
-use crate::common::{Reply, TestGateway, send_from, with_ephemeral_listen};
-
-// ---------------------------------------------------------------------------------------
-// Peers and hang guards.
-// ---------------------------------------------------------------------------------------
-
-/// The trusted proxy wherever a test trusts one (`proxies = ["127.0.0.1/32"]`).
-pub const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-/// An ordinary client: loopback too, but outside every trusted range.
-pub const UNTRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-/// How long any single step may take before the test is declared hung. Never a
-/// statement about speed.
-pub const HANG_GUARD: Duration = Duration::from_secs(10);
-
-/// Runs `future`, failing the test (instead of hanging it) after [`HANG_GUARD`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(HANG_GUARD, Box::pin(future)).await {
-        Ok(value) => value,
-        Err(_) => panic!("hang guard: {what} did not finish within {HANG_GUARD:?}"),
-    }
-}
-
-/// Calls `attempt` every 50 ms until it returns `Some` (hang guard: [`HANG_GUARD`]).
-pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "hang guard: {what} never happened within {HANG_GUARD:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use super::{ConfigText, Reachable, Reply, UNTRUSTED, get_from};
 
 // ---------------------------------------------------------------------------------------
 // Keys and tokens.
@@ -210,6 +163,17 @@ pub struct Challenge {
 }
 
 impl Challenge {
+    /// `Bearer` with `params`, in order.
+    pub fn bearer(params: &[(&str, &str)]) -> Self {
+        Self {
+            scheme: "Bearer".into(),
+            params: params
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        }
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -292,65 +256,7 @@ pub fn assert_invalid_token(reply: &Reply, realm: &str, reason: &str) {
 pub fn assert_missing_token(reply: &Reply, realm: &str) {
     assert_eq!(reply.status, 401, "body: {}", reply.text());
     let challenge = challenge_of(&reply.headers);
-    assert_eq!(
-        challenge,
-        Challenge {
-            scheme: "Bearer".into(),
-            params: vec![("realm".into(), realm.into())]
-        }
-    );
-}
-
-// ---------------------------------------------------------------------------------------
-// Upstreams.
-// ---------------------------------------------------------------------------------------
-
-/// A recording upstream (answers JSON of what it received, like
-/// `common::spawn_recording_upstream`) that also counts the requests reaching it.
-#[derive(Debug, Clone)]
-pub struct CountingUpstream {
-    pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-}
-
-impl CountingUpstream {
-    pub async fn spawn() -> Self {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
-        let router = Router::new().fallback(any(move |request: Request| {
-            let counter = Arc::clone(&counter);
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let (parts, body) = request.into_parts();
-                let body_len = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes().len())
-                    .unwrap_or(0);
-                let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for (name, value) in &parts.headers {
-                    headers
-                        .entry(name.as_str().to_owned())
-                        .or_default()
-                        .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
-                }
-                axum::Json(json!({
-                    "method": parts.method.as_str(),
-                    "path": parts.uri.path(),
-                    "query": parts.uri.query(),
-                    "headers": headers,
-                    "body_len": body_len,
-                }))
-            }
-        }));
-        let addr = crate::common::spawn_upstream(router).await;
-        Self { addr, hits }
-    }
-
-    /// How many requests have reached it.
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
+    assert_eq!(challenge, Challenge::bearer(&[("realm", realm)]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,72 +365,11 @@ impl Drop for JwksServer {
 }
 
 // ---------------------------------------------------------------------------------------
-// Gateways.
-// ---------------------------------------------------------------------------------------
-
-/// Starts a gateway on `config` in a fresh temporary directory that already holds
-/// `files` (secrets, JWKS files) as `(name, contents)`. `listen` is made ephemeral.
-pub async fn start_with_files(config: &str, files: &[(&str, &str)]) -> TestGateway {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (name, contents) in files {
-        std::fs::write(dir.path().join(name), contents).expect("write a file next to the config");
-    }
-    let config_path = dir.path().join("fluxlit.toml");
-    std::fs::write(&config_path, with_ephemeral_listen(config)).expect("write config");
-    let gateway = fluxlit::Gateway::start(config_path.clone())
-        .await
-        .unwrap_or_else(|error| panic!("gateway starts: {error}"));
-    TestGateway {
-        gateway,
-        dir,
-        config_path,
-    }
-}
-
-/// Environment variables for a gateway, instead of the process's.
-#[derive(Debug, Default)]
-pub struct TestEnvironment(pub BTreeMap<String, String>);
-
-impl fluxlit::auth::secrets::Environment for TestEnvironment {
-    fn var(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Clients.
 // ---------------------------------------------------------------------------------------
 
-/// `GET path` with `Host` set to the gateway and extra headers.
-pub fn get_with(
-    gateway: &impl crate::common::Reachable,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    crate::common::get(gateway.addr(), path, headers)
-}
-
-/// `GET path` from `source`, hang-guarded.
-pub async fn get_from(
-    source: IpAddr,
-    gateway: &impl crate::common::Reachable,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Reply {
-    let what = format!("GET {path} from {source}");
-    within(
-        &what,
-        send_from(source, gateway.addr(), get_with(gateway, path, headers)),
-    )
-    .await
-}
-
 /// `GET path` from an untrusted client with `Authorization: Bearer <token>`.
-pub async fn get_with_token(
-    gateway: &impl crate::common::Reachable,
-    path: &str,
-    token: &str,
-) -> Reply {
+pub async fn get_with_token(gateway: &impl Reachable, path: &str, token: &str) -> Reply {
     let authorization = bearer(token);
     get_from(
         UNTRUSTED,
@@ -535,109 +380,67 @@ pub async fn get_with_token(
     .await
 }
 
-/// A response read off a raw connection.
-#[derive(Debug)]
-pub struct RawReply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+// ---------------------------------------------------------------------------------------
+// Providers in the test configs.
+// ---------------------------------------------------------------------------------------
+
+/// The issuer and audience of the tokens an OIDC login mints.
+pub const MINT_ISSUER: &str = "https://gateway.fluxlit.test";
+pub const MINT_AUDIENCE: &str = "fluxlit-app";
+
+impl ConfigText {
+    /// `[auth.providers.<name>]`: a jwt provider for [`ISSUER`] and [`AUDIENCE`] taking
+    /// `algorithms` (as TOML: `["HS256"]`), with its key `lines`.
+    pub fn jwt_provider(self, name: &str, algorithms: &str, lines: &str) -> Self {
+        self.jwt(name, ISSUER, AUDIENCE, algorithms).with(lines)
+    }
+
+    /// A jwt provider taking HS256 with the secret in the file `secret` next to the
+    /// config (write it with [`HS_SECRET`]).
+    pub fn hs256_provider(self, name: &str) -> Self {
+        self.jwt_provider(name, "[\"HS256\"]", "hs256_secret = { file = \"secret\" }")
+    }
+
+    /// A jwt provider taking RS256 with the keys at `jwks_url`.
+    pub fn jwks_provider(self, name: &str, jwks_url: &str) -> Self {
+        self.jwt_provider(name, "[\"RS256\"]", &format!("jwks_url = \"{jwks_url}\""))
+    }
+
+    /// The jwt provider an OIDC login mints with: HS256 for [`MINT_ISSUER`] and
+    /// [`MINT_AUDIENCE`], the secret in the file `hs256.secret` next to the config.
+    pub fn mint_provider(self, name: &str) -> Self {
+        self.jwt(name, MINT_ISSUER, MINT_AUDIENCE, "[\"HS256\"]")
+            .with("hs256_secret = { file = \"hs256.secret\" }")
+    }
 }
 
-impl RawReply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
+/// The file [`ConfigText::hs256_provider`] reads, holding [`HS_SECRET`].
+pub const SECRET_FILE: [(&str, &str); 1] = [("secret", HS_SECRET)];
 
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
+/// `/api` (route `api`, behind provider `main`: [`ConfigText::hs256_provider`]) and `/`
+/// (route `open`, no auth), both to the upstream `app` at `upstream`.
+pub fn api_behind_main(upstream: SocketAddr, open: &str) -> ConfigText {
+    ConfigText::new()
+        .upstream("app", upstream)
+        .guarded_route("api", "/api", "app", "main")
+        .route(open, "/", "app")
+        .hs256_provider("main")
 }
 
-/// Sends `GET target` byte for byte (nothing normalises the target) from `source` with
-/// `Connection: close` and the extra header lines, and reads the whole response.
-pub async fn raw_get(source: IpAddr, addr: SocketAddr, target: &str, headers: &[&str]) -> RawReply {
-    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for line in headers {
-        request.push_str(line);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    within(&format!("raw GET {target}"), async {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(SocketAddr::new(source, 0))
-            .expect("bind source address");
-        let mut stream = socket.connect(addr).await.expect("connect to the gateway");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write request");
-        let mut bytes = Vec::new();
-        stream
-            .read_to_end(&mut bytes)
-            .await
-            .expect("read the response");
-        parse_raw_reply(&bytes)
+// ---------------------------------------------------------------------------------------
+// Identity providers.
+// ---------------------------------------------------------------------------------------
+
+/// An OpenID provider's discovery document for `issuer`: the code flow, RS256 id_tokens,
+/// and the endpoints `/authorize`, `/token` and `/jwks` under the issuer.
+pub fn discovery_document(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
     })
-    .await
-}
-
-fn parse_raw_reply(bytes: &[u8]) -> RawReply {
-    let head_end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(bytes)))
-        + 4;
-    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = bytes[head_end..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = decode_chunked(&body);
-    } else if let Some((_, length)) = headers.iter().find(|(n, _)| n == "content-length") {
-        body.truncate(length.parse().expect("content-length is a number"));
-    }
-    RawReply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn decode_chunked(mut input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(line_end) = input.windows(2).position(|w| w == b"\r\n") else {
-            panic!("truncated chunked body");
-        };
-        let size_text = String::from_utf8_lossy(&input[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("chunk size");
-        input = &input[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&input[..size]);
-        input = &input[size + 2..];
-    }
 }
