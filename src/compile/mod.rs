@@ -441,7 +441,7 @@ fn hmac_key(
 ) -> Result<jsonwebtoken::DecodingKey, Diagnostic> {
     let key_path = format!("{path}.hs256_secret");
     let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
-        .map_err(|message| Diagnostic::error(&key_path, message))?;
+        .map_err(|error| Diagnostic::error(&key_path, error.to_string()))?;
     if bytes.expose().len() < 32 {
         warnings.push(Diagnostic::warning(
             &key_path,

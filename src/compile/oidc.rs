@@ -71,7 +71,7 @@ pub(super) fn compile_oidc(
         .as_ref()
         .ok_or_else(|| missing("client_secret"))?;
     let secret = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
-        .map_err(|message| Diagnostic::error(format!("{path}.client_secret"), message))?;
+        .map_err(|error| Diagnostic::error(format!("{path}.client_secret"), error.to_string()))?;
     let client_secret = String::from_utf8(secret.expose().to_vec()).map_err(|_| {
         Diagnostic::error(
             format!("{path}.client_secret"),
@@ -190,7 +190,7 @@ fn compile_store_settings(
         }
         Some(StoreRef::Secret(secret)) => {
             let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
-                .map_err(|message| Diagnostic::error(&key, message))?;
+                .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
             let text = std::str::from_utf8(bytes.expose())
                 .map_err(|_| Diagnostic::error(&key, "the Redis URL is not UTF-8 text"))?;
             let source = match (&secret.env, &secret.file) {
@@ -227,10 +227,12 @@ fn compile_minter(
             format!("provider {name:?} has no hs256_secret to sign with"),
         )
     })?;
-    let secret =
-        secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
-            Diagnostic::error(format!("auth.providers.{name}.hs256_secret"), message)
-        })?;
+    let secret = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|error| {
+        Diagnostic::error(
+            format!("auth.providers.{name}.hs256_secret"),
+            error.to_string(),
+        )
+    })?;
     Minter::new(name, mint, &secret).map_err(|message| Diagnostic::error(&mint_path, message))
 }
 

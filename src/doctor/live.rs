@@ -179,8 +179,8 @@ fn source(secret: &SecretRef) -> String {
 }
 
 fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<SecretBytes, Finding> {
-    secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
-        if is_present_but_empty(secret, ctx) {
+    secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|error| {
+        if error.is_empty() {
             Finding::new(
                 SECRET_EMPTY,
                 Severity::Error,
@@ -193,7 +193,7 @@ fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<Secret
                 SECRET_MISSING,
                 Severity::Error,
                 key,
-                format!("cannot read the secret: {message}"),
+                format!("cannot read the secret: {error}"),
                 match &secret.env {
                     Some(name) => format!(
                         "set {name} in the gateway's environment; the gateway refuses to start \
@@ -206,16 +206,6 @@ fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<Secret
             )
         }
     })
-}
-
-/// Whether the secret exists but holds nothing (a set but empty variable, an empty file).
-fn is_present_but_empty(secret: &SecretRef, ctx: &CompileContext) -> bool {
-    match (&secret.env, &secret.file) {
-        (Some(name), None) => ctx.env.var(name).is_some_and(|value| value.is_empty()),
-        (None, Some(file)) => std::fs::read(ctx.config_dir.join(file))
-            .is_ok_and(|bytes| matches!(bytes.as_slice(), b"" | b"\n" | b"\r\n")),
-        _ => false,
-    }
 }
 
 /// Checks everything the config reaches over the network, concurrently.
