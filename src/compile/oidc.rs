@@ -233,7 +233,8 @@ fn compile_minter(
             error.to_string(),
         )
     })?;
-    Minter::new(name, mint, &secret).map_err(|message| Diagnostic::error(&mint_path, message))
+    Minter::new(name, mint, &secret)
+        .map_err(|error| Diagnostic::error(&mint_path, error.to_string()))
 }
 
 /// A custom provider's endpoints; validation made sure both or neither are set, and
