@@ -352,8 +352,9 @@ fn compile_upstream(name: &str, settings: &model::Upstream) -> Result<UpstreamPl
     let target = match (&settings.builtin, &settings.url) {
         (Some(Builtin::Echo), _) => TargetPlan::Echo,
         (None, Some(url)) => {
-            let url = parse_upstream_url(url)
-                .map_err(|message| Diagnostic::error(format!("upstreams.{name}.url"), message))?;
+            let url = parse_upstream_url(url).map_err(|error| {
+                Diagnostic::error(format!("upstreams.{name}.url"), error.to_string())
+            })?;
             let (host_name, port, authority) = upstream_address(&url).ok_or_else(|| {
                 Diagnostic::error(
                     format!("upstreams.{name}.url"),
