@@ -186,7 +186,7 @@ fn compile_store_settings(
         Some(StoreRef::Inline(text)) if text == oidc::DEFAULT_STORE => return Ok(memory()),
         // Validation has checked it (and refused a password written in the file).
         Some(StoreRef::Inline(text)) => {
-            RedisTarget::parse(text).map_err(|message| Diagnostic::error(&key, message))?
+            RedisTarget::parse(text).map_err(|error| Diagnostic::error(&key, error.to_string()))?
         }
         Some(StoreRef::Secret(secret)) => {
             let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
@@ -199,7 +199,7 @@ fn compile_store_settings(
                 (None, None) => "the secret".to_owned(),
             };
             RedisTarget::parse(text.trim())
-                .map_err(|message| Diagnostic::error(&key, format!("{source}: {message}")))?
+                .map_err(|error| Diagnostic::error(&key, format!("{source}: {error}")))?
         }
     };
     Ok(StoreSettings::Redis { target })

@@ -127,11 +127,11 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
                 shown: target.shown().to_owned(),
                 url,
             }),
-            Err(message) => found.push(Finding::new(
+            Err(error) => found.push(Finding::new(
                 STORE_URL_INVALID,
                 Severity::Error,
                 key,
-                format!("the Redis URL is unusable: {message}"),
+                format!("the Redis URL is unusable: {error}"),
                 "give a URL like redis://host:6379/0 (with its password, if any, in the \
                  environment or a file)",
             )),
