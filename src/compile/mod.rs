@@ -476,13 +476,13 @@ fn compile_jwks(
     };
     // A `jwks_file` is read on every compile: a reload may be the watcher seeing the
     // file change, and a broken file refuses the config.
-    let file_keys = match &source {
-        JwksSource::File(file) => Some(
-            jwks::read_file(file)
-                .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?,
-        ),
-        JwksSource::Url(_) => None,
-    };
+    let file_keys =
+        match &source {
+            JwksSource::File(file) => Some(jwks::read_file(file).map_err(|error| {
+                Diagnostic::error(format!("{path}.jwks_file"), error.to_string())
+            })?),
+            JwksSource::Url(_) => None,
+        };
     Ok(Some(JwksPlan {
         source,
         settings: JwksSettings {

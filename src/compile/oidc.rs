@@ -137,7 +137,7 @@ pub(super) fn compile_oidc(
         .as_ref()
         .map(|manual| discovery::manual_settings(&discovery.issuer_url, manual))
         .transpose()
-        .map_err(|message| Diagnostic::error(path, message))?;
+        .map_err(|error| Diagnostic::error(path, error.to_string()))?;
     let store = compile_store_settings(path, settings, ctx)?;
 
     let ttl =

@@ -7,6 +7,7 @@
 //! takes about as long as the slowest one.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, join_all};
@@ -15,6 +16,8 @@ use url::Url;
 
 use super::static_checks::{is_non_public_ip, plain_http_upstream};
 use super::{Finding, Severity};
+use crate::auth::HttpClientError;
+use crate::auth::jwks::JwksDocumentError;
 use crate::auth::oidc::discovery::{discovery_url, error_chain};
 use crate::auth::oidc::redis_store::RedisTarget;
 use crate::auth::secrets::{self, SecretBytes};
@@ -96,7 +99,7 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
                 JWKS_FILE_UNUSABLE,
                 Severity::Error,
                 format!("{path}.jwks_file"),
-                why,
+                why.to_string(),
                 "point jwks_file at a JWKS document with the issuer's public signing keys \
                  (relative paths start at the config file's directory)",
             ));
@@ -140,11 +143,32 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
     (found, redis)
 }
 
-fn load_jwks_file(path: &std::path::Path) -> Result<usize, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| format!("cannot read the JWKS file {}: {error}", path.display()))?;
-    crate::auth::jwks::usable_key_count(&bytes)
-        .map_err(|error| format!("the JWKS file {}: {error}", path.display()))
+/// Why a `jwks_file` is no use, as the doctor words it.
+#[derive(Debug, thiserror::Error)]
+enum JwksFileError {
+    #[error("cannot read the JWKS file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the JWKS file {}: {source}", path.display())]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: JwksDocumentError,
+    },
+}
+
+fn load_jwks_file(path: &Path) -> Result<usize, JwksFileError> {
+    let bytes = std::fs::read(path).map_err(|source| JwksFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    crate::auth::jwks::usable_key_count(&bytes).map_err(|source| JwksFileError::Unusable {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The least key length for an HMAC algorithm: its hash size (RFC 7518 §3.2).
@@ -420,17 +444,34 @@ struct Fetched {
     date: Option<SystemTime>,
 }
 
+/// Why a GET got no answer to judge. The callers name the URL.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Client(#[from] HttpClientError),
+    #[error("{}", error_chain(source))]
+    Request {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the answer is over {max_body} bytes")]
+    TooLarge { max_body: usize },
+    #[error("no answer within {TIMEOUT:?}")]
+    Timeout,
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(source: reqwest::Error) -> Self {
+        Self::Request { source }
+    }
+}
+
 /// GETs `url` within [`TIMEOUT`], keeping up to `max_body` bytes of the body.
-async fn fetch(url: &str, max_body: usize) -> Result<Fetched, String> {
+async fn fetch(url: &str, max_body: usize) -> Result<Fetched, FetchError> {
     let client = crate::auth::http_client()?;
     let attempt = async {
         let sent = SystemTime::now();
-        let mut response = client
-            .get(url)
-            .timeout(TIMEOUT)
-            .send()
-            .await
-            .map_err(|error| error_chain(&error))?;
+        let mut response = client.get(url).timeout(TIMEOUT).send().await?;
         let received = SystemTime::now();
         let date = response
             .headers()
@@ -440,10 +481,10 @@ async fn fetch(url: &str, max_body: usize) -> Result<Fetched, String> {
         let status = response.status();
         let mut body = Vec::new();
         if max_body > 0 {
-            while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+            while let Some(chunk) = response.chunk().await? {
                 body.extend_from_slice(&chunk);
                 if body.len() > max_body {
-                    return Err(format!("the answer is over {max_body} bytes"));
+                    return Err(FetchError::TooLarge { max_body });
                 }
             }
         }
@@ -457,7 +498,7 @@ async fn fetch(url: &str, max_body: usize) -> Result<Fetched, String> {
     };
     tokio::time::timeout(TIMEOUT, attempt)
         .await
-        .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+        .map_err(|_| FetchError::Timeout)?
 }
 
 /// How far the other side's clock is off ours, and in which direction (true: ahead).
