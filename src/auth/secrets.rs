@@ -101,3 +101,72 @@ pub fn resolve(
         _ => Err(SecretError::NotOneSource),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct OneVariable(&'static str, &'static str);
+
+    impl Environment for OneVariable {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == self.0).then(|| self.1.to_owned())
+        }
+    }
+
+    fn env(name: &str) -> SecretRef {
+        SecretRef {
+            env: Some(name.to_owned()),
+            file: None,
+        }
+    }
+
+    fn file(path: &str) -> SecretRef {
+        SecretRef {
+            env: None,
+            file: Some(path.into()),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable_or_the_file_and_tell_empty_from_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("blank"), "\r\n").unwrap();
+        std::fs::write(dir.path().join("good"), "s3cret\n").unwrap();
+        let set = OneVariable("SET", "s3cret");
+        let blank = OneVariable("BLANK", "");
+
+        let secret = resolve(&env("SET"), dir.path(), &set).unwrap();
+        assert_eq!(secret.expose(), b"s3cret");
+        let secret = resolve(&file("good"), dir.path(), &set).unwrap();
+        assert_eq!(secret.expose(), b"s3cret");
+
+        let error = resolve(&env("UNSET"), dir.path(), &set).unwrap_err();
+        assert!(!error.is_empty());
+        assert_eq!(error.to_string(), "environment variable UNSET is not set");
+
+        let error = resolve(&env("BLANK"), dir.path(), &blank).unwrap_err();
+        assert!(error.is_empty());
+        assert!(error.to_string().contains("BLANK"), "{error}");
+
+        let error = resolve(&file("blank"), dir.path(), &set).unwrap_err();
+        assert!(error.is_empty());
+        assert!(error.to_string().contains("blank"), "{error}");
+
+        let error = resolve(&file("missing"), dir.path(), &set).unwrap_err();
+        assert!(!error.is_empty());
+        assert!(
+            error.to_string().starts_with("cannot read secret file")
+                && error.to_string().contains("missing"),
+            "{error}"
+        );
+
+        let both = SecretRef {
+            env: Some("SET".to_owned()),
+            file: Some("good".into()),
+        };
+        let error = resolve(&both, dir.path(), &set).unwrap_err();
+        assert_eq!(error.to_string(), "give exactly one of `env` or `file`");
+    }
+}
