@@ -52,6 +52,55 @@ pub enum KeyError {
     Unavailable(String),
 }
 
+/// Why a JWKS document holds nothing the gateway can verify with.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksDocumentError {
+    #[error("the JWKS is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the JWKS has no \"keys\" array")]
+    NoKeysArray,
+    #[error("the JWKS has no usable signing keys")]
+    NoUsableKeys,
+}
+
+/// Why the keys could not be loaded. Each names the file or the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("cannot read JWKS file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    BadFile {
+        path: PathBuf,
+        #[source]
+        source: JwksDocumentError,
+    },
+    #[error(transparent)]
+    Client(#[from] super::HttpClientError),
+    #[error("GET {url}: {}", error_chain(source))]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: status {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("GET {url}: the JWKS is larger than 1 MiB")]
+    TooLarge { url: String },
+    #[error("GET {url}: {source}")]
+    BadDocument {
+        url: String,
+        #[source]
+        source: JwksDocumentError,
+    },
+}
+
 /// One verification key from the JWKS.
 #[derive(Debug)]
 struct VerifyingKey {
@@ -284,7 +333,7 @@ impl JwksCache {
                     keeping_cached_keys = keeping,
                     "JWKS fetch failed",
                 );
-                lock(&self.status).last_error = Some(error);
+                lock(&self.status).last_error = Some(error.to_string());
                 false
             }
         }
@@ -305,39 +354,53 @@ impl JwksCache {
         status.last_error = None;
     }
 
-    async fn fetch(&self) -> Result<(Vec<VerifyingKey>, Duration), String> {
+    async fn fetch(&self) -> Result<(Vec<VerifyingKey>, Duration), JwksError> {
         match &self.source {
             JwksSource::File(path) => {
                 let bytes = tokio::fs::read(path)
                     .await
-                    .map_err(|err| format!("cannot read JWKS file {}: {err}", path.display()))?;
-                Ok((parse_jwks(&bytes)?, self.settings.ttl))
+                    .map_err(|source| JwksError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let keys = parse_jwks(&bytes).map_err(|source| JwksError::BadFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok((keys, self.settings.ttl))
             }
             JwksSource::Url(url) => {
+                let request_failed = |source| JwksError::Request {
+                    url: url.clone(),
+                    source,
+                };
                 let client = super::http_client()?;
                 let mut response = client
                     .get(url)
                     .timeout(FETCH_TIMEOUT)
                     .send()
                     .await
-                    .map_err(|err| format!("GET {url}: {}", error_chain(&err)))?;
+                    .map_err(request_failed)?;
                 if !response.status().is_success() {
-                    return Err(format!("GET {url}: status {}", response.status()));
+                    return Err(JwksError::Status {
+                        url: url.clone(),
+                        status: response.status(),
+                    });
                 }
                 let ttl = max_age(response.headers())
                     .map_or(self.settings.ttl, |age| age.clamp(MIN_TTL, MAX_TTL));
                 let mut body = Vec::new();
-                while let Some(chunk) = response
-                    .chunk()
-                    .await
-                    .map_err(|err| format!("GET {url}: {err}"))?
-                {
+                while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
                     body.extend_from_slice(&chunk);
                     if body.len() > MAX_JWKS_BYTES {
-                        return Err(format!("GET {url}: the JWKS is larger than 1 MiB"));
+                        return Err(JwksError::TooLarge { url: url.clone() });
                     }
                 }
-                Ok((parse_jwks(&body)?, ttl))
+                let keys = parse_jwks(&body).map_err(|source| JwksError::BadDocument {
+                    url: url.clone(),
+                    source,
+                })?;
+                Ok((keys, ttl))
             }
         }
     }
@@ -406,30 +469,37 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// How many signing keys a JWKS document holds that the gateway can use (for
 /// `fluxlit doctor`); the same rules as a fetch.
 #[doc(hidden)]
-pub fn usable_key_count(bytes: &[u8]) -> Result<usize, String> {
+pub fn usable_key_count(bytes: &[u8]) -> Result<usize, JwksDocumentError> {
     parse_jwks(bytes).map(|keys| keys.len())
 }
 
-/// The signing keys of a JWKS document. Keys the gateway cannot or must not use
-/// (symmetric `oct` keys, encryption keys, unknown types) are skipped, not fatal.
 /// A `jwks_file`'s keys, read and parsed (compile reads them; build installs them).
 #[derive(Debug)]
 pub struct FileKeys(Vec<VerifyingKey>);
 
 /// Reads and parses a `jwks_file`, so a broken file refuses the config at load time.
-pub fn read_file(path: &std::path::Path) -> Result<FileKeys, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|err| format!("cannot read JWKS file {}: {err}", path.display()))?;
-    parse_jwks(&bytes).map(FileKeys)
+pub fn read_file(path: &std::path::Path) -> Result<FileKeys, JwksError> {
+    let bytes = std::fs::read(path).map_err(|source| JwksError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_jwks(&bytes)
+        .map(FileKeys)
+        .map_err(|source| JwksError::BadFile {
+            path: path.to_owned(),
+            source,
+        })
 }
 
-fn parse_jwks(bytes: &[u8]) -> Result<Vec<VerifyingKey>, String> {
+/// The signing keys of a JWKS document. Keys the gateway cannot or must not use
+/// (symmetric `oct` keys, encryption keys, unknown types) are skipped, not fatal.
+fn parse_jwks(bytes: &[u8]) -> Result<Vec<VerifyingKey>, JwksDocumentError> {
     let document: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|err| format!("the JWKS is not JSON: {err}"))?;
+        serde_json::from_slice(bytes).map_err(JwksDocumentError::NotJson)?;
     let entries = document
         .get("keys")
         .and_then(serde_json::Value::as_array)
-        .ok_or("the JWKS has no \"keys\" array")?;
+        .ok_or(JwksDocumentError::NoKeysArray)?;
     let keys: Vec<VerifyingKey> = entries
         .iter()
         .filter_map(|entry| serde_json::from_value::<Jwk>(entry.clone()).ok())
@@ -456,7 +526,7 @@ fn parse_jwks(bytes: &[u8]) -> Result<Vec<VerifyingKey>, String> {
         })
         .collect();
     if keys.is_empty() {
-        return Err("the JWKS has no usable signing keys".to_owned());
+        return Err(JwksDocumentError::NoUsableKeys);
     }
     Ok(keys)
 }

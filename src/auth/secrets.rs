@@ -2,7 +2,7 @@
 //! compile time. The environment is a parameter, so tests never touch the real one.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::model::SecretRef;
 
@@ -37,34 +37,136 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
+/// Why a secret cannot be used. Each names the variable or the file; none holds a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {name} is not set")]
+    EnvNotSet { name: String },
+    #[error("cannot read secret file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("give exactly one of `env` or `file`")]
+    NotOneSource,
+    #[error("the secret in environment variable {name} is empty")]
+    EmptyEnv { name: String },
+    #[error("the secret file {} is empty", path.display())]
+    EmptyFile { path: PathBuf },
+}
+
+impl SecretError {
+    /// Whether the secret is there but holds nothing (a set but empty variable, a file
+    /// with nothing but a line ending).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::EmptyEnv { .. } | Self::EmptyFile { .. })
+    }
+}
+
 /// Reads the secret. File paths are relative to `config_dir`; one trailing newline (as
 /// `echo` and Kubernetes secrets leave) is dropped.
 pub fn resolve(
     secret: &SecretRef,
     config_dir: &Path,
     env: &dyn Environment,
-) -> Result<SecretBytes, String> {
-    let bytes = match (&secret.env, &secret.file) {
-        (Some(name), None) => env
-            .var(name)
-            .ok_or_else(|| format!("environment variable {name} is not set"))?
-            .into_bytes(),
+) -> Result<SecretBytes, SecretError> {
+    match (&secret.env, &secret.file) {
+        (Some(name), None) => {
+            let value = env
+                .var(name)
+                .ok_or_else(|| SecretError::EnvNotSet { name: name.clone() })?;
+            if value.is_empty() {
+                return Err(SecretError::EmptyEnv { name: name.clone() });
+            }
+            Ok(SecretBytes(value.into_bytes()))
+        }
         (None, Some(file)) => {
             let path = config_dir.join(file);
-            let mut bytes = std::fs::read(&path)
-                .map_err(|err| format!("cannot read secret file {}: {err}", path.display()))?;
+            let mut bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(source) => return Err(SecretError::Read { path, source }),
+            };
             if bytes.ends_with(b"\n") {
                 bytes.pop();
                 if bytes.ends_with(b"\r") {
                     bytes.pop();
                 }
             }
-            bytes
+            if bytes.is_empty() {
+                return Err(SecretError::EmptyFile { path });
+            }
+            Ok(SecretBytes(bytes))
         }
-        _ => return Err("give exactly one of `env` or `file`".to_owned()),
-    };
-    if bytes.is_empty() {
-        return Err("the secret is empty".to_owned());
+        _ => Err(SecretError::NotOneSource),
     }
-    Ok(SecretBytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct OneVariable(&'static str, &'static str);
+
+    impl Environment for OneVariable {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == self.0).then(|| self.1.to_owned())
+        }
+    }
+
+    fn env(name: &str) -> SecretRef {
+        SecretRef {
+            env: Some(name.to_owned()),
+            file: None,
+        }
+    }
+
+    fn file(path: &str) -> SecretRef {
+        SecretRef {
+            env: None,
+            file: Some(path.into()),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable_or_the_file_and_tell_empty_from_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("blank"), "\r\n").unwrap();
+        std::fs::write(dir.path().join("good"), "s3cret\n").unwrap();
+        let set = OneVariable("SET", "s3cret");
+        let blank = OneVariable("BLANK", "");
+
+        let secret = resolve(&env("SET"), dir.path(), &set).unwrap();
+        assert_eq!(secret.expose(), b"s3cret");
+        let secret = resolve(&file("good"), dir.path(), &set).unwrap();
+        assert_eq!(secret.expose(), b"s3cret");
+
+        let error = resolve(&env("UNSET"), dir.path(), &set).unwrap_err();
+        assert!(!error.is_empty());
+        assert_eq!(error.to_string(), "environment variable UNSET is not set");
+
+        let error = resolve(&env("BLANK"), dir.path(), &blank).unwrap_err();
+        assert!(error.is_empty());
+        assert!(error.to_string().contains("BLANK"), "{error}");
+
+        let error = resolve(&file("blank"), dir.path(), &set).unwrap_err();
+        assert!(error.is_empty());
+        assert!(error.to_string().contains("blank"), "{error}");
+
+        let error = resolve(&file("missing"), dir.path(), &set).unwrap_err();
+        assert!(!error.is_empty());
+        assert!(
+            error.to_string().starts_with("cannot read secret file")
+                && error.to_string().contains("missing"),
+            "{error}"
+        );
+
+        let both = SecretRef {
+            env: Some("SET".to_owned()),
+            file: Some("good".into()),
+        };
+        let error = resolve(&both, dir.path(), &set).unwrap_err();
+        assert_eq!(error.to_string(), "give exactly one of `env` or `file`");
+    }
 }

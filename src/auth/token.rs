@@ -22,22 +22,49 @@ pub struct TokenRequest {
     pub claims: Vec<(String, String)>,
 }
 
+/// Why a token cannot be minted. Each names the provider or the claim.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("provider {provider:?} is not a jwt provider: it has no tokens to mint")]
+    NotJwt { provider: String },
+    #[error(
+        "provider {provider:?} verifies with public keys (a JWKS); fluxlit can only mint tokens \
+         for providers with an HS256/HS384/HS512 secret"
+    )]
+    NoHmacAlgorithm { provider: String },
+    #[error("provider {provider:?} has no audience")]
+    NoAudience { provider: String },
+    #[error("unusable secret of provider {provider:?}: {source}")]
+    UnusableSecret {
+        provider: String,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("--claim {claim}=... is set by fluxlit itself; use --sub or --ttl")]
+    ReservedClaim { claim: String },
+    #[error("cannot sign the token of provider {provider:?}: {source}")]
+    Sign {
+        provider: String,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+}
+
 /// The HMAC algorithm a provider mints with, or why it cannot mint.
 pub fn minting_algorithm(
     name: &str,
     provider: &AuthProvider,
-) -> Result<jsonwebtoken::Algorithm, String> {
+) -> Result<jsonwebtoken::Algorithm, MintError> {
     if provider.kind != ProviderKind::Jwt {
-        return Err(format!(
-            "provider {name:?} is not a jwt provider: it has no tokens to mint"
-        ));
+        return Err(MintError::NotJwt {
+            provider: name.to_owned(),
+        });
     }
     match provider.algorithms.iter().find(|alg| alg.is_hmac()) {
         Some(alg) => Ok(to_jsonwebtoken(*alg)),
-        None => Err(format!(
-            "provider {name:?} verifies with public keys (a JWKS); fluxlit can only mint tokens \
-             for providers with an HS256/HS384/HS512 secret"
-        )),
+        None => Err(MintError::NoHmacAlgorithm {
+            provider: name.to_owned(),
+        }),
     }
 }
 
@@ -46,14 +73,12 @@ pub fn mint(
     provider: &AuthProvider,
     secret: &SecretBytes,
     request: &TokenRequest,
-) -> Result<String, String> {
+) -> Result<String, MintError> {
     let minter = Minter::new(name, provider, secret)?;
     let mut claims = Map::new();
     for (key, value) in &request.claims {
         if RESERVED.contains(&key.as_str()) {
-            return Err(format!(
-                "--claim {key}=... is set by fluxlit itself; use --sub or --ttl"
-            ));
+            return Err(MintError::ReservedClaim { claim: key.clone() });
         }
         claims.insert(key.clone(), Value::String(value.clone()));
     }
@@ -93,15 +118,27 @@ impl std::fmt::Debug for Minter {
 
 impl Minter {
     /// The minter of jwt provider `name`, or why it cannot mint.
-    pub fn new(name: &str, provider: &AuthProvider, secret: &SecretBytes) -> Result<Self, String> {
+    pub fn new(
+        name: &str,
+        provider: &AuthProvider,
+        secret: &SecretBytes,
+    ) -> Result<Self, MintError> {
         let algorithm = minting_algorithm(name, provider)?;
         let audience = match provider.audience.as_ref().map(|a| a.values()) {
             Some(values) if values.len() == 1 => json!(values[0]),
             Some(values) if !values.is_empty() => json!(values),
-            _ => return Err(format!("provider {name:?} has no audience")),
+            _ => {
+                return Err(MintError::NoAudience {
+                    provider: name.to_owned(),
+                });
+            }
         };
-        let key = EncodingKey::from_secret(secret.expose())
-            .map_err(|err| format!("unusable secret: {err}"))?;
+        let key = EncodingKey::from_secret(secret.expose()).map_err(|source| {
+            MintError::UnusableSecret {
+                provider: name.to_owned(),
+                source,
+            }
+        })?;
         Ok(Self {
             provider: name.to_owned(),
             algorithm,
@@ -123,7 +160,7 @@ impl Minter {
         sub: &str,
         ttl: Duration,
         extra: Map<String, Value>,
-    ) -> Result<Minted, String> {
+    ) -> Result<Minted, MintError> {
         let now = now_secs();
         let expires_at = now + ttl.as_secs();
         let mut claims = extra;
@@ -134,7 +171,10 @@ impl Minter {
         claims.insert("nbf".into(), json!(now));
         claims.insert("exp".into(), json!(expires_at));
         let token = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
-            .map_err(|err| format!("cannot sign the token: {err}"))?;
+            .map_err(|source| MintError::Sign {
+                provider: self.provider.clone(),
+                source,
+            })?;
         Ok(Minted { token, expires_at })
     }
 }

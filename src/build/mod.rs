@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use crate::auth::jwks::{JwksCache, JwksSource};
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::oidc::discovery::Discovery;
-use crate::auth::oidc::redis_store::RedisStore;
+use crate::auth::oidc::redis_store::{RedisStore, RedisUrlError};
 use crate::auth::oidc::store::{MemoryStore, Store};
 use crate::auth::oidc::{AuthEndpoints, OidcProvider, StoreSettings};
 use crate::auth::{Check, Provider, RouteAuth};
@@ -35,8 +35,12 @@ use crate::snapshot::Snapshot;
 /// name what only the runtime library could refuse.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{message}")]
-    Store { provider: String, message: String },
+    #[error("{source}")]
+    Store {
+        provider: String,
+        #[source]
+        source: RedisUrlError,
+    },
     #[error("route {route:?} names {what} {name:?}, which the plan lacks")]
     Dangling {
         route: String,
@@ -320,14 +324,12 @@ fn build_oidc(
     let store: Arc<dyn Store> = match (&previous, &plan.store) {
         (Some(old), _) if old.store_settings == plan.store => Arc::clone(&old.store),
         (_, StoreSettings::Memory { max_entries }) => Arc::new(MemoryStore::new(*max_entries)),
-        (_, StoreSettings::Redis { target }) => {
-            Arc::new(RedisStore::new(name, target.clone()).map_err(|message| {
-                BuildError::Store {
-                    provider: name.to_owned(),
-                    message,
-                }
-            })?)
-        }
+        (_, StoreSettings::Redis { target }) => Arc::new(
+            RedisStore::new(name, target.clone()).map_err(|source| BuildError::Store {
+                provider: name.to_owned(),
+                source,
+            })?,
+        ),
     };
     Ok(OidcProvider {
         name: name.into(),

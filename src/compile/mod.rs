@@ -352,8 +352,9 @@ fn compile_upstream(name: &str, settings: &model::Upstream) -> Result<UpstreamPl
     let target = match (&settings.builtin, &settings.url) {
         (Some(Builtin::Echo), _) => TargetPlan::Echo,
         (None, Some(url)) => {
-            let url = parse_upstream_url(url)
-                .map_err(|message| Diagnostic::error(format!("upstreams.{name}.url"), message))?;
+            let url = parse_upstream_url(url).map_err(|error| {
+                Diagnostic::error(format!("upstreams.{name}.url"), error.to_string())
+            })?;
             let (host_name, port, authority) = upstream_address(&url).ok_or_else(|| {
                 Diagnostic::error(
                     format!("upstreams.{name}.url"),
@@ -441,7 +442,7 @@ fn hmac_key(
 ) -> Result<jsonwebtoken::DecodingKey, Diagnostic> {
     let key_path = format!("{path}.hs256_secret");
     let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
-        .map_err(|message| Diagnostic::error(&key_path, message))?;
+        .map_err(|error| Diagnostic::error(&key_path, error.to_string()))?;
     if bytes.expose().len() < 32 {
         warnings.push(Diagnostic::warning(
             &key_path,
@@ -475,13 +476,13 @@ fn compile_jwks(
     };
     // A `jwks_file` is read on every compile: a reload may be the watcher seeing the
     // file change, and a broken file refuses the config.
-    let file_keys = match &source {
-        JwksSource::File(file) => Some(
-            jwks::read_file(file)
-                .map_err(|message| Diagnostic::error(format!("{path}.jwks_file"), message))?,
-        ),
-        JwksSource::Url(_) => None,
-    };
+    let file_keys =
+        match &source {
+            JwksSource::File(file) => Some(jwks::read_file(file).map_err(|error| {
+                Diagnostic::error(format!("{path}.jwks_file"), error.to_string())
+            })?),
+            JwksSource::Url(_) => None,
+        };
     Ok(Some(JwksPlan {
         source,
         settings: JwksSettings {

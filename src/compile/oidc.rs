@@ -71,7 +71,7 @@ pub(super) fn compile_oidc(
         .as_ref()
         .ok_or_else(|| missing("client_secret"))?;
     let secret = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
-        .map_err(|message| Diagnostic::error(format!("{path}.client_secret"), message))?;
+        .map_err(|error| Diagnostic::error(format!("{path}.client_secret"), error.to_string()))?;
     let client_secret = String::from_utf8(secret.expose().to_vec()).map_err(|_| {
         Diagnostic::error(
             format!("{path}.client_secret"),
@@ -137,7 +137,7 @@ pub(super) fn compile_oidc(
         .as_ref()
         .map(|manual| discovery::manual_settings(&discovery.issuer_url, manual))
         .transpose()
-        .map_err(|message| Diagnostic::error(path, message))?;
+        .map_err(|error| Diagnostic::error(path, error.to_string()))?;
     let store = compile_store_settings(path, settings, ctx)?;
 
     let ttl =
@@ -186,11 +186,11 @@ fn compile_store_settings(
         Some(StoreRef::Inline(text)) if text == oidc_defaults::STORE => return Ok(memory()),
         // Validation has checked it (and refused a password written in the file).
         Some(StoreRef::Inline(text)) => {
-            RedisTarget::parse(text).map_err(|message| Diagnostic::error(&key, message))?
+            RedisTarget::parse(text).map_err(|error| Diagnostic::error(&key, error.to_string()))?
         }
         Some(StoreRef::Secret(secret)) => {
             let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
-                .map_err(|message| Diagnostic::error(&key, message))?;
+                .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
             let text = std::str::from_utf8(bytes.expose())
                 .map_err(|_| Diagnostic::error(&key, "the Redis URL is not UTF-8 text"))?;
             let source = match (&secret.env, &secret.file) {
@@ -199,7 +199,7 @@ fn compile_store_settings(
                 (None, None) => "the secret".to_owned(),
             };
             RedisTarget::parse(text.trim())
-                .map_err(|message| Diagnostic::error(&key, format!("{source}: {message}")))?
+                .map_err(|error| Diagnostic::error(&key, format!("{source}: {error}")))?
         }
     };
     Ok(StoreSettings::Redis { target })
@@ -227,11 +227,14 @@ fn compile_minter(
             format!("provider {name:?} has no hs256_secret to sign with"),
         )
     })?;
-    let secret =
-        secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
-            Diagnostic::error(format!("auth.providers.{name}.hs256_secret"), message)
-        })?;
-    Minter::new(name, mint, &secret).map_err(|message| Diagnostic::error(&mint_path, message))
+    let secret = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|error| {
+        Diagnostic::error(
+            format!("auth.providers.{name}.hs256_secret"),
+            error.to_string(),
+        )
+    })?;
+    Minter::new(name, mint, &secret)
+        .map_err(|error| Diagnostic::error(&mint_path, error.to_string()))
 }
 
 /// A custom provider's endpoints; validation made sure both or neither are set, and

@@ -186,48 +186,66 @@ fn check_upstream(name: &str, upstream: &Upstream, found: &mut Vec<Diagnostic>) 
             ),
         ),
         (Some(url), None) => {
-            if let Err(message) = parse_upstream_url(url) {
-                found.push(Diagnostic::error(format!("{path}.url"), message));
+            if let Err(error) = parse_upstream_url(url) {
+                found.push(Diagnostic::error(format!("{path}.url"), error.to_string()));
             }
         }
         (None, Some(_)) => {}
     }
 }
 
+/// Why an upstream's `url` cannot be used. Each quotes the URL as written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamUrlError {
+    #[error("{text:?} is not a URL: {source}; write it like \"http://127.0.0.1:8000\"")]
+    NotAUrl {
+        text: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error(
+        "{text:?}: https upstreams are not supported yet; reach the upstream over http on \
+         loopback or a private network"
+    )]
+    Https { text: String },
+    #[error("{text:?}: use http:// — WebSocket upgrades go to the same http address")]
+    WebSocket { text: String },
+    #[error("{text:?}: scheme `{scheme}` is not supported; use http://")]
+    Scheme { text: String, scheme: String },
+    #[error("{text:?} has no host")]
+    NoHost { text: String },
+    #[error("{text:?} carries credentials; upstream URLs must not")]
+    Credentials { text: String },
+    #[error("{text:?} must not have a query or fragment")]
+    QueryOrFragment { text: String },
+}
+
 /// The upstream's base URL: `http://host:port[/base]`, nothing else.
-pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|err| {
-        format!("{text:?} is not a URL: {err}; write it like \"http://127.0.0.1:8000\"")
+pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
+    let url = Url::parse(text).map_err(|source| UpstreamUrlError::NotAUrl {
+        text: text.to_owned(),
+        source,
     })?;
+    let written = || text.to_owned();
     match url.scheme() {
         "http" => {}
-        "https" => {
-            return Err(format!(
-                "{text:?}: https upstreams are not supported yet; reach the upstream over \
-                 http on loopback or a private network"
-            ));
-        }
-        "ws" | "wss" => {
-            return Err(format!(
-                "{text:?}: use http:// — WebSocket upgrades go to the same http address"
-            ));
-        }
+        "https" => return Err(UpstreamUrlError::Https { text: written() }),
+        "ws" | "wss" => return Err(UpstreamUrlError::WebSocket { text: written() }),
         other => {
-            return Err(format!(
-                "{text:?}: scheme `{other}` is not supported; use http://"
-            ));
+            return Err(UpstreamUrlError::Scheme {
+                text: written(),
+                scheme: other.to_owned(),
+            });
         }
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
+        return Err(UpstreamUrlError::NoHost { text: written() });
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "{text:?} carries credentials; upstream URLs must not"
-        ));
+        return Err(UpstreamUrlError::Credentials { text: written() });
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{text:?} must not have a query or fragment"));
+        return Err(UpstreamUrlError::QueryOrFragment { text: written() });
     }
     Ok(url)
 }

@@ -7,6 +7,7 @@
 //! takes about as long as the slowest one.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, join_all};
@@ -15,6 +16,8 @@ use url::Url;
 
 use super::static_checks::{is_non_public_ip, plain_http_upstream};
 use super::{Finding, Severity};
+use crate::auth::HttpClientError;
+use crate::auth::jwks::JwksDocumentError;
 use crate::auth::oidc::discovery::{discovery_url, error_chain};
 use crate::auth::oidc::redis_store::RedisTarget;
 use crate::auth::secrets::{self, SecretBytes};
@@ -96,7 +99,7 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
                 JWKS_FILE_UNUSABLE,
                 Severity::Error,
                 format!("{path}.jwks_file"),
-                why,
+                why.to_string(),
                 "point jwks_file at a JWKS document with the issuer's public signing keys \
                  (relative paths start at the config file's directory)",
             ));
@@ -127,11 +130,11 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
                 shown: target.shown().to_owned(),
                 url,
             }),
-            Err(message) => found.push(Finding::new(
+            Err(error) => found.push(Finding::new(
                 STORE_URL_INVALID,
                 Severity::Error,
                 key,
-                format!("the Redis URL is unusable: {message}"),
+                format!("the Redis URL is unusable: {error}"),
                 "give a URL like redis://host:6379/0 (with its password, if any, in the \
                  environment or a file)",
             )),
@@ -140,11 +143,32 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
     (found, redis)
 }
 
-fn load_jwks_file(path: &std::path::Path) -> Result<usize, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| format!("cannot read the JWKS file {}: {error}", path.display()))?;
-    crate::auth::jwks::usable_key_count(&bytes)
-        .map_err(|error| format!("the JWKS file {}: {error}", path.display()))
+/// Why a `jwks_file` is no use, as the doctor words it.
+#[derive(Debug, thiserror::Error)]
+enum JwksFileError {
+    #[error("cannot read the JWKS file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the JWKS file {}: {source}", path.display())]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: JwksDocumentError,
+    },
+}
+
+fn load_jwks_file(path: &Path) -> Result<usize, JwksFileError> {
+    let bytes = std::fs::read(path).map_err(|source| JwksFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    crate::auth::jwks::usable_key_count(&bytes).map_err(|source| JwksFileError::Unusable {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The least key length for an HMAC algorithm: its hash size (RFC 7518 §3.2).
@@ -179,8 +203,8 @@ fn source(secret: &SecretRef) -> String {
 }
 
 fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<SecretBytes, Finding> {
-    secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
-        if is_present_but_empty(secret, ctx) {
+    secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|error| {
+        if error.is_empty() {
             Finding::new(
                 SECRET_EMPTY,
                 Severity::Error,
@@ -193,7 +217,7 @@ fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<Secret
                 SECRET_MISSING,
                 Severity::Error,
                 key,
-                format!("cannot read the secret: {message}"),
+                format!("cannot read the secret: {error}"),
                 match &secret.env {
                     Some(name) => format!(
                         "set {name} in the gateway's environment; the gateway refuses to start \
@@ -206,16 +230,6 @@ fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<Secret
             )
         }
     })
-}
-
-/// Whether the secret exists but holds nothing (a set but empty variable, an empty file).
-fn is_present_but_empty(secret: &SecretRef, ctx: &CompileContext) -> bool {
-    match (&secret.env, &secret.file) {
-        (Some(name), None) => ctx.env.var(name).is_some_and(|value| value.is_empty()),
-        (None, Some(file)) => std::fs::read(ctx.config_dir.join(file))
-            .is_ok_and(|bytes| matches!(bytes.as_slice(), b"" | b"\n" | b"\r\n")),
-        _ => false,
-    }
 }
 
 /// Checks everything the config reaches over the network, concurrently.
@@ -430,17 +444,34 @@ struct Fetched {
     date: Option<SystemTime>,
 }
 
+/// Why a GET got no answer to judge. The callers name the URL.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Client(#[from] HttpClientError),
+    #[error("{}", error_chain(source))]
+    Request {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the answer is over {max_body} bytes")]
+    TooLarge { max_body: usize },
+    #[error("no answer within {TIMEOUT:?}")]
+    Timeout,
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(source: reqwest::Error) -> Self {
+        Self::Request { source }
+    }
+}
+
 /// GETs `url` within [`TIMEOUT`], keeping up to `max_body` bytes of the body.
-async fn fetch(url: &str, max_body: usize) -> Result<Fetched, String> {
+async fn fetch(url: &str, max_body: usize) -> Result<Fetched, FetchError> {
     let client = crate::auth::http_client()?;
     let attempt = async {
         let sent = SystemTime::now();
-        let mut response = client
-            .get(url)
-            .timeout(TIMEOUT)
-            .send()
-            .await
-            .map_err(|error| error_chain(&error))?;
+        let mut response = client.get(url).timeout(TIMEOUT).send().await?;
         let received = SystemTime::now();
         let date = response
             .headers()
@@ -450,10 +481,10 @@ async fn fetch(url: &str, max_body: usize) -> Result<Fetched, String> {
         let status = response.status();
         let mut body = Vec::new();
         if max_body > 0 {
-            while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+            while let Some(chunk) = response.chunk().await? {
                 body.extend_from_slice(&chunk);
                 if body.len() > max_body {
-                    return Err(format!("the answer is over {max_body} bytes"));
+                    return Err(FetchError::TooLarge { max_body });
                 }
             }
         }
@@ -467,7 +498,7 @@ async fn fetch(url: &str, max_body: usize) -> Result<Fetched, String> {
     };
     tokio::time::timeout(TIMEOUT, attempt)
         .await
-        .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+        .map_err(|_| FetchError::Timeout)?
 }
 
 /// How far the other side's clock is off ours, and in which direction (true: ahead).

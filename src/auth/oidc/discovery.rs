@@ -53,6 +53,50 @@ pub struct Discovered {
     pub end_session_endpoint: Option<EndSessionUrl>,
 }
 
+/// Why the IdP's settings could not be read or used. Each names the URL, the key or
+/// the issuer involved.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(transparent)]
+    Client(#[from] crate::auth::HttpClientError),
+    #[error("GET {url}: {}", error_chain(source))]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: status {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("GET {url}: the document is over {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge { url: String },
+    #[error("GET {url}: not an OpenID provider configuration: {source}")]
+    NotProviderMetadata {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the document's issuer {issuer:?} is not issuer_url {issuer_url:?}")]
+    IssuerMismatch { issuer: String, issuer_url: String },
+    #[error("GET {url}: the document has no token_endpoint")]
+    NoTokenEndpoint { url: String },
+    #[error(
+        "GET {url}: the IdP signs id_tokens with no algorithm the gateway verifies with public \
+         keys (RS*, PS*, ES256, ES384, EdDSA)"
+    )]
+    NoPublicKeyAlgorithm { url: String },
+    /// A custom provider's endpoint (or its issuer_url) as written in the file.
+    #[error("{key} {text:?} is not a URL: {source}")]
+    NotAUrl {
+        key: &'static str,
+        text: String,
+        #[source]
+        source: url::ParseError,
+    },
+}
+
 /// What an id_token's signature is checked with.
 #[derive(Debug)]
 pub enum IdTokenKeys {
@@ -172,14 +216,18 @@ impl Discovery {
                     keeping_last_settings = self.current.load().is_some(),
                     "OIDC discovery failed",
                 );
-                lock(&self.status).last_error = Some(error);
+                lock(&self.status).last_error = Some(error.to_string());
                 false
             }
         }
     }
 
-    async fn fetch(&self) -> Result<Discovered, String> {
+    async fn fetch(&self) -> Result<Discovered, DiscoveryError> {
         let url = discovery_url(&self.settings.issuer_url);
+        let request_failed = |source| DiscoveryError::Request {
+            url: url.clone(),
+            source,
+        };
         let client = crate::auth::http_client()?;
         let mut response = client
             .get(&url)
@@ -187,41 +235,49 @@ impl Discovery {
             .timeout(FETCH_TIMEOUT)
             .send()
             .await
-            .map_err(|err| format!("GET {url}: {}", error_chain(&err)))?;
+            .map_err(request_failed)?;
         if !response.status().is_success() {
-            return Err(format!("GET {url}: status {}", response.status()));
+            return Err(DiscoveryError::Status {
+                url,
+                status: response.status(),
+            });
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|err| format!("GET {url}: {}", error_chain(&err)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!(
-                    "GET {url}: the document is over {MAX_DOCUMENT_BYTES} bytes"
-                ));
+                return Err(DiscoveryError::TooLarge { url });
             }
         }
-        let metadata: ProviderMetadataWithLogout = serde_json::from_slice(&body)
-            .map_err(|err| format!("GET {url}: not an OpenID provider configuration: {err}"))?;
-        self.accept(metadata)
+        let metadata: ProviderMetadataWithLogout =
+            serde_json::from_slice(&body).map_err(|source| {
+                DiscoveryError::NotProviderMetadata {
+                    url: url.clone(),
+                    source,
+                }
+            })?;
+        self.accept(&url, metadata)
     }
 
-    /// Checks the document and builds what the flow needs from it.
-    fn accept(&self, metadata: ProviderMetadataWithLogout) -> Result<Discovered, String> {
+    /// Checks the document read from `url` and builds what the flow needs from it.
+    fn accept(
+        &self,
+        url: &str,
+        metadata: ProviderMetadataWithLogout,
+    ) -> Result<Discovered, DiscoveryError> {
         let issuer = metadata.issuer().as_str().to_owned();
         // OpenID Connect Discovery §4.3: the issuer must be the one asked about. A
         // trailing slash is the only difference forgiven.
         if issuer.trim_end_matches('/') != self.settings.issuer_url.trim_end_matches('/') {
-            return Err(format!(
-                "the document's issuer {issuer:?} is not issuer_url {:?}",
-                self.settings.issuer_url
-            ));
+            return Err(DiscoveryError::IssuerMismatch {
+                issuer,
+                issuer_url: self.settings.issuer_url.clone(),
+            });
         }
         let Some(token_endpoint) = metadata.token_endpoint().cloned() else {
-            return Err("the document has no token_endpoint".to_owned());
+            return Err(DiscoveryError::NoTokenEndpoint {
+                url: url.to_owned(),
+            });
         };
         let algorithms: Vec<Algorithm> = metadata
             .id_token_signing_alg_values_supported()
@@ -229,11 +285,9 @@ impl Discovery {
             .filter_map(public_key_algorithm)
             .collect();
         if algorithms.is_empty() {
-            return Err(
-                "the IdP signs id_tokens with no algorithm the gateway verifies with public keys \
-                 (RS*, PS*, ES256, ES384, EdDSA)"
-                    .to_owned(),
-            );
+            return Err(DiscoveryError::NoPublicKeyAlgorithm {
+                url: url.to_owned(),
+            });
         }
         let client_secret_post = metadata
             .token_endpoint_auth_methods_supported()
@@ -271,9 +325,16 @@ impl Discovery {
 
 /// The settings of a custom provider: its endpoints as written, `client_secret_basic`,
 /// no logout endpoint, and no keys. An error names what is wrong with them.
-pub fn manual_settings(issuer_url: &str, manual: &ManualEndpoints) -> Result<Discovered, String> {
-    let url = |key: &str, text: &str| {
-        url::Url::parse(text).map_err(|err| format!("{key} {text:?} is not a URL: {err}"))
+pub fn manual_settings(
+    issuer_url: &str,
+    manual: &ManualEndpoints,
+) -> Result<Discovered, DiscoveryError> {
+    let url = |key: &'static str, text: &str| {
+        url::Url::parse(text).map_err(|source| DiscoveryError::NotAUrl {
+            key,
+            text: text.to_owned(),
+            source,
+        })
     };
     Ok(Discovered {
         authorization_endpoint: AuthUrl::from_url(url(

@@ -695,7 +695,8 @@ fn oauth_error_code(text: &str) -> String {
 async fn send(
     request: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, HttpError> {
-    let client = crate::auth::http_client_without_redirects().map_err(HttpError)?;
+    let client =
+        crate::auth::http_client_without_redirects().map_err(|err| HttpError(err.to_string()))?;
     let request = reqwest::Request::try_from(request)
         .map_err(|err| HttpError(format!("bad request: {err}")))?;
     let mut response = tokio::time::timeout(TOKEN_TIMEOUT, client.execute(request))

@@ -50,34 +50,60 @@ impl fmt::Debug for RedisTarget {
     }
 }
 
+/// Why a store URL cannot be used. The URL may hold a password, so no variant keeps
+/// any of its text, nor redis-rs's error (only its kind).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisUrlError {
+    #[error("not a valid Redis URL ({0})")]
+    Invalid(#[source] url::ParseError),
+    #[error(
+        "TLS to Redis (rediss://) is not supported yet: use redis:// on a private network or \
+         loopback"
+    )]
+    Tls,
+    #[error("scheme `{scheme}` is not a Redis URL; use redis://")]
+    Scheme { scheme: String },
+    #[error("the Redis URL has no host")]
+    NoHost,
+    #[error("the path of a Redis URL is a database number, like /0, and nothing else")]
+    NotADatabase,
+    #[error("a Redis URL takes no query or fragment here")]
+    QueryOrFragment,
+    #[error("not a usable Redis URL ({kind})")]
+    Unusable { kind: &'static str },
+}
+
+impl From<RedisError> for RedisUrlError {
+    fn from(error: RedisError) -> Self {
+        Self::Unusable {
+            kind: error.kind_text(),
+        }
+    }
+}
+
 impl RedisTarget {
-    /// Parses a store URL: `redis://[user[:password]@]host[:port][/db]`. The messages
+    /// Parses a store URL: `redis://[user[:password]@]host[:port][/db]`. The errors
     /// never repeat the text, which may hold a password.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = Url::parse(text).map_err(|err| format!("not a valid Redis URL ({err})"))?;
+    pub fn parse(text: &str) -> Result<Self, RedisUrlError> {
+        let url = Url::parse(text).map_err(RedisUrlError::Invalid)?;
         match url.scheme() {
             "redis" => {}
-            "rediss" => {
-                return Err(
-                    "TLS to Redis (rediss://) is not supported yet: use redis:// on a \
-                            private network or loopback"
-                        .to_owned(),
-                );
+            "rediss" => return Err(RedisUrlError::Tls),
+            other => {
+                return Err(RedisUrlError::Scheme {
+                    scheme: other.to_owned(),
+                });
             }
-            other => return Err(format!("scheme `{other}` is not a Redis URL; use redis://")),
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err("the Redis URL has no host".to_owned());
+            return Err(RedisUrlError::NoHost);
         }
         let db = url.path().trim_start_matches('/');
         if !db.is_empty() && db.parse::<u16>().is_err() {
-            return Err(
-                "the path of a Redis URL is a database number, like /0, and nothing else"
-                    .to_owned(),
-            );
+            return Err(RedisUrlError::NotADatabase);
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err("a Redis URL takes no query or fragment here".to_owned());
+            return Err(RedisUrlError::QueryOrFragment);
         }
         let mut shown = url.clone();
         if shown.password().is_some() {
@@ -89,8 +115,7 @@ impl RedisTarget {
             url,
         };
         // What redis-rs itself would refuse (its message names no part of the URL).
-        redis::Client::open(target.url.clone())
-            .map_err(|err| format!("not a usable Redis URL ({})", err.kind_text()))?;
+        redis::Client::open(target.url.clone())?;
         Ok(target)
     }
 
@@ -146,9 +171,8 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// A store for `provider`'s entries at `target`. Nothing is connected until the first
     /// request.
-    pub fn new(provider: &str, target: RedisTarget) -> Result<Self, String> {
-        let client = redis::Client::open(target.url.clone())
-            .map_err(|err| format!("not a usable Redis URL ({})", err.kind_text()))?;
+    pub fn new(provider: &str, target: RedisTarget) -> Result<Self, RedisUrlError> {
+        let client = redis::Client::open(target.url.clone())?;
         Ok(Self {
             prefix: key_prefix(provider),
             target,
@@ -378,7 +402,7 @@ mod tests {
             ("redis://:pw-in-url@0.0.0.0/0", "not a usable Redis URL"),
             ("redis:pw-in-url", "no host"),
         ] {
-            let error = RedisTarget::parse(text).expect_err(text);
+            let error = RedisTarget::parse(text).expect_err(text).to_string();
             assert!(error.contains(expected), "{text}: {error}");
             assert!(!error.contains("pw-in-url"), "{text}: {error}");
         }

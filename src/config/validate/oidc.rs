@@ -283,8 +283,8 @@ fn check_store(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>)
                     ),
                 ),
                 Ok(_) => {}
-                Err(message) => {
-                    found.push(Diagnostic::error(&key, message).with_help(STORE_HELP));
+                Err(error) => {
+                    found.push(Diagnostic::error(&key, error.to_string()).with_help(STORE_HELP));
                 }
             }
             false
