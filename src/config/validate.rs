@@ -214,8 +214,10 @@ pub(crate) enum UpstreamUrlError {
     Scheme { text: String, scheme: String },
     #[error("{text:?} has no host")]
     NoHost { text: String },
-    #[error("{text:?} carries credentials; upstream URLs must not")]
-    Credentials { text: String },
+    /// `shown` is the URL with its user and password as `***`: the message goes to logs
+    /// and `/snapshot`, and must not repeat them.
+    #[error("{shown:?} carries credentials; upstream URLs must not")]
+    Credentials { shown: String },
     #[error("{text:?} must not have a query or fragment")]
     QueryOrFragment { text: String },
 }
@@ -242,7 +244,15 @@ pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
         return Err(UpstreamUrlError::NoHost { text: written() });
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(UpstreamUrlError::Credentials { text: written() });
+        let mut shown = url.clone();
+        // Cannot fail on a URL with a host, which it has by now.
+        let _ = shown.set_username("***");
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        return Err(UpstreamUrlError::Credentials {
+            shown: shown.to_string(),
+        });
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(UpstreamUrlError::QueryOrFragment { text: written() });
@@ -407,4 +417,20 @@ fn is_valid_name(name: &str) -> bool {
 pub(crate) fn normalize_prefix(prefix: &str) -> &str {
     let trimmed = prefix.trim_end_matches('/');
     if trimmed.is_empty() { "/" } else { trimmed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_url_with_credentials_is_refused_without_repeating_them() {
+        let error = parse_upstream_url("http://admin:hunter2@127.0.0.1:8000/")
+            .expect_err("credentials are refused");
+        let message = error.to_string();
+        assert!(message.contains("carries credentials"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("admin"), "{message}");
+        assert!(message.contains("127.0.0.1:8000"), "{message}");
+    }
 }
