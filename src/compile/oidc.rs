@@ -9,13 +9,13 @@ use url::Url;
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
-use crate::auth::oidc::redis_store::RedisTarget;
 use crate::auth::oidc::{ClientSecret, StoreSettings};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
 use crate::config::Config;
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::{self, OidcPaths, StoreRef, oidc_defaults};
+use crate::config::store_url::RedisTarget;
 use crate::config::validate::parse_cidr;
 
 /// An oidc provider's settings, resolved: its client secret and its mint provider's

@@ -10,6 +10,7 @@ pub mod load;
 pub mod model;
 pub mod schema;
 pub mod static_keys;
+pub mod store_url;
 pub mod units;
 pub mod validate;
 

@@ -19,11 +19,11 @@ use super::{Finding, Severity};
 use crate::auth::HttpClientError;
 use crate::auth::jwks::JwksDocumentError;
 use crate::auth::oidc::discovery::{discovery_url, error_chain};
-use crate::auth::oidc::redis_store::RedisTarget;
 use crate::auth::secrets::{self, SecretBytes};
 use crate::compile::CompileContext;
 use crate::config::Config;
 use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef};
+use crate::config::store_url::RedisTarget;
 
 pub const SECRET_MISSING: &str = "secret_missing";
 pub const SECRET_EMPTY: &str = "secret_empty";

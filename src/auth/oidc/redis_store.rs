@@ -22,9 +22,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Value};
-use url::Url;
 
 use super::store::{Slot, Store, StoreError, StoreStatus};
+pub use crate::config::store_url::{RedisTarget, RedisUrlError};
 
 /// The longest one Redis call (connecting included) may take before the login answers
 /// 503.
@@ -36,114 +36,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Attempts after the first when a connection is (re)opened; the next request starts
 /// a new round when they all fail, so a Redis that comes back is used again.
 const CONNECT_RETRIES: usize = 1;
-
-/// A checked `redis://` URL. The password, if any, never leaves it but to connect.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisTarget {
-    url: Url,
-    shown: String,
-}
-
-impl fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisTarget({})", self.shown)
-    }
-}
-
-/// Why a store URL cannot be used. The URL may hold a password, so no variant keeps
-/// any of its text, nor redis-rs's error (only its kind).
-#[derive(Debug, thiserror::Error)]
-pub enum RedisUrlError {
-    #[error("not a valid Redis URL ({0})")]
-    Invalid(#[source] url::ParseError),
-    #[error(
-        "TLS to Redis (rediss://) is not supported yet: use redis:// on a private network or \
-         loopback"
-    )]
-    Tls,
-    #[error("scheme `{scheme}` is not a Redis URL; use redis://")]
-    Scheme { scheme: String },
-    #[error("the Redis URL has no host")]
-    NoHost,
-    #[error("the path of a Redis URL is a database number, like /0, and nothing else")]
-    NotADatabase,
-    #[error("a Redis URL takes no query or fragment here")]
-    QueryOrFragment,
-    #[error("not a usable Redis URL ({kind})")]
-    Unusable { kind: &'static str },
-}
-
-impl From<RedisError> for RedisUrlError {
-    fn from(error: RedisError) -> Self {
-        Self::Unusable {
-            kind: error.kind_text(),
-        }
-    }
-}
-
-impl RedisTarget {
-    /// Parses a store URL: `redis://[user[:password]@]host[:port][/db]`. The errors
-    /// never repeat the text, which may hold a password.
-    pub fn parse(text: &str) -> Result<Self, RedisUrlError> {
-        let url = Url::parse(text).map_err(RedisUrlError::Invalid)?;
-        match url.scheme() {
-            "redis" => {}
-            "rediss" => return Err(RedisUrlError::Tls),
-            other => {
-                return Err(RedisUrlError::Scheme {
-                    scheme: other.to_owned(),
-                });
-            }
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(RedisUrlError::NoHost);
-        }
-        let db = url.path().trim_start_matches('/');
-        if !db.is_empty() && db.parse::<u16>().is_err() {
-            return Err(RedisUrlError::NotADatabase);
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(RedisUrlError::QueryOrFragment);
-        }
-        let mut shown = url.clone();
-        if shown.password().is_some() {
-            // Cannot fail on a URL with a host.
-            let _ = shown.set_password(Some("***"));
-        }
-        let target = Self {
-            shown: shown.to_string(),
-            url,
-        };
-        // What redis-rs itself would refuse (its message names no part of the URL).
-        redis::Client::open(target.url.clone())?;
-        Ok(target)
-    }
-
-    /// The URL with its password, if any, as `***`.
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
-    /// Whether the URL carries a password.
-    pub fn has_password(&self) -> bool {
-        self.url.password().is_some()
-    }
-}
-
-/// A short, fixed description of a redis-rs error kind.
-trait KindText {
-    fn kind_text(&self) -> &'static str;
-}
-
-impl KindText for RedisError {
-    fn kind_text(&self) -> &'static str {
-        match self.kind() {
-            ErrorKind::InvalidClientConfig => "invalid client settings",
-            ErrorKind::Io => "I/O error",
-            _ => "refused by the client",
-        }
-    }
-}
 
 /// Login states and auth codes in Redis, shared by every gateway using the same URL.
 pub struct RedisStore {
@@ -162,7 +54,7 @@ pub struct RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.target.shown)
+            .field("url", &self.target.shown())
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
@@ -172,7 +64,7 @@ impl RedisStore {
     /// A store for `provider`'s entries at `target`. Nothing is connected until the first
     /// request.
     pub fn new(provider: &str, target: RedisTarget) -> Result<Self, RedisUrlError> {
-        let client = redis::Client::open(target.url.clone())?;
+        let client = redis::Client::open(target.url().clone())?;
         Ok(Self {
             prefix: key_prefix(provider),
             target,
@@ -255,7 +147,7 @@ impl RedisStore {
 
     fn succeeded(&self) {
         if self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!(store = %self.target.shown, "the Redis login store answers again");
+            tracing::info!(store = %self.target.shown(), "the Redis login store answers again");
         }
         let mut last_error = self
             .last_error
@@ -268,7 +160,7 @@ impl RedisStore {
         let detail = format!("{command}: {}", failure.detail);
         if !self.failing.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                store = %self.target.shown,
+                store = %self.target.shown(),
                 error = %detail,
                 "the Redis login store fails: logins answer 503 until it is back",
             );
@@ -368,7 +260,7 @@ impl Store for RedisStore {
     fn status(&self) -> StoreStatus {
         StoreStatus {
             kind: "redis",
-            url: Some(self.target.shown.clone()),
+            url: Some(self.target.shown().to_owned()),
             key_prefix: Some(self.prefix.clone()),
             last_error: self
                 .last_error

@@ -8,9 +8,9 @@ use super::super::diagnostic::Diagnostic;
 use super::super::model::{
     AuthProvider, Config, OidcPaths, ProviderKind, SecretRef, StoreRef, oidc_defaults,
 };
+use super::super::store_url::RedisTarget;
 use super::super::suggest;
 use super::{is_local_host, parse_cidr};
-use crate::auth::oidc::redis_store::RedisTarget;
 
 /// Longer than this, an auth code lingers in a URL for too long.
 const LONG_AUTH_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
