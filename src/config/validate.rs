@@ -16,7 +16,7 @@ use url::Url;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::diagnostic::Diagnostic;
-use super::model::{Config, Route, Upstream};
+use super::model::{AuthProvider, Config, Route, Upstream};
 use super::suggest;
 use crate::header_sets;
 
@@ -380,6 +380,21 @@ fn check_forward_client_headers(
             );
         }
     }
+}
+
+/// The keys of `provider` that only `kind = "jwt"` takes and that are set.
+fn jwt_only_keys_set(provider: &AuthProvider) -> impl Iterator<Item = &'static str> {
+    [
+        ("issuer", provider.issuer.is_some()),
+        ("audience", provider.audience.is_some()),
+        ("algorithms", !provider.algorithms.is_empty()),
+        ("hs256_secret", provider.hs256_secret.is_some()),
+        ("jwks_url", provider.jwks_url.is_some()),
+        ("jwks_file", provider.jwks_file.is_some()),
+        ("claim_headers", !provider.claim_headers.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
 }
 
 pub(crate) fn is_local_host(url: &Url) -> bool {

@@ -6,7 +6,7 @@ use url::Url;
 
 use super::super::diagnostic::Diagnostic;
 use super::super::model::{AuthProvider, Config, ProviderKind};
-use super::{is_local_host, is_valid_name, oidc, suggest};
+use super::{is_local_host, is_valid_name, jwt_only_keys_set, oidc, suggest};
 use crate::header_sets;
 
 pub(super) fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
@@ -209,21 +209,6 @@ fn check_jwt_provider(path: &str, provider: &AuthProvider, found: &mut Vec<Diagn
             ));
         }
     }
-}
-
-/// The keys of `provider` that only `kind = "jwt"` takes and that are set.
-pub(super) fn jwt_only_keys_set(provider: &AuthProvider) -> impl Iterator<Item = &'static str> {
-    [
-        ("issuer", provider.issuer.is_some()),
-        ("audience", provider.audience.is_some()),
-        ("algorithms", !provider.algorithms.is_empty()),
-        ("hs256_secret", provider.hs256_secret.is_some()),
-        ("jwks_url", provider.jwks_url.is_some()),
-        ("jwks_file", provider.jwks_file.is_some()),
-        ("claim_headers", !provider.claim_headers.is_empty()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
 }
 
 fn check_trusted_proxy_user(

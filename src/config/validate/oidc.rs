@@ -23,7 +23,7 @@ pub(super) fn check_oidc_provider(
     provider: &AuthProvider,
     found: &mut Vec<Diagnostic>,
 ) {
-    for key in super::auth::jwt_only_keys_set(provider) {
+    for key in super::jwt_only_keys_set(provider) {
         let help = match key {
             "issuer" => "the identity provider's issuer is `issuer_url`",
             "jwks_url" | "jwks_file" => "the IdP's keys are found through discovery",
