@@ -3,6 +3,13 @@
 //! network is involved). Each token is benched at first sight (every check made) and
 //! remembered (seen before, not expired, keys unchanged). `cargo bench --bench auth`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark stops on a failed setup"
+)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;

@@ -12,6 +12,13 @@
 //! - `config_compile`: a 10,000-route file: parse + validate + compile (what a reload
 //!   does), and compile alone.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark stops on a failed setup"
+)]
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -36,6 +36,13 @@
 //!
 //! `--threads N` (default 1) sets the runtime's worker threads.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark stops on a failed setup"
+)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -13,8 +13,6 @@
 //!
 //! A request loads the snapshot once and uses only it; a reload is one atomic store.
 
-#![warn(clippy::unwrap_used, clippy::expect_used)]
-
 pub mod admin;
 pub mod auth;
 pub mod build;

@@ -1,7 +1,5 @@
 //! The `fluxlit` command line. Only wiring lives here; the gateway is the library.
 
-#![warn(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,13 @@
 //! operator needs, and no trace of a credential the request carried (bearer token,
 //! cookie, login codes in the query, a forward-auth identity).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::path::Path;

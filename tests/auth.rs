@@ -10,6 +10,13 @@
 //! keys of `tests/fixtures/jose`. 127.0.0.1 is the trusted proxy where there is one and
 //! 127.0.0.2 an ordinary client. Timeouts only guard against hangs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use common::auth::*;

@@ -4,6 +4,13 @@
 //! `validate` and `token issue` never print a secret; `fluxlit validate` explains auth
 //! mistakes with their key paths.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -15,6 +15,13 @@
 //! Timeouts only guard against hangs. Where a test must show something does *not*
 //! happen for a while, it waits and then counts.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,13 @@
 //! Real sockets on loopback: an axum WebSocket echo upstream, a tokio-tungstenite client,
 //! config and secret files in a temporary directory. Timeouts only guard against hangs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

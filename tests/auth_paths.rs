@@ -5,6 +5,13 @@
 //! and must be refused (400), challenged (401), or reach the upstream as a path that is
 //! not under `/api`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -1,5 +1,12 @@
 //! The command line as a user runs it: `validate`, `config` and the config path rules.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::path::Path;

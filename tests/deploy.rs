@@ -2,6 +2,13 @@
 //! ConfigMap's `fluxlit.toml` passes `fluxlit validate` and the schema, and the
 //! manifests point at the ports and paths that config serves.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::path::PathBuf;

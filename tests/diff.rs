@@ -1,6 +1,13 @@
 //! `fluxlit diff` as a reviewer or a CI job runs it: two files, or a file and a running
 //! gateway's admin listener. Exit 0: no changes; 3: changes; 1: an error.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::path::Path;

@@ -6,6 +6,13 @@
 //! Each check has a config that triggers it and one that does not; the exit codes are
 //! 0 (clean, or warnings without --strict), 1 (errors) and 2 (warnings with --strict).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

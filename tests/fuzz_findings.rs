@@ -1,6 +1,13 @@
 //! What the fuzz targets in `fuzz/` found, checked end to end through a real gateway and
 //! a recording upstream.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use bytes::Bytes;

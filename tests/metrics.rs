@@ -2,6 +2,13 @@
 //! status class, durations, upstream failures, auth failures, open WebSockets and
 //! reloads, each with the exact count the traffic should have produced.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,13 @@
 //! `next`, id_tokens failing each check, exchanges from other peers, an unbounded store,
 //! and logins before discovery. Timeouts only guard against hangs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::collections::HashMap;

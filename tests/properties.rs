@@ -12,6 +12,13 @@
 //! Case counts are modest so the normal test run stays fast; the fuzz targets in `fuzz/`
 //! search the same invariants for longer.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::collections::HashSet;

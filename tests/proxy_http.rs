@@ -8,6 +8,13 @@
 //! 127.0.0.2 is always an untrusted client. Timeouts only guard against hangs: no
 //! assertion is about speed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::convert::Infallible;

@@ -5,6 +5,13 @@
 //! two route tables. The watcher watches the config's directory, debounces ~50 ms and
 //! polls every 2 s; the timeouts below are hang guards, not speed requirements.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

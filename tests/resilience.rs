@@ -10,6 +10,13 @@
 //!
 //! Timeouts only guard against hangs; none is a statement about speed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

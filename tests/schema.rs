@@ -1,6 +1,13 @@
 //! The JSON Schema and the Rust loader must agree: the committed schema is what
 //! `fluxlit schema` prints, and every config we ship passes both.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -2,6 +2,13 @@
 //! table, per-route overrides and `false`, a CSP on one route only, and an upstream's
 //! own values kept. Also: a reload's change summary is kept in `/snapshot`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

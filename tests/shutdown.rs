@@ -3,6 +3,13 @@
 //! finishes, both WebSocket peers get a 1001 close frame, and the process exits 0 —
 //! also when the grace period ends before a request does.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -14,6 +14,13 @@
 //! a test could see them. Each case gets its own gateway and upstream, so pooled
 //! upstream connections never mix cases. Timeouts only guard against hangs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -3,6 +3,13 @@
 //! HTTP/1.1 and HTTP/2 by ALPN, HSTS only over HTTPS, and a certificate rotated in
 //! place: new handshakes get the new one, connections opened before keep working.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

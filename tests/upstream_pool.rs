@@ -2,6 +2,13 @@
 //! never reused when they cannot be (closed by the upstream, a response abandoned
 //! half-read), and closed after `pool_idle_timeout`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -3,6 +3,13 @@
 //! handshake gets the same header policy as an HTTP request, a refused upgrade reaches
 //! the client as the upstream's answer, and an open socket outlives a reload.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
