@@ -1,17 +1,18 @@
 //! FluxLit: one public origin for a FastAPI backend and a Streamlit UI, with the
 //! security edge in front of both.
 //!
-//! The pipeline, in one line:
+//! The pipeline, in one line (`ARCHITECTURE.md` is the map: what each stage may import,
+//! and where a new feature goes):
 //!
 //! ```text
-//! fluxlit.toml ─parse─▶ Config ─validate─▶ CheckedConfig ─compile─▶ Snapshot ─ArcSwap─▶ request path
-//!   config::load          config::model      config::validate      config::compile    proxy, server
-//!        ▲
-//!   reload: notify watcher (the file's directory) + SIGHUP + poll ─ debounce ─ the same
-//!   steps, swapped in only on success
+//! fluxlit.toml ─▶ config ─▶ compile ─▶ build ─▶ snapshot ─ArcSwap─▶ serve
+//!                 checked    Plan      runtime   one load()         listeners, request
+//!                 Config               parts     per request        path, admin, login
+//! reload: watch (notify, SIGHUP, poll) ─ the same steps ─ one store ─ Snapshot::start
 //! ```
 //!
-//! A request loads the snapshot once and uses only it; a reload is one atomic store.
+//! A request loads the snapshot once and uses only it; a reload is one atomic store, and
+//! a config that is refused has started nothing.
 
 pub mod admin;
 pub mod auth;
