@@ -21,6 +21,9 @@ use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::routes::RouteTable;
 
+/// Kept here too: the header policy and its fuzz and property tests compare peers with it.
+pub use crate::peer::canonical_ip;
+
 /// The current snapshot, swapped atomically on reload.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
@@ -126,14 +129,6 @@ impl HeaderPolicy {
     pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
-    }
-}
-
-/// An IPv4 peer seen on a dual-stack socket arrives as `::ffff:a.b.c.d`.
-pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
     }
 }
 

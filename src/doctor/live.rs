@@ -15,12 +15,13 @@ use url::Url;
 
 use super::static_checks::{is_non_public_ip, plain_http_upstream};
 use super::{Finding, Severity};
-use crate::auth::oidc::discovery::{discovery_url, error_chain};
+use crate::auth::oidc::discovery::discovery_url;
 use crate::auth::oidc::redis_store::RedisTarget;
 use crate::auth::secrets::{self, SecretBytes};
 use crate::config::Config;
 use crate::config::compile::CompileContext;
 use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef};
+use crate::http::error_chain;
 
 pub const SECRET_MISSING: &str = "secret_missing";
 pub const SECRET_EMPTY: &str = "secret_empty";

@@ -19,11 +19,12 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::OidcProvider;
-use super::discovery::{Discovered, error_chain};
+use super::discovery::Discovered;
 use super::id_token::{self, Expected, IdTokenError};
 use super::redirect::{location, safe_next};
 use super::store::{Slot, StoreError};
 use crate::auth::jwt::now_secs;
+use crate::http::error_chain;
 use crate::proxy::ProxyBody;
 use crate::snapshot::canonical_ip;
 
