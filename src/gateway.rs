@@ -21,8 +21,9 @@ use crate::config::compile::CompileContext;
 use crate::metrics::Metrics;
 use crate::proxy::websocket::Tunnels;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
+use crate::serve::admin;
+use crate::server;
 use crate::snapshot::{SharedSnapshot, Snapshot};
-use crate::{admin, server};
 
 /// A running gateway.
 #[derive(Debug)]

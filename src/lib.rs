@@ -15,7 +15,6 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod doctor;
@@ -27,8 +26,11 @@ pub mod metrics;
 pub mod peer;
 pub mod proxy;
 pub mod reload;
+pub mod serve;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
 
 pub use gateway::Gateway;
+/// The admin listener, at its old path too.
+pub use serve::admin;
