@@ -16,6 +16,7 @@ pub mod routes;
 pub mod websocket;
 mod ws_frames;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use hyper::body::Incoming;
 
 use crate::auth::Identity;
 use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
+use crate::serve::login;
 use crate::snapshot::{HttpUpstream, Route, SharedSnapshot, Snapshot, UpstreamTarget};
 pub use body::ProxyBody;
 use errors::error_response;
@@ -154,10 +156,16 @@ impl Proxy {
             }
         };
         // The gateway's own login endpoints (oidc providers) come before the routes.
-        if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
-            record.set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
-            let (peer, request_id) = (*peer, *request_id);
-            return Routed::Wait(Box::pin(endpoint.handle(arrival.request, peer, request_id)));
+        if let Some(provider) = snapshot.auth_endpoints.find(&path) {
+            record.set_route(self.metrics.auth_endpoint(provider));
+            let (endpoints, peer, request_id) = (&snapshot.auth_endpoints, *peer, *request_id);
+            // A path that needed no normalising is the request's own.
+            let normalised = match path {
+                Cow::Owned(path) => Some(path),
+                Cow::Borrowed(_) => None,
+            };
+            let answer = login::answer(endpoints, arrival.request, normalised, peer, request_id);
+            return Routed::Wait(Box::pin(answer));
         }
         let Some(route) = snapshot.routes.find(&path) else {
             let message = "no route matches this path";

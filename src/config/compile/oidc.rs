@@ -20,16 +20,15 @@ use crate::auth::{Check, Provider};
 use crate::config::Config;
 use crate::snapshot::Snapshot;
 
-/// The login endpoints of every oidc provider, matched before the routes.
+/// The login endpoints of every oidc provider, matched before the routes, and their
+/// router: built here, once per snapshot.
 pub(super) fn auth_endpoints(providers: &BTreeMap<String, Arc<Provider>>) -> AuthEndpoints {
-    AuthEndpoints::new(
-        providers
-            .values()
-            .filter_map(|provider| match &provider.check {
-                Check::Oidc(oidc) => Some(oidc),
-                Check::Jwt(_) | Check::TrustedProxyUser => None,
-            }),
-    )
+    crate::serve::login::endpoints(providers.values().filter_map(
+        |provider| match &provider.check {
+            Check::Oidc(oidc) => Some(oidc),
+            Check::Jwt(_) | Check::TrustedProxyUser => None,
+        },
+    ))
 }
 
 /// An oidc provider. Its client secret and its mint provider's secret are read now;
