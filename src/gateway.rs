@@ -15,13 +15,12 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::admin;
 use crate::auth::secrets::{Environment, ProcessEnvironment};
 use crate::compile::CompileContext;
 use crate::metrics::Metrics;
 use crate::proxy::websocket::Tunnels;
 use crate::reload::{Reloader, StartupConfigError, initial_snapshot};
-use crate::serve::listener;
+use crate::serve::{admin, listener};
 use crate::shutdown;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 

@@ -14,7 +14,6 @@
 //! A request loads the snapshot once and uses only it; a reload is one atomic store, and
 //! a config that is refused has started nothing.
 
-pub mod admin;
 pub mod auth;
 pub mod build;
 pub mod compile;
@@ -22,6 +21,7 @@ pub mod config;
 pub mod doctor;
 pub mod gateway;
 pub mod header_sets;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod peer;

@@ -1189,7 +1189,7 @@ async fn a_flood_of_logins_stays_within_the_store_bound() {
         "{status:?}"
     );
     // The snapshot endpoint shows the same.
-    let providers = fluxlit::admin::snapshot_json(
+    let providers = fluxlit::serve::admin::snapshot_json(
         &setup.gateway.gateway.snapshot(),
         setup.gateway.gateway.reloader(),
     );
@@ -1623,7 +1623,7 @@ async fn wait_for_discovery_of(gateway: &TestGateway, provider: &str) {
 }
 
 fn snapshot_text(gateway: &TestGateway) -> String {
-    fluxlit::admin::snapshot_json(&gateway.gateway.snapshot(), gateway.gateway.reloader())
+    fluxlit::serve::admin::snapshot_json(&gateway.gateway.snapshot(), gateway.gateway.reloader())
 }
 
 #[tokio::test]

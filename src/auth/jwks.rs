@@ -22,6 +22,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 
+use crate::http::error_chain;
+
 /// The shortest and longest key lifetime a `Cache-Control: max-age` can ask for.
 const MIN_TTL: Duration = Duration::from_secs(30);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -453,17 +455,6 @@ fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
                 .then(|| seconds.trim().parse().ok())?
         })
         .map(Duration::from_secs)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// How many signing keys a JWKS document holds that the gateway can use (for

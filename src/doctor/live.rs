@@ -18,12 +18,13 @@ use super::static_checks::{is_non_public_ip, plain_http_upstream};
 use super::{Finding, Severity};
 use crate::auth::HttpClientError;
 use crate::auth::jwks::JwksDocumentError;
-use crate::auth::oidc::discovery::{discovery_url, error_chain};
+use crate::auth::oidc::discovery::discovery_url;
 use crate::auth::secrets::{self, SecretBytes};
 use crate::compile::CompileContext;
 use crate::config::Config;
 use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef};
 use crate::config::store_url::RedisTarget;
+use crate::http::error_chain;
 
 pub const SECRET_MISSING: &str = "secret_missing";
 pub const SECRET_EMPTY: &str = "secret_empty";

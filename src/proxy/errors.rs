@@ -40,16 +40,7 @@ pub fn error_response(
 }
 
 /// The error and its causes on one line, for the log.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use crate::http::error_chain as chain;
 
 /// A refusal by the route's auth check: the status, a `WWW-Authenticate` challenge
 /// where RFC 6750 asks for one, and the usual short body.

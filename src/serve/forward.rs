@@ -4,6 +4,7 @@
 //! route and the request id (404, 400, 502, 504) and never shows upstream internals;
 //! the details go to the log.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use crate::proxy::pool::{Sent, UpstreamBody, UpstreamError};
 use crate::proxy::route::{HttpUpstream, Route, UpstreamTarget};
 use crate::proxy::{ProxyBody, echo, framing, limits, request_id, routes, websocket};
 use crate::snapshot::{SharedSnapshot, Snapshot};
+
+use super::login;
 
 /// The public listener's request handler. Cheap to clone: one per connection.
 #[derive(Debug, Clone)]
@@ -143,10 +146,16 @@ impl Proxy {
             }
         };
         // The gateway's own login endpoints (oidc providers) come before the routes.
-        if let Some(endpoint) = snapshot.auth_endpoints.find(&path) {
-            record.set_route(self.metrics.auth_endpoint(&endpoint.provider.name));
-            let (peer, request_id) = (*peer, *request_id);
-            return Routed::Wait(Box::pin(endpoint.handle(arrival.request, peer, request_id)));
+        if let Some(provider) = snapshot.auth_endpoints.find(&path) {
+            record.set_route(self.metrics.auth_endpoint(provider));
+            let (endpoints, peer, request_id) = (&snapshot.auth_endpoints, *peer, *request_id);
+            // A path that needed no normalising is the request's own.
+            let normalised = match path {
+                Cow::Owned(path) => Some(path),
+                Cow::Borrowed(_) => None,
+            };
+            let answer = login::answer(endpoints, arrival.request, normalised, peer, request_id);
+            return Routed::Wait(Box::pin(answer));
         }
         let Some(route) = snapshot.routes.find(&path) else {
             let message = "no route matches this path";

@@ -1,7 +1,9 @@
-//! Stage 5: what answers on the sockets — the public listener, the request path, the
-//! gateway's own endpoints.
+//! Stage 5: what answers on the sockets — the public listener and its request path, the
+//! admin listener, the gateway's own login endpoints.
 
+pub mod admin;
 pub mod forward;
 pub mod listener;
+pub mod login;
 
 pub use forward::Proxy;

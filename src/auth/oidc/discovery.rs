@@ -25,6 +25,7 @@ use openidconnect::{AuthUrl, EndSessionUrl, IssuerUrl, ProviderMetadataWithLogou
 use serde::Serialize;
 
 use crate::auth::jwks::{JwksCache, JwksSettings, JwksSource};
+use crate::http::error_chain;
 
 /// How often settings that were read are read again.
 pub const REDISCOVER_INTERVAL: Duration = Duration::from_secs(3600);
@@ -391,15 +392,4 @@ fn public_key_algorithm(alg: &CoreJwsSigningAlgorithm) -> Option<Algorithm> {
         C::EdDsa => Algorithm::EdDSA,
         _ => return None,
     })
-}
-
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,53 +1,31 @@
-//! OpenID Connect login served by the gateway itself ("backend for frontend").
+//! OpenID Connect login served by the gateway itself ("backend for frontend"): what an
+//! `oidc` provider is at run time.
 //!
-//! An `oidc` provider serves four endpoints, dispatched before route matching:
-//!
-//! - `GET /auth/login?next=/path`: a fresh `state` (256 random bits), `nonce` and PKCE
-//!   S256 verifier are stored with `next` (a same-origin path, else `/`: see
-//!   [`redirect`]) for `login_ttl`, with the hash of a fresh random login cookie set in
-//!   the browser (one cookie per login, named after the state's hash: parallel tabs each
-//!   keep theirs); 302 to the IdP's authorization endpoint.
-//! - `GET /auth/callback?code&state`: the state is taken from the store once (unknown,
-//!   expired or replayed: 400, nothing minted); the request must carry that login's
-//!   cookie (else 400: the login was started in another browser, login CSRF), which the
-//!   answer clears; the code is exchanged server-side with
-//!   the verifier; the id_token is checked against the IdP's JWKS ([`id_token`]); a
-//!   first-party access token is minted with the `mint` jwt provider's key and stored
-//!   under a one-time `auth_code` for `auth_code_ttl`; 302 to `next?auth_code=...` with
-//!   `Referrer-Policy: no-referrer`.
-//! - `POST /auth/exchange` (`{"auth_code": ...}` or a form), from `exchange_from` peers
-//!   only: the code is taken and deleted in one step; `{access_token, token_type,
-//!   expires_in}` once, `400 {"error": "invalid_grant"}` after.
-//! - `GET /auth/logout?next=/path`: RP-initiated logout at the IdP's
-//!   `end_session_endpoint` when it has one, else a redirect to `next`.
-//!
-//! The IdP's settings are read in the background ([`discovery`]); until then the login
-//! answers 503, as it does while the [`store`] cannot be reached (a Redis outage:
-//! [`redis_store`]); tokens already minted do not need the store. Tokens, codes and secrets are never logged or shown: failures name the
-//! check that failed.
+//! Its four endpoints (login, callback, exchange, logout) are answered by
+//! `serve::login`, with the pieces here: the IdP's settings, read in the background
+//! ([`discovery`]); what a login asks of the IdP ([`client`]); the id_token checks
+//! ([`id_token`]); where the user goes afterwards ([`redirect`]); and the [`store`] of
+//! login states and auth codes (memory, or Redis shared by replicas: [`redis_store`]).
+//! Tokens, codes and secrets are never logged or shown: failures name the check that
+//! failed.
 
+pub mod client;
 pub mod discovery;
-mod flow;
 pub mod id_token;
 pub mod redirect;
 pub mod redis_store;
 pub mod store;
 
 use std::fmt;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use http::header::HeaderValue;
-use http::{Request, Response};
-use hyper::body::Incoming;
 use ipnet::IpNet;
 use openidconnect::RedirectUrl;
 use serde::Serialize;
 
 use crate::auth::token::Minter;
 use crate::config::model::OidcPaths;
-use crate::proxy::ProxyBody;
 use discovery::{Discovery, DiscoveryStatus};
 use store::{Store, StoreStatus};
 
@@ -134,15 +112,28 @@ pub enum Endpoint {
     Logout,
 }
 
-/// The gateway's own endpoints, path → provider and endpoint, built at compile time.
+/// One endpoint of one provider, at its path (normalised).
+#[derive(Debug)]
+pub struct AuthEndpoint {
+    pub path: String,
+    pub endpoint: Endpoint,
+    pub provider: Arc<OidcProvider>,
+}
+
+/// The gateway's own login endpoints of every oidc provider, matched before the routes.
+/// Built with the snapshot; the router that answers them is made by the serving stage
+/// (`serve::login`) the first time one of them is asked for, once per snapshot.
 #[derive(Debug, Default)]
 pub struct AuthEndpoints {
-    entries: Vec<(String, Endpoint, Arc<OidcProvider>)>,
+    entries: Vec<AuthEndpoint>,
+    router: OnceLock<axum::Router>,
 }
 
 impl AuthEndpoints {
+    /// The endpoints of `providers`, each at its provider's paths. Validation gives every
+    /// provider paths of its own; were two the same, the first provider would keep it.
     pub fn new<'a>(providers: impl IntoIterator<Item = &'a Arc<OidcProvider>>) -> Self {
-        let mut entries = Vec::new();
+        let mut entries: Vec<AuthEndpoint> = Vec::new();
         for provider in providers {
             let paths = &provider.paths;
             for (path, endpoint) in [
@@ -151,49 +142,39 @@ impl AuthEndpoints {
                 (&paths.exchange, Endpoint::Exchange),
                 (&paths.logout, Endpoint::Logout),
             ] {
-                entries.push((path.clone(), endpoint, Arc::clone(provider)));
+                if entries.iter().all(|taken| taken.path != *path) {
+                    entries.push(AuthEndpoint {
+                        path: path.clone(),
+                        endpoint,
+                        provider: Arc::clone(provider),
+                    });
+                }
             }
         }
-        Self { entries }
+        Self {
+            entries,
+            router: OnceLock::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// The endpoint served at `path` (normalised), if any.
-    pub fn find(&self, path: &str) -> Option<AuthEndpoint<'_>> {
+    /// The name of the provider whose endpoint is served at `path` (normalised), if any.
+    pub fn find(&self, path: &str) -> Option<&Arc<str>> {
         self.entries
             .iter()
-            .find(|(at, _, _)| at == path)
-            .map(|(_, endpoint, provider)| AuthEndpoint {
-                provider,
-                endpoint: *endpoint,
-            })
+            .find(|entry| entry.path == path)
+            .map(|entry| &entry.provider.name)
     }
-}
 
-/// One endpoint of one provider, ready to answer a request.
-#[derive(Debug, Clone, Copy)]
-pub struct AuthEndpoint<'a> {
-    pub provider: &'a Arc<OidcProvider>,
-    pub endpoint: Endpoint,
-}
+    pub fn entries(&self) -> &[AuthEndpoint] {
+        &self.entries
+    }
 
-impl AuthEndpoint<'_> {
-    /// Answers the request. Nothing is forwarded upstream.
-    pub async fn handle(
-        self,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-        request_id: &HeaderValue,
-    ) -> Response<ProxyBody> {
-        let provider = self.provider.as_ref();
-        match self.endpoint {
-            Endpoint::Login => provider.login(&request, request_id).await,
-            Endpoint::Callback => provider.callback(&request, request_id).await,
-            Endpoint::Exchange => provider.exchange(request, peer).await,
-            Endpoint::Logout => provider.logout(&request, request_id),
-        }
+    /// The router that answers these endpoints: made by `make` on the first call.
+    pub fn router(&self, make: impl FnOnce(&[AuthEndpoint]) -> axum::Router) -> &axum::Router {
+        self.router.get_or_init(|| make(&self.entries))
     }
 }

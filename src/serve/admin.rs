@@ -3,25 +3,25 @@
 //!
 //! Keep it on loopback or a private network: `/snapshot` shows the route table.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::http;
 use crate::metrics::Metrics;
 use crate::proxy::route::UpstreamTarget;
 use crate::reload::Reloader;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
+/// Serves the admin endpoints on `listener` until `stop` fires. Connections
+/// still open then finish on their own; `/readyz` answers 503 once `draining` is set.
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
@@ -30,82 +30,90 @@ pub async fn serve(
     draining: Arc<AtomicBool>,
     stop: crate::shutdown::Signal,
 ) {
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stop.fired() => return,
-        };
-        let snapshot = Arc::clone(&snapshot);
-        let reloader = Arc::clone(&reloader);
-        let metrics = Arc::clone(&metrics);
-        let draining = Arc::clone(&draining);
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let response = match request.uri().path() {
-                    "/metrics" if matches!(*request.method(), Method::GET | Method::HEAD) => {
-                        metrics_response(&metrics)
-                    }
-                    _ => {
-                        let draining = draining.load(Ordering::Acquire);
-                        answer(&request, &snapshot.load_full(), &reloader, draining)
-                    }
-                };
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+    let admin = Admin {
+        snapshot,
+        reloader,
+        metrics,
+        draining,
+    };
+    tokio::select! {
+        served = axum::serve(listener, router(admin)).into_future() => {
+            if let Err(error) = served {
+                tracing::warn!(%error, "the admin listener stopped");
+            }
+        }
+        () = stop.fired() => {}
     }
 }
 
-fn answer<B>(
-    request: &Request<B>,
-    snapshot: &Snapshot,
-    reloader: &Reloader,
-    draining: bool,
-) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-    }
-    match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+/// What the admin endpoints read.
+#[derive(Debug, Clone)]
+struct Admin {
+    snapshot: SharedSnapshot,
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+    /// Set when the shutdown starts.
+    draining: Arc<AtomicBool>,
+}
+
+fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/snapshot", get(snapshot))
+        .route("/config", get(config))
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(use_get)
+        .fallback(not_found)
+        .with_state(admin)
+}
+
+async fn healthz() -> Response {
+    http::text(StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(admin): State<Admin>) -> Response {
+    if admin.draining.load(Ordering::Acquire) {
         // Shutting down: load balancers must stop sending traffic here.
-        "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
         // Serving at all means a valid snapshot is loaded and the listener is bound.
-        "/readyz" => text(StatusCode::OK, "ready\n"),
-        "/snapshot" => json_response(snapshot_json(snapshot, reloader)),
-        "/config" => json_response(config_json(snapshot)),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /snapshot, /config or /metrics\n",
-        ),
+        http::text(StatusCode::OK, "ready\n")
     }
 }
 
-fn json_response(body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+async fn snapshot(State(admin): State<Admin>) -> Response {
+    let body = snapshot_json(&admin.snapshot.load_full(), &admin.reloader);
+    http::json(StatusCode::OK, body)
+}
+
+async fn config(State(admin): State<Admin>) -> Response {
+    http::json(StatusCode::OK, config_json(&admin.snapshot.load_full()))
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let body = admin.metrics.encode();
+    http::answer(StatusCode::OK, crate::metrics::CONTENT_TYPE, body)
+}
+
+/// Every admin endpoint is read-only.
+async fn use_get() -> Response {
+    let mut response = http::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static("GET, HEAD"),
     );
     response
 }
 
-fn metrics_response(metrics: &Metrics) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-    );
-    response
+async fn not_found(method: Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return use_get().await;
+    }
+    http::text(
+        StatusCode::NOT_FOUND,
+        "not found: try /healthz, /readyz, /snapshot, /config or /metrics\n",
+    )
 }
 
 /// The effective config as JSON (what `fluxlit diff --admin` compares against): secrets
@@ -115,16 +123,6 @@ pub fn config_json(snapshot: &Snapshot) -> String {
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// The running snapshot as JSON: what is serving, since when, and the last reload error.

@@ -1,0 +1,118 @@
+//! The gateway's own short answers (plain text, JSON, a page naming the request id, a
+//! redirect) and the one formatter of error chains. A leaf: it knows nothing of the
+//! gateway, and any body made from [`Bytes`] (axum's, the proxy's) can carry its answers.
+
+use ::http::header::{self, HeaderValue};
+use ::http::{Response, StatusCode};
+use bytes::Bytes;
+
+pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const JSON: &str = "application/json";
+
+/// `body` with its status and `Content-Type`.
+pub fn answer<B: From<Bytes>>(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<B> {
+    let mut response = Response::new(B::from(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Plain UTF-8 text.
+pub fn text<B: From<Bytes>>(status: StatusCode, body: impl Into<Bytes>) -> Response<B> {
+    answer(status, TEXT, body)
+}
+
+/// A JSON document, already serialised.
+pub fn json<B: From<Bytes>>(status: StatusCode, body: impl Into<Bytes>) -> Response<B> {
+    answer(status, JSON, body)
+}
+
+/// A short plain-text page that says what failed and the request id, so a user can
+/// quote it and an operator can find the log line. Never cached.
+pub fn page<B: From<Bytes>>(status: StatusCode, message: &str, request_id: &str) -> Response<B> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "{} {reason}\n{message}\nrequest id: {request_id}\n",
+        status.as_u16()
+    );
+    let mut response = text(status, body);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `302 Found` to `target` (to `/` if `target` cannot be a header value), never cached.
+pub fn redirect<B: From<Bytes>>(target: &str) -> Response<B> {
+    let mut response = Response::new(B::from(Bytes::new()));
+    *response.status_mut() = StatusCode::FOUND;
+    let location = HeaderValue::from_str(target).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The error and its causes on one line (`what: why: root cause`), for logs and pages.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Chained(&'static str, Option<Box<Chained>>);
+
+    impl std::fmt::Display for Chained {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|cause| cause as _)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_is_one_line() {
+        let error = Chained("GET x", Some(Box::new(Chained("refused", None))));
+        assert_eq!(error_chain(&error), "GET x: refused");
+    }
+
+    #[test]
+    fn a_page_names_the_status_and_the_request_id() {
+        let page: Response<Bytes> = page(StatusCode::BAD_REQUEST, "no state", "r-1");
+        assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(page.headers()[header::CONTENT_TYPE], TEXT);
+        assert_eq!(page.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            page.body(),
+            &Bytes::from_static(b"400 Bad Request\nno state\nrequest id: r-1\n")
+        );
+    }
+
+    #[test]
+    fn a_redirect_that_cannot_be_a_header_goes_home() {
+        let redirect: Response<Bytes> = redirect("/a\nb");
+        assert_eq!(redirect.status(), StatusCode::FOUND);
+        assert_eq!(redirect.headers()[header::LOCATION], "/");
+        assert!(redirect.body().is_empty());
+    }
+}

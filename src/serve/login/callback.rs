@@ -1,0 +1,283 @@
+//! `GET <callback>?code&state`: where the IdP sends the browser back. The state is used
+//! up whatever the answer; a login that passes every step ends on `next` with a one-time
+//! `auth_code`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::{self, HeaderValue};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{
+    LoginState, MAX_PARAM_LEN, Params, PendingToken, Refusal, RequestId, cookie, page, store_key,
+    usable,
+};
+use crate::auth::claims::Claims;
+use crate::auth::oidc::OidcProvider;
+use crate::auth::oidc::client::{oauth_error_code, random_secret};
+use crate::auth::oidc::discovery::Discovered;
+use crate::auth::oidc::id_token::{self, Expected, IdTokenError};
+use crate::auth::oidc::redirect::location;
+use crate::auth::oidc::store::Slot;
+use crate::http;
+
+pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
+    // GET only: a HEAD would use the state up for nothing.
+    let use_get = super::use_get;
+    get(callback).head(use_get).fallback(use_get)
+}
+
+/// What the IdP sends back: `code` and `state`, or `error` (its `error_description` and
+/// anything else are not read).
+#[derive(Deserialize)]
+struct CallbackParams {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+}
+
+async fn callback(
+    State(provider): State<Arc<OidcProvider>>,
+    request_id: RequestId,
+    headers: HeaderMap,
+    Params(params): Params<CallbackParams>,
+) -> Response {
+    let Some(state) = usable(params.state.as_deref()) else {
+        let message = "login failed: the callback has no state";
+        return page(StatusCode::BAD_REQUEST, message, &request_id);
+    };
+    let key = store_key(state);
+    // Taken once: a replayed or forged state finds nothing.
+    let login = match provider.store.take(Slot::LoginState, &key).await {
+        Ok(Some(bytes)) => serde_json::from_slice::<LoginState>(&bytes).ok(),
+        Ok(None) => None,
+        Err(error) => return Refusal::store(&provider, "callback", &error).page(&request_id),
+    };
+    // From here the state is used up, whatever the answer: its cookie is cleared.
+    let mut response = match login {
+        Some(login) => {
+            let callback = Callback {
+                provider: &provider,
+                state_key: &key,
+            };
+            match callback.finish(&headers, &params, login).await {
+                Ok(response) => response,
+                Err(refusal) => refusal.page(&request_id),
+            }
+        }
+        None => {
+            tracing::info!(provider = %provider.name, check = "state", "OIDC callback refused: unknown, expired or used state");
+            page(
+                StatusCode::BAD_REQUEST,
+                "login failed (state): this login is unknown, expired or already used; \
+                 start the login again",
+                &request_id,
+            )
+        }
+    };
+    let clear = cookie::login_cookie(&provider, &key, None);
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
+}
+
+/// A callback whose state was taken from the store.
+struct Callback<'a> {
+    provider: &'a OidcProvider,
+    /// The store key of the state.
+    state_key: &'a str,
+}
+
+impl Callback<'_> {
+    /// The login's steps in order; the first that fails ends it.
+    async fn finish(
+        &self,
+        headers: &HeaderMap,
+        params: &CallbackParams,
+        login: LoginState,
+    ) -> Result<Response, Refusal> {
+        let LoginState {
+            verifier,
+            nonce,
+            next,
+            browser,
+        } = login;
+        self.check_browser(headers, &browser)?;
+        let code = self.authorization_code(params)?;
+        let discovered = self.discovered()?;
+        let claims = self
+            .verified_claims(&discovered, code, verifier, &nonce)
+            .await?;
+        let token = self.mint(&claims)?;
+        let auth_code = self.issue_auth_code(&token).await?;
+        tracing::info!(provider = %self.provider.name, "OIDC login succeeded; auth code issued");
+        Ok(redirect_with_code(
+            &self.provider.base_path,
+            &next,
+            &auth_code,
+        ))
+    }
+
+    /// Before anything reaches the IdP: the callback must come from the browser that
+    /// started this login, else an attacker's half-done login could be finished in a
+    /// victim's browser (login CSRF).
+    fn check_browser(&self, headers: &HeaderMap, browser: &str) -> Result<(), Refusal> {
+        let name = cookie::login_cookie_name(self.provider, self.state_key);
+        let presented = cookie::request_cookie(headers, &name);
+        let bound = presented.is_some_and(|value| {
+            value.len() <= MAX_PARAM_LEN && cookie::same_secret(&store_key(value), browser)
+        });
+        if bound {
+            return Ok(());
+        }
+        let cookie = if presented.is_some() {
+            "mismatch"
+        } else {
+            "missing"
+        };
+        tracing::info!(provider = %self.provider.name, check = "browser", cookie, "OIDC callback refused: the login cookie does not match the login's state");
+        Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "login failed (browser): this login was started in another browser (or its \
+             login cookie is missing or expired); start the login again in this browser",
+        ))
+    }
+
+    /// The authorization code, unless the IdP sent an error instead.
+    fn authorization_code<'p>(&self, params: &'p CallbackParams) -> Result<&'p str, Refusal> {
+        if let Some(error) = &params.error {
+            let error = oauth_error_code(error);
+            tracing::info!(provider = %self.provider.name, check = "authorization", error, "the identity provider did not log the user in");
+            let message = format!("login failed: the identity provider answered {error}");
+            return Err(Refusal::new(StatusCode::FORBIDDEN, message));
+        }
+        usable(params.code.as_deref()).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "login failed: the callback has no code",
+            )
+        })
+    }
+
+    fn discovered(&self) -> Result<Arc<Discovered>, Refusal> {
+        self.provider.discovery.current().ok_or_else(|| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login is not available: the identity provider's settings have not been loaded",
+            )
+        })
+    }
+
+    /// Trades the code for the id_token and checks it: its claims.
+    async fn verified_claims(
+        &self,
+        discovered: &Discovered,
+        code: &str,
+        verifier: String,
+        nonce: &str,
+    ) -> Result<Claims, Refusal> {
+        let provider = self.provider;
+        let id_token = match provider.exchange_code(discovered, code, verifier).await {
+            Ok(id_token) => id_token,
+            Err(error) => {
+                tracing::warn!(provider = %provider.name, check = "token_endpoint", reason = %error, "OIDC login refused");
+                let message = format!("login failed: {error}");
+                return Err(Refusal::new(StatusCode::BAD_GATEWAY, message));
+            }
+        };
+        let expected = Expected {
+            client_id: &provider.client_id,
+            nonce,
+            leeway: provider.leeway,
+        };
+        id_token::verify(&id_token, discovered, &expected)
+            .await
+            .map_err(|error| match error {
+                IdTokenError::KeysUnavailable(reason) => {
+                    tracing::warn!(provider = %provider.name, check = "keys", %reason, "OIDC login refused");
+                    Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "login failed: the identity provider's signing keys are not available; \
+                         try again shortly",
+                    )
+                }
+                error => {
+                    tracing::warn!(
+                        provider = %provider.name,
+                        check = error.check(),
+                        reason = error.reason(),
+                        "OIDC login refused: the id_token failed a check",
+                    );
+                    let message = format!(
+                        "login failed: the id_token failed the {} check ({})",
+                        error.check(),
+                        error.reason()
+                    );
+                    Refusal::new(StatusCode::FORBIDDEN, message)
+                }
+            })
+    }
+
+    /// The first-party access token: `sub` and the claims the provider copies, signed
+    /// with its `mint` provider's key.
+    fn mint(&self, claims: &Claims) -> Result<PendingToken, Refusal> {
+        let provider = self.provider;
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut extra = Map::new();
+        for name in &provider.claims {
+            if let Some(value @ Value::String(_)) = claims.get(name) {
+                extra.insert(name.clone(), value.clone());
+            }
+        }
+        match provider.minter.mint(sub, provider.access_token_ttl, extra) {
+            Ok(minted) => Ok(PendingToken {
+                access_token: minted.token,
+                expires_at: minted.expires_at,
+            }),
+            Err(error) => {
+                tracing::error!(provider = %provider.name, %error, "cannot mint the access token");
+                Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "login failed: the access token cannot be signed",
+                ))
+            }
+        }
+    }
+
+    /// Stores the token under a fresh one-time auth code for `auth_code_ttl`: the code.
+    async fn issue_auth_code(&self, token: &PendingToken) -> Result<String, Refusal> {
+        let provider = self.provider;
+        let failed = || Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "login failed");
+        let auth_code = random_secret();
+        let value = serde_json::to_vec(token).map_err(|_| failed())?;
+        let key = store_key(&auth_code);
+        let ttl = provider.auth_code_ttl;
+        match provider
+            .store
+            .put_once(Slot::AuthCode, &key, value, ttl)
+            .await
+        {
+            Ok(true) => Ok(auth_code),
+            Ok(false) => Err(failed()),
+            Err(error) => Err(Refusal::store(provider, "callback", &error)),
+        }
+    }
+}
+
+/// To `next` (under the base path) with the auth code in its query. The code is in the
+/// URL: the page it lands on sends no `Referer`.
+fn redirect_with_code(base_path: &str, next: &str, auth_code: &str) -> Response {
+    let target = location(base_path, next, Some(("auth_code", auth_code)));
+    let mut response = http::redirect(&target);
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}

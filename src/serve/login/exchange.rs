@@ -1,0 +1,220 @@
+//! `POST <exchange>`: the app's server trades a one-time auth code for the access token,
+//! from an `exchange_from` peer only. Answers are JSON (RFC 6749 §5), never cached.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{MethodRouter, post};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{PendingToken, store_key, usable};
+use crate::auth::jwt::now_secs;
+use crate::auth::oidc::OidcProvider;
+use crate::auth::oidc::store::Slot;
+use crate::http;
+use crate::peer::canonical_ip;
+
+/// The largest exchange request body read.
+const MAX_EXCHANGE_BODY: usize = 8 * 1024;
+
+pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
+    post(exchange)
+        .fallback(use_post)
+        .layer(DefaultBodyLimit::max(MAX_EXCHANGE_BODY))
+}
+
+/// The peer is checked before the body is read (extractors run in order).
+async fn exchange(
+    State(provider): State<Arc<OidcProvider>>,
+    _: AllowedPeer,
+    ExchangeRequest(auth_code): ExchangeRequest,
+) -> Response {
+    let taken = match provider
+        .store
+        .take(Slot::AuthCode, &store_key(&auth_code))
+        .await
+    {
+        Ok(taken) => taken,
+        Err(error) => {
+            tracing::warn!(provider = %provider.name, %error, "auth code exchange failed: store unavailable");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": "the login store is unavailable",
+                }),
+            );
+        }
+    };
+    let pending = taken.and_then(|bytes| serde_json::from_slice::<PendingToken>(&bytes).ok());
+    let now = now_secs();
+    match pending {
+        Some(pending) if pending.expires_at > now => answer(
+            StatusCode::OK,
+            &json!({
+                "access_token": pending.access_token,
+                "token_type": "Bearer",
+                "expires_in": pending.expires_at - now,
+            }),
+        ),
+        _ => {
+            tracing::info!(provider = %provider.name, "auth code exchange refused: unknown, used or expired code");
+            answer(
+                StatusCode::BAD_REQUEST,
+                &json!({
+                    "error": "invalid_grant",
+                    "error_description": "the auth code is unknown, used or expired",
+                }),
+            )
+        }
+    }
+}
+
+/// A request from a peer in the provider's `exchange_from` (the exchange is a
+/// confidential endpoint); any other is refused with 403.
+struct AllowedPeer;
+
+impl FromRequestParts<Arc<OidcProvider>> for AllowedPeer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        provider: &Arc<OidcProvider>,
+    ) -> Result<Self, Response> {
+        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, provider).await;
+        let ip = peer.ok().map(|ConnectInfo(peer)| canonical_ip(peer.ip()));
+        if let Some(ip) = ip
+            && provider.exchange_from.iter().any(|net| net.contains(&ip))
+        {
+            return Ok(Self);
+        }
+        let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        tracing::info!(provider = %provider.name, %ip, "auth code exchange refused: the peer is not in exchange_from");
+        Err(answer(
+            StatusCode::FORBIDDEN,
+            &json!({
+                "error": "access_denied",
+                "error_description": "this address may not exchange auth codes",
+            }),
+        ))
+    }
+}
+
+/// The auth code of an exchange: `{"auth_code": "..."}` as JSON, or `auth_code=...` as a
+/// form, in a body of at most [`MAX_EXCHANGE_BODY`] bytes.
+struct ExchangeRequest(String);
+
+#[derive(Deserialize)]
+struct AuthCodeBody {
+    auth_code: String,
+}
+
+impl<S: Send + Sync> FromRequest<S> for ExchangeRequest {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let encoding = Encoding::of(request.headers());
+        let Ok(body) = Bytes::from_request(request, state).await else {
+            return Err(invalid_request("the body is too large or broken"));
+        };
+        let read = match encoding {
+            Some(Encoding::Json) => Json::<AuthCodeBody>::from_bytes(&body)
+                .ok()
+                .map(|Json(read)| read),
+            Some(Encoding::Form) => serde_urlencoded::from_bytes::<AuthCodeBody>(&body).ok(),
+            None => None,
+        };
+        match read {
+            Some(AuthCodeBody { auth_code }) if usable(Some(&auth_code)).is_some() => {
+                Ok(Self(auth_code))
+            }
+            _ => Err(invalid_request(
+                "send {\"auth_code\": \"...\"} as application/json, or auth_code=... as a form",
+            )),
+        }
+    }
+}
+
+/// The media types an exchange is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Form,
+}
+
+impl Encoding {
+    /// From the `Content-Type`, in any case, parameters (`charset`) ignored.
+    fn of(headers: &HeaderMap) -> Option<Self> {
+        let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let media_type = value.split(';').next().unwrap_or_default().trim();
+        if media_type.eq_ignore_ascii_case("application/json") {
+            Some(Self::Json)
+        } else if media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Some(Self::Form)
+        } else {
+            None
+        }
+    }
+}
+
+async fn use_post() -> Response {
+    let mut response = answer(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"error": "invalid_request", "error_description": "use POST"}),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+fn invalid_request(description: &str) -> Response {
+    answer(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": "invalid_request", "error_description": description}),
+    )
+}
+
+fn answer(status: StatusCode, body: &Value) -> Response {
+    let mut response = http::json(status, body.to_string());
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(content_type: &str, body: &'static str) -> Option<String> {
+        let request = axum::http::Request::post("/auth/exchange")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        ExchangeRequest::from_request(request, &())
+            .await
+            .ok()
+            .map(|ExchangeRequest(code)| code)
+    }
+
+    #[tokio::test]
+    async fn auth_codes_are_read_from_json_or_forms() {
+        let json = r#"{"auth_code": "c1"}"#;
+        assert_eq!(read("application/json", json).await.as_deref(), Some("c1"));
+        let form = "x=1&auth_code=c%2B2";
+        let form_type = "Application/X-WWW-Form-Urlencoded; charset=utf-8";
+        assert_eq!(read(form_type, form).await.as_deref(), Some("c+2"));
+        assert_eq!(read("text/plain", json).await, None);
+        assert_eq!(read("application/json", "{}").await, None);
+        assert_eq!(read("application/json", r#"{"auth_code": ""}"#).await, None);
+    }
+}
