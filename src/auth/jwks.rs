@@ -11,7 +11,6 @@
 //! - The cache belongs to the provider, not the snapshot: a reload that leaves the
 //!   provider's key settings alone keeps it (and its keys).
 
-use crate::auth::background::{Refresher, lock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -22,7 +21,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 
-use crate::http::error_chain;
+use crate::auth::background::{Refresher, lock};
+use crate::auth::fetch::{FetchError, fetch_document};
 
 /// The shortest and longest key lifetime a `Cache-Control: max-age` can ask for.
 const MIN_TTL: Duration = Duration::from_secs(30);
@@ -81,20 +81,7 @@ pub enum JwksError {
         source: JwksDocumentError,
     },
     #[error(transparent)]
-    Client(#[from] super::HttpClientError),
-    #[error("GET {url}: {}", error_chain(source))]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("GET {url}: status {status}")]
-    Status {
-        url: String,
-        status: reqwest::StatusCode,
-    },
-    #[error("GET {url}: the JWKS is larger than 1 MiB")]
-    TooLarge { url: String },
+    Fetch(#[from] FetchError),
     #[error("GET {url}: {source}")]
     BadDocument {
         url: String,
@@ -372,33 +359,10 @@ impl JwksCache {
                 Ok((keys, self.settings.ttl))
             }
             JwksSource::Url(url) => {
-                let request_failed = |source| JwksError::Request {
-                    url: url.clone(),
-                    source,
-                };
-                let client = super::http_client()?;
-                let mut response = client
-                    .get(url)
-                    .timeout(FETCH_TIMEOUT)
-                    .send()
-                    .await
-                    .map_err(request_failed)?;
-                if !response.status().is_success() {
-                    return Err(JwksError::Status {
-                        url: url.clone(),
-                        status: response.status(),
-                    });
-                }
-                let ttl = max_age(response.headers())
+                let document = fetch_document(url, FETCH_TIMEOUT, MAX_JWKS_BYTES).await?;
+                let ttl = max_age(&document.headers)
                     .map_or(self.settings.ttl, |age| age.clamp(MIN_TTL, MAX_TTL));
-                let mut body = Vec::new();
-                while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_JWKS_BYTES {
-                        return Err(JwksError::TooLarge { url: url.clone() });
-                    }
-                }
-                let keys = parse_jwks(&body).map_err(|source| JwksError::BadDocument {
+                let keys = parse_jwks(&document.body).map_err(|source| JwksError::BadDocument {
                     url: url.clone(),
                     source,
                 })?;

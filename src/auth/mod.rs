@@ -12,6 +12,7 @@
 
 mod background;
 pub mod claims;
+pub mod fetch;
 pub mod jwks;
 pub mod jwt;
 pub mod oidc;
@@ -19,7 +20,9 @@ pub mod secrets;
 pub mod token;
 pub mod verified;
 
-use std::sync::{Arc, OnceLock};
+pub use fetch::{HttpClientError, http_client, http_client_without_redirects};
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
@@ -335,52 +338,4 @@ fn identity_from_claims(
         headers,
         expires_at,
     })
-}
-
-/// Why the process's HTTP client could not be built (its TLS roots, most likely). Kept
-/// by the `OnceLock`, so every later caller gets the same answer.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot build the HTTP client: {source}")]
-pub struct HttpClientError {
-    #[source]
-    source: Arc<reqwest::Error>,
-}
-
-impl HttpClientError {
-    fn new(source: reqwest::Error) -> Self {
-        Self {
-            source: Arc::new(source),
-        }
-    }
-}
-
-/// The process's HTTP client for JWKS (and later IdP) requests: TLS with the webpki roots.
-pub fn http_client() -> Result<&'static reqwest::Client, HttpClientError> {
-    static CLIENT: OnceLock<Result<reqwest::Client, HttpClientError>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .user_agent(concat!("fluxlit/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::limited(3))
-                .build()
-                .map_err(HttpClientError::new)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// [`http_client`] without redirects, for the IdP's token endpoint: a request carrying
-/// the client secret and a code is never re-sent elsewhere.
-pub fn http_client_without_redirects() -> Result<&'static reqwest::Client, HttpClientError> {
-    static CLIENT: OnceLock<Result<reqwest::Client, HttpClientError>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .user_agent(concat!("fluxlit/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(HttpClientError::new)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
 }

@@ -14,7 +14,6 @@
 //! connection to its token endpoint (OpenID Connect Core §3.1.3.7, item 6), which only
 //! `allow_unverified_id_token_for_custom_oidc = true` accepts.
 
-use crate::auth::background::{Refresher, lock};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -24,8 +23,9 @@ use openidconnect::core::{CoreClientAuthMethod, CoreJwsSigningAlgorithm};
 use openidconnect::{AuthUrl, EndSessionUrl, IssuerUrl, ProviderMetadataWithLogout, TokenUrl};
 use serde::Serialize;
 
+use crate::auth::background::{Refresher, lock};
+use crate::auth::fetch::{FetchError, fetch_document};
 use crate::auth::jwks::{JwksCache, JwksSettings, JwksSource};
-use crate::http::error_chain;
 
 /// How often settings that were read are read again.
 pub const REDISCOVER_INTERVAL: Duration = Duration::from_secs(3600);
@@ -59,20 +59,7 @@ pub struct Discovered {
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error(transparent)]
-    Client(#[from] crate::auth::HttpClientError),
-    #[error("GET {url}: {}", error_chain(source))]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("GET {url}: status {status}")]
-    Status {
-        url: String,
-        status: reqwest::StatusCode,
-    },
-    #[error("GET {url}: the document is over {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge { url: String },
+    Fetch(#[from] FetchError),
     #[error("GET {url}: not an OpenID provider configuration: {source}")]
     NotProviderMetadata {
         url: String,
@@ -225,31 +212,8 @@ impl Discovery {
 
     async fn fetch(&self) -> Result<Discovered, DiscoveryError> {
         let url = discovery_url(&self.settings.issuer_url);
-        let request_failed = |source| DiscoveryError::Request {
-            url: url.clone(),
-            source,
-        };
-        let client = crate::auth::http_client()?;
-        let mut response = client
-            .get(&url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(FETCH_TIMEOUT)
-            .send()
-            .await
-            .map_err(request_failed)?;
-        if !response.status().is_success() {
-            return Err(DiscoveryError::Status {
-                url,
-                status: response.status(),
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_DOCUMENT_BYTES {
-                return Err(DiscoveryError::TooLarge { url });
-            }
-        }
+        let document = fetch_document(&url, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES).await?;
+        let body = document.body;
         let metadata: ProviderMetadataWithLogout =
             serde_json::from_slice(&body).map_err(|source| {
                 DiscoveryError::NotProviderMetadata {
