@@ -257,7 +257,7 @@ impl RouteAuth {
                 description: format!(
                     "provider {:?} logs users in; protect routes with its mint provider {:?}",
                     provider.name,
-                    oidc.minter.provider()
+                    oidc.settings.minter.provider()
                 ),
             }),
         }

@@ -1,42 +1,26 @@
 //! Compiling `kind = "oidc"` providers.
 
-use std::time::Duration;
-
-use ipnet::IpNet;
 use openidconnect::RedirectUrl;
 use url::Url;
 
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
-use crate::auth::oidc::{ClientSecret, StoreSettings};
+use crate::auth::oidc::{ClientSecret, OidcSettings, StoreSettings};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
 use crate::config::Config;
 use crate::config::diagnostic::Diagnostic;
-use crate::config::model::{self, OidcPaths, StoreRef, oidc_defaults};
+use crate::config::model::{self, StoreRef, oidc_defaults};
 use crate::config::store_url::RedisTarget;
 use crate::config::validate::parse_cidr;
 
-/// An oidc provider's settings, resolved: its client secret and its mint provider's
-/// secret read, its URLs checked. `build` adds the discovery and the store.
+/// An oidc provider, compiled: its settings resolved (its client secret and its mint
+/// provider's secret read, its URLs checked), and what `build` makes the discovery and
+/// the store from.
 #[derive(Debug)]
 pub struct OidcPlan {
-    pub client_id: String,
-    pub client_secret: ClientSecret,
-    /// Scopes besides `openid` (which openidconnect always asks for).
-    pub scopes: Vec<String>,
-    pub paths: OidcPaths,
-    pub login_ttl: Duration,
-    pub auth_code_ttl: Duration,
-    pub access_token_ttl: Duration,
-    pub leeway: Duration,
-    pub claims: Vec<String>,
-    pub exchange_from: Vec<IpNet>,
-    pub redirect_uri: RedirectUrl,
-    pub public_base: String,
-    pub base_path: String,
-    pub minter: Minter,
+    pub settings: OidcSettings,
     pub discovery: DiscoverySettings,
     /// A custom provider's endpoints, checked: nothing to discover.
     pub manual: Option<Discovered>,
@@ -143,25 +127,27 @@ pub(super) fn compile_oidc(
     let ttl =
         |value: Option<crate::config::units::Duration>, default| value.map_or(default, |d| d.get());
     Ok(OidcPlan {
-        client_id,
-        client_secret: ClientSecret(client_secret),
-        scopes: settings
-            .scopes
-            .iter()
-            .filter(|scope| *scope != "openid")
-            .cloned()
-            .collect(),
-        paths,
-        login_ttl: ttl(settings.login_ttl, oidc_defaults::LOGIN_TTL),
-        auth_code_ttl: ttl(settings.auth_code_ttl, oidc_defaults::AUTH_CODE_TTL),
-        access_token_ttl: ttl(settings.access_token_ttl, oidc_defaults::ACCESS_TOKEN_TTL),
-        leeway: settings.leeway.get(),
-        claims: settings.claims.clone(),
-        exchange_from,
-        redirect_uri,
-        public_base,
-        base_path,
-        minter,
+        settings: OidcSettings {
+            client_id,
+            client_secret: ClientSecret(client_secret),
+            scopes: settings
+                .scopes
+                .iter()
+                .filter(|scope| *scope != "openid")
+                .cloned()
+                .collect(),
+            paths,
+            login_ttl: ttl(settings.login_ttl, oidc_defaults::LOGIN_TTL),
+            auth_code_ttl: ttl(settings.auth_code_ttl, oidc_defaults::AUTH_CODE_TTL),
+            access_token_ttl: ttl(settings.access_token_ttl, oidc_defaults::ACCESS_TOKEN_TTL),
+            leeway: settings.leeway.get(),
+            claims: settings.claims.clone(),
+            exchange_from,
+            redirect_uri,
+            public_base,
+            base_path,
+            minter,
+        },
         discovery,
         manual,
         store,

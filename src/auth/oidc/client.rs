@@ -77,7 +77,11 @@ impl OidcProvider {
         let nonce = Nonce::new_random_len(SECRET_BYTES);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (state_secret, nonce_secret) = (state.secret().clone(), nonce.secret().clone());
-        let scopes = self.scopes.iter().map(|scope| Scope::new(scope.clone()));
+        let scopes = self
+            .settings
+            .scopes
+            .iter()
+            .map(|scope| Scope::new(scope.clone()));
         let (url, _, _) = self
             .client(discovered)
             .authorize_url(
@@ -130,9 +134,9 @@ impl OidcProvider {
     /// has an `end_session_endpoint`.
     pub fn end_session_url(&self, next: &str) -> Option<String> {
         let endpoint = self.discovery.current()?.end_session_endpoint.clone()?;
-        let mut logout =
-            LogoutRequest::from(endpoint).set_client_id(ClientId::new(self.client_id.clone()));
-        let back = format!("{}{next}", self.public_base);
+        let mut logout = LogoutRequest::from(endpoint)
+            .set_client_id(ClientId::new(self.settings.client_id.clone()));
+        let back = format!("{}{next}", self.settings.public_base);
         if let Ok(back) = PostLogoutRedirectUrl::new(back) {
             logout = logout.set_post_logout_redirect_uri(back);
         }
@@ -149,16 +153,16 @@ impl OidcProvider {
             AuthType::BasicAuth
         };
         CoreClient::new(
-            ClientId::new(self.client_id.clone()),
+            ClientId::new(self.settings.client_id.clone()),
             discovered.issuer_url.clone(),
             CoreJsonWebKeySet::default(),
         )
         .set_client_secret(openidconnect::ClientSecret::new(
-            self.client_secret.0.clone(),
+            self.settings.client_secret.0.clone(),
         ))
         .set_auth_uri(discovered.authorization_endpoint.clone())
         .set_token_uri(discovered.token_endpoint.clone())
-        .set_redirect_uri(self.redirect_uri.clone())
+        .set_redirect_uri(self.settings.redirect_uri.clone())
         .set_auth_type(auth_type)
     }
 }

@@ -53,10 +53,9 @@ pub enum StoreSettings {
     },
 }
 
-/// A compiled `oidc` provider.
+/// An oidc provider's settings, resolved by compile: secrets read, URLs checked.
 #[derive(Debug)]
-pub struct OidcProvider {
-    pub name: Arc<str>,
+pub struct OidcSettings {
     pub client_id: String,
     pub client_secret: ClientSecret,
     /// Scopes besides `openid` (which openidconnect always asks for).
@@ -78,6 +77,14 @@ pub struct OidcProvider {
     /// front of `next` in redirects.
     pub base_path: String,
     pub minter: Minter,
+}
+
+/// A built `oidc` provider: its settings, and the discovery and store that outlive a
+/// reload which leaves them alone.
+#[derive(Debug)]
+pub struct OidcProvider {
+    pub name: Arc<str>,
+    pub settings: OidcSettings,
     pub discovery: Arc<Discovery>,
     pub store: Arc<dyn Store>,
     pub store_settings: StoreSettings,
@@ -97,8 +104,8 @@ impl OidcProvider {
         OidcStatus {
             discovery: self.discovery.status(),
             store: self.store.status(),
-            mint: self.minter.provider().to_owned(),
-            paths: self.paths.clone(),
+            mint: self.settings.minter.provider().to_owned(),
+            paths: self.settings.paths.clone(),
         }
     }
 }
@@ -135,7 +142,7 @@ impl AuthEndpoints {
     pub fn new<'a>(providers: impl IntoIterator<Item = &'a Arc<OidcProvider>>) -> Self {
         let mut entries: Vec<AuthEndpoint> = Vec::new();
         for provider in providers {
-            let paths = &provider.paths;
+            let paths = &provider.settings.paths;
             for (path, endpoint) in [
                 (&paths.login, Endpoint::Login),
                 (&paths.callback, Endpoint::Callback),

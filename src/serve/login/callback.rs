@@ -115,7 +115,7 @@ impl Callback<'_> {
         let auth_code = self.issue_auth_code(&token).await?;
         tracing::info!(provider = %self.provider.name, "OIDC login succeeded; auth code issued");
         Ok(redirect_with_code(
-            &self.provider.base_path,
+            &self.provider.settings.base_path,
             &next,
             &auth_code,
         ))
@@ -189,9 +189,9 @@ impl Callback<'_> {
             }
         };
         let expected = Expected {
-            client_id: &provider.client_id,
+            client_id: &provider.settings.client_id,
             nonce,
-            leeway: provider.leeway,
+            leeway: provider.settings.leeway,
         };
         id_token::verify(&id_token, discovered, &expected)
             .await
@@ -230,12 +230,16 @@ impl Callback<'_> {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let mut extra = Map::new();
-        for name in &provider.claims {
+        for name in &provider.settings.claims {
             if let Some(value @ Value::String(_)) = claims.get(name) {
                 extra.insert(name.clone(), value.clone());
             }
         }
-        match provider.minter.mint(sub, provider.access_token_ttl, extra) {
+        match provider
+            .settings
+            .minter
+            .mint(sub, provider.settings.access_token_ttl, extra)
+        {
             Ok(minted) => Ok(PendingToken {
                 access_token: minted.token,
                 expires_at: minted.expires_at,
@@ -257,7 +261,7 @@ impl Callback<'_> {
         let auth_code = random_secret();
         let value = serde_json::to_vec(token).map_err(|_| failed())?;
         let key = store_key(&auth_code);
-        let ttl = provider.auth_code_ttl;
+        let ttl = provider.settings.auth_code_ttl;
         match provider
             .store
             .put_once(Slot::AuthCode, &key, value, ttl)

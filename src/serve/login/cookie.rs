@@ -30,14 +30,14 @@ pub(super) fn login_cookie(
     state_key: &str,
     value: Option<&str>,
 ) -> HeaderValue {
-    let url = provider.redirect_uri.url();
+    let url = provider.settings.redirect_uri.url();
     let https = url.scheme() == "https";
     let path = match url.path() {
         path if !https && !path.contains(';') && path.starts_with('/') => path,
         _ => "/",
     };
     let max_age = match value {
-        Some(_) => provider.login_ttl.as_secs().max(1),
+        Some(_) => provider.settings.login_ttl.as_secs().max(1),
         None => 0,
     };
     let mut cookie = format!(
@@ -54,7 +54,7 @@ pub(super) fn login_cookie(
 }
 
 pub(super) fn login_cookie_name(provider: &OidcProvider, state_key: &str) -> String {
-    let prefix = if provider.redirect_uri.url().scheme() == "https" {
+    let prefix = if provider.settings.redirect_uri.url().scheme() == "https" {
         HOST_LOGIN_COOKIE
     } else {
         LOGIN_COOKIE

@@ -92,7 +92,11 @@ impl FromRequestParts<Arc<OidcProvider>> for AllowedPeer {
         let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, provider).await;
         let ip = peer.ok().map(|ConnectInfo(peer)| canonical_ip(peer.ip()));
         if let Some(ip) = ip
-            && provider.exchange_from.iter().any(|net| net.contains(&ip))
+            && provider
+                .settings
+                .exchange_from
+                .iter()
+                .any(|net| net.contains(&ip))
         {
             return Ok(Self);
         }

@@ -54,7 +54,7 @@ async fn login(
     let key = store_key(&authorization.state);
     let stored = provider
         .store
-        .put_once(Slot::LoginState, &key, value, provider.login_ttl)
+        .put_once(Slot::LoginState, &key, value, provider.settings.login_ttl)
         .await;
     match stored {
         Ok(true) => {}

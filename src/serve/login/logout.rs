@@ -23,6 +23,6 @@ async fn logout(
     let next = safe_next(params.next.as_deref());
     match provider.end_session_url(next) {
         Some(end_session) => http::redirect(&end_session),
-        None => http::redirect(&location(&provider.base_path, next, None)),
+        None => http::redirect(&location(&provider.settings.base_path, next, None)),
     }
 }
