@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::auth::identity::{IdentityKeyError, IdentitySigner, SigningKey};
 use crate::auth::jwks::{JwksCache, JwksSource};
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::oidc::discovery::Discovery;
@@ -21,8 +22,8 @@ use crate::auth::oidc::store::{MemoryStore, Store};
 use crate::auth::oidc::{AuthEndpoints, OidcProvider, StoreSettings};
 use crate::auth::{Check, Provider, RouteAuth};
 use crate::compile::{
-    CheckPlan, CompileContext, JwksPlan, OidcPlan, Plan, ProviderPlan, RoutePlan, TargetPlan,
-    UpstreamPlan, compile,
+    CheckPlan, CompileContext, IdentityPlan, JwksPlan, OidcPlan, Plan, ProviderPlan, RoutePlan,
+    TargetPlan, UpstreamPlan, compile,
 };
 use crate::config::{CheckedConfig, Diagnostic, model};
 use crate::proxy::limits::WebSocketCap;
@@ -35,6 +36,9 @@ use crate::snapshot::Snapshot;
 /// name what only the runtime library could refuse.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// No key could be generated for the identity assertion.
+    #[error(transparent)]
+    IdentityKey(#[from] IdentityKeyError),
     #[error("{source}")]
     Store {
         provider: String,
@@ -55,6 +59,7 @@ impl BuildError {
         let key = match self {
             Self::Store { provider, .. } => format!("auth.providers.{provider}.store"),
             Self::Dangling { .. } => "routes".to_owned(),
+            Self::IdentityKey(_) => "identity.signing_key".to_owned(),
         };
         Diagnostic::error(key, self.to_string())
     }
@@ -77,6 +82,7 @@ pub fn build(
         routes,
         limits,
         tls,
+        identity,
     } = plan;
 
     let mut built_providers = BTreeMap::new();
@@ -108,9 +114,32 @@ pub fn build(
         headers,
         limits,
         tls,
+        identity: build_identity(identity, previous)?,
         warnings,
         config,
     })
+}
+
+/// The assertion signer. With no key in the file, the key generated for the running
+/// snapshot is kept: a reload must not make every assertion already issued unverifiable.
+fn build_identity(
+    plan: IdentityPlan,
+    previous: Option<&Snapshot>,
+) -> Result<IdentitySigner, BuildError> {
+    let key = match plan.signing_key {
+        Some(key) => Arc::new(key),
+        None => match previous.map(|snapshot| snapshot.identity.key()) {
+            Some(running) if running.is_generated() => Arc::clone(running),
+            _ => Arc::new(SigningKey::generate()?),
+        },
+    };
+    Ok(IdentitySigner::new(
+        plan.header,
+        plan.issuer,
+        plan.ttl,
+        key,
+        &plan.previous,
+    ))
 }
 
 /// Compile, then build: a checked config to a snapshot that has started nothing. What

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::auth::Provider;
+use crate::auth::identity::IdentitySigner;
 use crate::auth::oidc::AuthEndpoints;
 use crate::config::{Config, Diagnostic, SourceHash};
 use crate::proxy::headers::HeaderPolicy;
@@ -42,4 +43,6 @@ pub struct Snapshot {
     /// The public listener's TLS settings when `[server.tls]` is set: each new handshake
     /// reads the current snapshot's, so a reloaded certificate serves new connections.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Signs the identity assertion of authenticated requests; publishes its keys.
+    pub identity: IdentitySigner,
 }

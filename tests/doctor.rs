@@ -571,6 +571,10 @@ fn an_oidc_client_secret_and_a_redis_url_from_the_environment_are_checked() {
     let mut env = oidc_env();
     env.push((REDIS_URL, "redis://127.0.0.1:6379/0\n"));
     let run = offline(&config, &env);
+    // Replicas sharing a store need one identity key too.
+    run.only("identity_key_generated");
+    let shared_key = format!("{config}\n[identity]\nsigning_key = {{ env = \"IDENTITY_KEY\" }}\n");
+    let run = offline(&shared_key, &env);
     assert_eq!(run.findings(), Vec::<Value>::new(), "{:#}", run.json());
 }
 

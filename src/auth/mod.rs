@@ -13,6 +13,7 @@
 mod background;
 pub mod claims;
 pub mod fetch;
+pub mod identity;
 pub mod jwks;
 pub mod jwt;
 pub mod oidc;
@@ -111,6 +112,8 @@ pub struct Identity {
     /// When the credential stops being valid (a token's `exp`): WebSockets opened with
     /// it are closed then.
     pub expires_at: Option<SystemTime>,
+    /// What the signed identity assertion states.
+    pub asserted: identity::Asserted,
 }
 
 /// Why a request was not let through.
@@ -226,6 +229,10 @@ impl RouteAuth {
                 Ok(Identity {
                     headers: vec![(SUB_HEADER, user.clone())],
                     expires_at: None,
+                    asserted: identity::Asserted {
+                        sub: String::from_utf8_lossy(user.as_bytes()).into_owned(),
+                        ..identity::Asserted::default()
+                    },
                 })
             }
             Check::Jwt(verifier) => {
@@ -320,22 +327,35 @@ fn identity_from_claims(
     if !scopes.is_empty() {
         headers.push((SCOPE_HEADER, header_value(&scopes.join(" "))?));
     }
+    let mut copied = Vec::with_capacity(provider.claim_headers.len());
     for (claim, name) in &provider.claim_headers {
-        let text = match claims.get(claim) {
-            Some(Value::String(text)) => text.clone(),
-            Some(Value::Number(number)) => number.to_string(),
-            Some(Value::Bool(flag)) => flag.to_string(),
+        let Some(value) = claims.get(claim) else {
+            continue;
+        };
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(number) => number.to_string(),
+            Value::Bool(flag) => flag.to_string(),
             _ => continue,
         };
         headers.push((name.clone(), header_value(&text)?));
+        copied.push((claim.clone(), value.clone()));
     }
-    // The same instant the HTTP check uses: `exp` plus the leeway.
-    let expires_at = claims
+    let exp = claims
         .get("exp")
         .and_then(Value::as_u64)
-        .map(|exp| UNIX_EPOCH + Duration::from_secs(exp) + leeway);
+        .map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
+    // The same instant the HTTP check uses: `exp` plus the leeway.
+    let expires_at = exp.map(|exp| exp + leeway);
+    let asserted = identity::Asserted {
+        sub: sub.to_owned(),
+        scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+        claims: copied,
+        expires: exp,
+    };
     Ok(Identity {
         headers,
         expires_at,
+        asserted,
     })
 }

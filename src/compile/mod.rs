@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, uri::Authority};
+use jsonwebtoken::jwk::Jwk;
 use url::Url;
 
+use crate::auth::identity::SigningKey;
 use crate::auth::jwks::{self, FileKeys, JwksSettings, JwksSource};
 use crate::auth::secrets::{self, Environment};
 use crate::config::diagnostic::Diagnostic;
@@ -65,6 +67,20 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     pub limits: ConnectionLimits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub identity: IdentityPlan,
+}
+
+/// The identity assertion's settings, its keys read and parsed.
+#[derive(Debug)]
+pub struct IdentityPlan {
+    pub header: HeaderName,
+    /// `public_base_url` without its trailing `/`, else `http://<listen>`.
+    pub issuer: String,
+    pub ttl: Duration,
+    /// `None`: no key in the file; build keeps the generated one or makes one.
+    pub signing_key: Option<SigningKey>,
+    /// The public halves of `previous_keys`, published beside the signing key.
+    pub previous: Vec<Jwk>,
 }
 
 /// An upstream: where it is and how long it may take.
@@ -230,6 +246,7 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
         });
     }
 
+    let identity = compile_identity(&config, ctx, &mut errors);
     let tls = config.server.tls.as_ref().and_then(|tls| {
         crate::tls::server_config(&ctx.config_dir, &tls.cert_file, &tls.key_file)
             .map_err(|error| errors.push(Diagnostic::error(error.key(), error.to_string())))
@@ -255,9 +272,48 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
             max_connections: config.server.max_connections as usize,
         },
         tls,
+        identity,
         warnings,
         config,
     })
+}
+
+fn compile_identity(
+    config: &Config,
+    ctx: &CompileContext,
+    errors: &mut Vec<Diagnostic>,
+) -> IdentityPlan {
+    let settings = &config.identity;
+    let issuer = match &config.server.public_base_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", config.server.listen),
+    };
+    let mut read = |path: String, secret: &model::SecretRef| -> Option<SigningKey> {
+        let pem = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+            .map_err(|error| errors.push(Diagnostic::error(&path, error.to_string())))
+            .ok()?;
+        SigningKey::from_pem(pem.expose())
+            .map_err(|error| errors.push(Diagnostic::error(&path, error.to_string())))
+            .ok()
+    };
+    let signing_key = settings
+        .signing_key
+        .as_ref()
+        .and_then(|secret| read("identity.signing_key".to_owned(), secret));
+    let previous = settings
+        .previous_keys
+        .iter()
+        .enumerate()
+        .filter_map(|(index, secret)| read(format!("identity.previous_keys[{index}]"), secret))
+        .map(|key| key.public().clone())
+        .collect();
+    IdentityPlan {
+        header: header_name("identity.header", &settings.header, errors),
+        issuer,
+        ttl: settings.ttl.get(),
+        signing_key,
+        previous,
+    }
 }
 
 fn header_name(path: &str, name: &str, errors: &mut Vec<Diagnostic>) -> HeaderName {
@@ -301,7 +357,13 @@ fn compile_header_policy(
         .flat_map(|provider| provider.claim_headers.values())
         .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
         .map(|name| (name, HeaderClass::Identity));
-    let identity = fixed(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity).chain(claim_headers);
+    // The assertion's header, whatever its name: no client may send one.
+    let assertion = HeaderName::from_bytes(config.identity.header.as_bytes())
+        .ok()
+        .map(|name| (name, HeaderClass::Identity));
+    let identity = fixed(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity)
+        .chain(claim_headers)
+        .chain(assertion);
     // A name keeps its first class: a standard name configured as the request id or as
     // an identity header is no longer standard.
     let classes = HeaderClasses::new(

@@ -251,6 +251,7 @@ fn settings_of(config: &Config) -> Config {
         admin: config.admin.clone(),
         trust: config.trust.clone(),
         log: config.log.clone(),
+        identity: config.identity.clone(),
         upstreams: BTreeMap::new(),
         routes: Vec::new(),
         auth,

@@ -50,6 +50,52 @@ pub struct Config {
     /// Logging: the format and level of the gateway's log, and the access log.
     #[validate(nested)]
     pub log: Log,
+
+    /// The signed identity assertion upstreams get on every request that passed a
+    /// route's `auth`, and the key that signs it.
+    pub identity: IdentityAssertion,
+}
+
+/// `[identity]`: what the gateway verified, as a short-lived JWT for the upstream.
+///
+/// On every request that passed a route's `auth`, the upstream receives `header`: a
+/// compact JWT signed by the gateway (EdDSA or ES256) with `iss` (`public_base_url`),
+/// `aud` (the upstream's name), `sub`, `scope`, the provider's `claim_headers` claims,
+/// `iat`, `exp` (at most `ttl` ahead, never past the credential's own expiry) and the
+/// request id as `jti`. The public keys are at `/.well-known/fluxlit/jwks.json` on the
+/// public listener and on the admin listener. No client can send the header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct IdentityAssertion {
+    /// The header the assertion travels in [default: "x-fluxlit-identity"].
+    pub header: String,
+
+    /// How long an assertion is valid [default: 60s].
+    pub ttl: Duration,
+
+    /// The PKCS#8 PEM private key that signs assertions: P-256 (ES256) or Ed25519
+    /// (EdDSA), from `{ file = "identity.pem" }` or `{ env = "NAME" }`; reloaded when the
+    /// file changes. Absent: an Ed25519 key is generated at start and kept across
+    /// reloads, which a single replica can use; replicas need a shared key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SecretRef>,
+
+    /// Keys that signed before the current one: their public halves stay published (never
+    /// used to sign) so assertions they signed verify until they expire.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previous_keys: Vec<SecretRef>,
+}
+
+impl Default for IdentityAssertion {
+    fn default() -> Self {
+        Self {
+            header: "x-fluxlit-identity".to_owned(),
+            ttl: Duration::from_secs(60),
+            signing_key: None,
+            previous_keys: Vec::new(),
+        }
+    }
 }
 
 /// `[server]`: the public listener.

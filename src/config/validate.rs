@@ -40,7 +40,41 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     }
     check_routes(config, &mut found);
     check_auth(config, &mut found);
+    check_identity(config, &mut found);
     found
+}
+
+/// `[identity]`: a header of its own that no client header could be confused with, and a
+/// lifetime.
+fn check_identity(config: &Config, found: &mut Vec<Diagnostic>) {
+    let identity = &config.identity;
+    check_header_name("identity.header", &identity.header, found);
+    let name = identity.header.to_ascii_lowercase();
+    let taken = [
+        header_sets::STANDARD_REQUEST,
+        header_sets::FORWARDING,
+        header_sets::CREDENTIALS,
+    ]
+    .iter()
+    .any(|set| set.contains(&name.as_str()));
+    if taken || name == config.server.request_id_header.to_ascii_lowercase() {
+        found.push(
+            Diagnostic::error(
+                "identity.header",
+                format!(
+                    "{:?} is a header clients and proxies send for other purposes",
+                    identity.header
+                ),
+            )
+            .with_help("keep the default, \"x-fluxlit-identity\", or another name of your own"),
+        );
+    }
+    if identity.ttl.get().is_zero() {
+        found.push(Diagnostic::error(
+            "identity.ttl",
+            "must be longer than 0s: an assertion would be expired when it arrives",
+        ));
+    }
 }
 
 /// `validator` reports nested errors as a tree keyed by field name; the file's key

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::{Finding, Severity};
 use crate::config::Config;
-use crate::config::model::{ProviderKind, StoreRef};
+use crate::config::model::{ProviderKind, StoreRef, oidc_defaults};
 use crate::config::validate::{normalize_prefix, parse_cidr};
 
 /// A route lists `authorization`, `cookie`, a hop-by-hop, forwarding or identity header
@@ -30,6 +30,7 @@ pub const SECURITY_HEADERS_OFF: &str = "security_headers_off";
 pub const LONG_LEEWAY: &str = "long_leeway";
 pub const LONG_ACCESS_TOKEN_TTL: &str = "long_access_token_ttl";
 pub const MEMORY_STORE: &str = "memory_store";
+pub const IDENTITY_KEY_GENERATED: &str = "identity_key_generated";
 
 /// Longer than this, a leeway keeps expired tokens working noticeably long.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
@@ -263,6 +264,30 @@ fn check_server(config: &Config, found: &mut Vec<Finding>) {
                 "listen on loopback, e.g. \"127.0.0.1:9901\", and scrape it from the same host",
             ));
         }
+    }
+    // A shared login store is the sign of several replicas; each would sign with a key of
+    // its own, and an app would see assertions from keys it may not have fetched.
+    let authenticated_routes = config.routes.iter().any(|route| route.auth.is_some());
+    let shared_store = config
+        .auth
+        .providers
+        .values()
+        .any(|provider| match &provider.store {
+            None => false,
+            Some(StoreRef::Inline(text)) => text != oidc_defaults::STORE,
+            Some(StoreRef::Secret(_)) => true,
+        });
+    if authenticated_routes && shared_store && config.identity.signing_key.is_none() {
+        found.push(Finding::new(
+            IDENTITY_KEY_GENERATED,
+            Severity::Info,
+            "identity.signing_key",
+            "the identity assertion is signed with a key generated at start: with several \
+             replicas (the shared login store says so) each publishes its own key, and a \
+             restart retires it",
+            "with several replicas, give them one key: signing_key = { file = \"identity.pem\" } \
+             (openssl genpkey -algorithm ed25519 -out identity.pem)",
+        ));
     }
     if !config.server.security_headers.is_enabled() {
         found.push(Finding::new(

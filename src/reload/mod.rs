@@ -445,13 +445,19 @@ fn last_errors(state: &State) -> Vec<String> {
 }
 
 /// The files `config` names besides itself, as paths from the working directory: the
-/// TLS certificate and key, secret files and JWKS files.
+/// TLS certificate and key, secret files, JWKS files and the identity assertion's keys.
 pub fn referenced_files(config: &Config, config_dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Some(tls) = &config.server.tls {
         files.push(tls.cert_file.clone());
         files.push(tls.key_file.clone());
     }
+    let identity_keys = config.identity.signing_key.iter();
+    files.extend(
+        identity_keys
+            .chain(&config.identity.previous_keys)
+            .filter_map(|key| key.file.clone()),
+    );
     for provider in config.auth.providers.values() {
         let secrets = [&provider.hs256_secret, &provider.client_secret];
         files.extend(secrets.into_iter().flatten().filter_map(|s| s.file.clone()));

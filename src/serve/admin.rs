@@ -14,6 +14,7 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::auth::identity::JWKS_PATH;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::proxy::route::UpstreamTarget;
@@ -63,6 +64,7 @@ fn router(admin: Admin) -> Router {
         .route("/snapshot", get(snapshot))
         .route("/config", get(config))
         .route("/metrics", get(metrics))
+        .route(JWKS_PATH, get(jwks))
         .method_not_allowed_fallback(use_get)
         .fallback(not_found)
         .with_state(admin)
@@ -96,6 +98,17 @@ async fn metrics(State(admin): State<Admin>) -> Response {
     http::answer(StatusCode::OK, crate::metrics::CONTENT_TYPE, body)
 }
 
+/// The identity assertion's public keys, as the public listener serves them.
+async fn jwks(State(admin): State<Admin>) -> Response {
+    let body = admin.snapshot.load().identity.jwks().clone();
+    let mut response = http::answer(StatusCode::OK, "application/json", body);
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
 /// Every admin endpoint is read-only.
 async fn use_get() -> Response {
     let mut response = http::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
@@ -112,7 +125,7 @@ async fn not_found(method: Method) -> Response {
     }
     http::text(
         StatusCode::NOT_FOUND,
-        "not found: try /healthz, /readyz, /snapshot, /config or /metrics\n",
+        "not found: try /healthz, /readyz, /snapshot, /config, /metrics or /.well-known/fluxlit/jwks.json\n",
     )
 }
 

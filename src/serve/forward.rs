@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -15,6 +16,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::auth::Identity;
+use crate::auth::identity::{IdentitySigner, JWKS_PATH};
 use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
 use crate::proxy::headers::{self, RequestContext};
@@ -145,6 +147,10 @@ impl Proxy {
                 ));
             }
         };
+        // The gateway's own keys and login endpoints come before the routes.
+        if path == JWKS_PATH {
+            return Routed::Respond(jwks_response(request.method(), &snapshot.identity));
+        }
         // The gateway's own login endpoints (oidc providers) come before the routes.
         if let Some(provider) = snapshot.auth_endpoints.find(&path) {
             record.set_route(self.metrics.auth_endpoint(provider));
@@ -179,7 +185,7 @@ impl Proxy {
             let checked = auth
                 .authenticate(arrival.request.headers(), arrival.peer_trusted, remote_user)
                 .await;
-            let identity = match checked {
+            let mut identity = match checked {
                 Ok(identity) => identity,
                 Err(failure) => {
                     self.metrics
@@ -196,6 +202,25 @@ impl Proxy {
                 }
             };
             let request_id = arrival.request_id;
+            // What the gateway verified, signed for this upstream.
+            let signer = &arrival.snapshot.identity;
+            let assertion = signer.sign(
+                &identity.asserted,
+                &route.upstream.name,
+                request_id.to_str().unwrap_or("-"),
+                SystemTime::now(),
+            );
+            let Some(assertion) = assertion else {
+                tracing::error!(route = %route.name, "the identity assertion could not be signed");
+                let message = "the gateway could not sign the identity assertion";
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Some(route),
+                    message,
+                    request_id,
+                );
+            };
+            identity.headers.push((signer.header().clone(), assertion));
             self.prepare(arrival, route, upstream_path, Some(&identity))
                 .respond(self, request_id)
                 .await
@@ -571,4 +596,38 @@ fn upstream_uri(http: &HttpUpstream, path_and_query: String) -> Option<Uri> {
     // From `Bytes` that own the string: checked, not copied.
     let path_and_query = PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)).ok()?;
     Some(Uri::from(path_and_query))
+}
+
+/// The identity assertion's public keys (`GET` or `HEAD`). Cached by clients for five
+/// minutes: a rotated key stays published as a previous key for longer than that.
+fn jwks_response(method: &Method, signer: &IdentitySigner) -> Response<ProxyBody> {
+    let body = signer.jwks();
+    let mut response = match *method {
+        Method::GET => Response::new(ProxyBody::full(body.clone())),
+        Method::HEAD => {
+            let mut response = Response::new(ProxyBody::empty());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            response
+        }
+        _ => {
+            let mut response = Response::new(ProxyBody::empty());
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }

@@ -27,6 +27,8 @@ pub const RSA_B_PEM: &str = include_str!("../fixtures/jose/rsa-b.pem");
 pub const RSA_B_JWK: &str = include_str!("../fixtures/jose/rsa-b.jwk.json");
 pub const EC_A_PEM: &str = include_str!("../fixtures/jose/ec-a.p8.pem");
 pub const EC_A_JWK: &str = include_str!("../fixtures/jose/ec-a.jwk.json");
+pub const ED_A_PEM: &str = include_str!("../fixtures/jose/ed-a.p8.pem");
+pub const ED_B_PEM: &str = include_str!("../fixtures/jose/ed-b.p8.pem");
 
 pub const ISSUER: &str = "https://issuer.fluxlit.test";
 pub const AUDIENCE: &str = "fluxlit-api";
