@@ -1,7 +1,8 @@
 //! Token verification as the request path does it, with keys decoded once at compile:
 //! HS256 with a shared secret, RS256 and ES256 with keys from a JWKS (a file here, so no
 //! network is involved). Each token is benched at first sight (every check made) and
-//! remembered (seen before, not expired, keys unchanged). `cargo bench --bench auth`.
+//! remembered (seen before, not expired, keys unchanged); the identity assertion is
+//! benched signed afresh (EdDSA, ES256) and reused. `cargo bench --bench auth`.
 
 #![allow(
     clippy::unwrap_used,
@@ -135,5 +136,39 @@ fn verification(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verification);
+/// The identity assertion an upstream gets: signed afresh, and reused for the same
+/// statement (what a repeated token costs).
+fn assertion(c: &mut Criterion) {
+    use fluxlit::auth::identity::{Asserted, IdentitySigner, SigningKey};
+    let asserted = Asserted {
+        sub: "ada".to_owned(),
+        scope: Some("read write".to_owned()),
+        claims: vec![("email".to_owned(), json!("ada@example.org"))],
+        expires: None,
+    };
+    let signer = |key: SigningKey| {
+        IdentitySigner::new(
+            http::HeaderName::from_static("x-fluxlit-identity"),
+            "https://gw.example".to_owned(),
+            std::time::Duration::from_secs(60),
+            Arc::new(key),
+            &[],
+        )
+    };
+    let eddsa = signer(SigningKey::generate().unwrap());
+    let pem = std::fs::read(fixture("ec-a.p8.pem")).unwrap();
+    let es256 = signer(SigningKey::from_pem(&pem).unwrap());
+    let now = std::time::SystemTime::now();
+    c.bench_function("identity assertion EdDSA, signed", |b| {
+        b.iter(|| black_box(eddsa.sign(&asserted, "api", "request-id", now)))
+    });
+    c.bench_function("identity assertion ES256, signed", |b| {
+        b.iter(|| black_box(es256.sign(&asserted, "api", "request-id", now)))
+    });
+    c.bench_function("identity assertion, reused", |b| {
+        b.iter(|| black_box(eddsa.assertion(&asserted, "api", "request-id", now)))
+    });
+}
+
+criterion_group!(benches, verification, assertion);
 criterion_main!(benches);

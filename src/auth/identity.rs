@@ -7,8 +7,9 @@
 //! by another), and expires within `[identity] ttl` and never after the credential it
 //! stands for. Pomerium, Cloudflare Access and Google IAP do the same.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,6 +17,8 @@ use http::{HeaderName, HeaderValue};
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
+
+use super::background::lock;
 
 /// Where the public keys are served, on the public and the admin listener.
 pub const JWKS_PATH: &str = "/.well-known/fluxlit/jwks.json";
@@ -122,6 +125,9 @@ pub struct Asserted {
     pub expires: Option<SystemTime>,
 }
 
+/// How many assertions a snapshot keeps for reuse; past it the memory starts afresh.
+const REMEMBERED_ASSERTIONS: usize = 8 * 1024;
+
 /// Signs assertions for one snapshot: its key, issuer, lifetime and header.
 #[derive(Debug)]
 pub struct IdentitySigner {
@@ -131,6 +137,28 @@ pub struct IdentitySigner {
     key: Arc<SigningKey>,
     /// The published key set: the signing key first, then the previous keys.
     jwks: Bytes,
+    /// Assertions already signed, by everything they state: a credential that comes
+    /// again for the same upstream costs a lookup, not a signature.
+    signed: Mutex<HashMap<Statement, Signed>>,
+}
+
+/// Everything an assertion states but its times and its `jti`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Statement {
+    audience: Box<str>,
+    sub: Box<str>,
+    scope: Option<Box<str>>,
+    /// The copied claims as JSON text (a `Value` cannot be a key).
+    claims: Box<str>,
+    expires: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Signed {
+    value: HeaderValue,
+    /// Reused until then: half its lifetime, so an upstream never gets one about to
+    /// expire.
+    reuse_until: u64,
 }
 
 impl IdentitySigner {
@@ -149,6 +177,7 @@ impl IdentitySigner {
             ttl,
             key,
             jwks,
+            signed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -167,9 +196,58 @@ impl IdentitySigner {
         &self.jwks
     }
 
-    /// The assertion of `asserted` for `audience` (the upstream's name), with `jti` (the
-    /// request id). It expires `ttl` from `now`, or when the credential does if that is
-    /// sooner. `None` only if signing fails, which the caller must treat as a refusal.
+    /// The assertion of `asserted` for `audience` (the upstream's name). It expires `ttl`
+    /// from when it was signed, or when the credential does if that is sooner. One signed
+    /// less than half its lifetime ago for the same statement is reused, `jti` and all:
+    /// the `jti` is the id of the request it was signed for. `None` only if signing fails,
+    /// which the caller must treat as a refusal.
+    pub fn assertion(
+        &self,
+        asserted: &Asserted,
+        audience: &str,
+        request_id: &str,
+        now: SystemTime,
+    ) -> Option<HeaderValue> {
+        let statement = Statement {
+            audience: audience.into(),
+            sub: asserted.sub.as_str().into(),
+            scope: asserted.scope.as_deref().map(Into::into),
+            claims: serde_json::to_string(&asserted.claims)
+                .unwrap_or_default()
+                .into_boxed_str(),
+            expires: asserted.expires.map(seconds),
+        };
+        let now_secs = seconds(now);
+        if let Some(signed) = lock(&self.signed).get(&statement)
+            && now_secs < signed.reuse_until
+        {
+            return Some(signed.value.clone());
+        }
+        let value = self.sign(asserted, audience, request_id, now)?;
+        let exp = self.expiry(asserted, now_secs);
+        let reuse_until = now_secs + exp.saturating_sub(now_secs) / 2;
+        let mut signed = lock(&self.signed);
+        if signed.len() >= REMEMBERED_ASSERTIONS {
+            signed.clear();
+        }
+        signed.insert(
+            statement,
+            Signed {
+                value: value.clone(),
+                reuse_until,
+            },
+        );
+        Some(value)
+    }
+
+    fn expiry(&self, asserted: &Asserted, iat: u64) -> u64 {
+        let exp = iat + self.ttl.as_secs();
+        asserted
+            .expires
+            .map_or(exp, |credential| exp.min(seconds(credential)))
+    }
+
+    /// A fresh assertion, signed now.
     pub fn sign(
         &self,
         asserted: &Asserted,
@@ -177,12 +255,8 @@ impl IdentitySigner {
         jti: &str,
         now: SystemTime,
     ) -> Option<HeaderValue> {
-        let seconds = |at: SystemTime| at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let iat = seconds(now);
-        let mut exp = iat + self.ttl.as_secs();
-        if let Some(credential) = asserted.expires {
-            exp = exp.min(seconds(credential));
-        }
+        let exp = self.expiry(asserted, iat);
         let mut claims = Map::with_capacity(asserted.claims.len() + 7);
         // Copied claims first: the reserved ones below always win.
         for (name, value) in &asserted.claims {
@@ -203,6 +277,10 @@ impl IdentitySigner {
         let token = jsonwebtoken::encode(&header, &claims, &self.key.key).ok()?;
         HeaderValue::from_str(&token).ok()
     }
+}
+
+fn seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -266,6 +344,33 @@ mod tests {
             .expect("after the epoch")
             .as_secs();
         assert_eq!(exp, credential, "never past the credential's expiry");
+    }
+
+    #[test]
+    fn the_same_statement_reuses_its_assertion_for_half_its_life_only() {
+        let signer = signer(SigningKey::generate().expect("a key"));
+        let ada = Asserted {
+            sub: "ada".to_owned(),
+            ..Asserted::default()
+        };
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(1_000_000 + secs);
+        let first = signer.assertion(&ada, "api", "r1", at(0)).expect("signed");
+        assert_eq!(
+            signer.assertion(&ada, "api", "r2", at(29)),
+            Some(first.clone())
+        );
+        let other_upstream = signer.assertion(&ada, "ui", "r3", at(1)).expect("signed");
+        assert_ne!(other_upstream, first);
+        let bob = Asserted {
+            sub: "bob".to_owned(),
+            ..Asserted::default()
+        };
+        assert_ne!(
+            signer.assertion(&bob, "api", "r4", at(1)),
+            Some(first.clone())
+        );
+        let later = signer.assertion(&ada, "api", "r5", at(30)).expect("signed");
+        assert_ne!(later, first, "signed afresh after half the ttl");
     }
 
     #[test]

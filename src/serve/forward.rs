@@ -204,7 +204,7 @@ impl Proxy {
             let request_id = arrival.request_id;
             // What the gateway verified, signed for this upstream.
             let signer = &arrival.snapshot.identity;
-            let assertion = signer.sign(
+            let assertion = signer.assertion(
                 &identity.asserted,
                 &route.upstream.name,
                 request_id.to_str().unwrap_or("-"),
