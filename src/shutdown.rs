@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// A one-way, once-only "stop now" shared by clones. Cheap to clone.
+/// A one-way, once-only "stop now" shared by clones. Cheap to clone: an `Arc`, because
+/// cloning the token itself takes a lock, and the request path clones its handler (which
+/// holds one) per request.
 #[derive(Debug, Clone, Default)]
-pub struct Signal(CancellationToken);
+pub struct Signal(Arc<CancellationToken>);
 
 impl Signal {
     pub fn new() -> Self {
