@@ -1024,6 +1024,48 @@ async fn next_values_that_leave_the_origin_fall_back_to_the_root() {
     );
 }
 
+#[tokio::test]
+async fn next_values_with_dot_segments_land_under_the_base_path() {
+    // Another app shares the host: `/other-app/` beside this gateway's `/app/`. A `next`
+    // that climbs out of `/app` would carry the auth code into the other app's URL (and
+    // its access log).
+    let setup = setup_at(&format!("{PUBLIC_BASE}/app/")).await;
+    let climbs = [
+        "/../x",
+        "/%2e%2e/x",
+        "/a/../../x",
+        "/%2E%2e/other-app/",
+        "/.%2e/x",
+        "/..;/x",
+        "/%252e%252e/x",
+        "/a/./b",
+        "/..",
+    ];
+    for next in climbs {
+        let reply = login_until_callback(&setup, Some(next)).await;
+        assert_eq!(reply.status, 302, "{next:?}: {}", reply.text());
+        assert!(
+            location(&reply).starts_with("/app/?auth_code="),
+            "{next:?} must land on the base path: {}",
+            location(&reply)
+        );
+        // The logout's `next` follows the same rule.
+        let path = format!("/auth/logout?next={}", form_encode(next));
+        let reply = get_from(TRUSTED, &setup.gateway, &path, &[]).await;
+        assert_eq!(reply.status, 302, "{next:?}: {}", reply.text());
+        assert_eq!(location(&reply), "/app/", "{next:?}");
+    }
+    // Dots that are no segment of their own, and dots in the query, are kept.
+    for next in ["/a..b/.c?back=/../x", "/v1.2/report"] {
+        let reply = login_until_callback(&setup, Some(next)).await;
+        assert!(
+            location(&reply).starts_with(&format!("/app{next}")),
+            "{next:?}: {}",
+            location(&reply)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Bad id_tokens.
 // ---------------------------------------------------------------------------------------
