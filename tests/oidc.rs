@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use common::auth::*;
 use common::cli::Serve;
+use common::raw::{RawReply, raw_post};
 use common::{
     ConfigText, CountingUpstream, HANG_GUARD, Reachable, Reply, TRUSTED, TestEnvironment,
     TestGateway, UNTRUSTED, cli, config_dir, eventually, get_from, send, send_from, start_error,
@@ -345,13 +346,31 @@ async fn setup_ready(extra: &str) -> Setup {
 
 /// [`setup_ready`] with `public_base_url` set to `base` instead of [`PUBLIC_BASE`].
 async fn setup_at(base: &str) -> Setup {
+    setup_from(|idp, upstream| {
+        config(idp, upstream, "").replace(
+            &format!("public_base_url = \"{PUBLIC_BASE}\""),
+            &format!("public_base_url = \"{base}\""),
+        )
+    })
+    .await
+}
+
+/// [`setup_ready`] behind a proxy on this host: 127.0.0.1 ([`TRUSTED`]) is in
+/// `trust.proxies`, as in a forward-auth setup with nginx in front.
+async fn setup_behind_proxy(extra: &str) -> Setup {
+    setup_from(|idp, upstream| {
+        let text = config(idp, upstream, extra);
+        format!("[trust]\nproxies = [\"127.0.0.1/32\"]\n\n{text}")
+    })
+    .await
+}
+
+/// A gateway on the config `make` writes for a fresh IdP and upstream, once discovery
+/// has loaded.
+async fn setup_from(make: impl FnOnce(&Idp, &CountingUpstream) -> String) -> Setup {
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
-    let text = config(&idp, &upstream, "").replace(
-        &format!("public_base_url = \"{PUBLIC_BASE}\""),
-        &format!("public_base_url = \"{base}\""),
-    );
-    let gateway = start_with_files(&text, &SECRET_FILES).await;
+    let gateway = start_with_files(&make(&idp, &upstream), &SECRET_FILES).await;
     wait_for_discovery(&gateway).await;
     Setup {
         gateway,
@@ -966,6 +985,58 @@ async fn exchanges_are_taken_only_from_exchange_from() {
 
 async fn setup_restricted() -> Setup {
     setup_ready("exchange_from = [\"127.0.0.2/32\"]").await
+}
+
+/// `POST /auth/exchange` as raw bytes from `source` with `headers` (full lines).
+async fn raw_exchange_from(
+    source: IpAddr,
+    gateway: &impl Reachable,
+    headers: &[&str],
+    body: &str,
+) -> RawReply {
+    raw_post(
+        source,
+        gateway.addr(),
+        "/auth/exchange",
+        headers,
+        "application/json",
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_exchange_is_judged_on_the_client_address() {
+    // nginx on this host forwards browsers to the gateway: every browser's TCP peer is
+    // 127.0.0.1, which is in trust.proxies and in the default exchange_from.
+    let setup = setup_behind_proxy("").await;
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let body = json!({ "auth_code": auth_code }).to_string();
+    // A script on the page, in a browser at 203.0.113.7, races the app's server for the
+    // code through the proxy, which appends the browser's address; a hop the browser
+    // wrote itself to the left of it never wins.
+    for forwarded_for in [
+        "203.0.113.7",
+        "127.0.0.1, 203.0.113.7",
+        "::1, 203.0.113.7",
+        "not-an-address, 203.0.113.7",
+    ] {
+        let header = format!("X-Forwarded-For: {forwarded_for}");
+        let reply = raw_exchange_from(TRUSTED, &setup.gateway, &[&header], &body).await;
+        assert_eq!(reply.status, 403, "{forwarded_for}: {}", reply.text());
+        assert_eq!(reply.json()["error"], "access_denied", "{forwarded_for}");
+    }
+    // The app's server, beside the gateway, is accepted, and the refusals burnt nothing.
+    let reply = raw_exchange_from(TRUSTED, &setup.gateway, &[], &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["access_token"].is_string());
+
+    // An app server that reaches the gateway through the same proxy is loopback too.
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let body = json!({ "auth_code": auth_code }).to_string();
+    let header = "X-Forwarded-For: 127.0.0.1";
+    let reply = raw_exchange_from(TRUSTED, &setup.gateway, &[header], &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 // ---------------------------------------------------------------------------------------

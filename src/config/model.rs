@@ -657,9 +657,11 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_max_entries: Option<u32>,
 
-    /// oidc: peers (CIDR ranges or addresses) allowed to call the exchange endpoint; others
-    /// get 403. The app's server calls it, not the browser [default: `["127.0.0.1/32",
-    /// "::1/128"]`].
+    /// oidc: client addresses (CIDR ranges or addresses) allowed to call the exchange
+    /// endpoint; others get 403. The address is the client's as resolved through
+    /// `trust.proxies` (the first untrusted hop from the right of `X-Forwarded-For`), so a
+    /// browser behind a trusted proxy is judged on its own address, not the proxy's. The
+    /// app's server calls it, not the browser [default: `["127.0.0.1/32", "::1/128"]`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_from: Option<Vec<String>>,
 

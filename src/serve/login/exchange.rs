@@ -1,5 +1,7 @@
-//! `POST <exchange>`: the app's server trades a one-time auth code for the access token,
-//! from an `exchange_from` peer only. Answers are JSON (RFC 6749 §5), never cached.
+//! `POST <exchange>`: the app's server trades a one-time auth code for the access token.
+//! A confidential endpoint, like an OAuth token endpoint: only clients in `exchange_from`,
+//! judged on the address resolved through `trust.proxies`, so a browser behind a trusted
+//! proxy is judged on its own. Answers are JSON (RFC 6749 §5), never cached.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{PendingToken, store_key, usable};
+use super::{ClientAddress, PendingToken, store_key, usable};
 use crate::auth::jwt::now_secs;
 use crate::auth::oidc::OidcProvider;
 use crate::auth::oidc::store::Slot;
@@ -31,10 +33,10 @@ pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
         .layer(DefaultBodyLimit::max(MAX_EXCHANGE_BODY))
 }
 
-/// The peer is checked before the body is read (extractors run in order).
+/// The client address is checked before the body is read (extractors run in order).
 async fn exchange(
     State(provider): State<Arc<OidcProvider>>,
-    _: AllowedPeer,
+    _: AllowedClient,
     ExchangeRequest(auth_code): ExchangeRequest,
 ) -> Response {
     let taken = match provider
@@ -78,20 +80,26 @@ async fn exchange(
     }
 }
 
-/// A request from a peer in the provider's `exchange_from` (the exchange is a
-/// confidential endpoint); any other is refused with 403.
-struct AllowedPeer;
+/// A request from a client in the provider's `exchange_from`; any other is refused with
+/// 403. The client is the address the public listener resolved through `trust.proxies`
+/// (the first untrusted hop from the right of `X-Forwarded-For`), not the TCP peer:
+/// behind a trusted proxy every browser's peer is the proxy, which may well be in
+/// `exchange_from` (the same host, the same cluster network).
+struct AllowedClient;
 
-impl FromRequestParts<Arc<OidcProvider>> for AllowedPeer {
+impl FromRequestParts<Arc<OidcProvider>> for AllowedClient {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         provider: &Arc<OidcProvider>,
     ) -> Result<Self, Response> {
-        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, provider).await;
-        let ip = peer.ok().map(|ConnectInfo(peer)| canonical_ip(peer.ip()));
-        if let Some(ip) = ip
+        // Without the listener's resolved address (never, in the gateway), refuse.
+        let client = parts
+            .extensions
+            .get::<ClientAddress>()
+            .map(|ClientAddress(ip)| canonical_ip(*ip));
+        if let Some(ip) = client
             && provider
                 .settings
                 .exchange_from
@@ -100,8 +108,13 @@ impl FromRequestParts<Arc<OidcProvider>> for AllowedPeer {
         {
             return Ok(Self);
         }
-        let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        tracing::info!(provider = %provider.name, %ip, "auth code exchange refused: the peer is not in exchange_from");
+        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, provider).await;
+        let peer = peer.map_or_else(
+            |_| "unknown".to_owned(),
+            |ConnectInfo(peer)| peer.ip().to_string(),
+        );
+        let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        tracing::info!(provider = %provider.name, %client, %peer, "auth code exchange refused: the client is not in exchange_from");
         Err(answer(
             StatusCode::FORBIDDEN,
             &json!({

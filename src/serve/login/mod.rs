@@ -14,7 +14,8 @@
 //!   the `mint` jwt provider's key and stored under a one-time `auth_code` for
 //!   `auth_code_ttl`; 302 to `next?auth_code=...` with `Referrer-Policy: no-referrer`.
 //! - `POST /auth/exchange` ([`exchange`]: `{"auth_code": ...}` or a form), from
-//!   `exchange_from` peers only: the code is taken and deleted in one step;
+//!   `exchange_from` clients only (the address resolved through `trust.proxies`): the
+//!   code is taken and deleted in one step;
 //!   `{access_token, token_type, expires_in}` once, `400 {"error": "invalid_grant"}` after.
 //! - `GET /auth/logout?next=/path` ([`logout`]): RP-initiated logout at the IdP's
 //!   `end_session_endpoint` when it has one, else a redirect to `next`.
@@ -35,7 +36,7 @@ mod logout;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -87,13 +88,15 @@ fn literal(path: &str) -> String {
 }
 
 /// The answer of `endpoints`' router to a request the public listener matched to one of
-/// them; `normalised` is the request's path normalised, when that changed it. Nothing is
-/// forwarded upstream.
+/// them; `normalised` is the request's path normalised, when that changed it; `client`
+/// is the client's address resolved through `trust.proxies` (the peer, unless that is a
+/// trusted proxy). Nothing is forwarded upstream.
 pub fn answer<B>(
     endpoints: &AuthEndpoints,
     mut request: Request<B>,
     normalised: Option<String>,
     peer: SocketAddr,
+    client: IpAddr,
     request_id: &HeaderValue,
 ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static
 where
@@ -105,6 +108,7 @@ where
     }
     let extensions = request.extensions_mut();
     extensions.insert(ConnectInfo(peer));
+    extensions.insert(ClientAddress(client));
     extensions.insert(RequestId(request_id.clone()));
     let router = endpoints.router(router).clone();
     let request_id = request_id.clone();
@@ -150,6 +154,10 @@ fn set_path<B>(request: &mut Request<B>, path: &str) {
         *request.uri_mut() = uri;
     }
 }
+
+/// The client's address as the public listener resolved it through `trust.proxies`.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddress(IpAddr);
 
 /// The request id the public listener gave the request: pages name it.
 #[derive(Debug, Clone)]
