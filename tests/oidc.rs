@@ -52,11 +52,17 @@ use url::Url;
 
 const CLIENT_ID: &str = "fluxlit-web";
 const CLIENT_SECRET: &str = "test-only oidc client secret (with spaces & symbols)";
+/// The app server's exchange secret (`exchange_secret = { file = "exchange.secret" }`).
+const EXCHANGE_SECRET: &str = "test-only exchange secret, forty-odd bytes long";
 /// The secret files the test configs read.
-const SECRET_FILES: [(&str, &str); 2] = [
+const SECRET_FILES: [(&str, &str); 4] = [
     ("hs256.secret", HS_SECRET),
     ("client.secret", CLIENT_SECRET),
+    ("exchange.secret", EXCHANGE_SECRET),
+    ("short-exchange.secret", "only 20 bytes long!!"),
 ];
+/// The provider key that sets the exchange secret.
+const WITH_EXCHANGE_SECRET: &str = "exchange_secret = { file = \"exchange.secret\" }";
 const PUBLIC_BASE: &str = "http://app.fluxlit.test";
 const SUB: &str = "idp-user-42";
 
@@ -506,6 +512,24 @@ async fn exchange_from(
     within(
         "POST /auth/exchange",
         send_from(source, gateway.addr(), request),
+    )
+    .await
+}
+
+/// `POST /auth/exchange` with a JSON `body` and the extra `headers`, from [`TRUSTED`].
+async fn exchange_with(gateway: &impl Reachable, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = http::Request::post("/auth/exchange")
+        .header("host", gateway.addr().to_string())
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    within(
+        "POST /auth/exchange",
+        send_from(TRUSTED, gateway.addr(), request),
     )
     .await
 }
@@ -985,6 +1009,119 @@ async fn exchanges_are_taken_only_from_exchange_from() {
 
 async fn setup_restricted() -> Setup {
     setup_ready("exchange_from = [\"127.0.0.2/32\"]").await
+}
+
+/// Asserts a 401 `invalid_client` with a `Bearer` challenge, cached nowhere.
+fn assert_invalid_client(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 401, "{what}: {}", reply.text());
+    assert_eq!(reply.json()["error"], "invalid_client", "{what}");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer realm=\"fluxlit exchange\""),
+        "{what}"
+    );
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{what}");
+}
+
+#[tokio::test]
+async fn with_an_exchange_secret_the_exchange_needs_it() {
+    let setup = setup_ready(WITH_EXCHANGE_SECRET).await;
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let body = json!({ "auth_code": auth_code }).to_string();
+    let right = format!("Bearer {EXCHANGE_SECRET}");
+    let basic = format!("Basic {}", standard_base64(EXCHANGE_SECRET.as_bytes()));
+    let prefix = format!("Bearer {}", &EXCHANGE_SECRET[..EXCHANGE_SECRET.len() - 1]);
+    let longer = format!("Bearer {EXCHANGE_SECRET}x");
+    for (what, headers) in [
+        ("no Authorization", vec![]),
+        (
+            "a wrong secret",
+            vec![("authorization", "Bearer not-the-secret")],
+        ),
+        (
+            "the secret but one byte",
+            vec![("authorization", prefix.as_str())],
+        ),
+        (
+            "the secret and one byte",
+            vec![("authorization", longer.as_str())],
+        ),
+        (
+            "the secret as Basic",
+            vec![("authorization", basic.as_str())],
+        ),
+        (
+            "the client secret",
+            vec![(
+                "authorization",
+                "Bearer test-only oidc client secret (with spaces & symbols)",
+            )],
+        ),
+        (
+            "the secret twice",
+            vec![
+                ("authorization", right.as_str()),
+                ("authorization", right.as_str()),
+            ],
+        ),
+    ] {
+        let reply = exchange_with(&setup.gateway, &body, &headers).await;
+        assert_invalid_client(&reply, what);
+    }
+    // The secret does not stand in for the address: from outside exchange_from, 403.
+    let request = http::Request::post("/auth/exchange")
+        .header("host", setup.gateway.addr().to_string())
+        .header("content-type", "application/json")
+        .header("authorization", right.as_str())
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let reply = within(
+        "exchange",
+        send_from(UNTRUSTED, setup.gateway.addr(), request),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+
+    // None of the refusals burnt the code; the app's server, with the secret, gets it.
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", &right)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["access_token"].is_string());
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", &right)]).await;
+    assert_invalid_grant(&reply);
+
+    // Without exchange_secret, an Authorization header is neither needed nor looked at.
+    let setup = setup_ready("").await;
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let body = json!({ "auth_code": auth_code }).to_string();
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", "Bearer x")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_short_exchange_secret_is_warned_about_at_load() {
+    let setup = setup_ready("exchange_secret = { file = \"short-exchange.secret\" }").await;
+    let snapshot = setup.gateway.gateway.snapshot();
+    let warned: Vec<String> = snapshot
+        .warnings
+        .iter()
+        .filter(|w| !w.is_error() && w.path == "auth.providers.corp.exchange_secret")
+        .map(|w| w.message.clone())
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", snapshot.warnings);
+    assert!(
+        warned[0].contains("20 bytes; use at least 32"),
+        "{warned:?}"
+    );
+    assert!(
+        !warned[0].contains("only 20 bytes long"),
+        "the secret is never shown"
+    );
+    // With the right secret, the exchange still works.
+    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let body = json!({ "auth_code": auth_code }).to_string();
+    let right = "Bearer only 20 bytes long!!";
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", right)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 /// `POST /auth/exchange` as raw bytes from `source` with `headers` (full lines).
@@ -1620,6 +1757,37 @@ fn routes_cannot_name_an_oidc_provider_and_jwt_providers_take_no_oidc_keys() {
     );
 }
 
+#[test]
+fn exchange_secrets_are_named_like_every_secret_and_belong_to_oidc_providers() {
+    assert_eq!(
+        load_errors(&oidc_config(
+            &format!("{GOOD_PROVIDER}\nexchange_secret = {{ env = \"EXCHANGE\" }}"),
+            SERVER
+        )),
+        Vec::<String>::new()
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\nexchange_secret = {{ env = \"A\", file = \"b\" }}"),
+        SERVER,
+        &[
+            "auth.providers.corp.exchange_secret",
+            "exactly one of `env` or `file`",
+        ],
+    );
+    let text = oidc_config(GOOD_PROVIDER, SERVER).replace(
+        "jwks_url = \"https://idp.example/jwks\"",
+        "jwks_url = \"https://idp.example/jwks\"\nexchange_secret = { env = \"X\" }",
+    );
+    let errors = load_errors(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("auth.providers.keys.exchange_secret")
+                && e.contains("kind = \"oidc\" only")),
+        "{errors:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_missing_client_secret_refuses_the_config_at_start() {
     let idp = Idp::spawn(false).await;
@@ -1628,6 +1796,17 @@ async fn a_missing_client_secret_refuses_the_config_at_start() {
     let text = start_error(config(&idp, &upstream, ""), &[("hs256.secret", HS_SECRET)]).await;
     assert!(text.contains("auth.providers.corp.client_secret"), "{text}");
     assert!(!text.contains(CLIENT_SECRET));
+    // Nor an exchange secret that is not there.
+    let files = [
+        ("hs256.secret", HS_SECRET),
+        ("client.secret", CLIENT_SECRET),
+    ];
+    let text = start_error(config(&idp, &upstream, WITH_EXCHANGE_SECRET), &files).await;
+    assert!(
+        text.contains("auth.providers.corp.exchange_secret"),
+        "{text}"
+    );
+    assert!(text.contains("exchange.secret"), "names the file: {text}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2226,7 +2405,7 @@ async fn a_bad_redis_url_in_a_secret_file_refuses_the_config_without_repeating_i
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
     let text = config(&idp, &upstream, "store = { file = \"redis.url\" }");
-    let [hs256, client] = SECRET_FILES;
+    let [hs256, client, ..] = SECRET_FILES;
     let (dir, path) = config_dir(
         &text,
         &[

@@ -49,6 +49,7 @@ pub(super) fn check_oidc_provider(
         );
     }
     check_client_secret(path, provider.client_secret.as_ref(), found);
+    check_exchange_secret(path, provider.exchange_secret.as_ref(), found);
     check_mint(config, path, provider, found);
     check_scopes_and_claims(path, provider, found);
     check_paths(path, provider, found);
@@ -101,6 +102,17 @@ fn check_client_secret(path: &str, secret: Option<&SecretRef>, found: &mut Vec<D
             Diagnostic::error(&key, "give exactly one of `env` or `file`"),
         ),
         Some(_) => {}
+    }
+}
+
+fn check_exchange_secret(path: &str, secret: Option<&SecretRef>, found: &mut Vec<Diagnostic>) {
+    if let Some(secret) = secret
+        && secret.env.is_some() == secret.file.is_some()
+    {
+        found.push(Diagnostic::error(
+            format!("{path}.exchange_secret"),
+            "give exactly one of `env` or `file`",
+        ));
     }
 }
 
@@ -471,6 +483,7 @@ pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mu
         ("store", provider.store.is_some()),
         ("store_max_entries", provider.store_max_entries.is_some()),
         ("exchange_from", provider.exchange_from.is_some()),
+        ("exchange_secret", provider.exchange_secret.is_some()),
         (
             "authorization_endpoint",
             provider.authorization_endpoint.is_some(),

@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use axum::http::header::{self, HeaderValue};
 
 use crate::auth::oidc::OidcProvider;
+use crate::auth::secrets;
 
 /// The login cookie's name when `public_base_url` is http: `fluxlit-login-<id>`.
 const LOGIN_COOKIE: &str = "fluxlit-login";
@@ -78,12 +79,7 @@ pub(super) fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&
 /// Whether two secrets (or their hashes) are equal, in time independent of where they
 /// differ (their length is not secret).
 pub(super) fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(difference) == 0
+    secrets::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `POST <exchange>`: the app's server trades a one-time auth code for the access token.
 //! A confidential endpoint, like an OAuth token endpoint: only clients in `exchange_from`,
 //! judged on the address resolved through `trust.proxies`, so a browser behind a trusted
-//! proxy is judged on its own. Answers are JSON (RFC 6749 §5), never cached.
+//! proxy is judged on its own, and with `Authorization: Bearer <exchange_secret>` when the
+//! provider has one. Answers are JSON (RFC 6749 §5), never cached.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,10 +34,12 @@ pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
         .layer(DefaultBodyLimit::max(MAX_EXCHANGE_BODY))
 }
 
-/// The client address is checked before the body is read (extractors run in order).
+/// The client address and the secret are checked before the body is read (extractors
+/// run in order).
 async fn exchange(
     State(provider): State<Arc<OidcProvider>>,
     _: AllowedClient,
+    _: AuthenticatedClient,
     ExchangeRequest(auth_code): ExchangeRequest,
 ) -> Response {
     let taken = match provider
@@ -123,6 +126,61 @@ impl FromRequestParts<Arc<OidcProvider>> for AllowedClient {
             }),
         ))
     }
+}
+
+/// A request that authenticated the app's server: `Authorization: Bearer
+/// <exchange_secret>` when the provider has an exchange secret (RFC 6749 §2.3: a
+/// confidential client authenticates at the token endpoint), anything when it has none.
+/// Else 401 `invalid_client` with a `Bearer` challenge (RFC 6749 §5.2).
+struct AuthenticatedClient;
+
+impl FromRequestParts<Arc<OidcProvider>> for AuthenticatedClient {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        provider: &Arc<OidcProvider>,
+    ) -> Result<Self, Response> {
+        let Some(secret) = &provider.settings.exchange_secret else {
+            return Ok(Self);
+        };
+        let presented = bearer(&parts.headers);
+        if presented.is_some_and(|presented| secret.matches(presented)) {
+            return Ok(Self);
+        }
+        let credentials = if presented.is_some() {
+            "wrong"
+        } else {
+            "missing"
+        };
+        tracing::info!(provider = %provider.name, credentials, "auth code exchange refused: the exchange secret is missing or wrong");
+        let mut response = answer(
+            StatusCode::UNAUTHORIZED,
+            &json!({
+                "error": "invalid_client",
+                "error_description": "send the provider's exchange_secret as \
+                    Authorization: Bearer <secret>",
+            }),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"fluxlit exchange\""),
+        );
+        Err(response)
+    }
+}
+
+/// The credentials of the one `Authorization: Bearer <credentials>` header (the scheme in
+/// any case), as bytes; none when there is no such header, or several.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, credentials) = value.as_bytes().split_at_checked(6)?;
+    let credentials = credentials.strip_prefix(b" ")?.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
 /// The auth code of an exchange: `{"auth_code": "..."}` as JSON, or `auth_code=...` as a
@@ -233,5 +291,30 @@ mod tests {
         assert_eq!(read("text/plain", json).await, None);
         assert_eq!(read("application/json", "{}").await, None);
         assert_eq!(read("application/json", r#"{"auth_code": ""}"#).await, None);
+    }
+
+    fn with_authorization(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::AUTHORIZATION, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_exchange_secret_is_read_from_one_bearer_header() {
+        let read = |values: &[&'static str]| {
+            bearer(&with_authorization(values))
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        };
+        assert_eq!(read(&["Bearer s3cret"]).as_deref(), Some("s3cret"));
+        assert_eq!(read(&["bearer  s3cret "]).as_deref(), Some("s3cret"));
+        assert_eq!(read(&["BEARER s3cret"]).as_deref(), Some("s3cret"));
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&["Basic czNjcmV0"]), None);
+        assert_eq!(read(&["Bearer"]), None);
+        assert_eq!(read(&["Bearer "]), None);
+        assert_eq!(read(&["Bearers3cret"]), None);
+        assert_eq!(read(&["Bearer a", "Bearer b"]), None);
     }
 }
