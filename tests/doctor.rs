@@ -151,6 +151,19 @@ fn oidc_env() -> Vec<(&'static str, &'static str)> {
     vec![(MINT_SECRET, GOOD_SECRET), (CLIENT_SECRET, "client secret")]
 }
 
+/// [`oidc_env`] and a good exchange secret.
+fn exchange_env() -> Vec<(&'static str, &'static str)> {
+    let mut env = oidc_env();
+    env.push((EXCHANGE_SECRET, GOOD_SECRET));
+    env
+}
+
+/// `config` behind a proxy on this host: `trust.proxies` is loopback, as the default
+/// `exchange_from` is.
+fn behind_loopback_proxy(config: String) -> String {
+    format!("[trust]\nproxies = [\"127.0.0.1/32\", \"::1\"]\n\n{config}")
+}
+
 /// `env` to hand to [`online`].
 fn owned(env: Vec<(&'static str, &'static str)>) -> Vec<(&'static str, String)> {
     env.into_iter().map(|(k, v)| (k, v.to_owned())).collect()
@@ -291,6 +304,34 @@ fn static_cases() -> Vec<Case> {
                 "store = \"redis://127.0.0.1:6379/0\"",
             ))
             .env(oidc_env()),
+        Case::new(
+            "exchange_reachable_by_browsers",
+            "warning",
+            "auth.providers.corp.exchange_from",
+        )
+        .fires_on(behind_loopback_proxy(oidc_config(
+            "https://idp.example.com",
+            "",
+        )))
+        .not_on(behind_loopback_proxy(oidc_config(
+            "https://idp.example.com",
+            &format!("exchange_secret = {{ env = \"{EXCHANGE_SECRET}\" }}"),
+        )))
+        .env(exchange_env()),
+        Case::new(
+            "exchange_reachable_by_browsers",
+            "warning",
+            "auth.providers.corp.exchange_from",
+        )
+        .fires_on(oidc_config(
+            "https://idp.example.com",
+            "exchange_from = [\"127.0.0.1/32\", \"10.0.0.0/8\"]",
+        ))
+        .not_on(oidc_config(
+            "https://idp.example.com",
+            "exchange_from = [\"127.0.0.1/32\", \"::1\"]",
+        ))
+        .env(exchange_env()),
         Case::new(
             "unverified_id_token",
             "warning",

@@ -1758,6 +1758,24 @@ fn routes_cannot_name_an_oidc_provider_and_jwt_providers_take_no_oidc_keys() {
 }
 
 #[test]
+fn an_exchange_open_to_every_address_is_refused() {
+    for (exchange_from, key) in [
+        ("[\"0.0.0.0/0\"]", "exchange_from[0]"),
+        ("[\"::/0\"]", "exchange_from[0]"),
+        ("[\"10.0.0.0/8\", \"::0/0\"]", "exchange_from[1]"),
+    ] {
+        assert_refused(
+            &format!("{GOOD_PROVIDER}\nexchange_from = {exchange_from}"),
+            SERVER,
+            &[
+                &format!("auth.providers.corp.{key}"),
+                "lets every address exchange auth codes, browsers included",
+            ],
+        );
+    }
+}
+
+#[test]
 fn exchange_secrets_are_named_like_every_secret_and_belong_to_oidc_providers() {
     assert_eq!(
         load_errors(&oidc_config(

@@ -661,7 +661,8 @@ pub struct AuthProvider {
     /// endpoint; others get 403. The address is the client's as resolved through
     /// `trust.proxies` (the first untrusted hop from the right of `X-Forwarded-For`), so a
     /// browser behind a trusted proxy is judged on its own address, not the proxy's. The
-    /// app's server calls it, not the browser [default: `["127.0.0.1/32", "::1/128"]`].
+    /// app's server calls it, not the browser; `0.0.0.0/0` and `::/0` are refused
+    /// [default: `["127.0.0.1/32", "::1/128"]`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_from: Option<Vec<String>>,
 

@@ -345,14 +345,31 @@ fn check_exchange_from(path: &str, provider: &AuthProvider, found: &mut Vec<Diag
         ));
     }
     for (index, entry) in entries.iter().enumerate() {
-        if parse_cidr(entry).is_none() {
-            found.push(
+        let key = format!("{path}.exchange_from[{index}]");
+        match parse_cidr(entry) {
+            None => found.push(
                 Diagnostic::error(
-                    format!("{path}.exchange_from[{index}]"),
+                    &key,
                     format!("{entry:?} is not an IP address or CIDR range"),
                 )
                 .with_help("write it like \"127.0.0.1/32\", \"10.0.0.0/8\" or \"::1\""),
-            );
+            ),
+            // Every address, browsers included: the exchange would be a public endpoint,
+            // and a script on the page could race the app's server for the auth code.
+            Some(net) if net.prefix_len() == 0 => found.push(
+                Diagnostic::error(
+                    &key,
+                    format!(
+                        "{entry:?} lets every address exchange auth codes, browsers included; \
+                         the exchange is for the app's server only"
+                    ),
+                )
+                .with_help(
+                    "list the app server's own addresses, e.g. \"127.0.0.1/32\" when it runs \
+                     beside the gateway, and set exchange_secret",
+                ),
+            ),
+            Some(_) => {}
         }
     }
 }
