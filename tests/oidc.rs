@@ -534,14 +534,55 @@ async fn exchange_with(gateway: &impl Reachable, body: &str, headers: &[(&str, &
     .await
 }
 
-async fn exchange(gateway: &impl Reachable, auth_code: &str) -> Reply {
-    exchange_from(
-        TRUSTED,
-        gateway,
-        "application/json",
-        json!({ "auth_code": auth_code }).to_string(),
-    )
-    .await
+/// Where a login lands, as the app's server sees it: the `auth_code` in the URL, and the
+/// value of the code cookie the callback set in the browser (`browser_binding`).
+#[derive(Debug, Clone)]
+struct Landing {
+    auth_code: String,
+    binding: String,
+}
+
+impl Landing {
+    /// The exchange's JSON body: `{"auth_code": ..., "browser_binding": ...}`.
+    fn body(&self) -> String {
+        json!({ "auth_code": self.auth_code, "browser_binding": self.binding }).to_string()
+    }
+}
+
+/// The name of the code cookie of `auth_code`: `<prefix>-<16 hex digits of its SHA-256>`,
+/// which the app's server, holding the code, can work out.
+fn code_cookie_name(prefix: &str, auth_code: &str) -> String {
+    let digest = Sha256::digest(auth_code.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{prefix}-{}", &hex[..16])
+}
+
+/// The `Set-Cookie` of a reply whose cookie is named `name`: name, value, attributes.
+fn set_cookie_named(reply: &Reply, name: &str) -> (String, String, HashMap<String, String>) {
+    set_cookies(reply)
+        .into_iter()
+        .map(parse_set_cookie)
+        .find(|(found, _, _)| found == name)
+        .unwrap_or_else(|| panic!("no cookie {name} in {:?}", set_cookies(reply)))
+}
+
+/// The landing of a callback's redirect: its code, and the code cookie set beside it.
+fn landing_of(reply: &Reply) -> Landing {
+    let auth_code = auth_code_of(reply);
+    let name = code_cookie_name("fluxlit-code", &auth_code);
+    let https_name = format!("__Host-{name}");
+    let binding = set_cookies(reply)
+        .into_iter()
+        .map(parse_set_cookie)
+        .find(|(found, _, _)| *found == name || *found == https_name)
+        .map(|(_, value, _)| value)
+        .unwrap_or_else(|| panic!("no code cookie {name} in {:?}", set_cookies(reply)));
+    Landing { auth_code, binding }
+}
+
+/// `POST /auth/exchange` as the app's server makes it: the code and its binding.
+async fn exchange(gateway: &impl Reachable, landing: &Landing) -> Reply {
+    exchange_from(TRUSTED, gateway, "application/json", landing.body()).await
 }
 
 fn assert_invalid_grant(reply: &Reply) {
@@ -602,11 +643,12 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
         setup.idp.state.token_refusal.lock().unwrap().is_none(),
         "client auth, code, redirect_uri and PKCE verifier all passed at the IdP"
     );
-    let auth_code = auth_code_of(&reply);
+    let landing = landing_of(&reply);
+    let auth_code = &landing.auth_code;
     assert!(auth_code.len() >= 43, "{auth_code}");
     assert_eq!(oidc_status(gateway).store.auth_codes, Some(1));
 
-    let reply = exchange(gateway, &auth_code).await;
+    let reply = exchange(gateway, &landing).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     let body = reply.json();
@@ -804,7 +846,7 @@ async fn a_callback_with_another_browsers_login_cookie_is_refused() {
     let reply = callback(&setup.gateway, &code, &state, Some(&own)).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     assert_eq!(
-        exchange(&setup.gateway, &auth_code_of(&reply)).await.status,
+        exchange(&setup.gateway, &landing_of(&reply)).await.status,
         200
     );
 }
@@ -877,8 +919,12 @@ async fn the_login_cookie_is_http_only_lax_scoped_to_the_callback_and_cleared_af
     .await;
     assert_eq!(done.status, 302, "{}", done.text());
     let set = set_cookies(&done);
-    assert_eq!(set.len(), 1, "{set:?}");
-    let (cleared, cleared_value, attributes) = parse_set_cookie(set[0]);
+    assert_eq!(
+        set.len(),
+        2,
+        "the login cookie cleared, the code cookie set: {set:?}"
+    );
+    let (cleared, cleared_value, attributes) = set_cookie_named(&done, &name);
     assert_eq!(
         (cleared.as_str(), cleared_value.as_str()),
         (name.as_str(), "")
@@ -923,35 +969,62 @@ async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefi
     )
     .await;
     assert_eq!(reply.status, 302, "{}", reply.text());
-    let (cleared, _, attributes) = parse_set_cookie(set_cookies(&reply)[0]);
-    assert_eq!(cleared, name);
+    let (_, _, attributes) = set_cookie_named(&reply, &name);
     assert_eq!(attribute(&attributes, "max-age"), Some("0"));
     assert!(
         attributes.contains_key("secure"),
         "a __Host- cookie is cleared Secure"
     );
     assert_eq!(attribute(&attributes, "path"), Some("/"));
+
+    // The code cookie too: a sibling subdomain cannot plant its own code's binding.
+    let auth_code = auth_code_of(&reply);
+    let code_cookie = code_cookie_name("__Host-fluxlit-code", &auth_code);
+    let (_, binding, attributes) = set_cookie_named(&reply, &code_cookie);
+    assert!(attributes.contains_key("secure"), "{attributes:?}");
+    assert!(attributes.contains_key("httponly"), "{attributes:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"));
+    assert_eq!(
+        attribute(&attributes, "path"),
+        Some("/"),
+        "__Host- needs Path=/"
+    );
+    assert_eq!(
+        attribute(&attributes, "max-age"),
+        Some("60"),
+        "auth_code_ttl"
+    );
+    assert!(!attributes.contains_key("domain"), "{attributes:?}");
+    let landing = Landing { auth_code, binding };
+    assert_eq!(exchange(&setup.gateway, &landing).await.status, 200);
 }
 
 #[tokio::test]
 async fn auth_codes_are_single_use() {
     let setup = setup_ready("").await;
-    let reply = login_until_callback(&setup, None).await;
-    let auth_code = auth_code_of(&reply);
+    let landing = landing_of(&login_until_callback(&setup, None).await);
 
     // A form works as well as JSON.
     let reply = exchange_from(
         TRUSTED,
         &setup.gateway,
         "application/x-www-form-urlencoded",
-        format!("auth_code={}", form_encode(&auth_code)),
+        format!(
+            "auth_code={}&browser_binding={}",
+            form_encode(&landing.auth_code),
+            form_encode(&landing.binding)
+        ),
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_invalid_grant(&exchange(&setup.gateway, &auth_code).await);
-    assert_invalid_grant(&exchange(&setup.gateway, "a-code-nobody-issued").await);
+    assert_invalid_grant(&exchange(&setup.gateway, &landing).await);
+    let made_up = Landing {
+        auth_code: "a-code-nobody-issued".to_owned(),
+        binding: landing.binding.clone(),
+    };
+    assert_invalid_grant(&exchange(&setup.gateway, &made_up).await);
 
-    let reply = exchange_from(TRUSTED, &setup.gateway, "text/plain", auth_code.clone()).await;
+    let reply = exchange_from(TRUSTED, &setup.gateway, "text/plain", landing.body()).await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(reply.json()["error"], "invalid_request");
     let reply = get_from(TRUSTED, &setup.gateway, "/auth/exchange", &[]).await;
@@ -962,8 +1035,8 @@ async fn auth_codes_are_single_use() {
 #[tokio::test]
 async fn concurrent_exchanges_of_one_code_give_one_token() {
     let setup = setup_ready("").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let attempts = (0..8).map(|_| exchange(&setup.gateway, &auth_code));
+    let landing = landing_of(&login_until_callback(&setup, None).await);
+    let attempts = (0..8).map(|_| exchange(&setup.gateway, &landing));
     let replies = futures_util::future::join_all(attempts).await;
     let granted = replies.iter().filter(|r| r.status == 200).count();
     assert_eq!(
@@ -980,16 +1053,15 @@ async fn concurrent_exchanges_of_one_code_give_one_token() {
 #[tokio::test]
 async fn an_expired_auth_code_is_refused() {
     let setup = setup_ready("auth_code_ttl = \"1s\"").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let landing = landing_of(&login_until_callback(&setup, None).await);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_invalid_grant(&exchange(&setup.gateway, &auth_code).await);
+    assert_invalid_grant(&exchange(&setup.gateway, &landing).await);
 }
 
 #[tokio::test]
 async fn exchanges_are_taken_only_from_exchange_from() {
     let setup = setup_ready("").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     // 127.0.0.2 is loopback, but not in the default exchange_from (127.0.0.1, ::1).
     let reply = exchange_from(UNTRUSTED, &setup.gateway, "application/json", body.clone()).await;
     assert_eq!(reply.status, 403, "{}", reply.text());
@@ -999,12 +1071,112 @@ async fn exchanges_are_taken_only_from_exchange_from() {
     assert_eq!(reply.status, 200, "{}", reply.text());
 
     let setup = setup_restricted().await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     let reply = exchange_from(TRUSTED, &setup.gateway, "application/json", body.clone()).await;
     assert_eq!(reply.status, 403, "127.0.0.1 is outside [127.0.0.2/32]");
     let reply = exchange_from(UNTRUSTED, &setup.gateway, "application/json", body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_code_redeemed_without_its_browser_binding_is_refused_and_not_used_up() {
+    let setup = setup_ready("").await;
+    // An attacker logs in as himself, stops at the landing URL, and sends it to a victim:
+    // the victim's app session would be logged in as the attacker (login CSRF at the
+    // last hop). The victim's browser has no code cookie for that code, so the app's
+    // server sends none, or the victim's own, or whatever it finds.
+    let attacker = login_until_callback(&setup, None).await;
+    let auth_code = auth_code_of(&attacker);
+    let unbound = json!({ "auth_code": auth_code }).to_string();
+    let reply = exchange_from(TRUSTED, &setup.gateway, "application/json", unbound.clone()).await;
+    assert_invalid_grant(&reply);
+    assert!(
+        reply.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("browser_binding is missing")),
+        "{}",
+        reply.text()
+    );
+    let form = format!("auth_code={}", form_encode(&auth_code));
+    let content_type = "application/x-www-form-urlencoded";
+    assert_invalid_grant(&exchange_from(TRUSTED, &setup.gateway, content_type, form).await);
+    let victim = landing_of(&login_until_callback(&setup, None).await);
+    let attackers = landing_of(&attacker);
+    for binding in [
+        victim.binding.as_str(),
+        "a-binding-nobody-issued",
+        &attackers.binding[1..],
+        "",
+    ] {
+        let forged = Landing {
+            auth_code: auth_code.clone(),
+            binding: binding.to_owned(),
+        };
+        assert_invalid_grant(&exchange(&setup.gateway, &forged).await);
+    }
+    // A script on the page, whose fetch carries the browser's cookies, the code cookie
+    // among them, gets nothing from them: the binding is read from the body only.
+    let cookie = format!(
+        "{}={}",
+        code_cookie_name("fluxlit-code", &auth_code),
+        attackers.binding
+    );
+    let reply = exchange_with(&setup.gateway, &unbound, &[("cookie", &cookie)]).await;
+    assert_invalid_grant(&reply);
+
+    // None of that used a code up: each redeems once, with its own binding.
+    assert_eq!(oidc_status(&setup.gateway).store.auth_codes, Some(2));
+    assert_eq!(exchange(&setup.gateway, &attackers).await.status, 200);
+    assert_invalid_grant(&exchange(&setup.gateway, &attackers).await);
+    assert_eq!(exchange(&setup.gateway, &victim).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_code_cookie_is_http_only_lax_scoped_to_the_app_and_lives_as_long_as_the_code() {
+    let setup = setup_from(|idp, upstream| {
+        config(idp, upstream, "auth_code_ttl = \"45s\"").replace(
+            &format!("public_base_url = \"{PUBLIC_BASE}\""),
+            &format!("public_base_url = \"{PUBLIC_BASE}/app\""),
+        )
+    })
+    .await;
+    let reply = login_until_callback(&setup, None).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let auth_code = auth_code_of(&reply);
+    let name = code_cookie_name("fluxlit-code", &auth_code);
+    let (_, value, attributes) = set_cookie_named(&reply, &name);
+    // 32 random bytes, base64url, and not the code.
+    assert!(value.len() >= 43, "{value}");
+    assert!(
+        value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{value}"
+    );
+    assert_ne!(value, auth_code);
+    assert!(attributes.contains_key("httponly"), "{attributes:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"));
+    assert_eq!(
+        attribute(&attributes, "path"),
+        Some("/app/"),
+        "the app's path"
+    );
+    assert_eq!(
+        attribute(&attributes, "max-age"),
+        Some("45"),
+        "auth_code_ttl"
+    );
+    assert!(!attributes.contains_key("secure"), "http: {attributes:?}");
+    assert!(!attributes.contains_key("domain"), "{attributes:?}");
+    // Each code gets a cookie of its own: logins finished in two tabs both redeem.
+    let other = landing_of(&login_until_callback(&setup, None).await);
+    assert_ne!(other.binding, value);
+    let first = Landing {
+        auth_code,
+        binding: value,
+    };
+    assert_eq!(exchange(&setup.gateway, &other).await.status, 200);
+    assert_eq!(exchange(&setup.gateway, &first).await.status, 200);
 }
 
 async fn setup_restricted() -> Setup {
@@ -1026,8 +1198,7 @@ fn assert_invalid_client(reply: &Reply, what: &str) {
 #[tokio::test]
 async fn with_an_exchange_secret_the_exchange_needs_it() {
     let setup = setup_ready(WITH_EXCHANGE_SECRET).await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     let right = format!("Bearer {EXCHANGE_SECRET}");
     let basic = format!("Basic {}", standard_base64(EXCHANGE_SECRET.as_bytes()));
     let prefix = format!("Bearer {}", &EXCHANGE_SECRET[..EXCHANGE_SECRET.len() - 1]);
@@ -1091,8 +1262,7 @@ async fn with_an_exchange_secret_the_exchange_needs_it() {
 
     // Without exchange_secret, an Authorization header is neither needed nor looked at.
     let setup = setup_ready("").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     let reply = exchange_with(&setup.gateway, &body, &[("authorization", "Bearer x")]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
@@ -1117,8 +1287,7 @@ async fn a_short_exchange_secret_is_warned_about_at_load() {
         "the secret is never shown"
     );
     // With the right secret, the exchange still works.
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     let right = "Bearer only 20 bytes long!!";
     let reply = exchange_with(&setup.gateway, &body, &[("authorization", right)]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -1147,8 +1316,7 @@ async fn behind_a_trusted_proxy_the_exchange_is_judged_on_the_client_address() {
     // nginx on this host forwards browsers to the gateway: every browser's TCP peer is
     // 127.0.0.1, which is in trust.proxies and in the default exchange_from.
     let setup = setup_behind_proxy("").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     // A script on the page, in a browser at 203.0.113.7, races the app's server for the
     // code through the proxy, which appends the browser's address; a hop the browser
     // wrote itself to the left of it never wins.
@@ -1169,8 +1337,7 @@ async fn behind_a_trusted_proxy_the_exchange_is_judged_on_the_client_address() {
     assert!(reply.json()["access_token"].is_string());
 
     // An app server that reaches the gateway through the same proxy is loopback too.
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     let header = "X-Forwarded-For: 127.0.0.1";
     let reply = raw_exchange_from(TRUSTED, &setup.gateway, &[header], &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -1358,7 +1525,7 @@ async fn a_custom_provider_with_manual_endpoints_logs_in_without_discovery() {
     // No waiting for discovery: the settings are the file's.
     let reply = login_until_callback(&setup, Some("/x")).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
-    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    let reply = exchange(&setup.gateway, &landing_of(&reply)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
     let reply = get_with_token(&setup.gateway, "/api/me", &access_token).await;
@@ -1491,7 +1658,7 @@ async fn a_reload_keeps_logins_in_progress_and_the_discovered_settings() {
     let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     assert!(location(&reply).starts_with("/after-reload?auth_code="));
-    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    let reply = exchange(&setup.gateway, &landing_of(&reply)).await;
     let expires_in = reply.json()["expires_in"].as_u64().unwrap();
     assert!(
         expires_in <= 300,
@@ -2009,7 +2176,7 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
         "{}",
         location(&reply)
     );
-    let auth_code = auth_code_of(&reply);
+    let landing = landing_of(&reply);
     let pending = keys.list().await;
     assert_eq!(pending.len(), 1, "only the code is left: {pending:?}");
     assert!(
@@ -2026,11 +2193,11 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     assert_eq!(reply.status, 400, "the state is used: {}", reply.text());
 
     // Exchange on C; a second exchange of the same code fails on A (and everywhere).
-    let reply = exchange(&c, &auth_code).await;
+    let reply = exchange(&c, &landing).await;
     assert_eq!(reply.status, 200, "exchange on C: {}", reply.text());
     let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
     for replica in [&a, &b, &c] {
-        assert_invalid_grant(&exchange(replica, &auth_code).await);
+        assert_invalid_grant(&exchange(replica, &landing).await);
     }
     assert_eq!(keys.list().await, Vec::<String>::new(), "nothing is left");
     for replica in [&a, &b, &c] {
@@ -2043,11 +2210,11 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     let reply = login(&c, None).await;
     let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
-    let auth_code = auth_code_of(&callback(&a, &code, &state, Some(&cookie)).await);
+    let landing = landing_of(&callback(&a, &code, &state, Some(&cookie)).await);
     let replies = futures_util::future::join_all(
         [&a, &b, &c, &a, &b, &c]
             .into_iter()
-            .map(|replica| exchange(replica, &auth_code)),
+            .map(|replica| exchange(replica, &landing)),
     )
     .await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
@@ -2111,12 +2278,12 @@ async fn three_fluxlit_processes_sharing_redis_finish_one_login() {
         "{}",
         location(&reply)
     );
-    let auth_code = auth_code_of(&reply);
-    let reply = exchange(&c, &auth_code).await;
+    let landing = landing_of(&reply);
+    let reply = exchange(&c, &landing).await;
     assert_eq!(reply.status, 200, "exchange on C: {}", reply.text());
     let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
-    assert_invalid_grant(&exchange(&a, &auth_code).await);
-    assert_invalid_grant(&exchange(&c, &auth_code).await);
+    assert_invalid_grant(&exchange(&a, &landing).await);
+    assert_invalid_grant(&exchange(&c, &landing).await);
     for replica in [&a, &b, &c] {
         let reply = get_with_token(replica, "/api/me", &access_token).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -2200,7 +2367,7 @@ impl Drop for OwnRedis {
 async fn login_for_token(setup: &Setup) -> String {
     let reply = login_until_callback(setup, None).await;
     assert_eq!(reply.status, 302, "callback: {}", reply.text());
-    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    let reply = exchange(&setup.gateway, &landing_of(&reply)).await;
     assert_eq!(reply.status, 200, "exchange: {}", reply.text());
     reply.json()["access_token"].as_str().unwrap().to_owned()
 }
@@ -2259,7 +2426,7 @@ async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working
     ));
 
     // A code minted before the outage.
-    let pending_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let pending_code = landing_of(&login_until_callback(&setup, None).await);
 
     redis.kill();
 

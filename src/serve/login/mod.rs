@@ -11,12 +11,15 @@
 //!   login's cookie (else 400: the login was started in another browser, login CSRF),
 //!   which the answer clears; the code is exchanged server-side with the verifier; the
 //!   id_token is checked against the IdP's JWKS; a first-party access token is minted with
-//!   the `mint` jwt provider's key and stored under a one-time `auth_code` for
-//!   `auth_code_ttl`; 302 to `next?auth_code=...` with `Referrer-Policy: no-referrer`.
-//! - `POST /auth/exchange` ([`exchange`]: `{"auth_code": ...}` or a form), from
-//!   `exchange_from` clients only (the address resolved through `trust.proxies`): the
-//!   code is taken and deleted in one step;
-//!   `{access_token, token_type, expires_in}` once, `400 {"error": "invalid_grant"}` after.
+//!   the `mint` jwt provider's key and stored under a one-time `auth_code` bound to this
+//!   browser by a code cookie ([`cookie`]) for `auth_code_ttl`; 302 to
+//!   `next?auth_code=...` with `Referrer-Policy: no-referrer`.
+//! - `POST /auth/exchange` ([`exchange`]: `{"auth_code": ..., "browser_binding": ...}` or
+//!   a form), from `exchange_from` clients only (the address resolved through
+//!   `trust.proxies`), with `Authorization: Bearer <exchange_secret>` when one is set:
+//!   the code, with the code cookie's value the app's server read from the browser, is
+//!   taken and deleted in one step; `{access_token, token_type, expires_in}` once,
+//!   `400 {"error": "invalid_grant"}` after, or without the right binding.
 //! - `GET /auth/logout?next=/path` ([`logout`]): RP-initiated logout at the IdP's
 //!   `end_session_endpoint` when it has one, else a redirect to `next`.
 //!
@@ -243,6 +246,19 @@ fn store_key(secret: &str) -> String {
     key
 }
 
+/// The store key of an auth code issued with the browser binding `binding` (the value
+/// of its code cookie): the hash of both hashes. A code is found only together with its
+/// binding, so an exchange with a wrong or missing binding finds nothing, and takes
+/// nothing: the code stays redeemable by the browser it was issued to until it expires.
+/// Burning it on a wrong binding would stop no guessing (the binding is 256 random
+/// bits) but would let anyone who saw the code (a log, a shared link) spoil the victim's
+/// login by racing the app's server without the binding.
+fn code_key(auth_code: &str, binding: &str) -> String {
+    let mut both = store_key(auth_code);
+    both.push_str(&store_key(binding));
+    store_key(&both)
+}
+
 /// A short plain-text page that says what failed, with the request id. Login pages are
 /// reached with secrets in their URL: they send no `Referer`.
 fn page(status: StatusCode, message: &str, request_id: &RequestId) -> Response {
@@ -310,6 +326,17 @@ mod tests {
     use axum::routing::get;
 
     use super::*;
+
+    #[test]
+    fn code_keys_need_the_code_and_its_binding() {
+        let key = code_key("code", "binding");
+        assert_eq!(key.len(), 64);
+        assert_ne!(key, store_key("code"));
+        assert_ne!(key, code_key("code", "other"));
+        assert_ne!(key, code_key("other", "binding"));
+        assert_ne!(key, code_key("codebinding", ""));
+        assert_eq!(key, code_key("code", "binding"));
+    }
 
     #[test]
     fn store_keys_are_hashes() {
