@@ -91,6 +91,7 @@ fn the_manifests_use_the_configs_ports_the_redis_store_and_three_replicas() {
         let names = [
             provider.hs256_secret.as_ref(),
             provider.client_secret.as_ref(),
+            provider.exchange_secret.as_ref(),
             match &provider.store {
                 Some(fluxlit::config::model::StoreRef::Secret(secret)) => Some(secret),
                 _ => None,
@@ -117,6 +118,35 @@ fn the_manifests_use_the_configs_ports_the_redis_store_and_three_replicas() {
             .filter(|line| !line.trim_start().starts_with('#'))
             .any(|line| line.contains("secret.example.yaml")),
         "the placeholder Secret must not be applied over a real one"
+    );
+}
+
+#[test]
+fn the_exchange_in_the_cluster_network_needs_the_app_servers_secret() {
+    // In the pod network, browsers (through the ingress) and every pod share the
+    // exchange_from range: the address alone must not be what guards the exchange.
+    let config = fluxlit::config::load(&deploy_file("kubernetes/fluxlit.toml"))
+        .expect("valid config")
+        .config;
+    let findings = fluxlit::doctor::static_checks::check(&config);
+    let reachable: Vec<_> = findings
+        .iter()
+        .filter(|f| f.id == "exchange_reachable_by_browsers")
+        .collect();
+    assert!(reachable.is_empty(), "{reachable:#?}");
+    for (name, provider) in &config.auth.providers {
+        if provider.kind == fluxlit::config::model::ProviderKind::Oidc {
+            let secret = provider.exchange_secret.as_ref();
+            assert!(
+                secret.is_some_and(|s| s.env.is_some()),
+                "provider {name}: exchange_secret from the Secret"
+            );
+        }
+    }
+    let secret = read("kubernetes/secret.example.yaml");
+    assert!(
+        secret.contains("exchange-secret:"),
+        "the placeholder names it"
     );
 }
 

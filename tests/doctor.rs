@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 const MINT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_MINT_SECRET";
 const CLIENT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_CLIENT_SECRET";
 const REDIS_URL: &str = "FLUXLIT_DOCTOR_TEST_REDIS_URL";
+const EXCHANGE_SECRET: &str = "FLUXLIT_DOCTOR_TEST_EXCHANGE_SECRET";
 /// 44 bytes: long enough for HS256.
 const GOOD_SECRET: &str = HS_SECRET;
 
@@ -148,6 +149,19 @@ fn oidc_config(issuer_url: &str, extra: &str) -> String {
 
 fn oidc_env() -> Vec<(&'static str, &'static str)> {
     vec![(MINT_SECRET, GOOD_SECRET), (CLIENT_SECRET, "client secret")]
+}
+
+/// [`oidc_env`] and a good exchange secret.
+fn exchange_env() -> Vec<(&'static str, &'static str)> {
+    let mut env = oidc_env();
+    env.push((EXCHANGE_SECRET, GOOD_SECRET));
+    env
+}
+
+/// `config` behind a proxy on this host: `trust.proxies` is loopback, as the default
+/// `exchange_from` is.
+fn behind_loopback_proxy(config: String) -> String {
+    format!("[trust]\nproxies = [\"127.0.0.1/32\", \"::1\"]\n\n{config}")
 }
 
 /// `env` to hand to [`online`].
@@ -290,6 +304,34 @@ fn static_cases() -> Vec<Case> {
                 "store = \"redis://127.0.0.1:6379/0\"",
             ))
             .env(oidc_env()),
+        Case::new(
+            "exchange_reachable_by_browsers",
+            "warning",
+            "auth.providers.corp.exchange_from",
+        )
+        .fires_on(behind_loopback_proxy(oidc_config(
+            "https://idp.example.com",
+            "",
+        )))
+        .not_on(behind_loopback_proxy(oidc_config(
+            "https://idp.example.com",
+            &format!("exchange_secret = {{ env = \"{EXCHANGE_SECRET}\" }}"),
+        )))
+        .env(exchange_env()),
+        Case::new(
+            "exchange_reachable_by_browsers",
+            "warning",
+            "auth.providers.corp.exchange_from",
+        )
+        .fires_on(oidc_config(
+            "https://idp.example.com",
+            "exchange_from = [\"127.0.0.1/32\", \"10.0.0.0/8\"]",
+        ))
+        .not_on(oidc_config(
+            "https://idp.example.com",
+            "exchange_from = [\"127.0.0.1/32\", \"::1\"]",
+        ))
+        .env(exchange_env()),
         Case::new(
             "unverified_id_token",
             "warning",
@@ -514,6 +556,38 @@ fn secrets_missing_empty_or_too_short_are_errors() {
     std::fs::write(dir.path().join("hs.secret"), "\n").unwrap();
     let empty = fluxlit_in(dir.path(), &file_config, &args, &[]);
     empty.only("secret_empty");
+}
+
+#[test]
+fn an_exchange_secret_must_be_there_and_long_enough() {
+    let config = oidc_config(
+        "https://idp.example.com",
+        &format!("exchange_secret = {{ env = \"{EXCHANGE_SECRET}\" }}"),
+    );
+    let key = "auth.providers.corp.exchange_secret";
+    let missing = offline(&config, &oidc_env());
+    assert_eq!(missing.code(), Some(1));
+    let found = missing.only("secret_missing");
+    assert_eq!(found["key"], key);
+
+    let mut env = oidc_env();
+    env.push((EXCHANGE_SECRET, "short exchange secret"));
+    let short = offline(&config, &env);
+    assert_eq!(short.code(), Some(1));
+    let found = short.only("secret_too_short");
+    assert_eq!(found["key"], key);
+    assert_says(&found, "message", "21 bytes; it needs at least 32");
+    assert!(
+        !short.stdout().contains("short exchange secret"),
+        "the secret itself is never printed"
+    );
+
+    let mut env = oidc_env();
+    env.push((EXCHANGE_SECRET, GOOD_SECRET));
+    let good = offline(&config, &env);
+    assert_eq!(good.code(), Some(0), "{:#}", good.json());
+    assert!(good.with_id("secret_too_short").is_empty());
+    assert!(good.with_id("secret_missing").is_empty());
 }
 
 #[test]

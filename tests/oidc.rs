@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use common::auth::*;
 use common::cli::Serve;
+use common::raw::{RawReply, raw_post};
 use common::{
     ConfigText, CountingUpstream, HANG_GUARD, Reachable, Reply, TRUSTED, TestEnvironment,
     TestGateway, UNTRUSTED, cli, config_dir, eventually, get_from, send, send_from, start_error,
@@ -51,11 +52,17 @@ use url::Url;
 
 const CLIENT_ID: &str = "fluxlit-web";
 const CLIENT_SECRET: &str = "test-only oidc client secret (with spaces & symbols)";
+/// The app server's exchange secret (`exchange_secret = { file = "exchange.secret" }`).
+const EXCHANGE_SECRET: &str = "test-only exchange secret, forty-odd bytes long";
 /// The secret files the test configs read.
-const SECRET_FILES: [(&str, &str); 2] = [
+const SECRET_FILES: [(&str, &str); 4] = [
     ("hs256.secret", HS_SECRET),
     ("client.secret", CLIENT_SECRET),
+    ("exchange.secret", EXCHANGE_SECRET),
+    ("short-exchange.secret", "only 20 bytes long!!"),
 ];
+/// The provider key that sets the exchange secret.
+const WITH_EXCHANGE_SECRET: &str = "exchange_secret = { file = \"exchange.secret\" }";
 const PUBLIC_BASE: &str = "http://app.fluxlit.test";
 const SUB: &str = "idp-user-42";
 
@@ -345,13 +352,31 @@ async fn setup_ready(extra: &str) -> Setup {
 
 /// [`setup_ready`] with `public_base_url` set to `base` instead of [`PUBLIC_BASE`].
 async fn setup_at(base: &str) -> Setup {
+    setup_from(|idp, upstream| {
+        config(idp, upstream, "").replace(
+            &format!("public_base_url = \"{PUBLIC_BASE}\""),
+            &format!("public_base_url = \"{base}\""),
+        )
+    })
+    .await
+}
+
+/// [`setup_ready`] behind a proxy on this host: 127.0.0.1 ([`TRUSTED`]) is in
+/// `trust.proxies`, as in a forward-auth setup with nginx in front.
+async fn setup_behind_proxy(extra: &str) -> Setup {
+    setup_from(|idp, upstream| {
+        let text = config(idp, upstream, extra);
+        format!("[trust]\nproxies = [\"127.0.0.1/32\"]\n\n{text}")
+    })
+    .await
+}
+
+/// A gateway on the config `make` writes for a fresh IdP and upstream, once discovery
+/// has loaded.
+async fn setup_from(make: impl FnOnce(&Idp, &CountingUpstream) -> String) -> Setup {
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
-    let text = config(&idp, &upstream, "").replace(
-        &format!("public_base_url = \"{PUBLIC_BASE}\""),
-        &format!("public_base_url = \"{base}\""),
-    );
-    let gateway = start_with_files(&text, &SECRET_FILES).await;
+    let gateway = start_with_files(&make(&idp, &upstream), &SECRET_FILES).await;
     wait_for_discovery(&gateway).await;
     Setup {
         gateway,
@@ -491,14 +516,73 @@ async fn exchange_from(
     .await
 }
 
-async fn exchange(gateway: &impl Reachable, auth_code: &str) -> Reply {
-    exchange_from(
-        TRUSTED,
-        gateway,
-        "application/json",
-        json!({ "auth_code": auth_code }).to_string(),
+/// `POST /auth/exchange` with a JSON `body` and the extra `headers`, from [`TRUSTED`].
+async fn exchange_with(gateway: &impl Reachable, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = http::Request::post("/auth/exchange")
+        .header("host", gateway.addr().to_string())
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    within(
+        "POST /auth/exchange",
+        send_from(TRUSTED, gateway.addr(), request),
     )
     .await
+}
+
+/// Where a login lands, as the app's server sees it: the `auth_code` in the URL, and the
+/// value of the code cookie the callback set in the browser (`browser_binding`).
+#[derive(Debug, Clone)]
+struct Landing {
+    auth_code: String,
+    binding: String,
+}
+
+impl Landing {
+    /// The exchange's JSON body: `{"auth_code": ..., "browser_binding": ...}`.
+    fn body(&self) -> String {
+        json!({ "auth_code": self.auth_code, "browser_binding": self.binding }).to_string()
+    }
+}
+
+/// The name of the code cookie of `auth_code`: `<prefix>-<16 hex digits of its SHA-256>`,
+/// which the app's server, holding the code, can work out.
+fn code_cookie_name(prefix: &str, auth_code: &str) -> String {
+    let digest = Sha256::digest(auth_code.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{prefix}-{}", &hex[..16])
+}
+
+/// The `Set-Cookie` of a reply whose cookie is named `name`: name, value, attributes.
+fn set_cookie_named(reply: &Reply, name: &str) -> (String, String, HashMap<String, String>) {
+    set_cookies(reply)
+        .into_iter()
+        .map(parse_set_cookie)
+        .find(|(found, _, _)| found == name)
+        .unwrap_or_else(|| panic!("no cookie {name} in {:?}", set_cookies(reply)))
+}
+
+/// The landing of a callback's redirect: its code, and the code cookie set beside it.
+fn landing_of(reply: &Reply) -> Landing {
+    let auth_code = auth_code_of(reply);
+    let name = code_cookie_name("fluxlit-code", &auth_code);
+    let https_name = format!("__Host-{name}");
+    let binding = set_cookies(reply)
+        .into_iter()
+        .map(parse_set_cookie)
+        .find(|(found, _, _)| *found == name || *found == https_name)
+        .map(|(_, value, _)| value)
+        .unwrap_or_else(|| panic!("no code cookie {name} in {:?}", set_cookies(reply)));
+    Landing { auth_code, binding }
+}
+
+/// `POST /auth/exchange` as the app's server makes it: the code and its binding.
+async fn exchange(gateway: &impl Reachable, landing: &Landing) -> Reply {
+    exchange_from(TRUSTED, gateway, "application/json", landing.body()).await
 }
 
 fn assert_invalid_grant(reply: &Reply) {
@@ -559,11 +643,12 @@ async fn a_login_mints_a_token_the_mint_provider_accepts() {
         setup.idp.state.token_refusal.lock().unwrap().is_none(),
         "client auth, code, redirect_uri and PKCE verifier all passed at the IdP"
     );
-    let auth_code = auth_code_of(&reply);
+    let landing = landing_of(&reply);
+    let auth_code = &landing.auth_code;
     assert!(auth_code.len() >= 43, "{auth_code}");
     assert_eq!(oidc_status(gateway).store.auth_codes, Some(1));
 
-    let reply = exchange(gateway, &auth_code).await;
+    let reply = exchange(gateway, &landing).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     let body = reply.json();
@@ -761,7 +846,7 @@ async fn a_callback_with_another_browsers_login_cookie_is_refused() {
     let reply = callback(&setup.gateway, &code, &state, Some(&own)).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     assert_eq!(
-        exchange(&setup.gateway, &auth_code_of(&reply)).await.status,
+        exchange(&setup.gateway, &landing_of(&reply)).await.status,
         200
     );
 }
@@ -834,8 +919,12 @@ async fn the_login_cookie_is_http_only_lax_scoped_to_the_callback_and_cleared_af
     .await;
     assert_eq!(done.status, 302, "{}", done.text());
     let set = set_cookies(&done);
-    assert_eq!(set.len(), 1, "{set:?}");
-    let (cleared, cleared_value, attributes) = parse_set_cookie(set[0]);
+    assert_eq!(
+        set.len(),
+        2,
+        "the login cookie cleared, the code cookie set: {set:?}"
+    );
+    let (cleared, cleared_value, attributes) = set_cookie_named(&done, &name);
     assert_eq!(
         (cleared.as_str(), cleared_value.as_str()),
         (name.as_str(), "")
@@ -880,35 +969,62 @@ async fn with_an_https_public_base_url_the_login_cookie_is_secure_and_host_prefi
     )
     .await;
     assert_eq!(reply.status, 302, "{}", reply.text());
-    let (cleared, _, attributes) = parse_set_cookie(set_cookies(&reply)[0]);
-    assert_eq!(cleared, name);
+    let (_, _, attributes) = set_cookie_named(&reply, &name);
     assert_eq!(attribute(&attributes, "max-age"), Some("0"));
     assert!(
         attributes.contains_key("secure"),
         "a __Host- cookie is cleared Secure"
     );
     assert_eq!(attribute(&attributes, "path"), Some("/"));
+
+    // The code cookie too: a sibling subdomain cannot plant its own code's binding.
+    let auth_code = auth_code_of(&reply);
+    let code_cookie = code_cookie_name("__Host-fluxlit-code", &auth_code);
+    let (_, binding, attributes) = set_cookie_named(&reply, &code_cookie);
+    assert!(attributes.contains_key("secure"), "{attributes:?}");
+    assert!(attributes.contains_key("httponly"), "{attributes:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"));
+    assert_eq!(
+        attribute(&attributes, "path"),
+        Some("/"),
+        "__Host- needs Path=/"
+    );
+    assert_eq!(
+        attribute(&attributes, "max-age"),
+        Some("60"),
+        "auth_code_ttl"
+    );
+    assert!(!attributes.contains_key("domain"), "{attributes:?}");
+    let landing = Landing { auth_code, binding };
+    assert_eq!(exchange(&setup.gateway, &landing).await.status, 200);
 }
 
 #[tokio::test]
 async fn auth_codes_are_single_use() {
     let setup = setup_ready("").await;
-    let reply = login_until_callback(&setup, None).await;
-    let auth_code = auth_code_of(&reply);
+    let landing = landing_of(&login_until_callback(&setup, None).await);
 
     // A form works as well as JSON.
     let reply = exchange_from(
         TRUSTED,
         &setup.gateway,
         "application/x-www-form-urlencoded",
-        format!("auth_code={}", form_encode(&auth_code)),
+        format!(
+            "auth_code={}&browser_binding={}",
+            form_encode(&landing.auth_code),
+            form_encode(&landing.binding)
+        ),
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_invalid_grant(&exchange(&setup.gateway, &auth_code).await);
-    assert_invalid_grant(&exchange(&setup.gateway, "a-code-nobody-issued").await);
+    assert_invalid_grant(&exchange(&setup.gateway, &landing).await);
+    let made_up = Landing {
+        auth_code: "a-code-nobody-issued".to_owned(),
+        binding: landing.binding.clone(),
+    };
+    assert_invalid_grant(&exchange(&setup.gateway, &made_up).await);
 
-    let reply = exchange_from(TRUSTED, &setup.gateway, "text/plain", auth_code.clone()).await;
+    let reply = exchange_from(TRUSTED, &setup.gateway, "text/plain", landing.body()).await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(reply.json()["error"], "invalid_request");
     let reply = get_from(TRUSTED, &setup.gateway, "/auth/exchange", &[]).await;
@@ -919,8 +1035,8 @@ async fn auth_codes_are_single_use() {
 #[tokio::test]
 async fn concurrent_exchanges_of_one_code_give_one_token() {
     let setup = setup_ready("").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let attempts = (0..8).map(|_| exchange(&setup.gateway, &auth_code));
+    let landing = landing_of(&login_until_callback(&setup, None).await);
+    let attempts = (0..8).map(|_| exchange(&setup.gateway, &landing));
     let replies = futures_util::future::join_all(attempts).await;
     let granted = replies.iter().filter(|r| r.status == 200).count();
     assert_eq!(
@@ -937,16 +1053,15 @@ async fn concurrent_exchanges_of_one_code_give_one_token() {
 #[tokio::test]
 async fn an_expired_auth_code_is_refused() {
     let setup = setup_ready("auth_code_ttl = \"1s\"").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let landing = landing_of(&login_until_callback(&setup, None).await);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_invalid_grant(&exchange(&setup.gateway, &auth_code).await);
+    assert_invalid_grant(&exchange(&setup.gateway, &landing).await);
 }
 
 #[tokio::test]
 async fn exchanges_are_taken_only_from_exchange_from() {
     let setup = setup_ready("").await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     // 127.0.0.2 is loopback, but not in the default exchange_from (127.0.0.1, ::1).
     let reply = exchange_from(UNTRUSTED, &setup.gateway, "application/json", body.clone()).await;
     assert_eq!(reply.status, 403, "{}", reply.text());
@@ -956,16 +1071,276 @@ async fn exchanges_are_taken_only_from_exchange_from() {
     assert_eq!(reply.status, 200, "{}", reply.text());
 
     let setup = setup_restricted().await;
-    let auth_code = auth_code_of(&login_until_callback(&setup, None).await);
-    let body = json!({ "auth_code": auth_code }).to_string();
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
     let reply = exchange_from(TRUSTED, &setup.gateway, "application/json", body.clone()).await;
     assert_eq!(reply.status, 403, "127.0.0.1 is outside [127.0.0.2/32]");
     let reply = exchange_from(UNTRUSTED, &setup.gateway, "application/json", body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
+#[tokio::test]
+async fn a_code_redeemed_without_its_browser_binding_is_refused_and_not_used_up() {
+    let setup = setup_ready("").await;
+    // An attacker logs in as himself, stops at the landing URL, and sends it to a victim:
+    // the victim's app session would be logged in as the attacker (login CSRF at the
+    // last hop). The victim's browser has no code cookie for that code, so the app's
+    // server sends none, or the victim's own, or whatever it finds.
+    let attacker = login_until_callback(&setup, None).await;
+    let auth_code = auth_code_of(&attacker);
+    let unbound = json!({ "auth_code": auth_code }).to_string();
+    let reply = exchange_from(TRUSTED, &setup.gateway, "application/json", unbound.clone()).await;
+    assert_invalid_grant(&reply);
+    assert!(
+        reply.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("browser_binding is missing")),
+        "{}",
+        reply.text()
+    );
+    let form = format!("auth_code={}", form_encode(&auth_code));
+    let content_type = "application/x-www-form-urlencoded";
+    assert_invalid_grant(&exchange_from(TRUSTED, &setup.gateway, content_type, form).await);
+    let victim = landing_of(&login_until_callback(&setup, None).await);
+    let attackers = landing_of(&attacker);
+    for binding in [
+        victim.binding.as_str(),
+        "a-binding-nobody-issued",
+        &attackers.binding[1..],
+        "",
+    ] {
+        let forged = Landing {
+            auth_code: auth_code.clone(),
+            binding: binding.to_owned(),
+        };
+        assert_invalid_grant(&exchange(&setup.gateway, &forged).await);
+    }
+    // A script on the page, whose fetch carries the browser's cookies, the code cookie
+    // among them, gets nothing from them: the binding is read from the body only.
+    let cookie = format!(
+        "{}={}",
+        code_cookie_name("fluxlit-code", &auth_code),
+        attackers.binding
+    );
+    let reply = exchange_with(&setup.gateway, &unbound, &[("cookie", &cookie)]).await;
+    assert_invalid_grant(&reply);
+
+    // None of that used a code up: each redeems once, with its own binding.
+    assert_eq!(oidc_status(&setup.gateway).store.auth_codes, Some(2));
+    assert_eq!(exchange(&setup.gateway, &attackers).await.status, 200);
+    assert_invalid_grant(&exchange(&setup.gateway, &attackers).await);
+    assert_eq!(exchange(&setup.gateway, &victim).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_code_cookie_is_http_only_lax_scoped_to_the_app_and_lives_as_long_as_the_code() {
+    let setup = setup_from(|idp, upstream| {
+        config(idp, upstream, "auth_code_ttl = \"45s\"").replace(
+            &format!("public_base_url = \"{PUBLIC_BASE}\""),
+            &format!("public_base_url = \"{PUBLIC_BASE}/app\""),
+        )
+    })
+    .await;
+    let reply = login_until_callback(&setup, None).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let auth_code = auth_code_of(&reply);
+    let name = code_cookie_name("fluxlit-code", &auth_code);
+    let (_, value, attributes) = set_cookie_named(&reply, &name);
+    // 32 random bytes, base64url, and not the code.
+    assert!(value.len() >= 43, "{value}");
+    assert!(
+        value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{value}"
+    );
+    assert_ne!(value, auth_code);
+    assert!(attributes.contains_key("httponly"), "{attributes:?}");
+    assert_eq!(attribute(&attributes, "samesite"), Some("Lax"));
+    assert_eq!(
+        attribute(&attributes, "path"),
+        Some("/app/"),
+        "the app's path"
+    );
+    assert_eq!(
+        attribute(&attributes, "max-age"),
+        Some("45"),
+        "auth_code_ttl"
+    );
+    assert!(!attributes.contains_key("secure"), "http: {attributes:?}");
+    assert!(!attributes.contains_key("domain"), "{attributes:?}");
+    // Each code gets a cookie of its own: logins finished in two tabs both redeem.
+    let other = landing_of(&login_until_callback(&setup, None).await);
+    assert_ne!(other.binding, value);
+    let first = Landing {
+        auth_code,
+        binding: value,
+    };
+    assert_eq!(exchange(&setup.gateway, &other).await.status, 200);
+    assert_eq!(exchange(&setup.gateway, &first).await.status, 200);
+}
+
 async fn setup_restricted() -> Setup {
     setup_ready("exchange_from = [\"127.0.0.2/32\"]").await
+}
+
+/// Asserts a 401 `invalid_client` with a `Bearer` challenge, cached nowhere.
+fn assert_invalid_client(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 401, "{what}: {}", reply.text());
+    assert_eq!(reply.json()["error"], "invalid_client", "{what}");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer realm=\"fluxlit exchange\""),
+        "{what}"
+    );
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{what}");
+}
+
+#[tokio::test]
+async fn with_an_exchange_secret_the_exchange_needs_it() {
+    let setup = setup_ready(WITH_EXCHANGE_SECRET).await;
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
+    let right = format!("Bearer {EXCHANGE_SECRET}");
+    let basic = format!("Basic {}", standard_base64(EXCHANGE_SECRET.as_bytes()));
+    let prefix = format!("Bearer {}", &EXCHANGE_SECRET[..EXCHANGE_SECRET.len() - 1]);
+    let longer = format!("Bearer {EXCHANGE_SECRET}x");
+    for (what, headers) in [
+        ("no Authorization", vec![]),
+        (
+            "a wrong secret",
+            vec![("authorization", "Bearer not-the-secret")],
+        ),
+        (
+            "the secret but one byte",
+            vec![("authorization", prefix.as_str())],
+        ),
+        (
+            "the secret and one byte",
+            vec![("authorization", longer.as_str())],
+        ),
+        (
+            "the secret as Basic",
+            vec![("authorization", basic.as_str())],
+        ),
+        (
+            "the client secret",
+            vec![(
+                "authorization",
+                "Bearer test-only oidc client secret (with spaces & symbols)",
+            )],
+        ),
+        (
+            "the secret twice",
+            vec![
+                ("authorization", right.as_str()),
+                ("authorization", right.as_str()),
+            ],
+        ),
+    ] {
+        let reply = exchange_with(&setup.gateway, &body, &headers).await;
+        assert_invalid_client(&reply, what);
+    }
+    // The secret does not stand in for the address: from outside exchange_from, 403.
+    let request = http::Request::post("/auth/exchange")
+        .header("host", setup.gateway.addr().to_string())
+        .header("content-type", "application/json")
+        .header("authorization", right.as_str())
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let reply = within(
+        "exchange",
+        send_from(UNTRUSTED, setup.gateway.addr(), request),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+
+    // None of the refusals burnt the code; the app's server, with the secret, gets it.
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", &right)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["access_token"].is_string());
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", &right)]).await;
+    assert_invalid_grant(&reply);
+
+    // Without exchange_secret, an Authorization header is neither needed nor looked at.
+    let setup = setup_ready("").await;
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", "Bearer x")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_short_exchange_secret_is_warned_about_at_load() {
+    let setup = setup_ready("exchange_secret = { file = \"short-exchange.secret\" }").await;
+    let snapshot = setup.gateway.gateway.snapshot();
+    let warned: Vec<String> = snapshot
+        .warnings
+        .iter()
+        .filter(|w| !w.is_error() && w.path == "auth.providers.corp.exchange_secret")
+        .map(|w| w.message.clone())
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", snapshot.warnings);
+    assert!(
+        warned[0].contains("20 bytes; use at least 32"),
+        "{warned:?}"
+    );
+    assert!(
+        !warned[0].contains("only 20 bytes long"),
+        "the secret is never shown"
+    );
+    // With the right secret, the exchange still works.
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
+    let right = "Bearer only 20 bytes long!!";
+    let reply = exchange_with(&setup.gateway, &body, &[("authorization", right)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// `POST /auth/exchange` as raw bytes from `source` with `headers` (full lines).
+async fn raw_exchange_from(
+    source: IpAddr,
+    gateway: &impl Reachable,
+    headers: &[&str],
+    body: &str,
+) -> RawReply {
+    raw_post(
+        source,
+        gateway.addr(),
+        "/auth/exchange",
+        headers,
+        "application/json",
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_exchange_is_judged_on_the_client_address() {
+    // nginx on this host forwards browsers to the gateway: every browser's TCP peer is
+    // 127.0.0.1, which is in trust.proxies and in the default exchange_from.
+    let setup = setup_behind_proxy("").await;
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
+    // A script on the page, in a browser at 203.0.113.7, races the app's server for the
+    // code through the proxy, which appends the browser's address; a hop the browser
+    // wrote itself to the left of it never wins.
+    for forwarded_for in [
+        "203.0.113.7",
+        "127.0.0.1, 203.0.113.7",
+        "::1, 203.0.113.7",
+        "not-an-address, 203.0.113.7",
+    ] {
+        let header = format!("X-Forwarded-For: {forwarded_for}");
+        let reply = raw_exchange_from(TRUSTED, &setup.gateway, &[&header], &body).await;
+        assert_eq!(reply.status, 403, "{forwarded_for}: {}", reply.text());
+        assert_eq!(reply.json()["error"], "access_denied", "{forwarded_for}");
+    }
+    // The app's server, beside the gateway, is accepted, and the refusals burnt nothing.
+    let reply = raw_exchange_from(TRUSTED, &setup.gateway, &[], &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["access_token"].is_string());
+
+    // An app server that reaches the gateway through the same proxy is loopback too.
+    let body = landing_of(&login_until_callback(&setup, None).await).body();
+    let header = "X-Forwarded-For: 127.0.0.1";
+    let reply = raw_exchange_from(TRUSTED, &setup.gateway, &[header], &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1022,6 +1397,48 @@ async fn next_values_that_leave_the_origin_fall_back_to_the_root() {
         "{}",
         location(&reply)
     );
+}
+
+#[tokio::test]
+async fn next_values_with_dot_segments_land_under_the_base_path() {
+    // Another app shares the host: `/other-app/` beside this gateway's `/app/`. A `next`
+    // that climbs out of `/app` would carry the auth code into the other app's URL (and
+    // its access log).
+    let setup = setup_at(&format!("{PUBLIC_BASE}/app/")).await;
+    let climbs = [
+        "/../x",
+        "/%2e%2e/x",
+        "/a/../../x",
+        "/%2E%2e/other-app/",
+        "/.%2e/x",
+        "/..;/x",
+        "/%252e%252e/x",
+        "/a/./b",
+        "/..",
+    ];
+    for next in climbs {
+        let reply = login_until_callback(&setup, Some(next)).await;
+        assert_eq!(reply.status, 302, "{next:?}: {}", reply.text());
+        assert!(
+            location(&reply).starts_with("/app/?auth_code="),
+            "{next:?} must land on the base path: {}",
+            location(&reply)
+        );
+        // The logout's `next` follows the same rule.
+        let path = format!("/auth/logout?next={}", form_encode(next));
+        let reply = get_from(TRUSTED, &setup.gateway, &path, &[]).await;
+        assert_eq!(reply.status, 302, "{next:?}: {}", reply.text());
+        assert_eq!(location(&reply), "/app/", "{next:?}");
+    }
+    // Dots that are no segment of their own, and dots in the query, are kept.
+    for next in ["/a..b/.c?back=/../x", "/v1.2/report"] {
+        let reply = login_until_callback(&setup, Some(next)).await;
+        assert!(
+            location(&reply).starts_with(&format!("/app{next}")),
+            "{next:?}: {}",
+            location(&reply)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1108,7 +1525,7 @@ async fn a_custom_provider_with_manual_endpoints_logs_in_without_discovery() {
     // No waiting for discovery: the settings are the file's.
     let reply = login_until_callback(&setup, Some("/x")).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
-    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    let reply = exchange(&setup.gateway, &landing_of(&reply)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
     let reply = get_with_token(&setup.gateway, "/api/me", &access_token).await;
@@ -1241,7 +1658,7 @@ async fn a_reload_keeps_logins_in_progress_and_the_discovered_settings() {
     let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     assert!(location(&reply).starts_with("/after-reload?auth_code="));
-    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    let reply = exchange(&setup.gateway, &landing_of(&reply)).await;
     let expires_in = reply.json()["expires_in"].as_u64().unwrap();
     assert!(
         expires_in <= 300,
@@ -1507,6 +1924,55 @@ fn routes_cannot_name_an_oidc_provider_and_jwt_providers_take_no_oidc_keys() {
     );
 }
 
+#[test]
+fn an_exchange_open_to_every_address_is_refused() {
+    for (exchange_from, key) in [
+        ("[\"0.0.0.0/0\"]", "exchange_from[0]"),
+        ("[\"::/0\"]", "exchange_from[0]"),
+        ("[\"10.0.0.0/8\", \"::0/0\"]", "exchange_from[1]"),
+    ] {
+        assert_refused(
+            &format!("{GOOD_PROVIDER}\nexchange_from = {exchange_from}"),
+            SERVER,
+            &[
+                &format!("auth.providers.corp.{key}"),
+                "lets every address exchange auth codes, browsers included",
+            ],
+        );
+    }
+}
+
+#[test]
+fn exchange_secrets_are_named_like_every_secret_and_belong_to_oidc_providers() {
+    assert_eq!(
+        load_errors(&oidc_config(
+            &format!("{GOOD_PROVIDER}\nexchange_secret = {{ env = \"EXCHANGE\" }}"),
+            SERVER
+        )),
+        Vec::<String>::new()
+    );
+    assert_refused(
+        &format!("{GOOD_PROVIDER}\nexchange_secret = {{ env = \"A\", file = \"b\" }}"),
+        SERVER,
+        &[
+            "auth.providers.corp.exchange_secret",
+            "exactly one of `env` or `file`",
+        ],
+    );
+    let text = oidc_config(GOOD_PROVIDER, SERVER).replace(
+        "jwks_url = \"https://idp.example/jwks\"",
+        "jwks_url = \"https://idp.example/jwks\"\nexchange_secret = { env = \"X\" }",
+    );
+    let errors = load_errors(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("auth.providers.keys.exchange_secret")
+                && e.contains("kind = \"oidc\" only")),
+        "{errors:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_missing_client_secret_refuses_the_config_at_start() {
     let idp = Idp::spawn(false).await;
@@ -1515,6 +1981,17 @@ async fn a_missing_client_secret_refuses_the_config_at_start() {
     let text = start_error(config(&idp, &upstream, ""), &[("hs256.secret", HS_SECRET)]).await;
     assert!(text.contains("auth.providers.corp.client_secret"), "{text}");
     assert!(!text.contains(CLIENT_SECRET));
+    // Nor an exchange secret that is not there.
+    let files = [
+        ("hs256.secret", HS_SECRET),
+        ("client.secret", CLIENT_SECRET),
+    ];
+    let text = start_error(config(&idp, &upstream, WITH_EXCHANGE_SECRET), &files).await;
+    assert!(
+        text.contains("auth.providers.corp.exchange_secret"),
+        "{text}"
+    );
+    assert!(text.contains("exchange.secret"), "names the file: {text}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1699,7 +2176,7 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
         "{}",
         location(&reply)
     );
-    let auth_code = auth_code_of(&reply);
+    let landing = landing_of(&reply);
     let pending = keys.list().await;
     assert_eq!(pending.len(), 1, "only the code is left: {pending:?}");
     assert!(
@@ -1716,11 +2193,11 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     assert_eq!(reply.status, 400, "the state is used: {}", reply.text());
 
     // Exchange on C; a second exchange of the same code fails on A (and everywhere).
-    let reply = exchange(&c, &auth_code).await;
+    let reply = exchange(&c, &landing).await;
     assert_eq!(reply.status, 200, "exchange on C: {}", reply.text());
     let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
     for replica in [&a, &b, &c] {
-        assert_invalid_grant(&exchange(replica, &auth_code).await);
+        assert_invalid_grant(&exchange(replica, &landing).await);
     }
     assert_eq!(keys.list().await, Vec::<String>::new(), "nothing is left");
     for replica in [&a, &b, &c] {
@@ -1733,11 +2210,11 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     let reply = login(&c, None).await;
     let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
-    let auth_code = auth_code_of(&callback(&a, &code, &state, Some(&cookie)).await);
+    let landing = landing_of(&callback(&a, &code, &state, Some(&cookie)).await);
     let replies = futures_util::future::join_all(
         [&a, &b, &c, &a, &b, &c]
             .into_iter()
-            .map(|replica| exchange(replica, &auth_code)),
+            .map(|replica| exchange(replica, &landing)),
     )
     .await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
@@ -1801,12 +2278,12 @@ async fn three_fluxlit_processes_sharing_redis_finish_one_login() {
         "{}",
         location(&reply)
     );
-    let auth_code = auth_code_of(&reply);
-    let reply = exchange(&c, &auth_code).await;
+    let landing = landing_of(&reply);
+    let reply = exchange(&c, &landing).await;
     assert_eq!(reply.status, 200, "exchange on C: {}", reply.text());
     let access_token = reply.json()["access_token"].as_str().unwrap().to_owned();
-    assert_invalid_grant(&exchange(&a, &auth_code).await);
-    assert_invalid_grant(&exchange(&c, &auth_code).await);
+    assert_invalid_grant(&exchange(&a, &landing).await);
+    assert_invalid_grant(&exchange(&c, &landing).await);
     for replica in [&a, &b, &c] {
         let reply = get_with_token(replica, "/api/me", &access_token).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -1890,7 +2367,7 @@ impl Drop for OwnRedis {
 async fn login_for_token(setup: &Setup) -> String {
     let reply = login_until_callback(setup, None).await;
     assert_eq!(reply.status, 302, "callback: {}", reply.text());
-    let reply = exchange(&setup.gateway, &auth_code_of(&reply)).await;
+    let reply = exchange(&setup.gateway, &landing_of(&reply)).await;
     assert_eq!(reply.status, 200, "exchange: {}", reply.text());
     reply.json()["access_token"].as_str().unwrap().to_owned()
 }
@@ -1949,7 +2426,7 @@ async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working
     ));
 
     // A code minted before the outage.
-    let pending_code = auth_code_of(&login_until_callback(&setup, None).await);
+    let pending_code = landing_of(&login_until_callback(&setup, None).await);
 
     redis.kill();
 
@@ -2113,7 +2590,7 @@ async fn a_bad_redis_url_in_a_secret_file_refuses_the_config_without_repeating_i
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
     let text = config(&idp, &upstream, "store = { file = \"redis.url\" }");
-    let [hs256, client] = SECRET_FILES;
+    let [hs256, client, ..] = SECRET_FILES;
     let (dir, path) = config_dir(
         &text,
         &[

@@ -11,6 +11,8 @@
 #   FLUXLIT_INTERNAL_API_BASE      where Streamlit calls FastAPI (default: http://127.0.0.1:8000/api)
 #   FLUXLIT_INTERNAL_GATEWAY_BASE  where Streamlit calls the gateway's /auth/exchange and
 #                                  /api/me (default: http://127.0.0.1:8080)
+# Streamlit gets FLUXLIT_EXCHANGE_SECRET_FILE (.secrets/exchange-secret), the secret it
+# sends to /auth/exchange.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -28,10 +30,11 @@ if [[ $demo_idp != 0 ]]; then
 fi
 
 # The secrets fluxlit.toml names (git-ignored): the key that signs the access tokens
-# after a login, and the OIDC client secret, shared with the demo identity provider.
-# Created once, random; with a real IdP, put the secret it gave you in the second.
+# after a login, the OIDC client secret, shared with the demo identity provider, and
+# the exchange secret, shared with Streamlit's server. Created once, random; with a
+# real IdP, put the secret it gave you in the second.
 mkdir -p -m 700 "$here/.secrets"
-for secret in jwt-hs256 oidc-client-secret; do
+for secret in jwt-hs256 oidc-client-secret exchange-secret; do
   if [[ ! -s $here/.secrets/$secret ]]; then
     (umask 077 && "$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' \
       >"$here/.secrets/$secret")
@@ -107,7 +110,8 @@ fi
   --proxy-headers --forwarded-allow-ips 127.0.0.1 &
 uvicorn_pid=$!
 pids+=("$uvicorn_pid")
-"$venv/bin/streamlit" run ui.py --server.address 127.0.0.1 --server.port 8501 &
+FLUXLIT_EXCHANGE_SECRET_FILE="$here/.secrets/exchange-secret" \
+  "$venv/bin/streamlit" run ui.py --server.address 127.0.0.1 --server.port 8501 &
 streamlit_pid=$!
 pids+=("$streamlit_pid")
 wait_for FastAPI "$uvicorn_pid" http://127.0.0.1:8000/api/health

@@ -8,7 +8,9 @@ the call never leaves the host.
 It also logs users in through the gateway's OpenID Connect endpoints: "Log in" sends
 the browser to `/auth/login?next=/`; after the identity provider, the gateway sends it
 back here with a one-time `auth_code` in the query. This server trades that code at the
-gateway's `POST /auth/exchange` for an access token, keeps the token in
+gateway's `POST /auth/exchange` for an access token (sending the code's browser binding,
+the value of the `fluxlit-code-<id>` cookie the gateway set in this browser beside the
+code, and the gateway's exchange secret), keeps the token in
 `st.session_state` (server-side, in this browser tab's session: it never reaches the
 browser), takes the code out of the URL, and calls the protected `/api/me` with it.
 Those two calls go to the gateway, not to FastAPI directly: the exchange is the
@@ -17,6 +19,7 @@ gateway's own endpoint, and `/api/me` is protected by the gateway's token check.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from urllib.parse import urlsplit
@@ -29,6 +32,10 @@ API_BASE = os.environ.get("FLUXLIT_INTERNAL_API_BASE", "http://127.0.0.1:8000/ap
 # its `exchange_from` peers (loopback by default), and the call carries a login code
 # and then a bearer token: keep it on loopback, where it never leaves the host.
 GATEWAY_BASE = os.environ.get("FLUXLIT_INTERNAL_GATEWAY_BASE", "http://127.0.0.1:8080").rstrip("/")
+# The gateway's exchange_secret, sent as `Authorization: Bearer`: the value itself, or a
+# file holding it (one trailing newline ignored, as the gateway does). Unset: none sent.
+EXCHANGE_SECRET_ENV = "FLUXLIT_EXCHANGE_SECRET"
+EXCHANGE_SECRET_FILE_ENV = "FLUXLIT_EXCHANGE_SECRET_FILE"
 # Where the browser goes: paths on the origin it already uses (the gateway's).
 LOGIN_URL = "/auth/login?next=/"
 LOGOUT_URL = "/auth/logout?next=/"
@@ -68,10 +75,54 @@ def _link(label: str, href: str) -> None:
     )
 
 
+def _exchange_secret() -> str | None:
+    secret = os.environ.get(EXCHANGE_SECRET_ENV)
+    if secret:
+        return secret
+    path = os.environ.get(EXCHANGE_SECRET_FILE_ENV)
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as file:
+        secret = file.read()
+    secret = secret.removesuffix("\n").removesuffix("\r")
+    return secret or None
+
+
+def _browser_binding(auth_code: str) -> str | None:
+    """The code cookie's value in this browser's request, if it has one.
+
+    The gateway's callback sets it beside the redirect that carries the code, named
+    `fluxlit-code-<the first 16 hex digits of sha256(code)>` (`__Host-` in front over
+    https). It is HttpOnly: scripts on the page cannot read it, but this server sees it
+    in the browser's request (the WebSocket handshake Streamlit keeps as
+    `st.context.cookies`). A code that arrives in a browser without it was issued to
+    another browser: someone sent this one a login link.
+    """
+    cookie_id = hashlib.sha256(auth_code.encode()).hexdigest()[:16]
+    cookies = st.context.cookies
+    for name in (f"__Host-fluxlit-code-{cookie_id}", f"fluxlit-code-{cookie_id}"):
+        value = cookies.get(name)
+        if value:
+            return value
+    return None
+
+
 def _exchange(auth_code: str) -> str | None:
     """Trades the one-time code for an access token; an error message, or None."""
+    binding = _browser_binding(auth_code)
+    if binding is None:
+        # The gateway would refuse it: the code belongs to another browser.
+        return "this login was not finished in this browser; log in again"
+    headers: dict[str, str] = {}
+    secret = _exchange_secret()
+    if secret:
+        headers["authorization"] = f"Bearer {secret}"
     try:
-        response = gateway_client().post("/auth/exchange", json={"auth_code": auth_code})
+        response = gateway_client().post(
+            "/auth/exchange",
+            json={"auth_code": auth_code, "browser_binding": binding},
+            headers=headers,
+        )
     except httpx.HTTPError as error:
         return f"the gateway's /auth/exchange could not be reached: {error}"
     try:
@@ -81,7 +132,8 @@ def _exchange(auth_code: str) -> str | None:
     if not isinstance(answer, dict):
         answer = {}
     if response.status_code != 200 or not isinstance(answer.get("access_token"), str):
-        # invalid_grant: the code was used already (a reload of the old URL) or expired.
+        # invalid_grant: the code was used already (a reload of the old URL), expired, or
+        # is not this browser's; invalid_client: the exchange secret is missing or wrong.
         reason = answer.get("error", response.status_code)
         return f"the login code was refused ({reason}); log in again"
     st.session_state["access_token"] = answer["access_token"]

@@ -102,6 +102,16 @@ pub fn resolve(
     }
 }
 
+/// Whether two secrets (or their hashes) are equal, in time that does not depend on
+/// where they differ (their length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

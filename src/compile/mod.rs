@@ -485,7 +485,7 @@ fn compile_provider(
             CheckPlan::Jwt { hmac_key, jwks }
         }
         ProviderKind::Oidc => {
-            let plan = oidc::compile_oidc(name, &path, settings, config, ctx)?;
+            let plan = oidc::compile_oidc(name, &path, settings, config, ctx, warnings)?;
             CheckPlan::Oidc(Box::new(plan))
         }
     };

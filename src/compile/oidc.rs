@@ -6,7 +6,7 @@ use url::Url;
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
-use crate::auth::oidc::{ClientSecret, OidcSettings, StoreSettings};
+use crate::auth::oidc::{ClientSecret, ExchangeSecret, OidcSettings, StoreSettings};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
 use crate::config::Config;
@@ -35,6 +35,7 @@ pub(super) fn compile_oidc(
     settings: &model::AuthProvider,
     config: &Config,
     ctx: &CompileContext,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<OidcPlan, Diagnostic> {
     let missing = |key: &str| {
         Diagnostic::error(
@@ -107,6 +108,8 @@ pub(super) fn compile_oidc(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    let exchange_secret = compile_exchange_secret(path, settings, ctx, warnings)?;
+
     let discovery = DiscoverySettings {
         issuer_url,
         jwks: JwksSettings {
@@ -143,6 +146,7 @@ pub(super) fn compile_oidc(
             leeway: settings.leeway.get(),
             claims: settings.claims.clone(),
             exchange_from,
+            exchange_secret,
             redirect_uri,
             public_base,
             base_path,
@@ -189,6 +193,35 @@ fn compile_store_settings(
         }
     };
     Ok(StoreSettings::Redis { target })
+}
+
+/// The exchange secret, read now. Shorter than [`oidc_defaults::MIN_EXCHANGE_SECRET`]
+/// bytes it is warned about, as a short HS secret is: the exchange is reachable over the
+/// network, so a guessable secret would be guessed.
+fn compile_exchange_secret(
+    path: &str,
+    settings: &model::AuthProvider,
+    ctx: &CompileContext,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Option<ExchangeSecret>, Diagnostic> {
+    let Some(secret) = &settings.exchange_secret else {
+        return Ok(None);
+    };
+    let key = format!("{path}.exchange_secret");
+    let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+        .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
+    let len = bytes.expose().len();
+    let min = oidc_defaults::MIN_EXCHANGE_SECRET;
+    if len < min {
+        warnings.push(Diagnostic::warning(
+            &key,
+            format!(
+                "the exchange secret is {len} bytes; use at least {min} \
+                 random bytes (e.g. `openssl rand -base64 48`)"
+            ),
+        ));
+    }
+    Ok(Some(ExchangeSecret::new(bytes.expose())))
 }
 
 /// The signing side of the `mint` provider: a jwt provider with an HS secret.

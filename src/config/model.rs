@@ -703,11 +703,22 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_max_entries: Option<u32>,
 
-    /// oidc: peers (CIDR ranges or addresses) allowed to call the exchange endpoint; others
-    /// get 403. The app's server calls it, not the browser [default: `["127.0.0.1/32",
-    /// "::1/128"]`].
+    /// oidc: client addresses (CIDR ranges or addresses) allowed to call the exchange
+    /// endpoint; others get 403. The address is the client's as resolved through
+    /// `trust.proxies` (the first untrusted hop from the right of `X-Forwarded-For`), so a
+    /// browser behind a trusted proxy is judged on its own address, not the proxy's. The
+    /// app's server calls it, not the browser; `0.0.0.0/0` and `::/0` are refused
+    /// [default: `["127.0.0.1/32", "::1/128"]`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_from: Option<Vec<String>>,
+
+    /// oidc: a secret the app's server must send to the exchange endpoint as
+    /// `Authorization: Bearer <secret>` (compared in constant time; 401 without it), as
+    /// OAuth asks of a confidential client at a token endpoint: `{ env = "NAME" }` or
+    /// `{ file = "path" }`, at least 32 random bytes. Set it whenever browsers can reach
+    /// the gateway from an `exchange_from` address (a proxy in front, a shared network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_secret: Option<SecretRef>,
 
     /// oidc: a custom provider's authorization endpoint, instead of discovery (with
     /// `token_endpoint`). Such a provider has no JWKS, so it is refused unless
@@ -858,6 +869,9 @@ pub mod oidc_defaults {
     pub const STORE: &str = "memory";
     pub const STORE_MAX_ENTRIES: u32 = 10_000;
     pub const EXCHANGE_FROM: &[&str] = &["127.0.0.1/32", "::1/128"];
+    /// The shortest `exchange_secret` taken without a warning (`doctor`: an error), in
+    /// bytes: as long as an HS256 key.
+    pub const MIN_EXCHANGE_SECRET: usize = 32;
     /// The id_token claims that may be copied into the minted token (`sub` always is).
     pub const COPYABLE_CLAIMS: &[&str] = &["email", "name"];
 }

@@ -22,7 +22,7 @@ use crate::auth::oidc::discovery::discovery_url;
 use crate::auth::secrets::{self, SecretBytes};
 use crate::compile::CompileContext;
 use crate::config::Config;
-use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef};
+use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef, oidc_defaults};
 use crate::config::store_url::RedisTarget;
 use crate::http::error_chain;
 
@@ -112,6 +112,28 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
             && let Err(finding) = resolve(secret, ctx, &format!("{path}.client_secret"))
         {
             found.push(finding);
+        }
+        if let Some(secret) = &provider.exchange_secret {
+            let key = format!("{path}.exchange_secret");
+            let min = oidc_defaults::MIN_EXCHANGE_SECRET;
+            match resolve(secret, ctx, &key) {
+                Ok(bytes) if bytes.expose().len() < min => found.push(Finding::new(
+                    SECRET_TOO_SHORT,
+                    Severity::Error,
+                    key,
+                    format!(
+                        "the exchange secret in {} is {} bytes; it needs at least {min}, else \
+                         whoever reaches the exchange can guess it and redeem auth codes",
+                        source(secret),
+                        bytes.expose().len(),
+                    ),
+                    format!(
+                        "use a random secret of {min} bytes or more, e.g. `openssl rand -base64 48`"
+                    ),
+                )),
+                Ok(_) => {}
+                Err(finding) => found.push(finding),
+            }
         }
         let key = format!("{path}.store");
         let url = match &provider.store {

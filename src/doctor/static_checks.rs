@@ -10,7 +10,7 @@ use url::Url;
 
 use super::{Finding, Severity};
 use crate::config::Config;
-use crate::config::model::{ProviderKind, StoreRef, oidc_defaults};
+use crate::config::model::{AuthProvider, ProviderKind, StoreRef, oidc_defaults};
 use crate::config::validate::{normalize_prefix, parse_cidr};
 
 /// A route lists `authorization`, `cookie`, a hop-by-hop, forwarding or identity header
@@ -31,6 +31,7 @@ pub const LONG_LEEWAY: &str = "long_leeway";
 pub const LONG_ACCESS_TOKEN_TTL: &str = "long_access_token_ttl";
 pub const MEMORY_STORE: &str = "memory_store";
 pub const IDENTITY_KEY_GENERATED: &str = "identity_key_generated";
+pub const EXCHANGE_REACHABLE_BY_BROWSERS: &str = "exchange_reachable_by_browsers";
 
 /// Longer than this, a leeway keeps expired tokens working noticeably long.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
@@ -367,6 +368,23 @@ fn check_providers(config: &Config, found: &mut Vec<Finding>) {
                 "with several replicas, share a Redis: store = \"redis://host:6379/0\"",
             ));
         }
+        if provider.exchange_secret.is_none()
+            && let Some(why) = exchange_reachable_by_browsers(config, provider)
+        {
+            found.push(Finding::new(
+                EXCHANGE_REACHABLE_BY_BROWSERS,
+                Severity::Warning,
+                format!("{path}.exchange_from"),
+                format!(
+                    "{why}, and no exchange_secret is set: a browser or another host that \
+                     arrives from there can redeem an auth code it sees (a script on the page \
+                     racing the app's server), by address alone"
+                ),
+                "set exchange_secret = { env = \"FLUXLIT_EXCHANGE_SECRET\" } (32 random bytes \
+                 or more) and send it from the app's server as Authorization: Bearer; narrow \
+                 exchange_from to the app server's own addresses",
+            ));
+        }
         if provider.allow_unverified_id_token_for_custom_oidc {
             found.push(Finding::new(
                 UNVERIFIED_ID_TOKEN,
@@ -376,6 +394,45 @@ fn check_providers(config: &Config, found: &mut Vec<Finding>) {
                 "remove the flag and use an identity provider with discovery (issuer_url)",
             ));
         }
+    }
+}
+
+/// Why browsers may reach an oidc provider's exchange from an `exchange_from` address,
+/// if they may: a range shared with `trust.proxies` (a proxy in front that forwards
+/// without `X-Forwarded-For`, or browsers on the proxy's own network, are judged on that
+/// address), or one beyond loopback (a shared network of pods or hosts).
+fn exchange_reachable_by_browsers(config: &Config, provider: &AuthProvider) -> Option<String> {
+    let entries: Vec<&str> = match &provider.exchange_from {
+        Some(entries) => entries.iter().map(String::as_str).collect(),
+        None => oidc_defaults::EXCHANGE_FROM.to_vec(),
+    };
+    let nets: Vec<IpNet> = entries.iter().filter_map(|e| parse_cidr(e)).collect();
+    let proxies: Vec<IpNet> = config
+        .trust
+        .proxies
+        .iter()
+        .filter_map(|entry| parse_cidr(entry))
+        .collect();
+    let overlaps = |a: &IpNet, b: &IpNet| a.contains(&b.network()) || b.contains(&a.network());
+    if let Some((net, proxy)) = nets
+        .iter()
+        .find_map(|net| proxies.iter().find(|p| overlaps(net, p)).map(|p| (net, p)))
+    {
+        return Some(format!(
+            "exchange_from {net} overlaps trust.proxies {proxy} (a proxy there that forwards \
+             a browser without X-Forwarded-For makes it look like the proxy)"
+        ));
+    }
+    nets.iter()
+        .find(|net| !is_loopback_net(net))
+        .map(|net| format!("exchange_from {net} reaches beyond loopback"))
+}
+
+/// Whether the whole of `net` is loopback (`127.0.0.0/8` or within it, `::1`).
+fn is_loopback_net(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(net) => net.prefix_len() >= 8 && net.network().is_loopback(),
+        IpNet::V6(net) => net.prefix_len() == 128 && net.network().is_loopback(),
     }
 }
 
@@ -390,6 +447,18 @@ mod tests {
         assert!(is_at_or_below("/", "/api"));
         assert!(!is_at_or_below("/app", "/apps"));
         assert!(!is_at_or_below("/app/api", "/app"));
+    }
+
+    #[test]
+    fn loopback_ranges_are_told_apart() {
+        for net in ["127.0.0.1/32", "127.0.0.0/8", "127.1.0.0/16", "::1/128"] {
+            let net: IpNet = net.parse().unwrap();
+            assert!(is_loopback_net(&net), "{net}");
+        }
+        for net in ["126.0.0.0/7", "10.0.0.0/8", "::/0", "::1/127", "0.0.0.0/0"] {
+            let net: IpNet = net.parse().unwrap();
+            assert!(!is_loopback_net(&net), "{net}");
+        }
     }
 
     #[test]

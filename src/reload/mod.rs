@@ -459,7 +459,11 @@ pub fn referenced_files(config: &Config, config_dir: &Path) -> Vec<PathBuf> {
             .filter_map(|key| key.file.clone()),
     );
     for provider in config.auth.providers.values() {
-        let secrets = [&provider.hs256_secret, &provider.client_secret];
+        let secrets = [
+            &provider.hs256_secret,
+            &provider.client_secret,
+            &provider.exchange_secret,
+        ];
         files.extend(secrets.into_iter().flatten().filter_map(|s| s.file.clone()));
         files.extend(provider.jwks_file.clone());
         if let Some(config::model::StoreRef::Secret(secret)) = &provider.store {

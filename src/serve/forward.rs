@@ -160,7 +160,16 @@ impl Proxy {
                 Cow::Owned(path) => Some(path),
                 Cow::Borrowed(_) => None,
             };
-            let answer = login::answer(endpoints, arrival.request, normalised, peer, request_id);
+            // The exchange is judged on the client, not on a trusted proxy in front of it.
+            let client = headers::client_address(peer.ip(), request.headers(), &snapshot.headers);
+            let answer = login::answer(
+                endpoints,
+                arrival.request,
+                normalised,
+                peer,
+                client,
+                request_id,
+            );
             return Routed::Wait(Box::pin(answer));
         }
         let Some(route) = snapshot.routes.find(&path) else {

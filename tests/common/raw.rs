@@ -65,6 +65,45 @@ pub fn get_request(target: &str, host: &str, headers: &[&str]) -> String {
     text
 }
 
+/// `POST target` with `Host: host`, `headers` (each a full `Name: value` line), a
+/// `Content-Type` and `Content-Length`, and `body`, byte for byte.
+pub fn post_request(
+    target: &str,
+    host: &str,
+    headers: &[&str],
+    content_type: &str,
+    body: &str,
+) -> String {
+    let content_type = format!("Content-Type: {content_type}");
+    let content_length = format!("Content-Length: {}", body.len());
+    let mut lines = headers.to_vec();
+    lines.push(&content_type);
+    lines.push(&content_length);
+    let head = get_request(target, host, &lines);
+    let head = head.replacen("GET ", "POST ", 1);
+    head + body
+}
+
+/// Sends `POST target` byte for byte from `source` with `Connection: close`, the extra
+/// header lines and `body` of `content_type`, and reads the response.
+pub async fn raw_post(
+    source: IpAddr,
+    addr: SocketAddr,
+    target: &str,
+    headers: &[&str],
+    content_type: &str,
+    body: &str,
+) -> RawReply {
+    let mut lines = headers.to_vec();
+    lines.push("Connection: close");
+    let request = post_request(target, &addr.to_string(), &lines, content_type, body);
+    within(
+        &format!("raw POST {target}"),
+        exchange(source, addr, &request),
+    )
+    .await
+}
+
 /// Writes `request` as bytes, exactly as given, and reads one response.
 pub async fn exchange(source: IpAddr, addr: SocketAddr, request: &str) -> RawReply {
     let mut stream = connect_from(source, addr).await;

@@ -2,7 +2,8 @@
 // run.sh starts the servers (the demo OpenID provider, FastAPI, Streamlit, fluxlit) and
 // passes their ports in E2E_*; run it, not this file, unless those servers are up.
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -23,6 +24,9 @@ const PUBLIC_HOST = env("E2E_PUBLIC_HOST");
 const PROFILE = env("E2E_PROFILE");
 const OUT = env("E2E_OUT");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+// The gateway's exchange_secret, which the app's server sends (one trailing newline
+// ignored, as the gateway does).
+const EXCHANGE_SECRET = readFileSync(env("E2E_EXCHANGE_SECRET_FILE"), "utf8").replace(/\r?\n$/, "");
 
 const PUBLIC_BASE = `http://${PUBLIC_HOST}:${GATEWAY_PORT}`;
 const PUBLIC_URL = `${PUBLIC_BASE}/`;
@@ -52,15 +56,18 @@ function request(path, { from = "127.0.0.1", headers = {}, method = "GET", body,
   });
 }
 
-// POST /auth/exchange as the app's server does.
-function exchange(authCode, { from = "127.0.0.1" } = {}) {
-  const body = JSON.stringify({ auth_code: authCode });
-  return request("/auth/exchange", {
-    from,
-    method: "POST",
-    body,
-    headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
-  });
+// POST /auth/exchange as the app's server does: the code, the browser binding (the
+// value of the code cookie the callback set), and the exchange secret.
+function exchange(authCode, binding, { from = "127.0.0.1", secret = EXCHANGE_SECRET } = {}) {
+  const body = JSON.stringify(binding === undefined ? { auth_code: authCode } : { auth_code: authCode, browser_binding: binding });
+  const headers = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+  if (secret) headers.authorization = `Bearer ${secret}`;
+  return request("/auth/exchange", { from, method: "POST", body, headers });
+}
+
+// The name of the code cookie of `authCode`, as the app's server works it out.
+function codeCookieName(authCode) {
+  return `fluxlit-code-${createHash("sha256").update(authCode).digest("hex").slice(0, 16)}`;
 }
 
 // The gateway reads the provider's settings in the background; until then /auth/login
@@ -270,9 +277,10 @@ test("a login at the real OpenID provider, over plain HTTP: callback, one exchan
   // The callback checks the id_token, mints, and hands a one-time code to `next`.
   const callback = await request(url.pathname + url.search, { headers: { ...publicHost, cookie: gatewayCookie } });
   assert.equal(callback.status, 302, `callback: ${callback.body}`);
-  const cleared = callback.headers["set-cookie"] ?? [];
-  assert.equal(cleared.length, 1, `the login cookie is cleared: ${cleared}`);
-  assert.ok(cleared[0].startsWith(`${gatewayCookie.split("=")[0]}=;`), cleared[0]);
+  const setCookies = callback.headers["set-cookie"] ?? [];
+  assert.equal(setCookies.length, 2, `the login cookie cleared, the code cookie set: ${setCookies}`);
+  const cleared = setCookies.filter((c) => c.startsWith(`${gatewayCookie.split("=")[0]}=;`));
+  assert.equal(cleared.length, 1, `the login cookie is cleared: ${setCookies}`);
   assert.match(cleared[0], /; Max-Age=0;/);
   assert.equal(callback.headers["referrer-policy"], "no-referrer");
   assert.equal(callback.headers["cache-control"], "no-store");
@@ -280,17 +288,33 @@ test("a login at the real OpenID provider, over plain HTTP: callback, one exchan
   assert.equal(landing.pathname, "/");
   const authCode = landing.searchParams.get("auth_code");
   assert.ok(authCode, `the code is in the query: ${callback.headers.location}`);
+  // Beside it, the cookie that binds the code to this browser: HttpOnly, for the app's
+  // server to read from the browser's request.
+  const codeCookie = setCookies.find((c) => c.startsWith(`${codeCookieName(authCode)}=`));
+  assert.ok(codeCookie, `a code cookie named after the code: ${setCookies}`);
+  assert.match(codeCookie, /; HttpOnly/);
+  assert.match(codeCookie, /; SameSite=Lax/);
+  assert.match(codeCookie, /; Path=\/;/);
+  const binding = codeCookie.split(";")[0].split("=")[1];
+  assert.match(binding, /^[\w-]{43,}$/);
 
-  // Exchanged from loopback only, and once.
-  const elsewhere = await exchange(authCode, { from: "127.0.0.2" });
+  // Exchanged from loopback only, by the server with the secret and the browser's
+  // binding, and once; a refused attempt does not use the code up.
+  const elsewhere = await exchange(authCode, binding, { from: "127.0.0.2" });
   assert.equal(elsewhere.status, 403, "not from an address outside exchange_from");
-  const exchanged = await exchange(authCode);
+  const secretless = await exchange(authCode, binding, { secret: "" });
+  assert.equal(secretless.status, 401, "not without the exchange secret");
+  assert.equal(JSON.parse(secretless.body).error, "invalid_client");
+  const unbound = await exchange(authCode);
+  assert.equal(unbound.status, 400, "not without the browser binding");
+  assert.equal(JSON.parse(unbound.body).error, "invalid_grant");
+  const exchanged = await exchange(authCode, binding);
   assert.equal(exchanged.status, 200, exchanged.body);
   const token = JSON.parse(exchanged.body);
   assert.equal(token.token_type, "Bearer");
   assert.match(token.access_token, JWT);
   assert.ok(token.expires_in > 0 && token.expires_in <= 900, `expires_in ${token.expires_in}`);
-  const replay = await exchange(authCode);
+  const replay = await exchange(authCode, binding);
   assert.equal(replay.status, 400);
   assert.equal(JSON.parse(replay.body).error, "invalid_grant");
 

@@ -135,7 +135,7 @@ sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$gw_port/g" \
 printf '\n[trust]\nproxies = ["127.0.0.1/32"]\n' >>"$config"
 cp "$config" "$out/fluxlit.toml"
 mkdir -m 700 "$work/.secrets"
-for secret in jwt-hs256 oidc-client-secret; do
+for secret in jwt-hs256 oidc-client-secret exchange-secret; do
   (umask 077 && "$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$work/.secrets/$secret")
 done
 "$fluxlit" validate --config "$config" >/dev/null
@@ -152,6 +152,7 @@ start api "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$api_port" \
   --proxy-headers --forwarded-allow-ips 127.0.0.1
 start ui env FLUXLIT_INTERNAL_API_BASE="http://127.0.0.1:$api_port/api" \
   FLUXLIT_INTERNAL_GATEWAY_BASE="http://127.0.0.1:$gw_port" \
+  FLUXLIT_EXCHANGE_SECRET_FILE="$work/.secrets/exchange-secret" \
   "$venv/bin/streamlit" run ui.py --server.address 127.0.0.1 --server.port "$ui_port" \
   --server.fileWatcherType none --browser.serverAddress "$public_host" \
   --browser.serverPort "$gw_port"
@@ -167,6 +168,7 @@ echo "e2e: servers up in $((SECONDS - started)) s (gateway :$gw_port, api :$api_
 # are removed with it even when a process was killed before it could clean up.
 TMPDIR=$work E2E_GATEWAY_PORT=$gw_port E2E_API_PORT=$api_port E2E_UI_PORT=$ui_port \
   E2E_IDP_PORT=$idp_port E2E_IDP_SUB=$idp_sub E2E_PUBLIC_HOST=$public_host E2E_PROFILE=$profile E2E_OUT=$out \
+  E2E_EXCHANGE_SECRET_FILE=$work/.secrets/exchange-secret \
   node --test --test-reporter=spec "$here/e2e.test.mjs" &
 test_pid=$!
 wait "$test_pid"

@@ -23,7 +23,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use openidconnect::RedirectUrl;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
+use crate::auth::secrets;
 use crate::auth::token::Minter;
 use crate::config::model::OidcPaths;
 use discovery::{Discovery, DiscoveryStatus};
@@ -36,6 +38,30 @@ pub struct ClientSecret(pub String);
 impl fmt::Debug for ClientSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClientSecret(redacted)")
+    }
+}
+
+/// The exchange secret (`exchange_secret`), kept as its SHA-256 only: a presented value
+/// is hashed and compared in constant time, so neither where it differs nor how long the
+/// secret is shows in the answer's timing. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExchangeSecret([u8; 32]);
+
+impl ExchangeSecret {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(Sha256::digest(secret).into())
+    }
+
+    /// Whether `presented` is the secret.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        secrets::constant_time_eq(&presented, &self.0)
+    }
+}
+
+impl fmt::Debug for ExchangeSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExchangeSecret(redacted)")
     }
 }
 
@@ -68,7 +94,10 @@ pub struct OidcSettings {
     pub leeway: Duration,
     /// id_token claims copied into the minted token besides `sub`.
     pub claims: Vec<String>,
+    /// Client addresses (resolved through `trust.proxies`) that may call the exchange.
     pub exchange_from: Vec<IpNet>,
+    /// When set, the exchange also needs `Authorization: Bearer <secret>`.
+    pub exchange_secret: Option<ExchangeSecret>,
     /// `<public_base_url><callback>`.
     pub redirect_uri: RedirectUrl,
     /// `public_base_url` without its trailing `/`: post-logout redirects are built on it.
@@ -183,5 +212,20 @@ impl AuthEndpoints {
     /// The router that answers these endpoints: made by `make` on the first call.
     pub fn router(&self, make: impl FnOnce(&[AuthEndpoint]) -> axum::Router) -> &axum::Router {
         self.router.get_or_init(|| make(&self.entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exchange_secret_matches_itself_only_and_is_never_printed() {
+        let secret = ExchangeSecret::new(b"s3cret s3cret s3cret s3cret s3cret");
+        assert!(secret.matches(b"s3cret s3cret s3cret s3cret s3cret"));
+        assert!(!secret.matches(b"s3cret s3cret s3cret s3cret s3cre"));
+        assert!(!secret.matches(b"s3cret s3cret s3cret s3cret s3cret "));
+        assert!(!secret.matches(b""));
+        assert_eq!(format!("{secret:?}"), "ExchangeSecret(redacted)");
     }
 }

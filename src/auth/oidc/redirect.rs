@@ -9,20 +9,105 @@
 //!   start, and no backslash, space, control character, `#` or non-ASCII byte anywhere;
 //! - has no escaped control character (`%00`-`%1F`, `%7F`) anywhere, and no escaped `/`
 //!   or `\` (`%2F`, `%5C`) in its path, which some servers decode into `//host`;
+//! - has no dot segment in its path: no `.` or `..`, however spelled (`%2e`, `%2E`,
+//!   mixed, escaped twice, with `;params` after it), so it cannot climb out of the path
+//!   of `server.public_base_url` onto another app of the same host;
+//! - resolved under that path as a browser resolves it (RFC 3986 §5.2.4), stays under it;
 //! - is at most [`MAX_NEXT_LEN`] bytes.
 //!
 //! `next` is a path as the gateway receives it; the redirect puts the path of
 //! `server.public_base_url` in front of it.
 
+use url::Url;
+
 /// The longest `next` kept.
 pub const MAX_NEXT_LEN: usize = 2048;
 
-/// `next` when it is a safe same-origin path, else `/`.
-pub fn safe_next(next: Option<&str>) -> &str {
+/// How many times a path segment is percent-decoded when looking for a dot segment: a
+/// server behind may decode once more than the browser did.
+const DECODE_ROUNDS: usize = 3;
+
+/// `next` when it is a safe same-origin path under `base` (the path of
+/// `public_base_url` without its trailing `/`, empty for `/`), else `/` (which the
+/// redirect puts under `base`).
+pub fn safe_next<'a>(base: &str, next: Option<&'a str>) -> &'a str {
     match next {
-        Some(next) if is_safe(next) => next,
+        Some(next) if is_safe(next) && stays_under(base, next) => next,
         _ => "/",
     }
+}
+
+/// Whether `base` followed by `next`, resolved as a browser resolves a path (dot
+/// segments, `%2e` among them, removed), is still `base` or below it. [`is_safe`] has
+/// refused dot segments already; this holds on its own, whatever a later change lets
+/// through.
+fn stays_under(base: &str, next: &str) -> bool {
+    let Ok(origin) = Url::parse("http://fluxlit.invalid/") else {
+        return false;
+    };
+    let Ok(resolved) = origin.join(&location(base, next, None)) else {
+        return false;
+    };
+    resolved.origin() == origin.origin()
+        && resolved
+            .path()
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether a path segment (as written, `;params` included) is, or may be read as, `.`
+/// or `..`: escapes of any case decoded up to [`DECODE_ROUNDS`] times, the parameters
+/// some servers strip (`..;x` is `..` to them) ignored. A segment that decodes to bytes
+/// that are not UTF-8 (`%c0%ae` is an overlong `.` to old decoders), or that would
+/// still decode further after the last round, is counted as one rather than guessed
+/// about.
+fn may_be_dot_segment(segment: &str) -> bool {
+    let mut text = segment.to_owned();
+    for round in 0..=DECODE_ROUNDS {
+        let bare = text.split(';').next().unwrap_or_default();
+        if bare == "." || bare == ".." {
+            return true;
+        }
+        if !text.contains('%') {
+            return false;
+        }
+        let decoded = percent_decode(text.as_bytes());
+        if decoded == text.as_bytes() {
+            return false;
+        }
+        if round == DECODE_ROUNDS {
+            return true;
+        }
+        match String::from_utf8(decoded) {
+            Ok(decoded) => text = decoded,
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+/// `%XX` escapes decoded; a `%` that starts none is kept.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .filter(|_| bytes[index] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    out
 }
 
 fn is_safe(next: &str) -> bool {
@@ -58,7 +143,8 @@ fn is_safe(next: &str) -> bool {
         }
         index += 1;
     }
-    true
+    let path = next.split('?').next().unwrap_or_default();
+    !path.split('/').any(may_be_dot_segment)
 }
 
 /// RFC 3986 `pchar` without `%` (handled apart), plus `/`.
@@ -114,9 +200,61 @@ mod tests {
             "/search?q=a%2Fb",
             "/~user/page.html",
             "/x:y@z",
-            "/..",
+            "/...",
+            "/a..b/.c/d./..e",
+            "/x?next=/../y",
+            "/100%25",
+            "/a%2e",
+            "/%2e%2e%2e",
+            "/x;a=1",
         ] {
-            assert_eq!(safe_next(Some(next)), next, "{next:?}");
+            assert_eq!(safe_next("", Some(next)), next, "{next:?}");
+            assert_eq!(safe_next("/app", Some(next)), next, "{next:?}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_however_spelled_fall_back_to_the_root() {
+        for next in [
+            "/..",
+            "/.",
+            "/../x",
+            "/./x",
+            "/a/../../x",
+            "/a/..",
+            "/a/./b",
+            "/%2e%2e/x",
+            "/%2E%2E/x",
+            "/%2e%2E/x",
+            "/.%2e/x",
+            "/%2e./x",
+            "/%2e/x",
+            "/a/%2E",
+            "/..;/x",
+            "/..;a=b/x",
+            "/%2e%2e;/x",
+            "/%2e%2e%3b/x",
+            "/%252e%252e/x",
+            "/%25252e%25252e/x",
+            "/%2525252e%2525252e/x",
+            "/%c0%ae%c0%ae/x",
+            "/x/..?a=b",
+        ] {
+            assert_eq!(safe_next("", Some(next)), "/", "{next:?}");
+            assert_eq!(safe_next("/app", Some(next)), "/", "{next:?}");
+        }
+    }
+
+    #[test]
+    fn a_kept_next_resolves_under_the_base_path() {
+        for (base, next, kept) in [
+            ("/app", "/x", true),
+            ("/app", "/", true),
+            ("", "/x", true),
+            ("/app", "/../other", false),
+            ("/app", "/%2e%2e/other", false),
+        ] {
+            assert_eq!(stays_under(base, next), kept, "{base:?} {next:?}");
         }
     }
 
@@ -149,13 +287,15 @@ mod tests {
             "/%4",
             "/\u{0}",
         ] {
-            assert_eq!(safe_next(Some(next)), "/", "{next:?}");
+            assert_eq!(safe_next("", Some(next)), "/", "{next:?}");
         }
-        assert_eq!(safe_next(None), "/");
+        assert_eq!(safe_next("", None), "/");
         assert_eq!(
-            safe_next(Some(&format!("/{}", "a".repeat(MAX_NEXT_LEN)))),
+            safe_next("", Some(&format!("/{}", "a".repeat(MAX_NEXT_LEN)))),
             "/"
         );
+        let longest = format!("/{}", "a".repeat(MAX_NEXT_LEN - 1));
+        assert_eq!(safe_next("", Some(&longest)), longest);
     }
 
     #[test]

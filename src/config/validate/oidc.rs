@@ -49,6 +49,7 @@ pub(super) fn check_oidc_provider(
         );
     }
     check_client_secret(path, provider.client_secret.as_ref(), found);
+    check_exchange_secret(path, provider.exchange_secret.as_ref(), found);
     check_mint(config, path, provider, found);
     check_scopes_and_claims(path, provider, found);
     check_paths(path, provider, found);
@@ -101,6 +102,17 @@ fn check_client_secret(path: &str, secret: Option<&SecretRef>, found: &mut Vec<D
             Diagnostic::error(&key, "give exactly one of `env` or `file`"),
         ),
         Some(_) => {}
+    }
+}
+
+fn check_exchange_secret(path: &str, secret: Option<&SecretRef>, found: &mut Vec<Diagnostic>) {
+    if let Some(secret) = secret
+        && secret.env.is_some() == secret.file.is_some()
+    {
+        found.push(Diagnostic::error(
+            format!("{path}.exchange_secret"),
+            "give exactly one of `env` or `file`",
+        ));
     }
 }
 
@@ -333,14 +345,31 @@ fn check_exchange_from(path: &str, provider: &AuthProvider, found: &mut Vec<Diag
         ));
     }
     for (index, entry) in entries.iter().enumerate() {
-        if parse_cidr(entry).is_none() {
-            found.push(
+        let key = format!("{path}.exchange_from[{index}]");
+        match parse_cidr(entry) {
+            None => found.push(
                 Diagnostic::error(
-                    format!("{path}.exchange_from[{index}]"),
+                    &key,
                     format!("{entry:?} is not an IP address or CIDR range"),
                 )
                 .with_help("write it like \"127.0.0.1/32\", \"10.0.0.0/8\" or \"::1\""),
-            );
+            ),
+            // Every address, browsers included: the exchange would be a public endpoint,
+            // and a script on the page could race the app's server for the auth code.
+            Some(net) if net.prefix_len() == 0 => found.push(
+                Diagnostic::error(
+                    &key,
+                    format!(
+                        "{entry:?} lets every address exchange auth codes, browsers included; \
+                         the exchange is for the app's server only"
+                    ),
+                )
+                .with_help(
+                    "list the app server's own addresses, e.g. \"127.0.0.1/32\" when it runs \
+                     beside the gateway, and set exchange_secret",
+                ),
+            ),
+            Some(_) => {}
         }
     }
 }
@@ -471,6 +500,7 @@ pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mu
         ("store", provider.store.is_some()),
         ("store_max_entries", provider.store_max_entries.is_some()),
         ("exchange_from", provider.exchange_from.is_some()),
+        ("exchange_secret", provider.exchange_secret.is_some()),
         (
             "authorization_endpoint",
             provider.authorization_endpoint.is_some(),

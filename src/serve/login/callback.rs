@@ -1,6 +1,6 @@
 //! `GET <callback>?code&state`: where the IdP sends the browser back. The state is used
 //! up whatever the answer; a login that passes every step ends on `next` with a one-time
-//! `auth_code`.
+//! `auth_code`, and the code cookie that binds the code to this browser.
 
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    LoginState, MAX_PARAM_LEN, Params, PendingToken, Refusal, RequestId, cookie, page, store_key,
-    usable,
+    LoginState, MAX_PARAM_LEN, Params, PendingToken, Refusal, RequestId, code_key, cookie, page,
+    store_key, usable,
 };
 use crate::auth::claims::Claims;
 use crate::auth::oidc::OidcProvider;
@@ -112,13 +112,9 @@ impl Callback<'_> {
             .verified_claims(&discovered, code, verifier, &nonce)
             .await?;
         let token = self.mint(&claims)?;
-        let auth_code = self.issue_auth_code(&token).await?;
+        let issued = self.issue_auth_code(&token).await?;
         tracing::info!(provider = %self.provider.name, "OIDC login succeeded; auth code issued");
-        Ok(redirect_with_code(
-            &self.provider.settings.base_path,
-            &next,
-            &auth_code,
-        ))
+        Ok(redirect_with_code(self.provider, &next, &issued))
     }
 
     /// Before anything reaches the IdP: the callback must come from the browser that
@@ -254,34 +250,52 @@ impl Callback<'_> {
         }
     }
 
-    /// Stores the token under a fresh one-time auth code for `auth_code_ttl`: the code.
-    async fn issue_auth_code(&self, token: &PendingToken) -> Result<String, Refusal> {
+    /// Stores the token for `auth_code_ttl` under a fresh one-time auth code bound to a
+    /// fresh browser binding (both 256 random bits): the two.
+    async fn issue_auth_code(&self, token: &PendingToken) -> Result<IssuedCode, Refusal> {
         let provider = self.provider;
         let failed = || Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "login failed");
-        let auth_code = random_secret();
+        let issued = IssuedCode {
+            auth_code: random_secret(),
+            binding: random_secret(),
+        };
         let value = serde_json::to_vec(token).map_err(|_| failed())?;
-        let key = store_key(&auth_code);
+        let key = code_key(&issued.auth_code, &issued.binding);
         let ttl = provider.settings.auth_code_ttl;
         match provider
             .store
             .put_once(Slot::AuthCode, &key, value, ttl)
             .await
         {
-            Ok(true) => Ok(auth_code),
+            Ok(true) => Ok(issued),
             Ok(false) => Err(failed()),
             Err(error) => Err(Refusal::store(provider, "callback", &error)),
         }
     }
 }
 
-/// To `next` (under the base path) with the auth code in its query. The code is in the
-/// URL: the page it lands on sends no `Referer`.
-fn redirect_with_code(base_path: &str, next: &str, auth_code: &str) -> Response {
-    let target = location(base_path, next, Some(("auth_code", auth_code)));
+/// A one-time auth code, and the binding the browser it is issued to gets in its code
+/// cookie. (No `Debug`: never logged.)
+struct IssuedCode {
+    auth_code: String,
+    binding: String,
+}
+
+/// To `next` (under the base path) with the auth code in its query, and its code cookie
+/// set in the browser. The code is in the URL: the page it lands on sends no `Referer`.
+fn redirect_with_code(provider: &OidcProvider, next: &str, issued: &IssuedCode) -> Response {
+    let base_path = &provider.settings.base_path;
+    let target = location(base_path, next, Some(("auth_code", &issued.auth_code)));
     let mut response = http::redirect(&target);
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    let code_hash = store_key(&issued.auth_code);
+    headers.append(
+        header::SET_COOKIE,
+        cookie::code_cookie(provider, &code_hash, &issued.binding),
     );
     response
 }

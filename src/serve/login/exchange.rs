@@ -1,5 +1,10 @@
-//! `POST <exchange>`: the app's server trades a one-time auth code for the access token,
-//! from an `exchange_from` peer only. Answers are JSON (RFC 6749 §5), never cached.
+//! `POST <exchange>`: the app's server trades a one-time auth code for the access token.
+//! A confidential endpoint, like an OAuth token endpoint: only clients in `exchange_from`
+//! (judged on the address resolved through `trust.proxies`, so a browser behind a trusted
+//! proxy is judged on its own), with `Authorization: Bearer <exchange_secret>` when the
+//! provider has one, and with the browser binding of the code (the value of the code
+//! cookie the app's server read from the browser the code was issued to). Answers are
+//! JSON (RFC 6749 §5), never cached.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{PendingToken, store_key, usable};
+use super::{ClientAddress, PendingToken, code_key, usable};
 use crate::auth::jwt::now_secs;
 use crate::auth::oidc::OidcProvider;
 use crate::auth::oidc::store::Slot;
@@ -31,15 +36,33 @@ pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
         .layer(DefaultBodyLimit::max(MAX_EXCHANGE_BODY))
 }
 
-/// The peer is checked before the body is read (extractors run in order).
+/// The client address and the secret are checked before the body is read (extractors
+/// run in order).
 async fn exchange(
     State(provider): State<Arc<OidcProvider>>,
-    _: AllowedPeer,
-    ExchangeRequest(auth_code): ExchangeRequest,
+    _: AllowedClient,
+    _: AuthenticatedClient,
+    ExchangeRequest {
+        auth_code,
+        browser_binding,
+    }: ExchangeRequest,
 ) -> Response {
+    let Some(binding) = browser_binding else {
+        // Nothing is looked up, so nothing is taken: the code stays with its browser.
+        tracing::info!(provider = %provider.name, "auth code exchange refused: no browser binding");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "error": "invalid_grant",
+                "error_description": "browser_binding is missing: send the value of the \
+                    fluxlit-code-<id> cookie of the browser the code was issued to",
+            }),
+        );
+    };
+    // Found only with the code's own binding (see `code_key`): a wrong one takes nothing.
     let taken = match provider
         .store
-        .take(Slot::AuthCode, &store_key(&auth_code))
+        .take(Slot::AuthCode, &code_key(&auth_code, &binding))
         .await
     {
         Ok(taken) => taken,
@@ -66,32 +89,39 @@ async fn exchange(
             }),
         ),
         _ => {
-            tracing::info!(provider = %provider.name, "auth code exchange refused: unknown, used or expired code");
+            tracing::info!(provider = %provider.name, "auth code exchange refused: unknown, used or expired code, or not this browser's");
             answer(
                 StatusCode::BAD_REQUEST,
                 &json!({
                     "error": "invalid_grant",
-                    "error_description": "the auth code is unknown, used or expired",
+                    "error_description": "the auth code is unknown, used or expired, or the \
+                        browser binding is not the one it was issued with",
                 }),
             )
         }
     }
 }
 
-/// A request from a peer in the provider's `exchange_from` (the exchange is a
-/// confidential endpoint); any other is refused with 403.
-struct AllowedPeer;
+/// A request from a client in the provider's `exchange_from`; any other is refused with
+/// 403. The client is the address the public listener resolved through `trust.proxies`
+/// (the first untrusted hop from the right of `X-Forwarded-For`), not the TCP peer:
+/// behind a trusted proxy every browser's peer is the proxy, which may well be in
+/// `exchange_from` (the same host, the same cluster network).
+struct AllowedClient;
 
-impl FromRequestParts<Arc<OidcProvider>> for AllowedPeer {
+impl FromRequestParts<Arc<OidcProvider>> for AllowedClient {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         provider: &Arc<OidcProvider>,
     ) -> Result<Self, Response> {
-        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, provider).await;
-        let ip = peer.ok().map(|ConnectInfo(peer)| canonical_ip(peer.ip()));
-        if let Some(ip) = ip
+        // Without the listener's resolved address (never, in the gateway), refuse.
+        let client = parts
+            .extensions
+            .get::<ClientAddress>()
+            .map(|ClientAddress(ip)| canonical_ip(*ip));
+        if let Some(ip) = client
             && provider
                 .settings
                 .exchange_from
@@ -100,8 +130,13 @@ impl FromRequestParts<Arc<OidcProvider>> for AllowedPeer {
         {
             return Ok(Self);
         }
-        let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        tracing::info!(provider = %provider.name, %ip, "auth code exchange refused: the peer is not in exchange_from");
+        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, provider).await;
+        let peer = peer.map_or_else(
+            |_| "unknown".to_owned(),
+            |ConnectInfo(peer)| peer.ip().to_string(),
+        );
+        let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        tracing::info!(provider = %provider.name, %client, %peer, "auth code exchange refused: the client is not in exchange_from");
         Err(answer(
             StatusCode::FORBIDDEN,
             &json!({
@@ -112,13 +147,77 @@ impl FromRequestParts<Arc<OidcProvider>> for AllowedPeer {
     }
 }
 
-/// The auth code of an exchange: `{"auth_code": "..."}` as JSON, or `auth_code=...` as a
-/// form, in a body of at most [`MAX_EXCHANGE_BODY`] bytes.
-struct ExchangeRequest(String);
+/// A request that authenticated the app's server: `Authorization: Bearer
+/// <exchange_secret>` when the provider has an exchange secret (RFC 6749 §2.3: a
+/// confidential client authenticates at the token endpoint), anything when it has none.
+/// Else 401 `invalid_client` with a `Bearer` challenge (RFC 6749 §5.2).
+struct AuthenticatedClient;
+
+impl FromRequestParts<Arc<OidcProvider>> for AuthenticatedClient {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        provider: &Arc<OidcProvider>,
+    ) -> Result<Self, Response> {
+        let Some(secret) = &provider.settings.exchange_secret else {
+            return Ok(Self);
+        };
+        let presented = bearer(&parts.headers);
+        if presented.is_some_and(|presented| secret.matches(presented)) {
+            return Ok(Self);
+        }
+        let credentials = if presented.is_some() {
+            "wrong"
+        } else {
+            "missing"
+        };
+        tracing::info!(provider = %provider.name, credentials, "auth code exchange refused: the exchange secret is missing or wrong");
+        let mut response = answer(
+            StatusCode::UNAUTHORIZED,
+            &json!({
+                "error": "invalid_client",
+                "error_description": "send the provider's exchange_secret as \
+                    Authorization: Bearer <secret>",
+            }),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"fluxlit exchange\""),
+        );
+        Err(response)
+    }
+}
+
+/// The credentials of the one `Authorization: Bearer <credentials>` header (the scheme in
+/// any case), as bytes; none when there is no such header, or several.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, credentials) = value.as_bytes().split_at_checked(6)?;
+    let credentials = credentials.strip_prefix(b" ")?.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
+/// The auth code of an exchange and its browser binding: `{"auth_code": "...",
+/// "browser_binding": "..."}` as JSON, or `auth_code=...&browser_binding=...` as a form,
+/// in a body of at most [`MAX_EXCHANGE_BODY`] bytes. The binding is read from the body
+/// only, never from a `Cookie` header: a script on the page, whose requests carry the
+/// browser's cookies, cannot redeem a code with it.
+struct ExchangeRequest {
+    auth_code: String,
+    /// Absent, or not usable (empty, too long): `None`, refused by the exchange.
+    browser_binding: Option<String>,
+}
 
 #[derive(Deserialize)]
-struct AuthCodeBody {
+struct ExchangeBody {
     auth_code: String,
+    #[serde(default)]
+    browser_binding: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequest<S> for ExchangeRequest {
@@ -130,18 +229,23 @@ impl<S: Send + Sync> FromRequest<S> for ExchangeRequest {
             return Err(invalid_request("the body is too large or broken"));
         };
         let read = match encoding {
-            Some(Encoding::Json) => Json::<AuthCodeBody>::from_bytes(&body)
+            Some(Encoding::Json) => Json::<ExchangeBody>::from_bytes(&body)
                 .ok()
                 .map(|Json(read)| read),
-            Some(Encoding::Form) => serde_urlencoded::from_bytes::<AuthCodeBody>(&body).ok(),
+            Some(Encoding::Form) => serde_urlencoded::from_bytes::<ExchangeBody>(&body).ok(),
             None => None,
         };
         match read {
-            Some(AuthCodeBody { auth_code }) if usable(Some(&auth_code)).is_some() => {
-                Ok(Self(auth_code))
-            }
+            Some(ExchangeBody {
+                auth_code,
+                browser_binding,
+            }) if usable(Some(&auth_code)).is_some() => Ok(Self {
+                auth_code,
+                browser_binding: browser_binding.filter(|binding| usable(Some(binding)).is_some()),
+            }),
             _ => Err(invalid_request(
-                "send {\"auth_code\": \"...\"} as application/json, or auth_code=... as a form",
+                "send {\"auth_code\": \"...\", \"browser_binding\": \"...\"} as \
+                 application/json, or auth_code=...&browser_binding=... as a form",
             )),
         }
     }
@@ -199,7 +303,7 @@ fn answer(status: StatusCode, body: &Value) -> Response {
 mod tests {
     use super::*;
 
-    async fn read(content_type: &str, body: &'static str) -> Option<String> {
+    async fn read(content_type: &str, body: &'static str) -> Option<(String, Option<String>)> {
         let request = axum::http::Request::post("/auth/exchange")
             .header(header::CONTENT_TYPE, content_type)
             .body(axum::body::Body::from(body))
@@ -207,18 +311,52 @@ mod tests {
         ExchangeRequest::from_request(request, &())
             .await
             .ok()
-            .map(|ExchangeRequest(code)| code)
+            .map(|read| (read.auth_code, read.browser_binding))
+    }
+
+    fn code(code: &str, binding: Option<&str>) -> Option<(String, Option<String>)> {
+        Some((code.to_owned(), binding.map(str::to_owned)))
     }
 
     #[tokio::test]
-    async fn auth_codes_are_read_from_json_or_forms() {
-        let json = r#"{"auth_code": "c1"}"#;
-        assert_eq!(read("application/json", json).await.as_deref(), Some("c1"));
-        let form = "x=1&auth_code=c%2B2";
+    async fn auth_codes_and_bindings_are_read_from_json_or_forms() {
+        let json = r#"{"auth_code": "c1", "browser_binding": "b1"}"#;
+        assert_eq!(read("application/json", json).await, code("c1", Some("b1")));
+        let form = "x=1&auth_code=c%2B2&browser_binding=b%2F2";
         let form_type = "Application/X-WWW-Form-Urlencoded; charset=utf-8";
-        assert_eq!(read(form_type, form).await.as_deref(), Some("c+2"));
+        assert_eq!(read(form_type, form).await, code("c+2", Some("b/2")));
         assert_eq!(read("text/plain", json).await, None);
         assert_eq!(read("application/json", "{}").await, None);
         assert_eq!(read("application/json", r#"{"auth_code": ""}"#).await, None);
+        // Without a (usable) binding the code is read, and the exchange refuses it.
+        let unbound = r#"{"auth_code": "c3"}"#;
+        assert_eq!(read("application/json", unbound).await, code("c3", None));
+        let empty = r#"{"auth_code": "c4", "browser_binding": ""}"#;
+        assert_eq!(read("application/json", empty).await, code("c4", None));
+    }
+
+    fn with_authorization(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::AUTHORIZATION, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_exchange_secret_is_read_from_one_bearer_header() {
+        let read = |values: &[&'static str]| {
+            bearer(&with_authorization(values))
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        };
+        assert_eq!(read(&["Bearer s3cret"]).as_deref(), Some("s3cret"));
+        assert_eq!(read(&["bearer  s3cret "]).as_deref(), Some("s3cret"));
+        assert_eq!(read(&["BEARER s3cret"]).as_deref(), Some("s3cret"));
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&["Basic czNjcmV0"]), None);
+        assert_eq!(read(&["Bearer"]), None);
+        assert_eq!(read(&["Bearer "]), None);
+        assert_eq!(read(&["Bearers3cret"]), None);
+        assert_eq!(read(&["Bearer a", "Bearer b"]), None);
     }
 }

@@ -33,7 +33,7 @@ async fn login(
             &request_id,
         );
     };
-    let next = safe_next(params.next.as_deref()).to_owned();
+    let next = safe_next(&provider.settings.base_path, params.next.as_deref()).to_owned();
     let authorization = provider.authorization(&discovered);
     // Binds the login to this browser (login CSRF: RFC 9700 §4.7, OIDC Core §3.1.2.1):
     // 256 bits from the OS-seeded CSPRNG in a cookie, only its hash stored.

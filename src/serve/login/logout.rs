@@ -20,7 +20,7 @@ async fn logout(
     State(provider): State<Arc<OidcProvider>>,
     Params(params): Params<NextParam>,
 ) -> Response {
-    let next = safe_next(params.next.as_deref());
+    let next = safe_next(&provider.settings.base_path, params.next.as_deref());
     match provider.end_session_url(next) {
         Some(end_session) => http::redirect(&end_session),
         None => http::redirect(&location(&provider.settings.base_path, next, None)),

@@ -11,11 +11,15 @@
 //!   login's cookie (else 400: the login was started in another browser, login CSRF),
 //!   which the answer clears; the code is exchanged server-side with the verifier; the
 //!   id_token is checked against the IdP's JWKS; a first-party access token is minted with
-//!   the `mint` jwt provider's key and stored under a one-time `auth_code` for
-//!   `auth_code_ttl`; 302 to `next?auth_code=...` with `Referrer-Policy: no-referrer`.
-//! - `POST /auth/exchange` ([`exchange`]: `{"auth_code": ...}` or a form), from
-//!   `exchange_from` peers only: the code is taken and deleted in one step;
-//!   `{access_token, token_type, expires_in}` once, `400 {"error": "invalid_grant"}` after.
+//!   the `mint` jwt provider's key and stored under a one-time `auth_code` bound to this
+//!   browser by a code cookie ([`cookie`]) for `auth_code_ttl`; 302 to
+//!   `next?auth_code=...` with `Referrer-Policy: no-referrer`.
+//! - `POST /auth/exchange` ([`exchange`]: `{"auth_code": ..., "browser_binding": ...}` or
+//!   a form), from `exchange_from` clients only (the address resolved through
+//!   `trust.proxies`), with `Authorization: Bearer <exchange_secret>` when one is set:
+//!   the code, with the code cookie's value the app's server read from the browser, is
+//!   taken and deleted in one step; `{access_token, token_type, expires_in}` once,
+//!   `400 {"error": "invalid_grant"}` after, or without the right binding.
 //! - `GET /auth/logout?next=/path` ([`logout`]): RP-initiated logout at the IdP's
 //!   `end_session_endpoint` when it has one, else a redirect to `next`.
 //!
@@ -35,7 +39,7 @@ mod logout;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -87,13 +91,15 @@ fn literal(path: &str) -> String {
 }
 
 /// The answer of `endpoints`' router to a request the public listener matched to one of
-/// them; `normalised` is the request's path normalised, when that changed it. Nothing is
-/// forwarded upstream.
+/// them; `normalised` is the request's path normalised, when that changed it; `client`
+/// is the client's address resolved through `trust.proxies` (the peer, unless that is a
+/// trusted proxy). Nothing is forwarded upstream.
 pub fn answer<B>(
     endpoints: &AuthEndpoints,
     mut request: Request<B>,
     normalised: Option<String>,
     peer: SocketAddr,
+    client: IpAddr,
     request_id: &HeaderValue,
 ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static
 where
@@ -105,6 +111,7 @@ where
     }
     let extensions = request.extensions_mut();
     extensions.insert(ConnectInfo(peer));
+    extensions.insert(ClientAddress(client));
     extensions.insert(RequestId(request_id.clone()));
     let router = endpoints.router(router).clone();
     let request_id = request_id.clone();
@@ -150,6 +157,10 @@ fn set_path<B>(request: &mut Request<B>, path: &str) {
         *request.uri_mut() = uri;
     }
 }
+
+/// The client's address as the public listener resolved it through `trust.proxies`.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddress(IpAddr);
 
 /// The request id the public listener gave the request: pages name it.
 #[derive(Debug, Clone)]
@@ -235,6 +246,19 @@ fn store_key(secret: &str) -> String {
     key
 }
 
+/// The store key of an auth code issued with the browser binding `binding` (the value
+/// of its code cookie): the hash of both hashes. A code is found only together with its
+/// binding, so an exchange with a wrong or missing binding finds nothing, and takes
+/// nothing: the code stays redeemable by the browser it was issued to until it expires.
+/// Burning it on a wrong binding would stop no guessing (the binding is 256 random
+/// bits) but would let anyone who saw the code (a log, a shared link) spoil the victim's
+/// login by racing the app's server without the binding.
+fn code_key(auth_code: &str, binding: &str) -> String {
+    let mut both = store_key(auth_code);
+    both.push_str(&store_key(binding));
+    store_key(&both)
+}
+
 /// A short plain-text page that says what failed, with the request id. Login pages are
 /// reached with secrets in their URL: they send no `Referer`.
 fn page(status: StatusCode, message: &str, request_id: &RequestId) -> Response {
@@ -302,6 +326,17 @@ mod tests {
     use axum::routing::get;
 
     use super::*;
+
+    #[test]
+    fn code_keys_need_the_code_and_its_binding() {
+        let key = code_key("code", "binding");
+        assert_eq!(key.len(), 64);
+        assert_ne!(key, store_key("code"));
+        assert_ne!(key, code_key("code", "other"));
+        assert_ne!(key, code_key("other", "binding"));
+        assert_ne!(key, code_key("codebinding", ""));
+        assert_eq!(key, code_key("code", "binding"));
+    }
 
     #[test]
     fn store_keys_are_hashes() {
