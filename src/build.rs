@@ -139,7 +139,7 @@ impl Snapshot {
                     }
                 }
                 Check::Oidc(oidc) => oidc.discovery.start(),
-                Check::TrustedProxyUser => {}
+                Check::TrustedProxyUser { .. } => {}
             }
         }
     }
@@ -260,7 +260,9 @@ fn build_provider(
         check,
     } = provider;
     let check = match check {
-        CheckPlan::TrustedProxyUser => Check::TrustedProxyUser,
+        CheckPlan::TrustedProxyUser { trusted_peers } => Check::TrustedProxyUser {
+            trusted_peers: trusted_peers.into_boxed_slice(),
+        },
         CheckPlan::Jwt { hmac_key, jwks } => {
             let jwks = jwks.map(|jwks| build_jwks(name, jwks, previous));
             Check::Jwt(JwtVerifier::new(&settings, hmac_key, jwks))
@@ -289,7 +291,7 @@ fn build_jwks(name: &str, jwks: JwksPlan, previous: Option<&Snapshot>) -> Arc<Jw
                         .jwks()
                         .filter(|cache| cache.serves(&source, &settings))
                         .cloned(),
-                    Check::TrustedProxyUser | Check::Oidc(_) => None,
+                    Check::TrustedProxyUser { .. } | Check::Oidc(_) => None,
                 })
         });
         if let Some(cache) = reused {
@@ -315,7 +317,7 @@ fn build_oidc(
         .and_then(|snapshot| snapshot.providers.get(name))
         .and_then(|provider| match &provider.check {
             Check::Oidc(oidc) => Some(Arc::clone(oidc)),
-            Check::Jwt(_) | Check::TrustedProxyUser => None,
+            Check::Jwt(_) | Check::TrustedProxyUser { .. } => None,
         });
     let discovery = match &previous {
         Some(old) if old.discovery.serves(&plan.discovery) => Arc::clone(&old.discovery),
@@ -347,7 +349,7 @@ fn auth_endpoints(providers: &BTreeMap<String, Arc<Provider>>) -> AuthEndpoints 
             .values()
             .filter_map(|provider| match &provider.check {
                 Check::Oidc(oidc) => Some(oidc),
-                Check::Jwt(_) | Check::TrustedProxyUser => None,
+                Check::Jwt(_) | Check::TrustedProxyUser { .. } => None,
             }),
     )
 }

@@ -37,9 +37,11 @@ pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
     let request_id = HeaderName::from_static("x-request-id");
     let remote_user = HeaderName::from_static("x-remote-user");
     let classes = HeaderClasses::new(
-        names(header_sets::FORWARDING, HeaderClass::TrustedOnly)
-            .chain([request_id.clone(), remote_user.clone()].map(|n| (n, HeaderClass::TrustedOnly)))
+        [(remote_user.clone(), HeaderClass::Identity)]
+            .into_iter()
             .chain(names(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity))
+            .chain(names(header_sets::FORWARDING, HeaderClass::TrustedOnly))
+            .chain([(request_id.clone(), HeaderClass::TrustedOnly)])
             .chain(names(header_sets::STANDARD_REQUEST, HeaderClass::Standard)),
     );
     HeaderPolicy {

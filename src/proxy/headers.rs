@@ -1,10 +1,11 @@
 //! The header policy of DESIGN.md ("Headers"), applied to one request or response.
 //!
 //! Requests: hop-by-hop and `Connection`-listed names are dropped; client headers pass
-//! only when they are in the standard set or the route's allowlist; forwarding,
-//! identity and request id headers pass only from trusted proxies; then the gateway
-//! sets `Host`, `X-Forwarded-*` and the request id. HTTP and WebSocket handshakes get
-//! the same policy (a handshake keeps `Upgrade`).
+//! only when they are in the standard set or the route's allowlist; forwarding and
+//! request id headers pass only from trusted proxies; identity headers (the gateway's
+//! own and the forward-auth user) from nobody; then the gateway sets `Host`,
+//! `X-Forwarded-*` and the request id. HTTP and WebSocket handshakes get the same policy
+//! (a handshake keeps `Upgrade`).
 
 mod classes;
 
@@ -408,8 +409,8 @@ pub struct HeaderPolicy {
     pub trusted_proxies: Vec<IpNet>,
     /// The standard, trusted-only and identity header names, each with its class:
     /// client headers in the standard class are forwarded on every route; trusted-only
-    /// ones (forwarding, forward-auth user, request id) only from a trusted proxy;
-    /// identity ones, set by the gateway from verified credentials, from no client.
+    /// ones (forwarding, request id) only from a trusted proxy; identity ones (set by the
+    /// gateway from verified credentials, and the forward-auth user) from no client.
     pub classes: HeaderClasses,
     pub request_id: HeaderName,
     pub remote_user: HeaderName,

@@ -177,7 +177,7 @@ impl Proxy {
         Routed::Wait(Box::pin(async move {
             let remote_user = &arrival.snapshot.headers.remote_user;
             let checked = auth
-                .authenticate(arrival.request.headers(), arrival.peer_trusted, remote_user)
+                .authenticate(arrival.request.headers(), arrival.peer.ip(), remote_user)
                 .await;
             let identity = match checked {
                 Ok(identity) => identity,
