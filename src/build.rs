@@ -190,6 +190,7 @@ fn build_route(
         extra_client_headers: route.extra_client_headers,
         security_headers: route.security_headers,
         metrics: Default::default(),
+        unlisted_headers: Default::default(),
         max_request_body: route.max_request_body,
         websockets,
     })

@@ -850,7 +850,7 @@ async fn forbidden_names_in_forward_client_headers_are_dropped_with_a_warning() 
         .upstream("up", upstream)
         .route("all", "/", "up")
         .with(
-            "forward_client_headers = [\"x-forwarded-for\", \"connection\", \"x-remote-user\", \"x-tenant\"]",
+            "forward_client_headers = [\"x-forwarded-for\", \"connection\", \"x-remote-user\", \"expect\", \"x-tenant\"]",
         );
     let gateway = TestGateway::start(&config).await;
 
@@ -867,6 +867,7 @@ async fn forbidden_names_in_forward_client_headers_are_dropped_with_a_warning() 
             "routes[0].forward_client_headers[0]",
             "routes[0].forward_client_headers[1]",
             "routes[0].forward_client_headers[2]",
+            "routes[0].forward_client_headers[3]",
         ],
         "one warning per forbidden name, none for x-tenant: {:?}",
         snapshot.warnings

@@ -312,12 +312,15 @@ fn compile_header_policy(
         .into_iter()
         .chain(fixed(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity))
         .chain(claim_headers);
+    let hop = fixed(header_sets::HOP_BY_HOP, HeaderClass::Hop)
+        .chain(fixed(header_sets::GATEWAY_HOP, HeaderClass::Hop));
     // A name keeps its first class: an identity name is never forwarded, whatever else
     // it is configured as, and a standard name configured as the request id or as an
     // identity header is no longer standard.
     let classes = HeaderClasses::new(
         identity
             .chain(trusted_only)
+            .chain(hop)
             .chain(fixed(header_sets::STANDARD_REQUEST, HeaderClass::Standard)),
     );
 

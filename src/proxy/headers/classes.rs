@@ -21,6 +21,9 @@ pub enum HeaderClass {
     /// client. The forward-auth user header is one too: a forward-auth check reads it,
     /// and the upstream gets the user as the gateway's own `x-fluxlit-sub`.
     Identity,
+    /// About one connection or hop (hop-by-hop names, `Host`, `Expect`): never forwarded
+    /// as sent; the gateway writes what the upstream needs.
+    Hop,
 }
 
 /// The names of the policy's sets, each with its class; a name in none has no class
