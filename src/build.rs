@@ -168,7 +168,7 @@ impl Snapshot {
                     }
                 }
                 Check::Oidc(oidc) => oidc.discovery.start(),
-                Check::TrustedProxyUser => {}
+                Check::TrustedProxyUser { .. } => {}
             }
         }
     }
@@ -219,6 +219,7 @@ fn build_route(
         extra_client_headers: route.extra_client_headers,
         security_headers: route.security_headers,
         metrics: Default::default(),
+        unlisted_headers: Default::default(),
         max_request_body: route.max_request_body,
         websockets,
     })
@@ -289,7 +290,9 @@ fn build_provider(
         check,
     } = provider;
     let check = match check {
-        CheckPlan::TrustedProxyUser => Check::TrustedProxyUser,
+        CheckPlan::TrustedProxyUser { trusted_peers } => Check::TrustedProxyUser {
+            trusted_peers: trusted_peers.into_boxed_slice(),
+        },
         CheckPlan::Jwt { hmac_key, jwks } => {
             let jwks = jwks.map(|jwks| build_jwks(name, jwks, previous));
             Check::Jwt(JwtVerifier::new(&settings, hmac_key, jwks))
@@ -318,7 +321,7 @@ fn build_jwks(name: &str, jwks: JwksPlan, previous: Option<&Snapshot>) -> Arc<Jw
                         .jwks()
                         .filter(|cache| cache.serves(&source, &settings))
                         .cloned(),
-                    Check::TrustedProxyUser | Check::Oidc(_) => None,
+                    Check::TrustedProxyUser { .. } | Check::Oidc(_) => None,
                 })
         });
         if let Some(cache) = reused {
@@ -344,7 +347,7 @@ fn build_oidc(
         .and_then(|snapshot| snapshot.providers.get(name))
         .and_then(|provider| match &provider.check {
             Check::Oidc(oidc) => Some(Arc::clone(oidc)),
-            Check::Jwt(_) | Check::TrustedProxyUser => None,
+            Check::Jwt(_) | Check::TrustedProxyUser { .. } => None,
         });
     let discovery = match &previous {
         Some(old) if old.discovery.serves(&plan.discovery) => Arc::clone(&old.discovery),
@@ -376,7 +379,7 @@ fn auth_endpoints(providers: &BTreeMap<String, Arc<Provider>>) -> AuthEndpoints 
             .values()
             .filter_map(|provider| match &provider.check {
                 Check::Oidc(oidc) => Some(oidc),
-                Check::Jwt(_) | Check::TrustedProxyUser => None,
+                Check::Jwt(_) | Check::TrustedProxyUser { .. } => None,
             }),
     )
 }

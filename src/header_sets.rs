@@ -28,6 +28,10 @@ pub const FORWARDING: &[&str] = &[
     "x-real-ip",
 ];
 
+/// Request headers about this hop that the gateway replaces or answers itself: the
+/// upstream gets its own `Host`, and `Expect: 100-continue` is answered by the gateway.
+pub const GATEWAY_HOP: &[&str] = &["host", "expect"];
+
 /// Credentials: forwarded as part of the standard set, but never through a route's
 /// allowlist (where they would suggest a policy the gateway does not have).
 pub const CREDENTIALS: &[&str] = &["authorization", "cookie"];
@@ -96,6 +100,8 @@ pub fn forbidden_in_allowlist(name: &str) -> Option<&'static str> {
         Some("a forwarding header: it is set by the gateway and believed only from trusted proxies")
     } else if name == "host" {
         Some("the upstream's Host is set by the gateway")
+    } else if name == "expect" {
+        Some("Expect: 100-continue is answered by the gateway itself")
     } else if GATEWAY_IDENTITY.contains(&name) {
         Some("an identity header the gateway sets itself")
     } else {

@@ -275,3 +275,101 @@ async fn a_reload_applies_access_log_and_refuses_the_static_log_keys() {
         ]
     );
 }
+
+/// The log events about client headers dropped for being on no list.
+fn dropped_header_events(stderr: &Stderr) -> Vec<Value> {
+    stderr
+        .lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| {
+            event["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("client header dropped"))
+        })
+        .collect()
+}
+
+/// The `header` of each event of `route`, in order.
+fn dropped_on(events: &[Value], route: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|event| event["fields"]["route"] == route)
+        .map(|event| event["fields"]["header"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_client_header_is_logged_once_per_route_and_name_until_a_reload() {
+    const API_KEY: &str = "API-KEY-SECRET-10";
+    let app = spawn_recording_upstream("app").await;
+    let config = ConfigText::new()
+        .table("[log]", "format = \"json\"\naccess_log = false")
+        .upstream("app", app)
+        .route("app", "/app", "app")
+        .route("other", "/other", "app");
+    let (dir, config_path) = config_dir(config.text(), &[]);
+    let gateway = Serve::start(dir.path(), &[]).await;
+    let (stderr, addr) = (&gateway.stderr, gateway.addr);
+
+    let key = [("x-api-key", API_KEY)];
+    for path in ["/app/a", "/app/b", "/app/c", "/other/a"] {
+        let reply = within("request", send(addr, get(addr, path, &key))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.upstream_header("x-api-key"), Vec::<String>::new());
+    }
+    // Made-up names are logged up to a cap per route, and the cap is said once.
+    let made_up: Vec<(String, &str)> = (0..40).map(|i| (format!("x-made-up-{i}"), "1")).collect();
+    let made_up: Vec<(&str, &str)> = made_up.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let reply = within("made-up names", send(addr, get(addr, "/app/d", &made_up))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    stderr
+        .wait_for("the cap line", |line| {
+            line.contains("further ones are only counted")
+        })
+        .await;
+
+    let events = dropped_header_events(stderr);
+    let expected: Vec<String> = ["x-api-key".to_owned()]
+        .into_iter()
+        .chain((0..16).map(|i| format!("x-made-up-{i}")))
+        .collect();
+    assert_eq!(dropped_on(&events, "app"), expected, "{}", stderr.text());
+    assert_eq!(dropped_on(&events, "other"), ["x-api-key"]);
+    for event in &events {
+        assert_eq!(event["level"], "INFO", "{event}");
+        let message = event["fields"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("forward_client_headers"), "{event}");
+    }
+    assert!(
+        !stderr.text().contains(API_KEY),
+        "a header's value is never logged:\n{}",
+        stderr.text()
+    );
+
+    // A reload starts afresh: the names are logged again.
+    let reloaded = format!(
+        "{config}\n[[routes]]\nname = \"more\"\npath_prefix = \"/more\"\nupstream = \"app\"\n"
+    );
+    write_by_rename(&config_path, &with_ephemeral_listen(&reloaded));
+    stderr
+        .wait_for("the reload", |line| line.contains("config reloaded"))
+        .await;
+    let reply = within("after the reload", send(addr, get(addr, "/app/e", &key))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while dropped_on(&dropped_header_events(stderr), "app").len() < 18 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "x-api-key not logged again after the reload:\n{}",
+            stderr.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = dropped_on(&dropped_header_events(stderr), "app");
+    assert_eq!(
+        again.last().map(String::as_str),
+        Some("x-api-key"),
+        "{again:?}"
+    );
+}

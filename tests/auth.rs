@@ -3,8 +3,8 @@
 //! the upstream is contacted; well-made HS256, RS256 and ES256 tokens get through;
 //! `required_scopes` answers `403 insufficient_scope`; the upstream learns who the
 //! client is only from the gateway (`x-fluxlit-sub`, `x-fluxlit-scope`, `claim_headers`),
-//! never from the client; and forward auth believes `x-remote-user` only from the
-//! trusted proxy.
+//! never from the client; and forward auth believes `x-remote-user` only from its
+//! `trusted_peers` (by default the trusted proxies), and never forwards it as such.
 //!
 //! Real sockets on loopback, a real axum upstream that counts what reaches it, the test
 //! keys of `tests/fixtures/jose`. 127.0.0.1 is the trusted proxy where there is one and
@@ -907,6 +907,43 @@ async fn a_remote_user_from_the_trusted_proxy_reaches_the_upstream_as_x_fluxlit_
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.upstream_header("x-fluxlit-sub"), ["alice"]);
+    // The user travels as the gateway's own header, never as the proxy's.
+    assert_eq!(reply.upstream_header("x-remote-user"), Vec::<String>::new());
+    assert_eq!(upstream.hits(), 1);
+}
+
+/// Forward auth believes its `trusted_peers` only. Another proxy in `trust.proxies` (a
+/// load balancer, or a stock nginx passing its clients' `X-Remote-User` on) is believed
+/// for forwarding, and its user gets 401.
+#[tokio::test]
+async fn a_remote_user_from_a_proxy_outside_trusted_peers_gets_401() {
+    let upstream = CountingUpstream::spawn().await;
+    let config = ConfigText::new()
+        .table(
+            "[trust]",
+            &format!("proxies = [\"{TRUSTED}/32\", \"{OTHER_PROXY}/32\"]"),
+        )
+        .upstream("app", upstream.addr)
+        .guarded_route("app", "/app", "app", "sso")
+        .provider(
+            "sso",
+            "trusted_proxy_user",
+            &format!("trusted_peers = [\"{TRUSTED}\"]"),
+        );
+    let gateway = TestGateway::start(&config).await;
+    let sent = [
+        ("x-remote-user", "admin"),
+        ("x-forwarded-for", "203.0.113.7"),
+    ];
+
+    let reply = get_from(OTHER_PROXY, &gateway, "/app/x", &sent).await;
+    reply.assert_says(401, "authenticated by the proxy");
+    assert_eq!(upstream.hits(), 0);
+
+    let reply = get_from(TRUSTED, &gateway, "/app/x", &sent).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-fluxlit-sub"), ["admin"]);
+    assert_eq!(reply.upstream_header("x-remote-user"), Vec::<String>::new());
     assert_eq!(upstream.hits(), 1);
 }
 

@@ -323,6 +323,92 @@ algorithms = ["RS256"]
 }
 
 #[test]
+fn validate_locates_trusted_peers_mistakes() {
+    let text = r#"[server]
+listen = "127.0.0.1:8080"
+
+[trust]
+proxies = ["10.0.0.0/8"]
+
+[upstreams.app]
+url = "http://127.0.0.1:8000"
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+auth = "sso"
+
+[auth.providers.sso]
+kind = "trusted_proxy_user"
+trusted_peers = ["10.0.0.5/32", "10.0.0.300", "0.0.0.0/0"]
+
+[auth.providers.main]
+kind = "jwt"
+issuer = "https://issuer.example"
+audience = "api"
+algorithms = ["HS256"]
+hs256_secret = { env = "JWT_HS256_SECRET" }
+trusted_peers = ["10.0.0.5"]
+"#;
+    let output = cli::run_on(text, &["validate"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    for expected in [
+        "fluxlit.toml:18:33: error: auth.providers.sso.trusted_peers[1]: \"10.0.0.300\" is not an IP address or CIDR range",
+        "fluxlit.toml:18:47: error: auth.providers.sso.trusted_peers[2]: \"0.0.0.0/0\" believes every peer",
+        "fluxlit.toml:26:17: error: auth.providers.main.trusted_peers: `trusted_peers` applies to kind = \"trusted_proxy_user\" only",
+        "3 error(s); nothing was applied",
+    ] {
+        assert!(
+            text.contains(expected),
+            "missing:\n  {expected}\nin:\n{text}"
+        );
+    }
+
+    // Without trusted_peers the provider believes trust.proxies, which must not be everyone.
+    let open = ConfigText::new()
+        .server("listen = \"127.0.0.1:8080\"")
+        .table("[trust]", "proxies = [\"10.0.0.0/8\", \"::/0\"]")
+        .upstream("app", "127.0.0.1:8000")
+        .guarded_route("app", "/", "app", "sso")
+        .provider("sso", "trusted_proxy_user", "");
+    let output = cli::run_on(open.text(), &["validate"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "error: auth.providers.sso: believes the user from trust.proxies, which holds \"::/0\""
+        ),
+        "{}",
+        stderr(&output)
+    );
+
+    // An empty list believes nobody: every request on the provider's routes gets 401.
+    let empty = text_with_peers("[]");
+    let output = cli::run_on(&empty, &["validate"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("warning: auth.providers.sso.trusted_peers: is empty"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// One route behind forward auth with `trusted_peers = <peers>`.
+fn text_with_peers(peers: &str) -> String {
+    ConfigText::new()
+        .server("listen = \"127.0.0.1:8080\"")
+        .upstream("app", "127.0.0.1:8000")
+        .guarded_route("app", "/", "app", "sso")
+        .provider(
+            "sso",
+            "trusted_proxy_user",
+            &format!("trusted_peers = {peers}"),
+        )
+        .into()
+}
+
+#[test]
 fn validate_warns_about_a_long_leeway_and_still_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = config(placeholder_upstream(), "{ env = \"JWT_HS256_SECRET\" }");

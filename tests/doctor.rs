@@ -343,7 +343,45 @@ fn static_cases() -> Vec<Case> {
         ))
         .not_on(oidc_config("https://idp.example.com", ""))
         .env(oidc_env()),
+        Case::new(
+            "forward_auth_header_must_be_stripped",
+            "info",
+            "auth.providers.sso",
+        )
+        .fires_on(forward_auth_config("X-Remote-User", ""))
+        .not_on(format!("[trust]\nproxies = [\"10.0.0.0/8\"]\n{ECHO}")),
     ]
+}
+
+/// `/` behind forward auth (provider `sso`, with `provider_lines`); 10.0.0.0/8 trusted,
+/// `header` the remote-user header.
+fn forward_auth_config(header: &str, provider_lines: &str) -> String {
+    format!(
+        "[trust]\nproxies = [\"10.0.0.0/8\"]\nremote_user_header = \"{header}\"\n{ECHO}\
+         auth = \"sso\"\n\n[auth.providers.sso]\nkind = \"trusted_proxy_user\"\n{provider_lines}\n"
+    )
+}
+
+#[test]
+fn forward_auth_gets_the_nginx_line_that_strips_the_header_in_front() {
+    let config = forward_auth_config("X-Auth-User", "trusted_peers = [\"10.0.0.5\"]");
+    let run = offline(&config, &[]);
+    let finding = run.only("forward_auth_header_must_be_stripped");
+    assert_says(&finding, "message", "X-Auth-User");
+    assert_says(&finding, "message", "10.0.0.5");
+    assert_says(&finding, "fix", "proxy_set_header X-Auth-User \"\";");
+    assert_says(
+        &finding,
+        "fix",
+        "auth_request_set $fluxlit_user $upstream_http_x_auth_user;",
+    );
+    // Without trusted_peers the peers are trust.proxies'.
+    let run = offline(&forward_auth_config("X-Remote-User", ""), &[]);
+    let finding = run.only("forward_auth_header_must_be_stripped");
+    assert_says(&finding, "message", "trust.proxies (10.0.0.0/8)");
+    // A reminder: --strict does not fail on it.
+    let strict = fluxlit(&config, &["doctor", "--offline", "--strict"], &[]);
+    assert_eq!(strict.code(), Some(0), "{}", strict.stdout());
 }
 
 /// Asserts that `finding`'s `field` (`message` or `fix`) says `text`.

@@ -378,3 +378,91 @@ async fn metrics_only_answer_get() {
     let reply = within("POST /metrics", send(admin, post)).await;
     assert_eq!(reply.status, 405);
 }
+
+/// `fluxlit_client_headers_dropped_total{route}` counts the client header lines dropped
+/// for being on no list, per route: not what the policy drops on purpose (hop-by-hop,
+/// `Connection`-listed, forwarding and identity headers), not what a route allowlists.
+#[tokio::test]
+async fn client_headers_dropped_for_being_on_no_list_are_counted_by_route() {
+    let app = spawn_recording_upstream("app").await;
+    let config = ConfigText::new()
+        .admin()
+        .upstream("app", app)
+        .route("app", "/app", "app")
+        .with("forward_client_headers = [\"x-tenant\"]")
+        .route("other", "/other", "app")
+        .route("quiet", "/quiet", "app");
+    let gateway = TestGateway::start(&config).await;
+    let (addr, admin) = (gateway.addr(), gateway.admin());
+
+    let on_purpose = [
+        ("user-agent", "test"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-remote-user", "admin"),
+        ("x-fluxlit-sub", "admin"),
+        ("keep-alive", "timeout=5"),
+        ("connection", "x-hop-only"),
+        ("x-hop-only", "1"),
+    ];
+    let mut sent = on_purpose.to_vec();
+    sent.extend([
+        ("x-tenant", "acme"),
+        ("x-api-key", "k1"),
+        ("x-api-key", "k2"),
+        ("x-debug", "1"),
+    ]);
+    let reply = within(
+        "GET app",
+        send_from(UNTRUSTED, addr, get(addr, "/app/x", &sent)),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for name in ["x-api-key", "x-debug", "x-hop-only", "x-remote-user"] {
+        assert_eq!(
+            reply.upstream_header(name),
+            Vec::<String>::new(),
+            "{name} is still dropped"
+        );
+    }
+    assert_eq!(reply.upstream_header("x-tenant"), ["acme"]);
+    let reply = within(
+        "GET other",
+        send(addr, get(addr, "/other/x", &[("x-api-key", "k")])),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = within("GET quiet", send(addr, get(addr, "/quiet/x", &on_purpose))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = within(
+        "GET nowhere",
+        send(addr, get(addr, "/nowhere", &[("x-api-key", "k")])),
+    )
+    .await;
+    assert_eq!(reply.status, 404);
+
+    let scrape = scrape_until(
+        admin,
+        &[
+            ("fluxlit_client_headers_dropped_total{route=\"app\"}", 3.0),
+            ("fluxlit_client_headers_dropped_total{route=\"other\"}", 1.0),
+            ("fluxlit_client_headers_dropped_total{route=\"quiet\"}", 0.0),
+            (
+                "fluxlit_requests_total{route=\"(none)\",status_class=\"4xx\"}",
+                1.0,
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        scrape.types().get("fluxlit_client_headers_dropped_total"),
+        Some(&"counter"),
+        "{}",
+        scrape.text
+    );
+    assert_eq!(
+        scrape.get("fluxlit_client_headers_dropped_total{route=\"(none)\"}"),
+        None,
+        "nothing is forwarded without a route, so nothing is dropped from it:\n{}",
+        scrape.text
+    );
+}

@@ -165,7 +165,7 @@ proptest! {
         let ctx = context(peer, policy.is_trusted(peer), false, &request_id);
         let route = snapshot.routes.find("/").unwrap();
         let host = HeaderValue::from_static("upstream");
-        let out = headers::upstream_request_headers(&client, policy, route, &host, &ctx);
+        let out = headers::upstream_request_headers(&client, policy, route, &host, &ctx, &mut |_| {});
         let sent = out.get(X_FORWARDED_FOR).unwrap().to_str().unwrap();
         let peer_text = canonical(peer).to_string();
         if policy.is_trusted(peer) && !chain.is_empty() {
@@ -306,7 +306,10 @@ proptest! {
         let ctx = context(peer, trusted_peer, websocket, &request_id);
         let route = snapshot.routes.find("/").unwrap();
         let host = HeaderValue::from_static("upstream.internal");
-        let out = headers::upstream_request_headers(&client, policy, route, &host, &ctx);
+        let mut unlisted = Vec::new();
+        let out = headers::upstream_request_headers(&client, policy, route, &host, &ctx, &mut |name| {
+            unlisted.push(name.clone());
+        });
 
         // The names the gateway writes itself, with its own values (checked below).
         let mut own: HashSet<&str> = ["host", "x-forwarded-for", "x-forwarded-proto",
@@ -340,9 +343,33 @@ proptest! {
             prop_assert_eq!(out.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
             prop_assert_eq!(out.get_all("x-forwarded-prefix").iter().collect::<Vec<_>>(), ["/app"]);
             prop_assert_eq!(out.get_all("x-request-id").iter().collect::<Vec<_>>(), [&request_id]);
-            for name in ["forwarded", "x-real-ip", "x-remote-user"] {
+            for name in ["forwarded", "x-real-ip"] {
                 prop_assert!(!out.contains_key(name), "{} from an untrusted peer", name);
             }
+        }
+        // The forward-auth user reaches no upstream as itself, from any peer.
+        prop_assert!(!out.contains_key("x-remote-user"), "x-remote-user forwarded");
+        // Reported as dropped: exactly the header lines in no class, not allowlisted and
+        // not listed in `Connection`.
+        let connection = listed(&client);
+        let expected: Vec<&HeaderName> = client
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                policy.classes.get(name).is_none()
+                    && !route.extra_client_headers.contains(name)
+                    && !connection.contains(name.as_str())
+            })
+            .collect();
+        prop_assert_eq!(unlisted.iter().collect::<Vec<_>>(), expected);
+        for name in &unlisted {
+            prop_assert!(!out.contains_key(name), "{} reported dropped but forwarded", name);
+            prop_assert!(
+                !header_sets::HOP_BY_HOP.contains(&name.as_str())
+                    && !header_sets::FORWARDING.contains(&name.as_str())
+                    && name != "host",
+                "{} dropped on purpose, reported as unlisted", name
+            );
         }
         for name in out.keys() {
             let allowed = own.contains(name.as_str())

@@ -1,7 +1,8 @@
 //! Arbitrary client headers and `Connection` values through the upstream request header
 //! policy: no hop-by-hop name, no name the client lists in `Connection`, no client
-//! `Host`, no identity header and (from an untrusted peer) no forwarding header ever
-//! reaches the upstream as the client sent it.
+//! `Host`, no identity header (the forward-auth user included) and (from an untrusted
+//! peer) no forwarding header ever reaches the upstream as the client sent it; what it
+//! reports dropped for being on no list was on no list.
 #![no_main]
 
 use std::collections::HashSet;
@@ -137,7 +138,15 @@ fuzz_target!(|input: Input| {
         identity: None,
     };
     let upstream_host = HeaderValue::from_static("upstream.internal");
-    let out = headers::upstream_request_headers(&client, &policy, &route, &upstream_host, &ctx);
+    let mut unlisted = Vec::new();
+    let out = headers::upstream_request_headers(
+        &client,
+        &policy,
+        &route,
+        &upstream_host,
+        &ctx,
+        &mut |name| unlisted.push(name.clone()),
+    );
 
     // Names the gateway writes itself (their values are checked below).
     let mut own: HashSet<&str> = [
@@ -198,17 +207,25 @@ fuzz_target!(|input: Input| {
         assert_eq!(proto, ["http"]);
         let prefix: Vec<_> = out.get_all("x-forwarded-prefix").iter().collect();
         assert_eq!(prefix, ["/app"]);
-        for name in [
-            "forwarded",
-            "x-forwarded-port",
-            "x-real-ip",
-            "x-remote-user",
-        ] {
+        for name in ["forwarded", "x-forwarded-port", "x-real-ip"] {
             assert!(
                 !out.contains_key(name),
                 "{name} from an untrusted peer was forwarded"
             );
         }
+    }
+    // The forward-auth user reaches no upstream as itself, from any peer.
+    assert!(
+        !out.contains_key("x-remote-user"),
+        "x-remote-user was forwarded"
+    );
+    // What is reported dropped was on no list, and was not forwarded.
+    let listed_names = listed(&client);
+    for name in &unlisted {
+        assert_eq!(policy.classes.get(name), None, "{name} has a class");
+        assert!(!route.extra_client_headers.contains(name), "{name} is allowlisted");
+        assert!(!listed_names.contains(name.as_str()), "{name} is listed in Connection");
+        assert!(!out.contains_key(name), "{name} was reported dropped and forwarded");
     }
     // Whatever else goes upstream is in the standard set, the route's allowlist, or (from a
     // trusted proxy) the trusted-only set.

@@ -37,9 +37,13 @@ pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
     let request_id = HeaderName::from_static("x-request-id");
     let remote_user = HeaderName::from_static("x-remote-user");
     let classes = HeaderClasses::new(
-        names(header_sets::FORWARDING, HeaderClass::TrustedOnly)
-            .chain([request_id.clone(), remote_user.clone()].map(|n| (n, HeaderClass::TrustedOnly)))
+        [(remote_user.clone(), HeaderClass::Identity)]
+            .into_iter()
             .chain(names(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity))
+            .chain(names(header_sets::FORWARDING, HeaderClass::TrustedOnly))
+            .chain([(request_id.clone(), HeaderClass::TrustedOnly)])
+            .chain(names(header_sets::HOP_BY_HOP, HeaderClass::Hop))
+            .chain(names(header_sets::GATEWAY_HOP, HeaderClass::Hop))
             .chain(names(header_sets::STANDARD_REQUEST, HeaderClass::Standard)),
     );
     HeaderPolicy {
@@ -69,6 +73,7 @@ pub fn route() -> Route {
         extra_client_headers: Box::new([HeaderName::from_static("x-tenant")]),
         security_headers: Arc::from(Vec::new()),
         metrics: Default::default(),
+        unlisted_headers: Default::default(),
         max_request_body: model::Server::default().max_request_body.bytes(),
         websockets: None,
     }

@@ -2,8 +2,9 @@
 //! is contacted, and the upstream gets the verified identity as headers.
 //!
 //! - `jwt`: a bearer token in `Authorization`, verified with an HMAC secret or a JWKS.
-//! - `trusted_proxy_user`: forward auth; the identity a trusted proxy put in
-//!   `trust.remote_user_header`.
+//! - `trusted_proxy_user`: forward auth; the identity that the proxy in front put in
+//!   `trust.remote_user_header`, believed from the provider's `trusted_peers` only. The
+//!   header itself never reaches an upstream (the header policy drops it everywhere).
 //! - `oidc`: not a check of its own but a login the gateway serves ([`oidc`]); the
 //!   token it mints is checked by its `mint` jwt provider.
 //!
@@ -23,13 +24,16 @@ pub mod verified;
 
 pub use fetch::{HttpClientError, http_client, http_client_without_redirects};
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
 use serde_json::Value;
 
+use crate::peer::canonical_ip;
 use claims::{Claims, scopes};
 use jwt::{JwtVerifier, TokenError};
 
@@ -52,7 +56,10 @@ pub struct Provider {
 #[derive(Debug)]
 pub enum Check {
     Jwt(JwtVerifier),
-    TrustedProxyUser,
+    /// Forward auth: the remote-user header, believed only from these peers.
+    TrustedProxyUser {
+        trusted_peers: Box<[IpNet]>,
+    },
     /// A login served by the gateway; routes never name it (validation refuses that).
     Oidc(Arc<oidc::OidcProvider>),
 }
@@ -84,7 +91,7 @@ impl Provider {
         match &self.check {
             Check::Jwt(verifier) => verifier.jwks().map(|cache| cache.status()),
             Check::Oidc(oidc) => oidc.discovery.jwks_status(),
-            Check::TrustedProxyUser => None,
+            Check::TrustedProxyUser { .. } => None,
         }
     }
 
@@ -92,7 +99,7 @@ impl Provider {
     pub fn oidc_status(&self) -> Option<oidc::OidcStatus> {
         match &self.check {
             Check::Oidc(oidc) => Some(oidc.status()),
-            Check::Jwt(_) | Check::TrustedProxyUser => None,
+            Check::Jwt(_) | Check::TrustedProxyUser { .. } => None,
         }
     }
 }
@@ -131,7 +138,8 @@ pub enum AuthFailure {
         challenge: HeaderValue,
         scope: String,
     },
-    /// Forward auth without a trusted proxy's user (401, no bearer challenge).
+    /// Forward auth without a user from one of the provider's `trusted_peers` (401, no
+    /// bearer challenge).
     NoTrustedUser,
     /// The provider cannot verify anything right now (503).
     Unavailable { description: String },
@@ -211,19 +219,21 @@ fn quoted_safe(text: &str) -> String {
 }
 
 impl RouteAuth {
-    /// Checks the request's credentials. Nothing is sent upstream before this returns.
+    /// Checks the request's credentials; `peer` is the address the request came from
+    /// (the TCP peer). Nothing is sent upstream before this returns.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
-        peer_trusted: bool,
+        peer: IpAddr,
         remote_user_header: &HeaderName,
     ) -> Result<Identity, AuthFailure> {
         let provider = &self.provider;
         match &provider.check {
-            Check::TrustedProxyUser => {
+            Check::TrustedProxyUser { trusted_peers } => {
+                let peer = canonical_ip(peer);
                 let user = headers
                     .get(remote_user_header)
-                    .filter(|_| peer_trusted)
+                    .filter(|_| trusted_peers.iter().any(|net| net.contains(&peer)))
                     .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
                     .ok_or(AuthFailure::NoTrustedUser)?;
                 Ok(Identity {

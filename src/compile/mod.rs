@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, uri::Authority};
+use ipnet::IpNet;
 use jsonwebtoken::jwk::Jwk;
 use url::Url;
 
@@ -145,7 +146,11 @@ pub struct ProviderPlan {
 
 #[derive(Debug)]
 pub enum CheckPlan {
-    TrustedProxyUser,
+    /// Forward auth: the peers whose remote-user header is believed (`trusted_peers`,
+    /// else `trust.proxies`).
+    TrustedProxyUser {
+        trusted_peers: Vec<IpNet>,
+    },
     Jwt {
         hmac_key: Option<jsonwebtoken::DecodingKey>,
         jwks: Option<JwksPlan>,
@@ -346,9 +351,8 @@ fn compile_header_policy(
             .iter()
             .map(move |name| (HeaderName::from_static(name), class))
     };
-    let trusted_only = fixed(header_sets::FORWARDING, HeaderClass::TrustedOnly).chain(
-        [request_id.clone(), remote_user.clone()].map(|name| (name, HeaderClass::TrustedOnly)),
-    );
+    let trusted_only = fixed(header_sets::FORWARDING, HeaderClass::TrustedOnly)
+        .chain([(request_id.clone(), HeaderClass::TrustedOnly)]);
     // Set by the gateway from verified credentials only: never taken from any client.
     let claim_headers = config
         .auth
@@ -361,14 +365,23 @@ fn compile_header_policy(
     let assertion = HeaderName::from_bytes(config.identity.header.as_bytes())
         .ok()
         .map(|name| (name, HeaderClass::Identity));
-    let identity = fixed(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity)
+    // The forward-auth user is read by the forward-auth check and sent on as
+    // `x-fluxlit-sub`; as itself it reaches no upstream, whoever sent it: a proxy in front
+    // that passes its own clients' header on must not log them in anywhere.
+    let identity = [(remote_user.clone(), HeaderClass::Identity)]
+        .into_iter()
+        .chain(fixed(header_sets::GATEWAY_IDENTITY, HeaderClass::Identity))
         .chain(claim_headers)
         .chain(assertion);
-    // A name keeps its first class: a standard name configured as the request id or as
-    // an identity header is no longer standard.
+    let hop = fixed(header_sets::HOP_BY_HOP, HeaderClass::Hop)
+        .chain(fixed(header_sets::GATEWAY_HOP, HeaderClass::Hop));
+    // A name keeps its first class: an identity name is never forwarded, whatever else
+    // it is configured as, and a standard name configured as the request id or as an
+    // identity header is no longer standard.
     let classes = HeaderClasses::new(
-        trusted_only
-            .chain(identity)
+        identity
+            .chain(trusted_only)
+            .chain(hop)
             .chain(fixed(header_sets::STANDARD_REQUEST, HeaderClass::Standard)),
     );
 
@@ -474,7 +487,9 @@ fn compile_provider(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let check = match settings.kind {
-        ProviderKind::TrustedProxyUser => CheckPlan::TrustedProxyUser,
+        ProviderKind::TrustedProxyUser => CheckPlan::TrustedProxyUser {
+            trusted_peers: trusted_peers(&path, settings, config)?,
+        },
         ProviderKind::Jwt => {
             let wants_secret = settings.algorithms.iter().any(|a| a.is_hmac());
             let hmac_key = match &settings.hs256_secret {
@@ -494,6 +509,30 @@ fn compile_provider(
         claim_headers,
         check,
     })
+}
+
+/// A forward-auth provider's `trusted_peers`, or `trust.proxies` when it names none.
+fn trusted_peers(
+    path: &str,
+    settings: &model::AuthProvider,
+    config: &Config,
+) -> Result<Vec<IpNet>, Diagnostic> {
+    let (key, entries) = match &settings.trusted_peers {
+        Some(peers) => (format!("{path}.trusted_peers"), peers),
+        None => ("trust.proxies".to_owned(), &config.trust.proxies),
+    };
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            parse_cidr(entry).ok_or_else(|| {
+                Diagnostic::error(
+                    format!("{key}[{index}]"),
+                    format!("{entry:?} is not an IP address or CIDR range"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn hmac_key(

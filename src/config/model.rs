@@ -32,7 +32,7 @@ pub struct Config {
     pub admin: Option<Admin>,
 
     /// Which peers are believed when they send `X-Forwarded-*`, `Forwarded`, a request id
-    /// or an identity header.
+    /// or a forward-auth user.
     pub trust: Trust,
 
     /// Upstream servers by name; routes refer to them by that name.
@@ -243,12 +243,14 @@ pub enum LogFormat {
 #[schemars(deny_unknown_fields)]
 #[serde(default)]
 pub struct Trust {
-    /// Peers (CIDR ranges or single addresses) whose `X-Forwarded-*`, `Forwarded`, request
-    /// id and identity headers are believed. Empty: nobody's are.
+    /// Peers (CIDR ranges or single addresses) whose `X-Forwarded-*`, `Forwarded` and
+    /// request id headers are believed, and, unless a `trusted_proxy_user` provider names
+    /// its own `trusted_peers`, whose forward-auth user is. Empty: nobody's are.
     pub proxies: Vec<String>,
 
-    /// Forward-auth identity header (set by an SSO proxy in front). Taken only from
-    /// trusted proxies; stripped from everyone else.
+    /// Forward-auth identity header (set by an SSO proxy in front). Believed only by a
+    /// `trusted_proxy_user` provider, from its `trusted_peers`; never forwarded to any
+    /// upstream as such (a forward-auth route sends the user as `x-fluxlit-sub`).
     pub remote_user_header: String,
 }
 
@@ -466,8 +468,9 @@ impl Auth {
 pub enum ProviderKind {
     /// A bearer JWT in `Authorization`, verified with an HMAC secret or a JWKS.
     Jwt,
-    /// The identity in `trust.remote_user_header`, set by a trusted proxy in front
-    /// (forward auth); from anyone else the request is unauthenticated.
+    /// The identity in `trust.remote_user_header`, set by a proxy in front (forward
+    /// auth) and believed only from its `trusted_peers`; from anyone else the request is
+    /// unauthenticated. The upstream gets it as `x-fluxlit-sub`, never as the header.
     TrustedProxyUser,
     /// An OpenID Connect login served by the gateway itself (backend for frontend): the
     /// user logs in at the identity provider, and the gateway mints a first-party access
@@ -641,6 +644,13 @@ pub struct AuthProvider {
     /// top of `x-fluxlit-sub` and `x-fluxlit-scope`. Clients' copies are always stripped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claim_headers: BTreeMap<String, String>,
+
+    /// trusted_proxy_user: the peers (CIDR ranges or addresses) whose
+    /// `trust.remote_user_header` is believed: the forward-auth proxy itself, which must
+    /// overwrite or remove the header its own clients send. Any other peer's request gets
+    /// 401, even from `trust.proxies` [default: `trust.proxies`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_peers: Option<Vec<String>>,
 
     /// oidc: the identity provider's issuer. Its settings are read in the background from
     /// `<issuer_url>/.well-known/openid-configuration` (OpenID Connect Discovery), and its

@@ -391,7 +391,10 @@ fn check_forward_client_headers(
         let reason = header_sets::forbidden_in_allowlist(name).or_else(|| {
             let lower = name.to_ascii_lowercase();
             if lower == config.trust.remote_user_header.to_ascii_lowercase() {
-                Some("the forward-auth identity header, believed only from trusted proxies")
+                Some(
+                    "the forward-auth identity header: never forwarded as such (a forward-auth \
+                     route sends the user as x-fluxlit-sub)",
+                )
             } else if lower == config.server.request_id_header.to_ascii_lowercase() {
                 Some("the request id header, kept only from trusted proxies")
             } else if config.auth.providers.values().any(|p| {

@@ -32,6 +32,9 @@ pub const LONG_ACCESS_TOKEN_TTL: &str = "long_access_token_ttl";
 pub const MEMORY_STORE: &str = "memory_store";
 pub const IDENTITY_KEY_GENERATED: &str = "identity_key_generated";
 pub const EXCHANGE_REACHABLE_BY_BROWSERS: &str = "exchange_reachable_by_browsers";
+/// A forward-auth provider exists: the proxy in front must strip the remote-user header
+/// its own clients send (the gateway cannot see whether it does).
+pub const FORWARD_AUTH_HEADER_MUST_BE_STRIPPED: &str = "forward_auth_header_must_be_stripped";
 
 /// Longer than this, a leeway keeps expired tokens working noticeably long.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
@@ -192,9 +195,8 @@ fn check_trust(config: &Config, found: &mut Vec<Finding>) {
                 Severity::Error,
                 key,
                 format!(
-                    "{entry:?} trusts every peer: anyone can set X-Forwarded-*, the request id \
-                     and the identity header {:?}",
-                    config.trust.remote_user_header
+                    "{entry:?} trusts every peer: anyone can set X-Forwarded-* and the request \
+                     id"
                 ),
                 "list only the addresses of your own proxies or load balancers, e.g. \
                  \"10.0.0.5/32\"",
@@ -339,6 +341,9 @@ fn check_providers(config: &Config, found: &mut Vec<Finding>) {
                 "keep leeway at 60s or less and synchronise clocks with NTP",
             ));
         }
+        if provider.kind == ProviderKind::TrustedProxyUser {
+            found.push(forward_auth_reminder(config, name, provider));
+        }
         if provider.kind != ProviderKind::Oidc {
             continue;
         }
@@ -434,6 +439,34 @@ fn is_loopback_net(net: &IpNet) -> bool {
         IpNet::V4(net) => net.prefix_len() >= 8 && net.network().is_loopback(),
         IpNet::V6(net) => net.prefix_len() == 128 && net.network().is_loopback(),
     }
+}
+
+/// Forward auth believes the remote-user header from its trusted peers, so the proxy
+/// there must never pass its own clients' copy on: nginx's `proxy_pass` does, unless told
+/// otherwise. Nothing in the file can show that it is, so this is a reminder.
+fn forward_auth_reminder(config: &Config, name: &str, provider: &AuthProvider) -> Finding {
+    let header = &config.trust.remote_user_header;
+    let peers = match &provider.trusted_peers {
+        Some(peers) => format!("its trusted_peers ({})", peers.join(", ")),
+        None => format!("trust.proxies ({})", config.trust.proxies.join(", ")),
+    };
+    let variable = header.to_ascii_lowercase().replace('-', "_");
+    Finding::new(
+        FORWARD_AUTH_HEADER_MUST_BE_STRIPPED,
+        Severity::Info,
+        format!("auth.providers.{name}"),
+        format!(
+            "provider {name:?} logs in whoever {header} names on a request from {peers}: \
+             the proxy there must set or remove {header} on every request it passes on, or \
+             a client that sends it is logged in as anyone it likes"
+        ),
+        format!(
+            "in nginx, in every location that proxies to the gateway: \
+             proxy_set_header {header} \"\"; (or, with auth_request: \
+             auth_request_set $fluxlit_user $upstream_http_{variable}; \
+             proxy_set_header {header} $fluxlit_user;)"
+        ),
+    )
 }
 
 #[cfg(test)]

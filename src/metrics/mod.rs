@@ -79,6 +79,7 @@ pub struct Metrics {
     websockets_open: Family<RouteLabel, Gauge>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     auth_failures: Family<AuthFailureLabels, Counter>,
+    client_headers_dropped: Family<RouteLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     generation: Gauge,
     last_reload_success: Gauge,
@@ -127,6 +128,13 @@ impl Metrics {
             "Requests refused by a route's auth check, by provider and reason",
             auth_failures.clone(),
         );
+        let client_headers_dropped = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "client_headers_dropped",
+            "Client request headers dropped for being on no list (not standard, not in the \
+             route's forward_client_headers), by route; one per header line",
+            client_headers_dropped.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -150,6 +158,7 @@ impl Metrics {
             &requests,
             &durations,
             &websockets_open,
+            None,
         ));
         Self {
             registry,
@@ -158,6 +167,7 @@ impl Metrics {
             websockets_open,
             upstream_errors,
             auth_failures,
+            client_headers_dropped,
             reloads,
             generation,
             last_reload_success,
@@ -182,6 +192,7 @@ impl Metrics {
                 &self.requests,
                 &self.durations,
                 &self.websockets_open,
+                Some(&self.client_headers_dropped),
             ))
         })
     }
@@ -199,6 +210,7 @@ impl Metrics {
             &self.requests,
             &self.durations,
             &self.websockets_open,
+            None,
         ))
     }
 
@@ -245,6 +257,9 @@ pub struct RouteMetrics {
     duration: Histogram,
     /// The family, not the gauge: a route's series appears with its first WebSocket.
     websockets_open: Family<RouteLabel, Gauge>,
+    /// Client headers dropped for being on no list; `None` for what forwards nothing (no
+    /// route matched, the gateway's own endpoints).
+    client_headers_dropped: Option<Counter>,
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -255,6 +270,7 @@ impl RouteMetrics {
         requests: &Family<RequestLabels, Counter>,
         durations: &HistogramFamily<RouteLabel>,
         websockets_open: &Family<RouteLabel, Gauge>,
+        client_headers_dropped: Option<&Family<RouteLabel, Counter>>,
     ) -> Self {
         let counters = STATUS_CLASSES.map(|status_class| {
             requests.get_or_create_owned(&RequestLabels {
@@ -269,6 +285,8 @@ impl RouteMetrics {
             requests: counters,
             duration: durations.get_or_create_owned(&label),
             websockets_open: websockets_open.clone(),
+            client_headers_dropped: client_headers_dropped
+                .map(|family| family.get_or_create_owned(&label)),
             name,
         }
     }
@@ -285,6 +303,13 @@ impl RouteMetrics {
             counter.inc();
         }
         self.duration.observe(seconds);
+    }
+
+    /// Counts one client header line dropped for being on no list.
+    pub fn client_header_dropped(&self) {
+        if let Some(counter) = &self.client_headers_dropped {
+            counter.inc();
+        }
     }
 
     /// Marks a WebSocket tunnel of this route open until the guard is dropped.

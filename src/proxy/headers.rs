@@ -1,12 +1,15 @@
 //! The header policy of DESIGN.md ("Headers"), applied to one request or response.
 //!
 //! Requests: hop-by-hop and `Connection`-listed names are dropped; client headers pass
-//! only when they are in the standard set or the route's allowlist; forwarding,
-//! identity and request id headers pass only from trusted proxies; then the gateway
-//! sets `Host`, `X-Forwarded-*` and the request id. HTTP and WebSocket handshakes get
-//! the same policy (a handshake keeps `Upgrade`).
+//! only when they are in the standard set or the route's allowlist; forwarding and
+//! request id headers pass only from trusted proxies; identity headers (the gateway's
+//! own and the forward-auth user) from nobody; then the gateway sets `Host`,
+//! `X-Forwarded-*` and the request id. HTTP and WebSocket handshakes get the same policy
+//! (a handshake keeps `Upgrade`). The client headers dropped for being on no list are
+//! reported to the caller, which makes them visible ([`unlisted`]).
 
 mod classes;
+pub mod unlisted;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -40,25 +43,38 @@ pub struct RequestContext<'a> {
     pub identity: Option<&'a Identity>,
 }
 
-/// Headers for the upstream request, built from the client's.
+/// Headers for the upstream request, built from the client's. `unlisted` is told each
+/// client header dropped for being on no list: in no class of the policy, not in the
+/// route's allowlist and not listed in `Connection` (once per header line). Those are
+/// the ones an app may expect and an operator can let through; what the policy drops on
+/// purpose (hop-by-hop, forwarding or identity headers) is not reported.
 pub fn upstream_request_headers(
     client: &HeaderMap,
     policy: &HeaderPolicy,
     route: &Route,
     upstream_host: &HeaderValue,
     ctx: &RequestContext<'_>,
+    unlisted: &mut dyn FnMut(&HeaderName),
 ) -> HeaderMap {
     let (connection, client_host) = ConnectionList::scan(client);
     let mut out = HeaderMap::with_capacity(client.len() + 6);
     for (name, value) in client {
-        let allowed = match policy.classes.get(name) {
+        let class = policy.classes.get(name);
+        let allowed = match class {
             Some(HeaderClass::Standard) => true,
-            Some(HeaderClass::TrustedOnly) if ctx.peer_trusted => true,
+            Some(HeaderClass::TrustedOnly) => ctx.peer_trusted,
+            Some(HeaderClass::Identity | HeaderClass::Hop) => false,
             // `compile` keeps every name with a class out of a route's allowlist.
-            _ => route.extra_client_headers.contains(name),
+            None => route.extra_client_headers.contains(name),
         };
-        if allowed && !connection.lists(name.as_str()) {
-            out.append(name.clone(), value.clone());
+        // A name `Connection` lists describes this hop only: neither forwarded nor
+        // reported. (One call site: the check stays inlined in the loop.)
+        if (allowed || class.is_none()) && !connection.lists(name.as_str()) {
+            if allowed {
+                out.append(name.clone(), value.clone());
+            } else {
+                unlisted(name);
+            }
         }
     }
 
@@ -406,10 +422,11 @@ pub fn add_hsts(headers: &mut HeaderMap, policy: &HeaderPolicy, over_https: bool
 #[derive(Debug)]
 pub struct HeaderPolicy {
     pub trusted_proxies: Vec<IpNet>,
-    /// The standard, trusted-only and identity header names, each with its class:
+    /// The standard, trusted-only, identity and hop header names, each with its class:
     /// client headers in the standard class are forwarded on every route; trusted-only
-    /// ones (forwarding, forward-auth user, request id) only from a trusted proxy;
-    /// identity ones, set by the gateway from verified credentials, from no client.
+    /// ones (forwarding, request id) only from a trusted proxy; identity ones (set by the
+    /// gateway from verified credentials, and the forward-auth user) and hop ones from
+    /// no client.
     pub classes: HeaderClasses,
     pub request_id: HeaderName,
     pub remote_user: HeaderName,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, uri::Authority};
 
+use super::headers::unlisted::UnlistedNames;
 use super::limits::WebSocketCap;
 use super::pool::UpstreamPool;
 use crate::auth::RouteAuth;
@@ -31,6 +32,9 @@ pub struct Route {
     pub security_headers: SecurityHeaderList,
     /// The route's counters, resolved on its first request (see [`crate::metrics`]).
     pub metrics: RouteSlot,
+    /// The client header names this route dropped for being on no list, in this
+    /// snapshot: each is logged the first time (a reload starts afresh).
+    pub unlisted_headers: UnlistedNames,
     /// The largest request body, in bytes (the route's, else the server's).
     pub max_request_body: u64,
     /// The cap on open WebSockets, when the route has one.

@@ -10,15 +10,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::auth::Identity;
 use crate::auth::identity::{IdentitySigner, JWKS_PATH};
-use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
+use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
+use crate::proxy::headers::unlisted::{self, Noted};
 use crate::proxy::headers::{self, RequestContext};
 use crate::proxy::pool::{Sent, UpstreamBody, UpstreamError};
 use crate::proxy::route::{HttpUpstream, Route, UpstreamTarget};
@@ -192,7 +193,7 @@ impl Proxy {
         Routed::Wait(Box::pin(async move {
             let remote_user = &arrival.snapshot.headers.remote_user;
             let checked = auth
-                .authenticate(arrival.request.headers(), arrival.peer_trusted, remote_user)
+                .authenticate(arrival.request.headers(), arrival.peer.ip(), remote_user)
                 .await;
             let mut identity = match checked {
                 Ok(identity) => identity,
@@ -278,6 +279,10 @@ impl Proxy {
             identity,
         };
 
+        // Resolved already: `route` counted the request under it.
+        let route_metrics = self.metrics.route(&route.metrics, &route.name);
+        let mut unlisted = |name: &HeaderName| report_unlisted(route, route_metrics, name);
+
         let http = match &route.upstream.target {
             UpstreamTarget::Http(http) => http,
             UpstreamTarget::Echo => {
@@ -289,6 +294,7 @@ impl Proxy {
                     route,
                     &host,
                     &ctx,
+                    &mut unlisted,
                 );
                 let method = parts.method;
                 return Routed::Wait(Box::pin(async move {
@@ -302,6 +308,7 @@ impl Proxy {
             route,
             &http.host,
             &ctx,
+            &mut unlisted,
         );
         framing::frame_upstream_request(&parts.headers, &body, &mut headers);
         let Some(uri) = upstream_uri(http, upstream_path) else {
@@ -325,6 +332,32 @@ impl Proxy {
             client_upgrade: client_upgrade.map(|upgrade| (upgrade, websocket_slot)),
             credential_expires_at: identity.and_then(|identity| identity.expires_at),
         })
+    }
+}
+
+/// Makes a client header that the policy dropped for being on no list visible: counted,
+/// and logged the first time the route drops that name in this snapshot (the names are
+/// capped, so made-up ones cannot flood the log). Never the value: it may be a secret.
+#[cold]
+fn report_unlisted(route: &Route, metrics: &RouteMetrics, name: &HeaderName) {
+    metrics.client_header_dropped();
+    match route.unlisted_headers.note(name) {
+        Noted::First => tracing::info!(
+            route = %route.name,
+            header = %name,
+            "client header dropped: it is not a standard header; add it to the route's \
+             forward_client_headers if the upstream needs it",
+        ),
+        Noted::Full => tracing::info!(
+            route = %route.name,
+            header = %name,
+            "client header dropped: it is not a standard header; add it to the route's \
+             forward_client_headers if the upstream needs it. The route dropped {} other \
+             names since the config was loaded: further ones are only counted \
+             (fluxlit_client_headers_dropped_total) until the next reload",
+            unlisted::REMEMBERED,
+        ),
+        Noted::Again => {}
     }
 }
 

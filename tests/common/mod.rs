@@ -46,6 +46,9 @@ pub use config::ConfigText;
 pub const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 /// An ordinary client: loopback too, but outside every trusted range.
 pub const UNTRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// A second proxy (loopback too), for tests that trust two peers for different things:
+/// say, a load balancer in `trust.proxies` beside the forward-auth proxy [`TRUSTED`].
+pub const OTHER_PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 /// How long any single step may take before the test is declared hung. Never a
 /// statement about speed.
 pub const HANG_GUARD: Duration = Duration::from_secs(10);

@@ -6,7 +6,7 @@ use url::Url;
 
 use super::super::diagnostic::Diagnostic;
 use super::super::model::{AuthProvider, Config, ProviderKind};
-use super::{is_local_host, is_valid_name, jwt_only_keys_set, oidc, suggest};
+use super::{is_local_host, is_valid_name, jwt_only_keys_set, oidc, parse_cidr, suggest};
 use crate::header_sets;
 
 pub(super) fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
@@ -28,6 +28,12 @@ pub(super) fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
         }
         if provider.kind != ProviderKind::Oidc {
             oidc::check_no_oidc_keys(&path, provider, found);
+        }
+        if provider.kind != ProviderKind::TrustedProxyUser && provider.trusted_peers.is_some() {
+            found.push(Diagnostic::error(
+                format!("{path}.trusted_peers"),
+                "`trusted_peers` applies to kind = \"trusted_proxy_user\" only",
+            ));
         }
         for (claim, header) in &provider.claim_headers {
             let key = format!("{path}.claim_headers.{claim}");
@@ -223,14 +229,71 @@ fn check_trusted_proxy_user(
             format!("`{key}` applies to kind = \"jwt\" only"),
         ));
     }
-    if config.trust.proxies.is_empty() {
-        found.push(
+    match &provider.trusted_peers {
+        Some(peers) => check_trusted_peers(path, peers, found),
+        None if config.trust.proxies.is_empty() => found.push(
             Diagnostic::warning(
                 path,
-                "trust.proxies is empty, so no request can carry a trusted user: every request \
-                 on its routes gets 401",
+                "neither trusted_peers nor trust.proxies names a peer, so no request can carry \
+                 a trusted user: every request on its routes gets 401",
             )
-            .with_help("list the address of the proxy that sets trust.remote_user_header"),
-        );
+            .with_help(
+                "set trusted_peers to the address of the proxy that sets \
+                 trust.remote_user_header, e.g. trusted_peers = [\"127.0.0.1/32\"]",
+            ),
+        ),
+        None => {
+            let everyone = config
+                .trust
+                .proxies
+                .iter()
+                .find(|entry| parse_cidr(entry).is_some_and(|net| net.prefix_len() == 0));
+            if let Some(entry) = everyone {
+                found.push(
+                    Diagnostic::error(
+                        path,
+                        format!(
+                            "believes the user from trust.proxies, which holds {entry:?}: any \
+                             client could log in as anyone by sending the remote-user header"
+                        ),
+                    )
+                    .with_help(
+                        "set trusted_peers to the forward-auth proxy's address, e.g. \
+                         trusted_peers = [\"10.0.0.5/32\"]",
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The peers whose remote-user header a forward-auth provider believes: whoever is in
+/// them can log in as anyone, so a range holding every address is refused.
+fn check_trusted_peers(path: &str, peers: &[String], found: &mut Vec<Diagnostic>) {
+    if peers.is_empty() {
+        found.push(Diagnostic::warning(
+            format!("{path}.trusted_peers"),
+            "is empty: no peer's user is believed, so every request on its routes gets 401",
+        ));
+    }
+    for (index, entry) in peers.iter().enumerate() {
+        let key = format!("{path}.trusted_peers[{index}]");
+        match parse_cidr(entry) {
+            None => found.push(
+                Diagnostic::error(key, format!("{entry:?} is not an IP address or CIDR range"))
+                    .with_help("write it like \"127.0.0.1/32\", \"10.0.0.5\" or \"::1\""),
+            ),
+            Some(net) if net.prefix_len() == 0 => found.push(
+                Diagnostic::error(
+                    key,
+                    format!(
+                        "{entry:?} believes every peer: any client could log in as anyone by \
+                         sending the remote-user header"
+                    ),
+                )
+                .with_help("list only the forward-auth proxy's address, e.g. \"10.0.0.5/32\""),
+            ),
+            Some(_) => {}
+        }
     }
 }

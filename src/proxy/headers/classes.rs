@@ -15,10 +15,15 @@ use http::HeaderName;
 pub enum HeaderClass {
     /// Forwarded on every route.
     Standard,
-    /// Forwarded from trusted proxies only: forwarding, request id, forward-auth user.
+    /// Forwarded from trusted proxies only: forwarding and request id headers.
     TrustedOnly,
-    /// Set by the gateway from verified credentials; never taken from a client.
+    /// Who the user is: set by the gateway from verified credentials, never taken from a
+    /// client. The forward-auth user header is one too: a forward-auth check reads it,
+    /// and the upstream gets the user as the gateway's own `x-fluxlit-sub`.
     Identity,
+    /// About one connection or hop (hop-by-hop names, `Host`, `Expect`): never forwarded
+    /// as sent; the gateway writes what the upstream needs.
+    Hop,
 }
 
 /// The names of the policy's sets, each with its class; a name in none has no class
