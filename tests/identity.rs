@@ -224,3 +224,25 @@ async fn a_key_that_cannot_sign_is_refused_with_its_key_path() {
     assert!(error.contains("identity.signing_key"), "{error}");
     assert!(error.contains("Ed25519"), "{error}");
 }
+
+#[tokio::test]
+async fn the_key_set_answers_head_with_its_length_and_refuses_other_methods() {
+    let (gateway, _) = gateway("", &[]).await;
+    let path = "/.well-known/fluxlit/jwks.json";
+    let full = send(gateway.addr(), get(gateway.addr(), path, &[])).await;
+    let request = |method: http::Method| {
+        let mut request = get(gateway.addr(), path, &[]);
+        *request.method_mut() = method;
+        request
+    };
+    let head = send(gateway.addr(), request(http::Method::HEAD)).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(full.body.len().to_string().as_str())
+    );
+    let post = send(gateway.addr(), request(http::Method::POST)).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+}
