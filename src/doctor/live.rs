@@ -62,6 +62,34 @@ impl fmt::Debug for RedisCheck {
     }
 }
 
+/// A finding when the secret at `key` cannot be read, or is shorter than `min` bytes
+/// (`needs` says why that is too short).
+fn check_length(
+    secret: &SecretRef,
+    ctx: &CompileContext,
+    key: String,
+    what: &str,
+    min: usize,
+    needs: &str,
+    found: &mut Vec<Finding>,
+) {
+    match resolve(secret, ctx, &key) {
+        Ok(bytes) if bytes.expose().len() < min => found.push(Finding::new(
+            SECRET_TOO_SHORT,
+            Severity::Error,
+            key,
+            format!(
+                "the {what} in {} is {} bytes; {needs}",
+                source(secret),
+                bytes.expose().len(),
+            ),
+            format!("use a random secret of {min} bytes or more, e.g. `openssl rand -base64 48`"),
+        )),
+        Ok(_) => {}
+        Err(finding) => found.push(finding),
+    }
+}
+
 /// Resolves every secret the config names, as the gateway would at compile time, and
 /// returns what is wrong with them and the Redis stores to PING.
 pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Vec<RedisCheck>) {
@@ -72,26 +100,13 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
         if let Some(secret) = &provider.hs256_secret
             && let Some(min) = provider.algorithms.iter().filter_map(hmac_key_bytes).max()
         {
+            let needs = format!(
+                "{} needs at least {min} (RFC 7518 §3.2), else tokens can be forged by \
+                 guessing it",
+                strongest_hmac(&provider.algorithms)
+            );
             let key = format!("{path}.hs256_secret");
-            match resolve(secret, ctx, &key) {
-                Ok(bytes) if bytes.expose().len() < min => found.push(Finding::new(
-                    SECRET_TOO_SHORT,
-                    Severity::Error,
-                    key,
-                    format!(
-                        "the secret in {} is {} bytes; {} needs at least {min} (RFC 7518 §3.2), \
-                         else tokens can be forged by guessing it",
-                        source(secret),
-                        bytes.expose().len(),
-                        strongest_hmac(&provider.algorithms)
-                    ),
-                    format!(
-                        "use a random secret of {min} bytes or more, e.g. `openssl rand -base64 48`"
-                    ),
-                )),
-                Ok(_) => {}
-                Err(finding) => found.push(finding),
-            }
+            check_length(secret, ctx, key, "secret", min, &needs, &mut found);
         }
         if let Some(file) = &provider.jwks_file
             && let Err(why) = load_jwks_file(&ctx.config_dir.join(file))
@@ -114,26 +129,13 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
             found.push(finding);
         }
         if let Some(secret) = &provider.exchange_secret {
-            let key = format!("{path}.exchange_secret");
             let min = oidc_defaults::MIN_EXCHANGE_SECRET;
-            match resolve(secret, ctx, &key) {
-                Ok(bytes) if bytes.expose().len() < min => found.push(Finding::new(
-                    SECRET_TOO_SHORT,
-                    Severity::Error,
-                    key,
-                    format!(
-                        "the exchange secret in {} is {} bytes; it needs at least {min}, else \
-                         whoever reaches the exchange can guess it and redeem auth codes",
-                        source(secret),
-                        bytes.expose().len(),
-                    ),
-                    format!(
-                        "use a random secret of {min} bytes or more, e.g. `openssl rand -base64 48`"
-                    ),
-                )),
-                Ok(_) => {}
-                Err(finding) => found.push(finding),
-            }
+            let needs = format!(
+                "it needs at least {min}, else whoever reaches the exchange can guess it and \
+                 redeem auth codes"
+            );
+            let key = format!("{path}.exchange_secret");
+            check_length(secret, ctx, key, "exchange secret", min, &needs, &mut found);
         }
         let key = format!("{path}.store");
         let url = match &provider.store {
