@@ -16,8 +16,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::auth::*;
@@ -276,33 +274,6 @@ async fn a_reload_that_breaks_a_provider_keeps_the_running_one_and_says_why() {
     assert!(gateway.gateway.reloader().status().last_error.is_none());
     assert_eq!(status(&gateway, &good).await, 401);
     assert_eq!(status(&gateway, &other).await, 200);
-}
-
-/// A TCP listener that only counts the connections made to it: a JWKS URL or an
-/// identity provider that records whether the gateway reached out.
-struct ContactRecorder {
-    addr: SocketAddr,
-    contacts: Arc<AtomicUsize>,
-}
-
-impl ContactRecorder {
-    async fn spawn() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let contacts = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&contacts);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                drop(stream);
-            }
-        });
-        Self { addr, contacts }
-    }
-
-    fn contacts(&self) -> usize {
-        self.contacts.load(Ordering::SeqCst)
-    }
 }
 
 /// A config with a jwt provider whose keys are at `jwks`, an oidc provider whose issuer

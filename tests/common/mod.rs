@@ -336,6 +336,34 @@ pub async fn spawn_recording_upstream(name: &'static str) -> SocketAddr {
     .await
 }
 
+/// A TCP listener that only counts the connections made to it: a JWKS URL or an
+/// identity provider that records whether the gateway reached out.
+#[derive(Debug)]
+pub struct ContactRecorder {
+    pub addr: SocketAddr,
+    contacts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ContactRecorder {
+    pub async fn spawn() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let contacts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&contacts);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Self { addr, contacts }
+    }
+
+    pub fn contacts(&self) -> usize {
+        self.contacts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A recording upstream (answers JSON of what it received, like
 /// [`spawn_recording_upstream`]) that also counts the requests reaching it.
 #[derive(Debug, Clone)]
