@@ -246,3 +246,17 @@ async fn the_key_set_answers_head_with_its_length_and_refuses_other_methods() {
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
 }
+
+#[tokio::test]
+async fn a_header_clients_send_or_a_zero_ttl_is_refused_with_its_key_path() {
+    let upstream = spawn_recording_upstream("app").await;
+    let config = config_text(upstream, "header = \"X-Forwarded-For\"\nttl = \"0s\"");
+    let (_dir, path) = config_dir(config.text(), &[("secret", HS_SECRET)]);
+    let error = match fluxlit::config::load(&path) {
+        Ok(_) => panic!("the config was accepted"),
+        Err(error) => error.render().join("\n"),
+    };
+    assert!(error.contains("identity.header"), "{error}");
+    assert!(error.contains("other purposes"), "{error}");
+    assert!(error.contains("identity.ttl"), "{error}");
+}
