@@ -25,11 +25,13 @@ use crate::compile::{
     CheckPlan, CompileContext, IdentityPlan, JwksPlan, OidcPlan, Plan, ProviderPlan, RoutePlan,
     TargetPlan, UpstreamPlan, compile,
 };
+use crate::config::model::RateLimit;
 use crate::config::{CheckedConfig, Diagnostic, model};
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::route::{HttpUpstream, Route, Upstream, UpstreamTarget};
 use crate::proxy::routes::RouteTable;
+use crate::rate_limit::ClientRateLimit;
 use crate::snapshot::Snapshot;
 
 /// Why a plan could not be built. Compile checks everything a user can get wrong; these
@@ -156,7 +158,7 @@ pub fn compile_and_build(
 
 impl Snapshot {
     /// Starts the background work this snapshot needs and does not have yet: key
-    /// refreshes and OIDC discovery. Parts taken over from the previous snapshot are
+    /// refreshes, OIDC discovery and the rate limits' sweeps. Parts taken over from the previous snapshot are
     /// running already (each starts at most once). Called after the snapshot is stored,
     /// never for one a reload refused; needs a tokio runtime.
     pub fn start(&self) {
@@ -167,9 +169,19 @@ impl Snapshot {
                         cache.start();
                     }
                 }
-                Check::Oidc(oidc) => oidc.discovery.start(),
+                Check::Oidc(oidc) => {
+                    oidc.discovery.start();
+                    oidc.login_limit.start();
+                }
                 Check::TrustedProxyUser { .. } => {}
             }
+        }
+        for limit in self
+            .routes
+            .routes()
+            .filter_map(|route| route.rate_limit.as_ref())
+        {
+            limit.start();
         }
     }
 }
@@ -210,6 +222,18 @@ fn build_route(
         });
         WebSocketCap::new(max, running)
     });
+    let rate_limit = route.rate_limit.map(|settings| {
+        // The same route with the same limit keeps every client's bucket: a reload
+        // must not hand a client a fresh burst.
+        let running = previous.and_then(|snapshot| {
+            snapshot
+                .routes
+                .routes()
+                .find(|old| old.name == route.name)
+                .and_then(|old| old.rate_limit.as_ref())
+        });
+        keep_or_new_limit(settings, running)
+    });
     Ok(Route {
         name: route.name,
         auth,
@@ -222,7 +246,19 @@ fn build_route(
         unlisted_headers: Default::default(),
         max_request_body: route.max_request_body,
         websockets,
+        rate_limit,
     })
+}
+
+/// The running limit when it has the same settings, else a new one.
+fn keep_or_new_limit(
+    settings: RateLimit,
+    running: Option<&Arc<ClientRateLimit>>,
+) -> Arc<ClientRateLimit> {
+    match running {
+        Some(limit) if *limit.settings() == settings => Arc::clone(limit),
+        _ => Arc::new(ClientRateLimit::new(settings)),
+    }
 }
 
 fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot>) -> Upstream {
@@ -363,12 +399,17 @@ fn build_oidc(
             })?,
         ),
     };
+    let login_limit = keep_or_new_limit(
+        plan.login_rate_limit,
+        previous.as_ref().map(|old| &old.login_limit),
+    );
     Ok(OidcProvider {
         name: name.into(),
         settings: plan.settings,
         discovery,
         store,
         store_settings: plan.store,
+        login_limit,
     })
 }
 

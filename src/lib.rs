@@ -26,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;
+pub mod rate_limit;
 pub mod reload;
 pub mod serve;
 pub mod shutdown;

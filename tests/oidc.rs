@@ -1630,6 +1630,38 @@ async fn a_flood_of_logins_stays_within_the_store_bound() {
 }
 
 #[tokio::test]
+async fn a_flood_of_logins_from_one_address_is_limited_while_another_address_logs_in() {
+    let setup = setup_ready("").await;
+    // The default limit: a burst of 20, then 10 a minute.
+    for attempt in 0..20 {
+        let reply = get_from(UNTRUSTED, &setup.gateway, "/auth/login", &[]).await;
+        assert_eq!(reply.status, 302, "login {attempt} of the burst");
+    }
+    let refused = get_from(UNTRUSTED, &setup.gateway, "/auth/login", &[]).await;
+    refused.assert_says(429, "too many requests");
+    let retry_after: u64 = refused
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=6).contains(&retry_after), "{retry_after}");
+
+    // The flood costs 127.0.0.1 nothing: its login finishes and its code is redeemed.
+    let landing = landing_of(&login_until_callback(&setup, Some("/app")).await);
+    let reply = exchange(&setup.gateway, &landing).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Only the login is limited: the flooding address can still finish a login it began.
+    let callback = get_from(
+        UNTRUSTED,
+        &setup.gateway,
+        "/auth/callback?code=x&state=y",
+        &[],
+    )
+    .await;
+    assert_eq!(callback.status, 400, "{}", callback.text());
+}
+
+#[tokio::test]
 async fn a_reload_keeps_logins_in_progress_and_the_discovered_settings() {
     let setup = setup_ready("").await;
     let before = setup.gateway.gateway.snapshot();

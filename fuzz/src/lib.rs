@@ -76,6 +76,7 @@ pub fn route() -> Route {
         unlisted_headers: Default::default(),
         max_request_body: model::Server::default().max_request_body.bytes(),
         websockets: None,
+        rate_limit: None,
     }
 }
 

@@ -127,6 +127,7 @@ pub struct RoutePlan {
     pub security_headers: SecurityHeaderList,
     pub max_request_body: u64,
     pub max_websockets: Option<usize>,
+    pub rate_limit: Option<model::RateLimit>,
 }
 
 #[derive(Debug)]
@@ -248,6 +249,7 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
                 .unwrap_or(config.server.max_request_body)
                 .bytes(),
             max_websockets: route.max_websockets.map(|max| max as usize),
+            rate_limit: route.rate_limit,
         });
     }
 

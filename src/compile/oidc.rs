@@ -25,6 +25,8 @@ pub struct OidcPlan {
     /// A custom provider's endpoints, checked: nothing to discover.
     pub manual: Option<Discovered>,
     pub store: StoreSettings,
+    /// Requests per client to the login endpoint.
+    pub login_rate_limit: model::RateLimit,
 }
 
 /// An oidc provider. Its client secret and its mint provider's secret are read now;
@@ -155,6 +157,9 @@ pub(super) fn compile_oidc(
         discovery,
         manual,
         store,
+        login_rate_limit: settings
+            .login_rate_limit
+            .unwrap_or(oidc_defaults::LOGIN_RATE_LIMIT),
     })
 }
 

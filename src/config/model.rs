@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError};
 
-use super::units::{ByteSize, Duration};
+use super::units::{ByteSize, Duration, Rate};
 
 /// The whole `fluxlit.toml`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema, Validate)]
@@ -366,6 +366,34 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(range(min = 1))]
     pub max_websockets: Option<u32>,
+
+    /// Requests per client on this route, e.g. `{ rate = "20/s", burst = 40 }`; a client
+    /// over it gets 429 with `Retry-After`. Clients are told apart by their address as
+    /// resolved through `trust.proxies` (IPv6 by its /64) [default: no limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(nested)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit = { rate = "20/s", burst = 40 }`: a per-client limit (GCRA: a bucket of
+/// `burst` requests that refills at `rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Validate)]
+#[schemars(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The steady rate a client may keep up: `"20/s"`, `"10/min"`, `"1000/h"`.
+    pub rate: Rate,
+    /// How many requests a client may send at once, after a quiet spell
+    /// [default: the rate's count].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1))]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The bucket's size: `burst`, else the rate's count.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.rate.count())
+    }
 }
 
 /// `security_headers`: on, off, or a table of values.
@@ -730,6 +758,13 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_secret: Option<SecretRef>,
 
+    /// oidc: requests per client to the login endpoint (each starts a login at the
+    /// identity provider); a client over it gets 429 with `Retry-After`. Raise it when
+    /// many users share one address (a corporate NAT) [default: `{ rate = "10/min",
+    /// burst = 20 }`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_rate_limit: Option<RateLimit>,
+
     /// oidc: a custom provider's authorization endpoint, instead of discovery (with
     /// `token_endpoint`). Such a provider has no JWKS, so it is refused unless
     /// `allow_unverified_id_token_for_custom_oidc = true`.
@@ -884,4 +919,9 @@ pub mod oidc_defaults {
     pub const MIN_EXCHANGE_SECRET: usize = 32;
     /// The id_token claims that may be copied into the minted token (`sub` always is).
     pub const COPYABLE_CLAIMS: &[&str] = &["email", "name"];
+    /// Requests per client to the login endpoint.
+    pub const LOGIN_RATE_LIMIT: super::RateLimit = super::RateLimit {
+        rate: super::Rate::per_minute(10),
+        burst: Some(20),
+    };
 }

@@ -164,6 +164,127 @@ impl JsonSchema for ByteSize {
     }
 }
 
+/// A request rate written as text: a count per unit of time, `"20/s"`, `"10/min"`,
+/// `"1000/h"`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    count: u32,
+    per: RateUnit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RateUnit {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl RateUnit {
+    const fn seconds(self) -> u64 {
+        match self {
+            RateUnit::Second => 1,
+            RateUnit::Minute => 60,
+            RateUnit::Hour => 3600,
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            RateUnit::Second => "s",
+            RateUnit::Minute => "min",
+            RateUnit::Hour => "h",
+        }
+    }
+}
+
+impl Rate {
+    /// `count` requests per minute.
+    pub const fn per_minute(count: u32) -> Self {
+        Self {
+            count,
+            per: RateUnit::Minute,
+        }
+    }
+
+    /// The requests allowed per unit of time; never zero once parsed.
+    pub const fn count(self) -> u32 {
+        self.count
+    }
+
+    /// The steady spacing between two requests: the unit divided by the count.
+    pub fn interval(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.per.seconds()) / self.count.max(1)
+    }
+}
+
+impl fmt::Debug for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, self.per.name())
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = |why: &str| {
+            format!("invalid rate {text:?}: {why} (write it like \"20/s\", \"10/min\", \"1000/h\")")
+        };
+        let Some((count, unit)) = text.trim().split_once('/') else {
+            return Err(invalid("a count, '/' and a unit"));
+        };
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the count must be a whole number"))?;
+        if count == 0 {
+            return Err(invalid("the count must be at least 1"));
+        }
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => RateUnit::Second,
+            "m" | "min" | "minute" => RateUnit::Minute,
+            "h" | "hour" => RateUnit::Hour,
+            _ => return Err(invalid("the unit must be s, min or h")),
+        };
+        Ok(Self { count, per })
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Rate {
+    fn schema_name() -> Cow<'static, str> {
+        "Rate".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A rate: a count of requests per second, minute or hour, e.g. \"20/s\", \"10/min\", \"1000/h\".",
+            // The forms `Rate::from_str` accepts; the schema and the parser must agree.
+            "pattern": r"^\s*0*[1-9][0-9]*\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$",
+            "examples": ["20/s", "10/min"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +311,20 @@ mod tests {
         assert_eq!("16KiB".parse::<ByteSize>().unwrap().to_string(), "16KiB");
         assert_eq!("1000".parse::<ByteSize>().unwrap().bytes(), 1000);
         assert!("ten megs".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn rates_parse_and_print_back() {
+        let rate: Rate = "20/s".parse().unwrap();
+        assert_eq!(rate.count(), 20);
+        assert_eq!(rate.interval(), std::time::Duration::from_millis(50));
+        assert_eq!(rate.to_string(), "20/s");
+        let rate: Rate = " 10 / minute ".parse().unwrap();
+        assert_eq!(rate.to_string(), "10/min");
+        assert_eq!(rate.interval(), std::time::Duration::from_secs(6));
+        assert_eq!("1000/h".parse::<Rate>().unwrap().to_string(), "1000/h");
+        for wrong in ["0/s", "20", "20/day", "-1/s", "x/s", "/s", "4294967296/s"] {
+            assert!(wrong.parse::<Rate>().is_err(), "{wrong} is no rate");
+        }
     }
 }

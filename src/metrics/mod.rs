@@ -80,6 +80,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     auth_failures: Family<AuthFailureLabels, Counter>,
     client_headers_dropped: Family<RouteLabel, Counter>,
+    rate_limited: Family<RouteLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     generation: Gauge,
     last_reload_success: Gauge,
@@ -135,6 +136,13 @@ impl Metrics {
              route's forward_client_headers), by route; one per header line",
             client_headers_dropped.clone(),
         );
+        let rate_limited = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a per-client rate limit, by route (the gateway's \
+             login endpoint: by oidc provider)",
+            rate_limited.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -158,6 +166,7 @@ impl Metrics {
             &requests,
             &durations,
             &websockets_open,
+            &rate_limited,
             None,
         ));
         Self {
@@ -168,6 +177,7 @@ impl Metrics {
             upstream_errors,
             auth_failures,
             client_headers_dropped,
+            rate_limited,
             reloads,
             generation,
             last_reload_success,
@@ -192,6 +202,7 @@ impl Metrics {
                 &self.requests,
                 &self.durations,
                 &self.websockets_open,
+                &self.rate_limited,
                 Some(&self.client_headers_dropped),
             ))
         })
@@ -210,6 +221,7 @@ impl Metrics {
             &self.requests,
             &self.durations,
             &self.websockets_open,
+            &self.rate_limited,
             None,
         ))
     }
@@ -257,6 +269,8 @@ pub struct RouteMetrics {
     duration: Histogram,
     /// The family, not the gauge: a route's series appears with its first WebSocket.
     websockets_open: Family<RouteLabel, Gauge>,
+    /// The family, not the counter: a route's series appears with its first refusal.
+    rate_limited: Family<RouteLabel, Counter>,
     /// Client headers dropped for being on no list; `None` for what forwards nothing (no
     /// route matched, the gateway's own endpoints).
     client_headers_dropped: Option<Counter>,
@@ -270,6 +284,7 @@ impl RouteMetrics {
         requests: &Family<RequestLabels, Counter>,
         durations: &HistogramFamily<RouteLabel>,
         websockets_open: &Family<RouteLabel, Gauge>,
+        rate_limited: &Family<RouteLabel, Counter>,
         client_headers_dropped: Option<&Family<RouteLabel, Counter>>,
     ) -> Self {
         let counters = STATUS_CLASSES.map(|status_class| {
@@ -285,6 +300,7 @@ impl RouteMetrics {
             requests: counters,
             duration: durations.get_or_create_owned(&label),
             websockets_open: websockets_open.clone(),
+            rate_limited: rate_limited.clone(),
             client_headers_dropped: client_headers_dropped
                 .map(|family| family.get_or_create_owned(&label)),
             name,
@@ -310,6 +326,14 @@ impl RouteMetrics {
         if let Some(counter) = &self.client_headers_dropped {
             counter.inc();
         }
+    }
+
+    /// Counts one request refused by a per-client rate limit.
+    pub fn rate_limited(&self) {
+        let label = RouteLabel {
+            route: Arc::clone(&self.name),
+        };
+        self.rate_limited.get_or_create(&label).inc();
     }
 
     /// Marks a WebSocket tunnel of this route open until the guard is dropped.

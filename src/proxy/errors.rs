@@ -5,6 +5,7 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::route::Route;
+use crate::rate_limit::Limited;
 
 /// A short plain-text answer that names the route and the request id, so a user can
 /// quote it and an operator can find the log line. Never includes upstream details.
@@ -85,6 +86,23 @@ pub fn too_large(route: &Route, request_id: &HeaderValue) -> Response<ProxyBody>
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// 429 for a client over a per-client rate limit (`route`'s, or `None` for the login
+/// endpoint's), with `Retry-After`. Not logged: a flood would flood the log too; the
+/// refusals are counted (`fluxlit_rate_limited_total`).
+pub fn rate_limited(
+    route: Option<&Route>,
+    limited: Limited,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let retry_after = limited.retry_after_secs();
+    let message = format!("too many requests from this client; try again in {retry_after}s");
+    let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, route, &message, request_id);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
 }
 

@@ -13,6 +13,7 @@ use super::pool::UpstreamPool;
 use crate::auth::RouteAuth;
 use crate::config::model;
 use crate::metrics::RouteSlot;
+use crate::rate_limit::ClientRateLimit;
 
 /// A route as the request path needs it.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct Route {
     pub max_request_body: u64,
     /// The cap on open WebSockets, when the route has one.
     pub websockets: Option<WebSocketCap>,
+    /// Requests per client, when the route has a limit.
+    pub rate_limit: Option<Arc<ClientRateLimit>>,
 }
 
 /// Security response headers, precomputed; routes without their own share the server's.

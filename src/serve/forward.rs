@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 
 use crate::auth::Identity;
 use crate::auth::identity::{IdentitySigner, JWKS_PATH};
+use crate::auth::oidc::Endpoint;
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
 use crate::proxy::headers::unlisted::{self, Noted};
@@ -153,16 +154,24 @@ impl Proxy {
             return Routed::Respond(jwks_response(request.method(), &snapshot.identity));
         }
         // The gateway's own login endpoints (oidc providers) come before the routes.
-        if let Some(provider) = snapshot.auth_endpoints.find(&path) {
-            record.set_route(self.metrics.auth_endpoint(provider));
+        if let Some(entry) = snapshot.auth_endpoints.find(&path) {
+            let metrics = self.metrics.auth_endpoint(&entry.provider.name);
+            // Limits and the exchange judge the client, not a trusted proxy in front of it.
+            let client = headers::client_address(peer.ip(), request.headers(), &snapshot.headers);
+            if entry.endpoint == Endpoint::Login
+                && let Err(limited) = entry.provider.login_limit.check(client)
+            {
+                metrics.rate_limited();
+                record.set_route(metrics);
+                return Routed::Respond(errors::rate_limited(None, limited, request_id));
+            }
+            record.set_route(metrics);
             let (endpoints, peer, request_id) = (&snapshot.auth_endpoints, *peer, *request_id);
             // A path that needed no normalising is the request's own.
             let normalised = match path {
                 Cow::Owned(path) => Some(path),
                 Cow::Borrowed(_) => None,
             };
-            // The exchange is judged on the client, not on a trusted proxy in front of it.
-            let client = headers::client_address(peer.ip(), request.headers(), &snapshot.headers);
             let answer = login::answer(
                 endpoints,
                 arrival.request,
@@ -182,8 +191,17 @@ impl Proxy {
                 request_id,
             ));
         };
-        record.set_route(Arc::clone(self.metrics.route(&route.metrics, &route.name)));
+        let route_metrics = self.metrics.route(&route.metrics, &route.name);
+        record.set_route(Arc::clone(route_metrics));
         *matched = Some(route);
+        // Before the auth check: a flood costs no token verification.
+        if let Some(limit) = &route.rate_limit {
+            let client = headers::client_address(peer.ip(), request.headers(), &snapshot.headers);
+            if let Err(limited) = limit.check(client) {
+                route_metrics.rate_limited();
+                return Routed::Respond(errors::rate_limited(Some(route), limited, request_id));
+            }
+        }
         let upstream_path = upstream_path(route, &path, request.uri().query());
 
         // The route's check runs before anything is sent upstream.

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
 use crate::config::model::OidcPaths;
+use crate::rate_limit::ClientRateLimit;
 use discovery::{Discovery, DiscoveryStatus};
 use store::{Store, StoreStatus};
 
@@ -117,6 +118,8 @@ pub struct OidcProvider {
     pub discovery: Arc<Discovery>,
     pub store: Arc<dyn Store>,
     pub store_settings: StoreSettings,
+    /// Requests per client to the login endpoint (`login_rate_limit`).
+    pub login_limit: Arc<ClientRateLimit>,
 }
 
 /// What `/snapshot` shows about an oidc provider.
@@ -197,12 +200,9 @@ impl AuthEndpoints {
         self.entries.is_empty()
     }
 
-    /// The name of the provider whose endpoint is served at `path` (normalised), if any.
-    pub fn find(&self, path: &str) -> Option<&Arc<str>> {
-        self.entries
-            .iter()
-            .find(|entry| entry.path == path)
-            .map(|entry| &entry.provider.name)
+    /// The endpoint served at `path` (normalised), if any.
+    pub fn find(&self, path: &str) -> Option<&AuthEndpoint> {
+        self.entries.iter().find(|entry| entry.path == path)
     }
 
     pub fn entries(&self) -> &[AuthEndpoint] {

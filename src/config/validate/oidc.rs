@@ -56,6 +56,7 @@ pub(super) fn check_oidc_provider(
     check_ttls(path, provider, found);
     check_store(path, provider, found);
     check_exchange_from(path, provider, found);
+    check_login_rate_limit(path, provider, found);
     check_manual_endpoints(path, provider, found);
 
     if config.server.public_base_url.is_none() {
@@ -485,6 +486,21 @@ fn check_idp_url(key: &str, text: &str, rules: IdpUrl, found: &mut Vec<Diagnosti
 }
 
 /// oidc keys on a jwt or trusted_proxy_user provider.
+fn check_login_rate_limit(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    if provider
+        .login_rate_limit
+        .is_some_and(|limit| limit.burst == Some(0))
+    {
+        found.push(
+            Diagnostic::error(
+                format!("{path}.login_rate_limit.burst"),
+                "must be at least 1: a burst of 0 would refuse every login",
+            )
+            .with_help("leave `burst` out to allow the rate's count at once"),
+        );
+    }
+}
+
 pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
     let oidc_only = [
         ("issuer_url", provider.issuer_url.is_some()),
@@ -501,6 +517,7 @@ pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mu
         ("store_max_entries", provider.store_max_entries.is_some()),
         ("exchange_from", provider.exchange_from.is_some()),
         ("exchange_secret", provider.exchange_secret.is_some()),
+        ("login_rate_limit", provider.login_rate_limit.is_some()),
         (
             "authorization_endpoint",
             provider.authorization_endpoint.is_some(),
