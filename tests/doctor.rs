@@ -129,8 +129,11 @@ async fn online(config: String, env: Vec<(&'static str, String)>) -> Run {
 
 /// A jwt provider `main` (secret from MINT_SECRET) and an oidc provider `corp` minting
 /// with it, with `extra` keys for `corp`.
+/// Behind an ingress in 10.0.0.0/8 that terminates TLS (and is trusted, as it must be
+/// for the login limit to tell clients apart).
 fn oidc_config(issuer_url: &str, extra: &str) -> String {
     ConfigText::new()
+        .table("[trust]", "proxies = [\"10.0.0.0/8\"]")
         .server("public_base_url = \"https://apps.example.com\"")
         .echo_upstream("ui")
         .guarded_route("ui", "/", "ui", "main")
@@ -158,10 +161,12 @@ fn exchange_env() -> Vec<(&'static str, &'static str)> {
     env
 }
 
-/// `config` behind a proxy on this host: `trust.proxies` is loopback, as the default
-/// `exchange_from` is.
+/// An [`oidc_config`] behind a proxy on this host instead: `trust.proxies` is loopback,
+/// as the default `exchange_from` is.
 fn behind_loopback_proxy(config: String) -> String {
-    format!("[trust]\nproxies = [\"127.0.0.1/32\", \"::1\"]\n\n{config}")
+    let ingress = "proxies = [\"10.0.0.0/8\"]";
+    assert!(config.contains(ingress), "an oidc_config: {config}");
+    config.replace(ingress, "proxies = [\"127.0.0.1/32\", \"::1\"]")
 }
 
 /// `env` to hand to [`online`].
@@ -350,7 +355,24 @@ fn static_cases() -> Vec<Case> {
         )
         .fires_on(forward_auth_config("X-Remote-User", ""))
         .not_on(format!("[trust]\nproxies = [\"10.0.0.0/8\"]\n{ECHO}")),
+        Case::new("rate_limit_keyed_on_proxy", "warning", "trust.proxies")
+            .fires_on(limited_behind("https://apps.example.com", ""))
+            .fires_on(limited_behind("http://apps.example.com", ""))
+            .not_on(limited_behind(
+                "https://apps.example.com",
+                "[trust]\nproxies = [\"10.0.0.0/8\"]\n",
+            ))
+            .not_on(limited_behind("http://localhost:8080", "")),
     ]
+}
+
+/// `/` limited to 20 requests a second per client, on loopback, with `public_base_url`
+/// `base`; `before` goes first in the file.
+fn limited_behind(base: &str, before: &str) -> String {
+    format!(
+        "{before}[server]\nlisten = \"127.0.0.1:8080\"\npublic_base_url = \"{base}\"\n{ECHO}\
+         rate_limit = {{ rate = \"20/s\" }}\n"
+    )
 }
 
 /// `/` behind forward auth (provider `sso`, with `provider_lines`); 10.0.0.0/8 trusted,

@@ -35,6 +35,9 @@ pub const EXCHANGE_REACHABLE_BY_BROWSERS: &str = "exchange_reachable_by_browsers
 /// A forward-auth provider exists: the proxy in front must strip the remote-user header
 /// its own clients send (the gateway cannot see whether it does).
 pub const FORWARD_AUTH_HEADER_MUST_BE_STRIPPED: &str = "forward_auth_header_must_be_stripped";
+/// Rate limits are in effect behind a proxy that `trust.proxies` does not name: every
+/// client is seen as the proxy and shares its bucket.
+pub const RATE_LIMIT_KEYED_ON_PROXY: &str = "rate_limit_keyed_on_proxy";
 
 /// Longer than this, a leeway keeps expired tokens working noticeably long.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
@@ -72,6 +75,7 @@ pub fn check(config: &Config) -> Vec<Finding> {
     let mut found = Vec::new();
     check_public_base_path(config, &mut found);
     check_trust(config, &mut found);
+    check_rate_limits_behind_proxy(config, &mut found);
     check_upstreams(config, &mut found);
     check_server(config, &mut found);
     check_providers(config, &mut found);
@@ -214,6 +218,77 @@ fn check_trust(config: &Config, found: &mut Vec<Finding>) {
             ));
         }
     }
+}
+
+/// A per-client limit keys on the client address resolved through `trust.proxies`. With
+/// a proxy in front that the list does not name, that address is the proxy's for every
+/// request: all clients share one bucket, and a handful of busy users lock out the rest.
+/// The signs of a proxy in front: an https `public_base_url` with no TLS here, or a
+/// loopback listener serving a name that is not loopback.
+fn check_rate_limits_behind_proxy(config: &Config, found: &mut Vec<Finding>) {
+    if !config.trust.proxies.is_empty() {
+        return;
+    }
+    let Some(sign) = proxy_in_front(config) else {
+        return;
+    };
+    let mut limits: Vec<String> = config
+        .routes
+        .iter()
+        .filter(|route| route.rate_limit.is_some())
+        .map(|route| format!("route {:?}'s rate_limit", route.name))
+        .collect();
+    limits.extend(
+        config
+            .auth
+            .providers
+            .iter()
+            .filter(|(_, provider)| provider.kind == ProviderKind::Oidc)
+            .map(|(name, _)| format!("provider {name:?}'s login_rate_limit")),
+    );
+    if limits.is_empty() {
+        return;
+    }
+    found.push(Finding::new(
+        RATE_LIMIT_KEYED_ON_PROXY,
+        Severity::Warning,
+        "trust.proxies",
+        format!(
+            "{sign}, but trust.proxies is empty: every client is seen as the proxy and \
+             shares one bucket of {}",
+            limits.join(", ")
+        ),
+        "list the proxy's address in trust.proxies (e.g. [\"10.0.0.0/8\"] for an ingress \
+         in the cluster network), so each client is limited by its own address",
+    ));
+}
+
+/// Why the gateway looks like it sits behind a proxy, when it does.
+fn proxy_in_front(config: &Config) -> Option<String> {
+    let public = config
+        .server
+        .public_base_url
+        .as_deref()
+        .and_then(|url| Url::parse(url).ok())?;
+    if public.scheme() == "https" && config.server.tls.is_none() {
+        return Some(format!(
+            "public_base_url is https ({public}) and TLS is not terminated here: a proxy in \
+             front does"
+        ));
+    }
+    let loopback_name = match public.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => true,
+    };
+    (config.server.listen.ip().is_loopback() && !loopback_name).then(|| {
+        format!(
+            "the listener is on loopback ({}) and users reach it as {public}: a proxy on \
+             this host forwards to it",
+            config.server.listen
+        )
+    })
 }
 
 fn check_upstreams(config: &Config, found: &mut Vec<Finding>) {
