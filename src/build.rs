@@ -18,6 +18,7 @@ use crate::auth::jwks::{JwksCache, JwksSource};
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::oidc::discovery::Discovery;
 use crate::auth::oidc::redis_store::{RedisStore, RedisUrlError};
+use crate::auth::oidc::seal::{KeyOrigin, Sealer, SealerError};
 use crate::auth::oidc::store::{MemoryStore, Store};
 use crate::auth::oidc::{AuthEndpoints, OidcProvider, StoreSettings};
 use crate::auth::{Check, Provider, RouteAuth};
@@ -47,6 +48,13 @@ pub enum BuildError {
         #[source]
         source: RedisUrlError,
     },
+    /// No key could be generated for a provider's login cookie.
+    #[error("no key for the login cookie: {source}")]
+    Sealer {
+        provider: String,
+        #[source]
+        source: SealerError,
+    },
     #[error("route {route:?} names {what} {name:?}, which the plan lacks")]
     Dangling {
         route: String,
@@ -60,6 +68,7 @@ impl BuildError {
     pub fn diagnostic(&self) -> Diagnostic {
         let key = match self {
             Self::Store { provider, .. } => format!("auth.providers.{provider}.store"),
+            Self::Sealer { provider, .. } => format!("auth.providers.{provider}.session_key"),
             Self::Dangling { .. } => "routes".to_owned(),
             Self::IdentityKey(_) => "identity.signing_key".to_owned(),
         };
@@ -399,6 +408,15 @@ fn build_oidc(
             })?,
         ),
     };
+    // A generated key is kept while the file names none: logins in progress survive.
+    let sealer = match (plan.sealer, &previous) {
+        (Some(configured), _) => Arc::new(configured),
+        (None, Some(old)) if old.sealer.origin() == KeyOrigin::Generated => Arc::clone(&old.sealer),
+        (None, _) => Arc::new(Sealer::generate().map_err(|source| BuildError::Sealer {
+            provider: name.to_owned(),
+            source,
+        })?),
+    };
     let login_limit = keep_or_new_limit(
         plan.login_rate_limit,
         previous.as_ref().map(|old| &old.login_limit),
@@ -409,6 +427,7 @@ fn build_oidc(
         discovery,
         store,
         store_settings: plan.store,
+        sealer,
         login_limit,
     })
 }

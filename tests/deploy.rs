@@ -92,6 +92,7 @@ fn the_manifests_use_the_configs_ports_the_redis_store_and_three_replicas() {
             provider.hs256_secret.as_ref(),
             provider.client_secret.as_ref(),
             provider.exchange_secret.as_ref(),
+            provider.session_key.as_ref(),
             match &provider.store {
                 Some(fluxlit::config::model::StoreRef::Secret(secret)) => Some(secret),
                 _ => None,

@@ -55,12 +55,17 @@ const CLIENT_SECRET: &str = "test-only oidc client secret (with spaces & symbols
 /// The app server's exchange secret (`exchange_secret = { file = "exchange.secret" }`).
 const EXCHANGE_SECRET: &str = "test-only exchange secret, forty-odd bytes long";
 /// The secret files the test configs read.
-const SECRET_FILES: [(&str, &str); 4] = [
+const SECRET_FILES: [(&str, &str); 5] = [
     ("hs256.secret", HS_SECRET),
     ("client.secret", CLIENT_SECRET),
     ("exchange.secret", EXCHANGE_SECRET),
     ("short-exchange.secret", "only 20 bytes long!!"),
+    ("session.key", SESSION_KEY),
 ];
+/// The login cookie's key that replicas sharing a Redis store share.
+const SESSION_KEY: &str = "test-only session key, thirty-two bytes and more";
+/// The provider key that sets it.
+const WITH_SESSION_KEY: &str = "session_key = { file = \"session.key\" }";
 /// The provider key that sets the exchange secret.
 const WITH_EXCHANGE_SECRET: &str = "exchange_secret = { file = \"exchange.secret\" }";
 const PUBLIC_BASE: &str = "http://app.fluxlit.test";
@@ -760,7 +765,15 @@ async fn an_idp_error_on_the_callback_consumes_the_state_and_mints_nothing() {
     let reply = get_from(TRUSTED, &setup.gateway, &path, &[("cookie", &cookie)]).await;
     reply.assert_says(403, "access_denied");
     assert_eq!(setup.idp.token_hits(), 0);
-    assert_eq!(oidc_status(&setup.gateway).store.login_states, Some(0));
+    assert_eq!(
+        oidc_status(&setup.gateway).store.used_states,
+        Some(1),
+        "the state is marked used"
+    );
+    let path = format!("/auth/callback?code=late&state={}", form_encode(&state));
+    let again = get_from(TRUSTED, &setup.gateway, &path, &[("cookie", &cookie)]).await;
+    again.assert_says(400, "already used");
+    assert_eq!(setup.idp.token_hits(), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -801,15 +814,82 @@ async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
     assert_eq!(setup.idp.token_hits(), 0, "the code never reached the IdP");
     let store = oidc_status(&setup.gateway).store;
     assert_eq!(
-        (store.login_states, store.auth_codes),
+        (store.used_states, store.auth_codes),
         (Some(0), Some(0)),
-        "the state is used up and nothing was minted"
+        "a callback without the login cookie writes nothing and mints nothing"
     );
 
-    // The state is gone: the right cookie, now, finds nothing either.
+    // Nor can it spoil the login for the browser that started it.
     let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
-    reply.assert_says(400, "(state)");
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(setup.idp.token_hits(), 1);
+}
+
+#[tokio::test]
+async fn the_login_state_lives_sealed_in_the_cookie_and_a_changed_cookie_is_refused() {
+    let setup = setup_ready("").await;
+    let next = "/reports/quarterly-figures";
+    let reply = login(&setup.gateway, Some(next)).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let store = oidc_status(&setup.gateway).store;
+    assert_eq!(
+        (store.used_states, store.auth_codes),
+        (Some(0), Some(0)),
+        "a login stores nothing server-side"
+    );
+    let cookie = login_cookie(&reply);
+    let (name, value) = cookie.split_once('=').unwrap();
+    // The nonce travels in the authorization URL; the cookie shows neither it nor next.
+    let url = Url::parse(location(&reply)).unwrap();
+    let nonce = url
+        .query_pairs()
+        .find(|(key, _)| key == "nonce")
+        .map(|(_, value)| value.into_owned())
+        .expect("a nonce");
+    let raw = base64url_decode(value);
+    for secret in [nonce.as_bytes(), next.as_bytes(), b"quarterly"] {
+        assert!(
+            !raw.windows(secret.len()).any(|window| window == secret),
+            "the cookie shows {:?}",
+            String::from_utf8_lossy(secret)
+        );
+    }
+
+    // One character changed: refused before the code reaches the IdP.
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    let mut changed = value.as_bytes().to_vec();
+    let middle = changed.len() / 2;
+    changed[middle] = if changed[middle] == b'A' { b'B' } else { b'A' };
+    let changed = format!("{name}={}", String::from_utf8(changed).unwrap());
+    let reply = callback(&setup.gateway, &code, &state, Some(&changed)).await;
+    reply.assert_says(400, "this login was started in another browser");
     assert_eq!(setup.idp.token_hits(), 0);
+
+    // The cookie as sealed finishes the login, on to next.
+    let reply = callback(&setup.gateway, &code, &state, Some(&cookie)).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert!(location(&reply).starts_with(next), "{}", location(&reply));
+}
+
+/// base64url without padding, as the login cookie is written.
+fn base64url_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in text.bytes() {
+        let value = ALPHABET
+            .iter()
+            .position(|&c| c == byte)
+            .unwrap_or_else(|| panic!("{byte} is not base64url")) as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
 }
 
 #[tokio::test]
@@ -1590,18 +1670,27 @@ async fn until_discovery_succeeds_the_login_answers_503() {
 }
 
 #[tokio::test]
-async fn a_flood_of_logins_stays_within_the_store_bound() {
-    let setup = setup_ready("store_max_entries = 3\nlogin_ttl = \"1s\"").await;
-    for _ in 0..3 {
+async fn logins_store_nothing_and_finished_logins_stay_within_the_store_bound() {
+    let setup = setup_ready(
+        "store_max_entries = 3\nlogin_ttl = \"2s\"\nlogin_rate_limit = { rate = \"100/s\", burst = 100 }",
+    )
+    .await;
+    // Logins in progress live in their browsers: however many, the store holds none.
+    for _ in 0..8 {
         assert_eq!(login(&setup.gateway, None).await.status, 302);
     }
-    for _ in 0..5 {
-        let reply = login(&setup.gateway, None).await;
-        reply.assert_says(503, "too many logins");
+    assert_eq!(oidc_status(&setup.gateway).store.used_states, Some(0));
+
+    // Finished logins are marked used (to refuse a replay) up to the bound, also once
+    // their codes are redeemed...
+    for _ in 0..3 {
+        login_for_token(&setup).await;
     }
+    let reply = login_until_callback(&setup, None).await;
+    reply.assert_says(503, "too many finished logins");
     let status = oidc_status(&setup.gateway).store;
     assert_eq!(
-        (status.login_states, status.max_entries),
+        (status.used_states, status.max_entries),
         (Some(3), Some(3)),
         "{status:?}"
     );
@@ -1616,17 +1705,11 @@ async fn a_flood_of_logins_stays_within_the_store_bound() {
         3
     );
 
-    // Expired logins are evicted, making room again.
-    eventually("pending logins expiring", || async {
-        (login(&setup.gateway, None).await.status == 302).then_some(())
+    // ...and expire with their login, making room again.
+    eventually("used states expiring", || async {
+        (login_until_callback(&setup, None).await.status == 302).then_some(())
     })
     .await;
-    assert!(
-        oidc_status(&setup.gateway)
-            .store
-            .login_states
-            .is_some_and(|n| n <= 3)
-    );
 }
 
 #[tokio::test]
@@ -2034,7 +2117,8 @@ async fn a_missing_client_secret_refuses_the_config_at_start() {
 /// The machine's Redis (CI's machine runs it; `.ci/run` starts it when it is down).
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
 /// The provider key that keeps logins in [`SHARED_REDIS`].
-const SHARED_REDIS_STORE: &str = "store = \"redis://127.0.0.1:6379/0\"";
+const SHARED_REDIS_STORE: &str =
+    "store = \"redis://127.0.0.1:6379/0\"\nsession_key = { file = \"session.key\" }";
 
 /// A connection to `url`, or a failure that says what is missing. Never a skip.
 async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
@@ -2153,54 +2237,32 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     }
     let prefix = fluxlit::auth::oidc::redis_store::key_prefix(&provider);
 
-    // Login on A: the state is in Redis under the provider's namespace, hashed, with the
-    // login's time to live.
+    // Login on A: nothing goes to Redis; the state is sealed in the browser's cookie.
     let reply = login(&a, Some("/reports")).await;
     assert_eq!(reply.status, 302, "login on A: {}", reply.text());
-    // The browser carries A's login cookie to whichever replica gets the callback.
+    // The browser carries A's login cookie to whichever replica gets the callback: they
+    // share the session key that opens it.
     let cookie = login_cookie(&reply);
     let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
-    let pending = keys.list().await;
-    assert_eq!(pending.len(), 1, "{pending:?}");
-    let hashed = pending[0]
-        .strip_prefix(&format!("{prefix}login:"))
-        .unwrap_or_else(|| panic!("a login key: {}", pending[0]));
-    assert_eq!(hashed.len(), 64, "{hashed}");
-    assert!(hashed.bytes().all(|b| b.is_ascii_hexdigit()), "{hashed}");
-    assert!(!pending[0].contains(&state), "the raw state is not a key");
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&pending[0])
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!((1..=600_000).contains(&ttl), "login_ttl (10m): {ttl}");
-    let value: Vec<u8> = redis::cmd("GET")
-        .arg(&pending[0])
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&value).contains(&state));
-    let cookie_value = cookie.split_once('=').unwrap().1;
-    assert!(
-        !String::from_utf8_lossy(&value).contains(cookie_value),
-        "only the login cookie's hash is stored"
+    assert_eq!(
+        keys.list().await,
+        Vec::<String>::new(),
+        "a login stores nothing"
     );
 
     // Callback on B from another browser (the attacker's half-done login sent to a
-    // victim): refused, and the state is used up.
+    // victim): refused before the IdP.
     let reply = login(&c, None).await;
-    let other_cookie = login_cookie(&reply);
     let (other_code, other_state, _) = authorize_at_idp(&idp, location(&reply)).await;
     let hits = idp.token_hits();
     let reply = callback(&b, &other_code, &other_state, Some(&cookie)).await;
     assert_eq!(reply.status, 400, "another browser: {}", reply.text());
     assert!(reply.text().contains("another browser"), "{}", reply.text());
-    let reply = callback(&a, &other_code, &other_state, Some(&other_cookie)).await;
-    assert_eq!(reply.status, 400, "the state is used: {}", reply.text());
     assert_eq!(idp.token_hits(), hits, "no code reached the IdP");
-    assert_eq!(keys.list().await.len(), 1, "only A's login: nothing minted");
+    assert_eq!(keys.list().await, Vec::<String>::new(), "nothing minted");
 
-    // Callback on B: it finds the state A stored, and consumes it for every replica.
+    // Callback on B: it opens the cookie A sealed, and marks the state used for every
+    // replica (hashed, for as long as the login could have lasted).
     let reply = callback(&b, &code, &state, Some(&cookie)).await;
     assert_eq!(reply.status, 302, "callback on B: {}", reply.text());
     assert!(
@@ -2210,7 +2272,25 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     );
     let landing = landing_of(&reply);
     let pending = keys.list().await;
-    assert_eq!(pending.len(), 1, "only the code is left: {pending:?}");
+    assert_eq!(pending.len(), 2, "the used state and the code: {pending:?}");
+    let used = pending
+        .iter()
+        .find_map(|key| key.strip_prefix(&format!("{prefix}used:")))
+        .unwrap_or_else(|| panic!("a used-state key: {pending:?}"));
+    assert_eq!(used.len(), 64, "{used}");
+    assert!(used.bytes().all(|b| b.is_ascii_hexdigit()), "{used}");
+    assert!(
+        !pending.iter().any(|key| key.contains(&state)),
+        "the raw state is not a key"
+    );
+    let used_key = format!("{prefix}used:{used}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&used_key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((1..=600_000).contains(&ttl), "login_ttl (10m): {ttl}");
+    let pending: Vec<String> = pending.into_iter().filter(|key| *key != used_key).collect();
     assert!(
         pending[0].starts_with(&format!("{prefix}code:")),
         "{pending:?}"
@@ -2231,7 +2311,11 @@ async fn three_replicas_sharing_redis_finish_each_others_logins_and_redeem_a_cod
     for replica in [&a, &b, &c] {
         assert_invalid_grant(&exchange(replica, &landing).await);
     }
-    assert_eq!(keys.list().await, Vec::<String>::new(), "nothing is left");
+    assert_eq!(
+        keys.list().await,
+        vec![used_key.clone()],
+        "nothing is left but the used state"
+    );
     for replica in [&a, &b, &c] {
         let reply = get_with_token(replica, "/api/me", &access_token).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -2405,18 +2489,23 @@ async fn login_for_token(setup: &Setup) -> String {
 }
 
 #[tokio::test]
-async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working() {
+async fn a_redis_outage_makes_callbacks_answer_503_while_minted_tokens_keep_working() {
     let mut redis = OwnRedis::start().await;
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
     // The URL carries a password: it is read from a file next to the config.
     let url = redis.url();
-    let text = config(&idp, &upstream, "store = { file = \"redis.url\" }");
+    let text = config(
+        &idp,
+        &upstream,
+        &format!("store = {{ file = \"redis.url\" }}\n{WITH_SESSION_KEY}"),
+    );
     let gateway = start_with_files(
         &text,
         &[
             ("hs256.secret", HS_SECRET),
             ("client.secret", CLIENT_SECRET),
+            ("session.key", SESSION_KEY),
             ("redis.url", &format!("{url}\n")),
         ],
     )
@@ -2445,7 +2534,9 @@ async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working
     setup.gateway.write_config(&config(
         &setup.idp,
         &setup.upstream,
-        "store = { file = \"redis.url\" }\naccess_token_ttl = \"10m\"",
+        &format!(
+            "store = {{ file = \"redis.url\" }}\naccess_token_ttl = \"10m\"\n{WITH_SESSION_KEY}"
+        ),
     ));
     setup.gateway.wait_for_generation(2).await;
     let store = |snapshot: &fluxlit::snapshot::Snapshot| match &snapshot.providers["corp"].check {
@@ -2463,8 +2554,10 @@ async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working
     redis.kill();
 
     for attempt in 0..3 {
-        let reply = login(&setup.gateway, None).await;
-        assert_eq!(reply.status, 503, "login {attempt}: {}", reply.text());
+        // The login itself needs no store (its state is in the browser); the callback,
+        // which marks the state used and stores the code, does.
+        let reply = login_until_callback(&setup, None).await;
+        assert_eq!(reply.status, 503, "callback {attempt}: {}", reply.text());
         let text = reply.text();
         assert!(
             text.contains("the login store is unavailable") && text.contains("Redis"),
@@ -2472,8 +2565,6 @@ async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working
         );
         assert!(!text.contains(&redis.password), "{text}");
     }
-    let reply = callback(&setup.gateway, "a-code", "a-state", None).await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
     let reply = exchange(&setup.gateway, &pending_code).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.json()["error"], "temporarily_unavailable");
@@ -2489,7 +2580,7 @@ async fn a_redis_outage_makes_logins_answer_503_while_minted_tokens_keep_working
     // Back on the same port: logins work again without a restart of the gateway.
     redis.restart().await;
     eventually("logins after Redis is back", || async {
-        (login(&setup.gateway, None).await.status == 302).then_some(())
+        (login_until_callback(&setup, None).await.status == 302).then_some(())
     })
     .await;
     let token = login_for_token(&setup).await;
@@ -2507,7 +2598,7 @@ async fn a_refused_redis_password_answers_503_until_redis_takes_it() {
     let text = config(
         &idp,
         &upstream,
-        "store = { env = \"FLUXLIT_TEST_REDIS_URL\" }",
+        &format!("store = {{ env = \"FLUXLIT_TEST_REDIS_URL\" }}\n{WITH_SESSION_KEY}"),
     );
     let env = TestEnvironment::of(&[("FLUXLIT_TEST_REDIS_URL", &wrong)]);
     let gateway = start_with_environment(&text, &SECRET_FILES, env).await;
@@ -2519,7 +2610,8 @@ async fn a_refused_redis_password_answers_503_until_redis_takes_it() {
     wait_for_discovery(&setup.gateway).await;
 
     for _ in 0..2 {
-        let reply = login(&setup.gateway, None).await;
+        // The login itself needs no store; the callback does.
+        let reply = login_until_callback(&setup, None).await;
         reply.assert_says(503, "Redis refused the gateway's credentials");
     }
     // Redis is given the password the gateway has: the next logins work, no reload.
@@ -2532,10 +2624,43 @@ async fn a_refused_redis_password_answers_503_until_redis_takes_it() {
         .await
         .unwrap();
     eventually("logins once Redis takes the password", || async {
-        (login(&setup.gateway, None).await.status == 302).then_some(())
+        (login_until_callback(&setup, None).await.status == 302).then_some(())
     })
     .await;
     login_for_token(&setup).await;
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_need_a_session_key_of_32_bytes_or_more() {
+    let errors = load_errors(&oidc_config(
+        &format!("{GOOD_PROVIDER}\nstore = \"redis://cache:6379/0\""),
+        SERVER,
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("auth.providers.corp.session_key")
+                && e.contains("open each other's login cookies")),
+        "{errors:#?}"
+    );
+    // A memory store needs none: its key is generated at start.
+    assert_eq!(
+        load_errors(&oidc_config(GOOD_PROVIDER, SERVER)),
+        Vec::<String>::new()
+    );
+
+    // A short key is refused where it is read, with its key path.
+    let idp = Idp::spawn(false).await;
+    let upstream = CountingUpstream::spawn().await;
+    let text = config(&idp, &upstream, WITH_SESSION_KEY);
+    let mut files = SECRET_FILES.to_vec();
+    files.retain(|(name, _)| *name != "session.key");
+    files.push(("session.key", "only twenty-one bytes"));
+    let error = start_error(&text, &files).await;
+    assert!(
+        error.contains("auth.providers.corp.session_key") && error.contains("at least 32"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -2547,7 +2672,10 @@ fn redis_store_urls_are_checked_and_passwords_never_repeated() {
         "store = { file = \"redis-url\" }",
     ] {
         assert_eq!(
-            load_errors(&oidc_config(&format!("{GOOD_PROVIDER}\n{store}"), SERVER)),
+            load_errors(&oidc_config(
+                &format!("{GOOD_PROVIDER}\n{store}\nsession_key = {{ env = \"SESSION_KEY\" }}"),
+                SERVER
+            )),
             Vec::<String>::new(),
             "{store}"
         );
@@ -2604,7 +2732,10 @@ fn redis_store_urls_are_checked_and_passwords_never_repeated() {
     // store_max_entries bounds the memory store only.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fluxlit.toml");
-    let provider = format!("{GOOD_PROVIDER}\nstore = \"redis://cache/0\"\nstore_max_entries = 5");
+    let provider = format!(
+        "{GOOD_PROVIDER}\nstore = \"redis://cache/0\"\nstore_max_entries = 5\n\
+         session_key = {{ env = \"SESSION_KEY\" }}"
+    );
     std::fs::write(&path, oidc_config(&provider, SERVER)).unwrap();
     let checked = fluxlit::config::load(&path).expect("a warning, not an error");
     assert!(
@@ -2621,13 +2752,18 @@ fn redis_store_urls_are_checked_and_passwords_never_repeated() {
 async fn a_bad_redis_url_in_a_secret_file_refuses_the_config_without_repeating_it() {
     let idp = Idp::spawn(false).await;
     let upstream = CountingUpstream::spawn().await;
-    let text = config(&idp, &upstream, "store = { file = \"redis.url\" }");
-    let [hs256, client, ..] = SECRET_FILES;
+    let text = config(
+        &idp,
+        &upstream,
+        &format!("store = {{ file = \"redis.url\" }}\n{WITH_SESSION_KEY}"),
+    );
+    let [hs256, client, _, _, session] = SECRET_FILES;
     let (dir, path) = config_dir(
         &text,
         &[
             hs256,
             client,
+            session,
             ("redis.url", "redis://:hunter2-pw@cache/zero\n"),
         ],
     );

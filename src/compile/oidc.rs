@@ -6,6 +6,7 @@ use url::Url;
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
+use crate::auth::oidc::seal::{MIN_SESSION_KEY, Sealer};
 use crate::auth::oidc::{ClientSecret, ExchangeSecret, OidcSettings, StoreSettings};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
@@ -25,6 +26,9 @@ pub struct OidcPlan {
     /// A custom provider's endpoints, checked: nothing to discover.
     pub manual: Option<Discovered>,
     pub store: StoreSettings,
+    /// The login cookie's sealer, from `session_key`; `None`: build generates a key (or
+    /// keeps the running provider's generated one).
+    pub sealer: Option<Sealer>,
     /// Requests per client to the login endpoint.
     pub login_rate_limit: model::RateLimit,
 }
@@ -111,6 +115,7 @@ pub(super) fn compile_oidc(
         .collect::<Result<Vec<_>, _>>()?;
 
     let exchange_secret = compile_exchange_secret(path, settings, ctx, warnings)?;
+    let sealer = compile_session_key(path, settings, ctx)?;
 
     let discovery = DiscoverySettings {
         issuer_url,
@@ -157,6 +162,7 @@ pub(super) fn compile_oidc(
         discovery,
         manual,
         store,
+        sealer,
         login_rate_limit: settings
             .login_rate_limit
             .unwrap_or(oidc_defaults::LOGIN_RATE_LIMIT),
@@ -227,6 +233,34 @@ fn compile_exchange_secret(
         ));
     }
     Ok(Some(ExchangeSecret::new(bytes.expose())))
+}
+
+/// The login cookie's sealer, from `session_key` read now: refused shorter than
+/// [`MIN_SESSION_KEY`] bytes, as a guessable key would let anyone forge a login state.
+fn compile_session_key(
+    path: &str,
+    settings: &model::AuthProvider,
+    ctx: &CompileContext,
+) -> Result<Option<Sealer>, Diagnostic> {
+    let Some(secret) = &settings.session_key else {
+        return Ok(None);
+    };
+    let key = format!("{path}.session_key");
+    let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+        .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
+    let len = bytes.expose().len();
+    if len < MIN_SESSION_KEY {
+        return Err(Diagnostic::error(
+            &key,
+            format!(
+                "the session key is {len} bytes; it must be at least {MIN_SESSION_KEY} random \
+                 bytes (e.g. `openssl rand -base64 48`)"
+            ),
+        ));
+    }
+    Sealer::from_secret(bytes.expose())
+        .map(Some)
+        .map_err(|error| Diagnostic::error(&key, error.to_string()))
 }
 
 /// The signing side of the `mint` provider: a jwt provider with an HS secret.

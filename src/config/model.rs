@@ -735,8 +735,9 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreRef>,
 
-    /// oidc: the most pending logins, and separately the most unexchanged auth codes, the
-    /// memory store holds; when full, `/auth/login` answers 503 until some expire
+    /// oidc: the most finished logins (their used states, kept for `login_ttl` to refuse
+    /// a replayed callback), and separately the most unexchanged auth codes, the memory
+    /// store holds; when full, the callback answers 503 until some expire
     /// [default: 10000]. Not used by a Redis store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_max_entries: Option<u32>,
@@ -757,6 +758,14 @@ pub struct AuthProvider {
     /// the gateway from an `exchange_from` address (a proxy in front, a shared network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_secret: Option<SecretRef>,
+
+    /// oidc: the secret the login cookie is sealed with (AES-256-GCM, the key derived
+    /// with HKDF-SHA256), `{ env = "NAME" }` or `{ file = "path" }`, at least 32 random
+    /// bytes. A login in progress lives in that cookie, not in the store, so replicas
+    /// must share this key: required with a Redis `store`. Without it a key is generated
+    /// at start (kept across reloads): a restart ends the logins in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<SecretRef>,
 
     /// oidc: requests per client to the login endpoint (each starts a login at the
     /// identity provider); a client over it gets 429 with `Retry-After`. Raise it when

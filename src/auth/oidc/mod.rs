@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod id_token;
 pub mod redirect;
 pub mod redis_store;
+pub mod seal;
 pub mod store;
 
 use std::fmt;
@@ -30,6 +31,7 @@ use crate::auth::token::Minter;
 use crate::config::model::OidcPaths;
 use crate::rate_limit::ClientRateLimit;
 use discovery::{Discovery, DiscoveryStatus};
+use seal::Sealer;
 use store::{Store, StoreStatus};
 
 /// The client secret: never printed.
@@ -118,6 +120,8 @@ pub struct OidcProvider {
     pub discovery: Arc<Discovery>,
     pub store: Arc<dyn Store>,
     pub store_settings: StoreSettings,
+    /// Seals the login state into the login cookie (`session_key`, else generated).
+    pub sealer: Arc<Sealer>,
     /// Requests per client to the login endpoint (`login_rate_limit`).
     pub login_limit: Arc<ClientRateLimit>,
 }

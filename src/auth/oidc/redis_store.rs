@@ -321,8 +321,8 @@ mod tests {
         let target = RedisTarget::parse("redis://127.0.0.1/0").unwrap();
         let store = RedisStore::new("corp", target).unwrap();
         assert_eq!(
-            store.key(Slot::LoginState, "ab12"),
-            "fluxlit:oidc:corp:login:ab12"
+            store.key(Slot::UsedState, "ab12"),
+            "fluxlit:oidc:corp:used:ab12"
         );
         assert_eq!(
             store.key(Slot::AuthCode, "ab12"),
@@ -344,7 +344,7 @@ mod tests {
         // Hang guard only: the call is bounded by CALL_TIMEOUT.
         let result = tokio::time::timeout(
             Duration::from_secs(10),
-            store.put_once(Slot::LoginState, "k", b"v".to_vec(), ttl),
+            store.put_once(Slot::UsedState, "k", b"v".to_vec(), ttl),
         )
         .await
         .expect("the call is bounded");

@@ -1,4 +1,5 @@
-//! Where login states and auth codes live between two requests.
+//! Where the used states of finished logins and the auth codes live between two
+//! requests. (A login in progress lives in the browser's sealed login cookie.)
 //!
 //! One trait, [`Store`], with the two operations the flow needs: `put_once` (store a
 //! value unless the key exists, with a time to live) and `take` (remove and return it in
@@ -8,7 +9,7 @@
 //!
 //! Keys are already hashed by the caller (never a raw state or code), and each kind of
 //! entry ([`Slot`]) has its own namespace and, in memory, its own bound: a flood of
-//! logins cannot crowd out the auth codes of users who finished theirs.
+//! callbacks cannot crowd out the auth codes of users who finished their logins.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,8 +22,11 @@ use serde::Serialize;
 /// The kind of entry: each has its own namespace (and, in memory, its own bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
-    /// A login between `/auth/login` and the callback: PKCE verifier, nonce, `next`.
-    LoginState,
+    /// A login whose callback came: its state's hash, kept for `login_ttl` so that a
+    /// replayed callback is refused before the IdP is asked. (The login itself, until
+    /// then, is in the browser's sealed login cookie: nothing is stored before the IdP
+    /// round trip.)
+    UsedState,
     /// A minted access token waiting for `/auth/exchange`.
     AuthCode,
 }
@@ -31,14 +35,14 @@ impl Slot {
     /// The namespace in key names (`login:`, `code:`).
     pub fn prefix(self) -> &'static str {
         match self {
-            Self::LoginState => "login",
+            Self::UsedState => "used",
             Self::AuthCode => "code",
         }
     }
 
     fn index(self) -> usize {
         match self {
-            Self::LoginState => 0,
+            Self::UsedState => 0,
             Self::AuthCode => 1,
         }
     }
@@ -60,9 +64,10 @@ pub enum StoreError {
 pub struct StoreStatus {
     /// `memory` or `redis`.
     pub kind: &'static str,
-    /// memory: live (unexpired) login states.
+    /// memory: states of finished callbacks, kept until their login would have expired
+    /// so that a replay is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub login_states: Option<usize>,
+    pub used_states: Option<usize>,
     /// memory: live (unexpired) auth codes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_codes: Option<usize>,
@@ -115,7 +120,7 @@ impl fmt::Debug for MemoryStore {
         let now = Instant::now();
         f.debug_struct("MemoryStore")
             .field("max_entries", &self.max_entries)
-            .field("login_states", &self.table(Slot::LoginState).live(now))
+            .field("used_states", &self.table(Slot::UsedState).live(now))
             .field("auth_codes", &self.table(Slot::AuthCode).live(now))
             .finish()
     }
@@ -189,7 +194,7 @@ impl MemoryStore {
         if table.entries.len() >= self.max_entries {
             return Err(StoreError::Full {
                 what: match slot {
-                    Slot::LoginState => "logins",
+                    Slot::UsedState => "finished logins",
                     Slot::AuthCode => "auth codes",
                 },
                 capacity: self.max_entries,
@@ -241,7 +246,7 @@ impl Store for MemoryStore {
         let now = Instant::now();
         StoreStatus {
             kind: "memory",
-            login_states: Some(self.table(Slot::LoginState).live(now)),
+            used_states: Some(self.table(Slot::UsedState).live(now)),
             auth_codes: Some(self.table(Slot::AuthCode).live(now)),
             max_entries: Some(self.max_entries),
             ..StoreStatus::default()
@@ -281,12 +286,12 @@ mod tests {
         let store = MemoryStore::new(10);
         let ttl = Duration::from_secs(60);
         assert_eq!(
-            block(store.put_once(Slot::LoginState, "k", b"s".to_vec(), ttl)),
+            block(store.put_once(Slot::UsedState, "k", b"s".to_vec(), ttl)),
             Ok(true)
         );
         assert_eq!(block(store.take(Slot::AuthCode, "k")), Ok(None));
         assert_eq!(
-            block(store.take(Slot::LoginState, "k")),
+            block(store.take(Slot::UsedState, "k")),
             Ok(Some(b"s".to_vec()))
         );
     }
@@ -297,28 +302,28 @@ mod tests {
         let gone = Duration::ZERO;
         let ttl = Duration::from_secs(60);
         assert_eq!(
-            block(store.put_once(Slot::LoginState, "a", vec![], gone)),
+            block(store.put_once(Slot::UsedState, "a", vec![], gone)),
             Ok(true)
         );
         assert_eq!(
-            block(store.take(Slot::LoginState, "a")),
+            block(store.take(Slot::UsedState, "a")),
             Ok(None),
             "expired at once"
         );
         assert_eq!(
-            block(store.put_once(Slot::LoginState, "b", vec![], gone)),
+            block(store.put_once(Slot::UsedState, "b", vec![], gone)),
             Ok(true)
         );
         assert_eq!(
-            block(store.put_once(Slot::LoginState, "c", vec![], gone)),
+            block(store.put_once(Slot::UsedState, "c", vec![], gone)),
             Ok(true)
         );
         // Full of expired entries: a sweep makes room.
         assert_eq!(
-            block(store.put_once(Slot::LoginState, "d", vec![], ttl)),
+            block(store.put_once(Slot::UsedState, "d", vec![], ttl)),
             Ok(true)
         );
-        assert_eq!(store.status().login_states, Some(1));
+        assert_eq!(store.status().used_states, Some(1));
     }
 
     #[test]
@@ -344,12 +349,12 @@ mod tests {
         let ttl = Duration::from_secs(60);
         for key in ["a", "b", "c"] {
             assert_eq!(
-                block(store.put_once(Slot::LoginState, key, vec![], ttl)),
+                block(store.put_once(Slot::UsedState, key, vec![], ttl)),
                 Ok(true)
             );
         }
         assert!(matches!(
-            block(store.put_once(Slot::LoginState, "d", vec![], ttl)),
+            block(store.put_once(Slot::UsedState, "d", vec![], ttl)),
             Err(StoreError::Full { capacity: 3, .. })
         ));
         // Auth codes still have room of their own.
@@ -359,13 +364,13 @@ mod tests {
         );
         let status = store.status();
         assert_eq!(
-            (status.login_states, status.auth_codes, status.max_entries),
+            (status.used_states, status.auth_codes, status.max_entries),
             (Some(3), Some(1), Some(3))
         );
         // Taking one makes room again.
-        assert_eq!(block(store.take(Slot::LoginState, "a")), Ok(Some(vec![])));
+        assert_eq!(block(store.take(Slot::UsedState, "a")), Ok(Some(vec![])));
         assert_eq!(
-            block(store.put_once(Slot::LoginState, "d", vec![], ttl)),
+            block(store.put_once(Slot::UsedState, "d", vec![], ttl)),
             Ok(true)
         );
     }

@@ -50,6 +50,7 @@ pub(super) fn check_oidc_provider(
     }
     check_client_secret(path, provider.client_secret.as_ref(), found);
     check_exchange_secret(path, provider.exchange_secret.as_ref(), found);
+    check_session_key(path, provider, found);
     check_mint(config, path, provider, found);
     check_scopes_and_claims(path, provider, found);
     check_paths(path, provider, found);
@@ -114,6 +115,34 @@ fn check_exchange_secret(path: &str, secret: Option<&SecretRef>, found: &mut Vec
             format!("{path}.exchange_secret"),
             "give exactly one of `env` or `file`",
         ));
+    }
+}
+
+fn check_session_key(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
+    let key = format!("{path}.session_key");
+    match &provider.session_key {
+        Some(secret) if secret.env.is_some() == secret.file.is_some() => found.push(
+            Diagnostic::error(&key, "give exactly one of `env` or `file`"),
+        ),
+        Some(_) => {}
+        None if matches!(&provider.store, Some(StoreRef::Inline(text)) if text.contains("://"))
+            || matches!(&provider.store, Some(StoreRef::Secret(_))) =>
+        {
+            found.push(
+                Diagnostic::error(
+                    &key,
+                    "a Redis store is shared by replicas, and a login started on one finishes \
+                     on another: they need one `session_key` to open each other's login \
+                     cookies",
+                )
+                .with_help(
+                    "session_key = { env = \"FLUXLIT_SESSION_KEY\" } or { file = \
+                     \"session-key\" }, the same 32+ random bytes on every replica (e.g. \
+                     `openssl rand -base64 48`)",
+                ),
+            );
+        }
+        None => {}
     }
 }
 
@@ -517,6 +546,7 @@ pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mu
         ("store_max_entries", provider.store_max_entries.is_some()),
         ("exchange_from", provider.exchange_from.is_some()),
         ("exchange_secret", provider.exchange_secret.is_some()),
+        ("session_key", provider.session_key.is_some()),
         ("login_rate_limit", provider.login_rate_limit.is_some()),
         (
             "authorization_endpoint",

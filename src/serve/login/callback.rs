@@ -1,8 +1,10 @@
-//! `GET <callback>?code&state`: where the IdP sends the browser back. The state is used
-//! up whatever the answer; a login that passes every step ends on `next` with a one-time
+//! `GET <callback>?code&state`: where the IdP sends the browser back. The login's state
+//! comes from the browser's sealed login cookie, and is used up once opened, whatever the
+//! answer; a login that passes every step ends on `next` with a one-time
 //! `auth_code`, and the code cookie that binds the code to this browser.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::{self, HeaderValue};
@@ -13,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    LoginState, MAX_PARAM_LEN, Params, PendingToken, Refusal, RequestId, code_key, cookie, page,
-    store_key, usable,
+    LoginState, Params, PendingToken, Refusal, RequestId, code_key, cookie, page, store_key,
+    unix_now, usable,
 };
 use crate::auth::claims::Claims;
 use crate::auth::oidc::OidcProvider;
@@ -51,43 +53,23 @@ async fn callback(
         return page(StatusCode::BAD_REQUEST, message, &request_id);
     };
     let key = store_key(state);
-    // Taken once: a replayed or forged state finds nothing.
-    let login = match provider.store.take(Slot::LoginState, &key).await {
-        Ok(Some(bytes)) => serde_json::from_slice::<LoginState>(&bytes).ok(),
-        Ok(None) => None,
-        Err(error) => return Refusal::store(&provider, "callback", &error).page(&request_id),
+    let callback = Callback {
+        provider: &provider,
+        state_key: &key,
     };
-    // From here the state is used up, whatever the answer: its cookie is cleared.
-    let mut response = match login {
-        Some(login) => {
-            let callback = Callback {
-                provider: &provider,
-                state_key: &key,
-            };
-            match callback.finish(&headers, &params, login).await {
-                Ok(response) => response,
-                Err(refusal) => refusal.page(&request_id),
-            }
-        }
-        None => {
-            tracing::info!(provider = %provider.name, check = "state", "OIDC callback refused: unknown, expired or used state");
-            page(
-                StatusCode::BAD_REQUEST,
-                "login failed (state): this login is unknown, expired or already used; \
-                 start the login again",
-                &request_id,
-            )
-        }
+    let mut response = match callback.finish(&headers, &params).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.page(&request_id),
     };
+    // Whatever the answer, the login's cookie is cleared: a login is tried once.
     let clear = cookie::login_cookie(&provider, &key, None);
     response.headers_mut().append(header::SET_COOKIE, clear);
     response
 }
 
-/// A callback whose state was taken from the store.
+/// A callback for the login whose state hashes to `state_key`.
 struct Callback<'a> {
     provider: &'a OidcProvider,
-    /// The store key of the state.
     state_key: &'a str,
 }
 
@@ -97,15 +79,14 @@ impl Callback<'_> {
         &self,
         headers: &HeaderMap,
         params: &CallbackParams,
-        login: LoginState,
     ) -> Result<Response, Refusal> {
         let LoginState {
             verifier,
             nonce,
             next,
-            browser,
-        } = login;
-        self.check_browser(headers, &browser)?;
+            expires_at,
+        } = self.login_state(headers)?;
+        self.use_state(expires_at).await?;
         let code = self.authorization_code(params)?;
         let discovered = self.discovered()?;
         let claims = self
@@ -117,29 +98,65 @@ impl Callback<'_> {
         Ok(redirect_with_code(self.provider, &next, &issued))
     }
 
-    /// Before anything reaches the IdP: the callback must come from the browser that
-    /// started this login, else an attacker's half-done login could be finished in a
-    /// victim's browser (login CSRF).
-    fn check_browser(&self, headers: &HeaderMap, browser: &str) -> Result<(), Refusal> {
+    /// Before anything reaches the IdP: the login's state, from the login cookie of the
+    /// browser that started this login. Another browser has no such cookie, or one
+    /// sealed for another login — else an attacker's half-done login could be finished
+    /// in a victim's browser (login CSRF).
+    fn login_state(&self, headers: &HeaderMap) -> Result<LoginState, Refusal> {
         let name = cookie::login_cookie_name(self.provider, self.state_key);
         let presented = cookie::request_cookie(headers, &name);
-        let bound = presented.is_some_and(|value| {
-            value.len() <= MAX_PARAM_LEN && cookie::same_secret(&store_key(value), browser)
-        });
-        if bound {
-            return Ok(());
+        let opened =
+            presented.and_then(|sealed| LoginState::open(self.provider, self.state_key, sealed));
+        if let Some(login) = opened {
+            return Ok(login);
         }
         let cookie = if presented.is_some() {
             "mismatch"
         } else {
             "missing"
         };
-        tracing::info!(provider = %self.provider.name, check = "browser", cookie, "OIDC callback refused: the login cookie does not match the login's state");
+        tracing::info!(provider = %self.provider.name, check = "browser", cookie, "OIDC callback refused: no login cookie sealed for this state");
         Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "login failed (browser): this login was started in another browser (or its \
              login cookie is missing or expired); start the login again in this browser",
         ))
+    }
+
+    /// Uses the state up, once: a replayed callback (with the cookie, which the browser
+    /// was told to drop) is refused before its code reaches the IdP. The mark is kept
+    /// until the login would have expired; only a callback with a genuine login cookie
+    /// writes one, so the store grows no faster than logins are started.
+    async fn use_state(&self, expires_at: u64) -> Result<(), Refusal> {
+        let provider = self.provider;
+        let refused = |message: &'static str, reason: &'static str| {
+            tracing::info!(provider = %provider.name, check = "state", reason, "OIDC callback refused");
+            Refusal::new(StatusCode::BAD_REQUEST, message)
+        };
+        let left = expires_at.saturating_sub(unix_now());
+        if left == 0 {
+            return Err(refused(
+                "login failed (state): this login has expired; start the login again",
+                "expired",
+            ));
+        }
+        let used = provider
+            .store
+            .put_once(
+                Slot::UsedState,
+                self.state_key,
+                Vec::new(),
+                Duration::from_secs(left),
+            )
+            .await;
+        match used {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refused(
+                "login failed (state): this login was already used; start the login again",
+                "used",
+            )),
+            Err(error) => Err(Refusal::store(provider, "callback", &error)),
+        }
     }
 
     /// The authorization code, unless the IdP sent an error instead.

@@ -1,7 +1,9 @@
 //! The two cookies that bind a login to one browser:
 //!
-//! - the login cookie: one per login, set by the login and cleared by its callback, so
-//!   that only the browser that started a login can finish it;
+//! - the login cookie: one per login, holding the login's state sealed (see
+//!   [`seal`](crate::auth::oidc::seal)), set by the login and cleared by its callback, so
+//!   that only the browser that started a login can finish it, and nothing about a login
+//!   in progress is stored server-side;
 //! - the code cookie: one per auth code, set by the callback beside the redirect that
 //!   carries the code, so that only the browser the code was issued to can have it
 //!   redeemed (the app's server reads it from that browser's request and sends it to
@@ -11,7 +13,6 @@ use axum::http::HeaderMap;
 use axum::http::header::{self, HeaderValue};
 
 use crate::auth::oidc::OidcProvider;
-use crate::auth::secrets;
 
 /// The login cookie's name when `public_base_url` is http: `fluxlit-login-<id>`.
 const LOGIN_COOKIE: &str = "fluxlit-login";
@@ -135,24 +136,9 @@ pub(super) fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&
         .map(|(_, value)| value.trim())
 }
 
-/// Whether two secrets (or their hashes) are equal, in time independent of where they
-/// differ (their length is not secret).
-pub(super) fn same_secret(a: &str, b: &str) -> bool {
-    secrets::constant_time_eq(a.as_bytes(), b.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{LoginState, store_key};
     use super::*;
-
-    #[test]
-    fn secrets_are_compared_whole() {
-        assert!(same_secret(&store_key("a"), &store_key("a")));
-        assert!(!same_secret(&store_key("a"), &store_key("b")));
-        assert!(!same_secret(&store_key("a"), ""));
-        assert!(!same_secret("", &store_key("a")));
-    }
 
     #[test]
     fn the_login_cookie_is_read_by_its_exact_name() {
@@ -169,13 +155,5 @@ mod tests {
         assert_eq!(request_cookie(&headers, "fluxlit-login-abc"), Some("y2"));
         assert_eq!(request_cookie(&headers, "fluxlit-login-a"), None);
         assert_eq!(request_cookie(&headers, "other"), Some("2"));
-    }
-
-    #[test]
-    fn a_login_record_without_a_browser_hash_matches_no_browser() {
-        let old: LoginState =
-            serde_json::from_str(r#"{"verifier":"v","nonce":"n","next":"/"}"#).unwrap();
-        assert_eq!(old.browser, "");
-        assert!(!same_secret(&store_key("anything"), &old.browser));
     }
 }

@@ -1,4 +1,5 @@
-//! `GET <login>?next=/path`: starts a login and sends the browser to the IdP.
+//! `GET <login>?next=/path`: starts a login and sends the browser to the IdP, with the
+//! login's state sealed in a cookie. Writes nothing server-side.
 
 use std::sync::Arc;
 
@@ -8,11 +9,9 @@ use axum::http::header::SET_COOKIE;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 
-use super::{LoginState, NextParam, Params, Refusal, RequestId, cookie, page, store_key};
+use super::{LoginState, NextParam, Params, RequestId, cookie, page, store_key, unix_now};
 use crate::auth::oidc::OidcProvider;
-use crate::auth::oidc::client::random_secret;
 use crate::auth::oidc::redirect::safe_next;
-use crate::auth::oidc::store::Slot;
 use crate::http;
 
 pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
@@ -35,34 +34,24 @@ async fn login(
     };
     let next = safe_next(&provider.settings.base_path, params.next.as_deref()).to_owned();
     let authorization = provider.authorization(&discovered);
-    // Binds the login to this browser (login CSRF: RFC 9700 §4.7, OIDC Core §3.1.2.1):
-    // 256 bits from the OS-seeded CSPRNG in a cookie, only its hash stored.
-    let browser_secret = random_secret();
-    let stored = LoginState {
+    // The login's secrets go to the browser that started it, sealed, and nowhere else:
+    // nothing is stored before the IdP round trip, so logins cannot fill any store, and
+    // only that browser can finish the login (login CSRF: RFC 9700 §4.7, OIDC Core
+    // §3.1.2.1).
+    let state = LoginState {
         verifier: authorization.pkce_verifier,
         nonce: authorization.nonce,
         next,
-        browser: store_key(&browser_secret),
-    };
-    let cannot_start = || {
-        let status = StatusCode::INTERNAL_SERVER_ERROR;
-        page(status, "cannot start a login", &request_id)
-    };
-    let Ok(value) = serde_json::to_vec(&stored) else {
-        return cannot_start();
+        expires_at: unix_now().saturating_add(provider.settings.login_ttl.as_secs()),
     };
     let key = store_key(&authorization.state);
-    let stored = provider
-        .store
-        .put_once(Slot::LoginState, &key, value, provider.settings.login_ttl)
-        .await;
-    match stored {
-        Ok(true) => {}
-        Ok(false) => return cannot_start(),
-        Err(error) => return Refusal::store(&provider, "login", &error).page(&request_id),
-    }
+    let Some(sealed) = state.seal(&provider, &key) else {
+        tracing::error!(provider = %provider.name, "cannot seal a login state: the random source failed");
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        return page(status, "cannot start a login", &request_id);
+    };
     let mut response = http::redirect(authorization.url.as_str());
-    let cookie = cookie::login_cookie(&provider, &key, Some(&browser_secret));
+    let cookie = cookie::login_cookie(&provider, &key, Some(&sealed));
     response.headers_mut().append(SET_COOKIE, cookie);
     response
 }

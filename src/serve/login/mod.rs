@@ -2,14 +2,16 @@
 //! hands a request to when its path is one of them (before route matching):
 //!
 //! - `GET /auth/login?next=/path` ([`login`]): a fresh `state` (256 random bits), `nonce`
-//!   and PKCE S256 verifier are stored with `next` (a same-origin path, else `/`: see
-//!   [`redirect`](crate::auth::oidc::redirect)) for `login_ttl`, with the hash of a fresh
-//!   random login cookie set in the browser ([`cookie`]); 302 to the IdP's authorization
-//!   endpoint.
-//! - `GET /auth/callback?code&state` ([`callback`]): the state is taken from the store
-//!   once (unknown, expired or replayed: 400, nothing minted); the request must carry that
-//!   login's cookie (else 400: the login was started in another browser, login CSRF),
-//!   which the answer clears; the code is exchanged server-side with the verifier; the
+//!   and PKCE S256 verifier, with `next` (a same-origin path, else `/`: see
+//!   [`redirect`](crate::auth::oidc::redirect)) and an expiry `login_ttl` away, are sealed
+//!   (AES-256-GCM, bound to the state) into a login cookie set in the browser
+//!   ([`cookie`]); nothing is stored server-side; 302 to the IdP's authorization
+//!   endpoint. Limited per client (`login_rate_limit`, checked by the public listener).
+//! - `GET /auth/callback?code&state` ([`callback`]): the request must carry the login
+//!   cookie sealed for that state (else 400: the login was started in another browser,
+//!   login CSRF), which the answer clears; the state is marked used in the store once
+//!   (expired or replayed: 400, nothing minted); the code is exchanged server-side with
+//!   the verifier; the
 //!   id_token is checked against the IdP's JWKS; a first-party access token is minted with
 //!   the `mint` jwt provider's key and stored under a one-time `auth_code` bound to this
 //!   browser by a code cookie ([`cookie`]) for `auth_code_ttl`; 302 to
@@ -214,17 +216,47 @@ fn usable(param: Option<&str>) -> Option<&str> {
     param.filter(|value| !value.is_empty() && value.len() <= MAX_PARAM_LEN)
 }
 
-/// A login between `/auth/login` and the callback, as stored. (No `Debug`: never logged.)
+/// A login between `/auth/login` and the callback, sealed into the login cookie: the
+/// browser that started the login keeps it, and can neither read nor change it. (No
+/// `Debug`: never logged.)
 #[derive(Serialize, Deserialize)]
 struct LoginState {
     verifier: String,
     nonce: String,
     next: String,
-    /// SHA-256 (hex) of the login cookie set in the browser that started the login: the
-    /// callback must come with that cookie. (`default`: a record written before this
-    /// field existed has none, and so matches no browser.)
-    #[serde(default)]
-    browser: String,
+    /// Unix seconds after which the callback refuses it (`login_ttl` after the login).
+    expires_at: u64,
+}
+
+impl LoginState {
+    /// The login cookie's value: this state sealed for the login whose state hashes to
+    /// `state_key`, so that it opens for that login of that provider only.
+    fn seal(&self, provider: &OidcProvider, state_key: &str) -> Option<String> {
+        let json = serde_json::to_vec(self).ok()?;
+        provider
+            .sealer
+            .seal(&login_context(provider, state_key), &json)
+    }
+
+    /// The state a login cookie's value holds, when it was sealed for this login.
+    fn open(provider: &OidcProvider, state_key: &str, sealed: &str) -> Option<Self> {
+        let json = provider
+            .sealer
+            .open(&login_context(provider, state_key), sealed)?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
+/// What a login state is sealed for: the purpose, the provider and the login's state.
+fn login_context(provider: &OidcProvider, state_key: &str) -> Vec<u8> {
+    format!("fluxlit login state\0{}\0{state_key}", provider.name).into_bytes()
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// A minted token waiting for `/auth/exchange`, as stored. (No `Debug`: never logged.)
