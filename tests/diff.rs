@@ -50,6 +50,7 @@ client_secret = { env = "OIDC_CLIENT_SECRET" }
 scopes = ["openid"]
 mint = "main"
 store = { env = "FLUXLIT_REDIS_URL" }
+session_key = { env = "FLUXLIT_SESSION_KEY" }
 "#;
 
 /// Runs `fluxlit diff --config new.toml ARGS` in `dir`.

@@ -31,6 +31,10 @@ use serde_json::{Value, json};
 const MINT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_MINT_SECRET";
 const CLIENT_SECRET: &str = "FLUXLIT_DOCTOR_TEST_CLIENT_SECRET";
 const REDIS_URL: &str = "FLUXLIT_DOCTOR_TEST_REDIS_URL";
+/// The login cookie's key, which a Redis store needs.
+const SESSION_KEY: &str = "FLUXLIT_DOCTOR_TEST_SESSION_KEY";
+/// The provider line that reads it.
+const WITH_SESSION_KEY: &str = "session_key = { env = \"FLUXLIT_DOCTOR_TEST_SESSION_KEY\" }";
 const EXCHANGE_SECRET: &str = "FLUXLIT_DOCTOR_TEST_EXCHANGE_SECRET";
 /// 44 bytes: long enough for HS256.
 const GOOD_SECRET: &str = HS_SECRET;
@@ -151,7 +155,11 @@ fn oidc_config(issuer_url: &str, extra: &str) -> String {
 }
 
 fn oidc_env() -> Vec<(&'static str, &'static str)> {
-    vec![(MINT_SECRET, GOOD_SECRET), (CLIENT_SECRET, "client secret")]
+    vec![
+        (MINT_SECRET, GOOD_SECRET),
+        (CLIENT_SECRET, "client secret"),
+        (SESSION_KEY, GOOD_SECRET),
+    ]
 }
 
 /// [`oidc_env`] and a good exchange secret.
@@ -306,7 +314,7 @@ fn static_cases() -> Vec<Case> {
             .fires_on(oidc_config("https://idp.example.com", "store = \"memory\""))
             .not_on(oidc_config(
                 "https://idp.example.com",
-                "store = \"redis://127.0.0.1:6379/0\"",
+                &format!("store = \"redis://127.0.0.1:6379/0\"\n{WITH_SESSION_KEY}"),
             ))
             .env(oidc_env()),
         Case::new(
@@ -678,9 +686,12 @@ fn a_jwks_file_must_hold_usable_keys() {
 fn an_oidc_client_secret_and_a_redis_url_from_the_environment_are_checked() {
     let config = oidc_config(
         "https://idp.example.com",
-        &format!("store = {{ env = \"{REDIS_URL}\" }}"),
+        &format!("store = {{ env = \"{REDIS_URL}\" }}\n{WITH_SESSION_KEY}"),
     );
-    let run = offline(&config, &[(MINT_SECRET, GOOD_SECRET)]);
+    let run = offline(
+        &config,
+        &[(MINT_SECRET, GOOD_SECRET), (SESSION_KEY, GOOD_SECRET)],
+    );
     let keys: Vec<Value> = run
         .with_id("secret_missing")
         .iter()
@@ -864,7 +875,12 @@ async fn identity_providers_must_publish_discovery_and_usable_keys() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_store_must_answer_ping() {
     let env = owned(oidc_env());
-    let store = |url: &str| oidc_config("https://idp.example.com", &format!("store = \"{url}\""));
+    let store = |url: &str| {
+        oidc_config(
+            "https://idp.example.com",
+            &format!("store = \"{url}\"\n{WITH_SESSION_KEY}"),
+        )
+    };
     // The IdP is not reachable here; only Redis matters.
     let up = online(store("redis://127.0.0.1:6379/0"), env.clone()).await;
     assert!(
