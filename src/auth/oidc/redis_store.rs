@@ -1,10 +1,13 @@
 //! The Redis store: login states and auth codes shared by gateway replicas.
 //!
-//! - Keys are `fluxlit:oidc:<provider>:<login|code>:<sha256 hex>` (the caller hashes the
-//!   state or code), so one Redis can serve several providers and other programs.
+//! - Keys are `fluxlit:oidc:<provider>:<used|code|session>:<sha256 hex>` (the caller
+//!   hashes the state, code or session id), so one Redis can serve several providers
+//!   and other programs.
 //! - `put_once` is `SET key value PX ttl NX`: stored unless the key exists, with its
 //!   time to live. `take` is `GETDEL key` (Redis 6.2 or newer): read and deleted in one
-//!   step on the server, so of two replicas redeeming one code, one gets it.
+//!   step on the server, so of two replicas redeeming one code, one gets it. Sessions
+//!   are read with `GET`, renewed with `SET ... PX ttl XX` (never re-creating one a
+//!   logout deleted) and ended with `DEL`.
 //! - One multiplexed connection ([`ConnectionManager`]), opened at the first request
 //!   (compiling a config never waits on the network) and re-opened by itself after an
 //!   outage or a refused password. Every call is bounded by [`CALL_TIMEOUT`]: a Redis
@@ -200,6 +203,19 @@ impl From<&RedisError> for Failure {
 }
 
 /// `fluxlit:oidc:<provider>:`, the namespace of one provider's entries.
+impl RedisStore {
+    /// An answer no command of ours expects, as a failure.
+    fn unexpected(&self, name: &str, detail: &str) -> StoreError {
+        self.failed(
+            name,
+            Failure {
+                page: "Redis answered something unexpected",
+                detail: detail.to_owned(),
+            },
+        )
+    }
+}
+
 pub fn key_prefix(provider: &str) -> String {
     format!("fluxlit:oidc:{provider}:")
 }
@@ -253,6 +269,58 @@ impl Store for RedisStore {
                         detail: "GETDEL answered neither a value nor nil".to_owned(),
                     },
                 )),
+            }
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let mut command = redis::cmd("GET");
+            command.arg(self.key(slot, key));
+            match self.call(&command, "GET").await? {
+                Value::Nil => Ok(None),
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                _ => Err(self.unexpected("GET", "GET answered neither a value nor nil")),
+            }
+        })
+    }
+
+    fn replace<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            // XX: only an existing key; a session a logout deleted stays deleted.
+            let mut command = redis::cmd("SET");
+            command
+                .arg(self.key(slot, key))
+                .arg(value)
+                .arg("PX")
+                .arg(millis)
+                .arg("XX");
+            match self.call(&command, "SET").await? {
+                Value::Okay => Ok(true),
+                Value::Nil => Ok(false),
+                _ => Err(self.unexpected("SET", "SET ... XX answered neither OK nor nil")),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, slot: Slot, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut command = redis::cmd("DEL");
+            command.arg(self.key(slot, key));
+            match self.call(&command, "DEL").await? {
+                Value::Int(_) => Ok(()),
+                _ => Err(self.unexpected("DEL", "DEL answered no count")),
             }
         })
     }

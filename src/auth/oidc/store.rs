@@ -29,6 +29,8 @@ pub enum Slot {
     UsedState,
     /// A minted access token waiting for `/auth/exchange`.
     AuthCode,
+    /// A browser session: its record, sealed, under the hash of the session id.
+    Session,
 }
 
 impl Slot {
@@ -37,6 +39,7 @@ impl Slot {
         match self {
             Self::UsedState => "used",
             Self::AuthCode => "code",
+            Self::Session => "session",
         }
     }
 
@@ -44,6 +47,7 @@ impl Slot {
         match self {
             Self::UsedState => 0,
             Self::AuthCode => 1,
+            Self::Session => 2,
         }
     }
 }
@@ -71,7 +75,10 @@ pub struct StoreStatus {
     /// memory: live (unexpired) auth codes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_codes: Option<usize>,
-    /// memory: the bound on each of the two above.
+    /// memory: live (unexpired) browser sessions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<usize>,
+    /// memory: the bound on each of the three above.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_entries: Option<usize>,
     /// redis: the URL, its password (if any) shown as `***`.
@@ -105,13 +112,34 @@ pub trait Store: Send + Sync + fmt::Debug {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
 
+    /// The entry's value, left in place; `None` when there is none or it expired.
+    fn get<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Overwrites a live entry's value and time to live; false (and nothing written)
+    /// when there is none: an entry deleted meanwhile (a logout on another replica) is
+    /// never brought back.
+    fn replace<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Removes the entry, if there is one.
+    fn delete<'a>(&'a self, slot: Slot, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
     fn status(&self) -> StoreStatus;
 }
 
 /// The store of one process: two bounded hash maps behind mutexes (no await while held).
 pub struct MemoryStore {
     max_entries: usize,
-    tables: [Mutex<Table>; 2],
+    tables: [Mutex<Table>; 3],
 }
 
 /// Counts only: the entries hold PKCE verifiers and access tokens.
@@ -122,6 +150,7 @@ impl fmt::Debug for MemoryStore {
             .field("max_entries", &self.max_entries)
             .field("used_states", &self.table(Slot::UsedState).live(now))
             .field("auth_codes", &self.table(Slot::AuthCode).live(now))
+            .field("sessions", &self.table(Slot::Session).live(now))
             .finish()
     }
 }
@@ -160,7 +189,7 @@ impl MemoryStore {
     pub fn new(max_entries: usize) -> Self {
         Self {
             max_entries: max_entries.max(1),
-            tables: [Mutex::new(Table::default()), Mutex::new(Table::default())],
+            tables: std::array::from_fn(|_| Mutex::new(Table::default())),
         }
     }
 
@@ -196,6 +225,7 @@ impl MemoryStore {
                 what: match slot {
                     Slot::UsedState => "finished logins",
                     Slot::AuthCode => "auth codes",
+                    Slot::Session => "sessions",
                 },
                 capacity: self.max_entries,
             });
@@ -208,6 +238,31 @@ impl MemoryStore {
             },
         );
         Ok(true)
+    }
+
+    fn get_now(&self, slot: Slot, key: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        let table = self.table(slot);
+        table
+            .entries
+            .get(key)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.value.clone())
+    }
+
+    fn replace_now(&self, slot: Slot, key: &str, value: Vec<u8>, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut table = self.table(slot);
+        match table.entries.get_mut(key) {
+            Some(entry) if entry.expires_at > now => {
+                *entry = Entry {
+                    value,
+                    expires_at: now + ttl,
+                };
+                true
+            }
+            _ => false,
+        }
     }
 
     fn take_now(&self, slot: Slot, key: &str) -> Option<Vec<u8>> {
@@ -242,12 +297,38 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(result) })
     }
 
+    fn get<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let result = self.get_now(slot, key);
+        Box::pin(async move { Ok(result) })
+    }
+
+    fn replace<'a>(
+        &'a self,
+        slot: Slot,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let result = self.replace_now(slot, key, value, ttl);
+        Box::pin(async move { Ok(result) })
+    }
+
+    fn delete<'a>(&'a self, slot: Slot, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.table(slot).entries.remove(key);
+        Box::pin(async move { Ok(()) })
+    }
+
     fn status(&self) -> StoreStatus {
         let now = Instant::now();
         StoreStatus {
             kind: "memory",
             used_states: Some(self.table(Slot::UsedState).live(now)),
             auth_codes: Some(self.table(Slot::AuthCode).live(now)),
+            sessions: Some(self.table(Slot::Session).live(now)),
             max_entries: Some(self.max_entries),
             ..StoreStatus::default()
         }
@@ -260,6 +341,41 @@ mod tests {
 
     fn block<T>(future: BoxFuture<'_, T>) -> T {
         futures_util::FutureExt::now_or_never(future).expect("the memory store never waits")
+    }
+
+    #[test]
+    fn a_replaced_entry_lives_on_and_a_deleted_one_is_never_brought_back() {
+        let store = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            block(store.put_once(Slot::Session, "s", b"one".to_vec(), ttl)),
+            Ok(true)
+        );
+        assert_eq!(
+            block(store.get(Slot::Session, "s")),
+            Ok(Some(b"one".to_vec()))
+        );
+        assert_eq!(
+            block(store.get(Slot::Session, "s")),
+            Ok(Some(b"one".to_vec())),
+            "get leaves it in place"
+        );
+        assert_eq!(
+            block(store.replace(Slot::Session, "s", b"two".to_vec(), ttl)),
+            Ok(true)
+        );
+        assert_eq!(
+            block(store.get(Slot::Session, "s")),
+            Ok(Some(b"two".to_vec()))
+        );
+        assert_eq!(block(store.delete(Slot::Session, "s")), Ok(()));
+        assert_eq!(
+            block(store.replace(Slot::Session, "s", b"three".to_vec(), ttl)),
+            Ok(false),
+            "a renewal after a logout re-creates nothing"
+        );
+        assert_eq!(block(store.get(Slot::Session, "s")), Ok(None));
+        assert_eq!(store.status().sessions, Some(0));
     }
 
     #[test]
