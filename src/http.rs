@@ -2,6 +2,7 @@
 //! redirect) and the one formatter of error chains. A leaf: it knows nothing of the
 //! gateway, and any body made from [`Bytes`] (axum's, the proxy's) can carry its answers.
 
+use ::http::HeaderMap;
 use ::http::header::{self, HeaderValue};
 use ::http::{Response, StatusCode};
 use bytes::Bytes;
@@ -71,9 +72,38 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The value of the first cookie named `name` in the request's `Cookie` headers.
+pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookie_is_read_by_its_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("fluxlit-session-ab=x1; other=2"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("fluxlit-session-abc=y2;fluxlit-session-abc=z3"),
+        );
+        assert_eq!(request_cookie(&headers, "fluxlit-session-ab"), Some("x1"));
+        assert_eq!(request_cookie(&headers, "fluxlit-session-abc"), Some("y2"));
+        assert_eq!(request_cookie(&headers, "fluxlit-session-a"), None);
+        assert_eq!(request_cookie(&headers, "other"), Some("2"));
+    }
 
     #[derive(Debug)]
     struct Chained(&'static str, Option<Box<Chained>>);

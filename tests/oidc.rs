@@ -25,33 +25,27 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Form, Query, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use bytes::Bytes;
 use common::auth::*;
 use common::cli::Serve;
+use common::idp::*;
 use common::raw::{RawReply, raw_post};
 use common::{
     ConfigText, CountingUpstream, HANG_GUARD, Reachable, Reply, TRUSTED, TestEnvironment,
-    TestGateway, UNTRUSTED, cli, config_dir, eventually, get_from, send, send_from, start_error,
+    TestGateway, UNTRUSTED, cli, config_dir, eventually, get_from, send_from, start_error,
     start_with_environment, start_with_files, within,
 };
-use http::StatusCode;
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-const CLIENT_ID: &str = "fluxlit-web";
-const CLIENT_SECRET: &str = "test-only oidc client secret (with spaces & symbols)";
 /// The app server's exchange secret (`exchange_secret = { file = "exchange.secret" }`).
 const EXCHANGE_SECRET: &str = "test-only exchange secret, forty-odd bytes long";
 /// The secret files the test configs read.
@@ -69,244 +63,6 @@ const WITH_SESSION_KEY: &str = "session_key = { file = \"session.key\" }";
 /// The provider key that sets the exchange secret.
 const WITH_EXCHANGE_SECRET: &str = "exchange_secret = { file = \"exchange.secret\" }";
 const PUBLIC_BASE: &str = "http://app.fluxlit.test";
-const SUB: &str = "idp-user-42";
-
-// ---------------------------------------------------------------------------------------
-// The test identity provider.
-// ---------------------------------------------------------------------------------------
-
-/// What the IdP's token endpoint puts in the id_token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IdTokenMode {
-    Good,
-    WrongNonce,
-    WrongAudience,
-    Expired,
-    AlgNone,
-    /// Signed with rsa-b, naming kid rsa-b: a key the JWKS does not have.
-    UnknownKey,
-    /// Signed with rsa-b, naming kid rsa-a: the JWKS key does not verify it.
-    ForgedSignature,
-    WrongIssuer,
-    /// `aud` holds the client and another party, without `azp`.
-    SeveralAudiencesNoAzp,
-}
-
-#[derive(Debug)]
-struct Grant {
-    challenge: String,
-    nonce: String,
-    redirect_uri: String,
-}
-
-#[derive(Debug)]
-struct IdpState {
-    issuer: String,
-    mode: Mutex<IdTokenMode>,
-    discovery_failing: AtomicBool,
-    end_session: bool,
-    grants: Mutex<HashMap<String, Grant>>,
-    next_code: AtomicUsize,
-    discovery_hits: AtomicUsize,
-    token_hits: AtomicUsize,
-    /// Why the last token request was refused, if it was.
-    token_refusal: Mutex<Option<String>>,
-}
-
-struct Idp {
-    addr: SocketAddr,
-    state: Arc<IdpState>,
-}
-
-impl Idp {
-    async fn spawn(end_session: bool) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the IdP");
-        let addr = listener.local_addr().expect("IdP address");
-        let state = Arc::new(IdpState {
-            issuer: format!("http://{addr}"),
-            mode: Mutex::new(IdTokenMode::Good),
-            discovery_failing: AtomicBool::new(false),
-            end_session,
-            grants: Mutex::new(HashMap::new()),
-            next_code: AtomicUsize::new(0),
-            discovery_hits: AtomicUsize::new(0),
-            token_hits: AtomicUsize::new(0),
-            token_refusal: Mutex::new(None),
-        });
-        let router = Router::new()
-            .route("/.well-known/openid-configuration", get(discovery))
-            .route("/jwks", get(|| async { jwks(&[RSA_A_JWK]) }))
-            .route("/authorize", get(authorize))
-            .route("/token", post(token_endpoint))
-            .with_state(Arc::clone(&state));
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("the IdP serves");
-        });
-        Self { addr, state }
-    }
-
-    fn issuer(&self) -> &str {
-        &self.state.issuer
-    }
-
-    fn set_mode(&self, mode: IdTokenMode) {
-        *self.state.mode.lock().unwrap() = mode;
-    }
-
-    fn token_hits(&self) -> usize {
-        self.state.token_hits.load(Ordering::SeqCst)
-    }
-}
-
-async fn discovery(State(state): State<Arc<IdpState>>) -> Response {
-    state.discovery_hits.fetch_add(1, Ordering::SeqCst);
-    if state.discovery_failing.load(Ordering::SeqCst) {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    let issuer = &state.issuer;
-    let mut document = discovery_document(issuer);
-    document["token_endpoint_auth_methods_supported"] = json!(["client_secret_basic"]);
-    document["code_challenge_methods_supported"] = json!(["S256"]);
-    if state.end_session {
-        document["end_session_endpoint"] = json!(format!("{issuer}/logout"));
-    }
-    axum::Json(document).into_response()
-}
-
-/// Logs the user in at once: records the request and sends the browser back with a code.
-async fn authorize(
-    State(state): State<Arc<IdpState>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let param = |name: &str| query.get(name).cloned().unwrap_or_default();
-    if param("response_type") != "code"
-        || param("client_id") != CLIENT_ID
-        || param("code_challenge_method") != "S256"
-        || param("code_challenge").is_empty()
-        || param("nonce").is_empty()
-        || param("state").is_empty()
-    {
-        return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
-    }
-    let code = format!("code-{}", state.next_code.fetch_add(1, Ordering::SeqCst));
-    state.grants.lock().unwrap().insert(
-        code.clone(),
-        Grant {
-            challenge: param("code_challenge"),
-            nonce: param("nonce"),
-            redirect_uri: param("redirect_uri"),
-        },
-    );
-    let mut back = Url::parse(&param("redirect_uri")).expect("redirect_uri is a URL");
-    back.query_pairs_mut()
-        .append_pair("code", &code)
-        .append_pair("state", &param("state"));
-    (
-        StatusCode::FOUND,
-        [(http::header::LOCATION, back.to_string())],
-    )
-        .into_response()
-}
-
-async fn token_endpoint(
-    State(state): State<Arc<IdpState>>,
-    headers: http::HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    state.token_hits.fetch_add(1, Ordering::SeqCst);
-    let refuse = |why: &str| {
-        *state.token_refusal.lock().unwrap() = Some(why.to_owned());
-        (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
-        )
-            .into_response()
-    };
-    let expected_auth = format!(
-        "Basic {}",
-        standard_base64(format!("{CLIENT_ID}:{}", form_encode(CLIENT_SECRET)).as_bytes())
-    );
-    if headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        != Some(expected_auth.as_str())
-    {
-        return refuse("client authentication failed");
-    }
-    let param = |name: &str| form.get(name).cloned().unwrap_or_default();
-    if param("grant_type") != "authorization_code" {
-        return refuse("grant_type");
-    }
-    let Some(grant) = state.grants.lock().unwrap().remove(&param("code")) else {
-        return refuse("unknown or used code");
-    };
-    if param("redirect_uri") != grant.redirect_uri {
-        return refuse("redirect_uri differs from the authorization request's");
-    }
-    if b64(&Sha256::digest(param("code_verifier").as_bytes())) != grant.challenge {
-        return refuse("PKCE: the verifier does not match the S256 challenge");
-    }
-    let mode = *state.mode.lock().unwrap();
-    let id_token = id_token(&state.issuer, &grant.nonce, mode);
-    axum::Json(json!({
-        "access_token": "idp-access-token",
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "id_token": id_token,
-    }))
-    .into_response()
-}
-
-fn id_token(issuer: &str, nonce: &str, mode: IdTokenMode) -> String {
-    let now = now();
-    let mut claims = json!({
-        "iss": issuer,
-        "sub": SUB,
-        "aud": CLIENT_ID,
-        "iat": now,
-        "exp": now + 300,
-        "nonce": nonce,
-        "email": "ada@example.com",
-        "name": "Ada Lovelace",
-    });
-    match mode {
-        IdTokenMode::Good => {}
-        IdTokenMode::WrongNonce => claims["nonce"] = json!("a-nonce-of-another-login"),
-        IdTokenMode::WrongAudience => claims["aud"] = json!("another-client"),
-        IdTokenMode::Expired => {
-            claims["iat"] = json!(now - 3600);
-            claims["exp"] = json!(now - 1800);
-        }
-        IdTokenMode::WrongIssuer => claims["iss"] = json!("https://impostor.example"),
-        IdTokenMode::SeveralAudiencesNoAzp => claims["aud"] = json!([CLIENT_ID, "another-client"]),
-        IdTokenMode::AlgNone => {
-            return format!(
-                "{}.",
-                signing_input(&json!({"alg": "none", "typ": "JWT"}), &claims)
-            );
-        }
-        IdTokenMode::UnknownKey => {
-            return token(Algorithm::RS256, Some("rsa-b"), Key::RsaB, &claims);
-        }
-        IdTokenMode::ForgedSignature => {
-            return token(Algorithm::RS256, Some("rsa-a"), Key::RsaB, &claims);
-        }
-    }
-    token(Algorithm::RS256, Some("rsa-a"), Key::RsaA, &claims)
-}
-
-/// RFC 4648 base64 with padding (HTTP Basic authentication).
-fn standard_base64(bytes: &[u8]) -> String {
-    let url_safe = b64(bytes).replace('-', "+").replace('_', "/");
-    let padding = (4 - url_safe.len() % 4) % 4;
-    url_safe + &"=".repeat(padding)
-}
-
-fn form_encode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
 
 // ---------------------------------------------------------------------------------------
 // The gateway and the steps of a login.
@@ -402,86 +158,6 @@ fn oidc_status(gateway: &TestGateway) -> fluxlit::auth::oidc::OidcStatus {
     gateway.gateway.snapshot().providers["corp"]
         .oidc_status()
         .expect("corp is an oidc provider")
-}
-
-fn location(reply: &Reply) -> &str {
-    reply
-        .header("location")
-        .unwrap_or_else(|| panic!("no Location in {} {}", reply.status, reply.text()))
-}
-
-/// `GET /auth/login?next=<next>` (next form-encoded; no `next` when `None`).
-async fn login(gateway: &impl Reachable, next: Option<&str>) -> Reply {
-    let path = match next {
-        Some(next) => format!("/auth/login?next={}", form_encode(next)),
-        None => "/auth/login".to_owned(),
-    };
-    get_from(TRUSTED, gateway, &path, &[]).await
-}
-
-/// Follows a 302 to the IdP's authorization endpoint, as a browser would; returns the
-/// `code` and `state` it sends back, and the redirect URI it sends them to.
-async fn authorize_at_idp(idp: &Idp, authorize_url: &str) -> (String, String, String) {
-    let url = Url::parse(authorize_url).expect("the login redirects to a URL");
-    assert_eq!(
-        url.origin().ascii_serialization(),
-        idp.issuer(),
-        "the login redirects to the IdP"
-    );
-    let target = format!("{}?{}", url.path(), url.query().unwrap_or_default());
-    let reply = within(
-        "the IdP's authorization endpoint",
-        send(idp.addr, common::get(idp.addr, &target, &[])),
-    )
-    .await;
-    assert_eq!(reply.status, 302, "the IdP authorizes: {}", reply.text());
-    let back = Url::parse(location(&reply)).expect("the IdP redirects to a URL");
-    let param = |name: &str| {
-        back.query_pairs()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_else(|| panic!("no {name} in {back}"))
-    };
-    let redirect_uri = format!("{}{}", back.origin().ascii_serialization(), back.path());
-    (param("code"), param("state"), redirect_uri)
-}
-
-/// The `Set-Cookie` headers of a reply.
-fn set_cookies(reply: &Reply) -> Vec<&str> {
-    reply
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|value| value.to_str().expect("a Set-Cookie is text"))
-        .collect()
-}
-
-/// The one login cookie a login sets, as the browser sends it back: `name=value`.
-fn login_cookie(reply: &Reply) -> String {
-    let cookies = set_cookies(reply);
-    assert_eq!(cookies.len(), 1, "one login cookie: {cookies:?}");
-    cookies[0]
-        .split(';')
-        .next()
-        .expect("a name=value")
-        .to_owned()
-}
-
-/// The browser's answer to the IdP's redirect: `GET /auth/callback?code&state`, with the
-/// `Cookie` header `cookie` (`name=value` pairs) when it has one.
-async fn callback(
-    gateway: &impl Reachable,
-    code: &str,
-    state: &str,
-    cookie: Option<&str>,
-) -> Reply {
-    let path = format!(
-        "/auth/callback?code={}&state={}",
-        form_encode(code),
-        form_encode(state)
-    );
-    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
-    get_from(TRUSTED, gateway, &path, &headers).await
 }
 
 /// A whole login up to the callback's answer, in one browser: the login cookie goes
@@ -779,27 +455,6 @@ async fn an_idp_error_on_the_callback_consumes_the_state_and_mints_nothing() {
 // ---------------------------------------------------------------------------------------
 // The login cookie: a login finishes only in the browser that started it.
 // ---------------------------------------------------------------------------------------
-
-/// A `Set-Cookie`'s name, value and attributes (attribute names lowercased).
-fn parse_set_cookie(text: &str) -> (String, String, HashMap<String, String>) {
-    let mut parts = text.split(';').map(str::trim);
-    let (name, value) = parts
-        .next()
-        .and_then(|pair| pair.split_once('='))
-        .unwrap_or_else(|| panic!("a name=value first: {text}"));
-    let attributes = parts
-        .map(|part| match part.split_once('=') {
-            Some((key, value)) => (key.to_ascii_lowercase(), value.to_owned()),
-            None => (part.to_ascii_lowercase(), String::new()),
-        })
-        .collect();
-    (name.to_owned(), value.to_owned(), attributes)
-}
-
-/// A `Set-Cookie` attribute's value (empty for a flag), by lowercased name.
-fn attribute<'a>(attributes: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    attributes.get(name).map(String::as_str)
-}
 
 #[tokio::test]
 async fn a_callback_without_the_login_cookie_is_refused_and_mints_nothing() {
@@ -2017,15 +1672,39 @@ fn manual_endpoints_are_refused_and_the_escape_hatch_is_warned_about() {
 }
 
 #[test]
-fn routes_cannot_name_an_oidc_provider_and_jwt_providers_take_no_oidc_keys() {
-    let text = oidc_config(GOOD_PROVIDER, SERVER).replace("auth = \"main\"", "auth = \"corp\"");
-    let errors = load_errors(&text);
+fn a_route_naming_an_oidc_provider_is_a_session_route_without_scopes() {
+    // A browser session: no mint needed, no scopes to require.
+    let session = oidc_config(GOOD_PROVIDER, SERVER)
+        .replace("auth = \"main\"", "auth = \"corp\"")
+        .replace("mint = \"main\"", "");
+    assert_eq!(load_errors(&session), Vec::<String>::new());
+    let scoped = oidc_config(GOOD_PROVIDER, SERVER).replace(
+        "auth = \"main\"",
+        "auth = \"corp\"\nrequired_scopes = [\"read\"]",
+    );
+    let errors = load_errors(&scoped);
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("routes[0].auth") && e.contains("auth = \"main\"")),
+            .any(|e| e.contains("routes[0].required_scopes")
+                && e.contains("does not issue scopes")
+                && e.contains("auth = \"main\"")),
         "{errors:#?}"
     );
+    // Without a route naming it, a provider without mint leads nowhere.
+    let nowhere = oidc_config(GOOD_PROVIDER, SERVER).replace("mint = \"main\"", "");
+    let errors = load_errors(&nowhere);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("auth.providers.corp.mint")
+                && e.contains("or a route that names it")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn jwt_providers_take_no_oidc_keys() {
     let text = oidc_config(GOOD_PROVIDER, SERVER).replace(
         "jwks_url = \"https://idp.example/jwks\"",
         "jwks_url = \"https://idp.example/jwks\"\nmint = \"main\"",

@@ -5,8 +5,8 @@
 //! - `trusted_proxy_user`: forward auth; the identity that the proxy in front put in
 //!   `trust.remote_user_header`, believed from the provider's `trusted_peers` only. The
 //!   header itself never reaches an upstream (the header policy drops it everywhere).
-//! - `oidc`: not a check of its own but a login the gateway serves ([`oidc`]); the
-//!   token it mints is checked by its `mint` jwt provider.
+//! - `oidc`: a browser session ([`oidc::session`]) from a login the gateway serves
+//!   ([`oidc`]); the token it may mint for the app is checked by its `mint` jwt provider.
 //!
 //! Failures answer in RFC 6750 terms: 401 with a `WWW-Authenticate: Bearer` challenge,
 //! 403 `insufficient_scope`, and 503 when the provider's keys are not available.
@@ -28,8 +28,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -60,7 +60,7 @@ pub enum Check {
     TrustedProxyUser {
         trusted_peers: Box<[IpNet]>,
     },
-    /// A login served by the gateway; routes never name it (validation refuses that).
+    /// A login served by the gateway; a route that names it needs a browser session.
     Oidc(Arc<oidc::OidcProvider>),
 }
 
@@ -143,15 +143,21 @@ pub enum AuthFailure {
     NoTrustedUser,
     /// The provider cannot verify anything right now (503).
     Unavailable { description: String },
+    /// A browser session route without a live session: a page load is sent to `login`
+    /// (with `next`), anything else gets 401.
+    LoginRequired { login: String },
+    /// A session request that may come from another origin (403).
+    CrossOrigin { origin: String },
 }
 
 impl AuthFailure {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Missing { .. } | Self::Invalid { .. } | Self::NoTrustedUser => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::Missing { .. }
+            | Self::Invalid { .. }
+            | Self::NoTrustedUser
+            | Self::LoginRequired { .. } => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } | Self::CrossOrigin { .. } => StatusCode::FORBIDDEN,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -173,7 +179,10 @@ impl AuthFailure {
                 challenge.to_str().unwrap_or("Bearer"),
                 quoted_safe(scope)
             ),
-            Self::NoTrustedUser | Self::Unavailable { .. } => return None,
+            Self::NoTrustedUser
+            | Self::Unavailable { .. }
+            | Self::LoginRequired { .. }
+            | Self::CrossOrigin { .. } => return None,
         };
         HeaderValue::from_str(&text).ok()
     }
@@ -194,6 +203,8 @@ impl AuthFailure {
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::NoTrustedUser => "no_trusted_user",
             Self::Unavailable { .. } => "unavailable",
+            Self::LoginRequired { .. } => "no_session",
+            Self::CrossOrigin { .. } => "cross_origin",
         }
     }
 
@@ -207,6 +218,11 @@ impl AuthFailure {
                 "the user must be authenticated by the proxy in front".to_owned()
             }
             Self::Unavailable { description } => description.clone(),
+            Self::LoginRequired { .. } => "a login is required".to_owned(),
+            Self::CrossOrigin { origin } => format!(
+                "a request that changes something, or opens a WebSocket, in a login session \
+                 must come from {origin}"
+            ),
         }
     }
 }
@@ -223,6 +239,7 @@ impl RouteAuth {
     /// (the TCP peer). Nothing is sent upstream before this returns.
     pub async fn authenticate(
         &self,
+        method: &Method,
         headers: &HeaderMap,
         peer: IpAddr,
         remote_user_header: &HeaderName,
@@ -269,15 +286,105 @@ impl RouteAuth {
                 }
                 identity_from_claims(provider, &claims, &scopes, verifier.leeway())
             }
-            // Validation refuses routes that name an oidc provider; never fail open.
-            Check::Oidc(oidc) => Err(AuthFailure::Unavailable {
-                description: format!(
-                    "provider {:?} logs users in; protect routes with its mint provider {:?}",
-                    provider.name,
-                    oidc.settings.minter.provider()
-                ),
-            }),
+            Check::Oidc(oidc) => session_identity(provider, oidc, method, headers).await,
         }
+    }
+}
+
+/// A browser session's identity: the request's session cookie, looked up in the
+/// provider's store. A request that a page on another origin could have made in the
+/// user's name (an unsafe method, a WebSocket handshake) must come from the app's own
+/// origin first (CSRF; `SameSite=Lax` keeps the cookie off cross-site subrequests, but
+/// not off same-site ones from a sibling subdomain).
+async fn session_identity(
+    provider: &Provider,
+    oidc: &oidc::OidcProvider,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Identity, AuthFailure> {
+    let login_required = || AuthFailure::LoginRequired {
+        login: format!("{}{}", oidc.settings.base_path, oidc.settings.paths.login),
+    };
+    if !oidc.has_session_cookie(headers) {
+        return Err(login_required());
+    }
+    if let Some(refusal) = cross_origin(method, headers, &oidc.settings.public_origin) {
+        return Err(refusal);
+    }
+    let session = oidc
+        .session(headers)
+        .await
+        .map_err(|error| AuthFailure::Unavailable {
+            description: format!("the session store is unavailable: {error}"),
+        })?
+        .ok_or_else(login_required)?;
+    let record = session.record;
+    let invalid = |description: &str| AuthFailure::Invalid {
+        challenge: provider.challenge.clone(),
+        description: description.to_owned(),
+    };
+    let header_value = |text: &str| {
+        HeaderValue::from_str(text).map_err(|_| invalid("a claim cannot be sent as a header"))
+    };
+    let mut identity_headers = vec![(SUB_HEADER, header_value(&record.sub)?)];
+    let mut copied = Vec::with_capacity(record.claims.len());
+    for (claim, name) in &provider.claim_headers {
+        let Some(text) = record.claims.get(claim).and_then(header_text) else {
+            continue;
+        };
+        identity_headers.push((name.clone(), header_value(&text)?));
+    }
+    for (claim, value) in &record.claims {
+        copied.push((claim.clone(), value.clone()));
+    }
+    let expires = record.expires();
+    Ok(Identity {
+        headers: identity_headers,
+        expires_at: Some(expires),
+        asserted: identity::Asserted {
+            sub: record.sub,
+            scope: None,
+            claims: copied,
+            expires: Some(expires),
+        },
+    })
+}
+
+/// The refusal of a session request that may come from another origin: an unsafe
+/// method needs `Origin` = the app's origin (or, without `Origin`, `Sec-Fetch-Site:
+/// same-origin`); a WebSocket handshake needs `Origin` = the app's origin. Safe methods
+/// pass: they must not change anything, and a cross-site page cannot read the answer.
+fn cross_origin(method: &Method, headers: &HeaderMap, origin: &str) -> Option<AuthFailure> {
+    let websocket = headers
+        .get(header::UPGRADE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let safe = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    if safe && !websocket {
+        return None;
+    }
+    let sent_origin = headers.get(header::ORIGIN);
+    let same_origin = match sent_origin {
+        Some(sent) => sent.as_bytes() == origin.as_bytes(),
+        None if !websocket => headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes() == b"same-origin"),
+        None => false,
+    };
+    (!same_origin).then(|| AuthFailure::CrossOrigin {
+        origin: origin.to_owned(),
+    })
+}
+
+/// A claim's value as header text: strings, numbers and booleans only.
+fn header_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
     }
 }
 

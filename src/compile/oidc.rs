@@ -7,7 +7,9 @@ use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
 use crate::auth::oidc::seal::{MIN_SESSION_KEY, Sealer};
-use crate::auth::oidc::{ClientSecret, ExchangeSecret, OidcSettings, StoreSettings};
+use crate::auth::oidc::{
+    ClientSecret, ExchangeSecret, OidcSettings, SessionSettings, StoreSettings,
+};
 use crate::auth::secrets;
 use crate::auth::token::Minter;
 use crate::config::Config;
@@ -84,6 +86,27 @@ pub(super) fn compile_oidc(
             )
         })?;
     let public_base = public_base_url.as_str().trim_end_matches('/').to_owned();
+    let public_origin = public_base_url.origin().ascii_serialization();
+    let ttl =
+        |value: Option<crate::config::units::Duration>, default| value.map_or(default, |d| d.get());
+    // Routes that name the provider are protected by its browser sessions.
+    let sessions = config
+        .routes
+        .iter()
+        .any(|route| route.auth.as_deref() == Some(name))
+        .then(|| SessionSettings {
+            idle_timeout: ttl(
+                settings.session_idle_timeout,
+                oidc_defaults::SESSION_IDLE_TIMEOUT,
+            ),
+            max_age: ttl(settings.session_max_age, oidc_defaults::SESSION_MAX_AGE),
+        });
+    let mut session_claims = settings.claims.clone();
+    for claim in settings.claim_headers.keys() {
+        if !session_claims.contains(claim) {
+            session_claims.push(claim.clone());
+        }
+    }
     let base_path = public_base_url.path().trim_end_matches('/').to_owned();
     let paths = settings.paths.clone().unwrap_or_default();
     let redirect_uri =
@@ -134,8 +157,6 @@ pub(super) fn compile_oidc(
         .map_err(|error| Diagnostic::error(path, error.to_string()))?;
     let store = compile_store_settings(path, settings, ctx)?;
 
-    let ttl =
-        |value: Option<crate::config::units::Duration>, default| value.map_or(default, |d| d.get());
     Ok(OidcPlan {
         settings: OidcSettings {
             client_id,
@@ -156,8 +177,11 @@ pub(super) fn compile_oidc(
             exchange_secret,
             redirect_uri,
             public_base,
+            public_origin,
             base_path,
             minter,
+            sessions,
+            session_claims,
         },
         discovery,
         manual,
@@ -269,12 +293,12 @@ fn compile_minter(
     settings: &model::AuthProvider,
     config: &Config,
     ctx: &CompileContext,
-) -> Result<Minter, Diagnostic> {
+) -> Result<Option<Minter>, Diagnostic> {
     let mint_path = format!("{path}.mint");
-    let name = settings
-        .mint
-        .as_deref()
-        .ok_or_else(|| Diagnostic::error(&mint_path, "an oidc provider needs `mint`"))?;
+    // Validation allows no mint only where routes name the provider (sessions).
+    let Some(name) = settings.mint.as_deref() else {
+        return Ok(None);
+    };
     let mint =
         config.auth.providers.get(name).ok_or_else(|| {
             Diagnostic::error(&mint_path, format!("unknown auth provider {name:?}"))
@@ -292,6 +316,7 @@ fn compile_minter(
         )
     })?;
     Minter::new(name, mint, &secret)
+        .map(Some)
         .map_err(|error| Diagnostic::error(&mint_path, error.to_string()))
 }
 

@@ -668,8 +668,9 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
 
-    /// jwt: claims copied to upstream headers, e.g. `{ email = "x-fluxlit-email" }`, on
-    /// top of `x-fluxlit-sub` and `x-fluxlit-scope`. Clients' copies are always stripped.
+    /// jwt, oidc: claims copied to upstream headers, e.g. `{ email = "x-fluxlit-email" }`,
+    /// on top of `x-fluxlit-sub` and `x-fluxlit-scope` (oidc: the id_token's claims, on
+    /// routes with a browser session). Clients' copies are always stripped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claim_headers: BTreeMap<String, String>,
 
@@ -700,8 +701,10 @@ pub struct AuthProvider {
     pub scopes: Vec<String>,
 
     /// oidc: the jwt provider (one with an HS256/384/512 `hs256_secret`) whose secret,
-    /// `issuer` and `audience` sign the access token minted after a login. Protect routes
-    /// with `auth = "<that provider>"`.
+    /// `issuer` and `audience` sign the access token minted after a login and handed to
+    /// the app through `/auth/exchange`; protect API routes with `auth = "<that
+    /// provider>"`. Not needed when routes name this provider (browser sessions) and no
+    /// app asks for a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mint: Option<String>,
 
@@ -766,6 +769,15 @@ pub struct AuthProvider {
     /// at start (kept across reloads): a restart ends the logins in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<SecretRef>,
+
+    /// oidc: a browser session (of a route with `auth` = this provider) ends after this
+    /// long without a request; each request moves the end on [default: 8h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_timeout: Option<Duration>,
+
+    /// oidc: a browser session ends this long after its login, however busy [default: 7d].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_max_age: Option<Duration>,
 
     /// oidc: requests per client to the login endpoint (each starts a login at the
     /// identity provider); a client over it gets 429 with `Retry-After`. Raise it when
@@ -918,6 +930,8 @@ pub mod oidc_defaults {
     use std::time::Duration;
 
     pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+    pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+    pub const SESSION_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
     pub const AUTH_CODE_TTL: Duration = Duration::from_secs(60);
     pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(900);
     pub const STORE: &str = "memory";

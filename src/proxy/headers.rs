@@ -21,6 +21,7 @@ pub use classes::{HeaderClass, HeaderClasses};
 
 use super::route::{Route, SecurityHeaderList};
 use crate::auth::Identity;
+use crate::auth::oidc::session::{HOST_SESSION_COOKIE, SESSION_COOKIE};
 use crate::peer::canonical_ip;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -71,6 +72,12 @@ pub fn upstream_request_headers(
         // reported. (One call site: the check stays inlined in the loop.)
         if (allowed || class.is_none()) && !connection.lists(name.as_str()) {
             if allowed {
+                if name == header::COOKIE {
+                    if let Some(value) = without_session_cookie(value) {
+                        out.append(header::COOKIE, value);
+                    }
+                    continue;
+                }
                 out.append(name.clone(), value.clone());
             } else {
                 unlisted(name);
@@ -242,6 +249,36 @@ fn tokens_of(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the
 /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+/// A `Cookie` header without the gateway's session cookie (which would let an upstream
+/// act as the user), or `None` when nothing else is left. Other cookies pass untouched.
+fn without_session_cookie(value: &HeaderValue) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    // Most requests carry no session cookie: one scan, no allocation.
+    if !bytes
+        .windows(SESSION_COOKIE.len())
+        .any(|w| w == SESSION_COOKIE.as_bytes())
+    {
+        return Some(value.clone());
+    }
+    let kept: Vec<&[u8]> = bytes
+        .split(|byte| *byte == b';')
+        .filter(|pair| {
+            let name = pair
+                .split(|byte| *byte == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            name != SESSION_COOKIE.as_bytes() && name != HOST_SESSION_COOKIE.as_bytes()
+        })
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty())
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok()
+}
+
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, policy: &HeaderPolicy) -> IpAddr {
     let peer = canonical_ip(peer);
     if !policy.is_trusted(peer) {

@@ -10,14 +10,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::auth::Identity;
 use crate::auth::identity::{IdentitySigner, JWKS_PATH};
 use crate::auth::oidc::Endpoint;
+use crate::auth::{AuthFailure, Identity};
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
 use crate::proxy::headers::unlisted::{self, Noted};
@@ -210,8 +211,14 @@ impl Proxy {
         };
         Routed::Wait(Box::pin(async move {
             let remote_user = &arrival.snapshot.headers.remote_user;
+            let request = &arrival.request;
             let checked = auth
-                .authenticate(arrival.request.headers(), arrival.peer.ip(), remote_user)
+                .authenticate(
+                    request.method(),
+                    request.headers(),
+                    arrival.peer.ip(),
+                    remote_user,
+                )
                 .await;
             let mut identity = match checked {
                 Ok(identity) => identity,
@@ -226,6 +233,11 @@ impl Proxy {
                         reason = %failure.message(),
                         "request refused at the edge",
                     );
+                    if let AuthFailure::LoginRequired { login } = &failure
+                        && is_page_load(&arrival.request)
+                    {
+                        return login_redirect(login, arrival.request.uri());
+                    }
                     return errors::auth_failure_response(&failure, route, arrival.request_id);
                 }
             };
@@ -377,6 +389,31 @@ fn report_unlisted(route: &Route, metrics: &RouteMetrics, name: &HeaderName) {
         ),
         Noted::Again => {}
     }
+}
+
+/// Whether a browser is loading a page: a `GET` or `HEAD` that accepts HTML and is no
+/// WebSocket handshake. Only those are sent to the login; scripts and API clients get
+/// 401, so no script follows a redirect into a login page it cannot show.
+fn is_page_load<B>(request: &Request<B>) -> bool {
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && !is_websocket_handshake(request)
+        && request
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|accept| {
+                accept
+                    .as_bytes()
+                    .windows(9)
+                    .any(|window| window.eq_ignore_ascii_case(b"text/html"))
+            })
+}
+
+/// `302` to the login page, which comes back to the request's own path and query.
+fn login_redirect(login: &str, uri: &Uri) -> Response<ProxyBody> {
+    let next = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    crate::http::redirect::<Bytes>(&format!("{login}?next={encoded}")).map(ProxyBody::full)
 }
 
 /// A request as it arrived, with what the gateway learned of it before routing.

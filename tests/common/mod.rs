@@ -6,12 +6,14 @@
 //! HTTP/1.1 as bytes where a client library would tidy the request up, [`cli`] runs the
 //! `fluxlit` binary, [`ws`] is a WebSocket echo upstream, [`schema`] checks config text
 //! against the committed JSON Schema, and [`auth`] has the test keys, tokens and
-//! identity-provider stand-ins of the auth tests.
+//! identity-provider stand-ins of the auth tests, [`idp`] the OpenID Connect provider
+//! of the login and session tests.
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod idp;
 pub mod raw;
 pub mod schema;
 pub mod ws;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet};
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, CsrfToken, EndpointNotSet, EndpointSet, LogoutRequest,
-    Nonce, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, RequestTokenError, Scope,
-    TokenResponse,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
+    RequestTokenError, Scope, TokenResponse,
 };
 
 use super::OidcProvider;
@@ -36,6 +36,19 @@ type OidcClient = CoreClient<
 /// A fresh random secret, base64url (256 bits from the OS-seeded CSPRNG).
 pub fn random_secret() -> String {
     CsrfToken::new_random_len(SECRET_BYTES).secret().clone()
+}
+
+/// What the IdP's token endpoint gave for a code. (No `Debug`: never logged.)
+pub struct IdpTokens {
+    pub id_token: String,
+    /// Only when the IdP gives one (`offline_access`): a session keeps it.
+    pub refresh_token: Option<String>,
+}
+
+impl fmt::Debug for IdpTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdpTokens(redacted)")
+    }
 }
 
 /// A login's request to the IdP, and the secrets the callback needs to finish it.
@@ -100,13 +113,13 @@ impl OidcProvider {
         }
     }
 
-    /// Trades the code (with the PKCE verifier) for the id_token, server to server.
+    /// Trades the code (with the PKCE verifier) for the IdP's tokens, server to server.
     pub async fn exchange_code(
         &self,
         discovered: &Discovered,
         code: &str,
         pkce_verifier: String,
-    ) -> Result<String, CodeExchangeError> {
+    ) -> Result<IdpTokens, CodeExchangeError> {
         let client = self.client(discovered);
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -124,10 +137,14 @@ impl OidcProvider {
                 },
                 RequestTokenError::Other(_) => CodeExchangeError::NotATokenResponse,
             })?;
-        response
+        let id_token = response
             .id_token()
             .map(ToString::to_string)
-            .ok_or(CodeExchangeError::NoIdToken)
+            .ok_or(CodeExchangeError::NoIdToken)?;
+        Ok(IdpTokens {
+            id_token,
+            refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+        })
     }
 
     /// The IdP's logout URL (RP-initiated logout) that comes back to `next`, when the IdP

@@ -15,6 +15,7 @@ pub mod id_token;
 pub mod redirect;
 pub mod redis_store;
 pub mod seal;
+pub mod session;
 pub mod store;
 
 use std::fmt;
@@ -105,10 +106,27 @@ pub struct OidcSettings {
     pub redirect_uri: RedirectUrl,
     /// `public_base_url` without its trailing `/`: post-logout redirects are built on it.
     pub public_base: String,
+    /// The origin of `public_base_url` (`https://host[:port]`): a browser session's
+    /// unsafe requests and WebSocket handshakes must come from it.
+    pub public_origin: String,
     /// The path of `public_base_url` without its trailing `/` (empty for `/`): put in
     /// front of `next` in redirects.
     pub base_path: String,
-    pub minter: Minter,
+    /// Signs the access token handed out through the exchange (`mint`), when there is one.
+    pub minter: Option<Minter>,
+    /// Browser sessions, when routes name this provider.
+    pub sessions: Option<SessionSettings>,
+    /// id_token claims a session keeps (`claims` and the names of `claim_headers`).
+    pub session_claims: Vec<String>,
+}
+
+/// How long browser sessions last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Without a request for this long, a session ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after its login, however busy.
+    pub max_age: Duration,
 }
 
 /// A built `oidc` provider: its settings, and the discovery and store that outlive a
@@ -131,7 +149,8 @@ pub struct OidcProvider {
 pub struct OidcStatus {
     pub discovery: DiscoveryStatus,
     pub store: StoreStatus,
-    pub mint: String,
+    /// The jwt provider that signs the exchanged token, when there is one.
+    pub mint: Option<String>,
     pub paths: OidcPaths,
 }
 
@@ -140,7 +159,11 @@ impl OidcProvider {
         OidcStatus {
             discovery: self.discovery.status(),
             store: self.store.status(),
-            mint: self.settings.minter.provider().to_owned(),
+            mint: self
+                .settings
+                .minter
+                .as_ref()
+                .map(|minter| minter.provider().to_owned()),
             paths: self.settings.paths.clone(),
         }
     }

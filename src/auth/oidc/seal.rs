@@ -18,13 +18,38 @@ use ring::hkdf;
 /// The shortest `session_key`, in bytes: as long as the AES key it becomes.
 pub const MIN_SESSION_KEY: usize = 32;
 
-/// HKDF's `info` for the key that seals login states: a different purpose (the session
-/// records to come) derives a different key from the same secret.
-const LOGIN_STATE_INFO: &[u8] = b"fluxlit login state v1";
+/// What a value is sealed for. Each purpose has a key of its own, derived from the same
+/// secret with its own HKDF `info`: a value sealed for one never opens as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A login in progress, in the browser's login cookie.
+    LoginState,
+    /// A browser session's record, in the store.
+    SessionRecord,
+}
 
-/// The most a sealed value may be, base64 included: a browser keeps cookies to about
-/// 4 KiB, and no login state comes close.
-pub const MAX_SEALED_LEN: usize = 3600;
+impl Purpose {
+    const ALL: [Purpose; 2] = [Purpose::LoginState, Purpose::SessionRecord];
+
+    fn info(self) -> &'static [u8] {
+        match self {
+            Purpose::LoginState => b"fluxlit login state v1",
+            Purpose::SessionRecord => b"fluxlit session record v1",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Purpose::LoginState => 0,
+            Purpose::SessionRecord => 1,
+        }
+    }
+}
+
+/// The most a sealed value may be, base64 included: a login cookie is at most about
+/// 4 KiB in a browser, and a session record (id_token and refresh token included) is
+/// bounded by what the IdP sends, which the token endpoint's response bound limits.
+pub const MAX_SEALED_LEN: usize = 64 * 1024;
 
 /// Where a sealer's key came from: a reload keeps a generated one, and makes a configured
 /// one anew from the same secret (the same key).
@@ -39,7 +64,8 @@ pub enum KeyOrigin {
 
 /// Seals and opens values for one provider.
 pub struct Sealer {
-    key: LessSafeKey,
+    /// One key per [`Purpose`], in its order.
+    keys: [LessSafeKey; 2],
     origin: KeyOrigin,
 }
 
@@ -78,13 +104,17 @@ impl Sealer {
         // HKDF-Extract without a salt (RFC 5869 §3.1 allows it when the secret is
         // random), then Expand to the AES key for this purpose.
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(secret);
-        let mut bytes = [0u8; 32];
-        prk.expand(&[LOGIN_STATE_INFO], &AES_256_GCM)
-            .and_then(|okm| okm.fill(&mut bytes))
-            .map_err(|_| SealerError::Derive)?;
-        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| SealerError::Derive)?;
+        let derive = |purpose: Purpose| {
+            let mut bytes = [0u8; 32];
+            prk.expand(&[purpose.info()], &AES_256_GCM)
+                .and_then(|okm| okm.fill(&mut bytes))
+                .map_err(|_| SealerError::Derive)?;
+            let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| SealerError::Derive)?;
+            Ok::<_, SealerError>(LessSafeKey::new(key))
+        };
+        let [login, session] = Purpose::ALL;
         Ok(Self {
-            key: LessSafeKey::new(key),
+            keys: [derive(login)?, derive(session)?],
             origin,
         })
     }
@@ -93,15 +123,19 @@ impl Sealer {
         self.origin
     }
 
-    /// `plaintext` sealed for `context`, as base64url (cookie-safe); `None` only when the
-    /// random source fails.
-    pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Option<String> {
+    fn key(&self, purpose: Purpose) -> &LessSafeKey {
+        &self.keys[purpose.index()]
+    }
+
+    /// `plaintext` sealed for `purpose` and `context`, as base64url (cookie-safe); `None`
+    /// only when the random source fails.
+    pub fn seal(&self, purpose: Purpose, context: &[u8], plaintext: &[u8]) -> Option<String> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
         let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
         sealed.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
-        self.key
+        self.key(purpose)
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(context),
@@ -112,10 +146,10 @@ impl Sealer {
         Some(URL_SAFE_NO_PAD.encode(sealed))
     }
 
-    /// What `sealed` holds, when this sealer sealed it for `context` and nobody changed
-    /// it since; `None` for anything else (another key, another context, a changed or
-    /// truncated value, not base64url, too long).
-    pub fn open(&self, context: &[u8], sealed: &str) -> Option<Vec<u8>> {
+    /// What `sealed` holds, when this sealer sealed it for `purpose` and `context` and
+    /// nobody changed it since; `None` for anything else (another key, purpose or
+    /// context, a changed or truncated value, not base64url, too long).
+    pub fn open(&self, purpose: Purpose, context: &[u8], sealed: &str) -> Option<Vec<u8>> {
         if sealed.len() > MAX_SEALED_LEN {
             return None;
         }
@@ -127,7 +161,7 @@ impl Sealer {
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = body.to_vec();
         let opened = self
-            .key
+            .key(purpose)
             .open_in_place(nonce, Aad::from(context), &mut body)
             .ok()?;
         Some(opened.to_vec())
@@ -138,35 +172,55 @@ impl Sealer {
 mod tests {
     use super::*;
 
+    const LOGIN: Purpose = Purpose::LoginState;
+
     #[test]
-    fn a_sealed_value_opens_with_its_key_and_context_only() {
+    fn a_sealed_value_opens_with_its_key_purpose_and_context_only() {
         let sealer = Sealer::from_secret(b"a session key of thirty-two bytes").unwrap();
-        let sealed = sealer.seal(b"login:corp:abc", b"the state").unwrap();
+        let sealed = sealer.seal(LOGIN, b"login:corp:abc", b"the state").unwrap();
         assert_eq!(
-            sealer.open(b"login:corp:abc", &sealed).as_deref(),
+            sealer.open(LOGIN, b"login:corp:abc", &sealed).as_deref(),
             Some(&b"the state"[..])
         );
         // Another context, another key, a changed byte, a cut value: nothing.
-        assert!(sealer.open(b"login:corp:abd", &sealed).is_none());
+        assert!(sealer.open(LOGIN, b"login:corp:abd", &sealed).is_none());
         let other = Sealer::from_secret(b"another session key, 32+ bytes long").unwrap();
-        assert!(other.open(b"login:corp:abc", &sealed).is_none());
+        assert!(other.open(LOGIN, b"login:corp:abc", &sealed).is_none());
         let mut changed = sealed.clone().into_bytes();
         let last = changed.len() - 5;
         changed[last] = if changed[last] == b'A' { b'B' } else { b'A' };
         let changed = String::from_utf8(changed).unwrap();
-        assert!(sealer.open(b"login:corp:abc", &changed).is_none());
-        assert!(sealer.open(b"login:corp:abc", &sealed[..20]).is_none());
-        assert!(sealer.open(b"login:corp:abc", "not base64!").is_none());
+        assert!(sealer.open(LOGIN, b"login:corp:abc", &changed).is_none());
+        assert!(
+            sealer
+                .open(LOGIN, b"login:corp:abc", &sealed[..20])
+                .is_none()
+        );
+        assert!(
+            sealer
+                .open(LOGIN, b"login:corp:abc", "not base64!")
+                .is_none()
+        );
+        assert!(
+            sealer
+                .open(Purpose::SessionRecord, b"login:corp:abc", &sealed)
+                .is_none(),
+            "a login cookie is no session record"
+        );
         // The same secret is the same key: a replica opens what another sealed.
         let replica = Sealer::from_secret(b"a session key of thirty-two bytes").unwrap();
-        assert!(replica.open(b"login:corp:abc", &sealed).is_some());
+        assert!(replica.open(LOGIN, b"login:corp:abc", &sealed).is_some());
     }
 
     #[test]
     fn each_seal_is_fresh_and_shows_nothing_of_the_plaintext() {
         let sealer = Sealer::generate().unwrap();
-        let first = sealer.seal(b"c", b"verifier=secret-verifier").unwrap();
-        let second = sealer.seal(b"c", b"verifier=secret-verifier").unwrap();
+        let first = sealer
+            .seal(LOGIN, b"c", b"verifier=secret-verifier")
+            .unwrap();
+        let second = sealer
+            .seal(LOGIN, b"c", b"verifier=secret-verifier")
+            .unwrap();
         assert_ne!(first, second, "a fresh nonce each time");
         let raw = URL_SAFE_NO_PAD.decode(&first).unwrap();
         assert!(!raw.windows(6).any(|w| w == b"secret"));

@@ -19,6 +19,19 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+/// The key an entry is stored under for a state, code or session id: its SHA-256 in
+/// hex, so the store never holds one that could be replayed or used.
+pub fn hashed_key(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut key = String::with_capacity(64);
+    for byte in digest.iter() {
+        key.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        key.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    key
+}
+
 /// The kind of entry: each has its own namespace (and, in memory, its own bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {

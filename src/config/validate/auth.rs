@@ -76,14 +76,24 @@ pub(super) fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
                 );
             }
             Some(provider) => {
-                let kind = providers.get(provider).map(|p| p.kind);
+                let settings = providers.get(provider);
+                let kind = settings.map(|p| p.kind);
                 if !route.required_scopes.is_empty() && kind != Some(ProviderKind::Jwt) {
-                    found.push(Diagnostic::error(
+                    let diagnostic = Diagnostic::error(
                         format!("{path}.required_scopes"),
                         format!(
                             "provider {provider:?} does not issue scopes; only jwt providers do"
                         ),
-                    ));
+                    );
+                    // A browser session's provider may mint a token that has scopes.
+                    let mint = settings.and_then(|p| p.mint.as_deref());
+                    found.push(match mint {
+                        Some(mint) => diagnostic.with_help(format!(
+                            "require scopes of the token it mints, on an API route: auth = \
+                             {mint:?}"
+                        )),
+                        None => diagnostic,
+                    });
                 }
             }
             None if !route.required_scopes.is_empty() => found.push(

@@ -23,7 +23,8 @@ pub(super) fn check_oidc_provider(
     provider: &AuthProvider,
     found: &mut Vec<Diagnostic>,
 ) {
-    for key in super::jwt_only_keys_set(provider) {
+    // claim_headers: the id_token's claims, on session routes.
+    for key in super::jwt_only_keys_set(provider).filter(|key| *key != "claim_headers") {
         let help = match key {
             "issuer" => "the identity provider's issuer is `issuer_url`",
             "jwks_url" | "jwks_file" => "the IdP's keys are found through discovery",
@@ -150,12 +151,25 @@ fn check_mint(config: &Config, path: &str, provider: &AuthProvider, found: &mut 
     let key = format!("{path}.mint");
     let providers = &config.auth.providers;
     let Some(name) = provider.mint.as_deref() else {
-        found.push(
-            Diagnostic::error(&key, "an oidc provider needs `mint`").with_help(
-                "name the jwt provider (with an hs256_secret) that signs the access token \
-                 minted after a login, and protect routes with it",
-            ),
-        );
+        // Browser sessions need no token; without them, a login would lead nowhere.
+        let own_name = path.strip_prefix("auth.providers.").unwrap_or(path);
+        if !config
+            .routes
+            .iter()
+            .any(|route| route.auth.as_deref() == Some(own_name))
+        {
+            found.push(
+                Diagnostic::error(
+                    &key,
+                    "an oidc provider needs `mint`, or a route that names it",
+                )
+                .with_help(
+                    "protect routes with a browser session (auth = this provider), or \
+                         name the jwt provider (with an hs256_secret) that signs the access \
+                         token handed to the app, and protect API routes with that",
+                ),
+            );
+        }
         return;
     };
     let Some(mint) = providers.get(name) else {
@@ -276,6 +290,8 @@ fn check_ttls(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) 
         ("login_ttl", provider.login_ttl),
         ("auth_code_ttl", provider.auth_code_ttl),
         ("access_token_ttl", provider.access_token_ttl),
+        ("session_idle_timeout", provider.session_idle_timeout),
+        ("session_max_age", provider.session_max_age),
     ] {
         let Some(value) = value else { continue };
         if value.get() < std::time::Duration::from_secs(1) {
@@ -291,6 +307,14 @@ fn check_ttls(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) 
         found.push(Diagnostic::warning(
             format!("{path}.auth_code_ttl"),
             format!("{ttl}: an auth code travels in a URL; keep it short-lived (60s is usual)"),
+        ));
+    }
+    if let (Some(idle), Some(max)) = (provider.session_idle_timeout, provider.session_max_age)
+        && idle.get() > max.get()
+    {
+        found.push(Diagnostic::warning(
+            format!("{path}.session_idle_timeout"),
+            format!("{idle} is longer than session_max_age ({max}), which ends sessions first"),
         ));
     }
     if let Some(ttl) = provider.login_ttl
@@ -547,6 +571,11 @@ pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mu
         ("exchange_from", provider.exchange_from.is_some()),
         ("exchange_secret", provider.exchange_secret.is_some()),
         ("session_key", provider.session_key.is_some()),
+        (
+            "session_idle_timeout",
+            provider.session_idle_timeout.is_some(),
+        ),
+        ("session_max_age", provider.session_max_age.is_some()),
         ("login_rate_limit", provider.login_rate_limit.is_some()),
         (
             "authorization_endpoint",
@@ -568,7 +597,7 @@ pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mu
     }
 }
 
-/// Endpoint paths shared by two providers, and routes that name an oidc provider.
+/// Endpoint paths shared by two providers.
 pub(super) fn check_oidc_across_providers(config: &Config, found: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<String, String> = HashMap::new();
     let defaults = OidcPaths::default();
@@ -590,27 +619,6 @@ pub(super) fn check_oidc_across_providers(config: &Config, found: &mut Vec<Diagn
                     seen.entry(value.to_owned()).or_insert(here);
                 }
             }
-        }
-    }
-
-    for (index, route) in config.routes.iter().enumerate() {
-        let Some(name) = &route.auth else { continue };
-        let Some(provider) = config.auth.providers.get(name) else {
-            continue;
-        };
-        if provider.kind == ProviderKind::Oidc {
-            let diagnostic = Diagnostic::error(
-                format!("routes[{index}].auth"),
-                format!(
-                    "provider {name:?} logs users in (oidc); it does not check requests itself"
-                ),
-            );
-            found.push(match &provider.mint {
-                Some(mint) => diagnostic.with_help(format!(
-                    "protect the route with the token it mints: auth = {mint:?}"
-                )),
-                None => diagnostic,
-            });
         }
     }
 }

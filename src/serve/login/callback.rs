@@ -20,11 +20,13 @@ use super::{
 };
 use crate::auth::claims::Claims;
 use crate::auth::oidc::OidcProvider;
-use crate::auth::oidc::client::{oauth_error_code, random_secret};
+use crate::auth::oidc::client::{IdpTokens, oauth_error_code, random_secret};
 use crate::auth::oidc::discovery::Discovered;
 use crate::auth::oidc::id_token::{self, Expected, IdTokenError};
 use crate::auth::oidc::redirect::location;
+use crate::auth::oidc::session::{SessionError, SessionRecord};
 use crate::auth::oidc::store::Slot;
+use crate::auth::token::Minter;
 use crate::http;
 
 pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
@@ -89,13 +91,29 @@ impl Callback<'_> {
         self.use_state(expires_at).await?;
         let code = self.authorization_code(params)?;
         let discovered = self.discovered()?;
-        let claims = self
+        let (claims, tokens) = self
             .verified_claims(&discovered, code, verifier, &nonce)
             .await?;
-        let token = self.mint(&claims)?;
-        let issued = self.issue_auth_code(&token).await?;
-        tracing::info!(provider = %self.provider.name, "OIDC login succeeded; auth code issued");
-        Ok(redirect_with_code(self.provider, &next, &issued))
+        let session_cookie = self.start_session(&claims, tokens).await?;
+        // A token for the app's server, when the provider mints one.
+        let issued = match &self.provider.settings.minter {
+            Some(minter) => {
+                let token = self.mint(minter, &claims)?;
+                Some(self.issue_auth_code(&token).await?)
+            }
+            None => None,
+        };
+        tracing::info!(
+            provider = %self.provider.name,
+            session = session_cookie.is_some(),
+            auth_code = issued.is_some(),
+            "OIDC login succeeded",
+        );
+        let mut response = redirect_to_next(self.provider, &next, issued.as_ref());
+        if let Some(cookie) = session_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        Ok(response)
     }
 
     /// Before anything reaches the IdP: the login's state, from the login cookie of the
@@ -184,17 +202,18 @@ impl Callback<'_> {
         })
     }
 
-    /// Trades the code for the id_token and checks it: its claims.
+    /// Trades the code for the IdP's tokens and checks the id_token: its claims, and
+    /// the tokens.
     async fn verified_claims(
         &self,
         discovered: &Discovered,
         code: &str,
         verifier: String,
         nonce: &str,
-    ) -> Result<Claims, Refusal> {
+    ) -> Result<(Claims, IdpTokens), Refusal> {
         let provider = self.provider;
-        let id_token = match provider.exchange_code(discovered, code, verifier).await {
-            Ok(id_token) => id_token,
+        let tokens = match provider.exchange_code(discovered, code, verifier).await {
+            Ok(tokens) => tokens,
             Err(error) => {
                 tracing::warn!(provider = %provider.name, check = "token_endpoint", reason = %error, "OIDC login refused");
                 let message = format!("login failed: {error}");
@@ -206,7 +225,7 @@ impl Callback<'_> {
             nonce,
             leeway: provider.settings.leeway,
         };
-        id_token::verify(&id_token, discovered, &expected)
+        let claims = id_token::verify(&tokens.id_token, discovered, &expected)
             .await
             .map_err(|error| match error {
                 IdTokenError::KeysUnavailable(reason) => {
@@ -231,12 +250,51 @@ impl Callback<'_> {
                     );
                     Refusal::new(StatusCode::FORBIDDEN, message)
                 }
-            })
+            })?;
+        Ok((claims, tokens))
+    }
+
+    /// Starts the browser session of this login (when routes name the provider): the
+    /// `Set-Cookie` that hands the browser its id.
+    async fn start_session(
+        &self,
+        claims: &Claims,
+        tokens: IdpTokens,
+    ) -> Result<Option<HeaderValue>, Refusal> {
+        let provider = self.provider;
+        let Some(settings) = provider.settings.sessions else {
+            return Ok(None);
+        };
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let mut kept = Map::new();
+        for name in &provider.settings.session_claims {
+            if let Some(value) = claims.get(name) {
+                kept.insert(name.clone(), value.clone());
+            }
+        }
+        let mut record = SessionRecord::new(sub, kept, settings);
+        record.id_token = Some(tokens.id_token);
+        record.refresh_token = tokens.refresh_token;
+        match provider.start_session(&record).await {
+            Ok(id) => Ok(Some(provider.session_cookie(Some(&id)))),
+            Err(SessionError::Store(error)) => Err(Refusal::store(provider, "callback", &error)),
+            Err(SessionError::Sealing) => {
+                tracing::error!(provider = %provider.name, "cannot seal a session record");
+                Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "login failed: the session cannot be started",
+                ))
+            }
+        }
     }
 
     /// The first-party access token: `sub` and the claims the provider copies, signed
     /// with its `mint` provider's key.
-    fn mint(&self, claims: &Claims) -> Result<PendingToken, Refusal> {
+    fn mint(&self, minter: &Minter, claims: &Claims) -> Result<PendingToken, Refusal> {
         let provider = self.provider;
         let sub = claims
             .get("sub")
@@ -248,11 +306,7 @@ impl Callback<'_> {
                 extra.insert(name.clone(), value.clone());
             }
         }
-        match provider
-            .settings
-            .minter
-            .mint(sub, provider.settings.access_token_ttl, extra)
-        {
+        match minter.mint(sub, provider.settings.access_token_ttl, extra) {
             Ok(minted) => Ok(PendingToken {
                 access_token: minted.token,
                 expires_at: minted.expires_at,
@@ -298,21 +352,24 @@ struct IssuedCode {
     binding: String,
 }
 
-/// To `next` (under the base path) with the auth code in its query, and its code cookie
-/// set in the browser. The code is in the URL: the page it lands on sends no `Referer`.
-fn redirect_with_code(provider: &OidcProvider, next: &str, issued: &IssuedCode) -> Response {
+/// To `next` (under the base path), with the auth code in its query and its code cookie
+/// set in the browser when there is one. The code is in the URL: the page it lands on
+/// sends no `Referer`.
+fn redirect_to_next(provider: &OidcProvider, next: &str, issued: Option<&IssuedCode>) -> Response {
     let base_path = &provider.settings.base_path;
-    let target = location(base_path, next, Some(("auth_code", &issued.auth_code)));
-    let mut response = http::redirect(&target);
+    let param = issued.map(|issued| ("auth_code", issued.auth_code.as_str()));
+    let mut response = http::redirect(&location(base_path, next, param));
     let headers = response.headers_mut();
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    let code_hash = store_key(&issued.auth_code);
-    headers.append(
-        header::SET_COOKIE,
-        cookie::code_cookie(provider, &code_hash, &issued.binding),
-    );
+    if let Some(issued) = issued {
+        let code_hash = store_key(&issued.auth_code);
+        headers.append(
+            header::SET_COOKIE,
+            cookie::code_cookie(provider, &code_hash, &issued.binding),
+        );
+    }
     response
 }

@@ -9,8 +9,7 @@
 //!   redeemed (the app's server reads it from that browser's request and sends it to
 //!   the exchange as `browser_binding`).
 
-use axum::http::HeaderMap;
-use axum::http::header::{self, HeaderValue};
+use axum::http::header::HeaderValue;
 
 use crate::auth::oidc::OidcProvider;
 
@@ -124,36 +123,4 @@ fn is_https(provider: &OidcProvider) -> bool {
     provider.settings.redirect_uri.url().scheme() == "https"
 }
 
-/// The value of the first cookie named `name` in the request's `Cookie` headers.
-pub(super) fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| key.trim() == name)
-        .map(|(_, value)| value.trim())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_login_cookie_is_read_by_its_exact_name() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("fluxlit-login-ab=x1; other=2"),
-        );
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("fluxlit-login-abc=y2;fluxlit-login-abc=z3"),
-        );
-        assert_eq!(request_cookie(&headers, "fluxlit-login-ab"), Some("x1"));
-        assert_eq!(request_cookie(&headers, "fluxlit-login-abc"), Some("y2"));
-        assert_eq!(request_cookie(&headers, "fluxlit-login-a"), None);
-        assert_eq!(request_cookie(&headers, "other"), Some("2"));
-    }
-}
+pub(super) use crate::http::request_cookie;

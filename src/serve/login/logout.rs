@@ -1,13 +1,16 @@
-//! `GET <logout>?next=/path`: logs out at the IdP when it supports it (RP-initiated
-//! logout), else goes back to `next`.
+//! `GET <logout>?next=/path`: ends the browser's session, if it has one (for every
+//! replica: the record is deleted from the store, the cookie cleared), then logs out at
+//! the IdP when it supports it (RP-initiated logout), else goes back to `next`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::SET_COOKIE;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 
-use super::{NextParam, Params};
+use super::{NextParam, Params, Refusal, RequestId};
 use crate::auth::oidc::OidcProvider;
 use crate::auth::oidc::redirect::{location, safe_next};
 use crate::http;
@@ -18,11 +21,24 @@ pub(super) fn route() -> MethodRouter<Arc<OidcProvider>> {
 
 async fn logout(
     State(provider): State<Arc<OidcProvider>>,
+    request_id: RequestId,
+    headers: HeaderMap,
     Params(params): Params<NextParam>,
 ) -> Response {
+    let session = provider.has_session_cookie(&headers);
+    if session && let Err(error) = provider.end_session(&headers).await {
+        // Not ended: saying otherwise would leave a session the user believes is gone.
+        return Refusal::store(&provider, "logout", &error).page(&request_id);
+    }
     let next = safe_next(&provider.settings.base_path, params.next.as_deref());
-    match provider.end_session_url(next) {
+    let mut response = match provider.end_session_url(next) {
         Some(end_session) => http::redirect(&end_session),
         None => http::redirect(&location(&provider.settings.base_path, next, None)),
+    };
+    if session {
+        response
+            .headers_mut()
+            .append(SET_COOKIE, provider.session_cookie(None));
     }
+    response
 }

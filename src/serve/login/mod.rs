@@ -57,10 +57,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
-use crate::auth::oidc::store::StoreError;
+use crate::auth::oidc::seal::Purpose;
+use crate::auth::oidc::store::{StoreError, hashed_key};
 use crate::auth::oidc::{AuthEndpoint, AuthEndpoints, Endpoint, OidcProvider};
 use crate::http;
 use crate::proxy::ProxyBody;
@@ -233,16 +233,20 @@ impl LoginState {
     /// `state_key`, so that it opens for that login of that provider only.
     fn seal(&self, provider: &OidcProvider, state_key: &str) -> Option<String> {
         let json = serde_json::to_vec(self).ok()?;
-        provider
-            .sealer
-            .seal(&login_context(provider, state_key), &json)
+        provider.sealer.seal(
+            Purpose::LoginState,
+            &login_context(provider, state_key),
+            &json,
+        )
     }
 
     /// The state a login cookie's value holds, when it was sealed for this login.
     fn open(provider: &OidcProvider, state_key: &str, sealed: &str) -> Option<Self> {
-        let json = provider
-            .sealer
-            .open(&login_context(provider, state_key), sealed)?;
+        let json = provider.sealer.open(
+            Purpose::LoginState,
+            &login_context(provider, state_key),
+            sealed,
+        )?;
         serde_json::from_slice(&json).ok()
     }
 }
@@ -269,13 +273,7 @@ struct PendingToken {
 /// The store key of a state or code: its SHA-256, so the store never holds one that
 /// could be replayed.
 fn store_key(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut key = String::with_capacity(64);
-    for byte in digest.iter() {
-        key.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        key.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
-    }
-    key
+    hashed_key(secret)
 }
 
 /// The store key of an auth code issued with the browser binding `binding` (the value

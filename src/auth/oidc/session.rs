@@ -1,0 +1,241 @@
+//! Browser sessions: what protects a route whose `auth` names an oidc provider.
+//!
+//! A successful callback starts a session: a fresh 256-bit id (new at every login, so a
+//! planted id is never promoted: no fixation) goes to the browser in an `HttpOnly`,
+//! `SameSite=Lax` cookie (`__Host-fluxlit-session` over https); the store keeps the
+//! record under the id's SHA-256 only, sealed (AES-256-GCM, the provider's session key,
+//! bound to that hash), so a dump of Redis shows neither tokens nor claims and a record
+//! cannot be moved to another id. A request carrying the cookie is let in as the
+//! record's user until the session ends: `session_idle_timeout` after its last use
+//! (renewed at most once a minute, with a write that never re-creates a session a logout
+//! deleted) or `session_max_age` after the login, whichever comes first. Logout, on any
+//! replica, deletes the record.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use http::header::HeaderValue;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::OidcProvider;
+use super::client::random_secret;
+use super::seal::Purpose;
+use super::store::{Slot, StoreError, hashed_key};
+
+/// The session cookie's name when `public_base_url` is http.
+pub const SESSION_COOKIE: &str = "fluxlit-session";
+/// Its name when `public_base_url` is https: the browser then insists on `Secure`,
+/// `Path=/` and no `Domain`, so a sibling subdomain cannot plant one.
+pub const HOST_SESSION_COOKIE: &str = "__Host-fluxlit-session";
+/// A session in use writes its new idle deadline at most this often (and at most a
+/// quarter of the idle timeout apart, so a short timeout still slides).
+const RENEW_AFTER: Duration = Duration::from_secs(60);
+/// The longest session cookie value looked up (an id is 43 characters).
+const MAX_ID_LEN: usize = 128;
+
+/// What a session knows of its user, as stored (sealed). (No `Debug`: never logged.)
+#[derive(Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub sub: String,
+    /// The id_token claims the provider keeps (`claims`, and those of `claim_headers`).
+    pub claims: Map<String, Value>,
+    /// For the IdP's logout (`id_token_hint`).
+    pub id_token: Option<String>,
+    /// The IdP's refresh token, when it gave one (`offline_access`).
+    pub refresh_token: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds: the absolute end (`session_max_age` after the login).
+    pub expires_at: u64,
+    /// Unix seconds: the end if no request comes before it.
+    pub idle_until: u64,
+    /// Unix seconds: when `idle_until` was last written.
+    pub renewed_at: u64,
+}
+
+impl SessionRecord {
+    /// A record for a login that just finished.
+    pub fn new(sub: String, claims: Map<String, Value>, settings: super::SessionSettings) -> Self {
+        let now = unix_now();
+        Self {
+            sub,
+            claims,
+            id_token: None,
+            refresh_token: None,
+            created_at: now,
+            expires_at: now.saturating_add(settings.max_age.as_secs()),
+            idle_until: now.saturating_add(settings.idle_timeout.as_secs()),
+            renewed_at: now,
+        }
+    }
+
+    /// When the session ends if nothing else happens (Unix seconds).
+    pub fn ends_at(&self) -> u64 {
+        self.idle_until.min(self.expires_at)
+    }
+
+    /// The absolute end, as a time.
+    pub fn expires(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.expires_at)
+    }
+}
+
+/// Names the user and the deadlines, never a token.
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("sub", &self.sub)
+            .field("expires_at", &self.expires_at)
+            .field("idle_until", &self.idle_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session found for a request.
+#[derive(Debug)]
+pub struct Session {
+    pub record: SessionRecord,
+}
+
+impl OidcProvider {
+    /// The session cookie's name for this provider's `public_base_url`.
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.settings.public_origin.starts_with("https:") {
+            HOST_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
+    }
+
+    /// The `Set-Cookie` that gives the browser session `id`, or clears it (`None`).
+    /// `HttpOnly` (no script reads it), `SameSite=Lax` (sent on top-level navigation
+    /// from elsewhere, as a link into the app expects, never on cross-site
+    /// subrequests), `Path=/`, `Max-Age` = `session_max_age`; `Secure` over https.
+    pub fn session_cookie(&self, id: Option<&str>) -> HeaderValue {
+        let max_age = match (id, &self.settings.sessions) {
+            (Some(_), Some(sessions)) => sessions.max_age.as_secs().max(1),
+            _ => 0,
+        };
+        let mut cookie = format!(
+            "{}={}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax",
+            self.session_cookie_name(),
+            id.unwrap_or_default(),
+        );
+        if self.settings.public_origin.starts_with("https:") {
+            cookie.push_str("; Secure");
+        }
+        // The name is ASCII and an id base64url: always valid; the fallback keeps this
+        // infallible.
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
+    }
+
+    /// Stores `record` under a fresh session id: the id for the browser's cookie.
+    pub async fn start_session(&self, record: &SessionRecord) -> Result<String, SessionError> {
+        let id = random_secret();
+        let key = hashed_key(&id);
+        let sealed = self.seal_record(&key, record)?;
+        let ttl = Duration::from_secs(record.ends_at().saturating_sub(unix_now()).max(1));
+        match self
+            .store
+            .put_once(Slot::Session, &key, sealed.into_bytes(), ttl)
+            .await?
+        {
+            true => Ok(id),
+            // 256 fresh random bits already taken: not a thing that happens.
+            false => Err(SessionError::Sealing),
+        }
+    }
+
+    /// The session of the request's session cookie, when it has a live one. An idle
+    /// deadline more than a minute old is moved on (not past the absolute end).
+    pub async fn session(&self, headers: &HeaderMap) -> Result<Option<Session>, StoreError> {
+        let Some(id) = self.session_id(headers) else {
+            return Ok(None);
+        };
+        let key = hashed_key(id);
+        let Some(bytes) = self.store.get(Slot::Session, &key).await? else {
+            return Ok(None);
+        };
+        let Some(mut record) = self.open_record(&key, &bytes) else {
+            return Ok(None);
+        };
+        let now = unix_now();
+        if record.ends_at() <= now {
+            return Ok(None);
+        }
+        if let Some(sessions) = &self.settings.sessions
+            && now.saturating_sub(record.renewed_at)
+                >= RENEW_AFTER.min(sessions.idle_timeout / 4).as_secs()
+        {
+            record.idle_until = now.saturating_add(sessions.idle_timeout.as_secs());
+            record.renewed_at = now;
+            let ttl = Duration::from_secs(record.ends_at().saturating_sub(now).max(1));
+            if let Ok(sealed) = self.seal_record(&key, &record) {
+                // Gone meanwhile (a logout elsewhere): the request is the session's last.
+                if !self
+                    .store
+                    .replace(Slot::Session, &key, sealed.into_bytes(), ttl)
+                    .await?
+                {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(Session { record }))
+    }
+
+    /// Ends the request's session, if it has one, for every replica.
+    pub async fn end_session(&self, headers: &HeaderMap) -> Result<(), StoreError> {
+        match self.session_id(headers) {
+            Some(id) => self.store.delete(Slot::Session, &hashed_key(id)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the request carries a session cookie at all (live or not).
+    pub fn has_session_cookie(&self, headers: &HeaderMap) -> bool {
+        self.session_id(headers).is_some()
+    }
+
+    fn session_id<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        crate::http::request_cookie(headers, self.session_cookie_name())
+            .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
+    }
+
+    fn seal_record(&self, key: &str, record: &SessionRecord) -> Result<String, SessionError> {
+        let json = serde_json::to_vec(record).map_err(|_| SessionError::Sealing)?;
+        self.sealer
+            .seal(Purpose::SessionRecord, &self.record_context(key), &json)
+            .ok_or(SessionError::Sealing)
+    }
+
+    fn open_record(&self, key: &str, bytes: &[u8]) -> Option<SessionRecord> {
+        let sealed = std::str::from_utf8(bytes).ok()?;
+        let json = self
+            .sealer
+            .open(Purpose::SessionRecord, &self.record_context(key), sealed)?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// What a record is sealed for: its provider and the hash it is stored under.
+    fn record_context(&self, key: &str) -> Vec<u8> {
+        format!("fluxlit session\0{}\0{key}", self.name).into_bytes()
+    }
+}
+
+/// A session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the session record could not be sealed")]
+    Sealing,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}

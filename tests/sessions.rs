@@ -1,0 +1,487 @@
+//! Browser sessions: a route whose `auth` names an oidc provider is reached only with a
+//! session the gateway started at the end of a login. Against the test IdP
+//! (`common::idp`) over real sockets, with memory stores and the machine's Redis for
+//! what replicas share.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::routing::any;
+use bytes::Bytes;
+use common::idp::*;
+use common::ws::{Client, echo};
+use common::{
+    ConfigText, Reply, TRUSTED, TestGateway, eventually, get, get_from, raw, recorded,
+    recorded_header, send, send_as, spawn_upstream, start_with_files, within,
+};
+use http_body_util::Full;
+use tokio_tungstenite::client_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use url::Url;
+
+const PUBLIC_BASE: &str = "http://app.fluxlit.test";
+const SESSION_KEY: &str = "test-only session key, thirty-two bytes and more";
+const FILES: [(&str, &str); 2] = [
+    ("client.secret", CLIENT_SECRET),
+    ("session.key", SESSION_KEY),
+];
+const PAGE: (&str, &str) = ("accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8");
+
+/// An upstream that answers every HTTP request with what it received (JSON), and
+/// accepts WebSockets on `/ws`, keeping the handshake's headers.
+struct App {
+    addr: SocketAddr,
+    handshakes: Arc<Mutex<Vec<http::HeaderMap>>>,
+}
+
+impl App {
+    async fn spawn() -> Self {
+        let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&handshakes);
+        let router = Router::new()
+            .route(
+                "/ws",
+                axum::routing::get(move |headers: http::HeaderMap, upgrade: WebSocketUpgrade| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        seen.lock().unwrap().push(headers);
+                        upgrade.on_upgrade(echo)
+                    }
+                }),
+            )
+            .fallback(any(|request: axum::extract::Request| async move {
+                axum::Json(recorded("app", request).await)
+            }));
+        Self {
+            addr: spawn_upstream(router).await,
+            handshakes,
+        }
+    }
+}
+
+/// `/` behind a browser session of provider `corp` (no mint: no token for the app),
+/// with `extra` provider lines.
+fn config(idp: &Idp, app: &App, extra: &str) -> String {
+    config_named("corp", idp, app, extra)
+}
+
+/// [`config`] with the provider named `provider`.
+fn config_named(provider: &str, idp: &Idp, app: &App, extra: &str) -> String {
+    ConfigText::new()
+        .admin()
+        .server(&format!("public_base_url = \"{PUBLIC_BASE}\""))
+        .upstream("ui", app.addr)
+        .guarded_route("ui", "/", "ui", provider)
+        .provider(
+            provider,
+            "oidc",
+            &format!(
+                "issuer_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+                 client_secret = {{ file = \"client.secret\" }}\n\
+                 scopes = [\"openid\", \"email\"]\nclaims = [\"email\"]\n\
+                 claim_headers = {{ email = \"x-fluxlit-email\" }}\n\
+                 login_rate_limit = {{ rate = \"100/s\", burst = 100 }}",
+                idp.issuer()
+            ),
+        )
+        .with(extra)
+        .into()
+}
+
+struct Setup {
+    gateway: TestGateway,
+    idp: Idp,
+    app: App,
+}
+
+async fn setup(extra: &str) -> Setup {
+    let idp = Idp::spawn(true).await;
+    let app = App::spawn().await;
+    let gateway = start_with_files(config(&idp, &app, extra), &FILES).await;
+    wait_for_discovery(&gateway).await;
+    Setup { gateway, idp, app }
+}
+
+async fn wait_for_discovery(gateway: &TestGateway) {
+    wait_for_discovery_of(gateway, "corp").await;
+}
+
+async fn wait_for_discovery_of(gateway: &TestGateway, provider: &str) {
+    eventually("OIDC discovery", || async {
+        let snapshot = gateway.gateway.snapshot();
+        let status = snapshot.providers[provider].oidc_status().unwrap();
+        status.discovery.loaded.then_some(())
+    })
+    .await;
+}
+
+/// `GET path` as a browser loading a page, with `cookie` when it has one.
+async fn page(gateway: &TestGateway, path: &str, cookie: Option<&str>) -> Reply {
+    let mut headers = vec![PAGE];
+    if let Some(cookie) = cookie {
+        headers.push(("cookie", cookie));
+    }
+    get_from(TRUSTED, gateway, path, &headers).await
+}
+
+/// A request with `method` and headers, no body.
+async fn request(
+    gateway: &TestGateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", gateway.addr().to_string());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(Bytes::new())).unwrap();
+    send_as(TRUSTED, gateway, request).await
+}
+
+/// The value of the `Set-Cookie` named `name` in `reply`, with its attributes.
+fn cookie_named(reply: &Reply, name: &str) -> Option<(String, Vec<String>)> {
+    set_cookies(reply).into_iter().find_map(|text| {
+        let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+        let (found, value) = pair.split_once('=')?;
+        (found.trim() == name).then(|| {
+            let attributes = attributes
+                .split(';')
+                .map(|a| a.trim().to_ascii_lowercase())
+                .collect();
+            (value.to_owned(), attributes)
+        })
+    })
+}
+
+/// A browser's whole login on `gateway`, from the page `path` it asked for: the
+/// redirect to the login, the IdP, the callback. The callback's answer and the
+/// `Cookie` header the browser then sends (`fluxlit-session=...`).
+async fn browse_and_log_in(gateway: &TestGateway, idp: &Idp, path: &str) -> (Reply, String) {
+    let reply = page(gateway, path, None).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    let login_path = location(&reply).to_owned();
+    let reply = get_from(TRUSTED, gateway, &login_path, &[]).await;
+    assert_eq!(reply.status, 302, "login: {}", reply.text());
+    let cookie = login_cookie(&reply);
+    let (code, state, _) = authorize_at_idp(idp, location(&reply)).await;
+    let reply = callback(gateway, &code, &state, Some(&cookie)).await;
+    assert_eq!(reply.status, 302, "callback: {}", reply.text());
+    let (id, _) = cookie_named(&reply, "fluxlit-session").expect("a session cookie");
+    (reply, format!("fluxlit-session={id}"))
+}
+
+#[tokio::test]
+async fn a_page_load_without_a_session_goes_to_the_login_and_anything_else_gets_401() {
+    let setup = setup("").await;
+    let reply = page(&setup.gateway, "/reports?tab=2&q=a%20b", None).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(
+        location(&reply),
+        "/auth/login?next=%2Freports%3Ftab%3D2%26q%3Da%2520b"
+    );
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+
+    // Scripts, API clients and WebSocket handshakes are told, not redirected.
+    let json = request(
+        &setup.gateway,
+        "GET",
+        "/data",
+        &[("accept", "application/json")],
+    )
+    .await;
+    json.assert_says(401, "a login is required");
+    let post = request(&setup.gateway, "POST", "/", &[PAGE]).await;
+    assert_eq!(post.status, 401, "{}", post.text());
+    let socket = open_websocket(&setup.gateway, &[("origin", PUBLIC_BASE)]).await;
+    assert_eq!(socket.unwrap_err(), 401);
+    // An unknown or made-up session is no session.
+    let forged = page(&setup.gateway, "/", Some("fluxlit-session=made-up")).await;
+    assert_eq!(forged.status, 302, "{}", forged.text());
+    assert!(setup.app.handshakes.lock().unwrap().is_empty());
+    let admin = setup.gateway.admin();
+    let metrics = within("scrape", send(admin, get(admin, "/metrics", &[])))
+        .await
+        .text();
+    assert!(
+        metrics.contains("fluxlit_auth_failures_total{provider=\"corp\",reason=\"no_session\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_login_starts_a_session_that_lets_the_browser_in_as_its_user() {
+    let setup = setup("").await;
+    let (callback, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/reports?tab=2").await;
+    // Back where the browser was going, with no code in the URL (nothing to exchange).
+    assert_eq!(location(&callback), "/reports?tab=2");
+    let (_, attributes) = cookie_named(&callback, "fluxlit-session").unwrap();
+    for expected in ["httponly", "samesite=lax", "path=/", "max-age=604800"] {
+        assert!(
+            attributes.iter().any(|a| a == expected),
+            "{expected}: {attributes:?}"
+        );
+    }
+    assert!(!attributes.iter().any(|a| a == "secure"), "http: no Secure");
+
+    let with_others = format!("theme=dark; {cookie}; lang=en");
+    let reply = page(&setup.gateway, "/reports?tab=2", Some(&with_others)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(recorded_header(&seen, "x-fluxlit-sub"), [SUB]);
+    assert_eq!(
+        recorded_header(&seen, "x-fluxlit-email"),
+        ["ada@example.com"]
+    );
+    assert_eq!(recorded_header(&seen, "x-fluxlit-identity").len(), 1);
+    // The session cookie stays at the edge; the app's own cookies pass.
+    assert_eq!(recorded_header(&seen, "cookie"), ["theme=dark; lang=en"]);
+    let only_session = page(&setup.gateway, "/", Some(&cookie)).await;
+    assert_eq!(
+        recorded_header(&only_session.json(), "cookie"),
+        Vec::<String>::new()
+    );
+
+    // The memory store holds the session, under a hash.
+    let snapshot = setup.gateway.gateway.snapshot();
+    let store = snapshot.providers["corp"].oidc_status().unwrap().store;
+    assert_eq!(store.sessions, Some(1));
+}
+
+#[tokio::test]
+async fn the_websocket_handshake_of_a_session_carries_the_identity() {
+    let setup = setup("").await;
+    let (_, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let socket = open_websocket(
+        &setup.gateway,
+        &[
+            ("origin", PUBLIC_BASE),
+            ("cookie", &format!("{cookie}; st=1")),
+        ],
+    )
+    .await;
+    assert!(socket.is_ok(), "{:?}", socket.err());
+    let handshakes = setup.app.handshakes.lock().unwrap();
+    let headers = &handshakes[0];
+    assert_eq!(headers["x-fluxlit-sub"], SUB);
+    assert_eq!(headers["x-fluxlit-email"], "ada@example.com");
+    assert!(headers.contains_key("x-fluxlit-identity"));
+    assert_eq!(headers["cookie"], "st=1");
+}
+
+#[tokio::test]
+async fn requests_that_may_come_from_another_origin_are_refused() {
+    let setup = setup("").await;
+    let (_, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut headers: Vec<(&str, &str)> = vec![("cookie", cookie.as_str())];
+        headers.extend_from_slice(extra);
+        headers
+    };
+    let post = |extra: &'static [(&'static str, &'static str)]| {
+        let headers = with(extra);
+        let gateway = &setup.gateway;
+        async move { request(gateway, "POST", "/save", &headers).await }
+    };
+    let evil = post(&[("origin", "http://evil.example")]).await;
+    evil.assert_says(403, "must come from http://app.fluxlit.test");
+    assert_eq!(post(&[]).await.status, 403, "no Origin, no Sec-Fetch-Site");
+    assert_eq!(post(&[("sec-fetch-site", "cross-site")]).await.status, 403);
+    assert_eq!(post(&[("origin", "null")]).await.status, 403);
+    assert_eq!(post(&[("origin", PUBLIC_BASE)]).await.status, 200);
+    assert_eq!(post(&[("sec-fetch-site", "same-origin")]).await.status, 200);
+    // A safe method needs no Origin.
+    assert_eq!(
+        request(&setup.gateway, "GET", "/", &with(&[])).await.status,
+        200
+    );
+
+    let socket = open_websocket(
+        &setup.gateway,
+        &[("origin", "http://evil.example"), ("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(socket.unwrap_err(), 403);
+    let socket = open_websocket(&setup.gateway, &[("cookie", &cookie)]).await;
+    assert_eq!(socket.unwrap_err(), 403, "a handshake without Origin");
+    assert!(setup.app.handshakes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_login_gets_a_fresh_session_id_and_a_planted_one_is_worthless() {
+    let setup = setup("").await;
+    // An attacker plants a session id in the victim's browser before the login.
+    let planted = "fluxlit-session=an-id-the-attacker-chose";
+    let reply = get_from(
+        TRUSTED,
+        &setup.gateway,
+        "/auth/login?next=/",
+        &[("cookie", planted)],
+    )
+    .await;
+    let login = login_cookie(&reply);
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    let jar = format!("{planted}; {login}");
+    let reply = callback(&setup.gateway, &code, &state, Some(&jar)).await;
+    let (fresh, _) = cookie_named(&reply, "fluxlit-session").unwrap();
+    assert_ne!(format!("fluxlit-session={fresh}"), planted);
+    assert_eq!(fresh.len(), 43, "256 random bits, base64url");
+    assert_eq!(page(&setup.gateway, "/", Some(planted)).await.status, 302);
+    // Two logins of the same user: two sessions.
+    let (_, first) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let (_, second) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_clears_its_cookie() {
+    let setup = setup("").await;
+    let (_, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 200);
+    let reply = get_from(
+        TRUSTED,
+        &setup.gateway,
+        "/auth/logout?next=/bye",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    // On to the IdP's logout, which comes back to /bye.
+    let to_idp = Url::parse(location(&reply)).unwrap();
+    assert_eq!(to_idp.path(), "/logout");
+    let (value, attributes) = cookie_named(&reply, "fluxlit-session").expect("cleared");
+    assert_eq!(value, "");
+    assert!(
+        attributes.iter().any(|a| a == "max-age=0"),
+        "{attributes:?}"
+    );
+    // The browser that kept the cookie anyway is logged out too.
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 302);
+}
+
+#[tokio::test]
+async fn an_idle_session_ends_and_a_busy_one_ends_at_its_max_age() {
+    let setup = setup("session_idle_timeout = \"2s\"\nsession_max_age = \"4s\"").await;
+    let (_, idle) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let (_, busy) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    // `busy` is used every half second; `idle` never again.
+    let started = tokio::time::Instant::now();
+    let mut idle_ended = false;
+    while started.elapsed() < Duration::from_millis(3500) {
+        assert_eq!(page(&setup.gateway, "/", Some(&busy)).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if started.elapsed() > Duration::from_millis(2600) && !idle_ended {
+            assert_eq!(page(&setup.gateway, "/", Some(&idle)).await.status, 302);
+            idle_ended = true;
+        }
+    }
+    eventually("the busy session reaching its max age", || async {
+        (page(&setup.gateway, "/", Some(&busy)).await.status == 302).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_share_sessions_sealed_and_a_logout_on_one_ends_them_on_all() {
+    let provider = format!("corp-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let idp = Idp::spawn(false).await;
+    let app = App::spawn().await;
+    let text = config_named(
+        &provider,
+        &idp,
+        &app,
+        "store = \"redis://127.0.0.1:6379/0\"\nsession_key = { file = \"session.key\" }",
+    );
+    let a = start_with_files(&text, &FILES).await;
+    let b = start_with_files(&text, &FILES).await;
+    for replica in [&a, &b] {
+        wait_for_discovery_of(replica, &provider).await;
+    }
+    let (_, cookie) = browse_and_log_in(&a, &idp, "/").await;
+    let reply = page(&b, "/", Some(&cookie)).await;
+    assert_eq!(reply.status, 200, "B knows A's session: {}", reply.text());
+    assert_eq!(recorded_header(&reply.json(), "x-fluxlit-sub"), [SUB]);
+
+    // What Redis holds: one record under the id's hash, sealed.
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the machine's Redis (.ci/run starts it)");
+    let prefix = fluxlit::auth::oidc::redis_store::key_prefix(&provider);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}session:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let id = cookie.strip_prefix("fluxlit-session=").unwrap();
+    assert!(!keys[0].contains(id), "the id is not the key");
+    let record: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&record);
+    for secret in [SUB, "ada@example.com", "eyJ", "sub", "id_token"] {
+        assert!(!text.contains(secret), "Redis shows {secret:?}: {text}");
+    }
+
+    // Logout on B ends the session on A as well.
+    let reply = get_from(TRUSTED, &b, "/auth/logout", &[("cookie", &cookie)]).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(page(&a, "/", Some(&cookie)).await.status, 302);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    if !left.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&left)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    assert!(
+        !left.iter().any(|key| key.contains(":session:")),
+        "{left:?}"
+    );
+}
+
+/// Opens a WebSocket on `/ws` with `headers`; the status of a refused handshake.
+async fn open_websocket(gateway: &TestGateway, headers: &[(&str, &str)]) -> Result<Client, u16> {
+    let mut request = format!("ws://{}/ws", gateway.addr())
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let stream = raw::connect_from(TRUSTED, gateway.addr()).await;
+    match within("WebSocket handshake", client_async(request, stream)).await {
+        Ok((client, _)) => Ok(client),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(error) => panic!("the handshake failed without an answer: {error}"),
+    }
+}
