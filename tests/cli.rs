@@ -82,6 +82,70 @@ fn validate_lists_every_error_with_line_and_column_and_exits_1() {
     assert!(text.contains("9 error(s); nothing was applied"), "{text}");
 }
 
+/// An unknown key and the semantic mistakes around it; each line number below is where
+/// the mistake is.
+const UNKNOWN_KEY_AMONG_OTHERS: &str = r#"[trust]
+proxies = ["10.0.0.0/33"]
+
+[upstreams.api]
+url = "http://127.0.0.1:8000"
+timeout = "0s"
+
+[[routes]]
+name = "api"
+path_prefix = "api"
+upstream = "apii"
+colour = "blue"
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "api"
+"#;
+
+/// Every line of [`UNKNOWN_KEY_AMONG_OTHERS`]'s report, as `file` names the file.
+fn unknown_key_among_others_errors(file: &str) -> [String; 6] {
+    [
+        format!(
+            "{file}:2:12: error: trust.proxies[0]: \"10.0.0.0/33\" is not an IP address or CIDR range"
+        ),
+        format!("{file}:6:11: error: upstreams.api.timeout: must be longer than zero"),
+        format!("{file}:10:15: error: routes[0].path_prefix: \"api\" must start with '/'"),
+        format!("{file}:11:12: error: routes[0].upstream: unknown upstream \"apii\""),
+        format!("{file}:12:1: error: routes[0].colour: unknown key `colour`"),
+        format!(
+            "{file}:15:8: error: routes[1].name: duplicate route name \"api\", already used by routes[0]"
+        ),
+    ]
+}
+
+#[test]
+fn an_unknown_key_is_one_error_among_the_others_in_validate_serve_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fluxlit.toml"), UNKNOWN_KEY_AMONG_OTHERS).unwrap();
+    for command in ["validate", "serve", "config"] {
+        let output = fluxlit(&[command], dir.path());
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command}: {}",
+            stderr(&output)
+        );
+        let text = stderr(&output);
+        let mut at = 0;
+        for line in unknown_key_among_others_errors("fluxlit.toml") {
+            let found = text[at..].find(&line).unwrap_or_else(|| {
+                panic!("{command}: missing, or out of file order:\n  {line}\nin:\n{text}")
+            });
+            at += found + line.len();
+        }
+        assert!(
+            text.contains("6 error(s); nothing was applied"),
+            "{command}: {text}"
+        );
+    }
+}
+
 #[test]
 fn warnings_alone_exit_0() {
     let dir = tempfile::tempdir().unwrap();

@@ -212,6 +212,34 @@ async fn an_unknown_upstream_is_rejected_with_its_line_and_column_and_the_old_sn
 }
 
 #[tokio::test]
+async fn an_unknown_key_and_the_other_errors_are_all_rejected_and_shown_in_snapshot() {
+    let one = spawn_recording_upstream("one").await;
+    let two = spawn_recording_upstream("two").await;
+    let gateway = TestGateway::start(&numbered_config(one, "api")).await;
+
+    // Line 12: a prefix without '/'; 13: an unknown upstream; 14: an unknown key.
+    let broken = format!(
+        "{}colour = \"blue\"\n",
+        numbered_config(one, "apj").replace("path_prefix = \"/api\"", "path_prefix = \"api\"")
+    );
+    let (errors, _) = rejected(&gateway, &broken).await;
+    let file = gateway.config_path.display();
+    let expected = [
+        format!("{file}:12:15: error: routes[0].path_prefix: \"api\" must start with '/'"),
+        format!("{file}:13:12: error: routes[0].upstream: unknown upstream \"apj\""),
+        format!("{file}:14:1: error: routes[0].colour: unknown key `colour`"),
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, expected) in errors.iter().zip(&expected) {
+        assert!(
+            error.starts_with(expected),
+            "expected {expected:?}…, got {error:?}"
+        );
+    }
+    a_valid_file_clears_the_error(&gateway, two).await;
+}
+
+#[tokio::test]
 async fn a_syntax_error_is_rejected_with_its_line_and_column_and_a_later_valid_file_clears_it() {
     let one = spawn_recording_upstream("one").await;
     let two = spawn_recording_upstream("two").await;
