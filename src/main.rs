@@ -77,7 +77,8 @@ enum Command {
 }
 
 const DOCTOR_EXIT_CODES: &str = "Exit codes:\n  0  no errors (and, with --strict, no warnings)\n  \
-1  errors, or the config does not load\n  2  warnings, with --strict";
+1  errors, or the config does not load\n  2  warnings, with --strict\n  \
+64 a usage error (an unknown flag, a missing value)";
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum DoctorFormat {
@@ -128,8 +129,24 @@ fn parse_claim(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The exit code of a command line that does not parse (a misspelt flag, a missing
+/// argument): `EX_USAGE` of sysexits.h, a code no command uses for what it found, so a
+/// CI job never reads a typo as `doctor --strict` warnings (2) or `diff` changes (3).
+const EX_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // `--help` and `--version` are answers, not mistakes.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let path = config::resolve_path(cli.config.clone(), std::env::var_os("FLUXLIT_CONFIG"));
     let result = match cli.command {
         Command::Serve { workers } => serve(&path, workers, cli.log.as_deref()),

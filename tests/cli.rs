@@ -235,11 +235,116 @@ fn config_prints_the_effective_config_which_loads_back_the_same() {
 fn zero_workers_is_a_usage_error_not_a_silent_one() {
     let dir = tempfile::tempdir().unwrap();
     let output = fluxlit(&["serve", "--workers", "0"], dir.path());
-    // clap's usage errors exit 2, before any config is read.
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    // A usage error exits 64, before any config is read.
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("invalid value '0' for '--workers"),
         "{}",
         stderr(&output)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Usage errors exit 64 (EX_USAGE), a code no command uses for what it found: 1 is an
+// error, 2 `doctor --strict` warnings, 3 `diff` changes.
+// ---------------------------------------------------------------------------------------
+
+/// `fluxlit <args>` in a directory with a valid config exits 64 with clap's message
+/// naming `wrong` on stderr, and prints nothing on stdout (no report a script could
+/// mistake for one).
+fn assert_usage_error(args: &[&str], wrong: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fluxlit.toml"),
+        "[upstreams.ui]\nbuiltin = \"echo\"\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n",
+    )
+    .unwrap();
+    let output = fluxlit(args, dir.path());
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(64), "fluxlit {args:?}:\n{text}");
+    assert!(
+        text.starts_with("error: ") && text.contains(wrong),
+        "fluxlit {args:?}:\n{text}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "fluxlit {args:?}: {}",
+        common::cli::stdout(&output)
+    );
+}
+
+#[test]
+fn a_misspelt_flag_of_serve_exits_64() {
+    assert_usage_error(&["serve", "--wrokers", "2"], "'--wrokers'");
+}
+
+#[test]
+fn a_misspelt_flag_of_validate_exits_64() {
+    assert_usage_error(&["validate", "--strcit"], "'--strcit'");
+}
+
+#[test]
+fn a_misspelt_flag_of_config_exits_64() {
+    assert_usage_error(&["config", "--confg", "x.toml"], "'--confg'");
+}
+
+#[test]
+fn a_misspelt_flag_of_doctor_exits_64_not_2_as_strict_warnings_do() {
+    assert_usage_error(&["doctor", "--stirct"], "'--stirct'");
+    assert_usage_error(&["doctor", "--format", "yaml"], "'yaml'");
+}
+
+#[test]
+fn a_misspelt_flag_of_schema_exits_64() {
+    assert_usage_error(&["schema", "--pretty"], "'--pretty'");
+}
+
+#[test]
+fn a_misspelt_flag_of_diff_exits_64_not_3_as_changes_do() {
+    assert_usage_error(&["diff", "--agianst", "old.toml"], "'--agianst'");
+    // Neither --against nor --admin.
+    assert_usage_error(&["diff"], "--against");
+}
+
+#[test]
+fn a_misspelt_flag_of_token_issue_exits_64() {
+    assert_usage_error(
+        &["token", "issue", "--provder", "main", "--sub", "ada"],
+        "'--provder'",
+    );
+    assert_usage_error(
+        &["token", "issue", "--sub", "ada", "--claim", "x"],
+        "key=value",
+    );
+    assert_usage_error(&["token", "mint"], "'mint'");
+}
+
+#[test]
+fn a_misspelt_or_missing_subcommand_exits_64() {
+    assert_usage_error(&["vaildate"], "'vaildate'");
+    // No subcommand at all: the help, on stderr, and the same code.
+    let dir = tempfile::tempdir().unwrap();
+    let output = fluxlit(&[], dir.path());
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("Usage: fluxlit"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn help_and_version_are_answers_and_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["doctor", "--help"], &["--version"]] {
+        let output = fluxlit(args, dir.path());
+        assert_eq!(output.status.code(), Some(0), "fluxlit {args:?}");
+        assert!(!output.stdout.is_empty(), "fluxlit {args:?}");
+    }
+    let help = fluxlit(&["doctor", "--help"], dir.path());
+    assert!(
+        common::cli::stdout(&help).contains("64 a usage error"),
+        "{}",
+        common::cli::stdout(&help)
     );
 }
