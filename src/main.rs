@@ -45,7 +45,9 @@ enum Command {
         #[arg(long)]
         workers: Option<NonZeroUsize>,
     },
-    /// Check the config: exit 0, or print every error with line:column and exit 1.
+    /// Check the config as `serve` would load it (secrets and files it names read,
+    /// nothing reached over the network): exit 0, or print every error with
+    /// line:column and exit 1.
     Validate,
     /// Print the effective config (defaults filled in), then its warnings and the
     /// doctor's static findings.
@@ -185,23 +187,40 @@ fn main() -> ExitCode {
     })
 }
 
+/// Loads and compiles the file as `serve` would (secrets, key files and certificates
+/// read; nothing started, nothing reached over the network).
 fn validate(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(checked) => {
-            for warning in &checked.warnings {
+    let checked = match config::load(path) {
+        Ok(checked) => checked,
+        Err(error) => {
+            report(&error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (routes, upstreams) = (checked.config.routes.len(), checked.config.upstreams.len());
+    let warnings = checked.warnings.clone();
+    let ctx = fluxlit::compile::CompileContext::for_config(
+        path,
+        std::sync::Arc::new(fluxlit::auth::secrets::ProcessEnvironment),
+    );
+    match fluxlit::compile::compile(checked, &ctx) {
+        Ok(plan) => {
+            for warning in &plan.warnings {
                 eprintln!("{}", warning.render(path));
             }
             println!(
-                "{}: ok ({} route(s), {} upstream(s), {} warning(s))",
+                "{}: ok ({routes} route(s), {upstreams} upstream(s), {} warning(s))",
                 path.display(),
-                checked.config.routes.len(),
-                checked.config.upstreams.len(),
-                checked.warnings.len()
+                plan.warnings.len()
             );
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            report(&error);
+        Err(errors) => {
+            report(&LoadError::Invalid {
+                path: path.to_owned(),
+                errors,
+                warnings,
+            });
             ExitCode::FAILURE
         }
     }

@@ -25,16 +25,46 @@ fn read(relative: &str) -> String {
         .unwrap_or_else(|e| panic!("examples/deploy/{relative}: {e}"))
 }
 
+/// What the `fluxlit` Secret gives the pods (deployment.yaml), with made-up values of
+/// the lengths the gateway requires.
+const SECRET_ENV: [(&str, &str); 4] = [
+    (
+        "JWT_HS256_SECRET",
+        "a made-up HS256 secret for the deploy example, 48b",
+    ),
+    ("OIDC_CLIENT_SECRET", "made-up client secret"),
+    ("FLUXLIT_REDIS_URL", "redis://redis:6379/0"),
+    (
+        "FLUXLIT_EXCHANGE_SECRET",
+        "a made-up exchange secret for the deploy example..",
+    ),
+];
+
 #[test]
 fn the_configmaps_config_passes_fluxlit_validate() {
     let config = deploy_file("kubernetes/fluxlit.toml");
     let config = config.to_str().expect("a UTF-8 path");
-    let output = cli::run(&["validate", "--config", config], &repo_file(""), &[]);
+    let output = cli::run(
+        &["validate", "--config", config],
+        &repo_file(""),
+        &SECRET_ENV,
+    );
     let stderr = cli::stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.trim().is_empty(),
         "no warnings expected either:\n{stderr}"
+    );
+
+    // validate reads the secrets as serve does: without the Secret, it says which.
+    let output = cli::run(&["validate", "--config", config], &repo_file(""), &[]);
+    let stderr = cli::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "auth.providers.main.hs256_secret: environment variable JWT_HS256_SECRET is not set"
+        ),
+        "{stderr}"
     );
 }
 

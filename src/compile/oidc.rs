@@ -35,7 +35,6 @@ pub(super) fn compile_oidc(
     settings: &model::AuthProvider,
     config: &Config,
     ctx: &CompileContext,
-    warnings: &mut Vec<Diagnostic>,
 ) -> Result<OidcPlan, Diagnostic> {
     let missing = |key: &str| {
         Diagnostic::error(
@@ -108,7 +107,7 @@ pub(super) fn compile_oidc(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let exchange_secret = compile_exchange_secret(path, settings, ctx, warnings)?;
+    let exchange_secret = compile_exchange_secret(path, settings, ctx)?;
 
     let discovery = DiscoverySettings {
         issuer_url,
@@ -183,11 +182,7 @@ fn compile_store_settings(
                 .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
             let text = std::str::from_utf8(bytes.expose())
                 .map_err(|_| Diagnostic::error(&key, "the Redis URL is not UTF-8 text"))?;
-            let source = match (&secret.env, &secret.file) {
-                (Some(name), _) => format!("environment variable {name}"),
-                (_, Some(file)) => format!("file {}", file.display()),
-                (None, None) => "the secret".to_owned(),
-            };
+            let source = secrets::source(secret);
             RedisTarget::parse(text.trim())
                 .map_err(|error| Diagnostic::error(&key, format!("{source}: {error}")))?
         }
@@ -195,14 +190,13 @@ fn compile_store_settings(
     Ok(StoreSettings::Redis { target })
 }
 
-/// The exchange secret, read now. Shorter than [`oidc_defaults::MIN_EXCHANGE_SECRET`]
-/// bytes it is warned about, as a short HS secret is: the exchange is reachable over the
+/// The exchange secret, read now, and refused when shorter than
+/// [`oidc_defaults::MIN_EXCHANGE_SECRET`] bytes: the exchange is reachable over the
 /// network, so a guessable secret would be guessed.
 fn compile_exchange_secret(
     path: &str,
     settings: &model::AuthProvider,
     ctx: &CompileContext,
-    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Option<ExchangeSecret>, Diagnostic> {
     let Some(secret) = &settings.exchange_secret else {
         return Ok(None);
@@ -210,17 +204,9 @@ fn compile_exchange_secret(
     let key = format!("{path}.exchange_secret");
     let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
         .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
-    let len = bytes.expose().len();
-    let min = oidc_defaults::MIN_EXCHANGE_SECRET;
-    if len < min {
-        warnings.push(Diagnostic::warning(
-            &key,
-            format!(
-                "the exchange secret is {len} bytes; use at least {min} \
-                 random bytes (e.g. `openssl rand -base64 48`)"
-            ),
-        ));
-    }
+    let min = secrets::MinLength::exchange_secret();
+    min.check(secret, &bytes)
+        .map_err(|short| super::too_short(&key, &min, &short))?;
     Ok(Some(ExchangeSecret::new(bytes.expose())))
 }
 

@@ -501,6 +501,17 @@ impl Algorithm {
     pub fn is_hmac(self) -> bool {
         matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
     }
+
+    /// The shortest secret an HMAC algorithm may use: its hash's output size (RFC 7518
+    /// §3.2); `None` for the others.
+    pub fn hmac_key_bytes(self) -> Option<usize> {
+        match self {
+            Self::HS256 => Some(32),
+            Self::HS384 => Some(48),
+            Self::HS512 => Some(64),
+            _ => None,
+        }
+    }
 }
 
 /// One audience or several.
@@ -879,8 +890,8 @@ pub mod oidc_defaults {
     pub const STORE: &str = "memory";
     pub const STORE_MAX_ENTRIES: u32 = 10_000;
     pub const EXCHANGE_FROM: &[&str] = &["127.0.0.1/32", "::1/128"];
-    /// The shortest `exchange_secret` taken without a warning (`doctor`: an error), in
-    /// bytes: as long as an HS256 key.
+    /// The shortest `exchange_secret` taken, in bytes: as long as an HS256 key. A
+    /// shorter one is refused at load.
     pub const MIN_EXCHANGE_SECRET: usize = 32;
     /// The id_token claims that may be copied into the minted token (`sub` always is).
     pub const COPYABLE_CLAIMS: &[&str] = &["email", "name"];

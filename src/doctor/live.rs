@@ -19,16 +19,16 @@ use super::{Finding, Severity};
 use crate::auth::HttpClientError;
 use crate::auth::jwks::JwksDocumentError;
 use crate::auth::oidc::discovery::discovery_url;
-use crate::auth::secrets::{self, SecretBytes};
+use crate::auth::secrets::{self, MinLength, SecretBytes, source};
 use crate::compile::CompileContext;
 use crate::config::Config;
-use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef, oidc_defaults};
+use crate::config::model::{ProviderKind, SecretRef, StoreRef};
 use crate::config::store_url::RedisTarget;
 use crate::http::error_chain;
 
 pub const SECRET_MISSING: &str = "secret_missing";
 pub const SECRET_EMPTY: &str = "secret_empty";
-pub const SECRET_TOO_SHORT: &str = "secret_too_short";
+pub const SECRET_TOO_SHORT: &str = secrets::TOO_SHORT;
 pub const STORE_URL_INVALID: &str = "store_url_invalid";
 pub const JWKS_FILE_UNUSABLE: &str = "jwks_file_unusable";
 pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
@@ -62,30 +62,27 @@ impl fmt::Debug for RedisCheck {
     }
 }
 
-/// A finding when the secret at `key` cannot be read, or is shorter than `min` bytes
-/// (`needs` says why that is too short).
+/// A finding when the secret at `key` cannot be read, or is shorter than `min` (the
+/// rule `serve` and `validate` refuse it by).
 fn check_length(
     secret: &SecretRef,
     ctx: &CompileContext,
     key: String,
-    what: &str,
-    min: usize,
-    needs: &str,
+    min: &MinLength,
     found: &mut Vec<Finding>,
 ) {
     match resolve(secret, ctx, &key) {
-        Ok(bytes) if bytes.expose().len() < min => found.push(Finding::new(
-            SECRET_TOO_SHORT,
-            Severity::Error,
-            key,
-            format!(
-                "the {what} in {} is {} bytes; {needs}",
-                source(secret),
-                bytes.expose().len(),
-            ),
-            format!("use a random secret of {min} bytes or more, e.g. `openssl rand -base64 48`"),
-        )),
-        Ok(_) => {}
+        Ok(bytes) => {
+            if let Err(short) = min.check(secret, &bytes) {
+                found.push(Finding::new(
+                    SECRET_TOO_SHORT,
+                    Severity::Error,
+                    key,
+                    short.to_string(),
+                    min.fix(),
+                ));
+            }
+        }
         Err(finding) => found.push(finding),
     }
 }
@@ -98,15 +95,10 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
     for (name, provider) in &config.auth.providers {
         let path = format!("auth.providers.{name}");
         if let Some(secret) = &provider.hs256_secret
-            && let Some(min) = provider.algorithms.iter().filter_map(hmac_key_bytes).max()
+            && let Some(min) = MinLength::hmac(&provider.algorithms)
         {
-            let needs = format!(
-                "{} needs at least {min} (RFC 7518 §3.2), else tokens can be forged by \
-                 guessing it",
-                strongest_hmac(&provider.algorithms)
-            );
             let key = format!("{path}.hs256_secret");
-            check_length(secret, ctx, key, "secret", min, &needs, &mut found);
+            check_length(secret, ctx, key, &min, &mut found);
         }
         if let Some(file) = &provider.jwks_file
             && let Err(why) = load_jwks_file(&ctx.config_dir.join(file))
@@ -129,13 +121,8 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
             found.push(finding);
         }
         if let Some(secret) = &provider.exchange_secret {
-            let min = oidc_defaults::MIN_EXCHANGE_SECRET;
-            let needs = format!(
-                "it needs at least {min}, else whoever reaches the exchange can guess it and \
-                 redeem auth codes"
-            );
             let key = format!("{path}.exchange_secret");
-            check_length(secret, ctx, key, "exchange secret", min, &needs, &mut found);
+            check_length(secret, ctx, key, &MinLength::exchange_secret(), &mut found);
         }
         let key = format!("{path}.store");
         let url = match &provider.store {
@@ -194,37 +181,6 @@ fn load_jwks_file(path: &Path) -> Result<usize, JwksFileError> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// The least key length for an HMAC algorithm: its hash size (RFC 7518 §3.2).
-fn hmac_key_bytes(algorithm: &Algorithm) -> Option<usize> {
-    match algorithm {
-        Algorithm::HS256 => Some(32),
-        Algorithm::HS384 => Some(48),
-        Algorithm::HS512 => Some(64),
-        _ => None,
-    }
-}
-
-fn strongest_hmac(algorithms: &[Algorithm]) -> &'static str {
-    algorithms
-        .iter()
-        .filter_map(|alg| Some((hmac_key_bytes(alg)?, alg)))
-        .max_by_key(|(bytes, _)| *bytes)
-        .map_or("HS256", |(_, alg)| match alg {
-            Algorithm::HS384 => "HS384",
-            Algorithm::HS512 => "HS512",
-            _ => "HS256",
-        })
-}
-
-/// Where a secret comes from, for messages (never its value).
-fn source(secret: &SecretRef) -> String {
-    match (&secret.env, &secret.file) {
-        (Some(name), _) => format!("environment variable {name}"),
-        (None, Some(file)) => format!("file {}", file.display()),
-        (None, None) => "nowhere".to_owned(),
-    }
 }
 
 fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<SecretBytes, Finding> {

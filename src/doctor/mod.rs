@@ -246,7 +246,9 @@ pub fn static_findings(checked: &CheckedConfig) -> Vec<Finding> {
 /// warning gets that check's id (and the check stays silent on that key).
 fn from_validation(diagnostic: &Diagnostic) -> Finding {
     let key = diagnostic.path.as_str();
-    let id = if key.contains(".forward_client_headers[") {
+    let id = if let Some(id) = diagnostic.id {
+        id
+    } else if key.contains(".forward_client_headers[") {
         static_checks::FORWARD_CLIENT_HEADERS
     } else if key.ends_with(".allow_unverified_id_token_for_custom_oidc") {
         static_checks::UNVERIFIED_ID_TOKEN
