@@ -86,7 +86,8 @@ const DOCTOR_EXIT_CODES: &str = "Exit codes:\n  0  no errors (and, with --strict
 enum DoctorFormat {
     /// Findings grouped by severity, each with its fix, and a summary line.
     Text,
-    /// One JSON document: {"findings": [...], "summary": {...}}.
+    /// One JSON document: {"findings": [...], "summary": {...}}, also when the config
+    /// does not load (findings with the id config_invalid).
     Json,
 }
 
@@ -261,6 +262,13 @@ fn doctor(
         Ok(checked) => checked,
         Err(error) => {
             report(&error);
+            if let DoctorFormat::Json = format {
+                let report = fluxlit::doctor::Report::config_invalid(&error, options.strict);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("cannot print the report")?
+                );
+            }
             return Ok(ExitCode::from(fluxlit::doctor::exit::ERRORS));
         }
     };

@@ -516,7 +516,7 @@ fn text_output_groups_by_severity_with_the_fix_below_and_a_summary() {
 fn a_config_that_does_not_load_is_reported_like_validate_and_exits_1() {
     let run = fluxlit(
         "[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"nowhere\"\n",
-        &["doctor", "--offline", "--format", "json"],
+        &["doctor", "--offline"],
         &[],
     );
     assert_eq!(run.code(), Some(1));
@@ -526,7 +526,73 @@ fn a_config_that_does_not_load_is_reported_like_validate_and_exits_1() {
         "{}",
         run.stderr()
     );
-    assert!(run.stdout().is_empty(), "{}", run.stdout());
+}
+
+#[test]
+fn json_output_is_a_document_also_when_the_config_does_not_load() {
+    // Line 3: an unknown key; line 6: an unknown upstream.
+    let config = "[server]\nlisten = \"127.0.0.1:8080\"\nlistn = 1\n\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"nowhere\"\n";
+    for strict in [false, true] {
+        let mut args = vec!["doctor", "--offline", "--format", "json"];
+        if strict {
+            args.push("--strict");
+        }
+        let run = fluxlit(config, &args, &[]);
+        assert_eq!(run.code(), Some(1), "{}", run.stderr());
+        let findings = run.findings();
+        assert_eq!(findings.len(), 2, "{:#}", run.json());
+        for finding in &findings {
+            assert_eq!(finding["id"], "config_invalid", "{finding:#}");
+            assert_eq!(finding["severity"], "error", "{finding:#}");
+        }
+        assert_eq!(findings[0]["key"], "server.listn");
+        assert_eq!(findings[0]["location"], json!({"line": 3, "column": 1}));
+        assert_says(&findings[0], "message", "unknown key `listn`");
+        assert_says(&findings[0], "fix", "did you mean `listen`?");
+        assert_eq!(findings[1]["key"], "routes[0].upstream");
+        assert_eq!(findings[1]["location"], json!({"line": 8, "column": 12}));
+        assert_says(&findings[1], "message", "unknown upstream \"nowhere\"");
+        assert_eq!(
+            run.json()["summary"],
+            json!({"errors": 2, "warnings": 0, "infos": 0, "strict": strict, "exit_code": 1})
+        );
+        // Humans reading the CI log still get validate's lines.
+        assert!(
+            run.stderr()
+                .contains("fluxlit.toml:3:1: error: server.listn"),
+            "{}",
+            run.stderr()
+        );
+    }
+
+    // Not TOML at all, and no file: still a document.
+    let run = fluxlit(
+        "[server\n",
+        &["doctor", "--offline", "--format", "json"],
+        &[],
+    );
+    let finding = run.only("config_invalid");
+    assert_says(&finding, "message", "invalid TOML");
+    assert_eq!(finding["location"]["line"], 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli::run(
+        &[
+            "doctor",
+            "--offline",
+            "--format",
+            "json",
+            "--config",
+            "missing.toml",
+        ],
+        dir.path(),
+        &[],
+    );
+    let run = Run { output };
+    assert_eq!(run.code(), Some(1));
+    let finding = run.only("config_invalid");
+    assert_says(&finding, "message", "cannot read config file missing.toml");
+    assert!(finding.get("location").is_none(), "{finding:#}");
 }
 
 #[test]

@@ -23,7 +23,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::compile::CompileContext;
-use crate::config::{CheckedConfig, Diagnostic, Location};
+use crate::config::{CheckedConfig, Diagnostic, LoadError, Location};
+
+/// The config does not load: each of its errors is a finding with this id.
+pub const CONFIG_INVALID: &str = "config_invalid";
 
 /// How bad a finding is. `--strict` fails on warnings; infos never fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -157,6 +160,34 @@ impl Report {
                 exit_code,
             },
         }
+    }
+
+    /// The report on a config that does not load: each error a finding
+    /// [`CONFIG_INVALID`] at its key path and location (a file that cannot be read, one
+    /// without either), the warnings found beside them as usual. A script parsing
+    /// `--format json` gets a document either way.
+    pub fn config_invalid(error: &LoadError, strict: bool) -> Self {
+        let findings = match error {
+            LoadError::Read(read) => vec![Finding::new(
+                CONFIG_INVALID,
+                Severity::Error,
+                "",
+                read.to_string(),
+                "give the config's path with --config or $FLUXLIT_CONFIG (default \
+                 ./fluxlit.toml), and make it readable",
+            )],
+            LoadError::Invalid {
+                errors, warnings, ..
+            } => errors
+                .iter()
+                .map(|diagnostic| Finding {
+                    id: CONFIG_INVALID,
+                    ..from_validation(diagnostic)
+                })
+                .chain(warnings.iter().map(from_validation))
+                .collect(),
+        };
+        Self::new(findings, strict)
     }
 
     /// Grouped by severity, each fix on an indented line, and a summary line.
