@@ -54,6 +54,33 @@ pub struct Config {
     /// The signed identity assertion upstreams get on every request that passed a
     /// route's `auth`, and the key that signs it.
     pub identity: IdentityAssertion,
+
+    /// What `fluxlit doctor` is told about this deployment: the findings accepted here.
+    #[serde(skip_serializing_if = "Doctor::is_empty")]
+    pub doctor: Doctor,
+}
+
+/// `[doctor]`: `fluxlit doctor`'s findings that this deployment has accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct Doctor {
+    /// Warnings (and infos) accepted for this deployment, each by its finding id
+    /// (`"admin_not_loopback"`: wherever it occurs) or by id and key path
+    /// (`"admin_not_loopback@admin.listen"`: at that key or below it). An accepted
+    /// finding stays in the report, marked accepted, and `--strict` does not count it;
+    /// an entry that accepts nothing (the finding no longer occurs, an unknown id, an
+    /// error, which cannot be accepted) is a warning of its own, `accept_unused`. Write
+    /// the reason in a comment beside the entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[a-z][a-z0-9_]*(@[^@\s]+)?$")))]
+    pub accept: Vec<String>,
+}
+
+impl Doctor {
+    pub fn is_empty(&self) -> bool {
+        self.accept.is_empty()
+    }
 }
 
 /// `[identity]`: what the gateway verified, as a short-lived JWT for the upstream.

@@ -39,6 +39,20 @@ pub const REDIS_UNREACHABLE: &str = "redis_unreachable";
 pub const CLOCK_SKEW: &str = "clock_skew";
 pub const CLOCK_DRIFT: &str = "clock_drift";
 
+/// The findings only the network checks make: without them (`--offline`) an accepted
+/// one of these cannot be told gone.
+pub const NETWORK_IDS: &[&str] = &[
+    UPSTREAM_UNREACHABLE,
+    UPSTREAM_SILENT,
+    IDP_DISCOVERY,
+    JWKS_UNREACHABLE,
+    REDIS_UNREACHABLE,
+    CLOCK_SKEW,
+    CLOCK_DRIFT,
+    // Statically for addresses, online for names.
+    super::static_checks::PLAIN_HTTP_UPSTREAM,
+];
+
 /// The longest any one network check may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// A clock difference above this is worth a warning even within the leeway.
@@ -83,7 +97,7 @@ fn check_length(
                 ));
             }
         }
-        Err(finding) => found.push(finding),
+        Err(finding) => found.push(*finding),
     }
 }
 
@@ -118,7 +132,7 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
         if let Some(secret) = &provider.client_secret
             && let Err(finding) = resolve(secret, ctx, &format!("{path}.client_secret"))
         {
-            found.push(finding);
+            found.push(*finding);
         }
         if let Some(secret) = &provider.exchange_secret {
             let key = format!("{path}.exchange_secret");
@@ -130,7 +144,7 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
             Some(StoreRef::Secret(secret)) => match resolve(secret, ctx, &key) {
                 Ok(bytes) => String::from_utf8_lossy(bytes.expose()).trim().to_owned(),
                 Err(finding) => {
-                    found.push(finding);
+                    found.push(*finding);
                     continue;
                 }
             },
@@ -183,9 +197,15 @@ fn load_jwks_file(path: &Path) -> Result<usize, JwksFileError> {
     })
 }
 
-fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<SecretBytes, Finding> {
+/// The secret, or the finding that says why it cannot be read (boxed: a finding is
+/// large beside the bytes).
+fn resolve(
+    secret: &SecretRef,
+    ctx: &CompileContext,
+    key: &str,
+) -> Result<SecretBytes, Box<Finding>> {
     secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|error| {
-        if error.is_empty() {
+        Box::new(if error.is_empty() {
             Finding::new(
                 SECRET_EMPTY,
                 Severity::Error,
@@ -209,7 +229,7 @@ fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<Secret
                         .to_owned(),
                 },
             )
-        }
+        })
     })
 }
 
