@@ -381,7 +381,7 @@ fn issue_token(
         );
     };
     token::minting_algorithm(provider_name, provider).map_err(anyhow::Error::msg)?;
-    let secret = provider
+    let reference = provider
         .hs256_secret
         .as_ref()
         .context("the provider has no hs256_secret")?;
@@ -389,10 +389,15 @@ fn issue_token(
         path,
         std::sync::Arc::new(secrets::ProcessEnvironment),
     );
-    let secret =
-        secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
-            anyhow::anyhow!("auth.providers.{provider_name}.hs256_secret: {message}")
-        })?;
+    let key = format!("auth.providers.{provider_name}.hs256_secret");
+    let secret = secrets::resolve(reference, &ctx.config_dir, ctx.env.as_ref())
+        .map_err(|message| anyhow::anyhow!("{key}: {message}"))?;
+    // The gateway refuses this secret: a token signed with it would be accepted nowhere.
+    if let Some(min) = secrets::MinLength::hmac(&provider.algorithms)
+        && let Err(short) = min.check(reference, &secret)
+    {
+        anyhow::bail!("{key}: {short} [{}]; {}", secrets::TOO_SHORT, min.fix());
+    }
     let token =
         token::mint(provider_name, provider, &secret, request).map_err(anyhow::Error::msg)?;
     println!("{token}");

@@ -133,7 +133,10 @@ async fn token_issue_reads_an_env_secret_as_the_gateway_does() {
     // Minted with another value of the variable: the gateway's secret is not that one.
     let other = issue(
         gateway.dir.path(),
-        &[("JWT_HS256_SECRET", "some other secret value!")],
+        &[(
+            "JWT_HS256_SECRET",
+            "some other secret value, as long as HS256 needs",
+        )],
     );
     let reply = get_with_token(&gateway, "/api/x", &other).await;
     assert_invalid_token(&reply, "main", "signature does not verify");
@@ -493,7 +496,7 @@ fn assert_refused(dir: &Path, env: &[(&str, &str)], expected: &str, secret: &str
 }
 
 #[test]
-fn validate_and_serve_refuse_an_hs_secret_shorter_than_its_hash() {
+fn validate_serve_and_token_issue_refuse_an_hs_secret_shorter_than_its_hash() {
     for (algorithms, strongest, needed) in [
         ("[\"HS256\"]", "HS256", 32),
         ("[\"HS384\"]", "HS384", 48),
@@ -516,6 +519,21 @@ fn validate_and_serve_refuse_an_hs_secret_shorter_than_its_hash() {
             &expected,
             &short,
         );
+
+        // Nor does `token issue` mint with it: no gateway would accept the token.
+        let output = token_issue(
+            "--provider main --sub ada",
+            dir.path(),
+            &[("JWT_HS256_SECRET", &short)],
+        );
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("auth.providers.main.hs256_secret: the secret in environment variable JWT_HS256_SECRET is")
+                && stderr(&output).contains("[secret_too_short]"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty() && !stderr(&output).contains(&short));
 
         let long = "s".repeat(needed);
         let output = fluxlit_to_exit(&["validate"], dir.path(), &[("JWT_HS256_SECRET", &long)]);
