@@ -45,7 +45,9 @@ enum Command {
         #[arg(long)]
         workers: Option<NonZeroUsize>,
     },
-    /// Check the config: exit 0, or print every error with line:column and exit 1.
+    /// Check the config as `serve` would load it (secrets and files it names read,
+    /// nothing reached over the network): exit 0, or print every error with
+    /// line:column and exit 1.
     Validate,
     /// Print the effective config (defaults filled in), then its warnings and the
     /// doctor's static findings.
@@ -77,13 +79,15 @@ enum Command {
 }
 
 const DOCTOR_EXIT_CODES: &str = "Exit codes:\n  0  no errors (and, with --strict, no warnings)\n  \
-1  errors, or the config does not load\n  2  warnings, with --strict";
+1  errors, or the config does not load\n  2  warnings, with --strict\n  \
+64 a usage error (an unknown flag, a missing value)";
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum DoctorFormat {
     /// Findings grouped by severity, each with its fix, and a summary line.
     Text,
-    /// One JSON document: {"findings": [...], "summary": {...}}.
+    /// One JSON document: {"findings": [...], "summary": {...}}, also when the config
+    /// does not load (findings with the id config_invalid).
     Json,
 }
 
@@ -128,8 +132,24 @@ fn parse_claim(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The exit code of a command line that does not parse (a misspelt flag, a missing
+/// argument): `EX_USAGE` of sysexits.h, a code no command uses for what it found, so a
+/// CI job never reads a typo as `doctor --strict` warnings (2) or `diff` changes (3).
+const EX_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // `--help` and `--version` are answers, not mistakes.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let path = config::resolve_path(cli.config.clone(), std::env::var_os("FLUXLIT_CONFIG"));
     let result = match cli.command {
         Command::Serve { workers } => serve(&path, workers, cli.log.as_deref()),
@@ -168,23 +188,40 @@ fn main() -> ExitCode {
     })
 }
 
+/// Loads and compiles the file as `serve` would (secrets, key files and certificates
+/// read; nothing started, nothing reached over the network).
 fn validate(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(checked) => {
-            for warning in &checked.warnings {
+    let checked = match config::load(path) {
+        Ok(checked) => checked,
+        Err(error) => {
+            report(&error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (routes, upstreams) = (checked.config.routes.len(), checked.config.upstreams.len());
+    let warnings = checked.warnings.clone();
+    let ctx = fluxlit::compile::CompileContext::for_config(
+        path,
+        std::sync::Arc::new(fluxlit::auth::secrets::ProcessEnvironment),
+    );
+    match fluxlit::compile::compile(checked, &ctx) {
+        Ok(plan) => {
+            for warning in &plan.warnings {
                 eprintln!("{}", warning.render(path));
             }
             println!(
-                "{}: ok ({} route(s), {} upstream(s), {} warning(s))",
+                "{}: ok ({routes} route(s), {upstreams} upstream(s), {} warning(s))",
                 path.display(),
-                checked.config.routes.len(),
-                checked.config.upstreams.len(),
-                checked.warnings.len()
+                plan.warnings.len()
             );
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            report(&error);
+        Err(errors) => {
+            report(&LoadError::Invalid {
+                path: path.to_owned(),
+                errors,
+                warnings,
+            });
             ExitCode::FAILURE
         }
     }
@@ -225,6 +262,13 @@ fn doctor(
         Ok(checked) => checked,
         Err(error) => {
             report(&error);
+            if let DoctorFormat::Json = format {
+                let report = fluxlit::doctor::Report::config_invalid(&error, options.strict);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("cannot print the report")?
+                );
+            }
             return Ok(ExitCode::from(fluxlit::doctor::exit::ERRORS));
         }
     };
@@ -337,7 +381,7 @@ fn issue_token(
         );
     };
     token::minting_algorithm(provider_name, provider).map_err(anyhow::Error::msg)?;
-    let secret = provider
+    let reference = provider
         .hs256_secret
         .as_ref()
         .context("the provider has no hs256_secret")?;
@@ -345,10 +389,15 @@ fn issue_token(
         path,
         std::sync::Arc::new(secrets::ProcessEnvironment),
     );
-    let secret =
-        secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|message| {
-            anyhow::anyhow!("auth.providers.{provider_name}.hs256_secret: {message}")
-        })?;
+    let key = format!("auth.providers.{provider_name}.hs256_secret");
+    let secret = secrets::resolve(reference, &ctx.config_dir, ctx.env.as_ref())
+        .map_err(|message| anyhow::anyhow!("{key}: {message}"))?;
+    // The gateway refuses this secret: a token signed with it would be accepted nowhere.
+    if let Some(min) = secrets::MinLength::hmac(&provider.algorithms)
+        && let Err(short) = min.check(reference, &secret)
+    {
+        anyhow::bail!("{key}: {short} [{}]; {}", secrets::TOO_SHORT, min.fix());
+    }
     let token =
         token::mint(provider_name, provider, &secret, request).map_err(anyhow::Error::msg)?;
     println!("{token}");

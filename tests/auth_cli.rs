@@ -2,7 +2,8 @@
 //! mints tokens that a gateway on the same config accepts (secret from a file or from
 //! the environment) and refuses providers it cannot mint for; `fluxlit config`,
 //! `validate` and `token issue` never print a secret; `fluxlit validate` explains auth
-//! mistakes with their key paths.
+//! mistakes with their key paths; `validate` and `serve` refuse a secret shorter than
+//! its hash (or a short exchange secret) and one they cannot read.
 
 #![allow(
     clippy::unwrap_used,
@@ -132,7 +133,10 @@ async fn token_issue_reads_an_env_secret_as_the_gateway_does() {
     // Minted with another value of the variable: the gateway's secret is not that one.
     let other = issue(
         gateway.dir.path(),
-        &[("JWT_HS256_SECRET", "some other secret value!")],
+        &[(
+            "JWT_HS256_SECRET",
+            "some other secret value, as long as HS256 needs",
+        )],
     );
     let reply = get_with_token(&gateway, "/api/x", &other).await;
     assert_invalid_token(&reply, "main", "signature does not verify");
@@ -418,7 +422,11 @@ fn validate_warns_about_a_long_leeway_and_still_exits_0() {
         1,
     );
     std::fs::write(dir.path().join("fluxlit.toml"), text).unwrap();
-    let output = fluxlit(&["validate"], dir.path(), &[]);
+    let output = fluxlit(
+        &["validate"],
+        dir.path(),
+        &[("JWT_HS256_SECRET", HS_SECRET)],
+    );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stderr(&output);
     assert!(
@@ -433,4 +441,165 @@ fn validate_warns_about_a_long_leeway_and_still_exits_0() {
         "{}",
         stdout(&output)
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Weak secrets are refused where they are used: `validate` and `serve` read the secrets
+// as the gateway does, and an HS secret shorter than its hash, or a short exchange
+// secret, is an error (`secret_too_short`) at its key path.
+// ---------------------------------------------------------------------------------------
+
+/// `fluxlit <args>` in `dir` with `env`, for commands that must exit by themselves
+/// (`serve` on a config it refuses), without the developer's `JWT_HS256_SECRET`.
+fn fluxlit_to_exit(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut env = env.to_vec();
+    if !env.iter().any(|(name, _)| *name == "JWT_HS256_SECRET") {
+        // Set, so the developer's own never counts; a config that reads it fails on it.
+        env.push(("JWT_HS256_SECRET", ""));
+    }
+    cli::run_to_exit(args, dir, &env)
+}
+
+/// `text` as fluxlit.toml in a fresh directory.
+fn dir_with(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fluxlit.toml"), text).unwrap();
+    dir
+}
+
+/// `line:column` of the value of the first line of `text` starting with `key = `.
+fn value_at(text: &str, key: &str) -> String {
+    let prefix = format!("{key} = ");
+    let index = text
+        .lines()
+        .position(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"));
+    format!("{}:{}", index + 1, prefix.len() + 1)
+}
+
+/// Both `validate` and `serve` refuse the config in `dir` with `env`: exit 1, `expected`
+/// on stderr, and never the secret itself.
+fn assert_refused(dir: &Path, env: &[(&str, &str)], expected: &str, secret: &str) {
+    for command in ["validate", "serve"] {
+        let output = fluxlit_to_exit(&[command], dir, env);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{command}:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{command}: missing\n  {expected}\nin:\n{text}"
+        );
+        assert!(
+            !text.contains(secret) && !stdout(&output).contains(secret),
+            "{command} printed the secret:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn validate_serve_and_token_issue_refuse_an_hs_secret_shorter_than_its_hash() {
+    for (algorithms, strongest, needed) in [
+        ("[\"HS256\"]", "HS256", 32),
+        ("[\"HS384\"]", "HS384", 48),
+        ("[\"HS256\", \"HS512\"]", "HS512", 64),
+    ] {
+        let text = config(placeholder_upstream(), "{ env = \"JWT_HS256_SECRET\" }")
+            .replace("[\"HS256\"]", algorithms);
+        let dir = dir_with(&text);
+        let short = "s".repeat(needed - 1);
+        let expected = format!(
+            "fluxlit.toml:{}: error: auth.providers.main.hs256_secret: the secret in environment \
+             variable JWT_HS256_SECRET is {} bytes; {strongest} needs at least {needed} (RFC 7518 \
+             §3.2), else tokens can be forged by guessing it [secret_too_short]",
+            value_at(&text, "hs256_secret"),
+            needed - 1,
+        );
+        assert_refused(
+            dir.path(),
+            &[("JWT_HS256_SECRET", &short)],
+            &expected,
+            &short,
+        );
+
+        // Nor does `token issue` mint with it: no gateway would accept the token.
+        let output = token_issue(
+            "--provider main --sub ada",
+            dir.path(),
+            &[("JWT_HS256_SECRET", &short)],
+        );
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("auth.providers.main.hs256_secret: the secret in environment variable JWT_HS256_SECRET is")
+                && stderr(&output).contains("[secret_too_short]"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty() && !stderr(&output).contains(&short));
+
+        let long = "s".repeat(needed);
+        let output = fluxlit_to_exit(&["validate"], dir.path(), &[("JWT_HS256_SECRET", &long)]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    }
+}
+
+/// `/api` behind `main`, whose tokens the oidc login `corp` mints; the exchange secret comes
+/// from `$FLUXLIT_EXCHANGE_SECRET`, the others from files in the config's directory.
+fn exchange_config() -> String {
+    ConfigText::new()
+        .server("listen = \"127.0.0.1:0\"\npublic_base_url = \"https://apps.example.com\"")
+        .echo_upstream("app")
+        .guarded_route("api", "/api", "app", "main")
+        .mint_provider("main")
+        .oidc(
+            "corp",
+            "https://idp.example.com",
+            "fluxlit",
+            "{ file = \"client.secret\" }",
+            "main",
+        )
+        .with("exchange_secret = { env = \"FLUXLIT_EXCHANGE_SECRET\" }")
+        .into()
+}
+
+#[test]
+fn validate_and_serve_refuse_a_short_exchange_secret() {
+    let text = exchange_config();
+    let dir = dir_with(&text);
+    std::fs::write(dir.path().join("hs256.secret"), HS_SECRET).unwrap();
+    std::fs::write(dir.path().join("client.secret"), "client secret").unwrap();
+    let short = "an exchange secret of 31 bytes.";
+    assert_eq!(short.len(), 31);
+    let expected = format!(
+        "fluxlit.toml:{}: error: auth.providers.corp.exchange_secret: the exchange secret in \
+         environment variable FLUXLIT_EXCHANGE_SECRET is 31 bytes; it needs at least 32, else \
+         whoever reaches the exchange can guess it and redeem auth codes [secret_too_short]\n  \
+         help: use a random secret of 32 bytes or more",
+        value_at(&text, "exchange_secret"),
+    );
+    assert_refused(
+        dir.path(),
+        &[("FLUXLIT_EXCHANGE_SECRET", short)],
+        &expected,
+        short,
+    );
+
+    let long = "an exchange secret of 32 bytes..";
+    let env = [("FLUXLIT_EXCHANGE_SECRET", long)];
+    let output = fluxlit_to_exit(&["validate"], dir.path(), &env);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn validate_refuses_a_secret_it_cannot_read_as_serve_does() {
+    let text = config(placeholder_upstream(), "{ file = \"secrets/hs256\" }");
+    let dir = dir_with(&text);
+    let expected = format!(
+        "fluxlit.toml:{}: error: auth.providers.main.hs256_secret: cannot read secret file",
+        value_at(&text, "hs256_secret"),
+    );
+    assert_refused(dir.path(), &[], &expected, "no secret to print");
+
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/hs256"), format!("{HS_SECRET}\n")).unwrap();
+    let output = fluxlit_to_exit(&["validate"], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }

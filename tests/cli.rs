@@ -82,6 +82,70 @@ fn validate_lists_every_error_with_line_and_column_and_exits_1() {
     assert!(text.contains("9 error(s); nothing was applied"), "{text}");
 }
 
+/// An unknown key and the semantic mistakes around it; each line number below is where
+/// the mistake is.
+const UNKNOWN_KEY_AMONG_OTHERS: &str = r#"[trust]
+proxies = ["10.0.0.0/33"]
+
+[upstreams.api]
+url = "http://127.0.0.1:8000"
+timeout = "0s"
+
+[[routes]]
+name = "api"
+path_prefix = "api"
+upstream = "apii"
+colour = "blue"
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "api"
+"#;
+
+/// Every line of [`UNKNOWN_KEY_AMONG_OTHERS`]'s report, as `file` names the file.
+fn unknown_key_among_others_errors(file: &str) -> [String; 6] {
+    [
+        format!(
+            "{file}:2:12: error: trust.proxies[0]: \"10.0.0.0/33\" is not an IP address or CIDR range"
+        ),
+        format!("{file}:6:11: error: upstreams.api.timeout: must be longer than zero"),
+        format!("{file}:10:15: error: routes[0].path_prefix: \"api\" must start with '/'"),
+        format!("{file}:11:12: error: routes[0].upstream: unknown upstream \"apii\""),
+        format!("{file}:12:1: error: routes[0].colour: unknown key `colour`"),
+        format!(
+            "{file}:15:8: error: routes[1].name: duplicate route name \"api\", already used by routes[0]"
+        ),
+    ]
+}
+
+#[test]
+fn an_unknown_key_is_one_error_among_the_others_in_validate_serve_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fluxlit.toml"), UNKNOWN_KEY_AMONG_OTHERS).unwrap();
+    for command in ["validate", "serve", "config"] {
+        let output = fluxlit(&[command], dir.path());
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command}: {}",
+            stderr(&output)
+        );
+        let text = stderr(&output);
+        let mut at = 0;
+        for line in unknown_key_among_others_errors("fluxlit.toml") {
+            let found = text[at..].find(&line).unwrap_or_else(|| {
+                panic!("{command}: missing, or out of file order:\n  {line}\nin:\n{text}")
+            });
+            at += found + line.len();
+        }
+        assert!(
+            text.contains("6 error(s); nothing was applied"),
+            "{command}: {text}"
+        );
+    }
+}
+
 #[test]
 fn warnings_alone_exit_0() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,11 +235,116 @@ fn config_prints_the_effective_config_which_loads_back_the_same() {
 fn zero_workers_is_a_usage_error_not_a_silent_one() {
     let dir = tempfile::tempdir().unwrap();
     let output = fluxlit(&["serve", "--workers", "0"], dir.path());
-    // clap's usage errors exit 2, before any config is read.
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    // A usage error exits 64, before any config is read.
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("invalid value '0' for '--workers"),
         "{}",
         stderr(&output)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Usage errors exit 64 (EX_USAGE), a code no command uses for what it found: 1 is an
+// error, 2 `doctor --strict` warnings, 3 `diff` changes.
+// ---------------------------------------------------------------------------------------
+
+/// `fluxlit <args>` in a directory with a valid config exits 64 with clap's message
+/// naming `wrong` on stderr, and prints nothing on stdout (no report a script could
+/// mistake for one).
+fn assert_usage_error(args: &[&str], wrong: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fluxlit.toml"),
+        "[upstreams.ui]\nbuiltin = \"echo\"\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"ui\"\n",
+    )
+    .unwrap();
+    let output = fluxlit(args, dir.path());
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(64), "fluxlit {args:?}:\n{text}");
+    assert!(
+        text.starts_with("error: ") && text.contains(wrong),
+        "fluxlit {args:?}:\n{text}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "fluxlit {args:?}: {}",
+        common::cli::stdout(&output)
+    );
+}
+
+#[test]
+fn a_misspelt_flag_of_serve_exits_64() {
+    assert_usage_error(&["serve", "--wrokers", "2"], "'--wrokers'");
+}
+
+#[test]
+fn a_misspelt_flag_of_validate_exits_64() {
+    assert_usage_error(&["validate", "--strcit"], "'--strcit'");
+}
+
+#[test]
+fn a_misspelt_flag_of_config_exits_64() {
+    assert_usage_error(&["config", "--confg", "x.toml"], "'--confg'");
+}
+
+#[test]
+fn a_misspelt_flag_of_doctor_exits_64_not_2_as_strict_warnings_do() {
+    assert_usage_error(&["doctor", "--stirct"], "'--stirct'");
+    assert_usage_error(&["doctor", "--format", "yaml"], "'yaml'");
+}
+
+#[test]
+fn a_misspelt_flag_of_schema_exits_64() {
+    assert_usage_error(&["schema", "--pretty"], "'--pretty'");
+}
+
+#[test]
+fn a_misspelt_flag_of_diff_exits_64_not_3_as_changes_do() {
+    assert_usage_error(&["diff", "--agianst", "old.toml"], "'--agianst'");
+    // Neither --against nor --admin.
+    assert_usage_error(&["diff"], "--against");
+}
+
+#[test]
+fn a_misspelt_flag_of_token_issue_exits_64() {
+    assert_usage_error(
+        &["token", "issue", "--provder", "main", "--sub", "ada"],
+        "'--provder'",
+    );
+    assert_usage_error(
+        &["token", "issue", "--sub", "ada", "--claim", "x"],
+        "key=value",
+    );
+    assert_usage_error(&["token", "mint"], "'mint'");
+}
+
+#[test]
+fn a_misspelt_or_missing_subcommand_exits_64() {
+    assert_usage_error(&["vaildate"], "'vaildate'");
+    // No subcommand at all: the help, on stderr, and the same code.
+    let dir = tempfile::tempdir().unwrap();
+    let output = fluxlit(&[], dir.path());
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("Usage: fluxlit"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn help_and_version_are_answers_and_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["doctor", "--help"], &["--version"]] {
+        let output = fluxlit(args, dir.path());
+        assert_eq!(output.status.code(), Some(0), "fluxlit {args:?}");
+        assert!(!output.stdout.is_empty(), "fluxlit {args:?}");
+    }
+    let help = fluxlit(&["doctor", "--help"], dir.path());
+    assert!(
+        common::cli::stdout(&help).contains("64 a usage error"),
+        "{}",
+        common::cli::stdout(&help)
     );
 }

@@ -1,6 +1,7 @@
 //! The deployment examples in `examples/deploy/` stay in step with the gateway: the
-//! ConfigMap's `fluxlit.toml` passes `fluxlit validate` and the schema, and the
-//! manifests point at the ports and paths that config serves.
+//! ConfigMap's `fluxlit.toml` passes `fluxlit validate`, `fluxlit doctor --strict
+//! --offline` (with what it accepts written in it) and the schema, and the manifests
+//! point at the ports and paths that config serves.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,16 +26,99 @@ fn read(relative: &str) -> String {
         .unwrap_or_else(|e| panic!("examples/deploy/{relative}: {e}"))
 }
 
+/// What the `fluxlit` Secret gives the pods (deployment.yaml), with made-up values of
+/// the lengths the gateway requires.
+const SECRET_ENV: [(&str, &str); 5] = [
+    (
+        "JWT_HS256_SECRET",
+        "a made-up HS256 secret for the deploy example, 48b",
+    ),
+    ("OIDC_CLIENT_SECRET", "made-up client secret"),
+    ("FLUXLIT_REDIS_URL", "redis://redis:6379/0"),
+    (
+        "FLUXLIT_EXCHANGE_SECRET",
+        "a made-up exchange secret for the deploy example..",
+    ),
+    (
+        "FLUXLIT_SESSION_KEY",
+        "a made-up session key for the deploy example, 48b",
+    ),
+];
+
 #[test]
 fn the_configmaps_config_passes_fluxlit_validate() {
     let config = deploy_file("kubernetes/fluxlit.toml");
     let config = config.to_str().expect("a UTF-8 path");
-    let output = cli::run(&["validate", "--config", config], &repo_file(""), &[]);
+    let output = cli::run(
+        &["validate", "--config", config],
+        &repo_file(""),
+        &SECRET_ENV,
+    );
     let stderr = cli::stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.trim().is_empty(),
         "no warnings expected either:\n{stderr}"
+    );
+
+    // validate reads the secrets as serve does: without the Secret, it says which.
+    let output = cli::run(&["validate", "--config", config], &repo_file(""), &[]);
+    let stderr = cli::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "auth.providers.main.hs256_secret: environment variable JWT_HS256_SECRET is not set"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_configmaps_config_passes_doctor_strict_offline_with_its_acceptance_and_reason() {
+    let config = deploy_file("kubernetes/fluxlit.toml");
+    let config = config.to_str().expect("a UTF-8 path");
+    let args = [
+        "doctor",
+        "--strict",
+        "--offline",
+        "--format",
+        "json",
+        "--config",
+        config,
+    ];
+    let output = cli::run(&args, &repo_file(""), &SECRET_ENV);
+    let report = cli::stdout_json(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+
+    // The admin listener on the pod's address is accepted, not hidden.
+    let findings = report["findings"].as_array().expect("findings");
+    let admin: Vec<_> = findings
+        .iter()
+        .filter(|f| f["id"] == "admin_not_loopback")
+        .collect();
+    assert_eq!(admin.len(), 1, "{report:#}");
+    assert_eq!(admin[0]["key"], "admin.listen");
+    assert_eq!(admin[0]["accepted"]["by"], "doctor.accept[0]");
+    assert_eq!(report["summary"]["accepted"], 1, "{report:#}");
+
+    // Its reason is written in the file, in the comment above the entry.
+    let text = read("kubernetes/fluxlit.toml");
+    let lines: Vec<&str> = text.lines().collect();
+    let entry = lines
+        .iter()
+        .position(|line| line.starts_with("accept = [\"admin_not_loopback@admin.listen\"]"))
+        .expect("the acceptance");
+    let comment: Vec<&str> = lines[..entry]
+        .iter()
+        .rev()
+        .take_while(|line| line.starts_with('#'))
+        .copied()
+        .collect();
+    assert!(
+        comment
+            .iter()
+            .any(|line| line.contains("admin_not_loopback:") && line.contains("kubelet")),
+        "no reason above the entry: {comment:#?}"
     );
 }
 

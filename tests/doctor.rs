@@ -476,7 +476,7 @@ fn a_clean_config_has_no_findings_and_exits_0_even_when_strict() {
     assert_eq!(run.findings(), Vec::<Value>::new());
     assert_eq!(
         run.json()["summary"],
-        json!({"errors": 0, "warnings": 0, "infos": 0, "strict": true, "exit_code": 0})
+        json!({"errors": 0, "warnings": 0, "infos": 0, "accepted": 0, "strict": true, "exit_code": 0})
     );
 }
 
@@ -546,7 +546,7 @@ fn text_output_groups_by_severity_with_the_fix_below_and_a_summary() {
 fn a_config_that_does_not_load_is_reported_like_validate_and_exits_1() {
     let run = fluxlit(
         "[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"nowhere\"\n",
-        &["doctor", "--offline", "--format", "json"],
+        &["doctor", "--offline"],
         &[],
     );
     assert_eq!(run.code(), Some(1));
@@ -556,7 +556,238 @@ fn a_config_that_does_not_load_is_reported_like_validate_and_exits_1() {
         "{}",
         run.stderr()
     );
-    assert!(run.stdout().is_empty(), "{}", run.stdout());
+}
+
+#[test]
+fn json_output_is_a_document_also_when_the_config_does_not_load() {
+    // Line 3: an unknown key; line 6: an unknown upstream.
+    let config = "[server]\nlisten = \"127.0.0.1:8080\"\nlistn = 1\n\n[[routes]]\nname = \"ui\"\npath_prefix = \"/\"\nupstream = \"nowhere\"\n";
+    for strict in [false, true] {
+        let mut args = vec!["doctor", "--offline", "--format", "json"];
+        if strict {
+            args.push("--strict");
+        }
+        let run = fluxlit(config, &args, &[]);
+        assert_eq!(run.code(), Some(1), "{}", run.stderr());
+        let findings = run.findings();
+        assert_eq!(findings.len(), 2, "{:#}", run.json());
+        for finding in &findings {
+            assert_eq!(finding["id"], "config_invalid", "{finding:#}");
+            assert_eq!(finding["severity"], "error", "{finding:#}");
+        }
+        assert_eq!(findings[0]["key"], "server.listn");
+        assert_eq!(findings[0]["location"], json!({"line": 3, "column": 1}));
+        assert_says(&findings[0], "message", "unknown key `listn`");
+        assert_says(&findings[0], "fix", "did you mean `listen`?");
+        assert_eq!(findings[1]["key"], "routes[0].upstream");
+        assert_eq!(findings[1]["location"], json!({"line": 8, "column": 12}));
+        assert_says(&findings[1], "message", "unknown upstream \"nowhere\"");
+        assert_eq!(
+            run.json()["summary"],
+            json!({"errors": 2, "warnings": 0, "infos": 0, "accepted": 0, "strict": strict, "exit_code": 1})
+        );
+        // Humans reading the CI log still get validate's lines.
+        assert!(
+            run.stderr()
+                .contains("fluxlit.toml:3:1: error: server.listn"),
+            "{}",
+            run.stderr()
+        );
+    }
+
+    // Not TOML at all, and no file: still a document.
+    let run = fluxlit(
+        "[server\n",
+        &["doctor", "--offline", "--format", "json"],
+        &[],
+    );
+    let finding = run.only("config_invalid");
+    assert_says(&finding, "message", "invalid TOML");
+    assert_eq!(finding["location"]["line"], 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli::run(
+        &[
+            "doctor",
+            "--offline",
+            "--format",
+            "json",
+            "--config",
+            "missing.toml",
+        ],
+        dir.path(),
+        &[],
+    );
+    let run = Run { output };
+    assert_eq!(run.code(), Some(1));
+    let finding = run.only("config_invalid");
+    assert_says(&finding, "message", "cannot read config file missing.toml");
+    assert!(finding.get("location").is_none(), "{finding:#}");
+}
+
+/// [`ECHO`] with its admin listener on every interface (`admin_not_loopback`, a warning
+/// at `admin.listen`, line 2) and security headers off (`security_headers_off`, line 5),
+/// and `accept` as the `[doctor]` table's entries.
+fn accepting(accept: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"0.0.0.0:9901\"\n\n[server]\nsecurity_headers = false\n\n[doctor]\naccept = [{accept}]\n{ECHO}"
+    )
+}
+
+#[test]
+fn an_accepted_finding_is_reported_as_accepted_and_not_counted_by_strict() {
+    let strict = ["doctor", "--offline", "--strict", "--format", "json"];
+    // Without the acceptance: a warning, and --strict fails.
+    let run = fluxlit(&accepting(""), &strict, &[]);
+    assert_eq!(run.code(), Some(2), "{:#}", run.json());
+
+    // By id and key path; the other warning still counts.
+    let one = accepting("\"admin_not_loopback@admin.listen\"");
+    let run = fluxlit(&one, &strict, &[]);
+    let accepted = run.only("admin_not_loopback");
+    assert_eq!(
+        accepted["accepted"],
+        json!({"by": "doctor.accept[0]", "entry": "admin_not_loopback@admin.listen"})
+    );
+    assert_eq!(accepted["severity"], "warning", "still what it is");
+    assert!(run.only("security_headers_off").get("accepted").is_none());
+    assert_eq!(run.json()["summary"]["accepted"], 1);
+    assert_eq!(run.json()["summary"]["warnings"], 1);
+    assert_eq!(run.code(), Some(2), "the other warning counts");
+
+    // Both accepted (one by id alone): --strict passes, both still reported.
+    let both = accepting("\"admin_not_loopback@admin.listen\", \"security_headers_off\"");
+    let run = fluxlit(&both, &strict, &[]);
+    assert_eq!(run.code(), Some(0), "{:#}", run.json());
+    assert_eq!(run.findings().len(), 2, "{:#}", run.json());
+    assert_eq!(
+        run.json()["summary"],
+        json!({"errors": 0, "warnings": 0, "infos": 0, "accepted": 2, "strict": true, "exit_code": 0})
+    );
+
+    // The text report lists them apart, with the entry that accepted each.
+    let run = fluxlit(&both, &["doctor", "--offline", "--strict"], &[]);
+    assert_eq!(run.code(), Some(0), "{}", run.stdout());
+    let text = run.stdout();
+    assert!(
+        text.contains("accepted:\n  admin_not_loopback admin.listen (2:10): "),
+        "{text}"
+    );
+    assert!(
+        text.contains("      accepted by doctor.accept[0] (\"admin_not_loopback@admin.listen\")"),
+        "{text}"
+    );
+    assert!(!text.contains("warnings:"), "{text}");
+    assert!(
+        text.contains("fluxlit.toml: ok: 0 error(s), 0 warning(s), 0 info, 2 accepted"),
+        "{text}"
+    );
+
+    // `fluxlit config` marks it too.
+    let run = fluxlit(&both, &["config"], &[]);
+    assert!(
+        run.stderr()
+            .contains("[admin_not_loopback, accepted by doctor.accept[0]]"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn an_acceptance_that_accepts_nothing_is_a_warning_at_its_entry() {
+    let strict = ["doctor", "--offline", "--strict", "--format", "json"];
+    let cases = [
+        // The finding is gone: the admin listener is on loopback now.
+        (
+            "\"admin_not_loopback\", \"security_headers_off\"",
+            "\"127.0.0.1:9901\"",
+            "\\\"admin_not_loopback\\\" accepts nothing: no admin_not_loopback finding occurs",
+            "remove the entry",
+        ),
+        // At another key than the finding's.
+        (
+            "\"admin_not_loopback@server.listen\", \"security_headers_off\"",
+            "\"0.0.0.0:9901\"",
+            "no admin_not_loopback finding at server.listen occurs",
+            "remove the entry",
+        ),
+        // A misspelt id.
+        (
+            "\"admin_not_lopback\", \"security_headers_off\"",
+            "\"127.0.0.1:9901\"",
+            "no doctor check has the id \\\"admin_not_lopback\\\"",
+            "did you mean \\\"admin_not_loopback\\\"?",
+        ),
+    ];
+    for (accept, admin, message, fix) in cases {
+        let config = accepting(accept).replace("\"0.0.0.0:9901\"", admin);
+        let run = fluxlit(&config, &strict, &[]);
+        assert_eq!(run.code(), Some(2), "{config}\n{:#}", run.json());
+        let unused = run.only("accept_unused");
+        assert_eq!(unused["severity"], "warning");
+        assert_eq!(unused["key"], "doctor.accept[0]");
+        assert_eq!(
+            unused["location"],
+            json!({"line": 8, "column": 11}),
+            "{config}"
+        );
+        assert!(
+            unused.to_string().contains(message),
+            "{message}\n{unused:#}"
+        );
+        assert!(unused.to_string().contains(fix), "{fix}\n{unused:#}");
+    }
+
+    // An error cannot be accepted: it stays an error, and the entry is said to do nothing.
+    let config = format!(
+        "[trust]\nproxies = [\"0.0.0.0/0\"]\n\n[doctor]\naccept = [\"trust_all_proxies\"]\n{ECHO}"
+    );
+    let run = fluxlit(&config, &["doctor", "--offline", "--format", "json"], &[]);
+    assert_eq!(run.code(), Some(1));
+    assert!(run.only("trust_all_proxies").get("accepted").is_none());
+    assert_says(
+        &run.only("accept_unused"),
+        "message",
+        "names an error, and errors cannot be accepted",
+    );
+
+    // A finding only the network makes is not judged offline.
+    let config = accepting("\"clock_drift\", \"admin_not_loopback\", \"security_headers_off\"");
+    let run = fluxlit(&config, &strict, &[]);
+    assert_eq!(run.code(), Some(0), "{:#}", run.json());
+}
+
+#[test]
+fn an_entry_that_is_not_an_id_is_refused_by_validation() {
+    let run = fluxlit(
+        &accepting("\"admin not loopback\""),
+        &["doctor", "--offline", "--format", "json"],
+        &[],
+    );
+    assert_eq!(run.code(), Some(1));
+    let invalid = run.only("config_invalid");
+    assert_eq!(invalid["key"], "doctor.accept[0]");
+    assert_says(&invalid, "fix", "\"admin_not_loopback@admin.listen\"");
+}
+
+#[test]
+fn the_readme_lists_every_finding_id() {
+    let readme = std::fs::read_to_string(common::schema::repo_file("README.md")).unwrap();
+    let table = readme
+        .split("| id | severity | what it means |")
+        .nth(1)
+        .expect("the doctor's table");
+    let listed: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with("| `"))
+        .filter_map(|line| line.split('`').nth(1))
+        .collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort_unstable();
+    let mut ids = fluxlit::doctor::IDS.to_vec();
+    ids.sort_unstable();
+    assert_eq!(listed_sorted, ids, "the README's table lists: {listed:?}");
 }
 
 #[test]

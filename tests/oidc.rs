@@ -49,11 +49,10 @@ use url::Url;
 /// The app server's exchange secret (`exchange_secret = { file = "exchange.secret" }`).
 const EXCHANGE_SECRET: &str = "test-only exchange secret, forty-odd bytes long";
 /// The secret files the test configs read.
-const SECRET_FILES: [(&str, &str); 5] = [
+const SECRET_FILES: [(&str, &str); 4] = [
     ("hs256.secret", HS_SECRET),
     ("client.secret", CLIENT_SECRET),
     ("exchange.secret", EXCHANGE_SECRET),
-    ("short-exchange.secret", "only 20 bytes long!!"),
     ("session.key", SESSION_KEY),
 ];
 /// The login cookie's key that replicas sharing a Redis store share.
@@ -999,32 +998,6 @@ async fn with_an_exchange_secret_the_exchange_needs_it() {
     let setup = setup_ready("").await;
     let body = landing_of(&login_until_callback(&setup, None).await).body();
     let reply = exchange_with(&setup.gateway, &body, &[("authorization", "Bearer x")]).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-}
-
-#[tokio::test]
-async fn a_short_exchange_secret_is_warned_about_at_load() {
-    let setup = setup_ready("exchange_secret = { file = \"short-exchange.secret\" }").await;
-    let snapshot = setup.gateway.gateway.snapshot();
-    let warned: Vec<String> = snapshot
-        .warnings
-        .iter()
-        .filter(|w| !w.is_error() && w.path == "auth.providers.corp.exchange_secret")
-        .map(|w| w.message.clone())
-        .collect();
-    assert_eq!(warned.len(), 1, "{:?}", snapshot.warnings);
-    assert!(
-        warned[0].contains("20 bytes; use at least 32"),
-        "{warned:?}"
-    );
-    assert!(
-        !warned[0].contains("only 20 bytes long"),
-        "the secret is never shown"
-    );
-    // With the right secret, the exchange still works.
-    let body = landing_of(&login_until_callback(&setup, None).await).body();
-    let right = "Bearer only 20 bytes long!!";
-    let reply = exchange_with(&setup.gateway, &body, &[("authorization", right)]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
@@ -2436,7 +2409,7 @@ async fn a_bad_redis_url_in_a_secret_file_refuses_the_config_without_repeating_i
         &upstream,
         &format!("store = {{ file = \"redis.url\" }}\n{WITH_SESSION_KEY}"),
     );
-    let [hs256, client, _, _, session] = SECRET_FILES;
+    let [hs256, client, _, session] = SECRET_FILES;
     let (dir, path) = config_dir(
         &text,
         &[

@@ -212,6 +212,34 @@ async fn an_unknown_upstream_is_rejected_with_its_line_and_column_and_the_old_sn
 }
 
 #[tokio::test]
+async fn an_unknown_key_and_the_other_errors_are_all_rejected_and_shown_in_snapshot() {
+    let one = spawn_recording_upstream("one").await;
+    let two = spawn_recording_upstream("two").await;
+    let gateway = TestGateway::start(&numbered_config(one, "api")).await;
+
+    // Line 12: a prefix without '/'; 13: an unknown upstream; 14: an unknown key.
+    let broken = format!(
+        "{}colour = \"blue\"\n",
+        numbered_config(one, "apj").replace("path_prefix = \"/api\"", "path_prefix = \"api\"")
+    );
+    let (errors, _) = rejected(&gateway, &broken).await;
+    let file = gateway.config_path.display();
+    let expected = [
+        format!("{file}:12:15: error: routes[0].path_prefix: \"api\" must start with '/'"),
+        format!("{file}:13:12: error: routes[0].upstream: unknown upstream \"apj\""),
+        format!("{file}:14:1: error: routes[0].colour: unknown key `colour`"),
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, expected) in errors.iter().zip(&expected) {
+        assert!(
+            error.starts_with(expected),
+            "expected {expected:?}…, got {error:?}"
+        );
+    }
+    a_valid_file_clears_the_error(&gateway, two).await;
+}
+
+#[tokio::test]
 async fn a_syntax_error_is_rejected_with_its_line_and_column_and_a_later_valid_file_clears_it() {
     let one = spawn_recording_upstream("one").await;
     let two = spawn_recording_upstream("two").await;
@@ -661,6 +689,57 @@ async fn a_secret_file_rotated_in_place_is_reloaded_though_the_config_did_not_ch
     );
     assert_eq!(
         status_with_hs256(&gateway, first).await,
+        http::StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_secret_rotated_to_one_shorter_than_its_hash_is_refused_and_the_old_one_serves() {
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("hs256.key");
+    let first = "the first secret, long enough for HS256 use";
+    std::fs::write(&secret_file, format!("{first}\n")).unwrap();
+    let config = ConfigText::new()
+        .admin()
+        .echo_upstream("app")
+        .guarded_route("app", "/app", "app", "main")
+        .jwt_provider(
+            "main",
+            "[\"HS256\"]",
+            &format!(
+                "hs256_secret = {{ file = {:?} }}",
+                secret_file.display().to_string()
+            ),
+        );
+    let gateway = TestGateway::start(&config).await;
+
+    // 31 bytes: one short of what HS256 needs.
+    let weak = "a weak secret of thirty-one b..";
+    assert_eq!(weak.len(), 31);
+    write_by_rename(&secret_file, &format!("{weak}\n"));
+    gateway.wait_for_rejection().await;
+
+    let errors = gateway.reload_errors();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("error: auth.providers.main.hs256_secret: the secret in file")
+            && errors[0].contains("is 31 bytes; HS256 needs at least 32")
+            && errors[0].contains("[secret_too_short]"),
+        "{errors:#?}"
+    );
+    assert!(!errors[0].contains(weak), "the secret is never shown");
+    let admin = admin_snapshot(&gateway).await;
+    assert_eq!(admin["generation"], 1);
+    assert_eq!(
+        admin["last_reload_error"]["errors"],
+        serde_json::json!(errors)
+    );
+    assert_eq!(
+        status_with_hs256(&gateway, first).await,
+        http::StatusCode::OK
+    );
+    assert_eq!(
+        status_with_hs256(&gateway, weak).await,
         http::StatusCode::UNAUTHORIZED
     );
 }

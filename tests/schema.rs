@@ -128,6 +128,10 @@ fn the_schema_and_the_loader_refuse_the_same_structural_mistakes() {
             "neither url nor builtin",
             format!("[upstreams.ui]\ntimeout = \"5s\"\n{route}"),
         ),
+        (
+            "an accepted finding that is not an id",
+            format!("[doctor]\naccept = [\"admin not loopback\"]\n{upstream}{route}"),
+        ),
     ];
     for (what, text) in cases {
         let schema_refuses = !schema_errors(&validator, &text).is_empty();

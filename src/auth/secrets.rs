@@ -4,7 +4,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::model::SecretRef;
+use crate::config::model::{Algorithm, SecretRef, oidc_defaults};
+
+/// The id of a secret refused for its length: the same in `validate`, `serve`, the
+/// reload log and `fluxlit doctor`.
+pub const TOO_SHORT: &str = "secret_too_short";
 
 /// Where environment variables come from.
 pub trait Environment: Send + Sync + fmt::Debug {
@@ -99,6 +103,103 @@ pub fn resolve(
             Ok(SecretBytes(bytes))
         }
         _ => Err(SecretError::NotOneSource),
+    }
+}
+
+/// Where a secret comes from, for messages (never its value).
+pub fn source(secret: &SecretRef) -> String {
+    match (&secret.env, &secret.file) {
+        (Some(name), _) => format!("environment variable {name}"),
+        (None, Some(file)) => format!("file {}", file.display()),
+        (None, None) => "nowhere".to_owned(),
+    }
+}
+
+/// How long a shared secret must be, and what a shorter one would allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinLength {
+    /// What the secret is, in a message: "secret", "exchange secret".
+    what: &'static str,
+    pub bytes: usize,
+    /// Why, in a message: "HS512 needs at least 64 (RFC 7518 §3.2), ...".
+    needs: String,
+}
+
+/// A secret shorter than its [`MinLength`]. Says how long it is and where it comes from,
+/// never what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {what} in {from} is {len} bytes; {needs}")]
+pub struct TooShort {
+    what: &'static str,
+    from: String,
+    len: usize,
+    needs: String,
+}
+
+impl MinLength {
+    /// A jwt provider's HS secret: as long as the hash of the strongest HMAC algorithm it
+    /// lists; `None` when it lists none (the secret is not used then).
+    pub fn hmac(algorithms: &[Algorithm]) -> Option<Self> {
+        let (bytes, strongest) = algorithms
+            .iter()
+            .filter_map(|alg| Some((alg.hmac_key_bytes()?, alg)))
+            .max_by_key(|(bytes, _)| *bytes)?;
+        Some(Self {
+            what: "secret",
+            bytes,
+            needs: format!(
+                "{strongest:?} needs at least {bytes} (RFC 7518 §3.2), else tokens can be \
+                 forged by guessing it"
+            ),
+        })
+    }
+
+    /// An oidc provider's `exchange_secret`.
+    pub fn exchange_secret() -> Self {
+        let bytes = oidc_defaults::MIN_EXCHANGE_SECRET;
+        Self {
+            what: "exchange secret",
+            bytes,
+            needs: format!(
+                "it needs at least {bytes}, else whoever reaches the exchange can guess it \
+                 and redeem auth codes"
+            ),
+        }
+    }
+
+    /// An oidc provider's `session_key`: as long as the AES-256 key derived from it.
+    pub fn session_key() -> Self {
+        let bytes = super::oidc::seal::MIN_SESSION_KEY;
+        Self {
+            what: "session key",
+            bytes,
+            needs: format!(
+                "it needs at least {bytes}, else a guessed key lets anyone forge login \
+                 cookies and read session records"
+            ),
+        }
+    }
+
+    /// Whether `secret`, read from `from`, is long enough.
+    pub fn check(&self, from: &SecretRef, secret: &SecretBytes) -> Result<(), TooShort> {
+        let len = secret.expose().len();
+        if len >= self.bytes {
+            return Ok(());
+        }
+        Err(TooShort {
+            what: self.what,
+            from: source(from),
+            len,
+            needs: self.needs.clone(),
+        })
+    }
+
+    /// What to do about a secret that is too short.
+    pub fn fix(&self) -> String {
+        format!(
+            "use a random secret of {} bytes or more, e.g. `openssl rand -base64 48`",
+            self.bytes
+        )
     }
 }
 

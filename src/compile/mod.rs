@@ -183,7 +183,7 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
     let (headers, security_headers) = compile_header_policy(&config, &mut errors);
     let mut providers = BTreeMap::new();
     for (name, settings) in &config.auth.providers {
-        match compile_provider(name, settings, &config, ctx, &mut warnings) {
+        match compile_provider(name, settings, &config, ctx) {
             Ok(provider) => {
                 providers.insert(name.clone(), provider);
             }
@@ -216,11 +216,15 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
                 required_scopes: route.required_scopes.clone().into_boxed_slice(),
             }),
             Some(name) => {
-                // Never serve a route without the check it names.
-                errors.push(Diagnostic::error(
-                    format!("routes[{index}].auth"),
-                    format!("auth provider {name:?} could not be built"),
-                ));
+                // Never serve a route without the check it names. A provider that did not
+                // compile has said why, and refuses the config by that; saying it again
+                // at every route that names it only buries the reason.
+                if !config.auth.providers.contains_key(name) {
+                    errors.push(Diagnostic::error(
+                        format!("routes[{index}].auth"),
+                        format!("unknown auth provider {name:?}"),
+                    ));
+                }
                 continue;
             }
         };
@@ -263,6 +267,7 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
     spans.locate(&mut errors);
     spans.locate(&mut warnings);
     if !errors.is_empty() {
+        errors.sort_by_key(|d| d.location.map(|l| (l.line, l.column)));
         return Err(errors);
     }
     Ok(Plan {
@@ -471,7 +476,6 @@ fn compile_provider(
     settings: &model::AuthProvider,
     config: &Config,
     ctx: &CompileContext,
-    warnings: &mut Vec<Diagnostic>,
 ) -> Result<ProviderPlan, Diagnostic> {
     let path = format!("auth.providers.{name}");
     let claim_headers = settings
@@ -495,14 +499,14 @@ fn compile_provider(
         ProviderKind::Jwt => {
             let wants_secret = settings.algorithms.iter().any(|a| a.is_hmac());
             let hmac_key = match &settings.hs256_secret {
-                Some(secret) if wants_secret => Some(hmac_key(&path, secret, ctx, warnings)?),
+                Some(secret) if wants_secret => Some(hmac_key(&path, settings, secret, ctx)?),
                 _ => None,
             };
             let jwks = compile_jwks(&path, settings, ctx)?;
             CheckPlan::Jwt { hmac_key, jwks }
         }
         ProviderKind::Oidc => {
-            let plan = oidc::compile_oidc(name, &path, settings, config, ctx, warnings)?;
+            let plan = oidc::compile_oidc(name, &path, settings, config, ctx)?;
             CheckPlan::Oidc(Box::new(plan))
         }
     };
@@ -537,26 +541,35 @@ fn trusted_peers(
         .collect()
 }
 
+/// The HS secret of a jwt provider, read and refused when it is shorter than its
+/// strongest algorithm's hash (RFC 7518 §3.2): a short one lets tokens be forged by
+/// guessing it.
 fn hmac_key(
     path: &str,
+    settings: &model::AuthProvider,
     secret: &model::SecretRef,
     ctx: &CompileContext,
-    warnings: &mut Vec<Diagnostic>,
 ) -> Result<jsonwebtoken::DecodingKey, Diagnostic> {
     let key_path = format!("{path}.hs256_secret");
     let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
         .map_err(|error| Diagnostic::error(&key_path, error.to_string()))?;
-    if bytes.expose().len() < 32 {
-        warnings.push(Diagnostic::warning(
-            &key_path,
-            format!(
-                "the secret is {} bytes; HS256 wants at least 32 random bytes",
-                bytes.expose().len()
-            ),
-        ));
+    if let Some(min) = secrets::MinLength::hmac(&settings.algorithms) {
+        min.check(secret, &bytes)
+            .map_err(|short| too_short(&key_path, &min, &short))?;
     }
     jsonwebtoken::DecodingKey::from_secret(bytes.expose())
         .map_err(|err| Diagnostic::error(&key_path, format!("unusable secret: {err}")))
+}
+
+/// A secret refused for its length, under the id `fluxlit doctor` reports it with.
+pub(crate) fn too_short(
+    key_path: &str,
+    min: &secrets::MinLength,
+    short: &secrets::TooShort,
+) -> Diagnostic {
+    Diagnostic::error(key_path, short.to_string())
+        .with_help(min.fix())
+        .with_id(secrets::TOO_SHORT)
 }
 
 fn compile_jwks(

@@ -6,7 +6,7 @@ use url::Url;
 use super::CompileContext;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
-use crate::auth::oidc::seal::{MIN_SESSION_KEY, Sealer};
+use crate::auth::oidc::seal::Sealer;
 use crate::auth::oidc::{
     ClientSecret, ExchangeSecret, OidcSettings, SessionSettings, StoreSettings,
 };
@@ -43,7 +43,6 @@ pub(super) fn compile_oidc(
     settings: &model::AuthProvider,
     config: &Config,
     ctx: &CompileContext,
-    warnings: &mut Vec<Diagnostic>,
 ) -> Result<OidcPlan, Diagnostic> {
     let missing = |key: &str| {
         Diagnostic::error(
@@ -137,7 +136,7 @@ pub(super) fn compile_oidc(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let exchange_secret = compile_exchange_secret(path, settings, ctx, warnings)?;
+    let exchange_secret = compile_exchange_secret(path, settings, ctx)?;
     let sealer = compile_session_key(path, settings, ctx)?;
 
     let discovery = DiscoverySettings {
@@ -218,11 +217,7 @@ fn compile_store_settings(
                 .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
             let text = std::str::from_utf8(bytes.expose())
                 .map_err(|_| Diagnostic::error(&key, "the Redis URL is not UTF-8 text"))?;
-            let source = match (&secret.env, &secret.file) {
-                (Some(name), _) => format!("environment variable {name}"),
-                (_, Some(file)) => format!("file {}", file.display()),
-                (None, None) => "the secret".to_owned(),
-            };
+            let source = secrets::source(secret);
             RedisTarget::parse(text.trim())
                 .map_err(|error| Diagnostic::error(&key, format!("{source}: {error}")))?
         }
@@ -230,14 +225,13 @@ fn compile_store_settings(
     Ok(StoreSettings::Redis { target })
 }
 
-/// The exchange secret, read now. Shorter than [`oidc_defaults::MIN_EXCHANGE_SECRET`]
-/// bytes it is warned about, as a short HS secret is: the exchange is reachable over the
+/// The exchange secret, read now, and refused when shorter than
+/// [`oidc_defaults::MIN_EXCHANGE_SECRET`] bytes: the exchange is reachable over the
 /// network, so a guessable secret would be guessed.
 fn compile_exchange_secret(
     path: &str,
     settings: &model::AuthProvider,
     ctx: &CompileContext,
-    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Option<ExchangeSecret>, Diagnostic> {
     let Some(secret) = &settings.exchange_secret else {
         return Ok(None);
@@ -245,22 +239,15 @@ fn compile_exchange_secret(
     let key = format!("{path}.exchange_secret");
     let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
         .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
-    let len = bytes.expose().len();
-    let min = oidc_defaults::MIN_EXCHANGE_SECRET;
-    if len < min {
-        warnings.push(Diagnostic::warning(
-            &key,
-            format!(
-                "the exchange secret is {len} bytes; use at least {min} \
-                 random bytes (e.g. `openssl rand -base64 48`)"
-            ),
-        ));
-    }
+    let min = secrets::MinLength::exchange_secret();
+    min.check(secret, &bytes)
+        .map_err(|short| super::too_short(&key, &min, &short))?;
     Ok(Some(ExchangeSecret::new(bytes.expose())))
 }
 
-/// The login cookie's sealer, from `session_key` read now: refused shorter than
-/// [`MIN_SESSION_KEY`] bytes, as a guessable key would let anyone forge a login state.
+/// The login cookie's and session records' sealer, from `session_key` read now:
+/// refused shorter than its [`secrets::MinLength`], as a guessable key would let anyone
+/// forge a login state.
 fn compile_session_key(
     path: &str,
     settings: &model::AuthProvider,
@@ -272,16 +259,9 @@ fn compile_session_key(
     let key = format!("{path}.session_key");
     let bytes = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
         .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
-    let len = bytes.expose().len();
-    if len < MIN_SESSION_KEY {
-        return Err(Diagnostic::error(
-            &key,
-            format!(
-                "the session key is {len} bytes; it must be at least {MIN_SESSION_KEY} random \
-                 bytes (e.g. `openssl rand -base64 48`)"
-            ),
-        ));
-    }
+    let min = secrets::MinLength::session_key();
+    min.check(secret, &bytes)
+        .map_err(|short| super::too_short(&key, &min, &short))?;
     Sealer::from_secret(bytes.expose())
         .map(Some)
         .map_err(|error| Diagnostic::error(&key, error.to_string()))

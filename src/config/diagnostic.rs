@@ -39,6 +39,10 @@ pub struct Diagnostic {
     pub help: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// A stable snake_case id where `fluxlit doctor` reports the same problem under one
+    /// (`secret_too_short`), so scripts match both on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'static str>,
 }
 
 impl Diagnostic {
@@ -49,6 +53,7 @@ impl Diagnostic {
             message: message.into(),
             help: None,
             location: None,
+            id: None,
         }
     }
 
@@ -64,12 +69,17 @@ impl Diagnostic {
         self
     }
 
+    pub fn with_id(mut self, id: &'static str) -> Self {
+        self.id = Some(id);
+        self
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
 
-    /// Renders the problem as `file:line:col: error: path: message`, with the help on a
-    /// second line.
+    /// Renders the problem as `file:line:col: error: path: message [id]`, with the help on
+    /// a second line.
     pub fn render(&self, file: &Path) -> String {
         DisplayWithFile {
             diagnostic: self,
@@ -100,6 +110,9 @@ impl fmt::Display for DisplayWithFile<'_> {
             write!(f, "{}: ", d.path)?;
         }
         write!(f, "{}", d.message)?;
+        if let Some(id) = d.id {
+            write!(f, " [{id}]")?;
+        }
         if let Some(help) = &d.help {
             write!(f, "\n  help: {help}")?;
         }

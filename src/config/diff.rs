@@ -252,6 +252,7 @@ fn settings_of(config: &Config) -> Config {
         trust: config.trust.clone(),
         log: config.log.clone(),
         identity: config.identity.clone(),
+        doctor: config.doctor.clone(),
         upstreams: BTreeMap::new(),
         routes: Vec::new(),
         auth,

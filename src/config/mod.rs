@@ -78,28 +78,36 @@ pub fn load(path: &Path) -> Result<CheckedConfig, LoadError> {
     check(load::read(path)?)
 }
 
-/// Parses and validates text that has been read already.
+/// Parses and validates text that has been read already. Every problem is reported at
+/// once: unknown keys and values of the wrong type beside the validation errors of the
+/// rest of the file, as far as it could be read.
 pub fn check(source: ConfigSource) -> Result<CheckedConfig, LoadError> {
-    let invalid = |errors: Vec<Diagnostic>, warnings| LoadError::Invalid {
-        path: source.path.clone(),
-        errors,
-        warnings,
-    };
-    let parsed = load::parse(&source.text).map_err(|errors| invalid(errors, Vec::new()))?;
-    let mut diagnostics = validate::validate(&parsed.config);
-    parsed.spans.locate(&mut diagnostics);
+    let parsed = load::parse_partly(&source.text);
+    let mut diagnostics = parsed.errors.clone();
+    if let Some(config) = &parsed.config {
+        let mut found = validate::validate(config);
+        // A left-out key's default is not what the file says: what validation finds
+        // there was reported as the key's own problem already.
+        found.retain(|d| !parsed.is_echo(d, config));
+        parsed.spans.locate(&mut found);
+        diagnostics.extend(found);
+    }
     diagnostics.sort_by_key(|d| d.location.map(|l| (l.line, l.column)));
     let (errors, warnings): (Vec<_>, Vec<_>) =
         diagnostics.into_iter().partition(Diagnostic::is_error);
-    if !errors.is_empty() {
-        return Err(invalid(errors, warnings));
+    match parsed.config {
+        Some(config) if errors.is_empty() => Ok(CheckedConfig {
+            config,
+            source,
+            warnings,
+            spans: std::sync::Arc::new(parsed.spans),
+        }),
+        _ => Err(LoadError::Invalid {
+            path: source.path.clone(),
+            errors,
+            warnings,
+        }),
     }
-    Ok(CheckedConfig {
-        config: parsed.config,
-        source,
-        warnings,
-        spans: std::sync::Arc::new(parsed.spans),
-    })
 }
 
 /// The config path from the command line, else `$FLUXLIT_CONFIG`, else `./fluxlit.toml`.

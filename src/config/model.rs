@@ -54,6 +54,33 @@ pub struct Config {
     /// The signed identity assertion upstreams get on every request that passed a
     /// route's `auth`, and the key that signs it.
     pub identity: IdentityAssertion,
+
+    /// What `fluxlit doctor` is told about this deployment: the findings accepted here.
+    #[serde(skip_serializing_if = "Doctor::is_empty")]
+    pub doctor: Doctor,
+}
+
+/// `[doctor]`: `fluxlit doctor`'s findings that this deployment has accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct Doctor {
+    /// Warnings (and infos) accepted for this deployment, each by its finding id
+    /// (`"admin_not_loopback"`: wherever it occurs) or by id and key path
+    /// (`"admin_not_loopback@admin.listen"`: at that key or below it). An accepted
+    /// finding stays in the report, marked accepted, and `--strict` does not count it;
+    /// an entry that accepts nothing (the finding no longer occurs, an unknown id, an
+    /// error, which cannot be accepted) is a warning of its own, `accept_unused`. Write
+    /// the reason in a comment beside the entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[a-z][a-z0-9_]*(@[^@\s]+)?$")))]
+    pub accept: Vec<String>,
+}
+
+impl Doctor {
+    pub fn is_empty(&self) -> bool {
+        self.accept.is_empty()
+    }
 }
 
 /// `[identity]`: what the gateway verified, as a short-lived JWT for the upstream.
@@ -529,6 +556,17 @@ impl Algorithm {
     pub fn is_hmac(self) -> bool {
         matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
     }
+
+    /// The shortest secret an HMAC algorithm may use: its hash's output size (RFC 7518
+    /// §3.2); `None` for the others.
+    pub fn hmac_key_bytes(self) -> Option<usize> {
+        match self {
+            Self::HS256 => Some(32),
+            Self::HS384 => Some(48),
+            Self::HS512 => Some(64),
+            _ => None,
+        }
+    }
 }
 
 /// One audience or several.
@@ -937,8 +975,8 @@ pub mod oidc_defaults {
     pub const STORE: &str = "memory";
     pub const STORE_MAX_ENTRIES: u32 = 10_000;
     pub const EXCHANGE_FROM: &[&str] = &["127.0.0.1/32", "::1/128"];
-    /// The shortest `exchange_secret` taken without a warning (`doctor`: an error), in
-    /// bytes: as long as an HS256 key.
+    /// The shortest `exchange_secret` taken, in bytes: as long as an HS256 key. A
+    /// shorter one is refused at load.
     pub const MIN_EXCHANGE_SECRET: usize = 32;
     /// The id_token claims that may be copied into the minted token (`sub` always is).
     pub const COPYABLE_CLAIMS: &[&str] = &["email", "name"];

@@ -41,7 +41,38 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     check_routes(config, &mut found);
     check_auth(config, &mut found);
     check_identity(config, &mut found);
+    check_doctor(config, &mut found);
     found
+}
+
+/// `[doctor] accept`: each entry a finding id, optionally `@` a key path. Whether the id
+/// exists is the doctor's to say (it knows its checks; `config` does not).
+fn check_doctor(config: &Config, found: &mut Vec<Diagnostic>) {
+    for (index, entry) in config.doctor.accept.iter().enumerate() {
+        let (id, key) = match entry.split_once('@') {
+            Some((id, key)) => (id, Some(key)),
+            None => (entry.as_str(), None),
+        };
+        let id_ok = id.starts_with(|c: char| c.is_ascii_lowercase())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let key_ok = key.is_none_or(|key| {
+            !key.is_empty() && !key.contains('@') && !key.contains(char::is_whitespace)
+        });
+        if !id_ok || !key_ok {
+            found.push(
+                Diagnostic::error(
+                    format!("doctor.accept[{index}]"),
+                    format!("{entry:?} is not a finding id, or an id and a key path"),
+                )
+                .with_help(
+                    "write it like \"admin_not_loopback\" or \"admin_not_loopback@admin.listen\"; \
+                     each finding of `fluxlit doctor` starts with its id",
+                ),
+            );
+        }
+    }
 }
 
 /// `[identity]`: a header of its own that no client header could be confused with, and a

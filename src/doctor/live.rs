@@ -19,16 +19,16 @@ use super::{Finding, Severity};
 use crate::auth::HttpClientError;
 use crate::auth::jwks::JwksDocumentError;
 use crate::auth::oidc::discovery::discovery_url;
-use crate::auth::secrets::{self, SecretBytes};
+use crate::auth::secrets::{self, MinLength, SecretBytes, source};
 use crate::compile::CompileContext;
 use crate::config::Config;
-use crate::config::model::{Algorithm, ProviderKind, SecretRef, StoreRef, oidc_defaults};
+use crate::config::model::{ProviderKind, SecretRef, StoreRef};
 use crate::config::store_url::RedisTarget;
 use crate::http::error_chain;
 
 pub const SECRET_MISSING: &str = "secret_missing";
 pub const SECRET_EMPTY: &str = "secret_empty";
-pub const SECRET_TOO_SHORT: &str = "secret_too_short";
+pub const SECRET_TOO_SHORT: &str = secrets::TOO_SHORT;
 pub const STORE_URL_INVALID: &str = "store_url_invalid";
 pub const JWKS_FILE_UNUSABLE: &str = "jwks_file_unusable";
 pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
@@ -38,6 +38,20 @@ pub const JWKS_UNREACHABLE: &str = "jwks_unreachable";
 pub const REDIS_UNREACHABLE: &str = "redis_unreachable";
 pub const CLOCK_SKEW: &str = "clock_skew";
 pub const CLOCK_DRIFT: &str = "clock_drift";
+
+/// The findings only the network checks make: without them (`--offline`) an accepted
+/// one of these cannot be told gone.
+pub const NETWORK_IDS: &[&str] = &[
+    UPSTREAM_UNREACHABLE,
+    UPSTREAM_SILENT,
+    IDP_DISCOVERY,
+    JWKS_UNREACHABLE,
+    REDIS_UNREACHABLE,
+    CLOCK_SKEW,
+    CLOCK_DRIFT,
+    // Statically for addresses, online for names.
+    super::static_checks::PLAIN_HTTP_UPSTREAM,
+];
 
 /// The longest any one network check may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,31 +76,28 @@ impl fmt::Debug for RedisCheck {
     }
 }
 
-/// A finding when the secret at `key` cannot be read, or is shorter than `min` bytes
-/// (`needs` says why that is too short).
+/// A finding when the secret at `key` cannot be read, or is shorter than `min` (the
+/// rule `serve` and `validate` refuse it by).
 fn check_length(
     secret: &SecretRef,
     ctx: &CompileContext,
     key: String,
-    what: &str,
-    min: usize,
-    needs: &str,
+    min: &MinLength,
     found: &mut Vec<Finding>,
 ) {
     match resolve(secret, ctx, &key) {
-        Ok(bytes) if bytes.expose().len() < min => found.push(Finding::new(
-            SECRET_TOO_SHORT,
-            Severity::Error,
-            key,
-            format!(
-                "the {what} in {} is {} bytes; {needs}",
-                source(secret),
-                bytes.expose().len(),
-            ),
-            format!("use a random secret of {min} bytes or more, e.g. `openssl rand -base64 48`"),
-        )),
-        Ok(_) => {}
-        Err(finding) => found.push(finding),
+        Ok(bytes) => {
+            if let Err(short) = min.check(secret, &bytes) {
+                found.push(Finding::new(
+                    SECRET_TOO_SHORT,
+                    Severity::Error,
+                    key,
+                    short.to_string(),
+                    min.fix(),
+                ));
+            }
+        }
+        Err(finding) => found.push(*finding),
     }
 }
 
@@ -98,15 +109,10 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
     for (name, provider) in &config.auth.providers {
         let path = format!("auth.providers.{name}");
         if let Some(secret) = &provider.hs256_secret
-            && let Some(min) = provider.algorithms.iter().filter_map(hmac_key_bytes).max()
+            && let Some(min) = MinLength::hmac(&provider.algorithms)
         {
-            let needs = format!(
-                "{} needs at least {min} (RFC 7518 §3.2), else tokens can be forged by \
-                 guessing it",
-                strongest_hmac(&provider.algorithms)
-            );
             let key = format!("{path}.hs256_secret");
-            check_length(secret, ctx, key, "secret", min, &needs, &mut found);
+            check_length(secret, ctx, key, &min, &mut found);
         }
         if let Some(file) = &provider.jwks_file
             && let Err(why) = load_jwks_file(&ctx.config_dir.join(file))
@@ -126,16 +132,15 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
         if let Some(secret) = &provider.client_secret
             && let Err(finding) = resolve(secret, ctx, &format!("{path}.client_secret"))
         {
-            found.push(finding);
+            found.push(*finding);
         }
         if let Some(secret) = &provider.exchange_secret {
-            let min = oidc_defaults::MIN_EXCHANGE_SECRET;
-            let needs = format!(
-                "it needs at least {min}, else whoever reaches the exchange can guess it and \
-                 redeem auth codes"
-            );
             let key = format!("{path}.exchange_secret");
-            check_length(secret, ctx, key, "exchange secret", min, &needs, &mut found);
+            check_length(secret, ctx, key, &MinLength::exchange_secret(), &mut found);
+        }
+        if let Some(secret) = &provider.session_key {
+            let key = format!("{path}.session_key");
+            check_length(secret, ctx, key, &MinLength::session_key(), &mut found);
         }
         let key = format!("{path}.store");
         let url = match &provider.store {
@@ -143,7 +148,7 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
             Some(StoreRef::Secret(secret)) => match resolve(secret, ctx, &key) {
                 Ok(bytes) => String::from_utf8_lossy(bytes.expose()).trim().to_owned(),
                 Err(finding) => {
-                    found.push(finding);
+                    found.push(*finding);
                     continue;
                 }
             },
@@ -196,40 +201,15 @@ fn load_jwks_file(path: &Path) -> Result<usize, JwksFileError> {
     })
 }
 
-/// The least key length for an HMAC algorithm: its hash size (RFC 7518 §3.2).
-fn hmac_key_bytes(algorithm: &Algorithm) -> Option<usize> {
-    match algorithm {
-        Algorithm::HS256 => Some(32),
-        Algorithm::HS384 => Some(48),
-        Algorithm::HS512 => Some(64),
-        _ => None,
-    }
-}
-
-fn strongest_hmac(algorithms: &[Algorithm]) -> &'static str {
-    algorithms
-        .iter()
-        .filter_map(|alg| Some((hmac_key_bytes(alg)?, alg)))
-        .max_by_key(|(bytes, _)| *bytes)
-        .map_or("HS256", |(_, alg)| match alg {
-            Algorithm::HS384 => "HS384",
-            Algorithm::HS512 => "HS512",
-            _ => "HS256",
-        })
-}
-
-/// Where a secret comes from, for messages (never its value).
-fn source(secret: &SecretRef) -> String {
-    match (&secret.env, &secret.file) {
-        (Some(name), _) => format!("environment variable {name}"),
-        (None, Some(file)) => format!("file {}", file.display()),
-        (None, None) => "nowhere".to_owned(),
-    }
-}
-
-fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<SecretBytes, Finding> {
+/// The secret, or the finding that says why it cannot be read (boxed: a finding is
+/// large beside the bytes).
+fn resolve(
+    secret: &SecretRef,
+    ctx: &CompileContext,
+    key: &str,
+) -> Result<SecretBytes, Box<Finding>> {
     secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref()).map_err(|error| {
-        if error.is_empty() {
+        Box::new(if error.is_empty() {
             Finding::new(
                 SECRET_EMPTY,
                 Severity::Error,
@@ -253,7 +233,7 @@ fn resolve(secret: &SecretRef, ctx: &CompileContext, key: &str) -> Result<Secret
                         .to_owned(),
                 },
             )
-        }
+        })
     })
 }
 

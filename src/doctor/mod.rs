@@ -14,6 +14,7 @@
 //! `allow_unverified_id_token_for_custom_oidc` warnings are the source of those checks),
 //! so nothing is said twice.
 
+pub mod accept;
 pub mod live;
 pub mod static_checks;
 
@@ -23,7 +24,45 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::compile::CompileContext;
-use crate::config::{CheckedConfig, Diagnostic, Location};
+use crate::config::{CheckedConfig, Diagnostic, LoadError, Location};
+
+/// The config does not load: each of its errors is a finding with this id.
+pub const CONFIG_INVALID: &str = "config_invalid";
+
+/// Every finding id, as the README's table lists them.
+pub const IDS: &[&str] = &[
+    CONFIG_INVALID,
+    static_checks::FORWARD_CLIENT_HEADERS,
+    static_checks::UNVERIFIED_ID_TOKEN,
+    static_checks::CONFIG_WARNING,
+    static_checks::PUBLIC_BASE_URL_PATH,
+    static_checks::UPSTREAM_BASE_PATH,
+    static_checks::TRUST_ALL_PROXIES,
+    static_checks::TRUST_PUBLIC_PROXIES,
+    static_checks::PLAIN_HTTP_UPSTREAM,
+    static_checks::ADMIN_NOT_LOOPBACK,
+    static_checks::SECURITY_HEADERS_OFF,
+    static_checks::LONG_LEEWAY,
+    static_checks::LONG_ACCESS_TOKEN_TTL,
+    static_checks::MEMORY_STORE,
+    static_checks::IDENTITY_KEY_GENERATED,
+    static_checks::EXCHANGE_REACHABLE_BY_BROWSERS,
+    static_checks::FORWARD_AUTH_HEADER_MUST_BE_STRIPPED,
+    static_checks::RATE_LIMIT_KEYED_ON_PROXY,
+    live::SECRET_MISSING,
+    live::SECRET_EMPTY,
+    live::SECRET_TOO_SHORT,
+    live::STORE_URL_INVALID,
+    live::JWKS_FILE_UNUSABLE,
+    live::UPSTREAM_UNREACHABLE,
+    live::UPSTREAM_SILENT,
+    live::IDP_DISCOVERY,
+    live::JWKS_UNREACHABLE,
+    live::REDIS_UNREACHABLE,
+    live::CLOCK_SKEW,
+    live::CLOCK_DRIFT,
+    accept::ACCEPT_UNUSED,
+];
 
 /// How bad a finding is. `--strict` fails on warnings; infos never fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -58,6 +97,9 @@ pub struct Finding {
     pub fix: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// Set when `[doctor] accept` accepted it: reported, not counted by `--strict`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Box<accept::Acceptance>>,
 }
 
 impl Finding {
@@ -75,11 +117,13 @@ impl Finding {
             message: message.into(),
             fix: fix.into(),
             location: None,
+            accepted: None,
         }
     }
 
-    /// `file:line:col: warning: key: message [id]`, then the fix on an indented line:
-    /// the form `fluxlit validate` uses, so editors and CI logs link to it.
+    /// `file:line:col: warning: key: message [id]` (`[id, accepted by doctor.accept[0]]`
+    /// when accepted), then the fix on an indented line: the form `fluxlit validate`
+    /// uses, so editors and CI logs link to it.
     pub fn render(&self, file: &Path) -> String {
         let mut text = file.display().to_string();
         if let Some(Location { line, column }) = self.location {
@@ -89,7 +133,11 @@ impl Finding {
         if !self.key.is_empty() {
             let _ = write!(text, "{}: ", self.key);
         }
-        let _ = write!(text, "{} [{}]\n  fix: {}", self.message, self.id, self.fix);
+        let _ = write!(text, "{} [{}", self.message, self.id);
+        if let Some(accepted) = &self.accepted {
+            let _ = write!(text, ", accepted by {}", accepted.by);
+        }
+        let _ = write!(text, "]\n  fix: {}", self.fix);
         text
     }
 }
@@ -113,12 +161,14 @@ pub mod exit {
     pub const STRICT_WARNINGS: u8 = 2;
 }
 
-/// Counts by severity, and the exit code they make.
+/// Counts by severity (accepted findings apart), and the exit code they make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub errors: usize,
     pub warnings: usize,
     pub infos: usize,
+    /// Findings `[doctor] accept` accepted: never counted by `--strict`.
+    pub accepted: usize,
     pub strict: bool,
     pub exit_code: u8,
 }
@@ -134,12 +184,18 @@ impl Report {
     /// Orders findings by severity, then by place in the file.
     pub fn new(mut findings: Vec<Finding>, strict: bool) -> Self {
         findings.sort_by_key(|f| (f.severity, f.location.map(|l| (l.line, l.column))));
-        let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
+        let count = |severity| {
+            findings
+                .iter()
+                .filter(|f| f.severity == severity && f.accepted.is_none())
+                .count()
+        };
         let (errors, warnings, infos) = (
             count(Severity::Error),
             count(Severity::Warning),
             count(Severity::Info),
         );
+        let accepted = findings.iter().filter(|f| f.accepted.is_some()).count();
         let exit_code = if errors > 0 {
             exit::ERRORS
         } else if strict && warnings > 0 {
@@ -153,24 +209,57 @@ impl Report {
                 errors,
                 warnings,
                 infos,
+                accepted,
                 strict,
                 exit_code,
             },
         }
     }
 
-    /// Grouped by severity, each fix on an indented line, and a summary line.
+    /// The report on a config that does not load: each error a finding
+    /// [`CONFIG_INVALID`] at its key path and location (a file that cannot be read, one
+    /// without either), the warnings found beside them as usual. A script parsing
+    /// `--format json` gets a document either way.
+    pub fn config_invalid(error: &LoadError, strict: bool) -> Self {
+        let findings = match error {
+            LoadError::Read(read) => vec![Finding::new(
+                CONFIG_INVALID,
+                Severity::Error,
+                "",
+                read.to_string(),
+                "give the config's path with --config or $FLUXLIT_CONFIG (default \
+                 ./fluxlit.toml), and make it readable",
+            )],
+            LoadError::Invalid {
+                errors, warnings, ..
+            } => errors
+                .iter()
+                .map(|diagnostic| Finding {
+                    id: CONFIG_INVALID,
+                    ..from_validation(diagnostic)
+                })
+                .chain(warnings.iter().map(from_validation))
+                .collect(),
+        };
+        Self::new(findings, strict)
+    }
+
+    /// Grouped by severity, each fix on an indented line, the accepted findings last
+    /// (each with the entry that accepted it), and a summary line.
     pub fn render_text(&self, file: &Path) -> String {
         let mut text = String::new();
-        for (severity, title) in [
-            (Severity::Error, "errors"),
-            (Severity::Warning, "warnings"),
-            (Severity::Info, "info"),
-        ] {
+        // The accepted ones apart, whatever their severity.
+        let group_of = |f: &Finding| match (&f.accepted, f.severity) {
+            (Some(_), _) => "accepted",
+            (None, Severity::Error) => "errors",
+            (None, Severity::Warning) => "warnings",
+            (None, Severity::Info) => "info",
+        };
+        for title in ["errors", "warnings", "info", "accepted"] {
             let group: Vec<&Finding> = self
                 .findings
                 .iter()
-                .filter(|f| f.severity == severity)
+                .filter(|f| group_of(f) == title)
                 .collect();
             if group.is_empty() {
                 continue;
@@ -186,6 +275,13 @@ impl Report {
                     "  {} {}{place}: {}\n      fix: {}",
                     finding.id, finding.key, finding.message, finding.fix
                 );
+                if let Some(accepted) = &finding.accepted {
+                    let _ = writeln!(
+                        text,
+                        "      accepted by {} ({:?})",
+                        accepted.by, accepted.entry
+                    );
+                }
             }
         }
         let s = self.summary;
@@ -196,11 +292,12 @@ impl Report {
         };
         let _ = writeln!(
             text,
-            "{}: {verdict}: {} error(s), {} warning(s), {} info",
+            "{}: {verdict}: {} error(s), {} warning(s), {} info, {} accepted",
             file.display(),
             s.errors,
             s.warnings,
-            s.infos
+            s.infos,
+            s.accepted
         );
         text
     }
@@ -215,6 +312,9 @@ pub async fn run(checked: &CheckedConfig, ctx: &CompileContext, options: Options
     if !options.offline {
         findings.extend(live::check_network(&checked.config, &redis).await);
     }
+    let accepted = &checked.config.doctor.accept;
+    let unused = accept::apply(accepted, &mut findings, options.offline);
+    findings.extend(unused);
     locate(checked, &mut findings);
     Report::new(findings, options.strict)
 }
@@ -238,6 +338,9 @@ pub fn static_findings(checked: &CheckedConfig) -> Vec<Finding> {
                 .any(|v| v.id == f.id && v.key == f.key)
         })
         .collect();
+    // Marked, never judged: whether an entry accepts nothing is the doctor's to say,
+    // with the secrets and the network looked at too.
+    let _ = accept::apply(&checked.config.doctor.accept, &mut findings, true);
     locate(checked, &mut findings);
     findings
 }
@@ -246,7 +349,9 @@ pub fn static_findings(checked: &CheckedConfig) -> Vec<Finding> {
 /// warning gets that check's id (and the check stays silent on that key).
 fn from_validation(diagnostic: &Diagnostic) -> Finding {
     let key = diagnostic.path.as_str();
-    let id = if key.contains(".forward_client_headers[") {
+    let id = if let Some(id) = diagnostic.id {
+        id
+    } else if key.contains(".forward_client_headers[") {
         static_checks::FORWARD_CLIENT_HEADERS
     } else if key.ends_with(".allow_unverified_id_token_for_custom_oidc") {
         static_checks::UNVERIFIED_ID_TOKEN
@@ -269,6 +374,7 @@ fn from_validation(diagnostic: &Diagnostic) -> Finding {
             .clone()
             .unwrap_or_else(|| format!("change or remove `{}`", diagnostic.path)),
         location: diagnostic.location,
+        accepted: None,
     }
 }
 

@@ -37,6 +37,43 @@ pub fn run_on(config: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     run(args, dir.path(), env)
 }
 
+/// Runs `fluxlit <args>` in `dir` with `env` added, as [`run`] does, for a command that
+/// should exit by itself (a `serve` that refuses its config): one still running after
+/// [`HANG_GUARD`] is killed and the test fails instead of hanging.
+pub fn run_to_exit(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
+    let child = command(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fluxlit");
+    let (done, finished) = std::sync::mpsc::channel();
+    let id = child.id();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        output
+    });
+    if finished.recv_timeout(HANG_GUARD).is_err() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &id.to_string()])
+            .status();
+        let output = waiter
+            .join()
+            .expect("the waiter ends")
+            .expect("fluxlit output");
+        panic!(
+            "fluxlit {args:?} was still running after {HANG_GUARD:?}; stderr:\n{}",
+            stderr(&output)
+        );
+    }
+    waiter
+        .join()
+        .expect("the waiter ends")
+        .expect("fluxlit output")
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
