@@ -376,25 +376,24 @@ async fn logout_ends_the_session_and_clears_its_cookie() {
 
 #[tokio::test]
 async fn an_idle_session_ends_and_a_busy_one_ends_at_its_max_age() {
-    let setup = setup("session_idle_timeout = \"2s\"\nsession_max_age = \"4s\"").await;
+    // Deadlines are whole seconds: each may fall up to a second early, hence the margins.
+    let setup = setup("session_idle_timeout = \"2s\"\nsession_max_age = \"6s\"").await;
     let (_, idle) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
     let (_, busy) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
-    // `busy` is used every half second; `idle` never again.
     let started = tokio::time::Instant::now();
-    let mut idle_ended = false;
+    // `busy` is used every half second, past the idle timeout; `idle` never again.
     while started.elapsed() < Duration::from_millis(3500) {
         assert_eq!(page(&setup.gateway, "/", Some(&busy)).await.status, 200);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if started.elapsed() > Duration::from_millis(2600) && !idle_ended {
-            assert_eq!(page(&setup.gateway, "/", Some(&idle)).await.status, 302);
-            idle_ended = true;
-        }
     }
+    assert_eq!(page(&setup.gateway, "/", Some(&idle)).await.status, 302);
+    assert_eq!(page(&setup.gateway, "/", Some(&busy)).await.status, 200);
+    // However busy, a session ends at its max age.
     eventually("the busy session reaching its max age", || async {
         (page(&setup.gateway, "/", Some(&busy)).await.status == 302).then_some(())
     })
     .await;
-    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(started.elapsed() >= Duration::from_secs(4));
 }
 
 #[tokio::test]
@@ -443,10 +442,17 @@ async fn replicas_sharing_redis_share_sessions_sealed_and_a_logout_on_one_ends_t
         assert!(!text.contains(secret), "Redis shows {secret:?}: {text}");
     }
 
-    // Logout on B ends the session on A as well.
+    // A WebSocket open on A, in that session.
+    let mut socket = open_websocket(&a, &[("origin", PUBLIC_BASE), ("cookie", &cookie)])
+        .await
+        .expect("a WebSocket in the session");
+
+    // Logout on B ends the session on A as well, and closes A's WebSocket within
+    // seconds, without waiting for a message.
     let reply = get_from(TRUSTED, &b, "/auth/logout", &[("cookie", &cookie)]).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     assert_eq!(page(&a, "/", Some(&cookie)).await.status, 302);
+    assert_closed_by_the_gateway(&mut socket, "session ended").await;
     let left: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(&mut redis)
@@ -463,6 +469,58 @@ async fn replicas_sharing_redis_share_sessions_sealed_and_a_logout_on_one_ends_t
         !left.iter().any(|key| key.contains(":session:")),
         "{left:?}"
     );
+}
+
+/// Waits (hang-guarded) for the gateway's close frame on `socket`: 1008, `reason`.
+async fn assert_closed_by_the_gateway(socket: &mut Client, reason: &str) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let message = within("the gateway closing the WebSocket", socket.next()).await;
+    match message {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::Policy, "{frame:?}");
+            assert_eq!(frame.reason.as_str(), reason);
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_opened_in_a_session_closes_when_the_session_ends() {
+    let setup = setup("").await;
+    let (_, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let headers = [("origin", PUBLIC_BASE), ("cookie", cookie.as_str())];
+    let mut socket = open_websocket(&setup.gateway, &headers).await.unwrap();
+    // Another WebSocket of another session stays open.
+    let (_, other) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let mut untouched = open_websocket(
+        &setup.gateway,
+        &[("origin", PUBLIC_BASE), ("cookie", &other)],
+    )
+    .await
+    .unwrap();
+    let reply = get_from(
+        TRUSTED,
+        &setup.gateway,
+        "/auth/logout",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_closed_by_the_gateway(&mut socket, "session ended").await;
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        within("send", untouched.send(Message::text("still here")))
+            .await
+            .unwrap();
+        let echoed = within("echo", untouched.next()).await;
+        assert!(
+            matches!(&echoed, Some(Ok(Message::Text(text))) if text.as_str() == "still here"),
+            "{echoed:?}"
+        );
+    }
 }
 
 /// Opens a WebSocket on `/ws` with `headers`; the status of a refused handshake.

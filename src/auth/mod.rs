@@ -121,6 +121,9 @@ pub struct Identity {
     pub expires_at: Option<SystemTime>,
     /// What the signed identity assertion states.
     pub asserted: identity::Asserted,
+    /// The browser session the request came with: a WebSocket opened in it is closed
+    /// when it ends.
+    pub session: Option<oidc::session::SessionWatch>,
 }
 
 /// Why a request was not let through.
@@ -260,6 +263,7 @@ impl RouteAuth {
                         sub: String::from_utf8_lossy(user.as_bytes()).into_owned(),
                         ..identity::Asserted::default()
                     },
+                    session: None,
                 })
             }
             Check::Jwt(verifier) => {
@@ -298,7 +302,7 @@ impl RouteAuth {
 /// not off same-site ones from a sibling subdomain).
 async fn session_identity(
     provider: &Provider,
-    oidc: &oidc::OidcProvider,
+    oidc: &Arc<oidc::OidcProvider>,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Identity, AuthFailure> {
@@ -318,7 +322,7 @@ async fn session_identity(
             description: format!("the session store is unavailable: {error}"),
         })?
         .ok_or_else(login_required)?;
-    let record = session.record;
+    let oidc::session::Session { record, key } = session;
     let invalid = |description: &str| AuthFailure::Invalid {
         challenge: provider.challenge.clone(),
         description: description.to_owned(),
@@ -347,6 +351,7 @@ async fn session_identity(
             claims: copied,
             expires: Some(expires),
         },
+        session: Some(oidc::session::SessionWatch::new(Arc::clone(oidc), key)),
     })
 }
 
@@ -474,5 +479,6 @@ fn identity_from_claims(
         headers,
         expires_at,
         asserted,
+        session: None,
     })
 }

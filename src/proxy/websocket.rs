@@ -3,8 +3,9 @@
 //! The tunnel is its own task, independent of the snapshot and of the HTTP connection
 //! it came from, so a reload never cuts an open WebSocket. It ends with a close frame
 //! of its own in two cases: the gateway shuts down (1001 "going away", to both sides),
-//! or the credential it was opened with expires (1008, a token's `exp`: Streamlit
-//! sessions last for hours, tokens do not). To put a frame on the wire it stops each
+//! or the credential it was opened with expires or its browser session ends (1008: a
+//! token's `exp`, a logout on any replica; Streamlit sessions last for hours, tokens
+//! do not). To put a frame on the wire it stops each
 //! direction at a frame boundary ([`FrameTracker`]), writes the close frame — masked
 //! toward the upstream, as a client's frames must be — and half-closes.
 
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use crate::shutdown::{self, InFlight};
 
 use super::ws_frames::{FrameTracker, close_frame};
+use crate::auth::oidc::session::SessionWatch;
 
 /// How long a closing tunnel waits for a frame in progress to end and for the peers to
 /// answer the close, before it drops the sockets.
@@ -65,6 +67,7 @@ impl Tunnels {
 enum Closing {
     ShuttingDown,
     CredentialExpired,
+    SessionEnded,
 }
 
 impl Closing {
@@ -72,11 +75,21 @@ impl Closing {
         match self {
             Self::ShuttingDown => (1001, "the gateway is shutting down"),
             Self::CredentialExpired => (1008, "credential expired"),
+            Self::SessionEnded => (1008, "session ended"),
         }
     }
 }
 
 use super::limits::WebSocketSlot;
+
+/// What ends a tunnel besides its peers and the gateway's shutdown.
+#[derive(Debug, Default)]
+pub struct Lifetime {
+    /// When the credential the handshake was let in with expires.
+    pub expires_at: Option<SystemTime>,
+    /// The browser session the handshake came in.
+    pub session: Option<SessionWatch>,
+}
 
 pub fn spawn_tunnel(
     tunnels: &Tunnels,
@@ -85,9 +98,13 @@ pub fn spawn_tunnel(
     // Held for as long as the tunnel is open: the route's count of open WebSockets.
     slot: Option<WebSocketSlot>,
     route: Arc<str>,
-    expires_at: Option<SystemTime>,
+    lifetime: Lifetime,
     metrics: Arc<crate::metrics::RouteMetrics>,
 ) {
+    let Lifetime {
+        expires_at,
+        session,
+    } = lifetime;
     let open = tunnels.open.enter();
     let drain = tunnels.drain.clone();
     tokio::spawn(async move {
@@ -116,14 +133,24 @@ pub fn spawn_tunnel(
                         None => std::future::pending().await,
                     }
                 };
+                let session_ended = async {
+                    match &session {
+                        Some(session) => session.ended().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let why = tokio::select! {
                     () = drain.fired() => Closing::ShuttingDown,
                     () = expiry => Closing::CredentialExpired,
+                    () = session_ended => Closing::SessionEnded,
                 };
                 match why {
                     Closing::ShuttingDown => tracing::debug!(%route, "websocket closing: shutdown"),
                     Closing::CredentialExpired => {
                         tracing::info!(%route, "websocket closed: its credential expired");
+                    }
+                    Closing::SessionEnded => {
+                        tracing::info!(%route, "websocket closed: its session ended");
                     }
                 }
                 let _ = closing_tx.send(Some(why));

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 
 use crate::auth::identity::{IdentitySigner, JWKS_PATH};
 use crate::auth::oidc::Endpoint;
+use crate::auth::oidc::session::SessionWatch;
 use crate::auth::{AuthFailure, Identity};
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
@@ -359,8 +360,14 @@ impl Proxy {
             route,
             http,
             request: upstream_request,
-            client_upgrade: client_upgrade.map(|upgrade| (upgrade, websocket_slot)),
-            credential_expires_at: identity.and_then(|identity| identity.expires_at),
+            client_upgrade: client_upgrade.map(|on_upgrade| {
+                Box::new(ClientUpgrade {
+                    on_upgrade,
+                    slot: websocket_slot,
+                    expires_at: identity.and_then(|identity| identity.expires_at),
+                    session: identity.and_then(|identity| identity.session.clone()),
+                })
+            }),
         })
     }
 }
@@ -458,10 +465,20 @@ struct Forward<'a> {
     route: &'a Arc<Route>,
     http: &'a HttpUpstream,
     request: Request<limits::LimitedBody>,
-    /// The client's side of a WebSocket handshake, and the route's slot for it.
-    client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
-    /// When the credential the request was let in with expires: a tunnel closes then.
-    credential_expires_at: Option<std::time::SystemTime>,
+    /// The client's side of a WebSocket handshake, and what the tunnel needs.
+    client_upgrade: Option<Box<ClientUpgrade>>,
+}
+
+/// A WebSocket handshake's client side, and what decides how long its tunnel may stay
+/// open. Boxed: most requests are no handshake, and carry one pointer for it.
+struct ClientUpgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    /// The route's count of open WebSockets, held while the tunnel is.
+    slot: Option<limits::WebSocketSlot>,
+    /// When the credential the request was let in with expires: the tunnel closes then.
+    expires_at: Option<std::time::SystemTime>,
+    /// The browser session it was opened in: the tunnel closes when that ends.
+    session: Option<SessionWatch>,
 }
 
 impl<'a> Forward<'a> {
@@ -474,7 +491,6 @@ impl<'a> Forward<'a> {
             http: self.http,
             body_exceeded: self.request.body().exceeded(),
             client_upgrade: self.client_upgrade,
-            credential_expires_at: self.credential_expires_at,
         };
         (self.request, exchange)
     }
@@ -487,8 +503,7 @@ struct Exchange<'a> {
     http: &'a HttpUpstream,
     /// Set when the client's body went over the route's limit while it was being sent.
     body_exceeded: Option<Arc<std::sync::atomic::AtomicBool>>,
-    client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<limits::WebSocketSlot>)>,
-    credential_expires_at: Option<std::time::SystemTime>,
+    client_upgrade: Option<Box<ClientUpgrade>>,
 }
 
 impl Proxy {
@@ -503,7 +518,6 @@ impl Proxy {
             route,
             body_exceeded,
             client_upgrade,
-            credential_expires_at,
             ..
         } = exchange;
         let upstream = &route.upstream;
@@ -595,15 +609,24 @@ impl Proxy {
         let lease = (!switching).then_some(lease);
         if switching {
             match client_upgrade {
-                Some((client_upgrade, slot)) => {
+                Some(client) => {
+                    let ClientUpgrade {
+                        on_upgrade,
+                        slot,
+                        expires_at,
+                        session,
+                    } = *client;
                     let upstream_upgrade = hyper::upgrade::on(&mut response);
                     websocket::spawn_tunnel(
                         &self.tunnels,
-                        client_upgrade,
+                        on_upgrade,
                         upstream_upgrade,
                         slot,
                         Arc::clone(&route.name),
-                        credential_expires_at,
+                        websocket::Lifetime {
+                            expires_at,
+                            session,
+                        },
                         Arc::clone(self.metrics.route(&route.metrics, &route.name)),
                     );
                 }

@@ -11,6 +11,7 @@
 //! deleted) or `session_max_age` after the login, whichever comes first. Logout, on any
 //! replica, deletes the record.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
@@ -96,6 +97,51 @@ impl std::fmt::Debug for SessionRecord {
 #[derive(Debug)]
 pub struct Session {
     pub record: SessionRecord,
+    /// The hash the record is stored under.
+    pub key: String,
+}
+
+/// How often an open WebSocket's session is looked up, to close the tunnel soon after
+/// the session ends (a logout on any replica, expiry).
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Watches one session for as long as a WebSocket opened in it stays open.
+#[derive(Debug, Clone)]
+pub struct SessionWatch {
+    provider: Arc<OidcProvider>,
+    key: String,
+}
+
+impl SessionWatch {
+    pub fn new(provider: Arc<OidcProvider>, key: String) -> Self {
+        Self { provider, key }
+    }
+
+    /// Returns once the session has ended: deleted (a logout anywhere), past its end, or
+    /// unreadable. While the store cannot be reached the session is taken to go on: an
+    /// outage of Redis must not close every open app at once; it ends at the first
+    /// answer that says so.
+    pub async fn ended(&self) {
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match self.provider.store.get(Slot::Session, &self.key).await {
+                Ok(Some(bytes)) => {
+                    let live = self
+                        .provider
+                        .open_record(&self.key, &bytes)
+                        .is_some_and(|record| record.ends_at() > unix_now());
+                    if !live {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 impl OidcProvider {
@@ -182,7 +228,7 @@ impl OidcProvider {
                 }
             }
         }
-        Ok(Some(Session { record }))
+        Ok(Some(Session { record, key }))
     }
 
     /// Ends the request's session, if it has one, for every replica.
