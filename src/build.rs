@@ -218,6 +218,7 @@ fn build_route(
                     .ok_or_else(|| dangling("auth provider", &auth.provider))?,
             ),
             required_scopes: auth.required_scopes.clone(),
+            allow: auth.allow.clone(),
         }),
     };
     let websockets = route.max_websockets.map(|max| {

@@ -1,5 +1,6 @@
 //! The gateway's own short answers (plain text, JSON, a page naming the request id, a
-//! redirect) and the one formatter of error chains. A leaf: it knows nothing of the
+//! redirect, HTML escaping for the few HTML pages) and the one formatter of error
+//! chains. A leaf: it knows nothing of the
 //! gateway, and any body made from [`Bytes`] (axum's, the proxy's) can carry its answers.
 
 use ::http::HeaderMap;
@@ -47,6 +48,23 @@ pub fn page<B: From<Bytes>>(status: StatusCode, message: &str, request_id: &str)
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// `text` safe to put in HTML, as element content or a quoted attribute value: `&`,
+/// `<`, `>`, `"` and `'` as character references.
+pub fn html_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// `302 Found` to `target` (to `/` if `target` cannot be a header value), never cached.
@@ -136,6 +154,15 @@ mod tests {
             page.body(),
             &Bytes::from_static(b"400 Bad Request\nno state\nrequest id: r-1\n")
         );
+    }
+
+    #[test]
+    fn html_escaping_leaves_no_markup_and_no_way_out_of_an_attribute() {
+        assert_eq!(
+            html_escape(r#"<a href="x" onclick='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(html_escape("ada@example.com"), "ada@example.com");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Failures answer in RFC 6750 terms: 401 with a `WWW-Authenticate: Bearer` challenge,
 //! 403 `insufficient_scope`, and 503 when the provider's keys are not available.
 
+pub mod allow;
 mod background;
 pub mod claims;
 pub mod fetch;
@@ -109,6 +110,8 @@ impl Provider {
 pub struct RouteAuth {
     pub provider: Arc<Provider>,
     pub required_scopes: Box<[String]>,
+    /// Who may come in (`allow`); `None`: every authenticated user.
+    pub allow: Option<allow::Allow>,
 }
 
 /// Who a request comes from, as the upstream will be told.
@@ -151,6 +154,13 @@ pub enum AuthFailure {
     LoginRequired { login: String },
     /// A session request that may come from another origin (403).
     CrossOrigin { origin: String },
+    /// An authenticated user the route's `allow` does not admit (403). `user` names them
+    /// (email, name or sub); `logout` is the login session's logout path, which a page
+    /// load is shown (`None` for a bearer token: nothing to log out of).
+    NotAllowed {
+        user: String,
+        logout: Option<String>,
+    },
 }
 
 impl AuthFailure {
@@ -160,7 +170,9 @@ impl AuthFailure {
             | Self::Invalid { .. }
             | Self::NoTrustedUser
             | Self::LoginRequired { .. } => StatusCode::UNAUTHORIZED,
-            Self::InsufficientScope { .. } | Self::CrossOrigin { .. } => StatusCode::FORBIDDEN,
+            Self::InsufficientScope { .. } | Self::CrossOrigin { .. } | Self::NotAllowed { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -185,7 +197,8 @@ impl AuthFailure {
             Self::NoTrustedUser
             | Self::Unavailable { .. }
             | Self::LoginRequired { .. }
-            | Self::CrossOrigin { .. } => return None,
+            | Self::CrossOrigin { .. }
+            | Self::NotAllowed { .. } => return None,
         };
         HeaderValue::from_str(&text).ok()
     }
@@ -208,6 +221,7 @@ impl AuthFailure {
             Self::Unavailable { .. } => "unavailable",
             Self::LoginRequired { .. } => "no_session",
             Self::CrossOrigin { .. } => "cross_origin",
+            Self::NotAllowed { .. } => "not_allowed",
         }
     }
 
@@ -226,6 +240,9 @@ impl AuthFailure {
                 "a request that changes something, or opens a WebSocket, in a login session \
                  must come from {origin}"
             ),
+            Self::NotAllowed { user, .. } => {
+                format!("{user:?} is logged in, but not allowed on this route")
+            }
         }
     }
 }
@@ -256,6 +273,14 @@ impl RouteAuth {
                     .filter(|_| trusted_peers.iter().any(|net| net.contains(&peer)))
                     .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
                     .ok_or(AuthFailure::NoTrustedUser)?;
+                // A forwarded user name has no claims to check: validation refuses `allow`
+                // here, and were one to get through, nobody would be admitted unchecked.
+                if self.allow.is_some() {
+                    return Err(AuthFailure::NotAllowed {
+                        user: String::from_utf8_lossy(user.as_bytes()).into_owned(),
+                        logout: None,
+                    });
+                }
                 Ok(Identity {
                     headers: vec![(SUB_HEADER, user.clone())],
                     expires_at: None,
@@ -288,21 +313,34 @@ impl RouteAuth {
                         scope: missing.clone(),
                     });
                 }
+                if let Some(allow) = &self.allow
+                    && !allow.admits(&claims)
+                {
+                    let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("-");
+                    return Err(AuthFailure::NotAllowed {
+                        user: allow::display_name(&claims, sub),
+                        logout: None,
+                    });
+                }
                 identity_from_claims(provider, &claims, &scopes, verifier.leeway())
             }
-            Check::Oidc(oidc) => session_identity(provider, oidc, method, headers).await,
+            Check::Oidc(oidc) => {
+                session_identity(provider, oidc, self.allow.as_ref(), method, headers).await
+            }
         }
     }
 }
 
 /// A browser session's identity: the request's session cookie, looked up in the
-/// provider's store. A request that a page on another origin could have made in the
+/// provider's store, and admitted by the route's `allow` (checked against the claims
+/// the session keeps). A request that a page on another origin could have made in the
 /// user's name (an unsafe method, a WebSocket handshake) must come from the app's own
 /// origin first (CSRF; `SameSite=Lax` keeps the cookie off cross-site subrequests, but
 /// not off same-site ones from a sibling subdomain).
 async fn session_identity(
     provider: &Provider,
     oidc: &Arc<oidc::OidcProvider>,
+    allow: Option<&allow::Allow>,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Identity, AuthFailure> {
@@ -323,6 +361,15 @@ async fn session_identity(
         })?
         .ok_or_else(login_required)?;
     let oidc::session::Session { record, key } = session;
+    if let Some(allow) = allow
+        && !allow.admits(&record.claims)
+    {
+        let settings = &oidc.settings;
+        return Err(AuthFailure::NotAllowed {
+            user: allow::display_name(&record.claims, &record.sub),
+            logout: Some(format!("{}{}", settings.base_path, settings.paths.logout)),
+        });
+    }
     let invalid = |description: &str| AuthFailure::Invalid {
         challenge: provider.challenge.clone(),
         description: description.to_owned(),
@@ -338,8 +385,11 @@ async fn session_identity(
         };
         identity_headers.push((name.clone(), header_value(&text)?));
     }
+    // The claims the provider copies; those kept only for `allow` stay at the edge.
     for (claim, value) in &record.claims {
-        copied.push((claim.clone(), value.clone()));
+        if oidc.settings.asserted_claims.contains(claim) {
+            copied.push((claim.clone(), value.clone()));
+        }
     }
     let expires = record.expires();
     Ok(Identity {

@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use jsonwebtoken::jwk::Jwk;
 use url::Url;
 
+use crate::auth::allow::Allow;
 use crate::auth::identity::SigningKey;
 use crate::auth::jwks::{self, FileKeys, JwksSettings, JwksSource};
 use crate::auth::secrets::{self, Environment};
@@ -134,6 +135,8 @@ pub struct RoutePlan {
 pub struct RouteAuthPlan {
     pub provider: String,
     pub required_scopes: Box<[String]>,
+    /// Who may come in; `None`: every authenticated user.
+    pub allow: Option<Allow>,
 }
 
 /// An auth provider: its settings resolved (secrets read, header names checked).
@@ -211,9 +214,13 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
         }
         let auth = match &route.auth {
             None => None,
-            Some(name) if providers.contains_key(name) => Some(RouteAuthPlan {
+            Some(name) if let Some(provider) = providers.get(name) => Some(RouteAuthPlan {
                 provider: name.clone(),
                 required_scopes: route.required_scopes.clone().into_boxed_slice(),
+                allow: route
+                    .allow
+                    .as_ref()
+                    .and_then(|allow| Allow::new(allow, groups_claim(&provider.settings))),
             }),
             Some(name) => {
                 // Never serve a route without the check it names. A provider that did not
@@ -515,6 +522,14 @@ fn compile_provider(
         claim_headers,
         check,
     })
+}
+
+/// The claim a provider's users' groups are read from (`groups_claim`).
+pub(crate) fn groups_claim(settings: &model::AuthProvider) -> &str {
+    settings
+        .groups_claim
+        .as_deref()
+        .unwrap_or(model::oidc_defaults::GROUPS_CLAIM)
 }
 
 /// A forward-auth provider's `trusted_peers`, or `trust.proxies` when it names none.

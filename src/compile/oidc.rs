@@ -4,6 +4,7 @@ use openidconnect::RedirectUrl;
 use url::Url;
 
 use super::CompileContext;
+use crate::auth::allow::Allow;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::oidc::discovery::{self, Discovered, DiscoverySettings, ManualEndpoints};
 use crate::auth::oidc::seal::Sealer;
@@ -100,10 +101,21 @@ pub(super) fn compile_oidc(
             ),
             max_age: ttl(settings.session_max_age, oidc_defaults::SESSION_MAX_AGE),
         });
-    let mut session_claims = settings.claims.clone();
-    for claim in settings.claim_headers.keys() {
-        if !session_claims.contains(claim) {
-            session_claims.push(claim.clone());
+    // Kept in the session: what the assertion states, and what the routes' `allow` reads.
+    let mut asserted_claims = settings.claims.clone();
+    add_missing(&mut asserted_claims, settings.claim_headers.keys().cloned());
+    let mut session_claims = asserted_claims.clone();
+    let groups_claim = super::groups_claim(settings);
+    for route in &config.routes {
+        if let Some(allow) = route
+            .allow
+            .as_ref()
+            .filter(|_| route.auth.as_deref() == Some(name))
+        {
+            add_missing(
+                &mut session_claims,
+                Allow::needed_claims(allow, groups_claim),
+            );
         }
     }
     let base_path = public_base_url.path().trim_end_matches('/').to_owned();
@@ -181,6 +193,7 @@ pub(super) fn compile_oidc(
             minter,
             sessions,
             session_claims,
+            asserted_claims,
         },
         discovery,
         manual,
@@ -190,6 +203,15 @@ pub(super) fn compile_oidc(
             .login_rate_limit
             .unwrap_or(oidc_defaults::LOGIN_RATE_LIMIT),
     })
+}
+
+/// Appends to `names` those of `more` it lacks.
+fn add_missing(names: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
+    for name in more {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
 }
 
 /// The store's settings: `"memory"` (the default), a `redis://` URL in the file, or one

@@ -377,6 +377,16 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_scopes: Vec<String>,
 
+    /// Who may use this route besides being authenticated, checked against the verified
+    /// claims (of the bearer token, or those the login session keeps):
+    /// `{ emails = [...], email_domains = [...], groups = [...], claims = { NAME = [...] } }`.
+    /// A user is admitted when any one listed condition matches; an absent or empty
+    /// `allow` admits every authenticated user. Anyone else gets 403 (a page load in a
+    /// login session: a page naming the user, with a logout link). Needs `auth` naming a
+    /// jwt or oidc provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Allow>,
+
     /// Security response headers on this route, instead of `server.security_headers`:
     /// `false` (none), `true` (the server's), or a table whose values replace the
     /// server's (`""` removes that header on this route).
@@ -400,6 +410,57 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(nested)]
     pub rate_limit: Option<RateLimit>,
+}
+
+/// `allow = { ... }`: who may use a route, beyond being authenticated. Every entry of
+/// every list is a condition of its own, and a user is admitted when any one of them
+/// matches (as a Pomerium policy's `allow: or:` block); to require two things at once,
+/// have the identity provider put users in a group that says both. Absent,
+/// or with every list empty: every authenticated user is admitted.
+///
+/// For a login session the claims are those its record keeps: the ones `allow` needs
+/// (`email` and `email_verified`, the `groups_claim`, the `claims` names) are kept from
+/// the id_token at the login, so a session started before a reload that names a new
+/// claim lacks it until the user logs in again.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(default)]
+pub struct Allow {
+    /// Email addresses: admitted when the `email` claim is one of them (compared
+    /// case-insensitively), unless `email_verified` is `false`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1)))]
+    pub emails: Vec<String>,
+
+    /// Domains such as `"example.com"`: admitted when the part of the `email` claim after
+    /// its last `@` is one of them, exactly (`sub.example.com` is another domain) and
+    /// case-insensitively, unless `email_verified` is `false` (an address the IdP has
+    /// not verified says nothing about who holds it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1)))]
+    pub email_domains: Vec<String>,
+
+    /// Groups: admitted when the provider's `groups_claim` (a list of strings, or one
+    /// string) holds one of them, compared exactly.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1)))]
+    pub groups: Vec<String>,
+
+    /// Claims and the values that admit, e.g. `{ department = ["research", "ops"] }`:
+    /// admitted when the claim is one of the values (a list claim: holds one of them).
+    /// Compared exactly; a number or boolean claim by its JSON text (`"42"`, `"true"`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, Vec<String>>,
+}
+
+impl Allow {
+    /// Whether no condition is listed: then every authenticated user is admitted.
+    pub fn is_empty(&self) -> bool {
+        self.emails.is_empty()
+            && self.email_domains.is_empty()
+            && self.groups.is_empty()
+            && self.claims.is_empty()
+    }
 }
 
 /// `rate_limit = { rate = "20/s", burst = 40 }`: a per-client limit (GCRA: a bucket of
@@ -712,6 +773,12 @@ pub struct AuthProvider {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claim_headers: BTreeMap<String, String>,
 
+    /// jwt, oidc: the claim that a route's `allow.groups` reads the user's groups from (a
+    /// list of strings, or one string), as identity providers name it differently:
+    /// `"groups"`, `"roles"`, `"cognito:groups"` [default: "groups"].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+
     /// trusted_proxy_user: the peers (CIDR ranges or addresses) whose
     /// `trust.remote_user_header` is believed: the forward-auth proxy itself, which must
     /// overwrite or remove the header its own clients send. Any other peer's request gets
@@ -978,6 +1045,8 @@ pub mod oidc_defaults {
     /// The shortest `exchange_secret` taken, in bytes: as long as an HS256 key. A
     /// shorter one is refused at load.
     pub const MIN_EXCHANGE_SECRET: usize = 32;
+    /// The claim `allow.groups` reads, unless the provider names another.
+    pub const GROUPS_CLAIM: &str = "groups";
     /// The id_token claims that may be copied into the minted token (`sub` always is).
     pub const COPYABLE_CLAIMS: &[&str] = &["email", "name"];
     /// Requests per client to the login endpoint.

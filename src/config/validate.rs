@@ -2,6 +2,7 @@
 //! span fields (references, duplicates, addresses). Every problem is collected before
 //! answering, so one `fluxlit validate` run lists them all.
 
+mod allow;
 mod auth;
 mod oidc;
 
@@ -450,7 +451,8 @@ fn check_forward_client_headers(
     }
 }
 
-/// The keys of `provider` that only `kind = "jwt"` takes and that are set.
+/// The keys of `provider` that only `kind = "jwt"` takes (and, for `claim_headers` and
+/// `groups_claim`, `kind = "oidc"`) and that are set.
 fn jwt_only_keys_set(provider: &AuthProvider) -> impl Iterator<Item = &'static str> {
     [
         ("issuer", provider.issuer.is_some()),
@@ -460,6 +462,7 @@ fn jwt_only_keys_set(provider: &AuthProvider) -> impl Iterator<Item = &'static s
         ("jwks_url", provider.jwks_url.is_some()),
         ("jwks_file", provider.jwks_file.is_some()),
         ("claim_headers", !provider.claim_headers.is_empty()),
+        ("groups_claim", provider.groups_claim.is_some()),
     ]
     .into_iter()
     .filter_map(|(key, set)| set.then_some(key))

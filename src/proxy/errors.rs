@@ -64,6 +64,43 @@ pub fn auth_failure_response(
     response
 }
 
+/// The 403 a page load gets in a login session that the route's `allow` does not admit:
+/// a small HTML page that says who the browser is logged in as (escaped: the name comes
+/// from the identity provider) and links to `logout`, to log in as someone else. No
+/// script, no style, nothing loaded: its `Content-Security-Policy` forbids it all.
+pub fn not_allowed_page(
+    route: &Route,
+    user: &str,
+    logout: &str,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let escape = crate::http::html_escape;
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<meta charset=\"utf-8\">\n\
+         <title>403 Forbidden</title>\n<h1>Not allowed</h1>\n\
+         <p>You are logged in as <strong>{user}</strong>, who may not use this page.</p>\n\
+         <p><a href=\"{logout}\">Log out</a> to log in as someone else.</p>\n\
+         <p><small>route {route} &middot; request id {request_id}</small></p>\n</html>\n",
+        user = escape(user),
+        logout = escape(logout),
+        route = escape(&route.name),
+        request_id = escape(request_id.to_str().unwrap_or("-")),
+    );
+    let mut response = Response::new(ProxyBody::full(body));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'self'"),
+    );
+    response
+}
+
 /// 413 for a body over the route's cap.
 pub fn too_large(route: &Route, request_id: &HeaderValue) -> Response<ProxyBody> {
     tracing::info!(

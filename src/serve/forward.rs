@@ -239,6 +239,18 @@ impl Proxy {
                     {
                         return login_redirect(login, arrival.request.uri());
                     }
+                    // A browser in a session it may not use is told who it is logged in
+                    // as, and how to change that; scripts and bearer clients get the
+                    // plain 403.
+                    if let AuthFailure::NotAllowed {
+                        user,
+                        logout: Some(logout),
+                    } = &failure
+                        && is_page_load(&arrival.request)
+                    {
+                        let request_id = arrival.request_id;
+                        return errors::not_allowed_page(route, user, logout, request_id);
+                    }
                     return errors::auth_failure_response(&failure, route, arrival.request_id);
                 }
             };

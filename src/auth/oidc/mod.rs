@@ -116,8 +116,12 @@ pub struct OidcSettings {
     pub minter: Option<Minter>,
     /// Browser sessions, when routes name this provider.
     pub sessions: Option<SessionSettings>,
-    /// id_token claims a session keeps (`claims` and the names of `claim_headers`).
+    /// id_token claims a session keeps: `claims`, the names of `claim_headers`, and
+    /// those the `allow` of the routes naming the provider read.
     pub session_claims: Vec<String>,
+    /// The kept claims the identity assertion states (`claims` and the names of
+    /// `claim_headers`); the others are kept for `allow` only.
+    pub asserted_claims: Vec<String>,
 }
 
 /// How long browser sessions last.

@@ -39,7 +39,8 @@ const MAX_ID_LEN: usize = 128;
 #[derive(Serialize, Deserialize)]
 pub struct SessionRecord {
     pub sub: String,
-    /// The id_token claims the provider keeps (`claims`, and those of `claim_headers`).
+    /// The id_token claims the provider keeps (`claims`, those of `claim_headers`, and
+    /// those the routes' `allow` reads).
     pub claims: Map<String, Value>,
     /// For the IdP's logout (`id_token_hint`).
     pub id_token: Option<String>,

@@ -35,6 +35,7 @@ pub(super) fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
                 "`trusted_peers` applies to kind = \"trusted_proxy_user\" only",
             ));
         }
+        super::allow::check_groups_claim(&path, provider.groups_claim.as_deref(), found);
         for (claim, header) in &provider.claim_headers {
             let key = format!("{path}.claim_headers.{claim}");
             let lower = header.to_ascii_lowercase();
@@ -57,6 +58,7 @@ pub(super) fn check_auth(config: &Config, found: &mut Vec<Diagnostic>) {
 
     for (index, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
+        super::allow::check_allow(config, index, route, found);
         match &route.auth {
             Some(provider) if !providers.contains_key(provider) => {
                 let diagnostic = Diagnostic::error(
@@ -234,9 +236,13 @@ fn check_trusted_proxy_user(
     found: &mut Vec<Diagnostic>,
 ) {
     for key in jwt_only_keys_set(provider) {
+        let kinds = match key {
+            "claim_headers" | "groups_claim" => "kind = \"jwt\" or \"oidc\"",
+            _ => "kind = \"jwt\"",
+        };
         found.push(Diagnostic::error(
             format!("{path}.{key}"),
-            format!("`{key}` applies to kind = \"jwt\" only"),
+            format!("`{key}` applies to {kinds} only: a forwarded user name has no claims"),
         ));
     }
     match &provider.trusted_peers {

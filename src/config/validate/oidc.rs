@@ -23,8 +23,9 @@ pub(super) fn check_oidc_provider(
     provider: &AuthProvider,
     found: &mut Vec<Diagnostic>,
 ) {
-    // claim_headers: the id_token's claims, on session routes.
-    for key in super::jwt_only_keys_set(provider).filter(|key| *key != "claim_headers") {
+    // claim_headers and groups_claim: the id_token's claims, on session routes.
+    let claim_keys = ["claim_headers", "groups_claim"];
+    for key in super::jwt_only_keys_set(provider).filter(|key| !claim_keys.contains(key)) {
         let help = match key {
             "issuer" => "the identity provider's issuer is `issuer_url`",
             "jwks_url" | "jwks_file" => "the IdP's keys are found through discovery",
