@@ -723,6 +723,74 @@ async fn a_scope_string_or_an_scp_list_holding_the_required_scopes_passes() {
 }
 
 // ---------------------------------------------------------------------------------------
+// allow.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_bearer_route_with_allow_admits_listed_users_and_gives_others_a_plain_403() {
+    let upstream = CountingUpstream::spawn().await;
+    let config = ConfigText::new()
+        .admin()
+        .upstream("app", upstream.addr)
+        .guarded_route("api", "/api", "app", "main")
+        .with("allow = { email_domains = [\"example.com\"], groups = [\"ops\"] }")
+        .hs256_provider("main")
+        .with("groups_claim = \"cognito:groups\"");
+    let gateway = start_with_files(&config, &SECRET_FILE).await;
+    let admitted = [
+        json!({"email": "ada@Example.COM"}),
+        json!({"email": "ada@example.com", "email_verified": true}),
+        json!({"cognito:groups": ["staff", "ops"]}),
+        json!({"cognito:groups": "ops"}),
+    ];
+    for changes in &admitted {
+        let token = hs256(&claims_with("ada", changes.clone()));
+        let reply = get_with_token(&gateway, "/api/x", &token).await;
+        assert_eq!(reply.status, 200, "{changes}: {}", reply.text());
+    }
+    let refused = [
+        json!({}),
+        json!({"email": "ada@example.org"}),
+        json!({"email": "ada@eu.example.com"}),
+        json!({"email": "ada@evilexample.com"}),
+        json!({"email": "ada@example.com", "email_verified": false}),
+        json!({"groups": ["ops"]}),
+        json!({"cognito:groups": ["Ops", "ops-admins"]}),
+    ];
+    for changes in &refused {
+        let token = hs256(&claims_with("ada", changes.clone()));
+        // A browser too gets the plain 403: a bearer token has no session to log out of.
+        let authorization = bearer(&token);
+        let headers = [
+            ("authorization", authorization.as_str()),
+            ("accept", "text/html"),
+        ];
+        let reply = get_from(UNTRUSTED, &gateway, "/api/x", &headers).await;
+        reply.assert_says(403, "is logged in, but not allowed on this route");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8"),
+            "{changes}"
+        );
+        assert_eq!(reply.header("www-authenticate"), None, "{changes}");
+    }
+    assert_eq!(
+        upstream.hits(),
+        admitted.len(),
+        "a refused user never gets through"
+    );
+    let admin = gateway.admin();
+    let metrics = within("scrape", send(admin, get(admin, "/metrics", &[])))
+        .await
+        .text();
+    let expected = format!(
+        "fluxlit_auth_failures_total{{provider=\"main\",reason=\"not_allowed\"}} {}",
+        refused.len()
+    );
+    assert!(metrics.contains(&expected), "{expected} in {metrics}");
+}
+
+// ---------------------------------------------------------------------------------------
 // Identity headers to the upstream.
 // ---------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ use common::{
     recorded_header, send, send_as, spawn_upstream, start_with_files, within,
 };
 use http_body_util::Full;
+use serde_json::{Value, json};
 use tokio_tungstenite::client_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use url::Url;
@@ -71,19 +72,20 @@ impl App {
     }
 }
 
-/// `/` behind a browser session of provider `corp` (no mint: no token for the app),
-/// with `extra` provider lines.
-fn config(idp: &Idp, app: &App, extra: &str) -> String {
-    config_named("corp", idp, app, extra)
+/// `/` behind a browser session of provider `provider` (no mint: no token for the
+/// app), with `extra` provider lines.
+fn config_named(provider: &str, idp: &Idp, app: &App, extra: &str) -> String {
+    session_config(provider, idp, app, "", extra)
 }
 
-/// [`config`] with the provider named `provider`.
-fn config_named(provider: &str, idp: &Idp, app: &App, extra: &str) -> String {
+/// [`config_named`] with `route` lines on the route.
+fn session_config(provider: &str, idp: &Idp, app: &App, route: &str, extra: &str) -> String {
     ConfigText::new()
         .admin()
         .server(&format!("public_base_url = \"{PUBLIC_BASE}\""))
         .upstream("ui", app.addr)
         .guarded_route("ui", "/", "ui", provider)
+        .with(route)
         .provider(
             provider,
             "oidc",
@@ -107,9 +109,14 @@ struct Setup {
 }
 
 async fn setup(extra: &str) -> Setup {
+    setup_with_route("", extra).await
+}
+
+/// [`setup`] with `route` lines on the route (`allow = { ... }`).
+async fn setup_with_route(route: &str, extra: &str) -> Setup {
     let idp = Idp::spawn(true).await;
     let app = App::spawn().await;
-    let gateway = start_with_files(config(&idp, &app, extra), &FILES).await;
+    let gateway = start_with_files(session_config("corp", &idp, &app, route, extra), &FILES).await;
     wait_for_discovery(&gateway).await;
     Setup { gateway, idp, app }
 }
@@ -542,4 +549,217 @@ async fn open_websocket(gateway: &TestGateway, headers: &[(&str, &str)]) -> Resu
         }
         Err(error) => panic!("the handshake failed without an answer: {error}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// allow: who may come in.
+// ---------------------------------------------------------------------------------------
+
+/// The user `changes` (over Ada's claims) logs in at `setup`'s gateway: the session
+/// cookie.
+async fn log_in_as(setup: &Setup, changes: Value) -> String {
+    setup.idp.log_in_as(changes);
+    browse_and_log_in(&setup.gateway, &setup.idp, "/").await.1
+}
+
+/// Logs each of `users` in and loads `/` in the session: the status each gets.
+async fn statuses(setup: &Setup, users: &[Value]) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for user in users {
+        let cookie = log_in_as(setup, user.clone()).await;
+        statuses.push(
+            page(&setup.gateway, "/", Some(&cookie))
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn allow_emails_admits_the_listed_addresses_once_verified() {
+    let setup = setup_with_route(
+        "allow = { emails = [\"Ada@Example.com\", \"eve@example.org\"] }",
+        "",
+    )
+    .await;
+    let ada = log_in_as(&setup, json!({})).await;
+    let reply = page(&setup.gateway, "/", Some(&ada)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(recorded_header(&reply.json(), "x-fluxlit-sub"), [SUB]);
+    let users = [
+        json!({"email": "eve@EXAMPLE.org", "email_verified": true}),
+        json!({"email": "bob@example.com"}),
+        json!({"email": "eve@example.org", "email_verified": false}),
+        json!({"email": "xada@example.com"}),
+        json!({"email": null}),
+    ];
+    assert_eq!(statuses(&setup, &users).await, [200, 403, 403, 403, 403]);
+}
+
+#[tokio::test]
+async fn allow_email_domains_admits_that_domain_exactly() {
+    let setup = setup_with_route("allow = { email_domains = [\"example.com\"] }", "").await;
+    let users = [
+        json!({"email": "grace@EXAMPLE.com"}),
+        json!({"email": "grace@example.com", "email_verified": true}),
+        json!({"email": "mallory@eu.example.com"}),
+        json!({"email": "mallory@evilexample.com"}),
+        json!({"email": "mallory@example.com.evil.test"}),
+        json!({"email": "mallory@example.com", "email_verified": false}),
+        json!({"email": null}),
+    ];
+    assert_eq!(
+        statuses(&setup, &users).await,
+        [200, 200, 403, 403, 403, 403, 403]
+    );
+}
+
+#[tokio::test]
+async fn allow_groups_reads_the_providers_groups_claim() {
+    let setup = setup_with_route(
+        "allow = { groups = [\"admins\"] }",
+        "groups_claim = \"roles\"",
+    )
+    .await;
+    let users = [
+        json!({"roles": ["staff", "admins"]}),
+        json!({"roles": "admins"}),
+        json!({"groups": ["admins"]}),
+        json!({"roles": ["Admins", "staff"]}),
+        json!({}),
+    ];
+    assert_eq!(statuses(&setup, &users).await, [200, 200, 403, 403, 403]);
+    // Kept in the session for `allow`, the groups are not asserted to the app.
+    let admin = log_in_as(&setup, json!({"roles": ["admins"]})).await;
+    let seen = page(&setup.gateway, "/", Some(&admin)).await.json();
+    let assertion = &recorded_header(&seen, "x-fluxlit-identity")[0];
+    // What it states (tests/identity.rs checks that it verifies).
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion).unwrap();
+    assert_eq!(claims["sub"], SUB);
+    assert_eq!(claims["email"], "ada@example.com");
+    assert!(claims.get("roles").is_none(), "{claims}");
+}
+
+#[tokio::test]
+async fn allow_claims_admits_a_listed_value_and_any_one_condition_is_enough() {
+    let setup = setup_with_route(
+        "allow = { email_domains = [\"corp.example\"], claims = { department = \
+         [\"research\"], clearance = [\"3\"] } }",
+        "",
+    )
+    .await;
+    let users = [
+        json!({"department": "research"}),
+        json!({"department": ["ops", "research"]}),
+        json!({"clearance": 3}),
+        json!({"email": "bob@corp.example", "department": "sales"}),
+        json!({"department": "sales", "clearance": 2}),
+        json!({"department": "Research"}),
+    ];
+    assert_eq!(
+        statuses(&setup, &users).await,
+        [200, 200, 200, 200, 403, 403]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_browser_is_told_who_it_is_logged_in_as_and_how_to_log_out() {
+    let setup = setup_with_route("allow = { groups = [\"staff\"] }", "").await;
+    let name = "<img src=x onerror=alert(1)>@evil.test";
+    let cookie = log_in_as(&setup, json!({"email": name})).await;
+
+    let reply = page(&setup.gateway, "/reports", Some(&cookie)).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert!(
+        reply
+            .header("content-security-policy")
+            .is_some_and(|csp| csp.starts_with("default-src 'none'")),
+        "{:?}",
+        reply.headers
+    );
+    let html = reply.text();
+    assert!(
+        html.contains("logged in as <strong>&lt;img src=x onerror=alert(1)&gt;@evil.test</strong>"),
+        "{html}"
+    );
+    assert!(!html.contains("<img"), "{html}");
+    assert!(
+        html.contains("<a href=\"/auth/logout\">Log out</a>"),
+        "{html}"
+    );
+
+    // Scripts, API calls and WebSocket handshakes get the plain 403.
+    let json = request(
+        &setup.gateway,
+        "GET",
+        "/data",
+        &[("accept", "application/json"), ("cookie", &cookie)],
+    )
+    .await;
+    json.assert_says(403, "is logged in, but not allowed on this route");
+    assert_eq!(
+        json.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let socket = open_websocket(
+        &setup.gateway,
+        &[("origin", PUBLIC_BASE), ("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(socket.unwrap_err(), 403);
+    assert!(setup.app.handshakes.lock().unwrap().is_empty());
+
+    let admin = setup.gateway.admin();
+    let metrics = within("scrape", send(admin, get(admin, "/metrics", &[])))
+        .await
+        .text();
+    assert!(
+        metrics.contains("fluxlit_auth_failures_total{provider=\"corp\",reason=\"not_allowed\"} 3"),
+        "{metrics}"
+    );
+
+    // The link ends the session: the next page load goes to the login.
+    let reply = get_from(
+        TRUSTED,
+        &setup.gateway,
+        "/auth/logout",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 302);
+}
+
+#[tokio::test]
+async fn the_logout_link_is_under_the_public_base_path() {
+    let idp = Idp::spawn(true).await;
+    let app = App::spawn().await;
+    let text = session_config("corp", &idp, &app, "allow = { groups = [\"staff\"] }", "").replace(
+        &format!("public_base_url = \"{PUBLIC_BASE}\""),
+        &format!("public_base_url = \"{PUBLIC_BASE}/app\""),
+    );
+    let gateway = start_with_files(text, &FILES).await;
+    wait_for_discovery(&gateway).await;
+    // The proxy in front strips /app: the gateway serves its login at /auth/login.
+    let reply = get_from(TRUSTED, &gateway, "/auth/login?next=/", &[]).await;
+    let login = login_cookie(&reply);
+    let (code, state, _) = authorize_at_idp(&idp, location(&reply)).await;
+    let reply = callback(&gateway, &code, &state, Some(&login)).await;
+    let (id, _) = cookie_named(&reply, "fluxlit-session").expect("a session cookie");
+    let reply = page(&gateway, "/", Some(&format!("fluxlit-session={id}"))).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("<a href=\"/app/auth/logout\">Log out</a>"),
+        "{}",
+        reply.text()
+    );
 }

@@ -3,7 +3,8 @@
 //! answers `/authorize` with a code at once (the test follows the gateway's redirect to
 //! it, as a browser would), and `/token` checks client authentication, the code, the
 //! redirect URI and the PKCE verifier before returning an id_token signed with rsa-a —
-//! or, when told to, a bad one.
+//! or, when told to, a bad one. Who logs in is Ada (`SUB`, `ada@example.com`) unless a
+//! test says otherwise ([`Idp::log_in_as`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::StatusCode;
 use jsonwebtoken::Algorithm;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -53,6 +54,8 @@ pub struct Grant {
     pub challenge: String,
     pub nonce: String,
     pub redirect_uri: String,
+    /// The user's claims as they were when the login reached `/authorize`.
+    pub user: Map<String, Value>,
 }
 
 #[derive(Debug)]
@@ -62,6 +65,9 @@ pub struct IdpState {
     pub discovery_failing: AtomicBool,
     pub end_session: bool,
     pub grants: Mutex<HashMap<String, Grant>>,
+    /// Changes to the default user's claims for the logins that reach `/authorize` from
+    /// now on (a `null` removes a claim).
+    pub user: Mutex<Map<String, Value>>,
     pub next_code: AtomicUsize,
     pub discovery_hits: AtomicUsize,
     pub token_hits: AtomicUsize,
@@ -86,6 +92,7 @@ impl Idp {
             discovery_failing: AtomicBool::new(false),
             end_session,
             grants: Mutex::new(HashMap::new()),
+            user: Mutex::new(Map::new()),
             next_code: AtomicUsize::new(0),
             discovery_hits: AtomicUsize::new(0),
             token_hits: AtomicUsize::new(0),
@@ -109,6 +116,17 @@ impl Idp {
 
     pub fn set_mode(&self, mode: IdTokenMode) {
         *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// The logins that reach `/authorize` from now on are of the user whose id_token
+    /// claims are the default user's with `changes` merged in (a `null` removes a claim):
+    /// `json!({"email": "bob@example.com", "groups": ["staff"]})`. The claims are taken
+    /// at `/authorize`, so each login keeps the user it started with.
+    pub fn log_in_as(&self, changes: Value) {
+        let Value::Object(changes) = changes else {
+            panic!("claim changes are a JSON object: {changes}");
+        };
+        *self.state.user.lock().unwrap() = changes;
     }
 
     pub fn token_hits(&self) -> usize {
@@ -153,6 +171,7 @@ pub async fn authorize(
             challenge: param("code_challenge"),
             nonce: param("nonce"),
             redirect_uri: param("redirect_uri"),
+            user: state.user.lock().unwrap().clone(),
         },
     );
     let mut back = Url::parse(&param("redirect_uri")).expect("redirect_uri is a URL");
@@ -205,7 +224,7 @@ pub async fn token_endpoint(
         return refuse("PKCE: the verifier does not match the S256 challenge");
     }
     let mode = *state.mode.lock().unwrap();
-    let id_token = id_token(&state.issuer, &grant.nonce, mode);
+    let id_token = id_token(&state.issuer, &grant.nonce, mode, &grant.user);
     axum::Json(json!({
         "access_token": "idp-access-token",
         "token_type": "Bearer",
@@ -215,7 +234,14 @@ pub async fn token_endpoint(
     .into_response()
 }
 
-pub fn id_token(issuer: &str, nonce: &str, mode: IdTokenMode) -> String {
+/// The id_token of a login: the default user's claims with `changes` merged in (a
+/// `null` removes a claim), made as `mode` says.
+pub fn id_token(
+    issuer: &str,
+    nonce: &str,
+    mode: IdTokenMode,
+    changes: &Map<String, Value>,
+) -> String {
     let now = now();
     let mut claims = json!({
         "iss": issuer,
@@ -227,6 +253,14 @@ pub fn id_token(issuer: &str, nonce: &str, mode: IdTokenMode) -> String {
         "email": "ada@example.com",
         "name": "Ada Lovelace",
     });
+    if let Value::Object(claims) = &mut claims {
+        for (name, value) in changes {
+            match value {
+                Value::Null => claims.remove(name),
+                value => claims.insert(name.clone(), value.clone()),
+            };
+        }
+    }
     match mode {
         IdTokenMode::Good => {}
         IdTokenMode::WrongNonce => claims["nonce"] = json!("a-nonce-of-another-login"),
