@@ -763,3 +763,99 @@ async fn the_logout_link_is_under_the_public_base_path() {
         reply.text()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// userinfo: the session's user, for the app's pages.
+// ---------------------------------------------------------------------------------------
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `GET /auth/userinfo`, with the `Cookie` header `cookie` when there is one.
+async fn userinfo(gateway: &TestGateway, cookie: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    get_from(TRUSTED, gateway, "/auth/userinfo", &headers).await
+}
+
+#[tokio::test]
+async fn userinfo_shows_the_sessions_user_and_never_a_token() {
+    let setup = setup_with_route("allow = { groups = [\"staff\"] }", "").await;
+    // Without a session: 401, and where to log in.
+    for cookie in [None, Some("fluxlit-session=made-up")] {
+        let reply = userinfo(&setup.gateway, cookie).await;
+        assert_eq!(reply.status, 401, "{}", reply.text());
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert_eq!(
+            reply.json(),
+            json!({"error": "login_required", "login": "/auth/login"})
+        );
+    }
+
+    let cookie = log_in_as(&setup, json!({"groups": ["staff"], "name": "Ada"})).await;
+    let reply = userinfo(&setup.gateway, Some(&cookie)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let info = reply.json();
+    let keys: Vec<&String> = info.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["claims", "expires_at", "sub"], "{info}");
+    assert_eq!(info["sub"], SUB);
+    // The claims the session keeps: `claims`, `claim_headers`, and what allow reads.
+    assert_eq!(
+        info["claims"],
+        json!({"email": "ada@example.com", "groups": ["staff"]})
+    );
+    let expires_at = info["expires_at"].as_u64().unwrap();
+    let max_age = 7 * 24 * 3600;
+    assert!(
+        (unix_now() + max_age - 5..=unix_now() + max_age).contains(&expires_at),
+        "{expires_at}"
+    );
+    // The session holds the id_token (for the logout): it never shows.
+    let text = reply.text();
+    for token in ["eyJ", "id_token", "refresh"] {
+        assert!(!text.contains(token), "{token} in {text}");
+    }
+
+    // Nothing but GET.
+    let post = request(
+        &setup.gateway,
+        "POST",
+        "/auth/userinfo",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(post.status, 405, "{}", post.text());
+    assert_eq!(post.header("allow"), Some("GET"));
+
+    // Logged out: 401 again.
+    let reply = get_from(
+        TRUSTED,
+        &setup.gateway,
+        "/auth/logout",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(userinfo(&setup.gateway, Some(&cookie)).await.status, 401);
+}
+
+#[tokio::test]
+async fn the_userinfo_path_is_the_providers_to_choose() {
+    let setup = setup("paths = { userinfo = \"/me\" }").await;
+    let (_, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let reply = get_from(TRUSTED, &setup.gateway, "/me", &[("cookie", &cookie)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["sub"], SUB);
+    // The default path is the app's again.
+    let reply = page(&setup.gateway, "/auth/userinfo", Some(&cookie)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["name"], "app");
+    assert_eq!(reply.json()["path"], "/auth/userinfo");
+}

@@ -931,6 +931,10 @@ pub struct OidcPaths {
     /// `GET <logout>?next=/path`: logs out at the identity provider when it supports it,
     /// else redirects to `next`.
     pub logout: String,
+    /// `GET <userinfo>`: the browser session's user as JSON (`sub`, the claims the
+    /// session keeps, `expires_at`), for the app's pages; 401 without a session. Never a
+    /// token.
+    pub userinfo: String,
 }
 
 impl Default for OidcPaths {
@@ -940,6 +944,7 @@ impl Default for OidcPaths {
             callback: "/auth/callback".to_owned(),
             exchange: "/auth/exchange".to_owned(),
             logout: "/auth/logout".to_owned(),
+            userinfo: "/auth/userinfo".to_owned(),
         }
     }
 }

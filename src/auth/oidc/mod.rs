@@ -1,7 +1,7 @@
 //! OpenID Connect login served by the gateway itself ("backend for frontend"): what an
 //! `oidc` provider is at run time.
 //!
-//! Its four endpoints (login, callback, exchange, logout) are answered by
+//! Its five endpoints (login, callback, exchange, logout, userinfo) are answered by
 //! `serve::login`, with the pieces here: the IdP's settings, read in the background
 //! ([`discovery`]); what a login asks of the IdP ([`client`]); the id_token checks
 //! ([`id_token`]); where the user goes afterwards ([`redirect`]); and the [`store`] of
@@ -180,6 +180,7 @@ pub enum Endpoint {
     Callback,
     Exchange,
     Logout,
+    Userinfo,
 }
 
 /// One endpoint of one provider, at its path (normalised).
@@ -211,6 +212,7 @@ impl AuthEndpoints {
                 (&paths.callback, Endpoint::Callback),
                 (&paths.exchange, Endpoint::Exchange),
                 (&paths.logout, Endpoint::Logout),
+                (&paths.userinfo, Endpoint::Userinfo),
             ] {
                 if entries.iter().all(|taken| taken.path != *path) {
                     entries.push(AuthEndpoint {

@@ -277,12 +277,13 @@ fn check_paths(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>)
     }
 }
 
-fn named_paths(paths: &OidcPaths) -> [(&'static str, &str); 4] {
+fn named_paths(paths: &OidcPaths) -> [(&'static str, &str); 5] {
     [
         ("login", paths.login.as_str()),
         ("callback", paths.callback.as_str()),
         ("exchange", paths.exchange.as_str()),
         ("logout", paths.logout.as_str()),
+        ("userinfo", paths.userinfo.as_str()),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! The four endpoints of an oidc provider, as an axum router that the public listener
+//! The five endpoints of an oidc provider, as an axum router that the public listener
 //! hands a request to when its path is one of them (before route matching):
 //!
 //! - `GET /auth/login?next=/path` ([`login`]): a fresh `state` (256 random bits), `nonce`
@@ -22,8 +22,11 @@
 //!   the code, with the code cookie's value the app's server read from the browser, is
 //!   taken and deleted in one step; `{access_token, token_type, expires_in}` once,
 //!   `400 {"error": "invalid_grant"}` after, or without the right binding.
-//! - `GET /auth/logout?next=/path` ([`logout`]): RP-initiated logout at the IdP's
-//!   `end_session_endpoint` when it has one, else a redirect to `next`.
+//! - `GET /auth/logout?next=/path` ([`logout`]): ends the browser's session, then
+//!   RP-initiated logout at the IdP's `end_session_endpoint` when it has one, else a
+//!   redirect to `next`.
+//! - `GET /auth/userinfo` ([`userinfo`]): the session's user as JSON (`sub`, the kept
+//!   claims, `expires_at`), 401 without a session; never a token.
 //!
 //! Until the IdP's settings are read, and while the store cannot be reached, a login
 //! answers 503; tokens already minted do not need the store. Paths are each provider's
@@ -38,6 +41,7 @@ mod exchange;
 )]
 mod login;
 mod logout;
+mod userinfo;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -78,6 +82,7 @@ fn router(endpoints: &[AuthEndpoint]) -> Router {
             Endpoint::Callback => callback::route(),
             Endpoint::Exchange => exchange::route(),
             Endpoint::Logout => logout::route(),
+            Endpoint::Userinfo => userinfo::route(),
         };
         router = router.route(
             &literal(&entry.path),
@@ -310,7 +315,7 @@ fn method_not_allowed(allow: &'static str, request_id: &RequestId) -> Response {
     response
 }
 
-/// For login, callback and logout.
+/// For login, callback, logout and userinfo.
 async fn use_get(request_id: RequestId) -> Response {
     method_not_allowed("GET", &request_id)
 }
