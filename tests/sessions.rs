@@ -397,6 +397,44 @@ async fn an_idle_session_ends_and_a_busy_one_ends_at_its_max_age() {
 }
 
 #[tokio::test]
+async fn a_session_outlives_the_idp_tokens_by_refreshing_them_and_ends_when_the_idp_refuses() {
+    let setup = setup("").await;
+    setup.idp.issue_refresh_tokens(1);
+    let (_, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    assert_eq!(setup.idp.refresh_hits(), 0);
+    // Past the tokens' life: the next request renews them (rotating the refresh token),
+    // and goes on. Concurrent requests renew once.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let replies =
+        futures_util::future::join_all((0..4).map(|_| page(&setup.gateway, "/", Some(&cookie))))
+            .await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(setup.idp.refresh_hits(), 1, "one renewal for four requests");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 200);
+    assert_eq!(
+        setup.idp.refresh_hits(),
+        2,
+        "the rotated token renewed them again"
+    );
+    // Between renewals, no call to the IdP.
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 200);
+    assert_eq!(setup.idp.refresh_hits(), 2);
+
+    // The user is disabled at the IdP: the next renewal is refused, the session ends.
+    setup.idp.revoke_refresh_tokens();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 302);
+    assert_eq!(setup.idp.refresh_hits(), 3);
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 302);
+    let snapshot = setup.gateway.gateway.snapshot();
+    let store = snapshot.providers["corp"].oidc_status().unwrap().store;
+    assert_eq!(store.sessions, Some(0), "the session is gone");
+}
+
+#[tokio::test]
 async fn replicas_sharing_redis_share_sessions_sealed_and_a_logout_on_one_ends_them_on_all() {
     let provider = format!("corp-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let idp = Idp::spawn(false).await;
