@@ -250,6 +250,7 @@ impl Shared {
             }
             self.passed.notify_all();
             if closing {
+                lock(&self.sink).report_lost();
                 return;
             }
         }
@@ -365,6 +366,17 @@ impl Sink {
                     }
                 }
             }
+        }
+    }
+
+    /// Says how many lines were lost if writing is failing still (at the end).
+    fn report_lost(&mut self) {
+        if let Some(lost) = self.lost.take() {
+            tracing::error!(
+                target: LOG_TARGET,
+                "{lost} access log line(s) could not be written to {}",
+                self.destination()
+            );
         }
     }
 
@@ -522,6 +534,20 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(ids(&read(&dir, "access.log.1")), ["before"]);
         assert_eq!(ids(&read(&dir, "access.log")), ["after"]);
+    }
+
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_until_writing_works_again() {
+        // Every write to /dev/full fails with "no space left on device".
+        let mut sink = Sink::file(PathBuf::from("/dev/full")).unwrap();
+        sink.write(b"one\ntwo\n");
+        sink.write(b"three\n");
+        assert_eq!(sink.lost, Some(3));
+        let dir = tempfile::tempdir().unwrap();
+        sink.file = open(&dir.path().join("access.log")).unwrap();
+        sink.write(b"four\n");
+        assert_eq!(sink.lost, None, "reported and reset once a write works");
+        assert_eq!(read(&dir, "access.log"), "four\n");
     }
 
     #[test]
