@@ -65,6 +65,13 @@ impl Line<'_> {
         now: SystemTime,
         out: &mut Vec<u8>,
     ) {
+        // Room for the whole line at once: the fixed text and numbers take under 250
+        // bytes, and escaping can at most double a value (a JSON `\u00XX` is 6 bytes
+        // for 1, but such a value is exceptional and may grow the buffer once).
+        out.reserve(
+            256 + 2 * (self.method.len() + self.path.len() + self.route.len())
+                + 2 * self.request_id.len(),
+        );
         match format {
             Format::Text => self.write_text(clock, now, out),
             Format::Json => self.write_json(clock, now, out),
@@ -118,19 +125,48 @@ impl Line<'_> {
     }
 }
 
+/// "00", "01", ... "99": two digits a step.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0_u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
 /// `n` in decimal.
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0_u8; 20];
     let mut start = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[start] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[start..]);
+}
+
+/// An IPv4 address's octet in decimal.
+fn push_octet(out: &mut Vec<u8>, n: u8) {
+    if n >= 100 {
+        out.extend_from_slice(&[b'0' + n / 100, b'0' + n / 10 % 10, b'0' + n % 10]);
+    } else if n >= 10 {
+        out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
+    } else {
+        out.push(b'0' + n);
+    }
 }
 
 /// `n` in decimal, zero-padded to `width` digits (wider if it needs more).
@@ -177,13 +213,13 @@ fn push_peer(out: &mut Vec<u8>, peer: SocketAddr) {
     match peer {
         SocketAddr::V4(v4) => {
             let [a, b, c, d] = v4.ip().octets();
-            push_u64(out, u64::from(a));
+            push_octet(out, a);
             out.push(b'.');
-            push_u64(out, u64::from(b));
+            push_octet(out, b);
             out.push(b'.');
-            push_u64(out, u64::from(c));
+            push_octet(out, c);
             out.push(b'.');
-            push_u64(out, u64::from(d));
+            push_octet(out, d);
             out.push(b':');
             push_u64(out, u64::from(v4.port()));
         }
@@ -473,12 +509,37 @@ mod tests {
 
     #[test]
     fn numbers_and_peers_are_written_in_full() {
-        let mut out = Vec::new();
-        push_u64(&mut out, 0);
-        out.push(b' ');
-        push_u64(&mut out, u64::MAX);
-        out.push(b' ');
-        push_peer(&mut out, "255.0.10.1:65535".parse().unwrap());
-        assert_eq!(out, b"0 18446744073709551615 255.0.10.1:65535");
+        for n in [
+            0,
+            7,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            65_535,
+            1_000_000,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for octet in 0..=255 {
+            let mut out = Vec::new();
+            push_octet(&mut out, octet);
+            assert_eq!(out, octet.to_string().as_bytes());
+        }
+        for peer in [
+            "255.0.10.1:65535",
+            "0.0.0.0:0",
+            "127.0.0.1:8080",
+            "[::1]:443",
+        ] {
+            let mut out = Vec::new();
+            push_peer(&mut out, peer.parse().unwrap());
+            assert_eq!(out, peer.as_bytes());
+        }
     }
 }
