@@ -420,8 +420,17 @@ fn serve(
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     let exit = runtime.block_on(async {
-        // Before anything else: SIGUSR1's default action ends the process.
-        tokio::spawn(access_log_signals(access_log.clone()));
+        // Before anything else, and not in the task (which runs later): SIGUSR1's
+        // default action ends the process.
+        match listen_for_access_log_signals() {
+            Ok(signals) => {
+                tokio::spawn(access_log_signals(signals, access_log.clone()));
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot listen for SIGUSR1 and SIGHUP: the access log is not reopened on SIGUSR1"
+            ),
+        }
         let gateway = match Gateway::start(path.to_owned()).await {
             Ok(gateway) => gateway,
             Err(fluxlit::gateway::StartError::Config(StartupConfigError::Load(error))) => {
@@ -464,21 +473,24 @@ fn serve(
     exit
 }
 
+/// SIGUSR1 and SIGHUP, listened for.
+type AccessLogSignals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+fn listen_for_access_log_signals() -> std::io::Result<AccessLogSignals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok((
+        signal(SignalKind::user_defined1())?,
+        signal(SignalKind::hangup())?,
+    ))
+}
+
 /// SIGUSR1 reopens the access log's file (a rotation renamed it); SIGHUP, which also
 /// reloads the config, writes out what its buffers hold. Without an access log both are
 /// still taken, so that a rotation's SIGUSR1 never ends the process.
-async fn access_log_signals(access_log: Option<std::sync::Arc<fluxlit::access_log::AccessLog>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut reopen, mut hangup) = match (
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(reopen), Ok(hangup)) => (reopen, hangup),
-        (Err(error), _) | (_, Err(error)) => {
-            tracing::warn!(%error, "cannot listen for SIGUSR1 and SIGHUP: the access log is not reopened on SIGUSR1");
-            return;
-        }
-    };
+async fn access_log_signals(
+    (mut reopen, mut hangup): AccessLogSignals,
+    access_log: Option<std::sync::Arc<fluxlit::access_log::AccessLog>>,
+) {
     loop {
         tokio::select! {
             Some(()) = reopen.recv() => {
