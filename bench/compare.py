@@ -243,8 +243,10 @@ http {{
     return server
 
 
-def nginx_proxy_conf(d: Path, port: int, up: int, ws: int) -> str:
+def nginx_proxy_conf(d: Path, port: int, up: int, ws: int, access_log: bool = False) -> str:
     sec = "\n".join(f'            add_header {k} "{v}" always;' for k, v in SECURITY_HEADERS)
+    # Buffered as fluxlit's is: one write per 64 KiB or per second.
+    log = f"access_log {d}/access.log combined buffer=64k flush=1s;" if access_log else "access_log off;"
     return f"""
 worker_processes 1;
 daemon off;
@@ -253,7 +255,7 @@ error_log {d}/error.log warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 10000; }}
 http {{
-    access_log off;
+    {log}
     keepalive_requests 1000000;
     keepalive_timeout 120s;
     client_body_temp_path {d}/client_temp;
@@ -296,15 +298,19 @@ http {{
 """
 
 
-def haproxy_conf(port: int, up: int, ws: int) -> str:
+def haproxy_conf(port: int, up: int, ws: int, access_log: bool = False) -> str:
     sec = "\n".join(f'    http-response set-header {k} "{v}"' for k, v in SECURITY_HEADERS)
+    # To stdout (the server's log file): HAProxy has no buffered file log; a syslog
+    # socket would need a reader on the load core.
+    log_global = "    log stdout format raw local0\n" if access_log else ""
+    log_defaults = "    log global\n    option httplog\n" if access_log else ""
     return f"""
 global
     nbthread 1
     maxconn 9000
-defaults
+{log_global}defaults
     mode http
-    timeout connect 2s
+{log_defaults}    timeout connect 2s
     timeout client 120s
     timeout server 120s
     timeout tunnel 1h
@@ -329,14 +335,15 @@ backend ws
 """
 
 
-def caddyfile(port: int, up: int, ws: int) -> str:
+def caddyfile(port: int, up: int, ws: int, access_log: bool = False, d: Path | None = None) -> str:
     sec = "\n".join(f'        {k} "{v}"' for k, v in SECURITY_HEADERS)
+    log = f"    log {{\n        output file {d}/access.log\n    }}\n" if access_log else ""
     return f"""{{
     admin off
     auto_https off
 }}
 http://127.0.0.1:{port} {{
-    header {{
+{log}    header {{
         X-Request-Id {{http.request.uuid}}
 {sec}
     }}
@@ -384,19 +391,26 @@ upstream = "app"
     return text
 
 
+def fluxlit_log_env(args) -> dict:
+    """--access-log off: no access log, like the nginx proxy (`access_log off`). A filter
+    rather than `[log] access_log = false`: a --baseline-bin older than `[log]` reads the
+    file. on: fluxlit's default (to stdout, the server's log file)."""
+    return {} if args.access_log == "on" else {"RUST_LOG": "info,fluxlit::access=off"}
+
+
 def start_proxy(kind: str, work: Path, cpu: int, up: int, ws: int, args, label=None, extra_routes=0, admin=False) -> Server:
     label = label or kind
     d = work / label
     d.mkdir(parents=True, exist_ok=True)
     port = free_port()
     if kind == "nginx":
-        (d / "nginx.conf").write_text(nginx_proxy_conf(d, port, up, ws))
+        (d / "nginx.conf").write_text(nginx_proxy_conf(d, port, up, ws, args.access_log == "on"))
         s = Server(label, ["nginx", "-p", str(d), "-c", str(d / "nginx.conf")], cpu, port, work)
     elif kind == "haproxy":
-        (d / "haproxy.cfg").write_text(haproxy_conf(port, up, ws))
+        (d / "haproxy.cfg").write_text(haproxy_conf(port, up, ws, args.access_log == "on"))
         s = Server(label, ["haproxy", "-db", "-f", str(d / "haproxy.cfg")], cpu, port, work)
     elif kind == "caddy":
-        (d / "Caddyfile").write_text(caddyfile(port, up, ws))
+        (d / "Caddyfile").write_text(caddyfile(port, up, ws, args.access_log == "on", d))
         env = {"GOMAXPROCS": "1", "XDG_DATA_HOME": str(d / "data"), "XDG_CONFIG_HOME": str(d / "config"), "HOME": str(d)}
         s = Server(label, ["caddy", "run", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"], cpu, port, work, env=env)
     elif kind == "hyper-floor":
@@ -414,9 +428,7 @@ def start_proxy(kind: str, work: Path, cpu: int, up: int, ws: int, args, label=N
             cpu,
             port,
             work,
-            # No access log, like the nginx proxy (`access_log off`). A filter rather than
-            # `[log] access_log = false`: a --baseline-bin older than `[log]` reads the file.
-            env={"RUST_LOG": "info,fluxlit::access=off"},
+            env=fluxlit_log_env(args),
         )
         s.config_path = d / "fluxlit.toml"
         s.admin_port = admin_port
@@ -880,7 +892,7 @@ def wakeups(rows) -> str:
 def report(all_runs: list[dict], memory: dict | None, args, work: Path) -> str:
     lines = []
     n = len(all_runs)
-    lines.append(f"Runs: {n}; each cell is the median over the runs (min–max). Ratios are to nginx in the same run, then the median of those ratios.")
+    lines.append(f"Runs: {n}; access logs {args.access_log}; each cell is the median over the runs (min–max). Ratios are to nginx in the same run, then the median of those ratios.")
     lines.append("")
     for scn in ["keepalive", "newconn", "stream1m", "upload10m"]:
         if not all_runs or scn not in all_runs[0]["scenarios"]:
@@ -1030,7 +1042,7 @@ def instructions(args, work: Path):
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                  str(binary), "serve", "--config", str(d / "fluxlit.toml"), "--workers", "1"],
                 args.proxy_cpu, port, work,
-                env={"RUST_LOG": "info,fluxlit::access=off"}, ready_timeout=120.0,
+                env=fluxlit_log_env(args), ready_timeout=120.0,
             )
             url = f"http://127.0.0.1:{port}/"
             def get(n):
@@ -1112,6 +1124,7 @@ def main():
     parser.add_argument("--profile", choices=sorted(HTTP_SCENARIOS), help="profile fluxlit under this scenario's load with perf, then exit")
     parser.add_argument("--instructions", action="store_true", help="count fluxlit's instructions per keep-alive GET with callgrind (and --baseline-bin's), then exit")
     parser.add_argument("--instruction-requests", type=int, default=20000)
+    parser.add_argument("--access-log", choices=["on", "off"], default="off", help="the proxies' access logs: off, or on (nginx buffer=64k flush=1s to a file, HAProxy to stdout, Caddy to a file, fluxlit its default: stdout); the upstream never logs")
     args = parser.parse_args()
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.proxies = [p for p in args.proxies.split(",") if p]

@@ -4,6 +4,7 @@
 #   bench/compare.sh                       # everything, 3 runs (about 30 minutes on 2 cores)
 #   bench/compare.sh --runs 1 --scenarios keepalive,ws
 #   bench/compare.sh --baseline-bin /path/to/old/fluxlit   # before/after in one run
+#   bench/compare.sh --access-log on       # every proxy with its access log (default: off)
 #
 # Installs what is missing (nginx, haproxy, caddy, wrk from apt; oha with cargo install),
 # builds fluxlit and the load tool (benches/loadgen.rs) in release mode, then runs

@@ -14,6 +14,7 @@
 //! A request loads the snapshot once and uses only it; a reload is one atomic store, and
 //! a config that is refused has started nothing.
 
+pub mod access_log;
 pub mod auth;
 pub mod build;
 pub mod compile;

@@ -433,6 +433,23 @@ fn serve(
     if let Some(warning) = fluxlit::logging::init(&log_settings, level_override.as_deref()) {
         eprintln!("fluxlit: {warning}");
     }
+    let config_dir = fluxlit::compile::CompileContext::for_config(
+        path,
+        std::sync::Arc::new(fluxlit::auth::secrets::ProcessEnvironment),
+    )
+    .config_dir;
+    let access_log = match fluxlit::logging::start_access_log(&log_settings, &config_dir) {
+        Ok(access_log) => access_log.map(std::sync::Arc::new),
+        Err(error) => {
+            if let fluxlit::access_log::InstallError::Open { .. } = error {
+                anyhow::bail!(
+                    "cannot start the access log: log.access_log_path: {error}; create the \
+                     directory, or name a file the gateway may write"
+                );
+            }
+            anyhow::bail!("cannot start the access log: {error}");
+        }
+    };
     // One worker gets the single-threaded scheduler. It runs woken tasks in the order
     // they woke, where the multi-threaded one runs a task woken by the running task
     // next: the writes of one turn of the event loop go out together, and the peers are
@@ -452,6 +469,17 @@ fn serve(
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     let exit = runtime.block_on(async {
+        // Before anything else, and not in the task (which runs later): SIGUSR1's
+        // default action ends the process.
+        match listen_for_access_log_signals() {
+            Ok(signals) => {
+                tokio::spawn(access_log_signals(signals, access_log.clone()));
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot listen for SIGUSR1 and SIGHUP: the access log is not reopened on SIGUSR1"
+            ),
+        }
         let gateway = match Gateway::start(path.to_owned()).await {
             Ok(gateway) => gateway,
             Err(fluxlit::gateway::StartError::Config(StartupConfigError::Load(error))) => {
@@ -484,7 +512,49 @@ fn serve(
     });
     // Tasks cut at the end of the grace period must not hold the exit up.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // Every request is finished or dropped now, its line recorded: write them all.
+    if let Some(access_log) = access_log {
+        match std::sync::Arc::try_unwrap(access_log) {
+            Ok(access_log) => access_log.close(),
+            Err(access_log) => access_log.flush(),
+        }
+    }
     exit
+}
+
+/// SIGUSR1 and SIGHUP, listened for.
+type AccessLogSignals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+fn listen_for_access_log_signals() -> std::io::Result<AccessLogSignals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok((
+        signal(SignalKind::user_defined1())?,
+        signal(SignalKind::hangup())?,
+    ))
+}
+
+/// SIGUSR1 reopens the access log's file (a rotation renamed it); SIGHUP, which also
+/// reloads the config, writes out what its buffers hold. Without an access log both are
+/// still taken, so that a rotation's SIGUSR1 never ends the process.
+async fn access_log_signals(
+    (mut reopen, mut hangup): AccessLogSignals,
+    access_log: Option<std::sync::Arc<fluxlit::access_log::AccessLog>>,
+) {
+    loop {
+        tokio::select! {
+            Some(()) = reopen.recv() => {
+                if let Some(access_log) = &access_log {
+                    access_log.reopen();
+                }
+            }
+            Some(()) = hangup.recv() => {
+                if let Some(access_log) = &access_log {
+                    access_log.write_now();
+                }
+            }
+            else => return,
+        }
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -404,6 +404,72 @@ async fn an_idle_session_ends_and_a_busy_one_ends_at_its_max_age() {
 }
 
 #[tokio::test]
+async fn a_memory_store_holds_at_most_store_max_entries_sessions() {
+    // Used login states count against the bound too (for `login_ttl`): short here.
+    let setup = setup("store_max_entries = 2\nlogin_ttl = \"2s\"").await;
+    let (_, first) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    let (_, _second) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // A third login cannot start a session: the callback says so, and sets no cookie.
+    let reply = get_from(TRUSTED, &setup.gateway, "/auth/login?next=/", &[]).await;
+    let login = login_cookie(&reply);
+    let (code, state, _) = authorize_at_idp(&setup.idp, location(&reply)).await;
+    let reply = callback(&setup.gateway, &code, &state, Some(&login)).await;
+    reply.assert_says(503, "too many sessions");
+    assert!(cookie_named(&reply, "fluxlit-session").is_none());
+    // The sessions already there are untouched; a logout makes room.
+    assert_eq!(page(&setup.gateway, "/", Some(&first)).await.status, 200);
+    get_from(
+        TRUSTED,
+        &setup.gateway,
+        "/auth/logout",
+        &[("cookie", &first)],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, third) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    assert_eq!(page(&setup.gateway, "/", Some(&third)).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_session_outlives_the_idp_tokens_by_refreshing_them_and_ends_when_the_idp_refuses() {
+    let setup = setup("").await;
+    setup.idp.issue_refresh_tokens(1);
+    let (_, cookie) = browse_and_log_in(&setup.gateway, &setup.idp, "/").await;
+    assert_eq!(setup.idp.refresh_hits(), 0);
+    // Past the tokens' life: the next request renews them (rotating the refresh token),
+    // and goes on. Concurrent requests renew once.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let replies =
+        futures_util::future::join_all((0..4).map(|_| page(&setup.gateway, "/", Some(&cookie))))
+            .await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(setup.idp.refresh_hits(), 1, "one renewal for four requests");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 200);
+    assert_eq!(
+        setup.idp.refresh_hits(),
+        2,
+        "the rotated token renewed them again"
+    );
+    // Between renewals, no call to the IdP.
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 200);
+    assert_eq!(setup.idp.refresh_hits(), 2);
+
+    // The user is disabled at the IdP: the next renewal is refused, the session ends.
+    setup.idp.revoke_refresh_tokens();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 302);
+    assert_eq!(setup.idp.refresh_hits(), 3);
+    assert_eq!(page(&setup.gateway, "/", Some(&cookie)).await.status, 302);
+    let snapshot = setup.gateway.gateway.snapshot();
+    let store = snapshot.providers["corp"].oidc_status().unwrap().store;
+    assert_eq!(store.sessions, Some(0), "the session is gone");
+}
+
+#[tokio::test]
 async fn replicas_sharing_redis_share_sessions_sealed_and_a_logout_on_one_ends_them_on_all() {
     let provider = format!("corp-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let idp = Idp::spawn(false).await;
@@ -419,7 +485,17 @@ async fn replicas_sharing_redis_share_sessions_sealed_and_a_logout_on_one_ends_t
     for replica in [&a, &b] {
         wait_for_discovery_of(replica, &provider).await;
     }
+    idp.issue_refresh_tokens(300);
     let (_, cookie) = browse_and_log_in(&a, &idp, "/").await;
+    let refresh_tokens: Vec<String> = idp
+        .state
+        .refresh_tokens
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(refresh_tokens.len(), 1, "the IdP gave a refresh token");
     let reply = page(&b, "/", Some(&cookie)).await;
     assert_eq!(reply.status, 200, "B knows A's session: {}", reply.text());
     assert_eq!(recorded_header(&reply.json(), "x-fluxlit-sub"), [SUB]);
@@ -445,7 +521,15 @@ async fn replicas_sharing_redis_share_sessions_sealed_and_a_logout_on_one_ends_t
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&record);
-    for secret in [SUB, "ada@example.com", "eyJ", "sub", "id_token"] {
+    let refresh_token = refresh_tokens[0].as_str();
+    for secret in [
+        SUB,
+        "ada@example.com",
+        "eyJ",
+        "sub",
+        "id_token",
+        refresh_token,
+    ] {
         assert!(!text.contains(secret), "Redis shows {secret:?}: {text}");
     }
 

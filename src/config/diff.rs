@@ -511,7 +511,7 @@ mint = "main"
         let new = config(
             &(BASE.replace("127.0.0.1:8080", "127.0.0.1:9090")
                 + "\n[admin]\nlisten = \"127.0.0.1:9901\"\n"
-                + "\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"
+                + "\n[log]\nformat = \"json\"\nlevel = \"debug\"\naccess_log_path = \"a.log\"\n"
                 + "\n[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n"),
         );
         let diff = ConfigDiff::between(&old, &new);

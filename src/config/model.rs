@@ -223,13 +223,15 @@ pub struct Admin {
     pub listen: SocketAddr,
 }
 
-/// `[log]`: what the gateway logs (to stderr) and how.
+/// `[log]`: what the gateway logs and how: its own events to stderr, the access log to
+/// stdout or `access_log_path`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
 #[schemars(deny_unknown_fields)]
 #[serde(default)]
 pub struct Log {
     /// `pretty`: human-readable lines; `json`: one JSON object per line, for a log
-    /// collector. Static: changing it needs a restart.
+    /// collector. The access log is written in the same format. Static: changing it
+    /// needs a restart.
     pub format: LogFormat,
 
     /// Which events are logged: a level (`error`, `warn`, `info`, `debug`, `trace`) or
@@ -238,10 +240,21 @@ pub struct Log {
     #[validate(custom(function = "log_filter"))]
     pub level: String,
 
-    /// One event per request (target `fluxlit::access`): method, path with credentials
+    /// One line per request (target `fluxlit::access`): method, path with credentials
     /// in the query redacted, route, status, duration, body bytes, request id and peer.
     /// Headers are never logged. Applies on reload.
     pub access_log: bool,
+
+    /// Where the access log goes. Absent: standard output (what a container's log
+    /// collector reads). A path (relative to the config file): that file, appended to,
+    /// created with mode 0640 if missing, and opened again on SIGUSR1, so a rotation
+    /// renames the file and then signals. Lines are buffered per worker thread and
+    /// written in chunks of 64 KiB or every second, and before SIGHUP's reload, SIGUSR1's
+    /// reopen and the exit, so a clean stop loses none. Static: changing it needs a
+    /// restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(custom(function = "log_file_path"))]
+    pub access_log_path: Option<PathBuf>,
 }
 
 impl Default for Log {
@@ -250,6 +263,7 @@ impl Default for Log {
             format: LogFormat::Pretty,
             level: "info".to_owned(),
             access_log: true,
+            access_log_path: None,
         }
     }
 }
@@ -984,6 +998,25 @@ fn log_filter(value: &str) -> Result<(), ValidationError> {
             .into(),
         )
     })?;
+    Ok(())
+}
+
+fn log_file_path(value: &std::path::Path) -> Result<(), ValidationError> {
+    if value.as_os_str().is_empty() {
+        return Err(ValidationError::new("empty_path").with_message(
+            "is empty: name a file, or remove the key to write the access log to stdout".into(),
+        ));
+    }
+    if value.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(ValidationError::new("directory_path").with_message(
+            format!(
+                "{:?} names a directory: name the file, e.g. \"{}access.log\"",
+                value.display().to_string(),
+                value.display()
+            )
+            .into(),
+        ));
+    }
     Ok(())
 }
 

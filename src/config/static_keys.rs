@@ -14,6 +14,7 @@ pub const STATIC_KEYS: &[&str] = &[
     "server.tls",
     "log.format",
     "log.level",
+    "log.access_log_path",
 ];
 
 /// Puts the running values back into static keys the new file changed; returns their names.
@@ -71,6 +72,19 @@ fn keep_static_log_keys(new: &mut Log, running: &Log) -> Vec<String> {
             running.level, new.level
         ));
         new.level.clone_from(&running.level);
+    }
+    if new.access_log_path != running.access_log_path {
+        let show = |path: &Option<std::path::PathBuf>| {
+            path.as_ref().map_or("stdout".to_owned(), |path| {
+                format!("{:?}", path.display().to_string())
+            })
+        };
+        refused.push(format!(
+            "log.access_log_path (running {}, file says {})",
+            show(&running.access_log_path),
+            show(&new.access_log_path)
+        ));
+        new.access_log_path.clone_from(&running.access_log_path);
     }
     refused
 }

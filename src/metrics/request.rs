@@ -1,5 +1,5 @@
-//! One request's account: counted in the metrics and written to the access log when
-//! its response body ends or is dropped.
+//! One request's account: counted in the metrics and handed to the access log when its
+//! response body ends or is dropped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,8 +37,9 @@ struct AccessEntry {
 
 impl RequestRecord {
     /// Starts the account of a request, counted under `route` until [`Self::set_route`]
-    /// says otherwise. `access_log` is the config's switch; the log filter has its say
-    /// too, so a filtered-out access log costs no copy of the method and target.
+    /// says otherwise. `access_log` is the config's switch; without an access log
+    /// installed (the log filter drops `fluxlit::access`) the method and target are not
+    /// copied.
     pub fn start<B>(
         route: &Arc<RouteMetrics>,
         request: &http::Request<B>,
@@ -50,7 +51,7 @@ impl RequestRecord {
             route: Arc::clone(route),
             status: 0,
             body_bytes: 0,
-            access: (access_log && access_line_enabled()).then(|| {
+            access: (access_log && crate::access_log::enabled()).then(|| {
                 Box::new(AccessEntry {
                     method: request.method().clone(),
                     uri: request.uri().clone(),
@@ -81,27 +82,6 @@ impl RequestRecord {
     }
 }
 
-/// Whether the subscriber takes the access line written in `Drop`: an event of the same
-/// target, level and field names (`message` is the text's), so a filter that selects by
-/// field name answers alike. The filter is installed once at start (`logging::init`), so
-/// the answer at the start of a request holds at its end.
-fn access_line_enabled() -> bool {
-    tracing::enabled!(
-        kind: tracing::metadata::Kind::EVENT,
-        target: "fluxlit::access",
-        tracing::Level::INFO,
-        message,
-        method,
-        path,
-        route,
-        status,
-        duration_ms,
-        bytes,
-        request_id,
-        peer
-    )
-}
-
 impl Drop for RequestRecord {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
@@ -122,19 +102,16 @@ impl Drop for RequestRecord {
                 .unwrap_or("-");
             // Never headers: they carry `Authorization` and `Cookie`. The query is logged
             // with its credentials redacted.
-            tracing::info!(
-                target: "fluxlit::access",
-                method = %access.method,
-                path = %super::redact::path_and_query(path),
-                route = %self.route.name(),
+            crate::access_log::record(&crate::access_log::Line {
+                method: access.method.as_str(),
+                path: &super::redact::path_and_query(path),
+                route: self.route.name(),
                 status,
-                // Whole microseconds: "0.348", not "0.34777700000000004".
-                duration_ms = elapsed.as_micros() as f64 / 1000.0,
-                bytes = self.body_bytes,
+                duration: elapsed,
+                bytes: self.body_bytes,
                 request_id,
-                peer = %access.peer,
-                "request",
-            );
+                peer: access.peer,
+            });
         }
     }
 }

@@ -104,12 +104,12 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Everything a process wrote to stderr, line by line, collected by a thread (so the
-/// process never blocks on a full pipe).
+/// Everything a process wrote to one of its pipes (stdout or stderr), line by line,
+/// collected by a thread (so the process never blocks on a full pipe).
 #[derive(Debug, Clone, Default)]
-pub struct Stderr(Arc<Mutex<Vec<String>>>);
+pub struct Lines(Arc<Mutex<Vec<String>>>);
 
-impl Stderr {
+impl Lines {
     /// Starts collecting from `pipe`; the thread ends with the pipe.
     fn collect(pipe: impl std::io::Read + Send + 'static) -> (Self, std::thread::JoinHandle<()>) {
         let stderr = Self::default();
@@ -155,8 +155,11 @@ pub struct Serve {
     process: KillOnDrop,
     /// The public listener, as the serving line names it.
     pub addr: SocketAddr,
-    pub stderr: Stderr,
-    reader: Option<std::thread::JoinHandle<()>>,
+    /// The access log, unless the config sends it to a file.
+    pub stdout: Lines,
+    /// The gateway's own log.
+    pub stderr: Lines,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Serve {
@@ -166,11 +169,12 @@ impl Serve {
             .arg("serve")
             .args(args)
             .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("fluxlit serve starts");
-        let (stderr, reader) = Stderr::collect(child.stderr.take().expect("stderr is piped"));
+        let (stdout, stdout_reader) = Lines::collect(child.stdout.take().expect("stdout is piped"));
+        let (stderr, stderr_reader) = Lines::collect(child.stderr.take().expect("stderr is piped"));
         let process = KillOnDrop(child);
         // "fluxlit: serving http://ADDR (config ...)" names the port.
         const SERVING: &str = "fluxlit: serving http://";
@@ -186,28 +190,34 @@ impl Serve {
         Self {
             process,
             addr,
+            stdout,
             stderr,
-            reader: Some(reader),
+            readers: vec![stdout_reader, stderr_reader],
         }
     }
 
     /// Sends SIGTERM, as an orchestrator stopping the process does.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.process.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        self.signal("TERM");
     }
 
-    /// Waits until the process exits (hang guard: [`HANG_GUARD`]); all it wrote to stderr
-    /// is in [`Serve::stderr`] then.
+    /// Sends the signal `name` (`TERM`, `HUP`, `USR1`...), as `kill -NAME` does.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.process.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits until the process exits (hang guard: [`HANG_GUARD`]); all it wrote to stdout
+    /// and stderr is in [`Serve::stdout`] and [`Serve::stderr`] then.
     pub async fn wait_for_exit(&mut self) -> ExitStatus {
         let deadline = tokio::time::Instant::now() + HANG_GUARD;
         loop {
             if let Some(status) = self.process.0.try_wait().expect("try_wait") {
-                if let Some(reader) = self.reader.take() {
-                    reader.join().expect("the stderr reader ends with the pipe");
+                for reader in self.readers.drain(..) {
+                    reader.join().expect("a pipe's reader ends with the pipe");
                 }
                 return status;
             }

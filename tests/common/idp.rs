@@ -73,6 +73,12 @@ pub struct IdpState {
     pub token_hits: AtomicUsize,
     /// Why the last token request was refused, if it was.
     pub token_refusal: Mutex<Option<String>>,
+    /// When set, tokens come with a refresh token and live this many seconds.
+    pub refresh_tokens_with_life: Mutex<Option<u64>>,
+    /// The refresh tokens issued, and whether each may still be used (rotated and
+    /// revoked ones may not).
+    pub refresh_tokens: Mutex<HashMap<String, bool>>,
+    pub refresh_hits: AtomicUsize,
 }
 
 pub struct Idp {
@@ -97,6 +103,9 @@ impl Idp {
             discovery_hits: AtomicUsize::new(0),
             token_hits: AtomicUsize::new(0),
             token_refusal: Mutex::new(None),
+            refresh_tokens_with_life: Mutex::new(None),
+            refresh_tokens: Mutex::new(HashMap::new()),
+            refresh_hits: AtomicUsize::new(0),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -131,6 +140,22 @@ impl Idp {
 
     pub fn token_hits(&self) -> usize {
         self.state.token_hits.load(Ordering::SeqCst)
+    }
+
+    /// From now on, tokens come with a refresh token and live `seconds`.
+    pub fn issue_refresh_tokens(&self, seconds: u64) {
+        *self.state.refresh_tokens_with_life.lock().unwrap() = Some(seconds);
+    }
+
+    /// Revokes every refresh token issued so far (the user was disabled).
+    pub fn revoke_refresh_tokens(&self) {
+        for valid in self.state.refresh_tokens.lock().unwrap().values_mut() {
+            *valid = false;
+        }
+    }
+
+    pub fn refresh_hits(&self) -> usize {
+        self.state.refresh_hits.load(Ordering::SeqCst)
     }
 }
 
@@ -211,6 +236,16 @@ pub async fn token_endpoint(
         return refuse("client authentication failed");
     }
     let param = |name: &str| form.get(name).cloned().unwrap_or_default();
+    if param("grant_type") == "refresh_token" {
+        state.refresh_hits.fetch_add(1, Ordering::SeqCst);
+        let mut issued = state.refresh_tokens.lock().unwrap();
+        // Rotating: a refresh token is good for one use.
+        if issued.insert(param("refresh_token"), false) != Some(true) {
+            return refuse("unknown, used or revoked refresh token");
+        }
+        drop(issued);
+        return axum::Json(state.tokens_with_refresh(None)).into_response();
+    }
     if param("grant_type") != "authorization_code" {
         return refuse("grant_type");
     }
@@ -225,13 +260,31 @@ pub async fn token_endpoint(
     }
     let mode = *state.mode.lock().unwrap();
     let id_token = id_token(&state.issuer, &grant.nonce, mode, &grant.user);
-    axum::Json(json!({
-        "access_token": "idp-access-token",
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "id_token": id_token,
-    }))
-    .into_response()
+    axum::Json(state.tokens_with_refresh(Some(id_token))).into_response()
+}
+
+impl IdpState {
+    /// A token response: with a fresh refresh token when the IdP issues them.
+    fn tokens_with_refresh(&self, id_token: Option<String>) -> serde_json::Value {
+        let life = *self.refresh_tokens_with_life.lock().unwrap();
+        let mut response = json!({
+            "access_token": "idp-access-token",
+            "token_type": "Bearer",
+            "expires_in": life.unwrap_or(300),
+        });
+        if let Some(id_token) = id_token {
+            response["id_token"] = json!(id_token);
+        }
+        if life.is_some() {
+            let token = format!("refresh-{}", self.next_code.fetch_add(1, Ordering::SeqCst));
+            self.refresh_tokens
+                .lock()
+                .unwrap()
+                .insert(token.clone(), true);
+            response["refresh_token"] = json!(token);
+        }
+        response
+    }
 }
 
 /// The id_token of a login: the default user's claims with `changes` merged in (a

@@ -9,7 +9,7 @@ use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet}
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, CsrfToken, EndpointNotSet, EndpointSet, LogoutRequest,
     Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
-    RequestTokenError, Scope, TokenResponse,
+    RefreshToken, RequestTokenError, Scope, TokenResponse,
 };
 
 use super::OidcProvider;
@@ -43,6 +43,22 @@ pub struct IdpTokens {
     pub id_token: String,
     /// Only when the IdP gives one (`offline_access`): a session keeps it.
     pub refresh_token: Option<String>,
+    /// How long the IdP's access token lives: a session renews its tokens then.
+    pub expires_in: Option<std::time::Duration>,
+}
+
+/// What a refresh gave: a rotated refresh token and a new id_token when the IdP sends
+/// them. (No `Debug`: never logged.)
+pub struct RefreshedTokens {
+    pub id_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<std::time::Duration>,
+}
+
+impl fmt::Debug for RefreshedTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshedTokens(redacted)")
+    }
 }
 
 impl fmt::Debug for IdpTokens {
@@ -144,6 +160,38 @@ impl OidcProvider {
         Ok(IdpTokens {
             id_token,
             refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+            expires_in: response.expires_in(),
+        })
+    }
+
+    /// Trades a session's refresh token for fresh tokens (RFC 6749 §6), server to
+    /// server. `Refused` means the IdP will not renew the session (revoked, expired, the
+    /// user disabled); anything else is a failure to ask.
+    pub async fn refresh(
+        &self,
+        discovered: &Discovered,
+        refresh_token: &str,
+    ) -> Result<RefreshedTokens, CodeExchangeError> {
+        let client = self.client(discovered);
+        let token = RefreshToken::new(refresh_token.to_owned());
+        let response = client
+            .exchange_refresh_token(&token)
+            .request_async(&send)
+            .await
+            .map_err(|error| match error {
+                RequestTokenError::ServerResponse(error) => CodeExchangeError::Refused {
+                    error: oauth_error_code(error.error().as_ref()),
+                },
+                RequestTokenError::Request(error) => CodeExchangeError::Unreachable(error),
+                RequestTokenError::Parse(error, _body) => CodeExchangeError::Malformed {
+                    at: error.path().to_string(),
+                },
+                RequestTokenError::Other(_) => CodeExchangeError::NotATokenResponse,
+            })?;
+        Ok(RefreshedTokens {
+            id_token: response.id_token().map(ToString::to_string),
+            refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+            expires_in: response.expires_in(),
         })
     }
 

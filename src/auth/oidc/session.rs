@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::OidcProvider;
-use super::client::random_secret;
+use super::client::{CodeExchangeError, random_secret};
 use super::seal::Purpose;
 use super::store::{Slot, StoreError, hashed_key};
 
@@ -32,6 +32,10 @@ pub const HOST_SESSION_COOKIE: &str = "__Host-fluxlit-session";
 /// A session in use writes its new idle deadline at most this often (and at most a
 /// quarter of the idle timeout apart, so a short timeout still slides).
 const RENEW_AFTER: Duration = Duration::from_secs(60);
+/// How long one replica may hold a session's refresh lock.
+const REFRESH_LOCK: Duration = Duration::from_secs(10);
+/// After a refresh that could not reach the IdP, the next attempt waits this long.
+const REFRESH_RETRY: Duration = Duration::from_secs(30);
 /// The longest session cookie value looked up (an id is 43 characters).
 const MAX_ID_LEN: usize = 128;
 
@@ -54,6 +58,10 @@ pub struct SessionRecord {
     pub idle_until: u64,
     /// Unix seconds: when `idle_until` was last written.
     pub renewed_at: u64,
+    /// Unix seconds: when the IdP's tokens expire and the refresh token is used (only
+    /// with a refresh token).
+    #[serde(default)]
+    pub refresh_at: Option<u64>,
 }
 
 impl SessionRecord {
@@ -69,7 +77,21 @@ impl SessionRecord {
             expires_at: now.saturating_add(settings.max_age.as_secs()),
             idle_until: now.saturating_add(settings.idle_timeout.as_secs()),
             renewed_at: now,
+            refresh_at: None,
         }
+    }
+
+    /// Keeps the IdP's refresh token, to be used when the tokens it came with expire.
+    pub fn keep_refresh_token(&mut self, token: Option<String>, expires_in: Option<Duration>) {
+        self.refresh_at = match (&token, expires_in) {
+            (Some(_), Some(life)) => Some(unix_now().saturating_add(life.as_secs().max(1))),
+            _ => None,
+        };
+        self.refresh_token = token;
+    }
+
+    fn refresh_due(&self, now: u64) -> bool {
+        self.refresh_token.is_some() && self.refresh_at.is_some_and(|at| at <= now)
     }
 
     /// When the session ends if nothing else happens (Unix seconds).
@@ -211,6 +233,12 @@ impl OidcProvider {
         if record.ends_at() <= now {
             return Ok(None);
         }
+        if record.refresh_due(now) {
+            match self.renew_tokens(&key, record).await? {
+                Some(renewed) => record = renewed,
+                None => return Ok(None),
+            }
+        }
         if let Some(sessions) = &self.settings.sessions
             && now.saturating_sub(record.renewed_at)
                 >= RENEW_AFTER.min(sessions.idle_timeout / 4).as_secs()
@@ -230,6 +258,81 @@ impl OidcProvider {
             }
         }
         Ok(Some(Session { record, key }))
+    }
+
+    /// The IdP's tokens behind a session have expired: asks the IdP to renew them with
+    /// the refresh token. A refusal (revoked, the user disabled) ends the session; a
+    /// failure to ask keeps it and tries again in a while. One replica refreshes a
+    /// session at a time (a lock in the store): with rotating refresh tokens, a second
+    /// use of the same token would be refused and end a live session. A request that
+    /// finds the lock taken goes on with the session as it is.
+    async fn renew_tokens(
+        &self,
+        key: &str,
+        record: SessionRecord,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let lock = format!("refresh-{key}");
+        if !self
+            .store
+            .put_once(Slot::UsedState, &lock, Vec::new(), REFRESH_LOCK)
+            .await?
+        {
+            return Ok(Some(record));
+        }
+        let renewed = self.renew_tokens_locked(key, record).await;
+        // The lock expires by itself should this fail.
+        let _ = self.store.delete(Slot::UsedState, &lock).await;
+        renewed
+    }
+
+    async fn renew_tokens_locked(
+        &self,
+        key: &str,
+        record: SessionRecord,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        // Another replica may have renewed it since this request read it.
+        let Some(bytes) = self.store.get(Slot::Session, key).await? else {
+            return Ok(None);
+        };
+        let Some(mut current) = self.open_record(key, &bytes) else {
+            return Ok(None);
+        };
+        let now = unix_now();
+        let (Some(discovered), Some(refresh_token)) =
+            (self.discovery.current(), current.refresh_token.clone())
+        else {
+            return Ok(Some(record));
+        };
+        if !current.refresh_due(now) {
+            return Ok(Some(current));
+        }
+        match self.refresh(&discovered, &refresh_token).await {
+            Ok(tokens) => {
+                if tokens.id_token.is_some() {
+                    current.id_token = tokens.id_token;
+                }
+                let token = tokens.refresh_token.or(Some(refresh_token));
+                current.keep_refresh_token(token, tokens.expires_in);
+            }
+            Err(CodeExchangeError::Refused { error }) => {
+                tracing::info!(provider = %self.name, %error, "session ended: the identity provider refused to renew it");
+                self.store.delete(Slot::Session, key).await?;
+                return Ok(None);
+            }
+            Err(error) => {
+                tracing::warn!(provider = %self.name, %error, "session tokens not renewed; trying again later");
+                current.refresh_at = Some(now.saturating_add(REFRESH_RETRY.as_secs()));
+            }
+        }
+        let ttl = Duration::from_secs(current.ends_at().saturating_sub(now).max(1));
+        let Ok(sealed) = self.seal_record(key, &current) else {
+            return Ok(Some(current));
+        };
+        let kept = self
+            .store
+            .replace(Slot::Session, key, sealed.into_bytes(), ttl)
+            .await?;
+        Ok(kept.then_some(current))
     }
 
     /// Ends the request's session, if it has one, for every replica.

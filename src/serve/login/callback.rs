@@ -278,7 +278,7 @@ impl Callback<'_> {
         }
         let mut record = SessionRecord::new(sub, kept, settings);
         record.id_token = Some(tokens.id_token);
-        record.refresh_token = tokens.refresh_token;
+        record.keep_refresh_token(tokens.refresh_token, tokens.expires_in);
         match provider.start_session(&record).await {
             Ok(id) => Ok(Some(provider.session_cookie(Some(&id)))),
             Err(SessionError::Store(error)) => Err(Refusal::store(provider, "callback", &error)),
