@@ -881,6 +881,8 @@ async fn userinfo_shows_the_sessions_user_and_never_a_token() {
         );
     }
 
+    // The session will hold a refresh token besides the id_token.
+    setup.idp.issue_refresh_tokens(300);
     let cookie = log_in_as(&setup, json!({"groups": ["staff"], "name": "Ada"})).await;
     let reply = userinfo(&setup.gateway, Some(&cookie)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -901,7 +903,8 @@ async fn userinfo_shows_the_sessions_user_and_never_a_token() {
         (unix_now() + max_age - 5..=unix_now() + max_age).contains(&expires_at),
         "{expires_at}"
     );
-    // The session holds the id_token (for the logout): it never shows.
+    // The session holds the id_token (for the logout) and the refresh token: neither
+    // shows (the test IdP's refresh tokens are `refresh-<n>`).
     let text = reply.text();
     for token in ["eyJ", "id_token", "refresh"] {
         assert!(!text.contains(token), "{token} in {text}");
