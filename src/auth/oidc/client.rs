@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreJsonWebKeySet,
+};
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, CsrfToken, EndpointNotSet, EndpointSet, LogoutRequest,
     Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
@@ -98,6 +100,25 @@ pub enum CodeExchangeError {
     NoIdToken,
 }
 
+/// What went wrong at the token endpoint, for a code or a refresh token alike.
+fn token_error(
+    error: RequestTokenError<
+        HttpError,
+        openidconnect::StandardErrorResponse<CoreErrorResponseType>,
+    >,
+) -> CodeExchangeError {
+    match error {
+        RequestTokenError::ServerResponse(error) => CodeExchangeError::Refused {
+            error: oauth_error_code(error.error().as_ref()),
+        },
+        RequestTokenError::Request(error) => CodeExchangeError::Unreachable(error),
+        RequestTokenError::Parse(error, _body) => CodeExchangeError::Malformed {
+            at: error.path().to_string(),
+        },
+        RequestTokenError::Other(_) => CodeExchangeError::NotATokenResponse,
+    }
+}
+
 impl OidcProvider {
     /// A fresh login at the IdP: random state and nonce, a PKCE S256 challenge, this
     /// provider's scopes.
@@ -140,19 +161,7 @@ impl OidcProvider {
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier));
-        let response = request
-            .request_async(&send)
-            .await
-            .map_err(|error| match error {
-                RequestTokenError::ServerResponse(error) => CodeExchangeError::Refused {
-                    error: oauth_error_code(error.error().as_ref()),
-                },
-                RequestTokenError::Request(error) => CodeExchangeError::Unreachable(error),
-                RequestTokenError::Parse(error, _body) => CodeExchangeError::Malformed {
-                    at: error.path().to_string(),
-                },
-                RequestTokenError::Other(_) => CodeExchangeError::NotATokenResponse,
-            })?;
+        let response = request.request_async(&send).await.map_err(token_error)?;
         let id_token = response
             .id_token()
             .map(ToString::to_string)
@@ -178,16 +187,7 @@ impl OidcProvider {
             .exchange_refresh_token(&token)
             .request_async(&send)
             .await
-            .map_err(|error| match error {
-                RequestTokenError::ServerResponse(error) => CodeExchangeError::Refused {
-                    error: oauth_error_code(error.error().as_ref()),
-                },
-                RequestTokenError::Request(error) => CodeExchangeError::Unreachable(error),
-                RequestTokenError::Parse(error, _body) => CodeExchangeError::Malformed {
-                    at: error.path().to_string(),
-                },
-                RequestTokenError::Other(_) => CodeExchangeError::NotATokenResponse,
-            })?;
+            .map_err(token_error)?;
         Ok(RefreshedTokens {
             id_token: response.id_token().map(ToString::to_string),
             refresh_token: response.refresh_token().map(|token| token.secret().clone()),

@@ -204,6 +204,47 @@ impl From<&RedisError> for Failure {
 
 /// `fluxlit:oidc:<provider>:`, the namespace of one provider's entries.
 impl RedisStore {
+    /// `SET key value PX ttl <condition>` (`NX`: only a new key, `XX`: only an existing
+    /// one): whether it was written.
+    async fn set(
+        &self,
+        slot: Slot,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        condition: &'static str,
+    ) -> Result<bool, StoreError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut command = redis::cmd("SET");
+        command
+            .arg(self.key(slot, key))
+            .arg(value)
+            .arg("PX")
+            .arg(millis)
+            .arg(condition);
+        match self.call(&command, "SET").await? {
+            Value::Okay => Ok(true),
+            Value::Nil => Ok(false),
+            _ => Err(self.unexpected("SET", "SET answered neither OK nor nil")),
+        }
+    }
+
+    /// `GET` or `GETDEL` of an entry: its value, or `None`.
+    async fn read(
+        &self,
+        slot: Slot,
+        key: &str,
+        name: &'static str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut command = redis::cmd(name);
+        command.arg(self.key(slot, key));
+        match self.call(&command, name).await? {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => Ok(Some(bytes)),
+            _ => Err(self.unexpected(name, "answered neither a value nor nil")),
+        }
+    }
+
     /// An answer no command of ours expects, as a failure.
     fn unexpected(&self, name: &str, detail: &str) -> StoreError {
         self.failed(
@@ -228,27 +269,7 @@ impl Store for RedisStore {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            let mut command = redis::cmd("SET");
-            command
-                .arg(self.key(slot, key))
-                .arg(value)
-                .arg("PX")
-                .arg(millis)
-                .arg("NX");
-            match self.call(&command, "SET").await? {
-                Value::Okay => Ok(true),
-                Value::Nil => Ok(false),
-                _ => Err(self.failed(
-                    "SET",
-                    Failure {
-                        page: "Redis answered something unexpected",
-                        detail: "SET ... NX answered neither OK nor nil".to_owned(),
-                    },
-                )),
-            }
-        })
+        Box::pin(self.set(slot, key, value, ttl, "NX"))
     }
 
     fn take<'a>(
@@ -256,21 +277,7 @@ impl Store for RedisStore {
         slot: Slot,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        Box::pin(async move {
-            let mut command = redis::cmd("GETDEL");
-            command.arg(self.key(slot, key));
-            match self.call(&command, "GETDEL").await? {
-                Value::Nil => Ok(None),
-                Value::BulkString(bytes) => Ok(Some(bytes)),
-                _ => Err(self.failed(
-                    "GETDEL",
-                    Failure {
-                        page: "Redis answered something unexpected",
-                        detail: "GETDEL answered neither a value nor nil".to_owned(),
-                    },
-                )),
-            }
-        })
+        Box::pin(self.read(slot, key, "GETDEL"))
     }
 
     fn get<'a>(
@@ -278,15 +285,7 @@ impl Store for RedisStore {
         slot: Slot,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        Box::pin(async move {
-            let mut command = redis::cmd("GET");
-            command.arg(self.key(slot, key));
-            match self.call(&command, "GET").await? {
-                Value::Nil => Ok(None),
-                Value::BulkString(bytes) => Ok(Some(bytes)),
-                _ => Err(self.unexpected("GET", "GET answered neither a value nor nil")),
-            }
-        })
+        Box::pin(self.read(slot, key, "GET"))
     }
 
     fn replace<'a>(
@@ -296,22 +295,8 @@ impl Store for RedisStore {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            // XX: only an existing key; a session a logout deleted stays deleted.
-            let mut command = redis::cmd("SET");
-            command
-                .arg(self.key(slot, key))
-                .arg(value)
-                .arg("PX")
-                .arg(millis)
-                .arg("XX");
-            match self.call(&command, "SET").await? {
-                Value::Okay => Ok(true),
-                Value::Nil => Ok(false),
-                _ => Err(self.unexpected("SET", "SET ... XX answered neither OK nor nil")),
-            }
-        })
+        // XX: only an existing key; a session a logout deleted stays deleted.
+        Box::pin(self.set(slot, key, value, ttl, "XX"))
     }
 
     fn delete<'a>(&'a self, slot: Slot, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
