@@ -7,14 +7,24 @@ OpenAPI document live under the prefix too, so they are reachable through the
 gateway (`/api/docs`) instead of falling through to Streamlit.
 """
 
-from __future__ import annotations
-
 import os
 from datetime import datetime, timezone
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fluxlit_gateway.fastapi import GatewayIdentity
+from fluxlit_gateway.identity import Identity
 
 API_PREFIX = "/api"
+
+# Who the gateway verified, from its signed x-fluxlit-identity: the gateway's keys from
+# FLUXLIT_GATEWAY_URL, this upstream's name (the assertion's audience) from
+# FLUXLIT_UPSTREAM_NAME=api, the issuer (the gateway's public_base_url) from
+# FLUXLIT_GATEWAY_ISSUER when it differs from FLUXLIT_GATEWAY_URL (run.sh sets them).
+# A request that did not come through a route with `auth` gets 401, whatever
+# x-fluxlit-* headers it carries.
+identity = GatewayIdentity()
+User = Annotated[Identity, Depends(identity)]
 
 app = FastAPI(
     title="FluxLit example API",
@@ -43,24 +53,32 @@ def hello(request: Request, name: str = "world") -> dict[str, object]:
 
 
 @router.get("/me")
-def me(request: Request) -> dict[str, object]:
+def me(user: User) -> dict[str, object]:
     """Who is logged in, as the gateway verified it.
 
     The gateway's route for `/api/me` has `auth = "main"`: it checks the bearer token
-    (signature, issuer, audience, expiry) before this app is contacted, and sends the
-    identity as `x-fluxlit-*` headers, which it never lets through from a client. So
-    this app believes those headers, and does nothing with the token itself; it must
-    therefore be reachable through the gateway only (it listens on loopback).
+    (signature, issuer, audience, expiry) before this app is contacted, then signs what
+    it verified for this upstream; `identity` checks that signature.
     """
-    sub = request.headers.get("x-fluxlit-sub")
-    if not sub:
-        # Only possible when the gateway was bypassed, or its route lost its auth.
-        raise HTTPException(status_code=401, detail="no identity from the gateway")
     return {
-        "sub": sub,
-        "email": request.headers.get("x-fluxlit-email"),
-        "name": request.headers.get("x-fluxlit-name"),
+        "sub": user.sub,
+        "email": user.get("email"),
+        "name": user.get("name"),
         "verified_by": "fluxlit",
+        "served_by": "FastAPI",
+    }
+
+
+@router.get("/browser/me")
+def browser_me(user: User, request: Request) -> dict[str, object]:
+    """The same, for the browser's own calls with the login session (route
+    `browser-api`); also which cookies arrived, so a test can see that the session
+    cookie never does."""
+    return {
+        "sub": user.sub,
+        "email": user.get("email"),
+        "name": user.get("name"),
+        "cookies": sorted(request.cookies),
         "served_by": "FastAPI",
     }
 

@@ -9,10 +9,11 @@
 #   FLUXLIT_EXAMPLE_DEMO_IDP       0: do not start the demo identity provider (you pointed
 #                                  fluxlit.toml at a real one; see README.md). Default 1
 #   FLUXLIT_INTERNAL_API_BASE      where Streamlit calls FastAPI (default: http://127.0.0.1:8000/api)
-#   FLUXLIT_INTERNAL_GATEWAY_BASE  where Streamlit calls the gateway's /auth/exchange and
-#                                  /api/me (default: http://127.0.0.1:8080)
-# Streamlit gets FLUXLIT_EXCHANGE_SECRET_FILE (.secrets/exchange-secret), the secret it
-# sends to /auth/exchange.
+# FastAPI and Streamlit get FLUXLIT_GATEWAY_URL (http://127.0.0.1:8080: where the
+# package fluxlit-gateway fetches the gateway's keys and, for Streamlit, calls
+# /auth/exchange and /api/me) and FLUXLIT_UPSTREAM_NAME (api, ui: the audience of the
+# identity assertions each receives); Streamlit also gets FLUXLIT_EXCHANGE_SECRET_FILE
+# (.secrets/exchange-secret), the secret it sends to /auth/exchange.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -106,11 +107,13 @@ fi
 
 # --proxy-headers: uvicorn takes the client address and scheme from the gateway's
 # X-Forwarded-For/-Proto, and only when the peer is the gateway (127.0.0.1).
-"$venv/bin/uvicorn" app:app --host 127.0.0.1 --port 8000 \
+FLUXLIT_GATEWAY_URL=http://127.0.0.1:8080 FLUXLIT_UPSTREAM_NAME=api \
+  "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port 8000 \
   --proxy-headers --forwarded-allow-ips 127.0.0.1 &
 uvicorn_pid=$!
 pids+=("$uvicorn_pid")
-FLUXLIT_EXCHANGE_SECRET_FILE="$here/.secrets/exchange-secret" \
+FLUXLIT_GATEWAY_URL=http://127.0.0.1:8080 FLUXLIT_UPSTREAM_NAME=ui \
+  FLUXLIT_EXCHANGE_SECRET_FILE="$here/.secrets/exchange-secret" \
   "$venv/bin/streamlit" run ui.py --server.address 127.0.0.1 --server.port 8501 &
 streamlit_pid=$!
 pids+=("$streamlit_pid")
@@ -124,7 +127,7 @@ wait_for fluxlit "$fluxlit_pid" http://127.0.0.1:9901/readyz
 echo "run.sh: ${idp_pid:+demo IdP pid $idp_pid, }uvicorn pid $uvicorn_pid, streamlit pid $streamlit_pid, fluxlit pid $fluxlit_pid" >&2
 echo "run.sh: open http://127.0.0.1:8080/ (the API's docs: http://127.0.0.1:8080/api/docs); Ctrl-C stops them all" >&2
 if [[ $demo_idp != 0 ]]; then
-  echo "run.sh: \"Log in\" goes through the demo identity provider, which logs you in as \"ada\" at once" >&2
+  echo "run.sh: the page sends you to the demo identity provider, where \"Sign in\" logs you in as \"ada\"" >&2
 fi
 
 # Stop everything as soon as one of them exits, or on Ctrl-C.

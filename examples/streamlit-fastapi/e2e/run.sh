@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end test of the Streamlit + FastAPI example through the gateway.
 #
-# Starts the demo OpenID provider (idp/idp.mjs, npm oidc-provider), uvicorn,
-# Streamlit and fluxlit on free loopback ports (the example's fluxlit.toml with those
-# ports, fresh random secrets, and trusting only 127.0.0.1 as a proxy), then runs
+# Starts the demo OpenID provider (idp/idp.mjs, npm oidc-provider, its tokens valid for
+# 5 s so that sessions refresh them), uvicorn, Streamlit and fluxlit on free loopback
+# ports (the example's fluxlit.toml with those ports, fresh random secrets, and trusting
+# only 127.0.0.1 as a proxy), then runs
 # e2e.test.mjs: headless Debian Chromium through the gateway (the page, and a login
 # at the provider), and plain HTTP checks of what reaches FastAPI and of the login.
 # Every process it starts is stopped on exit, pass or fail. Logs and screenshots
@@ -147,12 +148,16 @@ idp_sub=e2e-user-$("$venv/bin/python" -c 'import secrets; print(secrets.token_he
 cd "$example"
 start idp env IDP_PORT="$idp_port" IDP_CLIENT_SECRET_FILE="$work/.secrets/oidc-client-secret" \
   IDP_PUBLIC_BASE="$public_base" IDP_USER_SUB="$idp_sub" IDP_USER_EMAIL="$idp_sub@example.com" \
-  IDP_USER_NAME="E2E User" node "$example/idp/idp.mjs"
-start api "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$api_port" \
+  IDP_USER_NAME="E2E User" IDP_ACCESS_TOKEN_TTL=5 node "$example/idp/idp.mjs"
+# Both apps fetch the gateway's keys at its loopback address, and check that the
+# assertions were issued by the address the browser uses (public_base_url).
+start api env FLUXLIT_GATEWAY_URL="http://127.0.0.1:$gw_port" FLUXLIT_GATEWAY_ISSUER="$public_base" \
+  FLUXLIT_UPSTREAM_NAME=api \
+  "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$api_port" \
   --proxy-headers --forwarded-allow-ips 127.0.0.1
 start ui env FLUXLIT_INTERNAL_API_BASE="http://127.0.0.1:$api_port/api" \
-  FLUXLIT_INTERNAL_GATEWAY_BASE="http://127.0.0.1:$gw_port" \
-  FLUXLIT_EXCHANGE_SECRET_FILE="$work/.secrets/exchange-secret" \
+  FLUXLIT_GATEWAY_URL="http://127.0.0.1:$gw_port" FLUXLIT_GATEWAY_ISSUER="$public_base" \
+  FLUXLIT_UPSTREAM_NAME=ui FLUXLIT_EXCHANGE_SECRET_FILE="$work/.secrets/exchange-secret" \
   "$venv/bin/streamlit" run ui.py --server.address 127.0.0.1 --server.port "$ui_port" \
   --server.fileWatcherType none --browser.serverAddress "$public_host" \
   --browser.serverPort "$gw_port"
