@@ -13,4 +13,4 @@ The framework modules are imported on their own, so the package works without th
 from fluxlit_gateway.identity import Identity, IdentityError, IdentityVerifier
 
 __all__ = ["Identity", "IdentityError", "IdentityVerifier"]
-__version__ = "0.2.0"
+__version__ = "0.1.0"
