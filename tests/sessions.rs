@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::routing::any;
+use base64::Engine as _;
 use bytes::Bytes;
 use common::idp::*;
 use common::ws::{Client, echo};
@@ -368,9 +370,26 @@ async fn logout_ends_the_session_and_clears_its_cookie() {
     )
     .await;
     assert_eq!(reply.status, 302, "{}", reply.text());
-    // On to the IdP's logout, which comes back to /bye.
+    // On to the IdP's logout, which comes back to /bye, with the session's id_token as
+    // the hint of whose session to end (Keycloak and others ask the user to confirm,
+    // or refuse the redirect, without one).
     let to_idp = Url::parse(location(&reply)).unwrap();
     assert_eq!(to_idp.path(), "/logout");
+    let query: HashMap<String, String> = to_idp.query_pairs().into_owned().collect();
+    assert_eq!(query["client_id"], CLIENT_ID);
+    assert!(
+        query["post_logout_redirect_uri"].ends_with("/bye"),
+        "{query:?}"
+    );
+    let hint = query.get("id_token_hint").expect("an id_token_hint");
+    let payload = hint.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], SUB, "the id_token of this login: {claims}");
     let (value, attributes) = cookie_named(&reply, "fluxlit-session").expect("cleared");
     assert_eq!(value, "");
     assert!(

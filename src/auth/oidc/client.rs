@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreJsonWebKeySet,
+    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreIdToken, CoreJsonWebKeySet,
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, CsrfToken, EndpointNotSet, EndpointSet, LogoutRequest,
@@ -196,11 +196,18 @@ impl OidcProvider {
     }
 
     /// The IdP's logout URL (RP-initiated logout) that comes back to `next`, when the IdP
-    /// has an `end_session_endpoint`.
-    pub fn end_session_url(&self, next: &str) -> Option<String> {
+    /// has an `end_session_endpoint`. `id_token` is the ended session's: as
+    /// `id_token_hint` it tells the IdP whose session to end, without which many IdPs
+    /// ask the user to confirm or ignore the redirect back.
+    pub fn end_session_url(&self, next: &str, id_token: Option<&str>) -> Option<String> {
         let endpoint = self.discovery.current()?.end_session_endpoint.clone()?;
         let mut logout = LogoutRequest::from(endpoint)
             .set_client_id(ClientId::new(self.settings.client_id.clone()));
+        // The id_token was verified at the login; one that no longer parses (a record
+        // written by another version) only costs the hint.
+        if let Some(hint) = id_token.and_then(|raw| raw.parse::<CoreIdToken>().ok()) {
+            logout = logout.set_id_token_hint(&hint);
+        }
         let back = format!("{}{next}", self.settings.public_base);
         if let Ok(back) = PostLogoutRedirectUrl::new(back) {
             logout = logout.set_post_logout_redirect_uri(back);

@@ -335,12 +335,21 @@ impl OidcProvider {
         Ok(kept.then_some(current))
     }
 
-    /// Ends the request's session, if it has one, for every replica.
-    pub async fn end_session(&self, headers: &HeaderMap) -> Result<(), StoreError> {
-        match self.session_id(headers) {
-            Some(id) => self.store.delete(Slot::Session, &hashed_key(id)).await,
-            None => Ok(()),
-        }
+    /// Ends the request's session, if it has one, for every replica. Returns the
+    /// session's id_token, for the IdP's logout.
+    pub async fn end_session(&self, headers: &HeaderMap) -> Result<Option<String>, StoreError> {
+        let Some(id) = self.session_id(headers) else {
+            return Ok(None);
+        };
+        let key = hashed_key(id);
+        let id_token = self
+            .store
+            .get(Slot::Session, &key)
+            .await?
+            .and_then(|bytes| self.open_record(&key, &bytes))
+            .and_then(|record| record.id_token);
+        self.store.delete(Slot::Session, &key).await?;
+        Ok(id_token)
     }
 
     /// Whether the request carries a session cookie at all (live or not).

@@ -26,12 +26,13 @@ async fn logout(
     Params(params): Params<NextParam>,
 ) -> Response {
     let session = provider.has_session_cookie(&headers);
-    if session && let Err(error) = provider.end_session(&headers).await {
+    let id_token = match provider.end_session(&headers).await {
+        Ok(id_token) => id_token,
         // Not ended: saying otherwise would leave a session the user believes is gone.
-        return Refusal::store(&provider, "logout", &error).page(&request_id);
-    }
+        Err(error) => return Refusal::store(&provider, "logout", &error).page(&request_id),
+    };
     let next = safe_next(&provider.settings.base_path, params.next.as_deref());
-    let mut response = match provider.end_session_url(next) {
+    let mut response = match provider.end_session_url(next, id_token.as_deref()) {
         Some(end_session) => http::redirect(&end_session),
         None => http::redirect(&location(&provider.settings.base_path, next, None)),
     };
