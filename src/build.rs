@@ -402,10 +402,12 @@ fn build_oidc(
     let store: Arc<dyn Store> = match (&previous, &plan.store) {
         (Some(old), _) if old.store_settings == plan.store => Arc::clone(&old.store),
         (_, StoreSettings::Memory { max_entries }) => Arc::new(MemoryStore::new(*max_entries)),
-        (_, StoreSettings::Redis { target }) => Arc::new(
-            RedisStore::new(name, target.clone()).map_err(|source| BuildError::Store {
-                provider: name.to_owned(),
-                source,
+        (_, StoreSettings::Redis { target, tls }) => Arc::new(
+            RedisStore::new(name, target.clone(), tls.as_ref()).map_err(|source| {
+                BuildError::Store {
+                    provider: name.to_owned(),
+                    source,
+                }
             })?,
         ),
     };

@@ -939,7 +939,11 @@ fn an_oidc_client_secret_and_a_redis_url_from_the_environment_are_checked() {
     );
 
     let mut env = oidc_env();
-    env.push((REDIS_URL, "rediss://:hunter2@cache.example.com:6380/0"));
+    // A fragment would turn verification off in the Redis client: refused.
+    env.push((
+        REDIS_URL,
+        "rediss://:hunter2@cache.example.com:6380/0#insecure",
+    ));
     let run = offline(&config, &env);
     run.only("store_url_invalid");
     assert!(!run.stdout().contains("hunter2"), "{}", run.stdout());

@@ -1537,9 +1537,9 @@ fn validation_refuses_oidc_mistakes() {
         &["auth.providers.corp.issuer_url", "plain http"],
     );
     assert_refused(
-        &format!("{GOOD_PROVIDER}\nstore = \"rediss://127.0.0.1:6380/0\""),
+        &format!("{GOOD_PROVIDER}\nstore = \"rediss://127.0.0.1:6380/0#insecure\""),
         SERVER,
-        &["auth.providers.corp.store", "not supported yet"],
+        &["auth.providers.corp.store", "no query or fragment"],
     );
     assert_refused(
         &format!("{GOOD_PROVIDER}\nstore = \"memcached\""),
@@ -2343,7 +2343,7 @@ fn redis_store_urls_are_checked_and_passwords_never_repeated() {
         ),
         (
             "store = \"rediss://:hunter2-pw@cache:6380/0\"",
-            &["TLS to Redis (rediss://) is not supported yet"],
+            &["carries a password"],
         ),
         (
             "store = \"redis://:hunter2-pw@cache/zero\"",

@@ -7,7 +7,7 @@
 //! refuses has touched nothing. The runtime parts (connection pools, key caches,
 //! discovery, stores) are made from the plan by [`crate::build`].
 
-mod oidc;
+pub(crate) mod oidc;
 mod security_headers;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! Compiling `kind = "oidc"` providers.
 
 use openidconnect::RedirectUrl;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use url::Url;
 
 use super::CompileContext;
@@ -16,7 +18,7 @@ use crate::auth::token::Minter;
 use crate::config::Config;
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::{self, StoreRef, oidc_defaults};
-use crate::config::store_url::RedisTarget;
+use crate::config::store_url::{RedisClientCert, RedisTarget, RedisTls};
 use crate::config::validate::parse_cidr;
 
 /// An oidc provider, compiled: its settings resolved (its client secret and its mint
@@ -244,7 +246,84 @@ fn compile_store_settings(
                 .map_err(|error| Diagnostic::error(&key, format!("{source}: {error}")))?
         }
     };
-    Ok(StoreSettings::Redis { target })
+    let tls = read_store_tls(path, settings, ctx, &target)?;
+    Ok(StoreSettings::Redis { target, tls })
+}
+
+/// What `store_tls` names, read now (a rejected reload reads nothing later). Also used by
+/// `fluxlit doctor`, which connects with the same settings.
+pub fn read_store_tls(
+    path: &str,
+    settings: &model::AuthProvider,
+    ctx: &CompileContext,
+    target: &RedisTarget,
+) -> Result<Option<RedisTls>, Diagnostic> {
+    let key = format!("{path}.store_tls");
+    let Some(tls) = &settings.store_tls else {
+        return Ok(None);
+    };
+    if !target.is_tls() {
+        // A URL read from a secret: validation could not see its scheme.
+        return Err(Diagnostic::error(&key, "applies to a rediss:// store only"));
+    }
+    let read_file = |name: &str, file: &std::path::Path| {
+        let full = ctx.config_dir.join(file);
+        std::fs::read(&full).map_err(|error| {
+            Diagnostic::error(
+                format!("{key}.{name}"),
+                format!("cannot read {}: {error}", full.display()),
+            )
+        })
+    };
+    let ca_pem = tls
+        .ca_file
+        .as_deref()
+        .map(|file| read_file("ca_file", file))
+        .transpose()?;
+    let client = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(secret)) => Some(RedisClientCert {
+            cert_pem: read_file("client_cert", cert)?,
+            key_pem: secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+                .map_err(|error| Diagnostic::error(format!("{key}.client_key"), error.to_string()))?
+                .expose()
+                .to_vec(),
+        }),
+        // Validation refuses one without the other.
+        _ => None,
+    };
+    // Unusable PEM is found now, not at the first login (the Redis client takes a file
+    // without a certificate in it for an empty list).
+    if let Some(pem) = &ca_pem {
+        pem_certificates(pem).map_err(|why| Diagnostic::error(format!("{key}.ca_file"), why))?;
+    }
+    if let Some(client) = &client {
+        pem_certificates(&client.cert_pem)
+            .map_err(|why| Diagnostic::error(format!("{key}.client_cert"), why))?;
+        PrivateKeyDer::from_pem_slice(&client.key_pem).map_err(|_| {
+            Diagnostic::error(
+                format!("{key}.client_key"),
+                "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            )
+        })?;
+    }
+    let tls = RedisTls { ca_pem, client };
+    target
+        .client(Some(&tls))
+        .map_err(|error| Diagnostic::error(&key, error.to_string()))?;
+    Ok(Some(tls))
+}
+
+/// At least one certificate, and nothing unreadable, in PEM text.
+fn pem_certificates(pem: &[u8]) -> Result<(), String> {
+    let mut count = 0;
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        certificate.map_err(|error| format!("is not PEM certificates: {error}"))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(())
 }
 
 /// The exchange secret, read now, and refused when shorter than

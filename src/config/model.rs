@@ -675,14 +675,35 @@ pub struct SecretRef {
     pub file: Option<PathBuf>,
 }
 
+/// `store_tls`: TLS to a `rediss://` store (managed Redis services: Azure Cache for
+/// Redis, ElastiCache with in-transit encryption, Upstash).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTls {
+    /// A PEM file of the CA certificates the server's certificate must chain to, instead
+    /// of the platform's roots (relative to the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// A PEM file with the client certificate (and its chain) to present, for a Redis
+    /// that authenticates clients by certificate (`tls-auth-clients yes`); with
+    /// `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), `{ file = "path" }` or
+    /// `{ env = "NAME" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretRef>,
+}
+
 /// An oidc provider's `store`: `"memory"` or a `redis://` URL written in the file, or a
 /// Redis URL read from the environment or a file (where a URL with a password belongs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StoreRef {
-    /// `"memory"`, or a `redis://` URL without a password.
+    /// `"memory"`, or a `redis://` (or `rediss://`) URL without a password.
     Inline(
-        #[schemars(pattern(r"^(memory|redis://.+)$"))]
+        #[schemars(pattern(r"^(memory|rediss?://.+)$"))]
         String,
     ),
     /// A Redis URL, possibly with a password, in an environment variable or a file.
@@ -851,9 +872,9 @@ pub struct AuthProvider {
     pub claims: Vec<String>,
 
     /// oidc: where login states and auth codes live: `"memory"` (this process only) or a
-    /// Redis URL, `"redis://host:6379/0"`, that gateway replicas share. A URL with a
-    /// password is a secret: give it as `{ env = "NAME" }` or `{ file = "path" }`
-    /// [default: "memory"].
+    /// Redis URL, `"redis://host:6379/0"`, that gateway replicas share; `"rediss://..."`
+    /// for TLS (see `store_tls`). A URL with a password is a secret: give it as
+    /// `{ env = "NAME" }` or `{ file = "path" }` [default: "memory"].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreRef>,
 
@@ -863,6 +884,13 @@ pub struct AuthProvider {
     /// [default: 10000]. Not used by a Redis store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_max_entries: Option<u32>,
+
+    /// oidc: how a `rediss://` store's certificate is checked, and the client certificate
+    /// it may ask for. Without it (or without `ca_file`), the platform's roots are used,
+    /// read as OpenSSL-based clients read them (`SSL_CERT_FILE` and `SSL_CERT_DIR`
+    /// honoured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_tls: Option<StoreTls>,
 
     /// oidc: client addresses (CIDR ranges or addresses) allowed to call the exchange
     /// endpoint; others get 403. The address is the client's as resolved through

@@ -1,5 +1,6 @@
-//! A login store URL (`store = "redis://..."`), checked. The URL may carry a password:
-//! only [`RedisTarget::shown`] (the password as `***`) is ever printed.
+//! A login store URL (`store = "redis://..."` or `"rediss://..."`), checked, and the TLS
+//! settings of a `rediss://` one. The URL may carry a password: only
+//! [`RedisTarget::shown`] (the password as `***`) is ever printed.
 
 use std::fmt;
 
@@ -25,12 +26,7 @@ impl fmt::Debug for RedisTarget {
 pub enum RedisUrlError {
     #[error("not a valid Redis URL ({0})")]
     Invalid(#[source] url::ParseError),
-    #[error(
-        "TLS to Redis (rediss://) is not supported yet: use redis:// on a private network or \
-         loopback"
-    )]
-    Tls,
-    #[error("scheme `{scheme}` is not a Redis URL; use redis://")]
+    #[error("scheme `{scheme}` is not a Redis URL; use redis:// or rediss:// (TLS)")]
     Scheme { scheme: String },
     #[error("the Redis URL has no host")]
     NoHost,
@@ -51,13 +47,12 @@ impl From<RedisError> for RedisUrlError {
 }
 
 impl RedisTarget {
-    /// Parses a store URL: `redis://[user[:password]@]host[:port][/db]`. The errors
+    /// Parses a store URL: `redis[s]://[user[:password]@]host[:port][/db]`. The errors
     /// never repeat the text, which may hold a password.
     pub fn parse(text: &str) -> Result<Self, RedisUrlError> {
         let url = Url::parse(text).map_err(RedisUrlError::Invalid)?;
         match url.scheme() {
-            "redis" => {}
-            "rediss" => return Err(RedisUrlError::Tls),
+            "redis" | "rediss" => {}
             other => {
                 return Err(RedisUrlError::Scheme {
                     scheme: other.to_owned(),
@@ -71,6 +66,8 @@ impl RedisTarget {
         if !db.is_empty() && db.parse::<u16>().is_err() {
             return Err(RedisUrlError::NotADatabase);
         }
+        // redis-rs reads `#insecure` on a rediss:// URL as "verify nothing": refused here
+        // with every other fragment and query.
         if url.query().is_some() || url.fragment().is_some() {
             return Err(RedisUrlError::QueryOrFragment);
         }
@@ -101,6 +98,61 @@ impl RedisTarget {
     /// The URL itself, password included: for connecting only.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "rediss"
+    }
+
+    /// A client for this URL; `tls` holds the CA and client certificate of a `rediss://`
+    /// one (without it: the platform's roots, no client certificate).
+    pub fn client(&self, tls: Option<&RedisTls>) -> Result<redis::Client, RedisUrlError> {
+        let Some(tls) = tls.filter(|_| self.is_tls()) else {
+            return Ok(redis::Client::open(self.url.clone())?);
+        };
+        let certificates = redis::TlsCertificates {
+            client_tls: tls.client.as_ref().map(|client| redis::ClientTlsConfig {
+                client_cert: client.cert_pem.clone(),
+                client_key: client.key_pem.clone(),
+            }),
+            root_cert: tls.ca_pem.clone(),
+        };
+        Ok(redis::Client::build_with_tls(
+            self.url.clone(),
+            certificates,
+        )?)
+    }
+}
+
+/// What `store_tls` names, read: PEM bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// The CAs the server's certificate must chain to, instead of the platform's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate to present.
+    pub client: Option<RedisClientCert>,
+}
+
+/// A client certificate chain and its private key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisClientCert {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Debug for RedisClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisClientCert(key redacted)")
     }
 }
 

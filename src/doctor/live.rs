@@ -21,9 +21,10 @@ use crate::auth::jwks::JwksDocumentError;
 use crate::auth::oidc::discovery::discovery_url;
 use crate::auth::secrets::{self, MinLength, SecretBytes, source};
 use crate::compile::CompileContext;
+use crate::compile::oidc::read_store_tls;
 use crate::config::Config;
 use crate::config::model::{ProviderKind, SecretRef, StoreRef};
-use crate::config::store_url::RedisTarget;
+use crate::config::store_url::{RedisTarget, RedisTls};
 use crate::http::error_chain;
 
 pub const SECRET_MISSING: &str = "secret_missing";
@@ -66,13 +67,13 @@ const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct RedisCheck {
     key: String,
-    url: String,
-    shown: String,
+    target: RedisTarget,
+    tls: Option<RedisTls>,
 }
 
 impl fmt::Debug for RedisCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisCheck({}: {})", self.key, self.shown)
+        write!(f, "RedisCheck({}: {})", self.key, self.target.shown())
     }
 }
 
@@ -155,11 +156,16 @@ pub fn check_secrets(config: &Config, ctx: &CompileContext) -> (Vec<Finding>, Ve
             _ => continue,
         };
         match RedisTarget::parse(&url) {
-            Ok(target) => redis.push(RedisCheck {
-                key,
-                shown: target.shown().to_owned(),
-                url,
-            }),
+            Ok(target) => match read_store_tls(&path, provider, ctx, &target) {
+                Ok(tls) => redis.push(RedisCheck { key, target, tls }),
+                Err(diagnostic) => found.push(Finding::new(
+                    STORE_URL_INVALID,
+                    Severity::Error,
+                    diagnostic.path.clone(),
+                    diagnostic.message.clone(),
+                    "point store_tls at readable PEM files, on a rediss:// store",
+                )),
+            },
             Err(error) => found.push(Finding::new(
                 STORE_URL_INVALID,
                 Severity::Error,
@@ -419,7 +425,13 @@ async fn check_jwks(key: &str, whose: &str, url: &str, leeway: Duration) -> Vec<
 
 async fn check_redis(store: &RedisCheck) -> Vec<Finding> {
     let ping = async {
-        let client = redis::Client::open(store.url.as_str())?;
+        let client = store.target.client(store.tls.as_ref()).map_err(|error| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "unusable",
+                error.to_string(),
+            ))
+        })?;
         let mut connection = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut connection)
@@ -434,7 +446,7 @@ async fn check_redis(store: &RedisCheck) -> Vec<Finding> {
         REDIS_UNREACHABLE,
         Severity::Error,
         &store.key,
-        format!("the Redis store at {} {why}", store.shown),
+        format!("the Redis store at {} {why}", store.target.shown()),
         "start Redis or correct the URL; until it answers, logins answer 503",
     )]
 }

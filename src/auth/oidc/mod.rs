@@ -80,6 +80,8 @@ pub enum StoreSettings {
     /// password.
     Redis {
         target: redis_store::RedisTarget,
+        /// `store_tls`, read (`Debug` shows no key).
+        tls: Option<redis_store::RedisTls>,
     },
 }
 

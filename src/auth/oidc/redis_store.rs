@@ -27,7 +27,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Value};
 
 use super::store::{Slot, Store, StoreError, StoreStatus};
-pub use crate::config::store_url::{RedisTarget, RedisUrlError};
+pub use crate::config::store_url::{RedisTarget, RedisTls, RedisUrlError};
 
 /// The longest one Redis call (connecting included) may take before the login answers
 /// 503.
@@ -64,10 +64,14 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store for `provider`'s entries at `target`. Nothing is connected until the first
-    /// request.
-    pub fn new(provider: &str, target: RedisTarget) -> Result<Self, RedisUrlError> {
-        let client = redis::Client::open(target.url().clone())?;
+    /// A store for `provider`'s entries at `target` (over TLS with `tls` for a
+    /// `rediss://` one). Nothing is connected until the first request.
+    pub fn new(
+        provider: &str,
+        target: RedisTarget,
+        tls: Option<&RedisTls>,
+    ) -> Result<Self, RedisUrlError> {
+        let client = target.client(tls)?;
         Ok(Self {
             prefix: key_prefix(provider),
             target,
@@ -336,10 +340,14 @@ mod tests {
         assert!(!target.has_password());
         assert!(RedisTarget::parse("redis://cache.internal").is_ok());
         assert!(RedisTarget::parse("redis://[::1]:6380/3").is_ok());
+        assert!(RedisTarget::parse("rediss://cache.example.com:6380/0").is_ok_and(|t| t.is_tls()));
 
         for (text, expected) in [
             ("redis://:pw-in-url@", "not a valid Redis URL"),
-            ("rediss://:pw-in-url@cache:6380/0", "not supported yet"),
+            (
+                "rediss://:pw-in-url@cache:6380/0#insecure",
+                "no query or fragment",
+            ),
             ("http://:pw-in-url@cache/", "scheme `http`"),
             ("redis://:pw-in-url@cache/zero", "database number"),
             ("redis://:pw-in-url@cache/0/1", "database number"),
@@ -358,7 +366,7 @@ mod tests {
         let target = RedisTarget::parse("redis://fluxlit:s3cret-pw@cache:6379/2").unwrap();
         assert!(target.has_password());
         assert_eq!(target.shown(), "redis://fluxlit:***@cache:6379/2");
-        let store = RedisStore::new("corp", target.clone()).unwrap();
+        let store = RedisStore::new("corp", target.clone(), None).unwrap();
         for shown in [
             format!("{target:?}"),
             format!("{store:?}"),
@@ -372,7 +380,7 @@ mod tests {
     #[test]
     fn keys_are_namespaced_by_provider_and_slot() {
         let target = RedisTarget::parse("redis://127.0.0.1/0").unwrap();
-        let store = RedisStore::new("corp", target).unwrap();
+        let store = RedisStore::new("corp", target, None).unwrap();
         assert_eq!(
             store.key(Slot::UsedState, "ab12"),
             "fluxlit:oidc:corp:used:ab12"
@@ -392,7 +400,7 @@ mod tests {
             .unwrap()
             .port();
         let target = RedisTarget::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
-        let store = RedisStore::new("corp", target).unwrap();
+        let store = RedisStore::new("corp", target, None).unwrap();
         let ttl = Duration::from_secs(60);
         // Hang guard only: the call is bounded by CALL_TIMEOUT.
         let result = tokio::time::timeout(

@@ -332,7 +332,8 @@ fn check_ttls(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) 
 fn check_store(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>) {
     let key = format!("{path}.store");
     const STORE_HELP: &str = "use store = \"memory\" (one gateway process) or \
-                              \"redis://host:6379/0\" (replicas sharing a Redis)";
+                              \"redis://host:6379/0\" (replicas sharing a Redis; \
+                              rediss:// for TLS)";
     let memory = match &provider.store {
         None => true,
         Some(StoreRef::Inline(text)) if text == "memory" => true,
@@ -376,6 +377,7 @@ fn check_store(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>)
             false
         }
     };
+    check_store_tls(path, provider, memory, found);
     if provider.store_max_entries == Some(0) {
         found.push(Diagnostic::error(
             format!("{path}.store_max_entries"),
@@ -386,6 +388,38 @@ fn check_store(path: &str, provider: &AuthProvider, found: &mut Vec<Diagnostic>)
             format!("{path}.store_max_entries"),
             "bounds the memory store only: Redis keeps entries until they expire (bound its \
              memory with maxmemory)",
+        ));
+    }
+}
+
+/// `store_tls` needs a Redis store (whether it is `rediss://` is known here only for a
+/// URL written in the file; compile checks one read from a secret), and a client
+/// certificate needs its key.
+fn check_store_tls(path: &str, provider: &AuthProvider, memory: bool, found: &mut Vec<Diagnostic>) {
+    let Some(tls) = &provider.store_tls else {
+        return;
+    };
+    let key = format!("{path}.store_tls");
+    let plain =
+        matches!(&provider.store, Some(StoreRef::Inline(text)) if text.starts_with("redis://"));
+    if memory || plain {
+        found.push(
+            Diagnostic::error(&key, "applies to a rediss:// store only")
+                .with_help("use store = \"rediss://host:6380/0\", or remove store_tls"),
+        );
+    }
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        found.push(Diagnostic::error(
+            &key,
+            "give client_cert and client_key together (or neither)",
+        ));
+    }
+    if let Some(secret) = &tls.client_key
+        && secret.env.is_some() == secret.file.is_some()
+    {
+        found.push(Diagnostic::error(
+            format!("{key}.client_key"),
+            "give exactly one of `env` or `file`",
         ));
     }
 }
@@ -570,6 +604,7 @@ pub(super) fn check_no_oidc_keys(path: &str, provider: &AuthProvider, found: &mu
         ("claims", !provider.claims.is_empty()),
         ("store", provider.store.is_some()),
         ("store_max_entries", provider.store_max_entries.is_some()),
+        ("store_tls", provider.store_tls.is_some()),
         ("exchange_from", provider.exchange_from.is_some()),
         ("exchange_secret", provider.exchange_secret.is_some()),
         ("session_key", provider.session_key.is_some()),
