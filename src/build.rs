@@ -23,11 +23,12 @@ use crate::auth::oidc::store::{MemoryStore, Store};
 use crate::auth::oidc::{AuthEndpoints, OidcProvider, StoreSettings};
 use crate::auth::{Check, Provider, RouteAuth};
 use crate::compile::{
-    CheckPlan, CompileContext, IdentityPlan, JwksPlan, OidcPlan, Plan, ProviderPlan, RoutePlan,
-    TargetPlan, UpstreamPlan, compile,
+    CheckPlan, CompileContext, HttpTarget, IdentityPlan, JwksPlan, OidcPlan, Plan, ProviderPlan,
+    RoutePlan, TargetPlan, UpstreamPlan, compile,
 };
 use crate::config::model::RateLimit;
 use crate::config::{CheckedConfig, Diagnostic, model};
+use crate::proxy::health::{ProbeTarget, UpstreamHealth};
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::route::{HttpUpstream, Route, Upstream, UpstreamTarget};
@@ -192,6 +193,9 @@ impl Snapshot {
         {
             limit.start();
         }
+        for health in self.upstreams.values().filter_map(|u| u.health.as_ref()) {
+            health.start();
+        }
     }
 }
 
@@ -277,9 +281,13 @@ fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot
         timeout,
         settings,
     } = upstream;
+    let mut health = None;
     let target = match target {
         TargetPlan::Echo => UpstreamTarget::Echo,
         TargetPlan::Http(http) => {
+            if let Some(check) = &settings.health_check {
+                health = Some(build_health(name, check, &http, previous));
+            }
             // Any upstream of the running snapshot that dials the same address the same
             // way lends its pool, warm connections and all.
             let reused = previous.and_then(|snapshot| {
@@ -314,7 +322,32 @@ fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot
         target,
         timeout,
         settings,
+        health,
     }
+}
+
+/// An upstream's health: the running snapshot's when it probes the same way (a reload
+/// does not send a healthy upstream back to "not probed"), else a new one.
+fn build_health(
+    name: &str,
+    check: &model::HealthCheck,
+    http: &HttpTarget,
+    previous: Option<&Snapshot>,
+) -> Arc<UpstreamHealth> {
+    let target = ProbeTarget {
+        host_name: http.host_name.clone(),
+        port: http.port,
+        authority: http.authority.to_string(),
+    };
+    let reused = previous.and_then(|snapshot| {
+        snapshot
+            .upstreams
+            .values()
+            .filter_map(|old| old.health.as_ref())
+            .find(|old| old.probes(check, &target))
+            .map(Arc::clone)
+    });
+    reused.unwrap_or_else(|| Arc::new(UpstreamHealth::new(name.into(), check.clone(), target)))
 }
 
 /// Two upstreams can share a pool when they reach the same address the same way.

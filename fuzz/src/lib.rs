@@ -69,6 +69,7 @@ pub fn route() -> Route {
             target: UpstreamTarget::Echo,
             timeout: Duration::from_secs(1),
             settings: model::Upstream::default(),
+            health: None,
         }),
         extra_client_headers: Box::new([HeaderName::from_static("x-tenant")]),
         security_headers: Arc::from(Vec::new()),

@@ -12,7 +12,7 @@
 //! 403 `insufficient_scope`, and 503 when the provider's keys are not available.
 
 pub mod allow;
-mod background;
+pub(crate) mod background;
 pub mod claims;
 pub mod fetch;
 pub mod identity;

@@ -221,6 +221,22 @@ impl Default for Server {
 pub struct Admin {
     /// Address and port of the admin listener. Static: changing it needs a restart.
     pub listen: SocketAddr,
+
+    /// Which upstreams with a `health_check` must be up for `/readyz` to answer 200:
+    /// `all` of those routes use, `any` one of them, or `none` (readiness ignores them)
+    /// [default: "all"]. An upstream not yet probed counts as down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_requires: Option<ReadyRequires>,
+}
+
+/// `[admin] ready_requires`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyRequires {
+    #[default]
+    All,
+    Any,
+    None,
 }
 
 /// `[log]`: what the gateway logs and how: its own events to stderr, the access log to
@@ -342,6 +358,49 @@ pub struct Upstream {
     /// How long an idle pooled connection to the upstream is kept.
     #[validate(custom(function = "nonzero_duration"))]
     pub pool_idle_timeout: Duration,
+
+    /// Probe the upstream in the background: `/readyz` answers 503 while an upstream a
+    /// route needs is down (see `[admin] ready_requires`), `fluxlit_upstream_up` and
+    /// `/snapshot` show its state and last error. Streamlit answers
+    /// `/_stcore/health`; FastAPI apps usually have a `/healthz` or `/api/health`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(nested)]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `health_check = { path = "/_stcore/health", interval = "5s", ... }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Validate)]
+#[schemars(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `GET` this path (as given: not under the url's base path); a 2xx or 3xx answer
+    /// within `timeout` is a success. Absent: a TCP connection is the probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Time between probes [default: "5s"].
+    #[validate(custom(function = "nonzero_duration"))]
+    pub interval: Duration,
+    /// How long a probe may take [default: "2s"].
+    #[validate(custom(function = "nonzero_duration"))]
+    pub timeout: Duration,
+    /// Successes in a row that bring a down upstream back up [default: 2].
+    #[validate(range(min = 1, max = 100))]
+    pub healthy: u32,
+    /// Failures in a row that mark an up upstream down [default: 3].
+    #[validate(range(min = 1, max = 100))]
+    pub unhealthy: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy: 2,
+            unhealthy: 3,
+        }
+    }
 }
 
 impl Default for Upstream {
@@ -352,6 +411,7 @@ impl Default for Upstream {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
+            health_check: None,
         }
     }
 }

@@ -258,6 +258,29 @@ fn check_upstream(name: &str, upstream: &Upstream, found: &mut Vec<Diagnostic>) 
         }
         (None, Some(_)) => {}
     }
+    if let Some(check) = &upstream.health_check {
+        let key = format!("{path}.health_check");
+        if upstream.builtin.is_some() {
+            found.push(Diagnostic::error(
+                &key,
+                "a builtin upstream is always up: nothing to probe",
+            ));
+        }
+        if let Some(probe) = &check.path
+            && (!probe.starts_with('/') || probe.bytes().any(|b| b <= b' ' || b == 0x7f))
+        {
+            found.push(Diagnostic::error(
+                format!("{key}.path"),
+                format!("{probe:?} is not a path: write it like \"/_stcore/health\""),
+            ));
+        }
+        if check.timeout.get() > check.interval.get() {
+            found.push(Diagnostic::error(
+                format!("{key}.timeout"),
+                "is longer than `interval`: probes would overlap",
+            ));
+        }
+    }
 }
 
 /// Why an upstream's `url` cannot be used. Each quotes the URL as written.

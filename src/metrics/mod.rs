@@ -60,6 +60,11 @@ struct AuthFailureLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -82,6 +87,7 @@ pub struct Metrics {
     client_headers_dropped: Family<RouteLabel, Counter>,
     rate_limited: Family<RouteLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    upstream_up: Family<UpstreamLabel, Gauge>,
     generation: Gauge,
     last_reload_success: Gauge,
     /// The handles of requests that matched no route.
@@ -149,6 +155,13 @@ impl Metrics {
             "Config reloads, by result (applied, rejected, unchanged, missing, unreadable)",
             reloads.clone(),
         );
+        let upstream_up = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_up",
+            "1 while an upstream with a health_check passes it, 0 while it is down or not yet \
+             probed",
+            upstream_up.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "config_generation",
@@ -179,9 +192,23 @@ impl Metrics {
             client_headers_dropped,
             rate_limited,
             reloads,
+            upstream_up,
             generation,
             last_reload_success,
             no_route,
+        }
+    }
+
+    /// Sets `fluxlit_upstream_up` to `states` (upstream name, up), forgetting upstreams
+    /// no longer there. Read off the serving snapshot at each scrape.
+    pub fn set_upstreams_up<'a>(&self, states: impl IntoIterator<Item = (&'a str, bool)>) {
+        self.upstream_up.clear();
+        for (upstream, up) in states {
+            self.upstream_up
+                .get_or_create(&UpstreamLabel {
+                    upstream: upstream.to_owned(),
+                })
+                .set(i64::from(up));
         }
     }
 

@@ -10,6 +10,7 @@ pub mod echo;
 pub mod errors;
 pub mod framing;
 pub mod headers;
+pub mod health;
 pub mod limits;
 pub mod pool;
 pub mod request_id;

@@ -56,6 +56,8 @@ pub struct Upstream {
     /// The settings it was built from: an unchanged upstream keeps its connection pool
     /// across reloads.
     pub settings: model::Upstream,
+    /// Its health, when it has a `health_check`.
+    pub health: Option<Arc<crate::proxy::health::UpstreamHealth>>,
 }
 
 #[derive(Debug)]

@@ -15,8 +15,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::auth::identity::JWKS_PATH;
+use crate::config::model::ReadyRequires;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::proxy::health::{Health, UpstreamHealth};
 use crate::proxy::route::UpstreamTarget;
 use crate::reload::Reloader;
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -77,11 +79,57 @@ async fn healthz() -> Response {
 async fn readyz(State(admin): State<Admin>) -> Response {
     if admin.draining.load(Ordering::Acquire) {
         // Shutting down: load balancers must stop sending traffic here.
-        http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
-        // Serving at all means a valid snapshot is loaded and the listener is bound.
-        http::text(StatusCode::OK, "ready\n")
+        return http::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
+    // Serving at all means a valid snapshot is loaded and the listener is bound; the
+    // probed upstreams the routes need must be up as `ready_requires` says.
+    match unready_upstreams(&admin.snapshot.load()) {
+        None => http::text(StatusCode::OK, "ready\n"),
+        Some(why) => http::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// Why the probed upstreams make this gateway unready, or `None`.
+fn unready_upstreams(snapshot: &Snapshot) -> Option<String> {
+    let requires = snapshot
+        .config
+        .admin
+        .as_ref()
+        .and_then(|admin| admin.ready_requires)
+        .unwrap_or_default();
+    let needed: std::collections::BTreeSet<&str> = snapshot
+        .config
+        .routes
+        .iter()
+        .map(|route| route.upstream.as_str())
+        .collect();
+    let probed: Vec<(&str, &UpstreamHealth)> = needed
+        .iter()
+        .filter_map(|name| {
+            let health = snapshot.upstreams.get(*name)?.health.as_deref()?;
+            Some((*name, health))
+        })
+        .collect();
+    let down: Vec<String> = probed
+        .iter()
+        .filter(|(_, health)| health.state() != Health::Up)
+        .map(
+            |(name, health)| match (health.state(), health.last_error()) {
+                (Health::Unknown, _) => format!("upstream {name} is not probed yet"),
+                (_, Some(why)) => format!("upstream {name} is down ({why})"),
+                (_, None) => format!("upstream {name} is down"),
+            },
+        )
+        .collect();
+    let unready = match requires {
+        ReadyRequires::None => false,
+        ReadyRequires::All => !down.is_empty(),
+        ReadyRequires::Any => !probed.is_empty() && down.len() == probed.len(),
+    };
+    unready.then(|| down.join("; "))
 }
 
 async fn snapshot(State(admin): State<Admin>) -> Response {
@@ -94,6 +142,13 @@ async fn config(State(admin): State<Admin>) -> Response {
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
+    let snapshot = admin.snapshot.load();
+    admin
+        .metrics
+        .set_upstreams_up(snapshot.upstreams.iter().filter_map(|(name, upstream)| {
+            let health = upstream.health.as_ref()?;
+            Some((name.as_str(), health.state() == Health::Up))
+        }));
     let body = admin.metrics.encode();
     http::answer(StatusCode::OK, crate::metrics::CONTENT_TYPE, body)
 }
@@ -167,6 +222,14 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
             (name.clone(), json!(target))
         })
         .collect();
+    let upstream_health: serde_json::Map<String, serde_json::Value> = snapshot
+        .upstreams
+        .iter()
+        .filter_map(|(name, upstream)| {
+            let health = upstream.health.as_ref()?;
+            Some((name.clone(), json!(health.status())))
+        })
+        .collect();
     let providers: serde_json::Map<String, serde_json::Value> = snapshot
         .providers
         .iter()
@@ -188,6 +251,7 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
         "config_path": reloader.path().display().to_string(),
         "routes": routes,
                 "upstreams": upstreams,
+        "upstream_health": upstream_health,
         "auth_providers": providers,
         "warnings": snapshot.warnings.iter().map(|w| w.render(reloader.path())).collect::<Vec<_>>(),
         "last_reload_error": status.last_error,
