@@ -121,7 +121,10 @@ fn config(
         .upstream("slow", slow)
         .with("timeout = \"300ms\"")
         .upstream("dead", dead)
+        .with("health_check = { interval = \"100ms\", timeout = \"100ms\" }")
         .route("app", "/app", "app")
+        .route("limited", "/limited", "app")
+        .with("rate_limit = { rate = \"1/m\", burst = 1 }")
         .guarded_route("secure", "/secure", "app", "main")
         .route("ws", "/ws", "wsup")
         .route("slow", "/slow", "slow")
@@ -192,6 +195,13 @@ async fn metrics_count_known_traffic_exactly() {
     // The tunnel lasts until both sides have closed their sockets.
     drop(socket);
     scrape_until(admin, &[("fluxlit_websockets_open{route=\"ws\"}", 0.0)]).await;
+
+    // A client over its rate limit, with a header on no list.
+    for expected in [200, 429] {
+        let headers = [("x-not-listed", "1")];
+        let reply = within("GET limited", send(addr, get(addr, "/limited/x", &headers))).await;
+        assert_eq!(reply.status, expected, "{}", reply.text());
+    }
 
     // One applied reload (a route added), then one rejected (an unknown upstream).
     let before_reload = SystemTime::now()
@@ -273,9 +283,16 @@ async fn metrics_count_known_traffic_exactly() {
             ("fluxlit_config_reloads_total{result=\"applied\"}", 1.0),
             ("fluxlit_config_reloads_total{result=\"rejected\"}", 1.0),
             ("fluxlit_config_generation", 2.0),
+            ("fluxlit_rate_limited_total{route=\"limited\"}", 1.0),
+            (
+                "fluxlit_client_headers_dropped_total{route=\"limited\"}",
+                1.0,
+            ),
+            ("fluxlit_upstream_up{upstream=\"dead\"}", 0.0),
         ],
     )
     .await;
+    the_dashboard_charts_only_exported_metrics(&scrape.text);
 
     assert!(
         scrape.content_type.starts_with("text/plain; version=0.0.4"),
@@ -364,6 +381,52 @@ async fn metrics_count_known_traffic_exactly() {
         ],
     )
     .await;
+}
+
+/// Every metric the Grafana dashboard queries is a series in `scrape` (so a renamed
+/// metric fails here, not silently on the dashboard).
+fn the_dashboard_charts_only_exported_metrics(scrape: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/deploy/grafana/fluxlit.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        queries.push(variable["definition"].as_str().unwrap().to_owned());
+    }
+    let exported: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    let mut charted = std::collections::BTreeSet::new();
+    for query in &queries {
+        let mut rest = query.as_str();
+        while let Some(start) = rest.find("fluxlit_") {
+            let name: String = rest[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[start + name.len()..];
+            charted.insert(name);
+        }
+    }
+    assert!(charted.len() >= 10, "the dashboard charts {charted:?}");
+    let missing: Vec<_> = charted
+        .iter()
+        .filter(|name| !exported.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, which /metrics does not export:\n{scrape}"
+    );
 }
 
 #[tokio::test]
