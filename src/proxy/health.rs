@@ -66,6 +66,9 @@ pub struct HealthStatus {
     /// When the last probe finished (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_check: Option<String>,
+    /// When it went up or down (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +77,7 @@ struct Counters {
     failures: u32,
     last_error: Option<String>,
     last_check: Option<SystemTime>,
+    changed_at: Option<SystemTime>,
 }
 
 /// One upstream's health, probed by a task that lives as long as this does.
@@ -116,6 +120,9 @@ impl UpstreamHealth {
             last_error: counters.last_error.clone(),
             last_check: counters
                 .last_check
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+            since: counters
+                .changed_at
                 .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
         }
     }
@@ -208,6 +215,7 @@ impl UpstreamHealth {
             }
         };
         if after != before {
+            counters.changed_at = counters.last_check;
             self.state.store(after.as_u8(), Ordering::Release);
             match (after, &counters.last_error) {
                 (Health::Down, Some(why)) => {

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::proxy::health::{Health, UpstreamHealth};
 use crate::proxy::route::UpstreamTarget;
 use crate::reload::Reloader;
+use crate::serve::status_page::{self, TrafficSampler};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Serves the admin endpoints on `listener` until `stop` fires. Connections
@@ -36,10 +37,23 @@ pub async fn serve(
     let admin = Admin {
         snapshot,
         reloader,
-        metrics,
+        metrics: Arc::clone(&metrics),
         draining,
+        traffic: Arc::new(TrafficSampler::default()),
+    };
+    // The status page's "last minute": samples of /metrics every few seconds.
+    let sampling = {
+        let traffic = Arc::clone(&admin.traffic);
+        async move {
+            let mut every = tokio::time::interval(status_page::SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                traffic.record(&metrics.encode());
+            }
+        }
     };
     tokio::select! {
+        () = sampling => {}
         served = axum::serve(listener, router(admin)).into_future() => {
             if let Err(error) = served {
                 tracing::warn!(%error, "the admin listener stopped");
@@ -57,10 +71,13 @@ struct Admin {
     metrics: Arc<Metrics>,
     /// Set when the shutdown starts.
     draining: Arc<AtomicBool>,
+    /// Samples of the metrics for the status page.
+    traffic: Arc<TrafficSampler>,
 }
 
 fn router(admin: Admin) -> Router {
     Router::new()
+        .route("/", get(status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/snapshot", get(snapshot))
@@ -70,6 +87,27 @@ fn router(admin: Admin) -> Router {
         .method_not_allowed_fallback(use_get)
         .fallback(not_found)
         .with_state(admin)
+}
+
+/// The status page: the same data as `/snapshot` and `/metrics`, for people.
+async fn status(State(admin): State<Admin>) -> Response {
+    admin.traffic.record(&admin.metrics.encode());
+    let page = status_page::render(&admin.snapshot.load(), &admin.reloader, &admin.traffic);
+    let mut response = http::answer(StatusCode::OK, "text/html; charset=utf-8", page);
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    // Values from the config and from errors are escaped; this is the second fence: no
+    // script, no frame, no request anywhere but here.
+    headers.insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    response
 }
 
 async fn healthz() -> Response {
@@ -180,7 +218,7 @@ async fn not_found(method: Method) -> Response {
     }
     http::text(
         StatusCode::NOT_FOUND,
-        "not found: try /healthz, /readyz, /snapshot, /config, /metrics or /.well-known/fluxlit/jwks.json\n",
+        "not found: try / (the status page), /healthz, /readyz, /snapshot, /config, /metrics or /.well-known/fluxlit/jwks.json\n",
     )
 }
 

@@ -5,5 +5,6 @@ pub mod admin;
 pub mod forward;
 pub mod listener;
 pub mod login;
+pub mod status_page;
 
 pub use forward::Proxy;

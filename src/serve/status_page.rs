@@ -1,0 +1,509 @@
+//! `GET /` on the admin listener: the running gateway at a glance, as one HTML page.
+//!
+//! It is a second rendering of what `/snapshot` and `/metrics` serve, not a source of
+//! its own: the config and reload state come from the snapshot and the reloader, the
+//! traffic figures from the Prometheus text `/metrics` answers (sampled every few
+//! seconds, so "the last minute" is a difference of two samples, as a Prometheus
+//! `rate()` is). No script, no asset from elsewhere; the page refreshes itself with a
+//! meta refresh, so it works with JavaScript off. Secrets never appear: the config is
+//! shown by its references, as `/config` shows it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::model::Config;
+use crate::doctor;
+use crate::http::html_escape as esc;
+use crate::proxy::health::Health;
+use crate::reload::Reloader;
+use crate::snapshot::Snapshot;
+
+/// How often the traffic is sampled, and the window the page's rates cover.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const WINDOW: Duration = Duration::from_secs(60);
+/// The page's own refresh.
+const REFRESH_SECONDS: u32 = 5;
+
+/// One route's cumulative counts at a sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct RouteCounts {
+    requests: f64,
+    errors: f64,
+    /// `(le, cumulative count)`, ascending, `+Inf` last.
+    buckets: Vec<(f64, f64)>,
+    websockets_open: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    routes: BTreeMap<String, RouteCounts>,
+}
+
+/// The last minute of samples of `/metrics`.
+#[derive(Debug, Default)]
+pub struct TrafficSampler {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl TrafficSampler {
+    /// Keeps a sample of `metrics` (the Prometheus text), dropping those older than the
+    /// window (but one, the start of the window).
+    pub fn record(&self, metrics: &str) {
+        let sample = Sample {
+            at: Instant::now(),
+            routes: parse_routes(metrics),
+        };
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        samples.push_back(sample);
+        while samples.len() > 2
+            && samples
+                .get(1)
+                .is_some_and(|second| second.at.elapsed() >= WINDOW)
+        {
+            samples.pop_front();
+        }
+    }
+
+    /// The first and last samples of the window, when there are two.
+    fn window(&self) -> Option<(Sample, Sample)> {
+        let samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let first = samples.front()?;
+        let last = samples.back()?;
+        (last.at > first.at).then(|| (first.clone(), last.clone()))
+    }
+}
+
+/// What the routes table shows of one route over the window.
+struct RouteTraffic {
+    per_second: f64,
+    error_ratio: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+fn traffic(first: &Sample, last: &Sample, route: &str) -> Option<RouteTraffic> {
+    let now = last.routes.get(route)?;
+    let zero = RouteCounts::default();
+    let then = first.routes.get(route).unwrap_or(&zero);
+    let seconds = last.at.duration_since(first.at).as_secs_f64();
+    let requests = (now.requests - then.requests).max(0.0);
+    let errors = (now.errors - then.errors).max(0.0);
+    let deltas: Vec<(f64, f64)> = now
+        .buckets
+        .iter()
+        .map(|&(le, count)| {
+            let before = then
+                .buckets
+                .iter()
+                .find(|(old_le, _)| *old_le == le)
+                .map_or(0.0, |&(_, old)| old);
+            (le, (count - before).max(0.0))
+        })
+        .collect();
+    Some(RouteTraffic {
+        per_second: if seconds > 0.0 {
+            requests / seconds
+        } else {
+            0.0
+        },
+        error_ratio: (requests > 0.0).then(|| errors / requests),
+        p50: quantile(0.5, &deltas),
+        p99: quantile(0.99, &deltas),
+    })
+}
+
+/// The `q` quantile of cumulative histogram buckets, interpolated within the bucket it
+/// falls in, as Prometheus' `histogram_quantile` does (the highest finite bound when it
+/// falls in `+Inf`).
+fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let within = count - lower.1;
+            let fraction = if within > 0.0 {
+                (rank - lower.1) / within
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (le - lower.0) * fraction);
+        }
+        lower = (le, count);
+    }
+    Some(lower.0)
+}
+
+/// The per-route series of the Prometheus text the gateway writes.
+fn parse_routes(metrics: &str) -> BTreeMap<String, RouteCounts> {
+    let mut routes: BTreeMap<String, RouteCounts> = BTreeMap::new();
+    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some((name, labels)) = series.split_once('{') else {
+            continue;
+        };
+        let label = |key: &str| -> Option<&str> {
+            let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
+            let end = labels[start..].find('"')? + start;
+            Some(&labels[start..end])
+        };
+        let Some(route) = label("route") else {
+            continue;
+        };
+        let counts = routes.entry(route.to_owned()).or_default();
+        match name {
+            "fluxlit_requests_total" => {
+                counts.requests += value;
+                if label("status_class") == Some("5xx") {
+                    counts.errors += value;
+                }
+            }
+            "fluxlit_request_duration_seconds_bucket" => {
+                let le = match label("le") {
+                    Some("+Inf") => f64::INFINITY,
+                    Some(bound) => bound.parse().unwrap_or(f64::INFINITY),
+                    None => continue,
+                };
+                counts.buckets.push((le, value));
+            }
+            "fluxlit_websockets_open" => counts.websockets_open = value,
+            _ => {}
+        }
+    }
+    for counts in routes.values_mut() {
+        counts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    routes
+}
+
+/// The page.
+pub fn render(snapshot: &Snapshot, reloader: &Reloader, sampler: &TrafficSampler) -> String {
+    let mut page = String::with_capacity(16 * 1024);
+    let _ = write!(
+        page,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>fluxlit status</title><style>{STYLE}</style></head><body>\
+         <h1>fluxlit <small>generation {}</small></h1>",
+        snapshot.generation
+    );
+    config_section(&mut page, snapshot, reloader);
+    routes_section(&mut page, snapshot, sampler);
+    upstreams_section(&mut page, snapshot);
+    providers_section(&mut page, snapshot);
+    findings_section(&mut page, &snapshot.config);
+    let _ = writeln!(
+        page,
+        "<footer>Refreshes every {REFRESH_SECONDS} s. The same data as JSON: \
+         <a href=\"/snapshot\">/snapshot</a>, <a href=\"/config\">/config</a>, \
+         <a href=\"/metrics\">/metrics</a>.</footer></body></html>"
+    );
+    page
+}
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;\
+padding:0 1rem;color:#1d2330}h1{font-size:1.4rem}h1 small{font-weight:normal;color:#667}\
+h2{font-size:1.1rem;margin-top:1.6rem;border-bottom:1px solid #dde}\
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;\
+border-bottom:1px solid #eef;vertical-align:top}th{color:#556;font-weight:600}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.95em}\
+.up{color:#0a7b34;font-weight:600}.down{color:#b3261e;font-weight:600}\
+.unknown{color:#8a6d00;font-weight:600}.error{color:#b3261e}.muted{color:#778}\
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dt{color:#556}\
+dd{margin:0}footer{margin-top:2rem;color:#778;font-size:.9em}";
+
+fn config_section(page: &mut String, snapshot: &Snapshot, reloader: &Reloader) {
+    let status = reloader.status();
+    let loaded = humantime::format_rfc3339_seconds(snapshot.loaded_at);
+    let _ = write!(
+        page,
+        "<h2>Config</h2><dl><dt>file</dt><dd><code>{}</code></dd>\
+         <dt>generation</dt><dd>{}</dd><dt>hash</dt><dd><code>{}</code></dd>\
+         <dt>loaded at</dt><dd>{loaded}</dd>",
+        esc(&reloader.path().display().to_string()),
+        snapshot.generation,
+        esc(&snapshot.source_hash.to_string()),
+    );
+    match &status.last_reload_diff {
+        Some(diff) if diff.changes.is_empty() => {
+            let _ = write!(
+                page,
+                "<dt>last reload</dt><dd>applied at {} (comments or formatting only)</dd>",
+                esc(&diff.at)
+            );
+        }
+        Some(diff) => {
+            let _ = write!(
+                page,
+                "<dt>last reload</dt><dd>applied at {}: {}</dd>",
+                esc(&diff.at),
+                esc(&diff.changes.join("; "))
+            );
+        }
+        None => page.push_str("<dt>last reload</dt><dd class=\"muted\">none since start</dd>"),
+    }
+    if let Some(failure) = &status.last_error {
+        let _ = write!(
+            page,
+            "<dt>refused reload</dt><dd class=\"error\">at {}, the running config kept \
+             serving:<br>{}</dd>",
+            esc(&failure.at),
+            failure
+                .errors
+                .iter()
+                .map(|error| format!("<code>{}</code>", esc(error)))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        );
+    }
+    if !status.refused_static_keys.is_empty() {
+        let _ = write!(
+            page,
+            "<dt>needs a restart</dt><dd>{}</dd>",
+            esc(&status.refused_static_keys.join(", "))
+        );
+    }
+    page.push_str("</dl>");
+}
+
+fn routes_section(page: &mut String, snapshot: &Snapshot, sampler: &TrafficSampler) {
+    let window = sampler.window();
+    page.push_str(
+        "<h2>Routes</h2><table><tr><th>route</th><th>prefix → upstream</th><th>auth</th>\
+         <th>rate limit</th><th class=\"n\">req/s</th><th class=\"n\">5xx</th>\
+         <th class=\"n\">p50</th><th class=\"n\">p99</th><th class=\"n\">WebSockets</th></tr>",
+    );
+    for route in &snapshot.config.routes {
+        let auth = match &route.auth {
+            Some(name) => esc(name),
+            None => "<span class=\"muted\">none</span>".to_owned(),
+        };
+        let limit = route.rate_limit.as_ref().map_or_else(
+            || "<span class=\"muted\">none</span>".to_owned(),
+            |limit| match limit.burst {
+                Some(burst) => esc(&format!("{} (burst {burst})", limit.rate)),
+                None => esc(&limit.rate.to_string()),
+            },
+        );
+        let figures = window
+            .as_ref()
+            .and_then(|(first, last)| traffic(first, last, &route.name));
+        let websockets = window
+            .as_ref()
+            .and_then(|(_, last)| last.routes.get(&route.name))
+            .map_or(0.0, |counts| counts.websockets_open);
+        let dash = || "<span class=\"muted\">—</span>".to_owned();
+        let (rate, errors, p50, p99) = match figures {
+            Some(t) => (
+                format!("{:.2}", t.per_second),
+                t.error_ratio
+                    .map_or_else(dash, |ratio| format!("{:.1}%", ratio * 100.0)),
+                t.p50.map_or_else(dash, milliseconds),
+                t.p99.map_or_else(dash, milliseconds),
+            ),
+            None => ("0.00".to_owned(), dash(), dash(), dash()),
+        };
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td><code>{}</code> → {}</td><td>{auth}</td><td>{limit}</td>\
+             <td class=\"n\">{rate}</td><td class=\"n\">{errors}</td><td class=\"n\">{p50}</td>\
+             <td class=\"n\">{p99}</td><td class=\"n\">{websockets}</td></tr>",
+            esc(&route.name),
+            esc(&route.path_prefix),
+            esc(&route.upstream),
+        );
+    }
+    page.push_str("</table><p class=\"muted\">Over the last minute.</p>");
+}
+
+fn milliseconds(seconds: f64) -> String {
+    format!("{:.1} ms", seconds * 1000.0)
+}
+
+fn upstreams_section(page: &mut String, snapshot: &Snapshot) {
+    page.push_str(
+        "<h2>Upstreams</h2><table><tr><th>upstream</th><th>target</th><th>health</th>\
+         <th>last check</th><th>last error</th></tr>",
+    );
+    for (name, upstream) in &snapshot.upstreams {
+        let target = match (&upstream.settings.url, &upstream.settings.builtin) {
+            (Some(url), _) => esc(url),
+            (None, Some(_)) => "builtin echo".to_owned(),
+            (None, None) => String::new(),
+        };
+        let (state, checked, error) = match &upstream.health {
+            Some(health) => {
+                let status = health.status();
+                let (class, word) = match status.state {
+                    Health::Up => ("up", "up"),
+                    Health::Down => ("down", "down"),
+                    Health::Unknown => ("unknown", "not probed yet"),
+                };
+                let since = status
+                    .since
+                    .map(|at| format!(" <span class=\"muted\">since {}</span>", esc(&at)))
+                    .unwrap_or_default();
+                (
+                    format!("<span class=\"{class}\">{word}</span>{since}"),
+                    status.last_check.map(|at| esc(&at)).unwrap_or_default(),
+                    status
+                        .last_error
+                        .map(|why| format!("<span class=\"error\">{}</span>", esc(&why)))
+                        .unwrap_or_default(),
+                )
+            }
+            None => (
+                "<span class=\"muted\">no health_check</span>".to_owned(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td><code>{target}</code></td><td>{state}</td><td>{checked}</td>\
+             <td>{error}</td></tr>",
+            esc(name)
+        );
+    }
+    page.push_str("</table>");
+}
+
+fn providers_section(page: &mut String, snapshot: &Snapshot) {
+    if snapshot.providers.is_empty() {
+        return;
+    }
+    page.push_str(
+        "<h2>Auth providers</h2><table><tr><th>provider</th><th>kind</th><th>keys</th>\
+         <th>login store</th><th>last error</th></tr>",
+    );
+    for (name, provider) in &snapshot.providers {
+        let mut errors = Vec::new();
+        let keys = match provider.jwks_status() {
+            Some(jwks) => {
+                errors.extend(jwks.last_error.clone());
+                match &jwks.last_success {
+                    Some(at) => format!("{} loaded, fetched {}", jwks.keys, esc(at)),
+                    None => format!("{} loaded", jwks.keys),
+                }
+            }
+            None => "<span class=\"muted\">—</span>".to_owned(),
+        };
+        let store = match provider.oidc_status() {
+            Some(oidc) => {
+                errors.extend(oidc.discovery.last_error.clone());
+                errors.extend(oidc.store.last_error.clone());
+                let reachable = if oidc.store.last_error.is_some() {
+                    " <span class=\"down\">unreachable</span>"
+                } else {
+                    ""
+                };
+                match &oidc.store.url {
+                    Some(url) => {
+                        format!("{} <code>{}</code>{reachable}", oidc.store.kind, esc(url))
+                    }
+                    None => format!("{}{reachable}", oidc.store.kind),
+                }
+            }
+            None => "<span class=\"muted\">—</span>".to_owned(),
+        };
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{keys}</td><td>{store}</td>\
+             <td class=\"error\">{}</td></tr>",
+            esc(name),
+            esc(&format!("{:?}", provider.settings.kind).to_lowercase()),
+            esc(&errors.join("; "))
+        );
+    }
+    page.push_str("</table>");
+}
+
+fn findings_section(page: &mut String, config: &Config) {
+    let mut findings = doctor::static_checks::check(config);
+    let unused = doctor::accept::apply(&config.doctor.accept, &mut findings, true);
+    findings.extend(unused);
+    page.push_str("<h2>Doctor</h2>");
+    if findings.is_empty() {
+        page.push_str("<p>No findings for the running config.</p>");
+        return;
+    }
+    page.push_str("<table><tr><th>finding</th><th>severity</th><th>key</th><th>what</th></tr>");
+    for finding in &findings {
+        let severity = if finding.accepted.is_some() {
+            "accepted".to_owned()
+        } else {
+            format!("{:?}", finding.severity).to_lowercase()
+        };
+        let _ = write!(
+            page,
+            "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}<br>\
+             <span class=\"muted\">{}</span></td></tr>",
+            esc(finding.id),
+            esc(&severity),
+            esc(&finding.key),
+            esc(&finding.message),
+            esc(&finding.fix)
+        );
+    }
+    page.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_their_bucket() {
+        // 10 requests: 5 under 10 ms, 4 more under 100 ms, 1 slower than 1 s.
+        let buckets = [(0.01, 5.0), (0.1, 9.0), (1.0, 9.0), (f64::INFINITY, 10.0)];
+        assert_eq!(quantile(0.5, &buckets), Some(0.01));
+        let p90 = quantile(0.9, &buckets).unwrap();
+        assert!((p90 - 0.1).abs() < 1e-9, "{p90}");
+        assert_eq!(
+            quantile(0.99, &buckets),
+            Some(1.0),
+            "in +Inf: the highest bound"
+        );
+        assert_eq!(quantile(0.5, &[(0.01, 0.0), (f64::INFINITY, 0.0)]), None);
+    }
+
+    #[test]
+    fn the_routes_series_are_read_from_the_metrics_text() {
+        let text = "# TYPE fluxlit_requests_total counter\n\
+            fluxlit_requests_total{route=\"ui\",status_class=\"2xx\"} 8\n\
+            fluxlit_requests_total{route=\"ui\",status_class=\"5xx\"} 2\n\
+            fluxlit_request_duration_seconds_bucket{route=\"ui\",le=\"0.1\"} 9\n\
+            fluxlit_request_duration_seconds_bucket{route=\"ui\",le=\"+Inf\"} 10\n\
+            fluxlit_websockets_open{route=\"ui\"} 3\n\
+            fluxlit_config_generation 4\n";
+        let routes = parse_routes(text);
+        let ui = &routes["ui"];
+        assert_eq!(
+            (ui.requests, ui.errors, ui.websockets_open),
+            (10.0, 2.0, 3.0)
+        );
+        assert_eq!(ui.buckets, vec![(0.1, 9.0), (f64::INFINITY, 10.0)]);
+        assert_eq!(routes.len(), 1);
+    }
+}

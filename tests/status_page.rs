@@ -1,0 +1,153 @@
+//! The admin listener's status page (`GET /`): the config, routes with their traffic,
+//! upstreams with their health, auth providers and the doctor's findings, as HTML that
+//! needs no script and shows no secret.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
+mod common;
+
+use common::*;
+
+const SECRET: &str = "a secret that must never be shown on any page";
+
+fn config(app: std::net::SocketAddr, dead: std::net::SocketAddr) -> String {
+    ConfigText::new()
+        .admin()
+        .upstream("app", app)
+        .upstream("streamlit", dead)
+        .with("health_check = { path = \"/_stcore/health\", interval = \"100ms\", timeout = \"100ms\" }")
+        .route("api", "/api", "app")
+        .with("rate_limit = { rate = \"100/s\", burst = 200 }")
+        .guarded_route("secure", "/secure", "app", "main")
+        .route("ui", "/", "streamlit")
+        .jwt("main", "https://issuer.test", "fluxlit-test", "[\"HS256\"]")
+        .with("hs256_secret = { file = \"hs.secret\" }")
+        .table("[trust]", "proxies = [\"0.0.0.0/0\"]")
+        .into()
+}
+
+async fn page(gateway: &TestGateway) -> Reply {
+    let admin = gateway.admin();
+    within("the status page", send(admin, get(admin, "/", &[]))).await
+}
+
+#[tokio::test]
+async fn the_status_page_shows_routes_upstreams_providers_and_findings() {
+    let app = spawn_recording_upstream("app").await;
+    let dead = closed_port();
+    let gateway = start_with_files(config(app, dead), &[("hs.secret", SECRET)]).await;
+    eventually("the dead upstream probed", || async {
+        page(&gateway)
+            .await
+            .text()
+            .contains("class=\"down\">down</span>")
+            .then_some(())
+    })
+    .await;
+
+    // Traffic between two views: the second shows it.
+    page(&gateway).await;
+    for _ in 0..20 {
+        let reply = send(gateway.addr(), get(gateway.addr(), "/api/x", &[])).await;
+        assert_eq!(reply.status, 200);
+    }
+    let reply = page(&gateway).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert!(
+        reply
+            .header("content-security-policy")
+            .is_some_and(|csp| csp.contains("default-src 'none'"))
+    );
+    let html = reply.text();
+    // Works without JavaScript: there is none; it refreshes itself.
+    assert!(!html.to_lowercase().contains("<script"), "{html}");
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+    // The config.
+    assert!(
+        html.contains(&gateway.config_path.display().to_string()),
+        "{html}"
+    );
+    assert!(html.contains("<dt>generation</dt><dd>1</dd>"), "{html}");
+    // Routes: prefix → upstream, auth, rate limit, and the traffic of the last views.
+    assert!(html.contains("<td>api</td><td><code>/api</code> → app</td><td><span class=\"muted\">none</span></td><td>100/s (burst 200)</td>"), "{html}");
+    assert!(
+        html.contains("<td>secure</td><td><code>/secure</code> → app</td><td>main</td>"),
+        "{html}"
+    );
+    let api_row = html
+        .split("<td>api</td>")
+        .nth(1)
+        .unwrap()
+        .split("</tr>")
+        .next()
+        .unwrap();
+    let rate: f64 = api_row
+        .split("<td class=\"n\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "requests per second shown for api: {api_row}");
+    assert!(
+        api_row.contains(" ms</td>"),
+        "p50 and p99 for api: {api_row}"
+    );
+    // Upstreams with their health.
+    assert!(html.contains("<td>streamlit</td>"), "{html}");
+    assert!(
+        html.contains("cannot connect"),
+        "the dead upstream's last error: {html}"
+    );
+    assert!(html.contains("no health_check"), "app has none: {html}");
+    // The provider, and the doctor's finding about the trust range.
+    assert!(html.contains("<td>main</td><td>jwt</td>"), "{html}");
+    assert!(
+        html.contains("trust_all_proxies") || html.contains("<code>trust."),
+        "{html}"
+    );
+    // Never a secret: the provider's key is shown by reference, if at all.
+    assert!(!html.contains(SECRET), "{html}");
+}
+
+#[tokio::test]
+async fn a_refused_reload_shows_its_errors_with_their_line_escaped() {
+    let app = spawn_recording_upstream("app").await;
+    let text: String = ConfigText::new()
+        .admin()
+        .upstream("app", app)
+        .route("api", "/api", "app")
+        .into();
+    let gateway = TestGateway::start(&text).await;
+    let broken = format!("{text}\n[server]\n\"<b>bold</b>\" = 1\n");
+    write_by_rename(&gateway.config_path, &gateway.pin_listen(&broken));
+    gateway.wait_for_rejection().await;
+    let html = page(&gateway).await.text();
+    assert!(html.contains("refused reload"), "{html}");
+    assert!(html.contains("&lt;b&gt;bold&lt;/b&gt;"), "escaped: {html}");
+    assert!(!html.contains("<b>bold</b>"), "{html}");
+    let file = gateway
+        .config_path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        html.contains(&format!("{file}:")),
+        "the error's file:line:col: {html}"
+    );
+    // Still generation 1, serving.
+    assert!(html.contains("<dt>generation</dt><dd>1</dd>"), "{html}");
+}
