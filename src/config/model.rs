@@ -29,6 +29,7 @@ pub struct Config {
     /// The admin listener (`/healthz`, `/readyz`, `/snapshot`, `/metrics`). Absent: no admin
     /// listener.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(nested)]
     pub admin: Option<Admin>,
 
     /// Which peers are believed when they send `X-Forwarded-*`, `Forwarded`, a request id
@@ -216,11 +217,63 @@ impl Default for Server {
 }
 
 /// `[admin]`: the operator's listener. Keep it on loopback or a private network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// It has limits of its own, so that whoever can reach it cannot take the gateway's file
+/// descriptors or memory: a connection cap, a request head timeout, an idle timeout,
+/// request heads of at most 16 KiB and bodies of at most 1 KiB (no endpoint takes one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
 #[schemars(deny_unknown_fields)]
 pub struct Admin {
     /// Address and port of the admin listener. Static: changing it needs a restart.
     pub listen: SocketAddr,
+
+    /// How long a connection may take to send a complete request head, counted from when
+    /// it opens or its previous response was sent: a connection that sends nothing, or
+    /// sends its head slowly (slowloris), is closed after it [default: 5s].
+    #[serde(default = "admin_defaults::header_read_timeout")]
+    #[validate(custom(function = "nonzero_duration"))]
+    pub header_read_timeout: Duration,
+
+    /// A connection that moves no bytes either way for this long is closed, a response
+    /// in progress included (a client that stops reading `/metrics`) [default: 30s].
+    #[serde(default = "admin_defaults::idle_timeout")]
+    #[validate(custom(function = "nonzero_duration"))]
+    pub idle_timeout: Duration,
+
+    /// The most admin connections open at once; a connection beyond it is closed as soon
+    /// as it is accepted. Probes and a metrics scraper need a few [default: 64].
+    #[serde(default = "admin_defaults::max_connections")]
+    #[validate(range(min = 1))]
+    pub max_connections: u32,
+}
+
+impl Admin {
+    /// An admin listener on `listen` with the default limits.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            header_read_timeout: admin_defaults::header_read_timeout(),
+            idle_timeout: admin_defaults::idle_timeout(),
+            max_connections: admin_defaults::max_connections(),
+        }
+    }
+}
+
+/// What the admin listener uses where the file is silent.
+pub mod admin_defaults {
+    use super::Duration;
+
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    pub fn max_connections() -> u32 {
+        64
+    }
 }
 
 /// `[log]`: what the gateway logs and how: its own events to stderr, the access log to

@@ -61,18 +61,19 @@ pub async fn serve(
     let open_sockets = InFlight::new();
     // Connections still speaking HTTP: what a shutdown waits for.
     let serving = InFlight::new();
+    let mut backoff = super::accept::Backoff::new("public listener");
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = drain.fired() => break,
         };
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
             Err(error) => {
-                // Out of file descriptors or a reset before accept: wait a little rather
-                // than spin, and keep serving the connections already open.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.failed(&error).await;
                 continue;
             }
         };
