@@ -221,17 +221,15 @@ fn build_route(
             allow: auth.allow.clone(),
         }),
     };
-    let websockets = route.max_websockets.map(|max| {
-        // The same route in the running snapshot keeps counting the tunnels it let in.
-        let running = previous.and_then(|snapshot| {
-            snapshot
-                .routes
-                .routes()
-                .find(|old| old.name == route.name)
-                .and_then(|old| old.websockets.as_ref())
-        });
-        WebSocketCap::new(max, running)
+    // The same route in the running snapshot keeps counting the tunnels it let in.
+    let running = previous.and_then(|snapshot| {
+        snapshot
+            .routes
+            .routes()
+            .find(|old| old.name == route.name)
+            .and_then(|old| old.websockets.as_ref())
     });
+    let websockets = Some(WebSocketCap::new(route.max_websockets, running));
     let rate_limit = route.rate_limit.map(|settings| {
         // The same route with the same limit keeps every client's bucket: a reload
         // must not hand a client a fresh burst.
@@ -256,6 +254,7 @@ fn build_route(
         unlisted_headers: Default::default(),
         max_request_body: route.max_request_body,
         websockets,
+        websocket_idle_timeout: route.websocket_idle_timeout,
         rate_limit,
     })
 }

@@ -127,7 +127,10 @@ pub struct RoutePlan {
     pub extra_client_headers: Box<[HeaderName]>,
     pub security_headers: SecurityHeaderList,
     pub max_request_body: u64,
-    pub max_websockets: Option<usize>,
+    /// The route's `max_websockets`, or its default.
+    pub max_websockets: usize,
+    /// The route's `websocket_idle_timeout`, or its default.
+    pub websocket_idle_timeout: std::time::Duration,
     pub rate_limit: Option<model::RateLimit>,
 }
 
@@ -259,7 +262,13 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
                 .max_request_body
                 .unwrap_or(config.server.max_request_body)
                 .bytes(),
-            max_websockets: route.max_websockets.map(|max| max as usize),
+            max_websockets: route
+                .max_websockets
+                .unwrap_or(model::route_defaults::MAX_WEBSOCKETS)
+                as usize,
+            websocket_idle_timeout: route
+                .websocket_idle_timeout
+                .map_or(model::route_defaults::WEBSOCKET_IDLE_TIMEOUT, |t| t.get()),
             rate_limit: route.rate_limit,
         });
     }
@@ -409,6 +418,16 @@ fn compile_header_policy(
         .map(|url| url.path().trim_end_matches('/'))
         .filter(|path| !path.is_empty())
         .and_then(|path| HeaderValue::from_str(path).ok());
+    // The host users reach the gateway at: an untrusted client's `Host` is not believed
+    // for `X-Forwarded-Host` when the file says what it is (apps build links from it).
+    let forwarded_host = public_base.as_ref().and_then(|url| {
+        let host = url.host_str()?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        HeaderValue::from_str(&authority).ok()
+    });
 
     // The configurable headers come from `security_headers`; HSTS follows its own rule
     // (sent only over HTTPS, and for the whole host).
@@ -431,6 +450,7 @@ fn compile_header_policy(
         request_id,
         remote_user,
         forwarded_prefix,
+        forwarded_host,
         security_headers: security_headers.server(),
         hsts,
     };

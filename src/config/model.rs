@@ -465,11 +465,22 @@ pub struct Route {
     #[validate(custom(function = "nonzero_size"))]
     pub max_request_body: Option<ByteSize>,
 
-    /// The most WebSockets open at once on this route; a handshake beyond it gets 503
-    /// [default: no limit of its own, only `server.max_connections`].
+    /// The most WebSockets open at once on this route; a handshake beyond it gets 503.
+    /// Each open tunnel to Streamlit is a live session in the Streamlit server, with its
+    /// memory: size it to the sessions the app's servers can hold, and raise it for a
+    /// busy app (every tunnel also counts against `server.max_connections`)
+    /// [default: 1000].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(range(min = 1))]
     pub max_websockets: Option<u32>,
+
+    /// A WebSocket on this route that carries no bytes either way for this long is
+    /// closed (a 1001 close frame to both sides). Messages and pings both count: a live
+    /// Streamlit page keeps its tunnel open, a tab left behind with a broken or stalled
+    /// connection does not hold its upstream session forever [default: 1h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(custom(function = "nonzero_duration"))]
+    pub websocket_idle_timeout: Option<Duration>,
 
     /// Requests per client on this route, e.g. `{ rate = "20/s", burst = 40 }`; a client
     /// over it gets 429 with `Retry-After`. Clients are told apart by their address as
@@ -1118,6 +1129,14 @@ pub(crate) fn path_prefix(value: &str) -> Result<(), ValidationError> {
         Some(message) => Err(ValidationError::new("path_prefix").with_message(message.into())),
         None => Ok(()),
     }
+}
+
+/// What a route uses where the file is silent.
+pub mod route_defaults {
+    /// `max_websockets`.
+    pub const MAX_WEBSOCKETS: u32 = 1000;
+    /// `websocket_idle_timeout`.
+    pub const WEBSOCKET_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 }
 
 /// What an oidc provider uses where the file is silent (the `[default: ...]` of its

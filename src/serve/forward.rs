@@ -638,6 +638,7 @@ impl Proxy {
                         websocket::Lifetime {
                             expires_at,
                             session,
+                            idle_timeout: Some(route.websocket_idle_timeout),
                         },
                         Arc::clone(self.metrics.route(&route.metrics, &route.name)),
                     );
