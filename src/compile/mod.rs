@@ -30,7 +30,7 @@ use crate::config::validate::{normalize_prefix, parse_cidr, parse_upstream_url};
 use crate::config::{CheckedConfig, Config, SourceHash};
 use crate::header_sets;
 use crate::proxy::headers::{HeaderClass, HeaderClasses, HeaderPolicy};
-use crate::proxy::limits::ConnectionLimits;
+use crate::proxy::limits::{ConnectionLimits, Http2Limits};
 use crate::proxy::route::SecurityHeaderList;
 pub use oidc::OidcPlan;
 use security_headers::SecurityHeaderCompiler;
@@ -298,6 +298,16 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
             max_header_size: usize::try_from(config.server.max_header_size.bytes())
                 .unwrap_or(usize::MAX),
             max_connections: config.server.max_connections as usize,
+            http2: Http2Limits {
+                max_concurrent_streams: config.server.http2_max_concurrent_streams,
+                // Validation keeps both windows within 1 GiB.
+                stream_window: u32::try_from(config.server.http2_stream_window.bytes())
+                    .unwrap_or(u32::MAX >> 1),
+                connection_window: u32::try_from(config.server.http2_connection_window.bytes())
+                    .unwrap_or(u32::MAX >> 1),
+                max_send_buffer: usize::try_from(config.server.http2_max_send_buffer.bytes())
+                    .unwrap_or(usize::MAX),
+            },
         },
         tls,
         identity,

@@ -180,6 +180,31 @@ pub struct Server {
     #[validate(custom(function = "nonzero_size"))]
     pub max_request_body: ByteSize,
 
+    /// HTTP/2 (over TLS): the most streams a client may have open at once on one
+    /// connection (`SETTINGS_MAX_CONCURRENT_STREAMS`); each open stream is a request
+    /// that may hold an upstream connection. Applies to new connections after a reload
+    /// [default: 100].
+    #[validate(range(min = 1, max = 10000))]
+    pub http2_max_concurrent_streams: u32,
+
+    /// HTTP/2: how many bytes of a request body a client may send on one stream ahead of
+    /// the upstream reading them (the stream's receive window) [default: "256KiB"].
+    #[validate(custom(function = "http2_window"))]
+    pub http2_stream_window: ByteSize,
+
+    /// HTTP/2: how many bytes of request bodies a client may send on one connection, all
+    /// streams together, ahead of the upstreams reading them (the connection's receive
+    /// window) [default: "1MiB"].
+    #[validate(custom(function = "http2_window"))]
+    pub http2_connection_window: ByteSize,
+
+    /// HTTP/2: how many bytes of one stream's response the gateway buffers for a client
+    /// that does not read them; past it, the upstream's response waits. With
+    /// `http2_max_concurrent_streams` it bounds what one connection that reads nothing
+    /// can make the gateway hold (SECURITY.md gives the worst case) [default: "64KiB"].
+    #[validate(custom(function = "http2_send_buffer"))]
+    pub http2_max_send_buffer: ByteSize,
+
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listen`. Whether TLS is on is static;
     /// the certificate and key files are reloaded when they change.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,6 +237,10 @@ impl Default for Server {
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             max_request_body: ByteSize::mib(100),
+            http2_max_concurrent_streams: 100,
+            http2_stream_window: ByteSize::kib(256),
+            http2_connection_window: ByteSize::mib(1),
+            http2_max_send_buffer: ByteSize::kib(64),
         }
     }
 }
@@ -1077,6 +1106,35 @@ fn log_file_path(value: &std::path::Path) -> Result<(), ValidationError> {
                 "{:?} names a directory: name the file, e.g. \"{}access.log\"",
                 value.display().to_string(),
                 value.display()
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP/2 receive window: at least the protocol's default of 65,535 bytes, at most
+/// 1 GiB (the protocol's limit is 2^31 - 1).
+fn http2_window(value: &ByteSize) -> Result<(), ValidationError> {
+    if !(65_535..=1 << 30).contains(&value.bytes()) {
+        return Err(ValidationError::new("http2_window").with_message(
+            format!(
+                "{} bytes is not a usable HTTP/2 window: give 64KiB to 1GiB",
+                value.bytes()
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A send buffer of at least one HTTP/2 frame (16 KiB) and at most 16 MiB.
+fn http2_send_buffer(value: &ByteSize) -> Result<(), ValidationError> {
+    if !(16 * 1024..=16 << 20).contains(&value.bytes()) {
+        return Err(ValidationError::new("http2_send_buffer").with_message(
+            format!(
+                "{} bytes is not a usable send buffer: give 16KiB (one frame) to 16MiB",
+                value.bytes()
             )
             .into(),
         ));

@@ -208,6 +208,7 @@ impl Connection {
             builder
                 .http2()
                 .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+            limits.http2.apply(&mut builder.http2());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
         })
