@@ -28,6 +28,7 @@ use crate::compile::{
 };
 use crate::config::model::RateLimit;
 use crate::config::{CheckedConfig, Diagnostic, model};
+use crate::proxy::fairness::Fairness;
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::route::{HttpUpstream, Route, Upstream, UpstreamTarget};
@@ -92,6 +93,7 @@ pub fn build(
         providers,
         routes,
         limits,
+        fairness,
         tls,
         identity,
     } = plan;
@@ -124,6 +126,8 @@ pub fn build(
         providers: built_providers,
         headers,
         limits,
+        // The running snapshot's counts: requests in flight stay counted across a reload.
+        fairness: Fairness::new(fairness, previous.map(|snapshot| &snapshot.fairness)),
         tls,
         identity: build_identity(identity, previous)?,
         warnings,

@@ -29,6 +29,7 @@ use crate::config::model::{self, Builtin, ProviderKind};
 use crate::config::validate::{normalize_prefix, parse_cidr, parse_upstream_url};
 use crate::config::{CheckedConfig, Config, SourceHash};
 use crate::header_sets;
+use crate::proxy::fairness::FairnessLimits;
 use crate::proxy::headers::{HeaderClass, HeaderClasses, HeaderPolicy};
 use crate::proxy::limits::{ConnectionLimits, Http2Limits};
 use crate::proxy::route::SecurityHeaderList;
@@ -68,6 +69,7 @@ pub struct Plan {
     /// In the file's order.
     pub routes: Vec<RoutePlan>,
     pub limits: ConnectionLimits,
+    pub fairness: FairnessLimits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub identity: IdentityPlan,
 }
@@ -308,6 +310,10 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
                 max_send_buffer: usize::try_from(config.server.http2_max_send_buffer.bytes())
                     .unwrap_or(usize::MAX),
             },
+        },
+        fairness: FairnessLimits {
+            global: config.server.max_upstream_requests as usize,
+            per_client: config.server.max_upstream_requests_per_client,
         },
         tls,
         identity,

@@ -180,6 +180,20 @@ pub struct Server {
     #[validate(custom(function = "nonzero_size"))]
     pub max_request_body: ByteSize,
 
+    /// The most requests on their way to the upstreams at once, all clients together
+    /// (from before a request is sent until its response body has been sent); one more
+    /// gets 503 with `Retry-After` [default: 4096].
+    #[validate(range(min = 1))]
+    pub max_upstream_requests: u32,
+
+    /// The most requests on their way to the upstreams at once from one client address
+    /// (resolved through `trust.proxies`; IPv6 by its /64), so that one client cannot take
+    /// every upstream connection with requests it never reads; one more gets 503 with
+    /// `Retry-After`. Raise it when many users share an address (a corporate NAT)
+    /// [default: 256].
+    #[validate(range(min = 1))]
+    pub max_upstream_requests_per_client: u32,
+
     /// HTTP/2 (over TLS): the most streams a client may have open at once on one
     /// connection (`SETTINGS_MAX_CONCURRENT_STREAMS`); each open stream is a request
     /// that may hold an upstream connection. Applies to new connections after a reload
@@ -237,6 +251,8 @@ impl Default for Server {
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             max_request_body: ByteSize::mib(100),
+            max_upstream_requests: 4096,
+            max_upstream_requests_per_client: 256,
             http2_max_concurrent_streams: 100,
             http2_stream_window: ByteSize::kib(256),
             http2_connection_window: ByteSize::mib(1),

@@ -64,6 +64,11 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FairnessLabels {
+    limit: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -81,6 +86,7 @@ pub struct Metrics {
     auth_failures: Family<AuthFailureLabels, Counter>,
     client_headers_dropped: Family<RouteLabel, Counter>,
     rate_limited: Family<RouteLabel, Counter>,
+    upstream_refused: Family<FairnessLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     generation: Gauge,
     last_reload_success: Gauge,
@@ -143,6 +149,13 @@ impl Metrics {
              login endpoint: by oidc provider)",
             rate_limited.clone(),
         );
+        let upstream_refused = Family::<FairnessLabels, Counter>::default();
+        registry.register(
+            "upstream_refused",
+            "Requests refused with 503 before they were sent upstream, by the cap reached: \
+             `client` (max_upstream_requests_per_client) or `global` (max_upstream_requests)",
+            upstream_refused.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -178,6 +191,7 @@ impl Metrics {
             auth_failures,
             client_headers_dropped,
             rate_limited,
+            upstream_refused,
             reloads,
             generation,
             last_reload_success,
@@ -241,6 +255,13 @@ impl Metrics {
             kind: kind.as_str(),
         };
         self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts a request refused by an upstream fairness cap (`limit`: `client`, `global`).
+    pub fn upstream_refused(&self, limit: &'static str) {
+        self.upstream_refused
+            .get_or_create(&FairnessLabels { limit })
+            .inc();
     }
 
     /// Counts a reload attempt by its `result` (applied, rejected, unchanged...).
