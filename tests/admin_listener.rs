@@ -15,13 +15,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cli::KillOnDrop;
 use common::{
-    ConfigText, HANG_GUARD, TestGateway, closed_port, eventually, spawn_recording_upstream,
+    ConfigText, HANG_GUARD, TestGateway, cli, closed_port, eventually, spawn_recording_upstream,
     status_of, within,
 };
 use http_body_util::Empty;
@@ -218,19 +216,7 @@ async fn with_256_file_descriptors_the_public_listener_serves_while_the_admin_li
         .table("[admin]", &format!("listen = \"{admin}\""));
     std::fs::write(&config, text.text()).expect("write config");
     let log = dir.path().join("stderr.log");
-    let child = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 256; exec {} serve --config {}",
-            env!("CARGO_BIN_EXE_fluxlit"),
-            config.display()
-        ))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn fluxlit serve");
-    let child = KillOnDrop(child);
+    let child = cli::serve_with_nofile(&config, 256, &log);
     eventually("the gateway listens", || async {
         TcpStream::connect(addr).await.ok().map(drop)
     })
