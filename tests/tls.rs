@@ -649,3 +649,105 @@ fn http2_limits_out_of_range_are_validation_errors() {
         assert!(stderr.contains(key), "{key} not named:\n{stderr}");
     }
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
+
+/// A measurement, not a check (run by hand: `cargo test --test tls -- --ignored
+/// --nocapture`): `fluxlit serve` with the default HTTP/2 limits, one connection that
+/// asks for a 100 MiB response on 1,000 streams with the largest windows and reads
+/// nothing. Prints the RSS before, while it stalls, and after it leaves, and how many
+/// requests reached the upstream.
+#[tokio::test]
+#[ignore = "a measurement for SECURITY.md, run by hand"]
+async fn measure_one_stalled_http2_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    let upstream = spawn_upstream(axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let chunk = bytes::Bytes::from(vec![0u8; 64 * 1024]);
+        let stream = futures_util::stream::iter(
+            std::iter::repeat_n(chunk, 1600).map(Ok::<_, std::convert::Infallible>),
+        );
+        async move { axum::body::Body::from_stream(stream) }
+    }))
+    .await;
+    let pki = pki("test CA");
+    let files = CertFiles::new(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let config = dir.path().join("fluxlit.toml");
+    let text = ConfigText::new()
+        .server(&format!("listen = \"{addr}\""))
+        .table(
+            "[server.tls]",
+            &format!(
+                "cert_file = {:?}\nkey_file = {:?}",
+                files.cert().display().to_string(),
+                files.key().display().to_string()
+            ),
+        )
+        .table("[log]", "access_log = false")
+        .route_to("big", "/", upstream);
+    std::fs::write(&config, text.text()).unwrap();
+    let log = dir.path().join("stderr.log");
+    let child = cli::serve_with_nofile(&config, 4096, &log);
+    let pid = child.0.id();
+    eventually("the gateway listens", || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(drop)
+    })
+    .await;
+    // Warm up: one ordinary request.
+    let mut warm = raw_h2(&pki.ca_pem, addr).await;
+    warm.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &get_root()))
+        .await
+        .unwrap();
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid);
+
+    let mut tls = tls_connect(&pki.ca_pem, addr, b"h2").await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut settings = vec![0x00, 0x04];
+    settings.extend(0x7fff_ffffu32.to_be_bytes());
+    tls.write_all(&frame(SETTINGS, 0, 0, &settings))
+        .await
+        .unwrap();
+    let increment = 0x7fff_ffffu32 - 65_535;
+    tls.write_all(&frame(WINDOW_UPDATE, 0, 0, &increment.to_be_bytes()))
+        .await
+        .unwrap();
+    for n in 0..1000u32 {
+        let _ = tls
+            .write_all(&frame(
+                HEADERS,
+                END_STREAM | END_HEADERS,
+                2 * n + 1,
+                &get_root(),
+            ))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let stalled = rss_kib(pid);
+    let reached = seen.load(Ordering::SeqCst);
+    drop(tls);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid);
+    eprintln!(
+        "RSS before {before} KiB, stalled {stalled} KiB (+{} KiB), after {after} KiB; \
+         {reached} requests reached the upstream",
+        stalled.saturating_sub(before)
+    );
+    drop(child);
+}
