@@ -71,12 +71,12 @@ async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
 async fn idle_admin_connections_are_closed_within_its_idle_timeout_while_the_public_listener_serves()
  {
     let gateway = gateway_with_admin(
-        "idle_timeout = \"1s\"\nheader_read_timeout = \"60s\"\nmax_connections = 1000",
+        "idle_timeout = \"1s\"\nheader_read_timeout = \"60s\"\nmax_connections = 2000",
     )
     .await;
     let admin = gateway.admin();
 
-    const IDLE: usize = 500;
+    const IDLE: usize = 1000;
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
         let stream = within("connect", TcpStream::connect(admin)).await.unwrap();
