@@ -380,6 +380,8 @@ url = "http://127.0.0.1:{ws}"
 name = "ws"
 path_prefix = "/ws"
 upstream = "ws"
+# The memory scenario holds --memory-connections WebSockets; the default cap is 1000.
+max_websockets = 100000
 
 [[routes]]
 name = "app"

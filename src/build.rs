@@ -28,6 +28,7 @@ use crate::compile::{
 };
 use crate::config::model::RateLimit;
 use crate::config::{CheckedConfig, Diagnostic, model};
+use crate::proxy::fairness::Fairness;
 use crate::proxy::health::{ProbeTarget, UpstreamHealth};
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
@@ -93,6 +94,7 @@ pub fn build(
         providers,
         routes,
         limits,
+        fairness,
         tls,
         identity,
     } = plan;
@@ -125,6 +127,8 @@ pub fn build(
         providers: built_providers,
         headers,
         limits,
+        // The running snapshot's counts: requests in flight stay counted across a reload.
+        fairness: Fairness::new(fairness, previous.map(|snapshot| &snapshot.fairness)),
         tls,
         identity: build_identity(identity, previous)?,
         warnings,
@@ -225,17 +229,15 @@ fn build_route(
             allow: auth.allow.clone(),
         }),
     };
-    let websockets = route.max_websockets.map(|max| {
-        // The same route in the running snapshot keeps counting the tunnels it let in.
-        let running = previous.and_then(|snapshot| {
-            snapshot
-                .routes
-                .routes()
-                .find(|old| old.name == route.name)
-                .and_then(|old| old.websockets.as_ref())
-        });
-        WebSocketCap::new(max, running)
+    // The same route in the running snapshot keeps counting the tunnels it let in.
+    let running = previous.and_then(|snapshot| {
+        snapshot
+            .routes
+            .routes()
+            .find(|old| old.name == route.name)
+            .and_then(|old| old.websockets.as_ref())
     });
+    let websockets = Some(WebSocketCap::new(route.max_websockets, running));
     let rate_limit = route.rate_limit.map(|settings| {
         // The same route with the same limit keeps every client's bucket: a reload
         // must not hand a client a fresh burst.
@@ -260,6 +262,7 @@ fn build_route(
         unlisted_headers: Default::default(),
         max_request_body: route.max_request_body,
         websockets,
+        websocket_idle_timeout: route.websocket_idle_timeout,
         rate_limit,
     })
 }

@@ -126,7 +126,7 @@ impl ClientRateLimit {
 }
 
 /// The bucket a client's requests are counted in: its address, an IPv6 one cut to /64.
-fn client_key(client: IpAddr) -> IpAddr {
+pub fn client_key(client: IpAddr) -> IpAddr {
     match canonical_ip(client) {
         IpAddr::V6(v6) => {
             let network = u128::from(v6) & !((1u128 << 64) - 1);

@@ -15,6 +15,7 @@ use crate::auth::Provider;
 use crate::auth::identity::IdentitySigner;
 use crate::auth::oidc::AuthEndpoints;
 use crate::config::{Config, Diagnostic, SourceHash};
+use crate::proxy::fairness::Fairness;
 use crate::proxy::headers::HeaderPolicy;
 use crate::proxy::limits::ConnectionLimits;
 use crate::proxy::route::{Route, Upstream};
@@ -40,6 +41,8 @@ pub struct Snapshot {
     pub auth_endpoints: AuthEndpoints,
     pub headers: HeaderPolicy,
     pub limits: ConnectionLimits,
+    /// The caps on requests in flight to the upstreams, over counts shared by snapshots.
+    pub fairness: Fairness,
     /// The public listener's TLS settings when `[server.tls]` is set: each new handshake
     /// reads the current snapshot's, so a reloaded certificate serves new connections.
     pub tls: Option<Arc<rustls::ServerConfig>>,

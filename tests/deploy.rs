@@ -1,7 +1,8 @@
 //! The deployment examples in `examples/deploy/` stay in step with the gateway: the
 //! ConfigMap's `fluxlit.toml` passes `fluxlit validate`, `fluxlit doctor --strict
 //! --offline` (with what it accepts written in it) and the schema, and the manifests
-//! point at the ports and paths that config serves.
+//! point at the ports and paths that config serves; the admin port is fenced by a
+//! NetworkPolicy and keeps its own limits.
 
 #![allow(
     clippy::unwrap_used,
@@ -191,7 +192,12 @@ fn the_manifests_use_the_configs_ports_the_redis_store_and_three_replicas() {
     }
 
     let kustomization = read("kubernetes/kustomization.yaml");
-    for expected in ["- deployment.yaml", "- service.yaml", "- fluxlit.toml"] {
+    for expected in [
+        "- deployment.yaml",
+        "- service.yaml",
+        "- networkpolicy.yaml",
+        "- fluxlit.toml",
+    ] {
         assert!(
             kustomization.contains(expected),
             "kustomization.yaml lacks {expected}"
@@ -204,6 +210,44 @@ fn the_manifests_use_the_configs_ports_the_redis_store_and_three_replicas() {
             .any(|line| line.contains("secret.example.yaml")),
         "the placeholder Secret must not be applied over a real one"
     );
+}
+
+#[test]
+fn the_admin_port_is_fenced_by_a_network_policy_and_has_its_own_limits() {
+    // The admin listener is on the pod's address (for the kubelet's probes): the policy
+    // admits the public port from anywhere, the admin port only from named pods.
+    let policy = read("kubernetes/networkpolicy.yaml");
+    let compact: String = policy
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for expected in [
+        "kind: NetworkPolicy",
+        "podSelector: {}",
+        "policyTypes: [\"Ingress\"]",
+        "- ports: - port: http",
+        "- from: - namespaceSelector: matchLabels: kubernetes.io/metadata.name: monitoring ports: - port: admin",
+    ] {
+        assert!(
+            compact.contains(expected),
+            "networkpolicy.yaml lacks {expected:?}: {compact}"
+        );
+    }
+    assert_eq!(
+        compact.matches("port: admin").count(),
+        1,
+        "the admin port is admitted once, with a `from`"
+    );
+
+    let config = fluxlit::config::load(&deploy_file("kubernetes/fluxlit.toml"))
+        .expect("valid config")
+        .config;
+    let admin = config.admin.expect("an admin listener");
+    assert!(admin.max_connections <= 64, "{admin:?}");
+    assert!(admin.idle_timeout.get() <= std::time::Duration::from_secs(60));
+    assert!(admin.header_read_timeout.get() <= std::time::Duration::from_secs(10));
 }
 
 #[test]

@@ -443,10 +443,11 @@ async fn x_forwarded_proto_host_and_prefix_are_the_gateways_unless_a_trusted_pee
         ("x-forwarded-host", "outer.example"),
         ("x-forwarded-prefix", "/outer"),
     ];
+    // The host is public_base_url's (http://example.com/app), not the client's Host.
     let cases: [(IpAddr, Headers, [&str; 3]); 3] = [
-        (UNTRUSTED, &forged, ["http", PUBLIC_HOST, "/app"]),
+        (UNTRUSTED, &forged, ["http", "example.com", "/app"]),
         (TRUSTED, &forged, ["https", "outer.example", "/outer"]),
-        (TRUSTED, &[], ["http", PUBLIC_HOST, "/app"]),
+        (TRUSTED, &[], ["http", "example.com", "/app"]),
     ];
     for (peer, headers, [proto, host, prefix]) in cases {
         let reply = get_as(peer, &gateway, "/", headers).await;
@@ -673,12 +674,68 @@ async fn the_upstream_gets_its_own_address_as_host() {
             [upstream.to_string()],
             "from {peer}"
         );
+    }
+}
+
+/// Link poisoning: an app that builds absolute links (a password-reset mail, a redirect)
+/// from `X-Forwarded-Host` must not get a host an attacker chose with its `Host` header.
+#[tokio::test]
+async fn x_forwarded_host_is_public_base_urls_host_whatever_host_a_client_sends() {
+    let (gateway, _) = header_gateway("", "").await;
+    for host in ["evil.example", "example.com.evil.example", PUBLIC_HOST] {
+        let reply = send_as(UNTRUSTED, &gateway, get_for_host("/", host, &[])).await;
+        assert_eq!(reply.status, 200);
         assert_eq!(
             reply.upstream_header("x-forwarded-host"),
-            ["client-chosen.example"],
-            "from {peer}"
+            ["example.com"],
+            "Host: {host}"
         );
     }
+    // A trusted proxy in front says which host its client asked for: that is kept.
+    let reply = send_as(
+        TRUSTED,
+        &gateway,
+        get_for_host(
+            "/",
+            "internal",
+            &[("x-forwarded-host", "tenant.example.com")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.upstream_header("x-forwarded-host"),
+        ["tenant.example.com"]
+    );
+
+    // A port other than the scheme's default is part of the host.
+    let upstream = spawn_recording_upstream("app").await;
+    let config = ConfigText::new()
+        .server("public_base_url = \"https://apps.example.com:8443/\"")
+        .route_to("app", "/", upstream);
+    let gateway = TestGateway::start(&config).await;
+    let reply = send_as(UNTRUSTED, &gateway, get_for_host("/", "evil.example", &[])).await;
+    assert_eq!(
+        reply.upstream_header("x-forwarded-host"),
+        ["apps.example.com:8443"]
+    );
+}
+
+/// Without `public_base_url` the gateway does not know its public host: the client's
+/// `Host` is forwarded, as before.
+#[tokio::test]
+async fn without_public_base_url_x_forwarded_host_is_the_clients_host() {
+    let upstream = spawn_recording_upstream("app").await;
+    let gateway = TestGateway::start(ConfigText::new().route_to("app", "/", upstream)).await;
+    let reply = send_as(
+        UNTRUSTED,
+        &gateway,
+        get_for_host("/", "chosen.example", &[]),
+    )
+    .await;
+    assert_eq!(
+        reply.upstream_header("x-forwarded-host"),
+        ["chosen.example"]
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +29,6 @@ use axum::extract::Request;
 use axum::routing::{any, get};
 use bytes::Bytes;
 use common::auth::{HS_SECRET, JwksServer, Key, RSA_A_JWK, claims, get_with_token, jwks, rs256_a};
-use common::cli::KillOnDrop;
 use common::{
     ConfigText, CountingUpstream, HANG_GUARD, TestGateway, cli, closed_port, eventually, send,
     spawn_recording_upstream, spawn_upstream, start_with_files, within, ws,
@@ -704,19 +702,7 @@ async fn out_of_file_descriptors_the_process_keeps_running_logs_and_recovers() {
         .route("echo", "/", "echo");
     std::fs::write(&config, text.text()).expect("write config");
     let log = dir.path().join("stderr.log");
-    let child = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 64; exec {} serve --config {}",
-            env!("CARGO_BIN_EXE_fluxlit"),
-            config.display()
-        ))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn fluxlit serve");
-    let mut child = KillOnDrop(child);
+    let mut child = cli::serve_with_nofile(&config, 64, &log);
     eventually("the gateway listens", || async {
         TcpStream::connect(addr).await.ok().map(drop)
     })

@@ -14,6 +14,7 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -408,4 +409,53 @@ async fn an_open_websocket_counts_against_max_connections() {
         (status_of(gateway.addr(), "/").await != 503).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_websocket_without_traffic_for_its_idle_timeout_is_closed_and_traffic_keeps_it_open() {
+    let (upstream, _) = spawn_ws_upstream().await;
+    let gateway =
+        TestGateway::start(routes_to(upstream, "ui", "/").with("websocket_idle_timeout = \"1s\""))
+            .await;
+    let mut client = connect(gateway.addr(), "/ws").await;
+
+    // Messages (and pings, as Streamlit's) more often than the timeout keep it open,
+    // well past one timeout.
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if i % 2 == 0 {
+            let message = Message::text(format!("still here {i}"));
+            assert_eq!(round_trip(&mut client, message.clone()).await, message);
+        } else {
+            within("ping", client.send(Message::Ping(vec![1, 2].into())))
+                .await
+                .expect("ping");
+            assert_eq!(
+                next_message(&mut client).await,
+                Message::Pong(vec![1, 2].into())
+            );
+        }
+    }
+
+    // Then silence: the gateway closes it with 1001, as a server going away.
+    let quiet = Instant::now();
+    match next_message(&mut client).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Away);
+            assert_eq!(frame.reason, "idle timeout");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert!(quiet.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn routes_cap_websockets_and_close_idle_ones_by_default() {
+    let (upstream, _) = spawn_ws_upstream().await;
+    let gateway = gateway_for(upstream).await;
+    let snapshot = gateway.gateway.snapshot();
+    let route = snapshot.routes.routes().next().expect("the route");
+    let cap = route.websockets.as_ref().expect("a cap on every route");
+    assert_eq!(cap.max, 1000);
+    assert_eq!(route.websocket_idle_timeout, Duration::from_secs(3600));
 }

@@ -52,6 +52,7 @@ pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
         request_id,
         remote_user,
         forwarded_prefix: Some(HeaderValue::from_static("/app")),
+        forwarded_host: None,
         security_headers: Arc::from(Vec::new()),
         hsts: None,
     }
@@ -77,6 +78,7 @@ pub fn route() -> Route {
         unlisted_headers: Default::default(),
         max_request_body: model::Server::default().max_request_body.bytes(),
         websockets: None,
+        websocket_idle_timeout: Duration::from_secs(3600),
         rate_limit: None,
     }
 }

@@ -29,8 +29,9 @@ use crate::config::model::{self, Builtin, ProviderKind};
 use crate::config::validate::{normalize_prefix, parse_cidr, parse_upstream_url};
 use crate::config::{CheckedConfig, Config, SourceHash};
 use crate::header_sets;
+use crate::proxy::fairness::FairnessLimits;
 use crate::proxy::headers::{HeaderClass, HeaderClasses, HeaderPolicy};
-use crate::proxy::limits::ConnectionLimits;
+use crate::proxy::limits::{ConnectionLimits, Http2Limits};
 use crate::proxy::route::SecurityHeaderList;
 pub use oidc::OidcPlan;
 use security_headers::SecurityHeaderCompiler;
@@ -68,6 +69,7 @@ pub struct Plan {
     /// In the file's order.
     pub routes: Vec<RoutePlan>,
     pub limits: ConnectionLimits,
+    pub fairness: FairnessLimits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub identity: IdentityPlan,
 }
@@ -127,7 +129,10 @@ pub struct RoutePlan {
     pub extra_client_headers: Box<[HeaderName]>,
     pub security_headers: SecurityHeaderList,
     pub max_request_body: u64,
-    pub max_websockets: Option<usize>,
+    /// The route's `max_websockets`, or its default.
+    pub max_websockets: usize,
+    /// The route's `websocket_idle_timeout`, or its default.
+    pub websocket_idle_timeout: std::time::Duration,
     pub rate_limit: Option<model::RateLimit>,
 }
 
@@ -259,7 +264,13 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
                 .max_request_body
                 .unwrap_or(config.server.max_request_body)
                 .bytes(),
-            max_websockets: route.max_websockets.map(|max| max as usize),
+            max_websockets: route
+                .max_websockets
+                .unwrap_or(model::route_defaults::MAX_WEBSOCKETS)
+                as usize,
+            websocket_idle_timeout: route
+                .websocket_idle_timeout
+                .map_or(model::route_defaults::WEBSOCKET_IDLE_TIMEOUT, |t| t.get()),
             rate_limit: route.rate_limit,
         });
     }
@@ -289,6 +300,20 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
             max_header_size: usize::try_from(config.server.max_header_size.bytes())
                 .unwrap_or(usize::MAX),
             max_connections: config.server.max_connections as usize,
+            http2: Http2Limits {
+                max_concurrent_streams: config.server.http2_max_concurrent_streams,
+                // Validation keeps both windows within 1 GiB.
+                stream_window: u32::try_from(config.server.http2_stream_window.bytes())
+                    .unwrap_or(u32::MAX >> 1),
+                connection_window: u32::try_from(config.server.http2_connection_window.bytes())
+                    .unwrap_or(u32::MAX >> 1),
+                max_send_buffer: usize::try_from(config.server.http2_max_send_buffer.bytes())
+                    .unwrap_or(usize::MAX),
+            },
+        },
+        fairness: FairnessLimits {
+            global: config.server.max_upstream_requests as usize,
+            per_client: config.server.max_upstream_requests_per_client,
         },
         tls,
         identity,
@@ -409,6 +434,16 @@ fn compile_header_policy(
         .map(|url| url.path().trim_end_matches('/'))
         .filter(|path| !path.is_empty())
         .and_then(|path| HeaderValue::from_str(path).ok());
+    // The host users reach the gateway at: an untrusted client's `Host` is not believed
+    // for `X-Forwarded-Host` when the file says what it is (apps build links from it).
+    let forwarded_host = public_base.as_ref().and_then(|url| {
+        let host = url.host_str()?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        HeaderValue::from_str(&authority).ok()
+    });
 
     // The configurable headers come from `security_headers`; HSTS follows its own rule
     // (sent only over HTTPS, and for the whole host).
@@ -431,6 +466,7 @@ fn compile_header_policy(
         request_id,
         remote_user,
         forwarded_prefix,
+        forwarded_host,
         security_headers: security_headers.server(),
         hsts,
     };

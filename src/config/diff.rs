@@ -228,10 +228,16 @@ fn route_summary(route: &Route) -> String {
 
 /// Keys outside routes, upstreams and providers, compared one by one.
 fn settings(old: &Config, new: &Config, entries: &mut Vec<Entry>) {
+    // An admin listener added or removed is one static change (`admin.listen`): its
+    // limits come and go with it, and are not changes of their own.
+    let admin_comes_or_goes = old.admin.is_some() != new.admin.is_some();
     for field in compare(
         &redacted_value(settings_of(old)),
         &redacted_value(settings_of(new)),
     ) {
+        if admin_comes_or_goes && field.key.starts_with("admin.") && field.key != "admin.listen" {
+            continue;
+        }
         entries.push(Entry {
             subject: field.key.clone(),
             change: Change::Setting(FieldChange {
@@ -502,6 +508,15 @@ mint = "main"
              server.listen 127.0.0.1:8080 → 127.0.0.1:9090 would be refused: static, needs a restart"
         );
         assert_eq!(diff.needs_restart(), ["admin.listen", "server.listen"]);
+    }
+
+    #[test]
+    fn the_admin_listeners_limits_change_without_a_restart() {
+        let old = BASE.to_owned() + "\n[admin]\nlisten = \"127.0.0.1:9901\"\n";
+        let new = old.clone() + "idle_timeout = \"10s\"\n";
+        let diff = ConfigDiff::between(&config(&old), &config(&new));
+        assert_eq!(diff.to_string(), "admin.idle_timeout 30s → 10s");
+        assert!(diff.needs_restart().is_empty());
     }
 
     /// One list of static keys: what the diff marks is what a reload refuses.

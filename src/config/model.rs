@@ -29,6 +29,7 @@ pub struct Config {
     /// The admin listener (`/healthz`, `/readyz`, `/snapshot`, `/metrics`). Absent: no admin
     /// listener.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(nested)]
     pub admin: Option<Admin>,
 
     /// Which peers are believed when they send `X-Forwarded-*`, `Forwarded`, a request id
@@ -179,6 +180,45 @@ pub struct Server {
     #[validate(custom(function = "nonzero_size"))]
     pub max_request_body: ByteSize,
 
+    /// The most requests on their way to the upstreams at once, all clients together
+    /// (from before a request is sent until its response body has been sent); one more
+    /// gets 503 with `Retry-After` [default: 4096].
+    #[validate(range(min = 1))]
+    pub max_upstream_requests: u32,
+
+    /// The most requests on their way to the upstreams at once from one client address
+    /// (resolved through `trust.proxies`; IPv6 by its /64), so that one client cannot take
+    /// every upstream connection with requests it never reads; one more gets 503 with
+    /// `Retry-After`. Raise it when many users share an address (a corporate NAT)
+    /// [default: 256].
+    #[validate(range(min = 1))]
+    pub max_upstream_requests_per_client: u32,
+
+    /// HTTP/2 (over TLS): the most streams a client may have open at once on one
+    /// connection (`SETTINGS_MAX_CONCURRENT_STREAMS`); each open stream is a request
+    /// that may hold an upstream connection. Applies to new connections after a reload
+    /// [default: 100].
+    #[validate(range(min = 1, max = 10000))]
+    pub http2_max_concurrent_streams: u32,
+
+    /// HTTP/2: how many bytes of a request body a client may send on one stream ahead of
+    /// the upstream reading them (the stream's receive window) [default: "256KiB"].
+    #[validate(custom(function = "http2_window"))]
+    pub http2_stream_window: ByteSize,
+
+    /// HTTP/2: how many bytes of request bodies a client may send on one connection, all
+    /// streams together, ahead of the upstreams reading them (the connection's receive
+    /// window) [default: "1MiB"].
+    #[validate(custom(function = "http2_window"))]
+    pub http2_connection_window: ByteSize,
+
+    /// HTTP/2: how many bytes of one stream's response the gateway buffers for a client
+    /// that does not read them; past it, the upstream's response waits. With
+    /// `http2_max_concurrent_streams` it bounds what one connection that reads nothing
+    /// can make the gateway hold (SECURITY.md gives the worst case) [default: "64KiB"].
+    #[validate(custom(function = "http2_send_buffer"))]
+    pub http2_max_send_buffer: ByteSize,
+
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listen`. Whether TLS is on is static;
     /// the certificate and key files are reloaded when they change.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,22 +251,81 @@ impl Default for Server {
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             max_request_body: ByteSize::mib(100),
+            max_upstream_requests: 4096,
+            max_upstream_requests_per_client: 256,
+            http2_max_concurrent_streams: 100,
+            http2_stream_window: ByteSize::kib(256),
+            http2_connection_window: ByteSize::mib(1),
+            http2_max_send_buffer: ByteSize::kib(64),
         }
     }
 }
 
 /// `[admin]`: the operator's listener. Keep it on loopback or a private network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// It has limits of its own, so that whoever can reach it cannot take the gateway's file
+/// descriptors or memory: a connection cap, a request head timeout, an idle timeout,
+/// request heads of at most 16 KiB and bodies of at most 1 KiB (no endpoint takes one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
 #[schemars(deny_unknown_fields)]
 pub struct Admin {
     /// Address and port of the admin listener. Static: changing it needs a restart.
     pub listen: SocketAddr,
+
+    /// How long a connection may take to send a complete request head, counted from when
+    /// it opens or its previous response was sent: a connection that sends nothing, or
+    /// sends its head slowly (slowloris), is closed after it [default: 5s].
+    #[serde(default = "admin_defaults::header_read_timeout")]
+    #[validate(custom(function = "nonzero_duration"))]
+    pub header_read_timeout: Duration,
+
+    /// A connection that moves no bytes either way for this long is closed, a response
+    /// in progress included (a client that stops reading `/metrics`) [default: 30s].
+    #[serde(default = "admin_defaults::idle_timeout")]
+    #[validate(custom(function = "nonzero_duration"))]
+    pub idle_timeout: Duration,
+
+    /// The most admin connections open at once; a connection beyond it is closed as soon
+    /// as it is accepted. Probes and a metrics scraper need a few [default: 64].
+    #[serde(default = "admin_defaults::max_connections")]
+    #[validate(range(min = 1))]
+    pub max_connections: u32,
 
     /// Which upstreams with a `health_check` must be up for `/readyz` to answer 200:
     /// `all` of those routes use, `any` one of them, or `none` (readiness ignores them)
     /// [default: "all"]. An upstream not yet probed counts as down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_requires: Option<ReadyRequires>,
+}
+
+impl Admin {
+    /// An admin listener on `listen` with the default limits.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            header_read_timeout: admin_defaults::header_read_timeout(),
+            idle_timeout: admin_defaults::idle_timeout(),
+            max_connections: admin_defaults::max_connections(),
+            ready_requires: None,
+        }
+    }
+}
+
+/// What the admin listener uses where the file is silent.
+pub mod admin_defaults {
+    use super::Duration;
+
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    pub fn max_connections() -> u32 {
+        64
+    }
 }
 
 /// `[admin] ready_requires`.
@@ -472,11 +571,22 @@ pub struct Route {
     #[validate(custom(function = "nonzero_size"))]
     pub max_request_body: Option<ByteSize>,
 
-    /// The most WebSockets open at once on this route; a handshake beyond it gets 503
-    /// [default: no limit of its own, only `server.max_connections`].
+    /// The most WebSockets open at once on this route; a handshake beyond it gets 503.
+    /// Each open tunnel to Streamlit is a live session in the Streamlit server, with its
+    /// memory: size it to the sessions the app's servers can hold, and raise it for a
+    /// busy app (every tunnel also counts against `server.max_connections`)
+    /// [default: 1000].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(range(min = 1))]
     pub max_websockets: Option<u32>,
+
+    /// A WebSocket on this route that carries no bytes either way for this long is
+    /// closed (a 1001 close frame to both sides). Messages and pings both count: a live
+    /// Streamlit page keeps its tunnel open, a tab left behind with a broken or stalled
+    /// connection does not hold its upstream session forever [default: 1h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(custom(function = "nonzero_duration"))]
+    pub websocket_idle_timeout: Option<Duration>,
 
     /// Requests per client on this route, e.g. `{ rate = "20/s", burst = 40 }`; a client
     /// over it gets 429 with `Retry-After`. Clients are told apart by their address as
@@ -1108,6 +1218,35 @@ fn log_file_path(value: &std::path::Path) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// An HTTP/2 receive window: at least the protocol's default of 65,535 bytes, at most
+/// 1 GiB (the protocol's limit is 2^31 - 1).
+fn http2_window(value: &ByteSize) -> Result<(), ValidationError> {
+    if !(65_535..=1 << 30).contains(&value.bytes()) {
+        return Err(ValidationError::new("http2_window").with_message(
+            format!(
+                "{} bytes is not a usable HTTP/2 window: give 64KiB to 1GiB",
+                value.bytes()
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A send buffer of at least one HTTP/2 frame (16 KiB) and at most 16 MiB.
+fn http2_send_buffer(value: &ByteSize) -> Result<(), ValidationError> {
+    if !(16 * 1024..=16 << 20).contains(&value.bytes()) {
+        return Err(ValidationError::new("http2_send_buffer").with_message(
+            format!(
+                "{} bytes is not a usable send buffer: give 16KiB (one frame) to 16MiB",
+                value.bytes()
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn nonzero_size(value: &ByteSize) -> Result<(), ValidationError> {
     if value.bytes() == 0 {
         return Err(ValidationError::new("zero_size").with_message(
@@ -1153,6 +1292,14 @@ pub(crate) fn path_prefix(value: &str) -> Result<(), ValidationError> {
         Some(message) => Err(ValidationError::new("path_prefix").with_message(message.into())),
         None => Ok(()),
     }
+}
+
+/// What a route uses where the file is silent.
+pub mod route_defaults {
+    /// `max_websockets`.
+    pub const MAX_WEBSOCKETS: u32 = 1000;
+    /// `websocket_idle_timeout`.
+    pub const WEBSOCKET_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 }
 
 /// What an oidc provider uses where the file is silent (the `[default: ...]` of its

@@ -38,7 +38,11 @@ pub fn keep_static_keys(new: &mut Config, running: &Config) -> Vec<String> {
             show(running_admin),
             show(new_admin)
         ));
-        new.admin = running.admin.clone();
+        // Only the address is static: the admin listener's limits change on reload.
+        match (&mut new.admin, &running.admin) {
+            (Some(new), Some(running)) => new.listen = running.listen,
+            (new, running) => new.clone_from(running),
+        }
     }
     // TLS on or off is static; which certificate it serves is not.
     if new.server.tls.is_some() != running.server.tls.is_some() {

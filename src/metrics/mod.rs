@@ -69,6 +69,11 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FairnessLabels {
+    limit: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -86,6 +91,7 @@ pub struct Metrics {
     auth_failures: Family<AuthFailureLabels, Counter>,
     client_headers_dropped: Family<RouteLabel, Counter>,
     rate_limited: Family<RouteLabel, Counter>,
+    upstream_refused: Family<FairnessLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     upstream_up: Family<UpstreamLabel, Gauge>,
     generation: Gauge,
@@ -149,6 +155,13 @@ impl Metrics {
              login endpoint: by oidc provider)",
             rate_limited.clone(),
         );
+        let upstream_refused = Family::<FairnessLabels, Counter>::default();
+        registry.register(
+            "upstream_refused",
+            "Requests refused with 503 before they were sent upstream, by the cap reached: \
+             `client` (max_upstream_requests_per_client) or `global` (max_upstream_requests)",
+            upstream_refused.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -191,6 +204,7 @@ impl Metrics {
             auth_failures,
             client_headers_dropped,
             rate_limited,
+            upstream_refused,
             reloads,
             upstream_up,
             generation,
@@ -268,6 +282,13 @@ impl Metrics {
             kind: kind.as_str(),
         };
         self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts a request refused by an upstream fairness cap (`limit`: `client`, `global`).
+    pub fn upstream_refused(&self, limit: &'static str) {
+        self.upstream_refused
+            .get_or_create(&FairnessLabels { limit })
+            .inc();
     }
 
     /// Counts a reload attempt by its `result` (applied, rejected, unchanged...).

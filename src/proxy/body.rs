@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::fairness::Admission;
 use super::pool::UpstreamBody;
 use crate::metrics::RequestRecord;
 
@@ -21,6 +22,8 @@ pub struct ProxyBody<A = ()> {
     // Dropped in this order: the upstream body (its connection back to the pool), the
     // attachment, then the record (counted and logged).
     kind: Kind,
+    /// The request's place among those in flight to the upstreams.
+    admission: Option<Admission>,
     _attachment: A,
     record: Option<RequestRecord>,
 }
@@ -37,6 +40,7 @@ impl ProxyBody {
     pub fn upstream(body: UpstreamBody) -> Self {
         Self {
             kind: Kind::Upstream(body),
+            admission: None,
             _attachment: (),
             record: None,
         }
@@ -45,6 +49,7 @@ impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self {
             kind: Kind::Full(Some(bytes.into())),
+            admission: None,
             _attachment: (),
             record: None,
         }
@@ -58,11 +63,13 @@ impl ProxyBody {
     pub fn attach<A>(self, attachment: A) -> ProxyBody<A> {
         let Self {
             kind,
+            admission,
             _attachment: (),
             record,
         } = self;
         ProxyBody {
             kind,
+            admission,
             _attachment: attachment,
             record,
         }
@@ -70,6 +77,12 @@ impl ProxyBody {
 }
 
 impl<A> ProxyBody<A> {
+    /// Keeps the request's place among those in flight upstream until the body ends.
+    pub fn holding(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
     /// Counts the bytes sent into `record`, which is finished when the body is.
     pub fn with_record(mut self, record: RequestRecord) -> Self {
         self.record = Some(record);

@@ -143,6 +143,33 @@ pub fn rate_limited(
     response
 }
 
+/// 503 for a request over an upstream fairness cap: the client (or everyone) has as
+/// many requests on their way upstream as the gateway lets through.
+pub fn upstream_busy(
+    route: &Route,
+    refusal: super::fairness::Refusal,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let message = match refusal {
+        super::fairness::Refusal::Client => {
+            "this client has its maximum of requests in flight; try again shortly"
+        }
+        super::fairness::Refusal::Global => {
+            "the gateway has its maximum of requests in flight; try again shortly"
+        }
+    };
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(route),
+        message,
+        request_id,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// 503 for a WebSocket handshake over the route's cap.
 pub fn too_many_websockets(
     route: &Route,

@@ -127,11 +127,16 @@ pub fn upstream_request_headers(
         out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
     }
     if !copied(&out, &X_FORWARDED_HOST) {
-        // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
-        let host = ctx
-            .uri_authority
-            .and_then(|a| HeaderValue::from_str(a).ok())
-            .or_else(|| client_host.cloned());
+        // The host of `public_base_url` when the file names one: a client's `Host` is
+        // whatever it chose to send, and apps build absolute links from this header.
+        // Else an absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+        let host = match &policy.forwarded_host {
+            Some(host) => Some(host.clone()),
+            None => ctx
+                .uri_authority
+                .and_then(|a| HeaderValue::from_str(a).ok())
+                .or_else(|| client_host.cloned()),
+        };
         if let Some(host) = host {
             out.insert(X_FORWARDED_HOST, host);
         }
@@ -469,6 +474,9 @@ pub struct HeaderPolicy {
     pub remote_user: HeaderName,
     /// The path of `public_base_url`, when it is not `/`.
     pub forwarded_prefix: Option<HeaderValue>,
+    /// The host (and port, when not the scheme's default) of `public_base_url`: the
+    /// `X-Forwarded-Host` of every request no trusted proxy sent one for.
+    pub forwarded_host: Option<HeaderValue>,
     /// Added to responses that match no route where they lack them; empty when
     /// `security_headers = false`.
     pub security_headers: SecurityHeaderList,

@@ -25,6 +25,33 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
+    pub http2: Http2Limits,
+}
+
+/// What one HTTP/2 connection may hold: streams, request bytes received ahead of the
+/// upstreams (the receive windows) and response bytes buffered per stream for a client
+/// that does not read.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Limits {
+    pub max_concurrent_streams: u32,
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_send_buffer: usize,
+}
+
+impl Http2Limits {
+    /// Sets these limits on a connection builder. hyper's other defences stay on: at
+    /// most 20 streams reset by the client before they were served (rapid reset, then
+    /// GOAWAY), 1,024 streams the server had to reset, and request heads (CONTINUATION
+    /// frames included) of at most `max_header_list_size`.
+    pub fn apply<E>(&self, http2: &mut hyper_util::server::conn::auto::Http2Builder<'_, E>) {
+        http2
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .initial_stream_window_size(self.stream_window)
+            .initial_connection_window_size(self.connection_window)
+            .adaptive_window(false)
+            .max_send_buf_size(self.max_send_buffer);
+    }
 }
 
 /// Why a request body stopped before its end.

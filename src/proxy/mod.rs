@@ -8,6 +8,7 @@
 pub mod body;
 pub mod echo;
 pub mod errors;
+pub mod fairness;
 pub mod framing;
 pub mod headers;
 pub mod health;

@@ -38,8 +38,10 @@ pub struct Route {
     pub unlisted_headers: UnlistedNames,
     /// The largest request body, in bytes (the route's, else the server's).
     pub max_request_body: u64,
-    /// The cap on open WebSockets, when the route has one.
+    /// The cap on open WebSockets (a built route always has one).
     pub websockets: Option<WebSocketCap>,
+    /// A tunnel that carries no bytes either way for this long is closed.
+    pub websocket_idle_timeout: Duration,
     /// Requests per client, when the route has a limit.
     pub rate_limit: Option<Arc<ClientRateLimit>>,
 }

@@ -2,17 +2,18 @@
 //!
 //! The tunnel is its own task, independent of the snapshot and of the HTTP connection
 //! it came from, so a reload never cuts an open WebSocket. It ends with a close frame
-//! of its own in two cases: the gateway shuts down (1001 "going away", to both sides),
-//! or the credential it was opened with expires or its browser session ends (1008: a
-//! token's `exp`, a logout on any replica; Streamlit sessions last for hours, tokens
-//! do not). To put a frame on the wire it stops each
+//! of its own in three cases: the gateway shuts down (1001 "going away", to both
+//! sides); no bytes crossed it either way for the route's `websocket_idle_timeout`
+//! (1001 "idle timeout": each tunnel to Streamlit holds a session there); or the
+//! credential it was opened with expires or its browser session ends (1008: a token's
+//! `exp`, a logout on any replica; Streamlit sessions last for hours, tokens do not).
+//! To put a frame on the wire it stops each
 //! direction at a frame boundary ([`FrameTracker`]), writes the close frame — masked
 //! toward the upstream, as a client's frames must be — and half-closes.
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-
 use std::task::{Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use crate::idle::LastActivity;
 use crate::shutdown::{self, InFlight};
 
 use super::ws_frames::{FrameTracker, close_frame};
@@ -66,6 +68,7 @@ impl Tunnels {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closing {
     ShuttingDown,
+    Idle,
     CredentialExpired,
     SessionEnded,
 }
@@ -74,6 +77,7 @@ impl Closing {
     fn code_and_reason(self) -> (u16, &'static str) {
         match self {
             Self::ShuttingDown => (1001, "the gateway is shutting down"),
+            Self::Idle => (1001, "idle timeout"),
             Self::CredentialExpired => (1008, "credential expired"),
             Self::SessionEnded => (1008, "session ended"),
         }
@@ -89,6 +93,8 @@ pub struct Lifetime {
     pub expires_at: Option<SystemTime>,
     /// The browser session the handshake came in.
     pub session: Option<SessionWatch>,
+    /// Closes the tunnel once it has carried no bytes either way for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 pub fn spawn_tunnel(
@@ -104,6 +110,7 @@ pub fn spawn_tunnel(
     let Lifetime {
         expires_at,
         session,
+        idle_timeout,
     } = lifetime;
     let open = tunnels.open.enter();
     let drain = tunnels.drain.clone();
@@ -118,11 +125,13 @@ pub fn spawn_tunnel(
             }
         };
         let _open_metric = metrics.websocket_opened();
+        let activity = Arc::new(LastActivity::new());
         // The wait for a reason to close is a task of its own: polled with the copy, the
         // shutdown signal (shared by every connection) would be polled on every read.
         let (closing_tx, mut closing) = watch::channel(None);
         let _reason = AbortOnDrop(tokio::spawn({
             let route = Arc::clone(&route);
+            let activity = Arc::clone(&activity);
             async move {
                 let expiry = async {
                     match expires_at {
@@ -139,13 +148,23 @@ pub fn spawn_tunnel(
                         None => std::future::pending().await,
                     }
                 };
+                let idle = async {
+                    match idle_timeout {
+                        Some(limit) => activity.quiet_for(limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let why = tokio::select! {
                     () = drain.fired() => Closing::ShuttingDown,
+                    () = idle => Closing::Idle,
                     () = expiry => Closing::CredentialExpired,
                     () = session_ended => Closing::SessionEnded,
                 };
                 match why {
                     Closing::ShuttingDown => tracing::debug!(%route, "websocket closing: shutdown"),
+                    Closing::Idle => {
+                        tracing::debug!(%route, "websocket closed: idle timeout");
+                    }
                     Closing::CredentialExpired => {
                         tracing::info!(%route, "websocket closed: its credential expired");
                     }
@@ -158,8 +177,20 @@ pub fn spawn_tunnel(
         }));
         let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
         let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
-        let to_upstream = pump(client_read, upstream_write, true, closing.clone());
-        let to_client = pump(upstream_read, client_write, false, closing.clone());
+        let to_upstream = pump(
+            client_read,
+            upstream_write,
+            true,
+            closing.clone(),
+            &activity,
+        );
+        let to_client = pump(
+            upstream_read,
+            client_write,
+            false,
+            closing.clone(),
+            &activity,
+        );
         let copying = async { tokio::join!(to_upstream, to_client) };
         tokio::pin!(copying);
         let (to_upstream, to_client) = tokio::select! {
@@ -193,6 +224,7 @@ async fn pump<R, W>(
     mut to: W,
     toward_upstream: bool,
     mut closing: watch::Receiver<Option<Closing>>,
+    activity: &LastActivity,
 ) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
@@ -218,6 +250,7 @@ where
             to.shutdown().await?;
             return Ok(copied);
         }
+        activity.touch();
         tracker.advance(&chunk);
         to.write_all(&chunk).await?;
         copied += chunk.len() as u64;

@@ -1,41 +1,68 @@
 //! The admin listener: `/healthz`, `/readyz`, `/snapshot`, `/config` and `/metrics`
 //! (Prometheus) for operators.
 //!
-//! Keep it on loopback or a private network: `/snapshot` shows the route table.
+//! Keep it on loopback or a private network: `/snapshot` shows the route table. Whoever
+//! can reach it still cannot take the process's file descriptors or memory: it accepts
+//! at most `admin.max_connections` connections (one more is closed as soon as it is
+//! accepted, which frees its descriptor at once), closes a connection that has not sent
+//! a complete request head within `admin.header_read_timeout` of opening or of its
+//! previous response, closes one that moves no bytes for `admin.idle_timeout`, reads
+//! heads of at most [`MAX_HEAD`] and refuses bodies over [`MAX_BODY`]. The limits are
+//! read from the snapshot when a connection is accepted.
 
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt as _;
 
+use super::accept::Backoff;
 use crate::auth::identity::JWKS_PATH;
-use crate::config::model::ReadyRequires;
+use crate::config::model::{self, ReadyRequires};
 use crate::http;
+use crate::idle::LastActivity;
 use crate::metrics::Metrics;
 use crate::proxy::health::{Health, UpstreamHealth};
 use crate::proxy::route::UpstreamTarget;
 use crate::reload::Reloader;
 use crate::serve::status_page::{self, TrafficSampler};
+use crate::shutdown::{InFlight, Signal};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
-/// Serves the admin endpoints on `listener` until `stop` fires. Connections
-/// still open then finish on their own; `/readyz` answers 503 once `draining` is set.
+/// The largest request head read (hyper's smallest read buffer is 8 KiB).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The largest request body accepted; no admin endpoint reads one.
+pub const MAX_BODY: u64 = 1024;
+
+/// Serves the admin endpoints on `listener` until `stop` fires; connections still open
+/// then finish the request they are serving and close. `/readyz` answers 503 once
+/// `draining` is set.
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
-    stop: crate::shutdown::Signal,
+    stop: Signal,
 ) {
     let admin = Admin {
-        snapshot,
+        snapshot: Arc::clone(&snapshot),
         reloader,
         metrics: Arc::clone(&metrics),
         draining,
@@ -52,14 +79,196 @@ pub async fn serve(
             }
         }
     };
-    tokio::select! {
-        () = sampling => {}
-        served = axum::serve(listener, router(admin)).into_future() => {
-            if let Err(error) = served {
-                tracing::warn!(%error, "the admin listener stopped");
+    // Stopped with the listener, however this function ends.
+    let _sampling = AbortOnDrop(tokio::spawn(sampling));
+    let router = router(admin);
+    let open = InFlight::new();
+    let mut backoff = Backoff::new("admin listener");
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.fired() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
+            Err(error) => {
+                backoff.failed(&error).await;
+                continue;
+            }
+        };
+        let limits = Limits::of(snapshot.load().config.admin.as_ref());
+        let Some(slot) = open.try_enter(limits.max_connections) else {
+            // Closed at once: the descriptor is back before the next accept.
+            tracing::debug!(%peer, "admin connection refused: admin.max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let router = router.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, router, limits, stop).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The admin listener's limits, as a connection is served with them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
+impl Limits {
+    /// The file's, or the defaults when it has no `[admin]` any more (a reload cannot
+    /// remove the running listener).
+    fn of(admin: Option<&model::Admin>) -> Self {
+        let fallback;
+        let admin = match admin {
+            Some(admin) => admin,
+            None => {
+                fallback = model::Admin::on(SocketAddr::from(([127, 0, 0, 1], 0)));
+                &fallback
+            }
+        };
+        Self {
+            header_read_timeout: admin.header_read_timeout.get(),
+            idle_timeout: admin.idle_timeout.get(),
+            max_connections: usize::try_from(admin.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// Serves one connection until it ends, is idle for too long, or `stop` fires and its
+/// request in flight is done.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Limits,
+    stop: Signal,
+) {
+    let activity = Arc::new(LastActivity::new());
+    let io = Watched {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    };
+    let service = hyper::service::service_fn(move |request: axum::http::Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            if let Some(refusal) = body_refusal(&request) {
+                return Ok::<_, Infallible>(refusal);
+            }
+            router.oneshot(request).await
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let mut stopping = false;
+    loop {
+        let deadline = activity.deadline(limits.idle_timeout);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "admin connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if activity.deadline(limits.idle_timeout) <= std::time::Instant::now() {
+                    tracing::debug!(%peer, "admin connection closed: idle timeout");
+                    return;
+                }
+            }
+            () = stop.fired(), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
             }
         }
-        () = stop.fired() => {}
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// 413 for a request whose body may be larger than [`MAX_BODY`]: a declared length over
+/// it, or a body of unknown length (chunked).
+fn body_refusal(request: &axum::http::Request<Incoming>) -> Option<Response> {
+    use hyper::body::Body as _;
+    let hint = request.body().size_hint();
+    if hint.upper().is_some_and(|upper| upper <= MAX_BODY) {
+        return None;
+    }
+    let mut response = http::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the admin endpoints take no request body\n",
+    );
+    // The body is not read: the connection cannot carry another request.
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    Some(response)
+}
+
+/// The client's socket, noting when bytes move either way.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<LastActivity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

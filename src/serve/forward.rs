@@ -22,6 +22,7 @@ use crate::auth::oidc::session::SessionWatch;
 use crate::auth::{AuthFailure, Identity};
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
+use crate::proxy::fairness::Admission;
 use crate::proxy::headers::unlisted::{self, Noted};
 use crate::proxy::headers::{self, RequestContext};
 use crate::proxy::pool::{Sent, UpstreamBody, UpstreamError};
@@ -345,6 +346,15 @@ impl Proxy {
                 }));
             }
         };
+        // Upstream fairness: a place among the requests in flight, held with the body.
+        let client = headers::client_address(peer.ip(), &parts.headers, &snapshot.headers);
+        let admission = match snapshot.fairness.admit(client) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                self.metrics.upstream_refused(refusal.as_str());
+                return Routed::Respond(errors::upstream_busy(route, refusal, request_id));
+            }
+        };
         let mut headers = headers::upstream_request_headers(
             &parts.headers,
             &snapshot.headers,
@@ -371,6 +381,7 @@ impl Proxy {
         Routed::Forward(Forward {
             route,
             http,
+            admission,
             request: upstream_request,
             client_upgrade: client_upgrade.map(|on_upgrade| {
                 Box::new(ClientUpgrade {
@@ -476,6 +487,7 @@ impl Routed<'_> {
 struct Forward<'a> {
     route: &'a Arc<Route>,
     http: &'a HttpUpstream,
+    admission: Admission,
     request: Request<limits::LimitedBody>,
     /// The client's side of a WebSocket handshake, and what the tunnel needs.
     client_upgrade: Option<Box<ClientUpgrade>>,
@@ -501,6 +513,7 @@ impl<'a> Forward<'a> {
         let exchange = Exchange {
             route: self.route,
             http: self.http,
+            admission: self.admission,
             body_exceeded: self.request.body().exceeded(),
             client_upgrade: self.client_upgrade,
         };
@@ -513,6 +526,7 @@ impl<'a> Forward<'a> {
 struct Exchange<'a> {
     route: &'a Arc<Route>,
     http: &'a HttpUpstream,
+    admission: Admission,
     /// Set when the client's body went over the route's limit while it was being sent.
     body_exceeded: Option<Arc<std::sync::atomic::AtomicBool>>,
     client_upgrade: Option<Box<ClientUpgrade>>,
@@ -530,6 +544,7 @@ impl Proxy {
             route,
             body_exceeded,
             client_upgrade,
+            admission,
             ..
         } = exchange;
         let upstream = &route.upstream;
@@ -638,6 +653,7 @@ impl Proxy {
                         websocket::Lifetime {
                             expires_at,
                             session,
+                            idle_timeout: Some(route.websocket_idle_timeout),
                         },
                         Arc::clone(self.metrics.route(&route.metrics, &route.name)),
                     );
@@ -654,7 +670,7 @@ impl Proxy {
             }
         }
         headers::clean_response_headers(response.headers_mut(), switching);
-        response.map(|body| ProxyBody::upstream(UpstreamBody::new(body, lease)))
+        response.map(|body| ProxyBody::upstream(UpstreamBody::new(body, lease)).holding(admission))
     }
 }
 

@@ -61,18 +61,19 @@ pub async fn serve(
     let open_sockets = InFlight::new();
     // Connections still speaking HTTP: what a shutdown waits for.
     let serving = InFlight::new();
+    let mut backoff = super::accept::Backoff::new("public listener");
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = drain.fired() => break,
         };
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
             Err(error) => {
-                // Out of file descriptors or a reset before accept: wait a little rather
-                // than spin, and keep serving the connections already open.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.failed(&error).await;
                 continue;
             }
         };
@@ -207,6 +208,7 @@ impl Connection {
             builder
                 .http2()
                 .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+            limits.http2.apply(&mut builder.http2());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
         })

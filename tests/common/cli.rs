@@ -93,6 +93,26 @@ pub fn stdout_json(output: &Output) -> Value {
     })
 }
 
+/// `fluxlit serve --config <config>` with at most `nofile` open file descriptors (the
+/// shell's `ulimit -n`), `RUST_LOG` at `warn`, its stderr written to `log`: a gateway
+/// that runs out of descriptors as a small container would. Killed when dropped.
+pub fn serve_with_nofile(config: &Path, nofile: u32, log: &Path) -> KillOnDrop {
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {nofile}; exec {} serve --config {}",
+            env!("CARGO_BIN_EXE_fluxlit"),
+            config.display()
+        ))
+        .env("RUST_LOG", "warn")
+        .env_remove("FLUXLIT_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn fluxlit serve");
+    KillOnDrop(child)
+}
+
 /// A child process, killed when dropped however the test ends.
 #[derive(Debug)]
 pub struct KillOnDrop(pub Child);
