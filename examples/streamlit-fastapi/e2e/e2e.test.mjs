@@ -31,7 +31,6 @@ const EXCHANGE_SECRET = readFileSync(env("E2E_EXCHANGE_SECRET_FILE"), "utf8").re
 
 const PUBLIC_BASE = `http://${PUBLIC_HOST}:${GATEWAY_PORT}`;
 const PUBLIC_URL = `${PUBLIC_BASE}/`;
-const GATEWAY_HOST = `127.0.0.1:${GATEWAY_PORT}`;
 const IDP_ORIGIN = `http://127.0.0.1:${IDP_PORT}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // A JWT (header.payload.signature, each base64url JSON starting with "{").
@@ -305,7 +304,7 @@ test("/api/... reaches FastAPI with its path intact and the forwarded headers", 
   assert.equal(one("host"), `127.0.0.1:${API_PORT}`, "Host is the upstream's");
   assert.equal(one("x-forwarded-for"), "127.0.0.1");
   assert.equal(one("x-forwarded-proto"), "http");
-  assert.equal(one("x-forwarded-host"), GATEWAY_HOST, "X-Forwarded-Host is the client's Host");
+  assert.equal(one("x-forwarded-host"), `${PUBLIC_HOST}:${GATEWAY_PORT}`, "X-Forwarded-Host is public_base_url's host, not the client's Host");
   assert.equal(headers.has("x-forwarded-prefix"), false, "no prefix: public_base_url has path /");
   assert.match(one("x-request-id") ?? "", UUID);
   assert.equal(res.headers["x-request-id"], one("x-request-id"), "the response echoes the id FastAPI saw");
@@ -332,7 +331,7 @@ test("a spoofed X-Forwarded-For from an untrusted address does not reach FastAPI
   };
   const { res, seen, headers, one } = await echo("/api/echo/untrusted", { from: "127.0.0.2", headers: spoofed });
   assert.equal(one("x-forwarded-for"), "127.0.0.2", "the real peer, and only it");
-  assert.equal(one("x-forwarded-host"), GATEWAY_HOST);
+  assert.equal(one("x-forwarded-host"), `${PUBLIC_HOST}:${GATEWAY_PORT}`, "never the client's evil.example");
   assert.equal(one("x-forwarded-proto"), "http");
   assert.equal(headers.has("forwarded"), false);
   assert.equal(headers.has("x-remote-user"), false);
