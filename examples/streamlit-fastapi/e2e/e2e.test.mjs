@@ -3,7 +3,7 @@
 // passes their ports in E2E_*; run it, not this file, unless those servers are up.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -18,6 +18,7 @@ const env = (name) => {
 const GATEWAY_PORT = Number(env("E2E_GATEWAY_PORT"));
 const API_PORT = Number(env("E2E_API_PORT"));
 const IDP_PORT = Number(env("E2E_IDP_PORT"));
+const ADMIN_PORT = Number(env("E2E_ADMIN_PORT"));
 // The one user of the demo identity provider, fresh for this run.
 const IDP_SUB = env("E2E_IDP_SUB");
 const IDP_NAME = "E2E User";
@@ -529,4 +530,35 @@ test("a login at the real OpenID provider, over plain HTTP: a session, its refre
   const { headers } = await echo("/api/echo/identity", { headers: { "x-fluxlit-sub": "admin", "x-fluxlit-name": "Admin" } });
   assert.equal(headers.has("x-fluxlit-sub"), false);
   assert.equal(headers.has("x-fluxlit-name"), false);
+});
+
+// Last: it stops FastAPI and breaks the config file.
+test("the admin status page shows the routes, an upstream going down, and a refused reload", { timeout: 90_000 }, async () => {
+  const page = await context.newPage();
+  const admin = `http://127.0.0.1:${ADMIN_PORT}/`;
+  const response = await page.goto(admin, { waitUntil: "domcontentloaded" });
+  assert.equal(response.status(), 200);
+  // The routes and upstreams of the example, by name.
+  for (const route of ["me", "api", "browser-api", "ui"]) {
+    await page.locator("td", { hasText: new RegExp(`^${route}$`) }).first().waitFor({ timeout: 10_000 });
+  }
+  const upstreamRow = (name) => page.locator("tr", { has: page.locator("td", { hasText: new RegExp(`^${name}$`) }) }).last();
+  await upstreamRow("api").locator(".up").waitFor({ timeout: 30_000 });
+  await upstreamRow("ui").locator(".up").waitFor({ timeout: 30_000 });
+  await page.screenshot({ path: join(OUT, "status-page.png"), fullPage: true });
+
+  // FastAPI stops: the page, refreshing itself, shows it down with the reason.
+  process.kill(Number(env("E2E_API_PID")), "SIGKILL");
+  await upstreamRow("api").locator(".down").waitFor({ timeout: 45_000 });
+  assert.match(await upstreamRow("api").textContent(), /cannot connect/);
+
+  // A config that does not load: the page shows the errors with their file:line:col,
+  // and the running config keeps serving.
+  appendFileSync(env("E2E_CONFIG"), "\n[upstreams.api]\nurl = \"http://127.0.0.1:1\"\n");
+  const refused = page.getByText("refused reload");
+  await refused.waitFor({ timeout: 30_000 });
+  const text = await page.locator("dd.error").textContent();
+  assert.match(text, /fluxlit\.toml:\d+:\d+/, text);
+  await page.screenshot({ path: join(OUT, "status-page-down.png"), fullPage: true });
+  await page.close();
 });

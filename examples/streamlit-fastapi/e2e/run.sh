@@ -162,7 +162,8 @@ start ui env FLUXLIT_INTERNAL_API_BASE="http://127.0.0.1:$api_port/api" \
   --server.fileWatcherType none --browser.serverAddress "$public_host" \
   --browser.serverPort "$gw_port"
 wait_for idp "http://127.0.0.1:$idp_port/.well-known/openid-configuration"
-start gateway "$fluxlit" serve --config "$config"
+# From the config's own directory, so the status page and its errors name "fluxlit.toml".
+start gateway env -C "$work" "$fluxlit" serve --config fluxlit.toml
 
 wait_for api "http://127.0.0.1:$api_port/api/health"
 wait_for ui "http://127.0.0.1:$ui_port/_stcore/health"
@@ -171,7 +172,11 @@ echo "e2e: servers up in $((SECONDS - started)) s (gateway :$gw_port, api :$api_
 
 # TMPDIR: Playwright's and Chromium's own temporary files go into $work too, and
 # are removed with it even when a process was killed before it could clean up.
+# The API's process, which the status page test stops to see it reported down.
+api_pid=
+for i in "${!names[@]}"; do [[ ${names[$i]} == api ]] && api_pid=${pids[$i]}; done
 TMPDIR=$work E2E_GATEWAY_PORT=$gw_port E2E_API_PORT=$api_port E2E_UI_PORT=$ui_port \
+  E2E_ADMIN_PORT=$admin_port E2E_API_PID=$api_pid E2E_CONFIG=$config \
   E2E_IDP_PORT=$idp_port E2E_IDP_SUB=$idp_sub E2E_PUBLIC_HOST=$public_host E2E_PROFILE=$profile E2E_OUT=$out \
   E2E_EXCHANGE_SECRET_FILE=$work/.secrets/exchange-secret \
   node --test --test-reporter=spec "$here/e2e.test.mjs" &
