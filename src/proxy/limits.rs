@@ -23,6 +23,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long the client may accept none of the bytes the gateway is sending.
+    pub send_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
 }

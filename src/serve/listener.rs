@@ -4,7 +4,12 @@
 //! Limits are read from the current snapshot when a connection is accepted, so a reload
 //! changes them for new connections. Each connection has a watchdog that closes it
 //! when a client is too slow to send a request head (`header_read_timeout`, against
-//! slowloris) or sits idle between requests (`idle_timeout`). hyper's own header timer
+//! slowloris), sits idle between requests (`idle_timeout`), or accepts none of the
+//! bytes the gateway has for it for `send_timeout` (a slow reader: closing the
+//! connection drops the response body, which cancels the upstream request and closes
+//! its connection). What a stalled reader holds meanwhile is bounded by the buffers:
+//! hyper's write buffer (`max_header_size`) and the upstream connection's read buffer
+//! ([`crate::proxy::pool::RESPONSE_BUFFER`]). hyper's own header timer
 //! is not used: it starts when the connection goes idle, which would merge the two.
 //! On a TLS connection the handshake counts as part of the first request head: a client
 //! that starts one and never finishes it is closed like a slowloris.
@@ -254,18 +259,23 @@ async fn watchdog(
     let mut draining = false;
     loop {
         tokio::select! {
-            () = timer.as_mut() => match activity.deadline(&limits) {
-                Deadline::Expired(reason) => {
-                    tracing::debug!(%peer, reason, "closing connection");
-                    signal.send(Command::Close);
-                    return;
-                }
-                Deadline::At(at) => timer.as_mut().reset(at.into()),
-            },
+            () = timer.as_mut() => {}
+            // A write found the client's socket full: the send timeout starts now, which
+            // may be sooner than the timer was set for.
+            () = activity.stall_started() => {}
             () = drain.fired(), if !draining => {
                 draining = true;
                 signal.send(Command::Drain);
+                continue;
             }
+        }
+        match activity.deadline(&limits) {
+            Deadline::Expired(reason) => {
+                tracing::debug!(%peer, reason, "closing connection");
+                signal.send(Command::Close);
+                return;
+            }
+            Deadline::At(at) => timer.as_mut().reset(at.into()),
         }
     }
 }
@@ -326,6 +336,12 @@ struct Activity {
     /// HTTP/2: bytes between requests are not a request head (pings, window updates,
     /// settings), so only the idle timeout applies between requests.
     multiplexed: AtomicBool,
+    /// Milliseconds since `started` (+1, so 0 means none) of the write that found the
+    /// client's socket full, while no write has gone through since.
+    stalled_since: AtomicU64,
+    /// Set with `stalled_since` and taken by the watchdog, which `stall_waker` wakes.
+    stall_news: AtomicBool,
+    stall_waker: AtomicWaker,
 }
 
 enum Deadline {
@@ -342,7 +358,41 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
+            stalled_since: AtomicU64::new(0),
+            stall_news: AtomicBool::new(false),
+            stall_waker: AtomicWaker::new(),
         }
+    }
+
+    /// A write could not go through: the client's socket is full. Only the first of a
+    /// run of such writes starts the clock (and wakes the watchdog).
+    fn on_write_blocked(&self) {
+        if self.stalled_since.load(Ordering::Relaxed) == 0 {
+            self.stalled_since
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+            self.stall_news.store(true, Ordering::Release);
+            self.stall_waker.wake();
+        }
+    }
+
+    /// Bytes went out: the client is reading.
+    fn on_write_progress(&self) {
+        // Read first: the common case (never stalled) writes nothing shared.
+        if self.stalled_since.load(Ordering::Relaxed) != 0 {
+            self.stalled_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves when a stall has started since the watchdog last looked.
+    fn stall_started(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.stall_waker.register(cx.waker());
+            if self.stall_news.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// The connection speaks HTTP/2 from now on; the TLS handshake's bytes no longer
@@ -373,9 +423,22 @@ impl Activity {
 
     fn deadline(&self, limits: &ConnectionLimits) -> Deadline {
         let now = Instant::now();
+        // Whatever else the connection is doing, the gateway has bytes for a client
+        // that takes none: the send timeout applies.
+        let stall_expires = match self.stalled_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => {
+                let expires = self.at(since - 1) + limits.send_timeout;
+                if expires <= now {
+                    return Deadline::Expired("the client accepted no bytes for send_timeout");
+                }
+                Some(expires)
+            }
+        };
+        let sooner = |at: Instant| stall_expires.map_or(at, |stall| stall.min(at));
         if self.requests_in_flight.load(Ordering::Acquire) > 0 {
             // A request is being served: the upstream timeout governs it.
-            return Deadline::At(now + limits.idle_timeout);
+            return Deadline::At(sooner(now + limits.idle_timeout));
         }
         let (since, limit, reason) = match self.head_started.load(Ordering::Relaxed) {
             0 => (
@@ -393,7 +456,7 @@ impl Activity {
         if expires <= now {
             Deadline::Expired(reason)
         } else {
-            Deadline::At(expires)
+            Deadline::At(sooner(expires))
         }
     }
 }
@@ -443,13 +506,27 @@ impl AsyncRead for TrackedIo {
     }
 }
 
+impl TrackedIo {
+    /// Tells the watchdog whether the client is taking what the gateway sends.
+    fn note_write(&self, result: &Poll<io::Result<usize>>) {
+        match result {
+            Poll::Pending => self.activity.on_write_blocked(),
+            Poll::Ready(Ok(written)) if *written > 0 => self.activity.on_write_progress(),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 impl AsyncWrite for TrackedIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(&result);
+        result
     }
 
     fn poll_write_vectored(
@@ -457,7 +534,10 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
