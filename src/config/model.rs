@@ -168,7 +168,9 @@ pub struct Server {
     #[validate(custom(function = "nonzero_duration"))]
     pub send_timeout: Duration,
 
-    /// The largest request head (request line and headers) accepted; larger heads get 431.
+    /// The largest request head accepted, in bytes, from the request line to the empty
+    /// line that ends the head: a head of exactly this size is served, one byte more gets
+    /// 431.
     pub max_header_size: ByteSize,
 
     /// The most client connections open at once; connections beyond it get 503 and are

@@ -29,10 +29,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -166,16 +165,8 @@ impl Connection {
             Arc::clone(&signal),
             peer,
         )));
-        // hyper refuses buffers under 8 KiB; validation already does too.
-        let max_buf_size = limits.max_header_size.max(8 * 1024);
-
         let Some(tls) = tls else {
-            let mut builder = http1::Builder::new();
-            builder
-                .max_buf_size(max_buf_size)
-                .header_read_timeout(None)
-                .keep_alive(true);
-            let connection = builder
+            let connection = http1_builder(&limits)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             drive(connection, |c| c.graceful_shutdown(), &signal, peer).await;
@@ -200,23 +191,40 @@ impl Connection {
                 // Too slow to finish the handshake, or shutting down before any request.
                 _ = signal.next() => return,
             };
+            // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.3); everything else is
+            // HTTP/1.1, with the same builder (and the same exact head limit) as plain.
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 activity.multiplexed();
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.max_header_list_size(
+                    u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
+                );
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
+            } else {
+                let connection = http1_builder(&limits)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
             }
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(max_buf_size)
-                .header_read_timeout(None)
-                .keep_alive(true);
-            builder
-                .http2()
-                .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
         })
         .await;
     }
+}
+
+/// The HTTP/1.1 server of one connection. The head limit is exact: a head of
+/// `max_header_size` bytes passes, one byte more gets 431, whether it arrives whole
+/// (checked once parsed) or in pieces (the read buffer holds no more than the limit
+/// while no complete head is in it). hyper refuses buffers under 8 KiB; validation
+/// refuses such a limit too. hyper's own header timer is off: the watchdog times heads.
+fn http1_builder(limits: &ConnectionLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .max_buf_size(limits.max_header_size.max(8 * 1024))
+        .max_header_size(limits.max_header_size)
+        .header_read_timeout(None)
+        .keep_alive(true);
+    builder
 }
 
 /// Runs an HTTP connection until it ends, or until the watchdog closes it or asks it to
