@@ -45,7 +45,7 @@ const REPLAYABLE_AFTER_IDLE: Duration = Duration::from_millis(250);
 /// read buffer, 400 KiB by default): with the listener's write buffer, what a client
 /// that stops reading makes the gateway hold, for at most `send_timeout`. Also the
 /// largest response head an upstream may send.
-pub const RESPONSE_BUFFER: usize = 64 * 1024;
+pub const RESPONSE_BUFFER: usize = 32 * 1024;
 
 /// The pool of one upstream. Cheap to clone; clones share the connections.
 #[derive(Debug, Clone)]
