@@ -15,7 +15,10 @@
 
 mod common;
 
-use common::h1_reference::{Outcome, agree, block_on, engine, hyper};
+use common::h1_reference::{
+    Outcome, agree, block_on, engine, engine_response, hyper, hyper_response,
+};
+use http::Method;
 use proptest::prelude::*;
 
 /// The listener's default `max_header_size` is larger; 8 KiB is the smallest the config
@@ -40,6 +43,14 @@ fn assert_same(bytes: &[u8], max_header_size: usize) {
         "engine (left) and hyper (right) differ on {:?}",
         shown(bytes)
     );
+}
+
+/// `default` cases, or `PROPTEST_CASES` for a longer run by hand.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The bytes for a failure message, long runs of padding cut short.
@@ -289,7 +300,7 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn generated_streams_are_read_alike(bytes in stream()) {
@@ -305,5 +316,143 @@ proptest! {
         if !agree(&bytes, &ours, &reference) {
             prop_assert_eq!(ours, reference, "{:?}", shown(&bytes));
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Responses: the engine's client side against hyper's client
+// ---------------------------------------------------------------------------------------
+
+#[track_caller]
+fn assert_same_response(bytes: &[u8], method: &Method) {
+    let ours = engine_response(bytes, method, MAX_HEADER_SIZE);
+    let reference = block_on(hyper_response(bytes, method, MAX_HEADER_SIZE));
+    assert_eq!(
+        ours,
+        reference,
+        "engine (left) and hyper (right) differ on {method} then {:?}",
+        shown(bytes)
+    );
+}
+
+#[test]
+fn responses_are_read_alike() {
+    let cases: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 005\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw until close",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\nuntil close",
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+        b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nframes",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+        b"HTTP/1.1 099 Low\r\n\r\n",
+        b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: a\0b\r\n\r\n",
+        b"HTTP/2 200\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+    ];
+    for method in [Method::GET, Method::HEAD, Method::POST, Method::CONNECT] {
+        for case in cases {
+            assert_same_response(case, &method);
+        }
+    }
+    // Not agreement by both failing: what each case is known to give.
+    /// Bytes, the request's method, and the status and body hyper takes from them.
+    type Known<'a> = (&'a [u8], &'a Method, Option<(u16, Option<&'a [u8]>)>);
+    let known: &[Known<'_>] = &[
+        (cases[1], &Method::GET, Some((200, Some(b"hello")))),
+        (cases[1], &Method::HEAD, Some((200, Some(b"")))),
+        (cases[8], &Method::GET, Some((200, Some(b"hello world")))),
+        (
+            cases[10],
+            &Method::GET,
+            Some((200, Some(b"raw until close"))),
+        ),
+        (cases[5], &Method::GET, None),
+        (cases[17], &Method::POST, Some((200, Some(b"ok")))),
+        (cases[20], &Method::GET, Some((200, None))),
+    ];
+    for (bytes, method, expected) in known {
+        let expected = expected.map(|(status, body)| (status, body.map(<[u8]>::to_vec)));
+        let reference = block_on(hyper_response(bytes, method, MAX_HEADER_SIZE));
+        assert_eq!(reference, expected, "{method} then {:?}", shown(bytes));
+    }
+}
+
+fn response_stream() -> impl Strategy<Value = Vec<u8>> {
+    let status = prop::sample::select(vec![
+        "HTTP/1.1 200 OK",
+        "HTTP/1.1 200 OK",
+        "HTTP/1.0 200 OK",
+        "HTTP/1.1 204 No Content",
+        "HTTP/1.1 304 Not Modified",
+        "HTTP/1.1 101 Switching Protocols",
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK",
+        "HTTP/1.1 404 Not Found",
+        "HTTP/1.1 200",
+        "HTTP/1.1 099 Low",
+        "HTTP/1.2 200 OK",
+    ]);
+    let line_end = prop::sample::select(vec!["\r\n", "\r\n", "\r\n", "\n"]);
+    (
+        status,
+        line_end.clone(),
+        prop::collection::vec((field(), line_end.clone()), 0..4),
+        line_end,
+        body(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..3),
+    )
+        .prop_map(|(status, end, fields, last, body, edits)| {
+            let mut bytes = format!("{status}{end}").into_bytes();
+            for (field, end) in fields {
+                bytes.extend(field);
+                bytes.extend(end.as_bytes());
+            }
+            bytes.extend(last.as_bytes());
+            bytes.extend(body);
+            for (at, byte, kind) in edits {
+                let at = at.index(bytes.len() + 1);
+                match kind {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            bytes
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_responses_are_read_alike(
+        bytes in response_stream(),
+        method in prop::sample::select(vec![Method::GET, Method::HEAD, Method::POST, Method::CONNECT]),
+    ) {
+        let ours = engine_response(&bytes, &method, MAX_HEADER_SIZE);
+        let reference = block_on(hyper_response(&bytes, &method, MAX_HEADER_SIZE));
+        prop_assert_eq!(ours, reference, "{} then {:?}", method, shown(&bytes));
     }
 }

@@ -13,13 +13,16 @@
 //! Nothing here knows the gateway: a leaf, like `http.rs`.
 
 pub mod chunked;
+mod fields;
 pub mod request;
+pub mod response;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use request::{
     BodyLength, HeadError, HeadLimits, HeaderIndex, MAX_HEADERS, MAX_TARGET_LEN, RequestHead,
     parse_request,
 };
+pub use response::{ResponseBody, ResponseHead, parse_response};
 
 /// One request found by [`scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +82,46 @@ pub fn scan(bytes: &[u8], limits: HeadLimits) -> (Vec<Scanned>, Ending) {
         if !keep_alive {
             return (found, Ending::Closed);
         }
+    }
+}
+
+/// Why [`scan_response`] found no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoResponse {
+    Refused(HeadError),
+    /// The bytes ran out within a head.
+    IncompleteHead,
+}
+
+/// The final response to a `method` request at the start of `bytes` (interim 1xx
+/// responses before it skipped, as a client skips them) and its body, the way a
+/// connection to an upstream reads them.
+pub fn scan_response(
+    bytes: &[u8],
+    method: &http::Method,
+    limits: HeadLimits,
+) -> Result<(ResponseHead, Result<Vec<u8>, BodyEnd>), NoResponse> {
+    let mut fields = Vec::new();
+    let mut rest = bytes;
+    loop {
+        let head = match parse_response(rest, method, limits, &mut fields) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Err(NoResponse::IncompleteHead),
+            Err(error) => return Err(NoResponse::Refused(error)),
+        };
+        rest = rest.get(head.len..).unwrap_or_default();
+        if head.is_interim() {
+            continue;
+        }
+        let body = match head.body {
+            ResponseBody::Empty => Ok(Vec::new()),
+            ResponseBody::UntilClose => Ok(rest.to_vec()),
+            ResponseBody::Length(length) => {
+                read_body(rest, BodyLength::Length(length), limits.max_header_size).0
+            }
+            ResponseBody::Chunked => read_body(rest, BodyLength::Chunked, limits.max_header_size).0,
+        };
+        return Ok((head, body));
     }
 }
 

@@ -12,13 +12,15 @@ use std::mem::MaybeUninit;
 
 use http::{HeaderName, Method, StatusCode, Uri, Version};
 
+use super::fields::{ends_in_chunked, from_digits, has_token};
+
 /// The most header fields a request head may carry (hyper's default, kept).
 pub const MAX_HEADERS: usize = 100;
 /// The longest request target, in bytes (hyper's limit, kept): 414 beyond.
 pub const MAX_TARGET_LEN: usize = (u16::MAX - 1) as usize;
 /// The largest `Content-Length` a body may declare (hyper's, kept): 431 beyond, as
 /// hyper answers.
-const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
+pub(super) const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
 /// The first bytes of an HTTP/2 connection (RFC 9113 §3.4): such a client gets no
 /// HTTP/1.1 answer, only a closed connection.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -31,6 +33,10 @@ pub struct HeaderIndex {
 }
 
 impl HeaderIndex {
+    pub(super) fn new(name: (usize, usize), value: (usize, usize)) -> Self {
+        Self { name, value }
+    }
+
     /// The field's name as sent (any case).
     pub fn name<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
         buf.get(self.name.0..self.name.1).unwrap_or_default()
@@ -215,7 +221,7 @@ pub fn parse_request(
     }))
 }
 
-fn from_httparse(error: httparse::Error) -> HeadError {
+pub(super) fn from_httparse(error: httparse::Error) -> HeadError {
     match error {
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
         httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
@@ -314,58 +320,6 @@ impl Framing {
         }
         Ok((BodyLength::Length(self.length.unwrap_or(0)), false))
     }
-}
-
-/// Whether the last coding in a `Transfer-Encoding` value is `chunked` (a value that is
-/// not visible ASCII has none).
-fn ends_in_chunked(value: &[u8]) -> bool {
-    if !is_visible(value) {
-        return false;
-    }
-    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-    trim(last).eq_ignore_ascii_case(b"chunked")
-}
-
-/// Whether a comma-separated list (`Connection`) holds `token`, in any case (a value
-/// that is not visible ASCII holds none).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    is_visible(value)
-        && value
-            .split(|&b| b == b',')
-            .any(|item| trim(item).eq_ignore_ascii_case(token))
-}
-
-/// Visible ASCII, spaces and tabs: what `HeaderValue::to_str` accepts.
-fn is_visible(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |end| end + 1);
-    bytes.get(start..end).unwrap_or_default()
-}
-
-/// Plain decimal digits, nothing else (no sign, no space, no list), as a `u64`.
-pub(crate) fn from_digits(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() {
-        return None;
-    }
-    bytes.iter().try_fold(0u64, |total, &b| {
-        if b.is_ascii_digit() {
-            total.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 #[cfg(test)]

@@ -153,6 +153,74 @@ fn refusal(output: &[u8]) -> Option<u16> {
     refused
 }
 
+/// What a client made of an upstream's bytes: the final response's status and its body
+/// (`None` if the body could not be read whole), or `None` if no response was taken.
+pub type ResponseOutcome = Option<(u16, Option<Vec<u8>>)>;
+
+/// What the engine makes of `bytes` as the answer to a `method` request.
+pub fn engine_response(bytes: &[u8], method: &Method, max_header_size: usize) -> ResponseOutcome {
+    http1::scan_response(bytes, method, HeadLimits { max_header_size })
+        .ok()
+        .map(|(head, body)| (head.status.as_u16(), body.ok()))
+}
+
+/// What hyper's HTTP/1.1 client, configured as the upstream pool configures it (a read
+/// buffer of at least 8 KiB, `max_header_size`), makes of `bytes` sent back to one
+/// `method` request over an in-memory pipe, the server's side closed after them.
+pub async fn hyper_response(
+    bytes: &[u8],
+    method: &Method,
+    max_header_size: usize,
+) -> ResponseOutcome {
+    use hyper::client::conn::http1 as client;
+    let (client_io, server_io) = tokio::io::duplex(1 << 16);
+    let mut builder = client::Builder::new();
+    builder
+        .max_buf_size(max_header_size.max(8192))
+        .max_header_size(max_header_size);
+    let (mut sender, connection) = builder
+        .handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(client_io))
+        .await
+        .ok()?;
+    let (mut server_read, mut server_write) = tokio::io::split(server_io);
+    let input = bytes.to_vec();
+    let server = async move {
+        // The request head first, then the answer, then the end of the connection.
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = server_write.write_all(&input).await;
+        let _ = server_write.shutdown().await;
+        // Keep the read side open until the client is done.
+        let _ = server_read.read(&mut buffer).await;
+    };
+    let request = Request::builder()
+        .method(method.clone())
+        .uri("/")
+        .header(http::header::HOST, "upstream")
+        .body(http_body_util::Empty::new())
+        .ok()?;
+    let exchange = async move {
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok();
+        Some((status, body.map(|body| body.to_bytes().to_vec())))
+    };
+    let (_, _, outcome) = tokio::join!(
+        async {
+            let _ = connection.with_upgrades().await;
+        },
+        server,
+        exchange
+    );
+    outcome
+}
+
 /// Runs `future` on a fresh single-threaded runtime, failing after 10 seconds.
 pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
