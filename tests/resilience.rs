@@ -8,7 +8,8 @@
 //! - many slowloris connections do not stop a normal client, and are closed;
 //! - clients that stop reading a large response are closed after `send_timeout`, their
 //!   upstream requests cancelled, with a bounded amount buffered meanwhile; a client
-//!   that reads slowly but steadily gets the whole body;
+//!   that reads slowly but steadily gets the whole body; an upstream response head
+//!   over the 32 KiB response buffer gets 502;
 //! - `fluxlit serve` out of file descriptors keeps running, logs, and serves again.
 //!
 //! Timeouts only guard against hangs; none is a statement about speed.
@@ -475,6 +476,53 @@ async fn an_upstream_that_never_answers_gets_504_after_its_timeout() {
         !held.lock().expect("lock").is_empty(),
         "the upstream was reached"
     );
+}
+
+/// An upstream that answers every request with a header of `size` bytes of padding.
+async fn spawn_large_head_upstream(size: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let pad = "a".repeat(size);
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nx-pad: {pad}\r\ncontent-length: 2\r\n\r\nok");
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.read(&mut buffer).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_response_head_over_the_response_buffer_gets_502() {
+    let fits = spawn_large_head_upstream(20_000).await;
+    let gateway = TestGateway::start(&one_route(fits, "", "")).await;
+    let reply = within(
+        "a 20 KB head",
+        send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let over = spawn_large_head_upstream(40_000).await;
+    let gateway = TestGateway::start(&one_route(over, "", "")).await;
+    let reply = within(
+        "a 40 KB head",
+        send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
+    )
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
 }
 
 // ---------------------------------------------------------------------------------------
