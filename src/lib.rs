@@ -23,6 +23,7 @@ pub mod doctor;
 pub mod gateway;
 pub mod header_sets;
 pub mod http;
+pub mod http1;
 pub mod idle;
 pub mod logging;
 pub mod metrics;

@@ -1385,6 +1385,53 @@ async fn a_chunked_response_reaches_the_client_before_the_upstream_finishes_it()
 // Limits: request head size, connection count, header read timeout, idle timeout.
 // ---------------------------------------------------------------------------------------
 
+/// A `GET /app` head of exactly `size` bytes, request line and final empty line included.
+fn head_of_size(size: usize) -> String {
+    let bare = format!("GET /app HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nX-Pad: \r\n\r\n");
+    let pad = "a".repeat(size - bare.len());
+    let head = format!("GET /app HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nX-Pad: {pad}\r\n\r\n");
+    assert_eq!(head.len(), size);
+    head
+}
+
+/// Sends `head` in two writes (the split at `split`, with a pause between) and reads the
+/// answer.
+async fn send_in_two(gateway: &TestGateway, head: &str, split: usize) -> RawReply {
+    let mut stream = connect_from(UNTRUSTED, gateway.addr()).await;
+    stream.write_all(&head.as_bytes()[..split]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The gateway may have answered and closed already: the rest may not go through.
+    let _ = stream.write_all(&head.as_bytes()[split..]).await;
+    read_reply(&mut stream).await
+}
+
+#[tokio::test]
+async fn max_header_size_is_exact_to_the_byte() {
+    let upstream = CountingUpstream::spawn().await;
+    let limited =
+        TestGateway::start(&one_route_to(upstream.addr, "max_header_size = \"8KiB\"")).await;
+    let default = TestGateway::start(&one_route_to(upstream.addr, "")).await;
+    for (gateway, limit) in [(&limited, 8 * 1024), (&default, 32 * 1024)] {
+        let fits = raw_exchange(UNTRUSTED, gateway.addr(), &head_of_size(limit)).await;
+        assert_eq!(
+            fits.status, 200,
+            "a head of exactly {limit} bytes: {fits:?}"
+        );
+        let over = raw_exchange(UNTRUSTED, gateway.addr(), &head_of_size(limit + 1)).await;
+        assert_eq!(over.status, 431, "a head of {} bytes: {over:?}", limit + 1);
+        // In pieces: the first of them alone already over the limit, or not.
+        for split in [limit / 2, limit - 1, limit] {
+            let fits = send_in_two(gateway, &head_of_size(limit), split).await;
+            assert_eq!(fits.status, 200, "{limit} bytes split at {split}");
+            let over = send_in_two(gateway, &head_of_size(limit + 1), split).await;
+            assert_eq!(over.status, 431, "{} bytes split at {split}", limit + 1);
+        }
+    }
+    // The example: 48 KB under the 32 KiB default.
+    let reply = raw_exchange(UNTRUSTED, default.addr(), &head_of_size(48_000)).await;
+    assert_eq!(reply.status, 431, "{reply:?}");
+}
+
 #[tokio::test]
 async fn a_request_head_larger_than_max_header_size_gets_431() {
     let upstream = CountingUpstream::spawn().await;

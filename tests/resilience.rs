@@ -6,6 +6,10 @@
 //! - an upstream that dies mid-response, a client that leaves mid-upload, a config file
 //!   that cannot be read, a JWKS endpoint that starts serving garbage;
 //! - many slowloris connections do not stop a normal client, and are closed;
+//! - clients that stop reading a large response are closed after `send_timeout`, their
+//!   upstream requests cancelled, with a bounded amount buffered meanwhile; a client
+//!   that reads slowly but steadily gets the whole body; an upstream response head
+//!   over the 32 KiB response buffer gets 502;
 //! - `fluxlit serve` out of file descriptors keeps running, logs, and serves again.
 //!
 //! Timeouts only guard against hangs; none is a statement about speed.
@@ -31,13 +35,13 @@ use bytes::Bytes;
 use common::auth::{HS_SECRET, JwksServer, Key, RSA_A_JWK, claims, get_with_token, jwks, rs256_a};
 use common::{
     ConfigText, CountingUpstream, HANG_GUARD, TestGateway, cli, closed_port, eventually, send,
-    spawn_recording_upstream, spawn_upstream, start_with_files, within, ws,
+    spawn_recording_upstream, spawn_upstream, start_with_files, wait_until, within, ws,
 };
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -472,6 +476,53 @@ async fn an_upstream_that_never_answers_gets_504_after_its_timeout() {
     );
 }
 
+/// An upstream that answers every request with a header of `size` bytes of padding.
+async fn spawn_large_head_upstream(size: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let pad = "a".repeat(size);
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nx-pad: {pad}\r\ncontent-length: 2\r\n\r\nok");
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.read(&mut buffer).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_response_head_over_the_response_buffer_gets_502() {
+    let fits = spawn_large_head_upstream(20_000).await;
+    let gateway = TestGateway::start(&one_route(fits, "", "")).await;
+    let reply = within(
+        "a 20 KB head",
+        send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let over = spawn_large_head_upstream(40_000).await;
+    let gateway = TestGateway::start(&one_route(over, "", "")).await;
+    let reply = within(
+        "a 40 KB head",
+        send(gateway.addr(), common::get(gateway.addr(), "/", &[])),
+    )
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+}
+
 // ---------------------------------------------------------------------------------------
 // The config file and the JWKS endpoint.
 // ---------------------------------------------------------------------------------------
@@ -631,6 +682,162 @@ async fn an_idp_serving_garbage_for_discovery_gets_503_logins_and_a_clear_status
 // ---------------------------------------------------------------------------------------
 // Slow clients and exhaustion.
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// Slow readers: send_timeout.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream that answers every request with a body of `size` bytes, written as fast
+/// as its socket takes them, and counts its open connections and the bytes it wrote.
+struct FloodingUpstream {
+    addr: SocketAddr,
+    open: Arc<AtomicUsize>,
+    written: Arc<AtomicU64>,
+}
+
+async fn spawn_flooding_upstream(size: u64) -> FloodingUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let written = Arc::new(AtomicU64::new(0));
+    let (open_count, written_count) = (Arc::clone(&open), Arc::clone(&written));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (open, written) = (Arc::clone(&open_count), Arc::clone(&written_count));
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                if stream.write_all(answer.as_bytes()).await.is_ok() {
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut left = size;
+                    while left > 0 {
+                        let n = left.min(chunk.len() as u64) as usize;
+                        if stream.write_all(&chunk[..n]).await.is_err() {
+                            break;
+                        }
+                        written.fetch_add(n as u64, Ordering::SeqCst);
+                        left -= n as u64;
+                    }
+                }
+                // Until the gateway closes the connection (or sends another request).
+                let _ = stream.read(&mut buffer).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    FloodingUpstream {
+        addr,
+        open,
+        written,
+    }
+}
+
+/// A client socket with a small receive buffer, so that what the gateway cannot send
+/// shows quickly.
+async fn connect_small(addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    within("connect", socket.connect(addr)).await.unwrap()
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_are_closed_after_send_timeout_and_their_upstream_requests_cancelled()
+ {
+    const SIZE: u64 = 100 << 20;
+    const READERS: usize = 8;
+    let upstream = spawn_flooding_upstream(SIZE).await;
+    let config = one_route(upstream.addr, "send_timeout = \"1s\"", "");
+    let gateway = TestGateway::start(&config).await;
+    let addr = gateway.addr();
+
+    let mut clients = Vec::new();
+    for _ in 0..READERS {
+        let mut client = connect_small(addr).await;
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    // Nobody reads. Every request reaches the upstream, which is soon stuck writing.
+    wait_until("every request reached the upstream", || {
+        upstream.open.load(Ordering::SeqCst) == READERS
+    })
+    .await;
+    let started = Instant::now();
+    wait_until("the upstream connections are closed", || {
+        upstream.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(1 + 5),
+        "closed after {closed_after:?}"
+    );
+    // What the upstream could write before its connections were cut is what socket
+    // buffers and the gateway's bounded buffers hold, far below the bodies' 800 MiB.
+    let written = upstream.written.load(Ordering::SeqCst);
+    assert!(
+        written < READERS as u64 * (16 << 20),
+        "{written} bytes written for {READERS} stalled readers"
+    );
+    // Each client then finds what reached its socket, and the end of the connection.
+    let mut buffer = vec![0u8; 64 * 1024];
+    for mut client in clients {
+        let mut received = 0u64;
+        loop {
+            match within("the closed connection", client.read(&mut buffer)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n as u64,
+            }
+        }
+        assert!(received < SIZE, "a stalled client got the whole body");
+    }
+    let reply = within("after", send(addr, common::get(addr, "/small", &[]))).await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_reading_slowly_but_steadily_gets_the_whole_body() {
+    const SIZE: u64 = 512 << 10;
+    let upstream = spawn_flooding_upstream(SIZE).await;
+    let config = one_route(upstream.addr, "send_timeout = \"1s\"", "");
+    let gateway = TestGateway::start(&config).await;
+    let mut client = connect_small(gateway.addr()).await;
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let body_start = loop {
+        // Pauses shorter than send_timeout, many times over.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let n = within("read", client.read(&mut buffer)).await.unwrap();
+        assert!(n > 0, "closed after {} bytes", received.len());
+        received.extend_from_slice(&buffer[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ((received.len() - body_start) as u64) < SIZE {
+        assert!(Instant::now() < deadline, "too slow");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let n = within("read", client.read(&mut buffer)).await.unwrap();
+        assert!(n > 0, "closed after {} bytes", received.len() - body_start);
+        received.extend_from_slice(&buffer[..n]);
+    }
+    assert_eq!((received.len() - body_start) as u64, SIZE);
+}
 
 #[tokio::test]
 async fn many_slowloris_connections_do_not_stop_a_normal_client_and_are_closed() {

@@ -297,6 +297,7 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
         limits: ConnectionLimits {
             header_read_timeout: config.server.header_read_timeout.get(),
             idle_timeout: config.server.idle_timeout.get(),
+            send_timeout: config.server.send_timeout.get(),
             max_header_size: usize::try_from(config.server.max_header_size.bytes())
                 .unwrap_or(usize::MAX),
             max_connections: config.server.max_connections as usize,

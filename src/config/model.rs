@@ -161,7 +161,17 @@ pub struct Server {
     #[validate(custom(function = "nonzero_duration"))]
     pub idle_timeout: Duration,
 
-    /// The largest request head (request line and headers) accepted; larger heads get 431.
+    /// How long a client may accept no bytes of what the gateway has to send it (nginx's
+    /// `send_timeout`): a connection stalled that long is closed, and the upstream
+    /// request whose response it was receiving is cancelled. A client that reads slowly
+    /// but steadily is never cut; one that stops reading holds a bounded buffer (see
+    /// SECURITY.md) for at most this long.
+    #[validate(custom(function = "nonzero_duration"))]
+    pub send_timeout: Duration,
+
+    /// The largest request head accepted, in bytes, from the request line to the empty
+    /// line that ends the head: a head of exactly this size is served, one byte more gets
+    /// 431.
     pub max_header_size: ByteSize,
 
     /// The most client connections open at once; connections beyond it get 503 and are
@@ -246,6 +256,7 @@ impl Default for Server {
             request_id_header: "x-request-id".to_owned(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_header_size: ByteSize::kib(32),
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),

@@ -23,6 +23,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long the client may accept none of the bytes the gateway is sending.
+    pub send_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
     pub http2: Http2Limits,
@@ -44,7 +46,7 @@ impl Http2Limits {
     /// most 20 streams reset by the client before they were served (rapid reset, then
     /// GOAWAY), 1,024 streams the server had to reset, and request heads (CONTINUATION
     /// frames included) of at most `max_header_list_size`.
-    pub fn apply<E>(&self, http2: &mut hyper_util::server::conn::auto::Http2Builder<'_, E>) {
+    pub fn apply<E>(&self, http2: &mut hyper::server::conn::http2::Builder<E>) {
         http2
             .max_concurrent_streams(self.max_concurrent_streams)
             .initial_stream_window_size(self.stream_window)

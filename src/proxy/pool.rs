@@ -41,6 +41,12 @@ type Sender = SendRequest<LimitedBody>;
 /// seconds.
 const REPLAYABLE_AFTER_IDLE: Duration = Duration::from_millis(250);
 
+/// The most of a response an upstream connection reads ahead of the client (hyper's
+/// read buffer, 400 KiB by default): with the listener's write buffer, what a client
+/// that stops reading makes the gateway hold, for at most `send_timeout`. Also the
+/// largest response head an upstream may send (502 beyond; nginx's default is 4 or 8 KiB).
+pub const RESPONSE_BUFFER: usize = 32 * 1024;
+
 /// The pool of one upstream. Cheap to clone; clones share the connections.
 #[derive(Debug, Clone)]
 pub struct UpstreamPool {
@@ -171,7 +177,10 @@ impl UpstreamPool {
             };
         // Small requests and responses go out at once, not after Nagle's delay.
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = http1::Builder::new()
+            .max_buf_size(RESPONSE_BUFFER)
+            .max_header_size(RESPONSE_BUFFER)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
         tracing::debug!(

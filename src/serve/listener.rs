@@ -4,7 +4,12 @@
 //! Limits are read from the current snapshot when a connection is accepted, so a reload
 //! changes them for new connections. Each connection has a watchdog that closes it
 //! when a client is too slow to send a request head (`header_read_timeout`, against
-//! slowloris) or sits idle between requests (`idle_timeout`). hyper's own header timer
+//! slowloris), sits idle between requests (`idle_timeout`), or accepts none of the
+//! bytes the gateway has for it for `send_timeout` (a slow reader: closing the
+//! connection drops the response body, which cancels the upstream request and closes
+//! its connection). What a stalled reader holds meanwhile is bounded by the buffers:
+//! hyper's write buffer (`max_header_size`) and the upstream connection's read buffer
+//! ([`crate::proxy::pool::RESPONSE_BUFFER`]). hyper's own header timer
 //! is not used: it starts when the connection goes idle, which would merge the two.
 //! On a TLS connection the handshake counts as part of the first request head: a client
 //! that starts one and never finishes it is closed like a slowloris.
@@ -24,10 +29,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -162,16 +166,8 @@ impl Connection {
             Arc::clone(&signal),
             peer,
         )));
-        // hyper refuses buffers under 8 KiB; validation already does too.
-        let max_buf_size = limits.max_header_size.max(8 * 1024);
-
         let Some(tls) = tls else {
-            let mut builder = http1::Builder::new();
-            builder
-                .max_buf_size(max_buf_size)
-                .header_read_timeout(None)
-                .keep_alive(true);
-            let connection = builder
+            let connection = http1_builder(&limits)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             drive(connection, |c| c.graceful_shutdown(), &signal, peer).await;
@@ -196,24 +192,41 @@ impl Connection {
                 // Too slow to finish the handshake, or shutting down before any request.
                 _ = signal.next() => return,
             };
+            // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.3); everything else is
+            // HTTP/1.1, with the same builder (and the same exact head limit) as plain.
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 activity.multiplexed();
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.max_header_list_size(
+                    u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
+                );
+                limits.http2.apply(&mut builder);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
+            } else {
+                let connection = http1_builder(&limits)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
             }
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(max_buf_size)
-                .header_read_timeout(None)
-                .keep_alive(true);
-            builder
-                .http2()
-                .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-            limits.http2.apply(&mut builder.http2());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
         })
         .await;
     }
+}
+
+/// The HTTP/1.1 server of one connection. The head limit is exact: a head of
+/// `max_header_size` bytes passes, one byte more gets 431, whether it arrives whole
+/// (checked once parsed) or in pieces (the read buffer holds no more than the limit
+/// while no complete head is in it). hyper refuses buffers under 8 KiB; validation
+/// refuses such a limit too. hyper's own header timer is off: the watchdog times heads.
+fn http1_builder(limits: &ConnectionLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .max_buf_size(limits.max_header_size.max(8 * 1024))
+        .max_header_size(limits.max_header_size)
+        .header_read_timeout(None)
+        .keep_alive(true);
+    builder
 }
 
 /// Runs an HTTP connection until it ends, or until the watchdog closes it or asks it to
@@ -256,18 +269,23 @@ async fn watchdog(
     let mut draining = false;
     loop {
         tokio::select! {
-            () = timer.as_mut() => match activity.deadline(&limits) {
-                Deadline::Expired(reason) => {
-                    tracing::debug!(%peer, reason, "closing connection");
-                    signal.send(Command::Close);
-                    return;
-                }
-                Deadline::At(at) => timer.as_mut().reset(at.into()),
-            },
+            () = timer.as_mut() => {}
+            // A write found the client's socket full: the send timeout starts now, which
+            // may be sooner than the timer was set for.
+            () = activity.stall_started() => {}
             () = drain.fired(), if !draining => {
                 draining = true;
                 signal.send(Command::Drain);
+                continue;
             }
+        }
+        match activity.deadline(&limits) {
+            Deadline::Expired(reason) => {
+                tracing::debug!(%peer, reason, "closing connection");
+                signal.send(Command::Close);
+                return;
+            }
+            Deadline::At(at) => timer.as_mut().reset(at.into()),
         }
     }
 }
@@ -328,6 +346,12 @@ struct Activity {
     /// HTTP/2: bytes between requests are not a request head (pings, window updates,
     /// settings), so only the idle timeout applies between requests.
     multiplexed: AtomicBool,
+    /// Milliseconds since `started` (+1, so 0 means none) of the write that found the
+    /// client's socket full, while no write has gone through since.
+    stalled_since: AtomicU64,
+    /// Set with `stalled_since` and taken by the watchdog, which `stall_waker` wakes.
+    stall_news: AtomicBool,
+    stall_waker: AtomicWaker,
 }
 
 enum Deadline {
@@ -344,7 +368,41 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
+            stalled_since: AtomicU64::new(0),
+            stall_news: AtomicBool::new(false),
+            stall_waker: AtomicWaker::new(),
         }
+    }
+
+    /// A write could not go through: the client's socket is full. Only the first of a
+    /// run of such writes starts the clock (and wakes the watchdog).
+    fn on_write_blocked(&self) {
+        if self.stalled_since.load(Ordering::Relaxed) == 0 {
+            self.stalled_since
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+            self.stall_news.store(true, Ordering::Release);
+            self.stall_waker.wake();
+        }
+    }
+
+    /// Bytes went out: the client is reading.
+    fn on_write_progress(&self) {
+        // Read first: the common case (never stalled) writes nothing shared.
+        if self.stalled_since.load(Ordering::Relaxed) != 0 {
+            self.stalled_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves when a stall has started since the watchdog last looked.
+    fn stall_started(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.stall_waker.register(cx.waker());
+            if self.stall_news.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// The connection speaks HTTP/2 from now on; the TLS handshake's bytes no longer
@@ -375,9 +433,22 @@ impl Activity {
 
     fn deadline(&self, limits: &ConnectionLimits) -> Deadline {
         let now = Instant::now();
+        // Whatever else the connection is doing, the gateway has bytes for a client
+        // that takes none: the send timeout applies.
+        let stall_expires = match self.stalled_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => {
+                let expires = self.at(since - 1) + limits.send_timeout;
+                if expires <= now {
+                    return Deadline::Expired("the client accepted no bytes for send_timeout");
+                }
+                Some(expires)
+            }
+        };
+        let sooner = |at: Instant| stall_expires.map_or(at, |stall| stall.min(at));
         if self.requests_in_flight.load(Ordering::Acquire) > 0 {
             // A request is being served: the upstream timeout governs it.
-            return Deadline::At(now + limits.idle_timeout);
+            return Deadline::At(sooner(now + limits.idle_timeout));
         }
         let (since, limit, reason) = match self.head_started.load(Ordering::Relaxed) {
             0 => (
@@ -395,7 +466,7 @@ impl Activity {
         if expires <= now {
             Deadline::Expired(reason)
         } else {
-            Deadline::At(expires)
+            Deadline::At(sooner(expires))
         }
     }
 }
@@ -445,13 +516,27 @@ impl AsyncRead for TrackedIo {
     }
 }
 
+impl TrackedIo {
+    /// Tells the watchdog whether the client is taking what the gateway sends.
+    fn note_write(&self, result: &Poll<io::Result<usize>>) {
+        match result {
+            Poll::Pending => self.activity.on_write_blocked(),
+            Poll::Ready(Ok(written)) if *written > 0 => self.activity.on_write_progress(),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 impl AsyncWrite for TrackedIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(&result);
+        result
     }
 
     fn poll_write_vectored(
@@ -459,7 +544,10 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

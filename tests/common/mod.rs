@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod h1_reference;
 pub mod idp;
 pub mod raw;
 pub mod schema;

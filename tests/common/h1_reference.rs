@@ -1,0 +1,235 @@
+//! hyper's HTTP/1.1 server as the reference for fluxlit's engine (`fluxlit::http1`):
+//! the same bytes through both, and what each makes of them in one comparable form.
+//!
+//! Shared by `tests/http1_differential.rs` and the `http1_request` fuzz target (which
+//! includes this file by path), so both hold the engine to the same reference.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fluxlit::http1::{self, Ending, HeadLimits};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1 as server;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One request as a server saw it: method, target, and its body or `None` if the body
+/// could not be read whole.
+pub type Seen = (String, String, Option<Vec<u8>>);
+
+/// What a server made of a byte stream: the requests it handed on, in order, and the
+/// status it refused the stream with, if it answered a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub requests: Vec<Seen>,
+    pub refused: Option<u16>,
+}
+
+/// What the engine makes of `bytes`.
+pub fn engine(bytes: &[u8], max_header_size: usize) -> Outcome {
+    let (scanned, ending) = http1::scan(bytes, HeadLimits { max_header_size });
+    let mut requests = Vec::new();
+    for message in scanned {
+        let connect = message.head.method == Method::CONNECT;
+        requests.push((
+            message.head.method.to_string(),
+            message.head.uri.to_string(),
+            message.body.ok(),
+        ));
+        // The gateway refuses CONNECT and closes, as the reference service does.
+        if connect {
+            return Outcome {
+                requests,
+                refused: None,
+            };
+        }
+    }
+    let refused = match ending {
+        Ending::Refused(error) => error.status().map(|status| status.as_u16()),
+        _ => None,
+    };
+    Outcome { requests, refused }
+}
+
+/// Whether the two outcomes agree. One difference is by design: the engine judges a
+/// head on its first `max_header_size` bytes (431 if they hold no complete head and
+/// nothing malformed), while hyper parses whatever its last read left in its buffer, and
+/// answers 400 for a malformed byte further on if a read brought it in before its buffer
+/// was full. Both refuse; the engine's answer does not depend on how the bytes arrived.
+pub fn agree(bytes: &[u8], ours: &Outcome, reference: &Outcome) -> bool {
+    if ours == reference {
+        return true;
+    }
+    ours.requests == reference.requests
+        && ours.refused == Some(431)
+        && reference.refused == Some(400)
+        && engine(bytes, 1 << 20).refused == Some(400)
+}
+
+/// What hyper's HTTP/1.1 server makes of `bytes`, configured as the gateway configures
+/// it (`max_header_size`, a read buffer of at least 8 KiB), over an in-memory pipe: the
+/// bytes are written, the write side closed, and everything hyper answers is read. The
+/// service reads each body whole and answers 200, or (to a `CONNECT`, or after a body
+/// that failed) 418 and closes, as the gateway closes there.
+pub async fn hyper(bytes: &[u8], max_header_size: usize) -> Outcome {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (client, server_io) = tokio::io::duplex(1 << 16);
+    let service = {
+        let seen = Arc::clone(&seen);
+        service_fn(move |request: Request<Incoming>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let method = request.method().clone();
+                let target = request.uri().to_string();
+                let body = request.into_body().collect().await.ok();
+                let whole = body.is_some();
+                if let Ok(mut seen) = seen.lock() {
+                    let body = body.map(|body| body.to_bytes().to_vec());
+                    seen.push((method.to_string(), target, body));
+                }
+                let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+                if method == Method::CONNECT || !whole {
+                    *response.status_mut() = StatusCode::IM_A_TEAPOT;
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let mut builder = server::Builder::new();
+    builder
+        .max_buf_size(max_header_size.max(8192))
+        .max_header_size(max_header_size)
+        .half_close(true)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(server_io), service);
+    let (mut reader, mut writer) = tokio::io::split(client);
+    let write = async {
+        let _ = writer.write_all(bytes).await;
+        let _ = writer.shutdown().await;
+    };
+    let mut output = Vec::new();
+    let read = reader.read_to_end(&mut output);
+    let (_, _, _) = tokio::join!(
+        async {
+            // The server's end of the pipe closes when the connection ends, which ends
+            // the read.
+            let _ = connection.await;
+        },
+        write,
+        read
+    );
+    let requests = seen.lock().map(|seen| seen.clone()).unwrap_or_default();
+    Outcome {
+        requests,
+        refused: refusal(&output),
+    }
+}
+
+/// The status of the refusal hyper answered with, if any: a status its service never
+/// sends (the service sends 200 and 418; hyper itself 100 before a body).
+fn refusal(output: &[u8]) -> Option<u16> {
+    let mut refused = None;
+    for at in 0..output.len() {
+        let rest = &output[at..];
+        // Responses follow each other without a line between (a body of "ok" ends
+        // right before the next status line).
+        if rest.len() >= 12 && rest.starts_with(b"HTTP/1.") {
+            let status = std::str::from_utf8(&rest[9..12])
+                .ok()
+                .and_then(|s| s.parse::<u16>().ok());
+            if let Some(status) = status.filter(|s| ![100, 200, 418].contains(s)) {
+                refused = Some(status);
+            }
+        }
+    }
+    refused
+}
+
+/// What a client made of an upstream's bytes: the final response's status and its body
+/// (`None` if the body could not be read whole), or `None` if no response was taken.
+pub type ResponseOutcome = Option<(u16, Option<Vec<u8>>)>;
+
+/// What the engine makes of `bytes` as the answer to a `method` request.
+pub fn engine_response(bytes: &[u8], method: &Method, max_header_size: usize) -> ResponseOutcome {
+    http1::scan_response(bytes, method, HeadLimits { max_header_size })
+        .ok()
+        .map(|(head, body)| (head.status.as_u16(), body.ok()))
+}
+
+/// What hyper's HTTP/1.1 client, configured as the upstream pool configures it (a read
+/// buffer of at least 8 KiB, `max_header_size`), makes of `bytes` sent back to one
+/// `method` request over an in-memory pipe, the server's side closed after them.
+pub async fn hyper_response(
+    bytes: &[u8],
+    method: &Method,
+    max_header_size: usize,
+) -> ResponseOutcome {
+    use hyper::client::conn::http1 as client;
+    let (client_io, server_io) = tokio::io::duplex(1 << 16);
+    let mut builder = client::Builder::new();
+    builder
+        .max_buf_size(max_header_size.max(8192))
+        .max_header_size(max_header_size);
+    let (mut sender, connection) = builder
+        .handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(client_io))
+        .await
+        .ok()?;
+    let (mut server_read, mut server_write) = tokio::io::split(server_io);
+    let input = bytes.to_vec();
+    let server = async move {
+        // The request head first, then the answer, then the end of the connection.
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = server_write.write_all(&input).await;
+        let _ = server_write.shutdown().await;
+        // Keep the read side open until the client is done.
+        let _ = server_read.read(&mut buffer).await;
+    };
+    let request = Request::builder()
+        .method(method.clone())
+        .uri("/")
+        .header(http::header::HOST, "upstream")
+        .body(http_body_util::Empty::new())
+        .ok()?;
+    let exchange = async move {
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok();
+        Some((status, body.map(|body| body.to_bytes().to_vec())))
+    };
+    let (_, _, outcome) = tokio::join!(
+        async {
+            let _ = connection.with_upgrades().await;
+        },
+        server,
+        exchange
+    );
+    outcome
+}
+
+/// Runs `future` on a fresh single-threaded runtime, failing after 10 seconds.
+pub fn block_on<T>(future: impl Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("the reference server hung")
+    })
+}
