@@ -7,6 +7,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 venv=${FLUXLIT_PYTHON_VENV:-$here/.venv}
 python=${PYTHON:-python3}
+# The tests run from this folder: a relative FLUXLIT_BIN (as .ci/run passes) is made
+# absolute first.
+if [[ -n ${FLUXLIT_BIN:-} ]]; then
+  FLUXLIT_BIN=$(realpath "$FLUXLIT_BIN")
+  export FLUXLIT_BIN
+fi
 
 want="$("$python" -c 'import sys; print(sys.version)' | head -n1) $(cat "$here/requirements-dev.txt" "$here/../examples/streamlit-fastapi/requirements.txt" | sha256sum | cut -d' ' -f1)"
 stamp=$venv/.fluxlit-requirements
