@@ -50,12 +50,32 @@ async fn the_status_page_shows_routes_upstreams_providers_and_findings() {
     })
     .await;
 
-    // Traffic between two views: the second shows it.
-    page(&gateway).await;
+    // Traffic: the page shows it once the sampler (every 5 s) has seen it.
     for _ in 0..20 {
         let reply = send(gateway.addr(), get(gateway.addr(), "/api/x", &[])).await;
         assert_eq!(reply.status, 200);
     }
+    let rate_of_api = |html: &str| -> f64 {
+        let row = html
+            .split("<td>api</td>")
+            .nth(1)
+            .unwrap()
+            .split("</tr>")
+            .next()
+            .unwrap();
+        row.split("<td class=\"n\">")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    eventually("the sampler has seen the traffic", || async {
+        (rate_of_api(&page(&gateway).await.text()) > 0.0).then_some(())
+    })
+    .await;
     let reply = page(&gateway).await;
     assert_eq!(reply.status, 200);
     assert_eq!(

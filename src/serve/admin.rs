@@ -300,7 +300,8 @@ fn router(admin: Admin) -> Router {
 
 /// The status page: the same data as `/snapshot` and `/metrics`, for people.
 async fn status(State(admin): State<Admin>) -> Response {
-    admin.traffic.record(&admin.metrics.encode());
+    // The traffic figures are the sampler's (every 5 s): encoding and reading the whole
+    // of /metrics per view would cost more than the page itself with many routes.
     let page = status_page::render(&admin.snapshot.load(), &admin.reloader, &admin.traffic);
     let mut response = http::answer(StatusCode::OK, "text/html; charset=utf-8", page);
     let headers = response.headers_mut();
