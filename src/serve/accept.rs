@@ -6,7 +6,12 @@
 //! ends.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::shutdown::Signal;
 
 /// The first wait after a failed `accept`.
 const FIRST: Duration = Duration::from_millis(10);
@@ -31,8 +36,30 @@ impl Backoff {
         }
     }
 
+    /// The next connection of `listener`, waiting out failures; `None` once `stop`
+    /// fires. Both accept loops take their connections through here.
+    pub async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        stop: &Signal,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stop.fired() => return None,
+            };
+            match accepted {
+                Ok(accepted) => {
+                    self.succeeded();
+                    return Some(accepted);
+                }
+                Err(error) => self.failed(&error).await,
+            }
+        }
+    }
+
     /// An `accept` failed: logs it (the first of a streak as a warning) and waits.
-    pub async fn failed(&mut self, error: &io::Error) {
+    async fn failed(&mut self, error: &io::Error) {
         if self.failures == 0 {
             tracing::warn!(
                 listener = self.listener,
@@ -49,7 +76,7 @@ impl Backoff {
     }
 
     /// An `accept` succeeded: the streak, if any, is over.
-    pub fn succeeded(&mut self) {
+    fn succeeded(&mut self) {
         if self.failures > 0 {
             tracing::info!(
                 listener = self.listener,

@@ -85,19 +85,8 @@ pub async fn serve(
     let open = InFlight::new();
     let mut backoff = Backoff::new("admin listener");
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.fired() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => {
-                backoff.succeeded();
-                accepted
-            }
-            Err(error) => {
-                backoff.failed(&error).await;
-                continue;
-            }
+        let Some((stream, peer)) = backoff.accept(&listener, &stop).await else {
+            break;
         };
         let limits = Limits::of(snapshot.load().config.admin.as_ref());
         let Some(slot) = open.try_enter(limits.max_connections) else {

@@ -67,19 +67,8 @@ pub async fn serve(
     let serving = InFlight::new();
     let mut backoff = super::accept::Backoff::new("public listener");
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = drain.fired() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => {
-                backoff.succeeded();
-                accepted
-            }
-            Err(error) => {
-                backoff.failed(&error).await;
-                continue;
-            }
+        let Some((stream, peer)) = backoff.accept(&listener, &drain).await else {
+            break;
         };
         let (limits, tls) = {
             let current = snapshot.load();
