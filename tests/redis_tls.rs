@@ -16,10 +16,7 @@ use axum::Router;
 use axum::routing::any;
 use common::idp::*;
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 
 const PAGE: (&str, &str) = ("accept", "text/html");
 const SESSION_KEY: &str = "test-only session key, thirty-two bytes and more";
@@ -34,35 +31,12 @@ struct Pki {
 }
 
 fn pki(name: &str) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, name);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let key = KeyPair::generate().unwrap();
-        let common_name = names[0].clone();
-        let mut params = CertificateParams::new(names).unwrap();
-        // Not the CA's name: OpenSSL (Redis's side) takes subject = issuer for self-signed.
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(
-        vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client_cert, client_key) = leaf(
-        vec!["fluxlit-gateway".to_owned()],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
+    let ca = common::pki::Ca::new(name);
+    let (server_cert, server_key) = ca.server();
+    let (client_cert, client_key) =
+        ca.leaf(&["fluxlit-gateway"], ExtendedKeyUsagePurpose::ClientAuth);
     Pki {
-        ca_pem: ca_cert.pem(),
+        ca_pem: ca.pem,
         server_cert,
         server_key,
         client_cert,

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod h1_reference;
 pub mod idp;
+pub mod pki;
 pub mod raw;
 pub mod schema;
 pub mod ws;
