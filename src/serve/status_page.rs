@@ -42,10 +42,13 @@ struct Sample {
     routes: BTreeMap<String, RouteCounts>,
 }
 
-/// The last minute of samples of `/metrics`.
+/// The last minute of samples of `/metrics`, and the doctor's section of the page for
+/// the snapshot generation it was made for (the config, and so the findings, change
+/// only with a reload: they are not checked again on every view).
 #[derive(Debug, Default)]
 pub struct TrafficSampler {
     samples: Mutex<VecDeque<Sample>>,
+    findings: Mutex<Option<(u64, String)>>,
 }
 
 impl TrafficSampler {
@@ -67,6 +70,23 @@ impl TrafficSampler {
                 .is_some_and(|second| second.at.elapsed() >= WINDOW)
         {
             samples.pop_front();
+        }
+    }
+
+    /// The doctor's section for `snapshot`, made once per generation.
+    fn findings_of(&self, snapshot: &Snapshot) -> String {
+        let mut cached = self
+            .findings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match cached.as_ref() {
+            Some((generation, html)) if *generation == snapshot.generation => html.clone(),
+            _ => {
+                let mut html = String::new();
+                findings_section(&mut html, &snapshot.config);
+                *cached = Some((snapshot.generation, html.clone()));
+                html
+            }
         }
     }
 
@@ -212,7 +232,7 @@ pub fn render(snapshot: &Snapshot, reloader: &Reloader, sampler: &TrafficSampler
     routes_section(&mut page, snapshot, sampler);
     upstreams_section(&mut page, snapshot);
     providers_section(&mut page, snapshot);
-    findings_section(&mut page, &snapshot.config);
+    page.push_str(&sampler.findings_of(snapshot));
     let _ = writeln!(
         page,
         "<footer>Refreshes every {REFRESH_SECONDS} s. The same data as JSON: \
