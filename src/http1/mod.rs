@@ -1,5 +1,6 @@
-//! fluxlit's own HTTP/1.1 engine: the message parser (this stage) that the public
-//! listener and the upstream client are moving onto, in place of hyper's HTTP/1 path.
+//! fluxlit's own HTTP/1.1 engine: the message parsers, and the server side of a
+//! connection ([`server`]) that the public listener speaks HTTP/1.1 with. (The upstream
+//! side still uses hyper's client.)
 //!
 //! Heads are parsed by `httparse` where they lie in the connection's buffer
 //! ([`parse_request`]: no header copied, the fields handed back as positions); the
@@ -16,6 +17,7 @@ pub mod chunked;
 mod fields;
 pub mod request;
 pub mod response;
+pub mod server;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use request::{

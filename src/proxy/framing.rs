@@ -133,8 +133,8 @@ fn single_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Whether an upstream request failed because the client's body did (a malformed
 /// chunk, a connection cut mid-upload): the client's fault, a 400 rather than a 502.
-/// hyper reports it as a user body error whose cause is the incoming body's error (as
-/// the route's body cap passes it on).
+/// hyper's client reports it as a user body error whose cause is the client body's
+/// error (as the route's body cap passes it on).
 pub fn client_body_failed(error: &(dyn StdError + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(error) = source {

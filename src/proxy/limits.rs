@@ -18,6 +18,8 @@ use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::http1;
+
 /// Per-connection limits of the public listener, read when a connection is accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -56,11 +58,61 @@ impl Http2Limits {
     }
 }
 
+/// A client's request body as its connection delivers it: read by fluxlit's HTTP/1.1
+/// engine, or by hyper's HTTP/2 server.
+#[derive(Debug)]
+pub enum ClientBody {
+    Http1(http1::server::RequestBody),
+    Http2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            Self::Http1(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(ClientBodyError::Http1),
+            Self::Http2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(ClientBodyError::Http2),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(body) => body.is_end_stream(),
+            Self::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http1(body) => body.size_hint(),
+            Self::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Why a client's request body failed on its connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error(transparent)]
+    Http1(http1::server::BodyError),
+    #[error(transparent)]
+    Http2(hyper::Error),
+}
+
 /// Why a request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("the client's request body failed")]
-    Client(#[from] hyper::Error),
+    Client(#[source] ClientBodyError),
     #[error("the request body is larger than the route's max_request_body of {limit} bytes")]
     TooLarge { limit: u64 },
 }
@@ -69,7 +121,7 @@ pub enum BodyError {
 #[derive(Debug)]
 pub struct LimitedBody {
     /// `None`: no body (a copy of a bodiless request, sent again).
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     limit: u64,
     seen: u64,
     /// `None` for a request without a body (most of them): nothing can go over the
@@ -78,7 +130,7 @@ pub struct LimitedBody {
 }
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limit: u64) -> Self {
+    pub fn new(inner: ClientBody, limit: u64) -> Self {
         let exceeded = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         Self {
             inner: Some(inner),

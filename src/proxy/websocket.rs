@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
@@ -99,8 +98,8 @@ pub struct Lifetime {
 
 pub fn spawn_tunnel(
     tunnels: &Tunnels,
-    client: OnUpgrade,
-    upstream: OnUpgrade,
+    client: crate::http1::server::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
     // Held for as long as the tunnel is open: the route's count of open WebSockets.
     slot: Option<WebSocketSlot>,
     route: Arc<str>,
@@ -117,9 +116,13 @@ pub fn spawn_tunnel(
     tokio::spawn(async move {
         let _open = open;
         let _slot = slot;
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
-            Err(error) => {
+        let (client, upstream) = match tokio::join!(client, upstream) {
+            (Ok(client), Ok(upstream)) => (client, TokioIo::new(upstream)),
+            (Err(error), _) => {
+                tracing::debug!(%route, %error, "websocket upgrade did not complete");
+                return;
+            }
+            (_, Err(error)) => {
                 tracing::debug!(%route, %error, "websocket upgrade did not complete");
                 return;
             }
@@ -175,8 +178,8 @@ pub fn spawn_tunnel(
                 let _ = closing_tx.send(Some(why));
             }
         }));
-        let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
-        let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
+        let (client_read, client_write) = tokio::io::split(client);
+        let (upstream_read, upstream_write) = tokio::io::split(upstream);
         let to_upstream = pump(
             client_read,
             upstream_write,

@@ -14,17 +14,18 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 use crate::auth::identity::{IdentitySigner, JWKS_PATH};
 use crate::auth::oidc::Endpoint;
 use crate::auth::oidc::session::SessionWatch;
 use crate::auth::{AuthFailure, Identity};
+use crate::http1::server::OnUpgrade;
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
 use crate::proxy::fairness::Admission;
 use crate::proxy::headers::unlisted::{self, Noted};
 use crate::proxy::headers::{self, RequestContext};
+use crate::proxy::limits::ClientBody;
 use crate::proxy::pool::{Sent, UpstreamBody, UpstreamError};
 use crate::proxy::route::{HttpUpstream, Route, UpstreamTarget};
 use crate::proxy::{ProxyBody, echo, framing, limits, request_id, routes, websocket};
@@ -63,7 +64,7 @@ impl Proxy {
     )]
     pub fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
         // A block, not an `async fn`, which would keep a second copy of the request in
@@ -310,7 +311,11 @@ impl Proxy {
         if limits::declared_length_exceeds(request.headers(), route.max_request_body) {
             return Routed::Respond(errors::too_large(route, request_id));
         }
-        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        // The engine puts the client's connection in the request's extensions for a request
+        // that asks to switch protocols; it is taken only for a WebSocket handshake.
+        let client_upgrade = websocket
+            .then(|| request.extensions_mut().remove::<OnUpgrade>())
+            .flatten();
         let (parts, body) = request.into_parts();
         let body = limits::LimitedBody::new(body, route.max_request_body);
         let ctx = RequestContext {
@@ -449,7 +454,7 @@ fn login_redirect(login: &str, uri: &Uri) -> Response<ProxyBody> {
 /// A request as it arrived, with what the gateway learned of it before routing.
 struct Arrival<'a> {
     snapshot: &'a Snapshot,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     peer: SocketAddr,
     peer_trusted: bool,
     request_id: &'a HeaderValue,
@@ -496,7 +501,7 @@ struct Forward<'a> {
 /// A WebSocket handshake's client side, and what decides how long its tunnel may stay
 /// open. Boxed: most requests are no handshake, and carry one pointer for it.
 struct ClientUpgrade {
-    on_upgrade: hyper::upgrade::OnUpgrade,
+    on_upgrade: OnUpgrade,
     /// The route's count of open WebSockets, held while the tunnel is.
     slot: Option<limits::WebSocketSlot>,
     /// When the credential the request was let in with expires: the tunnel closes then.
@@ -676,7 +681,7 @@ impl Proxy {
 
 /// The request id: a trusted proxy's, if it sent a sane one, else a fresh UUID.
 fn choose_request_id(
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
     snapshot: &Snapshot,
     peer_trusted: bool,
 ) -> HeaderValue {

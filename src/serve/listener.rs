@@ -1,5 +1,7 @@
 //! The public listener: accepts connections (plain, or TLS with HTTP/2 by ALPN),
-//! enforces per-connection limits and hands requests to the [`Proxy`].
+//! enforces per-connection limits and hands requests to the [`Proxy`]. HTTP/1.1 is
+//! spoken by fluxlit's own engine ([`crate::http1::server`]), HTTP/2 by hyper; both
+//! hand the same handler a [`ClientBody`].
 //!
 //! Limits are read from the current snapshot when a connection is accepted, so a reload
 //! changes them for new connections. Each connection has a watchdog that closes it
@@ -8,9 +10,8 @@
 //! bytes the gateway has for it for `send_timeout` (a slow reader: closing the
 //! connection drops the response body, which cancels the upstream request and closes
 //! its connection). What a stalled reader holds meanwhile is bounded by the buffers:
-//! hyper's write buffer (`max_header_size`) and the upstream connection's read buffer
-//! ([`crate::proxy::pool::RESPONSE_BUFFER`]). hyper's own header timer
-//! is not used: it starts when the connection goes idle, which would merge the two.
+//! the engine's write buffer (a response head and small frames, flushed at 16 KiB) and
+//! the upstream connection's read buffer ([`crate::proxy::pool::RESPONSE_BUFFER`]).
 //! On a TLS connection the handshake counts as part of the first request head: a client
 //! that starts one and never finishes it is closed like a slowloris.
 //!
@@ -28,15 +29,19 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
-use hyper::server::conn::{http1, http2};
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Proxy;
-use crate::proxy::limits::ConnectionLimits;
+use crate::http1::{self, server::GracefulStop};
+use crate::proxy::limits::{ClientBody, ConnectionLimits};
 use crate::proxy::websocket::Tunnels;
 use crate::shutdown::{self, InFlight, InFlightGuard};
 use crate::snapshot::SharedSnapshot;
@@ -133,19 +138,19 @@ impl Connection {
             activity: Arc::clone(&activity),
             _slot: socket_slot,
         };
-        let service = {
+        // One request's handling, for either protocol. Boxed per request: the
+        // connection keeps room for its handler's future while it lives, and an unboxed
+        // future (about 5 KiB) would be held by every idle connection.
+        let handle = {
             let activity = Arc::clone(&activity);
-            service_fn(move |request| {
+            move |request: Request<ClientBody>| {
                 let proxy = proxy.clone();
                 let in_flight = RequestInFlight::start(&activity);
-                // Boxed per request: hyper allocates room for one service future when a
-                // connection opens and keeps it until the connection closes, so an
-                // unboxed future (about 5 KiB) would be held by every idle connection.
                 Box::pin(async move {
                     let response = proxy.handle(request, peer).await;
-                    Ok::<_, Infallible>(response.map(|body| body.attach(in_flight)))
+                    response.map(|body| body.attach(in_flight))
                 })
-            })
+            }
         };
         let signal = Arc::new(Signal::default());
         let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
@@ -155,11 +160,15 @@ impl Connection {
             Arc::clone(&signal),
             peer,
         )));
+        let settings = http1::server::Settings {
+            max_header_size: limits.max_header_size,
+        };
         let Some(tls) = tls else {
-            let connection = http1_builder(&limits)
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades();
-            drive(connection, |c| c.graceful_shutdown(), &signal, peer).await;
+            let stop = GracefulStop::default();
+            let connection = http1::server::serve(io, settings, &stop, |request| {
+                handle(request.map(ClientBody::Http1))
+            });
+            drive(connection, |_| stop.ask(), &signal, peer).await;
             return;
         };
 
@@ -190,37 +199,26 @@ impl Connection {
                     u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
                 );
                 limits.http2.apply(&mut builder);
+                let service = service_fn(|request: Request<Incoming>| {
+                    handle(request.map(ClientBody::Http2)).map(Ok::<_, Infallible>)
+                });
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
             } else {
-                let connection = http1_builder(&limits)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
+                let stop = GracefulStop::default();
+                let connection = http1::server::serve(stream, settings, &stop, |request| {
+                    handle(request.map(ClientBody::Http1))
+                });
+                drive(connection, |_| stop.ask(), signal, peer).await;
             }
         })
         .await;
     }
 }
 
-/// The HTTP/1.1 server of one connection. The head limit is exact: a head of
-/// `max_header_size` bytes passes, one byte more gets 431, whether it arrives whole
-/// (checked once parsed) or in pieces (the read buffer holds no more than the limit
-/// while no complete head is in it). hyper refuses buffers under 8 KiB; validation
-/// refuses such a limit too. hyper's own header timer is off: the watchdog times heads.
-fn http1_builder(limits: &ConnectionLimits) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .max_buf_size(limits.max_header_size.max(8 * 1024))
-        .max_header_size(limits.max_header_size)
-        .header_read_timeout(None)
-        .keep_alive(true);
-    builder
-}
-
 /// Runs an HTTP connection until it ends, or until the watchdog closes it or asks it to
-/// drain (`drain` starts hyper's graceful shutdown: `Connection: close` on HTTP/1.1,
-/// GOAWAY on HTTP/2).
+/// drain (`drain` asks the HTTP/1.1 engine to finish its request and close, or starts
+/// hyper's graceful shutdown of HTTP/2: GOAWAY).
 async fn drive<C, E>(connection: C, drain: impl Fn(Pin<&mut C>), signal: &Signal, peer: SocketAddr)
 where
     C: Future<Output = Result<(), E>>,

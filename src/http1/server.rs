@@ -1,0 +1,1152 @@
+//! The server side of one HTTP/1.1 connection: request heads read by [`parse_request`]
+//! from one reused buffer, each request handed to a handler with its body streaming
+//! from the socket, each response written as one head (framed here, once) and a body
+//! passed through, then the next request, in order.
+//!
+//! The rules are hyper's where hyper served this listener before (the smuggling corpus
+//! and the proxy tests pin them): the same answers to a refused head (431, 414, 400,
+//! nothing to an HTTP/2 preface), `100 Continue` sent when the handler first reads a
+//! body the client waits to send, the response framed from its body (`content-length`
+//! when the length is known, `chunked` otherwise, close-delimited for HTTP/1.0), no
+//! body after `HEAD`, 1xx, 204 and 304, a `date` on every response, an HTTP/1.0
+//! client answered in HTTP/1.0. Where this side differs, it says so: an HTTP/1.1
+//! response after which the connection closes says `connection: close`, and a
+//! request body the handler left unread is read to its end (up to [`DRAIN_LIMIT`])
+//! before the next request, or the connection closes.
+//!
+//! Time limits are not kept here: the listener's watchdog closes a connection that is
+//! too slow (by dropping the future that [`serve`] returns) and asks one to finish
+//! through [`GracefulStop`].
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use super::request::{BodyLength, HeadError, HeadLimits, HeaderIndex, RequestHead, parse_request};
+use super::{ChunkError, ChunkedDecoder};
+
+/// What a connection reads at a time while it has no more to go on.
+const READ_CHUNK: usize = 8 * 1024;
+/// The most of an unread request body read and thrown away after its response, so the
+/// connection can carry the next request; a longer rest closes the connection instead.
+pub const DRAIN_LIMIT: u64 = 256 * 1024;
+/// How long a connection closed with request bytes still unread keeps reading them
+/// after its last answer, so the client reads that answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(1);
+/// Body data up to this size is copied into the write buffer next to its framing (one
+/// write for many small frames); larger data goes out as it is, beside the buffer.
+const COALESCE_LIMIT: usize = 4 * 1024;
+/// Buffered response bytes are written once this many are waiting.
+const FLUSH_AT: usize = 16 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// How one connection is served.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Request heads and chunked trailers: a head of this size passes, one byte more
+    /// gets 431.
+    pub max_header_size: usize,
+}
+
+/// Asks a connection to finish the request it is serving, then close: at once if it is
+/// between requests. Shared between the connection and whoever asks.
+#[derive(Debug, Default)]
+pub struct GracefulStop {
+    asked: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl GracefulStop {
+    pub fn ask(&self) {
+        self.asked.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn asked(&self) -> bool {
+        self.asked.load(Ordering::Acquire)
+    }
+
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.asked() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// Why a connection ended other than by its client closing it between requests.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("request head refused: {0}")]
+    Head(#[from] HeadError),
+    #[error("the connection closed within a request head")]
+    IncompleteHead,
+    #[error("the response body failed: {0}")]
+    ResponseBody(String),
+    #[error("the response body did not match its content-length")]
+    ResponseLength,
+    #[error("the client closed the connection while its request was served")]
+    ClientGone,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Why a request body stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Malformed(#[from] ChunkError),
+    #[error("the client closed the connection before the body ended")]
+    Incomplete,
+    #[error("the connection failed while the body was read")]
+    Io,
+}
+
+/// A request's body as it arrives on the connection, read as the handler polls it.
+#[derive(Debug)]
+pub struct RequestBody {
+    /// `None`: no body, or its end was reached.
+    data: Option<mpsc::Receiver<Result<Piece, BodyError>>>,
+    /// What is left of a body with a `Content-Length` (`None`: chunked).
+    remaining: Option<u64>,
+    /// Told when the body is first read, for a client that waits for `100 Continue`.
+    wanted: Option<Arc<Wanted>>,
+}
+
+impl RequestBody {
+    /// A request without a body.
+    pub fn empty() -> Self {
+        Self {
+            data: None,
+            remaining: Some(0),
+            wanted: None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if let Some(wanted) = this.wanted.take() {
+            wanted.tell();
+        }
+        loop {
+            let Some(data) = this.data.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(data.poll_recv(cx)) {
+                Some(Ok(Piece { data: chunk, last })) => {
+                    if let Some(remaining) = &mut this.remaining {
+                        *remaining = remaining.saturating_sub(chunk.len() as u64);
+                    }
+                    if last {
+                        this.data = None;
+                    }
+                    if !chunk.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                    if last {
+                        return Poll::Ready(None);
+                    }
+                }
+                Some(Err(error)) => {
+                    this.data = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                // The connection let go of the body before its end: never a clean end,
+                // which would pass a truncated body on as whole.
+                None => {
+                    this.data = None;
+                    return Poll::Ready(Some(Err(BodyError::Incomplete)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(remaining) => SizeHint::with_exact(remaining),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Body data on its way from the connection to the [`RequestBody`]; `last` on the
+/// piece that ends the body (the body ends only so).
+#[derive(Debug)]
+struct Piece {
+    data: Bytes,
+    last: bool,
+}
+
+#[derive(Debug, Default)]
+struct Wanted {
+    yes: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Wanted {
+    fn tell(&self) {
+        self.yes.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.yes.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// The connection of a request that asked to switch protocols, handed over once its
+/// `101` has been written: found in the request's extensions (which want it `Clone`:
+/// the clones share one connection, which only the first to ask gets).
+#[derive(Debug, Clone)]
+pub struct OnUpgrade(Arc<std::sync::Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+/// The connection was not handed over: the response was no `101`, or the connection
+/// failed before the `101` was written.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the connection was not upgraded")]
+pub struct NotUpgraded;
+
+impl Future for OnUpgrade {
+    type Output = Result<Upgraded, NotUpgraded>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(mut slot) = self.0.lock() else {
+            return Poll::Ready(Err(NotUpgraded));
+        };
+        let Some(receiver) = slot.as_mut() else {
+            return Poll::Ready(Err(NotUpgraded));
+        };
+        let upgraded = ready!(Pin::new(receiver).poll(cx)).map_err(|_| NotUpgraded);
+        *slot = None;
+        Poll::Ready(upgraded)
+    }
+}
+
+/// An upgraded connection: the bytes the client sent after its handshake first, then
+/// the socket.
+pub struct Upgraded {
+    io: Box<dyn Io>,
+    read_first: Bytes,
+}
+
+/// What a connection's socket is: plain TCP or TLS, behind the listener's wrappers.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("read_first", &self.read_first.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read_first.is_empty() {
+            let n = this.read_first.len().min(buf.remaining());
+            buf.put_slice(&this.read_first[..n]);
+            this.read_first.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Serves the requests of one connection with `handler`, one after another, until the
+/// client closes it between requests, a request or response allows no other after it,
+/// `stop` is asked between requests, or the connection fails.
+pub async fn serve<I, H, F, B>(
+    io: I,
+    settings: Settings,
+    stop: &GracefulStop,
+    mut handler: H,
+) -> Result<(), ServeError>
+where
+    I: Io,
+    H: FnMut(Request<RequestBody>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (read, write) = tokio::io::split(io);
+    let mut connection = Connection {
+        read,
+        write,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        fields: Vec::new(),
+        out: Vec::with_capacity(1024),
+        limits: HeadLimits {
+            max_header_size: settings.max_header_size,
+        },
+    };
+    loop {
+        let head = match connection.read_head(stop).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(()),
+            Err(ServeError::Head(error)) => {
+                if let Some(status) = error.status() {
+                    connection.refuse(status).await;
+                }
+                return Err(ServeError::Head(error));
+            }
+            Err(error) => return Err(error),
+        };
+        match connection.exchange(head, stop, &mut handler).await? {
+            After::Next => {}
+            After::Close => {
+                connection.close().await;
+                return Ok(());
+            }
+            After::Linger => {
+                connection.linger().await;
+                return Ok(());
+            }
+            After::Upgraded(to) => {
+                let Connection {
+                    read, write, buf, ..
+                } = connection;
+                let upgraded = Upgraded {
+                    io: Box::new(read.unsplit(write)),
+                    read_first: buf.freeze(),
+                };
+                // The receiver gone: nobody wants the connection any more.
+                let _ = to.send(upgraded);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What a connection does once a response has been written.
+enum After {
+    Next,
+    Close,
+    /// Close, reading for a moment first what the client may still be sending.
+    Linger,
+    Upgraded(oneshot::Sender<Upgraded>),
+}
+
+struct Connection<I> {
+    read: ReadHalf<I>,
+    write: WriteHalf<I>,
+    /// What was read and not yet used: the next head, body bytes, pipelined requests.
+    buf: BytesMut,
+    fields: Vec<HeaderIndex>,
+    /// The response head being written, and small body frames after it.
+    out: Vec<u8>,
+    limits: HeadLimits,
+}
+
+impl<I: Io> Connection<I> {
+    /// Reads until a whole head is in the buffer. `None`: the client closed the
+    /// connection between requests, or `stop` was asked while no request had begun.
+    async fn read_head(&mut self, stop: &GracefulStop) -> Result<Option<RequestHead>, ServeError> {
+        loop {
+            if !self.buf.is_empty()
+                && let Some(head) = parse_request(&self.buf, self.limits, &mut self.fields)?
+            {
+                return Ok(Some(head));
+            }
+            let read = if self.buf.is_empty() {
+                if stop.asked() {
+                    return Ok(None);
+                }
+                tokio::select! {
+                    read = read_more(&mut self.read, &mut self.buf) => read?,
+                    () = stop.wait() => return Ok(None),
+                }
+            } else {
+                read_more(&mut self.read, &mut self.buf).await?
+            };
+            if read == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ServeError::IncompleteHead)
+                };
+            }
+        }
+    }
+
+    /// One request: handed to the handler with its body, its response written.
+    async fn exchange<H, F, B>(
+        &mut self,
+        head: RequestHead,
+        stop: &GracefulStop,
+        handler: &mut H,
+    ) -> Result<After, ServeError>
+    where
+        H: FnMut(Request<RequestBody>) -> F,
+        F: Future<Output = Response<B>>,
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let head_bytes = self.buf.split_to(head.len).freeze();
+        let headers = match header_map(&head_bytes, &self.fields) {
+            Ok(headers) => headers,
+            Err(error) => {
+                self.refuse(StatusCode::BAD_REQUEST).await;
+                return Err(ServeError::Head(error));
+            }
+        };
+        let (body, mut feed) = match head.body {
+            BodyLength::Length(0) => (RequestBody::empty(), None),
+            framing => {
+                let (body, feed) = BodyFeed::new(
+                    framing,
+                    head.expect_continue && head.version == Version::HTTP_11,
+                    self.limits.max_header_size,
+                );
+                (body, Some(feed))
+            }
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = head.uri;
+        *request.version_mut() = head.version;
+        *request.headers_mut() = headers;
+        let upgrade = head.wants_upgrade.then(|| {
+            let (to, on_upgrade) = oneshot::channel();
+            request
+                .extensions_mut()
+                .insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(on_upgrade)))));
+            to
+        });
+
+        let response = {
+            let mut pending = std::pin::pin!(handler(request));
+            loop {
+                if let Some(feeding) = feed.as_mut().filter(|feed| feed.active()) {
+                    tokio::select! {
+                        biased;
+                        response = &mut pending => break response,
+                        step = feeding.step(&mut self.read, &mut self.buf) => {
+                            if step == Step::SendContinue {
+                                self.write.write_all(CONTINUE).await?;
+                                feeding.continue_sent();
+                            }
+                        }
+                    }
+                } else if self.buf.len() < self.limits.max_header_size {
+                    // Nothing of this request left to read: the socket is watched for
+                    // the client going away (as hyper does), which drops the request
+                    // and with it the upstream's. What arrives meanwhile (a pipelined
+                    // request) waits in the buffer.
+                    tokio::select! {
+                        biased;
+                        response = &mut pending => break response,
+                        read = read_more(&mut self.read, &mut self.buf) => {
+                            if read? == 0 {
+                                return Err(ServeError::ClientGone);
+                            }
+                        }
+                    }
+                } else {
+                    break pending.await;
+                }
+            }
+        };
+
+        let (parts, mut body) = response.into_parts();
+        let version = head.version;
+        let mut keep_alive = head.keep_alive && !stop.asked();
+        if let Some(feed) = &feed {
+            // A body the client holds back until `100 Continue`, and the answer came
+            // without it: what follows on the connection is unknown. The same after a
+            // body that could not be read to its end.
+            keep_alive &= !feed.waits_for_continue() && !feed.failed;
+        }
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(to) = upgrade
+        {
+            self.out.clear();
+            write_status_line(&mut self.out, parts.status, version);
+            write_fields(&mut self.out, &parts.headers, Framing::Upgrade);
+            self.out.extend_from_slice(b"\r\n");
+            self.write.write_all(&self.out).await?;
+            self.write.flush().await?;
+            return Ok(After::Upgraded(to));
+        }
+        let framing = framing(&head.method, &parts, &body, version);
+        let closes =
+            !keep_alive || framing == Framing::UntilClose || connection_close(&parts.headers);
+        self.out.clear();
+        write_status_line(&mut self.out, parts.status, version);
+        write_fields(&mut self.out, &parts.headers, framing);
+        if closes && version == Version::HTTP_11 && !parts.headers.contains_key(header::CONNECTION)
+        {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        } else if !closes && version == Version::HTTP_10 {
+            self.out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.write_body(&mut body, framing, feed.as_mut()).await?;
+        drop(body);
+
+        let unread = feed.as_ref().is_some_and(BodyFeed::active);
+        if closes {
+            return Ok(if unread { After::Linger } else { After::Close });
+        }
+        if let Some(feed) = feed.as_mut().filter(|feed| feed.active())
+            && !feed.drain(&mut self.read, &mut self.buf).await
+        {
+            return Ok(After::Linger);
+        }
+        if feed.as_ref().is_some_and(|feed| feed.failed) {
+            return Ok(After::Linger);
+        }
+        if stop.asked() {
+            return Ok(After::Close);
+        }
+        Ok(After::Next)
+    }
+
+    /// Writes the head in `out` and the body after it, framed, while the request's body
+    /// (if any is left) goes on arriving for whoever reads it.
+    async fn write_body<B>(
+        &mut self,
+        body: &mut B,
+        framing: Framing,
+        mut feed: Option<&mut BodyFeed>,
+    ) -> Result<(), ServeError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let mut left = match framing {
+            Framing::Length(length) => length,
+            Framing::Bodiless { .. } | Framing::Upgrade => {
+                self.write.write_all(&self.out).await?;
+                return Ok(());
+            }
+            Framing::Chunked | Framing::UntilClose => u64::MAX,
+        };
+        loop {
+            // A frame that is ready now joins what is buffered; waiting for one, the
+            // buffer goes out first.
+            let next = match futures_util::FutureExt::now_or_never(body.frame()) {
+                Some(next) => next,
+                None => {
+                    self.flush_out().await?;
+                    loop {
+                        let Some(feeding) = feed.as_deref_mut().filter(|feed| feed.active()) else {
+                            break body.frame().await;
+                        };
+                        tokio::select! {
+                            biased;
+                            next = body.frame() => break next,
+                            step = feeding.step(&mut self.read, &mut self.buf) => {
+                                // The answer is under way: no `100 Continue` any more.
+                                if step == Step::SendContinue {
+                                    feeding.refuse_continue();
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            let data = match next {
+                None => break,
+                Some(Err(error)) => return Err(ServeError::ResponseBody(error.to_string())),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // Trailers are not passed on (HTTP/1.1 clients rarely read them).
+                    Err(_trailers) => continue,
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if framing == Framing::Chunked {
+                write_chunk_size(&mut self.out, data.len());
+            } else {
+                let len = data.len() as u64;
+                if len > left {
+                    self.flush_out().await?;
+                    return Err(ServeError::ResponseLength);
+                }
+                left -= len;
+            }
+            if data.len() <= COALESCE_LIMIT {
+                self.out.extend_from_slice(&data);
+            } else {
+                self.write_out_and(&data).await?;
+            }
+            if framing == Framing::Chunked {
+                self.out.extend_from_slice(b"\r\n");
+            }
+            if self.out.len() >= FLUSH_AT {
+                self.flush_out().await?;
+            }
+        }
+        if framing == Framing::Chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.flush_out().await?;
+        if matches!(framing, Framing::Length(_)) && left > 0 {
+            return Err(ServeError::ResponseLength);
+        }
+        Ok(())
+    }
+
+    async fn flush_out(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.write.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and `data` after it, in one write where the socket takes
+    /// both.
+    async fn write_out_and(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut slices = [IoSlice::new(&self.out), IoSlice::new(data)];
+        let mut slices = &mut slices[..];
+        IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            let written = self.write.write_vectored(slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, written);
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Answers a refused head with its status, then the connection closes.
+    async fn refuse(&mut self, status: StatusCode) {
+        self.out.clear();
+        write_status_line(&mut self.out, status, Version::HTTP_11);
+        self.out
+            .extend_from_slice(b"content-length: 0\r\nconnection: close\r\n");
+        write_date(&mut self.out);
+        self.out.extend_from_slice(b"\r\n");
+        if self.write.write_all(&self.out).await.is_ok() {
+            self.linger().await;
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = self.write.shutdown().await;
+    }
+
+    /// Closes after reading, for a moment, what the client may still be sending: closed
+    /// with unread bytes, the socket would send a reset, and the client could lose the
+    /// answer it has not read yet.
+    async fn linger(&mut self) {
+        let _ = self.write.shutdown().await;
+        let discard = async {
+            let mut thrown = 0u64;
+            while thrown < DRAIN_LIMIT {
+                self.buf.clear();
+                match read_more(&mut self.read, &mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => thrown += n as u64,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, discard).await;
+    }
+}
+
+/// Reads what the socket has into `buf`, making room for a chunk first.
+async fn read_more<R: AsyncRead + Unpin>(read: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    read.read_buf(buf).await
+}
+
+/// The request's header fields, as `http` types over the head's bytes (not copied).
+fn header_map(head: &Bytes, fields: &[HeaderIndex]) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name(head))
+            .map_err(|_| HeadError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value(head)))
+            .map_err(|_| HeadError::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// How a response's body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (`HEAD`, 1xx, 204, 304), with the length a `HEAD` or a 304 announces.
+    Bodiless {
+        length: Option<u64>,
+    },
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 and an unknown length: the end of the connection ends the body.
+    UntilClose,
+    /// A `101`: the head alone, then the connection is handed over.
+    Upgrade,
+}
+
+/// How the body of a response to `method` is framed: from the body's own length when
+/// it knows it, from the response's `content-length`, else chunked (HTTP/1.1) or until
+/// the connection closes (HTTP/1.0).
+fn framing<B: Body>(
+    method: &Method,
+    parts: &http::response::Parts,
+    body: &B,
+    version: Version,
+) -> Framing {
+    let status = parts.status;
+    let declared = || {
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        return Framing::Bodiless { length: None };
+    }
+    if status == StatusCode::NOT_MODIFIED {
+        return Framing::Bodiless { length: declared() };
+    }
+    let known = if body.is_end_stream() {
+        Some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    if method == Method::HEAD {
+        let length = declared().or(known.filter(|length| *length > 0));
+        return Framing::Bodiless { length };
+    }
+    match known.or_else(declared) {
+        Some(length) => Framing::Length(length),
+        None if version == Version::HTTP_10 => Framing::UntilClose,
+        None => Framing::Chunked,
+    }
+}
+
+/// Whether the response's own `Connection` says `close` (the gateway's refusals of a
+/// request whose framing cannot be trusted do).
+fn connection_close(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+fn write_status_line(out: &mut Vec<u8>, status: StatusCode, version: Version) {
+    if version == Version::HTTP_11 && status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response's fields, its framing fields replaced by those of `framing`, and a
+/// `date` if it has none.
+fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap, framing: Framing) {
+    let mut dated = false;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        dated |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(length)
+        | Framing::Bodiless {
+            length: Some(length),
+        } => {
+            out.extend_from_slice(b"content-length: ");
+            use std::io::Write;
+            let _ = write!(out, "{length}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Bodiless { length: None } | Framing::UntilClose | Framing::Upgrade => {}
+    }
+    if !dated {
+        write_date(out);
+    }
+}
+
+fn write_chunk_size(out: &mut Vec<u8>, size: usize) {
+    use std::io::Write;
+    let _ = write!(out, "{size:x}\r\n");
+}
+
+/// `date: <IMF-fixdate>\r\n`, formatted once a second per thread.
+fn write_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(cached.1.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// The connection's side of a request body: reads it from the socket (the bytes after
+/// the head first), removes the chunked framing and hands the data to the
+/// [`RequestBody`] as it is read.
+struct BodyFeed {
+    framing: FeedFraming,
+    /// `None` once the body has ended, or once its reader is gone (what is left is
+    /// then read and thrown away).
+    to_body: Option<mpsc::Sender<Result<Piece, BodyError>>>,
+    /// Whether reading the body from the connection is over (ended or failed).
+    done: bool,
+    /// The body was malformed or cut short: nothing after it can be read.
+    failed: bool,
+    /// Set for a client that waits for `100 Continue` until it has been sent.
+    wanted: Option<Arc<Wanted>>,
+    continue_refused: bool,
+}
+
+enum FeedFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Progress,
+    /// The handler reads a body its client waits to send: `100 Continue` is due.
+    SendContinue,
+}
+
+impl BodyFeed {
+    fn new(
+        framing: BodyLength,
+        expect_continue: bool,
+        max_trailer_size: usize,
+    ) -> (RequestBody, Self) {
+        let (to_body, data) = mpsc::channel(1);
+        let wanted = expect_continue.then(|| Arc::new(Wanted::default()));
+        let (framing, remaining) = match framing {
+            BodyLength::Length(length) => (FeedFraming::Length(length), Some(length)),
+            BodyLength::Chunked => (
+                FeedFraming::Chunked(ChunkedDecoder::new(max_trailer_size)),
+                None,
+            ),
+        };
+        let body = RequestBody {
+            data: Some(data),
+            remaining,
+            wanted: wanted.clone(),
+        };
+        let feed = Self {
+            framing,
+            to_body: Some(to_body),
+            done: false,
+            failed: false,
+            wanted,
+            continue_refused: false,
+        };
+        (body, feed)
+    }
+
+    /// Whether body bytes are still to be read from the connection.
+    fn active(&self) -> bool {
+        !self.done
+    }
+
+    fn waits_for_continue(&self) -> bool {
+        !self.done && (self.wanted.is_some() || self.continue_refused)
+    }
+
+    fn continue_sent(&mut self) {
+        self.wanted = None;
+    }
+
+    fn refuse_continue(&mut self) {
+        self.wanted = None;
+        self.continue_refused = true;
+    }
+
+    /// Moves the body along by one read or one hand-over. Cancel-safe: a step cut off
+    /// loses nothing (data leaves the buffer only once the body has room for it). A
+    /// body that fails ends the feed; its reader is told why.
+    async fn step<R: AsyncRead + Unpin>(&mut self, read: &mut R, buf: &mut BytesMut) -> Step {
+        if let Some(wanted) = &self.wanted {
+            wanted.wait().await;
+            return Step::SendContinue;
+        }
+        if self.continue_refused {
+            // The client was not told to send its body; it may never come.
+            return std::future::pending().await;
+        }
+        if buf.is_empty() {
+            match read_more(read, buf).await {
+                Ok(0) => self.fail(BodyError::Incomplete),
+                Ok(_) => {}
+                Err(_) => self.fail(BodyError::Io),
+            }
+            return Step::Progress;
+        }
+        // Room in the body first: data is taken from the buffer only when it can go on.
+        let permit = match &self.to_body {
+            Some(to_body) => to_body.reserve().await.ok(),
+            None => None,
+        };
+        let reader_gone = permit.is_none();
+        let taken = match &mut self.framing {
+            FeedFraming::Length(left) => {
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                *left -= take as u64;
+                self.done = *left == 0;
+                Ok(buf.split_to(take).freeze())
+            }
+            FeedFraming::Chunked(decoder) => decoder.decode(buf).map(|decoded| {
+                let (start, end) = decoded.data;
+                let mut used = buf.split_to(decoded.consumed).freeze();
+                self.done = decoder.is_done();
+                used.truncate(end);
+                used.advance(start);
+                used
+            }),
+        };
+        let malformed = taken.is_err();
+        match (taken, permit) {
+            (Ok(data), Some(permit)) if self.done || !data.is_empty() => {
+                permit.send(Ok(Piece {
+                    data,
+                    last: self.done,
+                }));
+            }
+            (Err(error), Some(permit)) => permit.send(Err(error.into())),
+            _ => {}
+        }
+        if malformed {
+            self.done = true;
+            self.failed = true;
+        }
+        if reader_gone || self.done {
+            self.to_body = None;
+        }
+        Step::Progress
+    }
+
+    /// Ends the feed early. The reader learns why if the body has room for the error;
+    /// if not, the sender dropped without a last piece tells it the body is incomplete.
+    fn fail(&mut self, error: BodyError) {
+        if let Some(to_body) = self.to_body.take() {
+            let _ = to_body.try_send(Err(error));
+        }
+        self.done = true;
+        self.failed = true;
+    }
+
+    /// Reads the rest of a body nobody reads any more and throws it away, up to
+    /// [`DRAIN_LIMIT`]: whether it ended whole (and the connection can go on).
+    async fn drain<R: AsyncRead + Unpin>(&mut self, read: &mut R, buf: &mut BytesMut) -> bool {
+        if self.waits_for_continue() {
+            return false;
+        }
+        self.to_body = None;
+        let mut left = DRAIN_LIMIT;
+        while self.active() {
+            let before = buf.len() as u64;
+            self.step(read, buf).await;
+            let used = before.saturating_sub(buf.len() as u64);
+            if used > left {
+                return false;
+            }
+            left -= used;
+        }
+        !self.failed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test stops on a failed setup")]
+mod tests {
+    use http_body_util::{Empty, Full, StreamBody};
+
+    use super::*;
+
+    fn parts(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (name, value) in headers {
+            response.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        response.into_parts().0
+    }
+
+    type Stream = StreamBody<futures_util::stream::Empty<Result<Frame<Bytes>, io::Error>>>;
+
+    fn unknown_length() -> Stream {
+        StreamBody::new(futures_util::stream::empty())
+    }
+
+    #[test]
+    fn a_body_is_framed_by_its_length_else_chunked_else_until_close() {
+        let full = Full::new(Bytes::from_static(b"hello"));
+        let ok = parts(200, &[]);
+        assert_eq!(
+            framing(&Method::GET, &ok, &full, Version::HTTP_11),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing(&Method::GET, &ok, &Empty::<Bytes>::new(), Version::HTTP_11),
+            Framing::Length(0)
+        );
+        let stream = unknown_length();
+        assert_eq!(
+            framing(&Method::GET, &ok, &stream, Version::HTTP_11),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing(&Method::GET, &ok, &stream, Version::HTTP_10),
+            Framing::UntilClose
+        );
+        let declared = parts(200, &[("content-length", "12")]);
+        assert_eq!(
+            framing(&Method::GET, &declared, &stream, Version::HTTP_10),
+            Framing::Length(12)
+        );
+    }
+
+    #[test]
+    fn head_and_304_keep_the_announced_length_without_a_body_and_204_has_none() {
+        let declared = parts(200, &[("content-length", "12")]);
+        let empty = Empty::<Bytes>::new();
+        assert_eq!(
+            framing(&Method::HEAD, &declared, &empty, Version::HTTP_11),
+            Framing::Bodiless { length: Some(12) }
+        );
+        let full = Full::new(Bytes::from_static(b"hello"));
+        assert_eq!(
+            framing(&Method::HEAD, &parts(200, &[]), &full, Version::HTTP_11),
+            Framing::Bodiless { length: Some(5) }
+        );
+        let not_modified = parts(304, &[("content-length", "7")]);
+        assert_eq!(
+            framing(&Method::GET, &not_modified, &empty, Version::HTTP_11),
+            Framing::Bodiless { length: Some(7) }
+        );
+        let no_content = parts(204, &[("content-length", "0")]);
+        assert_eq!(
+            framing(&Method::GET, &no_content, &empty, Version::HTTP_11),
+            Framing::Bodiless { length: None }
+        );
+    }
+
+    #[test]
+    fn framing_fields_are_replaced_and_a_date_added() {
+        let mut out = Vec::new();
+        let headers = parts(
+            200,
+            &[
+                ("content-length", "99"),
+                ("transfer-encoding", "chunked"),
+                ("x-kept", "yes"),
+            ],
+        )
+        .headers;
+        write_fields(&mut out, &headers, Framing::Length(5));
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("x-kept: yes\r\ncontent-length: 5\r\ndate: "),
+            "{text}"
+        );
+        assert!(!text.contains("99") && !text.contains("chunked"), "{text}");
+    }
+}

@@ -1,0 +1,250 @@
+//! The public listener's HTTP/1.1 engine as a client meets it on the wire: `100
+//! Continue`, request bodies left unread, clients that go away, HTTP/1.0 keep-alive,
+//! and bytes sent right behind a WebSocket handshake. (The framing rules are held by
+//! `tests/smuggling.rs` and `tests/http1_differential.rs`.)
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test stops on a failed setup"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::config::ConfigText;
+use common::raw::{self, find, read_reply, read_shows_closed};
+use common::{TestGateway, spawn_recording_upstream, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn gateway_to(upstream: std::net::SocketAddr, route_lines: &str) -> TestGateway {
+    let config = ConfigText::new()
+        .upstream("app", upstream)
+        .route("app", "/", "app")
+        .with(route_lines);
+    TestGateway::start(config).await
+}
+
+async fn connect(gateway: &TestGateway) -> TcpStream {
+    TcpStream::connect(gateway.addr()).await.expect("connect")
+}
+
+/// Reads until `needle` has arrived, or panics after a while.
+async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
+    within("the expected bytes", async {
+        let mut seen = Vec::new();
+        while find(&seen, needle).is_none() {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(
+                n > 0,
+                "closed before {:?}: {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        seen
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_waits_for_100_continue_is_told_to_send_and_its_body_arrives() {
+    let upstream = spawn_recording_upstream("app").await;
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: app\r\nExpect: 100-continue\r\n\
+              Content-Length: 11\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let interim = read_until(&mut stream, b"\r\n\r\n").await;
+    assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello world").await.unwrap();
+    let reply = read_reply(&mut stream).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["body_len"], 11);
+}
+
+#[tokio::test]
+async fn a_body_refused_before_100_continue_is_never_asked_for_and_the_connection_closes() {
+    let upstream = spawn_recording_upstream("app").await;
+    let gateway = gateway_to(upstream, "max_request_body = \"1KiB\"").await;
+    let mut stream = connect(&gateway).await;
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: app\r\nExpect: 100-continue\r\n\
+              Content-Length: 100000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let reply = read_reply(&mut stream).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    // The client was never told to send its body: the gateway cannot know what the
+    // next bytes on the connection would be, and closes it.
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(within("the close", read_shows_closed(&mut stream)).await);
+}
+
+#[tokio::test]
+async fn a_body_the_gateway_did_not_read_is_skipped_and_the_connection_serves_the_next_request() {
+    let upstream = spawn_recording_upstream("app").await;
+    let config = ConfigText::new()
+        .upstream("app", upstream)
+        .route("app", "/app", "app");
+    let gateway = TestGateway::start(config).await;
+    let mut stream = connect(&gateway).await;
+    let body = vec![b'x'; 50_000];
+    let mut request = format!(
+        "POST /nowhere HTTP/1.1\r\nHost: app\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    request.extend_from_slice(b"GET /app/next HTTP/1.1\r\nHost: app\r\n\r\n");
+    stream.write_all(&request).await.unwrap();
+    let refused = read_reply(&mut stream).await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(refused.header("connection"), None);
+    let next = read_reply(&mut stream).await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(next.json()["path"], "/app/next");
+}
+
+/// An upstream that takes requests and never answers; it reports when the gateway
+/// closes a connection it holds.
+async fn silent_upstream() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed, closes) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+                let _ = closed.send(()).await;
+            });
+        }
+    });
+    (addr, closes)
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_request_to_the_upstream() {
+    let (upstream, mut closes) = silent_upstream().await;
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    // Once the request is on its way upstream, the client leaves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    // The upstream's connection is closed long before the route's 30 s timeout.
+    tokio::time::timeout(Duration::from_secs(5), closes.recv())
+        .await
+        .expect("the upstream request was cancelled when the client left")
+        .expect("the upstream reports");
+}
+
+#[tokio::test]
+async fn an_http_1_0_client_is_answered_in_http_1_0_and_kept_alive_only_when_it_asks() {
+    let upstream = spawn_recording_upstream("app").await;
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /a HTTP/1.0\r\nHost: app\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let received = read_until(&mut stream, b"\r\n\r\n").await;
+        let head_end = find(&received, b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.0 200 ok\r\n"), "{head}");
+        assert!(head.contains("\r\nconnection: keep-alive\r\n"), "{head}");
+        let length: usize = head
+            .split("\r\ncontent-length: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .and_then(|digits| digits.parse().ok())
+            .expect("a content-length");
+        let mut body = received[head_end..].to_vec();
+        body.resize(length, 0);
+        let already = received.len() - head_end;
+        within("the body", stream.read_exact(&mut body[already..]))
+            .await
+            .unwrap();
+    }
+    stream
+        .write_all(b"GET /a HTTP/1.0\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let last = read_reply(&mut stream).await;
+    assert_eq!(last.status, 200);
+    assert!(within("the close", read_shows_closed(&mut stream)).await);
+}
+
+#[tokio::test]
+async fn bytes_sent_right_behind_a_websocket_handshake_reach_the_upstream() {
+    // An upstream that accepts the handshake and then echoes whatever comes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_until(&mut stream, b"\r\n\r\n").await;
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut buffer).await.unwrap_or(0);
+            if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    // A masked text frame "hi" in the same write as the handshake.
+    let frame: &[u8] = &[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    let mut bytes = raw::get_request(
+        "/ws",
+        "app",
+        &[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version: 13",
+        ],
+    )
+    .into_bytes();
+    bytes.extend_from_slice(frame);
+    stream.write_all(&bytes).await.unwrap();
+    let head = read_until(&mut stream, b"\r\n\r\n").await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let after_head = &head[find(&head, b"\r\n\r\n").unwrap() + 4..];
+    let mut echoed = after_head.to_vec();
+    while echoed.len() < frame.len() {
+        let mut chunk = [0u8; 64];
+        let n = within("the echo", stream.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "the tunnel closed");
+        echoed.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(echoed, frame);
+}
