@@ -248,3 +248,111 @@ async fn bytes_sent_right_behind_a_websocket_handshake_reach_the_upstream() {
     }
     assert_eq!(echoed, frame);
 }
+
+// ---------------------------------------------------------------------------------------
+// The upstream side.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream that reads a request head, then writes `answer` and closes.
+async fn answering_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                read_until(&mut stream, b"\r\n\r\n").await;
+                let _ = stream.write_all(answer).await;
+                let _ = stream.shutdown().await;
+                // Whatever else comes is not read.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_answers_before_the_upload_ends_is_heard() {
+    let upstream = answering_upstream(
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n",
+    )
+    .await;
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    let body = vec![b'x'; 4 * 1024 * 1024];
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // The upload goes on in the background, as a client's would; it may be cut off.
+    tokio::spawn(async move {
+        let _ = write.write_all(&body).await;
+    });
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    within("the upstream's early answer", async {
+        while find(&received, b"too big\n").is_none() {
+            let n = read.read(&mut chunk).await.expect("read");
+            assert!(
+                n > 0,
+                "closed without the answer: {:?}",
+                String::from_utf8_lossy(&received)
+            );
+            received.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(
+        received.starts_with(b"HTTP/1.1 413 "),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+}
+
+#[tokio::test]
+async fn an_interim_answer_from_the_upstream_is_skipped() {
+    let upstream = answering_upstream(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+    )
+    .await;
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_reply(&mut stream).await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "final"));
+}
+
+#[tokio::test]
+async fn bytes_an_upstream_sends_right_behind_its_101_reach_the_client() {
+    // A text frame "hey" (unmasked, as a server's are) in the same write as the 101.
+    let upstream = answering_upstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x03hey",
+    )
+    .await;
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    let request = raw::get_request(
+        "/ws",
+        "app",
+        &[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version: 13",
+        ],
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let received = read_until(&mut stream, b"\x81\x03hey").await;
+    assert!(
+        received.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+}

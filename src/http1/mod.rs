@@ -1,6 +1,6 @@
-//! fluxlit's own HTTP/1.1 engine: the message parsers, and the server side of a
-//! connection ([`server`]) that the public listener speaks HTTP/1.1 with. (The upstream
-//! side still uses hyper's client.)
+//! fluxlit's own HTTP/1.1 engine: the message parsers, the server side of a connection
+//! ([`server`]) that the public listener speaks HTTP/1.1 with, and the client side
+//! ([`client`]) that every request to an upstream goes out on.
 //!
 //! Heads are parsed by `httparse` where they lie in the connection's buffer
 //! ([`parse_request`]: no header copied, the fields handed back as positions); the
@@ -14,12 +14,15 @@
 //! Nothing here knows the gateway: a leaf, like `http.rs`.
 
 pub mod chunked;
+pub mod client;
 mod fields;
+pub mod io;
 pub mod request;
 pub mod response;
 pub mod server;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
+pub use io::{Io, Upgraded};
 pub use request::{
     BodyLength, HeadError, HeadLimits, HeaderIndex, MAX_HEADERS, MAX_TARGET_LEN, RequestHead,
     parse_request,

@@ -31,9 +31,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
+use super::io::{Io, Upgraded};
 use super::request::{BodyLength, HeadError, HeadLimits, HeaderIndex, RequestHead, parse_request};
 use super::{ChunkError, ChunkedDecoder};
 
@@ -257,72 +258,6 @@ impl Future for OnUpgrade {
     }
 }
 
-/// An upgraded connection: the bytes the client sent after its handshake first, then
-/// the socket.
-pub struct Upgraded {
-    io: Box<dyn Io>,
-    read_first: Bytes,
-}
-
-/// What a connection's socket is: plain TCP or TLS, behind the listener's wrappers.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-impl std::fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("read_first", &self.read_first.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.read_first.is_empty() {
-            let n = this.read_first.len().min(buf.remaining());
-            buf.put_slice(&this.read_first[..n]);
-            this.read_first.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 /// Serves the requests of one connection with `handler`, one after another, until the
 /// client closes it between requests, a request or response allows no other after it,
 /// `stop` is asked between requests, or the connection fails.
@@ -376,10 +311,7 @@ where
                 let Connection {
                     read, write, buf, ..
                 } = connection;
-                let upgraded = Upgraded {
-                    io: Box::new(read.unsplit(write)),
-                    read_first: buf.freeze(),
-                };
+                let upgraded = Upgraded::new(Box::new(read.unsplit(write)), buf.freeze());
                 // The receiver gone: nobody wants the connection any more.
                 let _ = to.send(upgraded);
                 return Ok(());
@@ -618,7 +550,12 @@ impl<I: Io> Connection<I> {
             };
             let data = match next {
                 None => break,
-                Some(Err(error)) => return Err(ServeError::ResponseBody(error.to_string())),
+                Some(Err(error)) => {
+                    // What came before the failure goes out; the connection then
+                    // closes, so the body cannot look complete.
+                    self.flush_out().await?;
+                    return Err(ServeError::ResponseBody(error.to_string()));
+                }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
                     // Trailers are not passed on (HTTP/1.1 clients rarely read them).
@@ -796,7 +733,7 @@ fn framing<B: Body>(
 
 /// Whether the response's own `Connection` says `close` (the gateway's refusals of a
 /// request whose framing cannot be trusted do).
-fn connection_close(headers: &HeaderMap) -> bool {
+pub(super) fn connection_close(headers: &HeaderMap) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|value| {
         value
             .as_bytes()

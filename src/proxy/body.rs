@@ -12,6 +12,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::fairness::Admission;
 use super::pool::UpstreamBody;
+use crate::http1::client::BodyError;
 use crate::metrics::RequestRecord;
 
 /// `A` is dropped when the response has been sent or abandoned: the connection's
@@ -103,12 +104,12 @@ impl<A> std::fmt::Debug for ProxyBody<A> {
 
 impl<A: Unpin> Body for ProxyBody<A> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),

@@ -10,8 +10,6 @@
 //! length and closes the connection after the response (RFC 9112 §6.1). What is left is
 //! here.
 
-use std::error::Error as StdError;
-
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request};
 use hyper::body::Body;
@@ -129,30 +127,6 @@ fn single_length(headers: &HeaderMap) -> Option<u64> {
         }
     }
     length
-}
-
-/// Whether an upstream request failed because the client's body did (a malformed
-/// chunk, a connection cut mid-upload): the client's fault, a 400 rather than a 502.
-/// hyper's client reports it as a user body error whose cause is the client body's
-/// error (as the route's body cap passes it on).
-pub fn client_body_failed(error: &(dyn StdError + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(error) = source {
-        if let Some(hyper_error) = error.downcast_ref::<hyper::Error>()
-            && hyper_error.is_user()
-            && hyper_error.source().is_some_and(|cause| {
-                cause.is::<hyper::Error>()
-                    || matches!(
-                        cause.downcast_ref::<super::limits::BodyError>(),
-                        Some(super::limits::BodyError::Client(_))
-                    )
-            })
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 #[cfg(test)]

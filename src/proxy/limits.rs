@@ -140,7 +140,7 @@ impl LimitedBody {
         }
     }
 
-    /// No body at all.
+    /// No body at all (what is left of a body taken away, too).
     pub fn empty() -> Self {
         Self {
             inner: None,
@@ -204,6 +204,12 @@ impl Body for LimitedBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Default for LimitedBody {
+    fn default() -> Self {
+        Self::empty()
     }
 }
 

@@ -1,16 +1,17 @@
-//! Keep-alive HTTP/1.1 connections to one upstream, reused from request to request.
+//! Keep-alive HTTP/1.1 connections to one upstream, reused from request to request,
+//! spoken by the engine's client ([`crate::http1::client`]) in the task of the request.
 //!
 //! A snapshot holds one pool per upstream (handed on to the next snapshot while the
 //! upstream's address and timeouts are unchanged), so taking a connection needs no key:
 //! the most recently returned one is taken first, which keeps the busy set of sockets
 //! warm and lets the rest age out. A connection goes back to the pool when its response
-//! body has been read to the end and hyper says it can carry another request; one whose
+//! body has been read to the end and both sides allow another request; one whose
 //! response was abandoned half-read, or that was upgraded to a WebSocket, is not reused.
 //!
 //! What a pooled client must get right: a connection the upstream closed while it sat
-//! idle is noticed (hyper's connection task sees the EOF) and skipped, and a request
-//! that found its connection closed before a byte of it was written is retried on
-//! another one. A request that was written is sent again only when that is safe and
+//! idle is noticed (its socket is asked, without waiting, when it is taken) and
+//! skipped, and a request that found its connection closed before a byte of it was
+//! written is retried on another one. A request that was written is sent again only when that is safe and
 //! the failure is the keep-alive race: a `GET`, `HEAD` or `OPTIONS` without a body, on
 //! a connection that had been idle long enough for the upstream to be closing it (as
 //! uvicorn does after 5 s), which closed before a complete response head came; once,
@@ -26,25 +27,26 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::limits::LimitedBody;
+use crate::http1::Upgraded;
+use crate::http1::client::{self, Connection, Failure, IncomingBody, SendError};
 
-type Sender = SendRequest<LimitedBody>;
+type Pooled = Box<Connection<TcpStream>>;
 
-/// How long a pooled connection must have been idle before a request that may be sent
-/// again keeps a copy of its head for that. Under load connections are idle for
-/// microseconds and pay nothing; an upstream's keep-alive timer closes them after
-/// seconds.
+/// How long a pooled connection must have been idle before a request that changes
+/// nothing may be sent again when that connection closes under it. Under load
+/// connections are idle for microseconds and such a close is a real failure; an
+/// upstream's keep-alive timer closes them after seconds.
 const REPLAYABLE_AFTER_IDLE: Duration = Duration::from_millis(250);
 
-/// The most of a response an upstream connection reads ahead of the client (hyper's
-/// read buffer, 400 KiB by default): with the listener's write buffer, what a client
-/// that stops reading makes the gateway hold, for at most `send_timeout`. Also the
-/// largest response head an upstream may send (502 beyond; nginx's default is 4 or 8 KiB).
+/// The largest response head an upstream may send (502 beyond; nginx's default is 4 or
+/// 8 KiB), and about the most of a response its connection reads ahead of the client
+/// (a read takes 16 KiB, passed on before the next): with the listener's write buffer,
+/// what a client that stops reading makes the gateway hold, for at most `send_timeout`.
+/// (hyper's client read 400 KiB ahead by default.)
 pub const RESPONSE_BUFFER: usize = 32 * 1024;
 
 /// The pool of one upstream. Cheap to clone; clones share the connections.
@@ -67,7 +69,7 @@ struct Shared {
 
 #[derive(Debug)]
 struct IdleConnection {
-    sender: Sender,
+    connection: Pooled,
     since: Instant,
 }
 
@@ -78,15 +80,13 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("cannot connect")]
     Connect(#[source] std::io::Error),
-    #[error("HTTP/1.1 handshake failed")]
-    Handshake(#[source] hyper::Error),
     #[error(transparent)]
-    Request(hyper::Error),
+    Request(SendError),
 }
 
-/// What [`UpstreamPool::send`] resolves to: the response head and the connection it
-/// came on, or why there is none.
-pub type Sent = Result<(Response<Incoming>, Lease), UpstreamError>;
+/// What [`UpstreamPool::send`] resolves to: the response head (its body reading from
+/// the connection) and the lease that returns the connection, or why there is none.
+pub type Sent = Result<(Response<IncomingBody<TcpStream>>, Lease), UpstreamError>;
 
 impl UpstreamPool {
     pub fn new(host: String, port: u16, connect_timeout: Duration, idle_timeout: Duration) -> Self {
@@ -126,47 +126,51 @@ impl UpstreamPool {
                 } else {
                     self.shared.take_idle()
                 };
-                let (mut sender, idle_for) = match pooled {
-                    Some((sender, idle_for)) => (sender, Some(idle_for)),
+                let (connection, idle_for) = match pooled {
+                    Some((connection, idle_for)) => (connection, Some(idle_for)),
                     // Boxed: a new connection is the exception, and its future is large.
                     None => (Box::pin(self.connect()).await?, None),
                 };
-                let replay = match idle_for {
-                    Some(idle) if idle >= REPLAYABLE_AFTER_IDLE && !replayed => {
-                        replay_copy(&request)
-                    }
-                    _ => None,
-                };
-                let mut error = match sender.try_send_request(request).await {
+                // Sent again only once, and only what changes nothing and has no body,
+                // on a connection that was idle long enough to be closing.
+                let replayable = !replayed
+                    && idle_for.is_some_and(|idle| idle >= REPLAYABLE_AFTER_IDLE)
+                    && matches!(
+                        *request.method(),
+                        Method::GET | Method::HEAD | Method::OPTIONS
+                    )
+                    && request.body().is_end_stream();
+                let Failure {
+                    error,
+                    nothing_written,
+                } = match connection.send(&mut request).await {
                     Ok(response) => {
                         let lease = Lease {
-                            sender,
                             pool: Arc::downgrade(&self.shared),
                         };
                         return Ok((response, lease));
                     }
-                    Err(error) => error,
+                    Err(failure) => failure,
                 };
-                request = match (error.take_message(), replay) {
+                match error {
                     // The idle connection was closed before the request was written:
                     // nothing reached the upstream, so another connection may carry it.
-                    (Some(unsent), _) if idle_for.is_some() => unsent,
-                    (None, Some(copy)) if closed_before_response(error.error()) => {
+                    _ if nothing_written && idle_for.is_some() => {}
+                    SendError::ClosedBeforeResponse(_) if replayable => {
                         tracing::debug!(
                             host = %self.shared.host,
                             port = self.shared.port,
                             "an idle upstream connection closed under a request; sending it again"
                         );
                         replayed = true;
-                        *copy
                     }
-                    _ => return Err(UpstreamError::Request(error.into_error())),
-                };
+                    error => return Err(UpstreamError::Request(error)),
+                }
             }
         }
     }
 
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
+    async fn connect(&self) -> Result<Pooled, UpstreamError> {
         let shared = &self.shared;
         let address = (shared.host.as_str(), shared.port);
         let stream =
@@ -177,23 +181,12 @@ impl UpstreamPool {
             };
         // Small requests and responses go out at once, not after Nagle's delay.
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        let (sender, connection) = http1::Builder::new()
-            .max_buf_size(RESPONSE_BUFFER)
-            .max_header_size(RESPONSE_BUFFER)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Handshake)?;
         tracing::debug!(
             host = %shared.host,
             port = shared.port,
             "opened a connection to the upstream"
         );
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Connection::new(stream, RESPONSE_BUFFER))
     }
 }
 
@@ -204,19 +197,19 @@ impl Shared {
     }
 
     /// The most recently returned usable connection, and how long it was idle.
-    fn take_idle(&self) -> Option<(Sender, Duration)> {
-        let mut idle = self.lock_idle();
-        while let Some(connection) = idle.pop_back() {
-            let idle_for = connection.since.elapsed();
-            if connection.sender.is_ready() && idle_for < self.idle_timeout {
-                return Some((connection.sender, idle_for));
+    fn take_idle(&self) -> Option<(Pooled, Duration)> {
+        loop {
+            // Taken out under the lock, checked outside it.
+            let mut idle = self.lock_idle().pop_back()?;
+            let idle_for = idle.since.elapsed();
+            if idle_for < self.idle_timeout && !idle.connection.closed_while_idle() {
+                return Some((idle.connection, idle_for));
             }
             // Closed by the upstream, or idle too long: dropping it closes it.
         }
-        None
     }
 
-    fn put_idle(self: &Arc<Self>, sender: Sender) {
+    fn put_idle(self: &Arc<Self>, connection: Pooled) {
         let now = Instant::now();
         let mut idle = self.lock_idle();
         // The oldest are at the front: drop the ones that have expired meanwhile.
@@ -226,7 +219,10 @@ impl Shared {
         {
             idle.pop_front();
         }
-        idle.push_back(IdleConnection { sender, since: now });
+        idle.push_back(IdleConnection {
+            connection,
+            since: now,
+        });
         drop(idle);
         if !self.reaper_started.swap(true, Ordering::Relaxed) {
             self.start_reaper();
@@ -248,82 +244,26 @@ impl Shared {
                     return;
                 };
                 let now = Instant::now();
-                pool.lock_idle().retain(|connection| {
-                    now.duration_since(connection.since) < pool.idle_timeout
-                        && !connection.sender.is_closed()
+                pool.lock_idle().retain_mut(|idle| {
+                    now.duration_since(idle.since) < pool.idle_timeout
+                        && !idle.connection.closed_while_idle()
                 });
             }
         });
     }
 }
 
-/// A copy of `request` to send again if its connection turns out to have been closing:
-/// only for a method that changes nothing (RFC 9110 §9.2.1) and carries no body. Boxed:
-/// it is seldom made, and it would otherwise take room in every request's future.
-fn replay_copy(request: &Request<LimitedBody>) -> Option<Box<Request<LimitedBody>>> {
-    let safe = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    if !safe || !request.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(LimitedBody::empty());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    Some(Box::new(copy))
-}
-
-/// The connection ended before a complete response head arrived: the upstream closed
-/// it (EOF, or a reset for the request it would not read).
-fn closed_before_response(error: &hyper::Error) -> bool {
-    if error.is_incomplete_message() {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            );
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// A connection carrying a response: back to the pool once the response is read.
+/// A response's way back to its pool: the connection returns once the response is
+/// read.
 #[derive(Debug)]
 pub struct Lease {
-    sender: Sender,
     pool: Weak<Shared>,
 }
 
 impl Lease {
-    fn release(mut self) {
-        let Some(pool) = self.pool.upgrade() else {
-            return;
-        };
-        if self.sender.is_ready() {
-            pool.put_idle(self.sender);
-        } else if !self.sender.is_closed() {
-            // hyper's connection task has not yet seen the end of the exchange (it has
-            // not run since, or runs on another worker thread): wait for it, briefly, off
-            // the request path.
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            runtime.spawn(async move {
-                let ready = tokio::time::timeout(Duration::from_secs(1), self.sender.ready());
-                if let Ok(Ok(())) = ready.await {
-                    pool.put_idle(self.sender);
-                }
-            });
+    fn release(self, connection: Pooled) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.put_idle(connection);
         }
     }
 }
@@ -332,37 +272,44 @@ impl Lease {
 /// end. Dropped before the end, the connection is closed instead.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    body: Incoming,
+    body: IncomingBody<TcpStream>,
     lease: Option<Lease>,
 }
 
 impl UpstreamBody {
-    /// `lease` is `None` when the connection must not be reused (an upgrade took it).
-    pub fn new(body: Incoming, lease: Option<Lease>) -> Self {
+    /// `lease` is `None` when the connection must not be reused.
+    pub fn new(body: IncomingBody<TcpStream>, lease: Option<Lease>) -> Self {
         Self { body, lease }
     }
 
+    /// The connection of a `101`, for a tunnel.
+    pub fn upgrade(body: IncomingBody<TcpStream>) -> Option<Upgraded> {
+        body.upgrade()
+    }
+
     fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release();
+        if let Some(lease) = self.lease.take()
+            && let Some(connection) = self.body.reusable()
+        {
+            lease.release(connection);
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = client::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, client::BodyError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            // A broken body means a broken connection: it is closed with the lease.
+            // A broken body means a broken connection: it is closed with the body.
             Poll::Ready(Some(Err(_))) => this.lease = None,
             _ => {}
         }

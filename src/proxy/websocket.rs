@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
@@ -99,7 +98,7 @@ pub struct Lifetime {
 pub fn spawn_tunnel(
     tunnels: &Tunnels,
     client: crate::http1::server::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
+    upstream: crate::http1::Upgraded,
     // Held for as long as the tunnel is open: the route's count of open WebSockets.
     slot: Option<WebSocketSlot>,
     route: Arc<str>,
@@ -116,13 +115,9 @@ pub fn spawn_tunnel(
     tokio::spawn(async move {
         let _open = open;
         let _slot = slot;
-        let (client, upstream) = match tokio::join!(client, upstream) {
-            (Ok(client), Ok(upstream)) => (client, TokioIo::new(upstream)),
-            (Err(error), _) => {
-                tracing::debug!(%route, %error, "websocket upgrade did not complete");
-                return;
-            }
-            (_, Err(error)) => {
+        let client = match client.await {
+            Ok(client) => client,
+            Err(error) => {
                 tracing::debug!(%route, %error, "websocket upgrade did not complete");
                 return;
             }

@@ -19,6 +19,7 @@ use crate::auth::identity::{IdentitySigner, JWKS_PATH};
 use crate::auth::oidc::Endpoint;
 use crate::auth::oidc::session::SessionWatch;
 use crate::auth::{AuthFailure, Identity};
+use crate::http1::client::SendError;
 use crate::http1::server::OnUpgrade;
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
@@ -553,7 +554,7 @@ impl Proxy {
             ..
         } = exchange;
         let upstream = &route.upstream;
-        let (mut response, lease) = match result {
+        let (response, lease) = match result {
             Ok(Ok(sent)) => sent,
             Ok(Err(_))
                 if body_exceeded.as_ref().is_some_and(|exceeded| {
@@ -562,11 +563,11 @@ impl Proxy {
             {
                 return errors::too_large(route, request_id);
             }
-            Ok(Err(UpstreamError::Request(error))) if framing::client_body_failed(&error) => {
+            Ok(Err(UpstreamError::Request(SendError::RequestBody(error)))) => {
                 tracing::info!(
                     route = %route.name,
                     request_id = request_id.to_str().unwrap_or("-"),
-                    error = %errors::chain(&error),
+                    error = %errors::chain(&*error),
                     "the client's request body was malformed or cut short",
                 );
                 let message = "the request body was malformed or cut short";
@@ -575,9 +576,7 @@ impl Proxy {
             Ok(Err(error)) => {
                 let kind = match error {
                     UpstreamError::ConnectTimeout(_) => UpstreamErrorKind::ConnectTimeout,
-                    UpstreamError::Connect(_) | UpstreamError::Handshake(_) => {
-                        UpstreamErrorKind::ConnectError
-                    }
+                    UpstreamError::Connect(_) => UpstreamErrorKind::ConnectError,
                     UpstreamError::Request(_) => UpstreamErrorKind::RequestError,
                 };
                 self.metrics.upstream_error(&upstream.name, kind);
@@ -635,47 +634,44 @@ impl Proxy {
             let message = "the upstream's response could not be passed on";
             return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
         }
-        framing::frame_response(response.headers_mut());
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        // An upgraded connection belongs to the tunnel: it never goes back to the pool.
-        let lease = (!switching).then_some(lease);
-        if switching {
-            match client_upgrade {
-                Some(client) => {
-                    let ClientUpgrade {
-                        on_upgrade,
-                        slot,
-                        expires_at,
-                        session,
-                    } = *client;
-                    let upstream_upgrade = hyper::upgrade::on(&mut response);
-                    websocket::spawn_tunnel(
-                        &self.tunnels,
-                        on_upgrade,
-                        upstream_upgrade,
-                        slot,
-                        Arc::clone(&route.name),
-                        websocket::Lifetime {
-                            expires_at,
-                            session,
-                            idle_timeout: Some(route.websocket_idle_timeout),
-                        },
-                        Arc::clone(self.metrics.route(&route.metrics, &route.name)),
-                    );
-                }
-                None => {
-                    let message = "the upstream switched protocols without being asked to";
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        Some(route),
-                        message,
-                        request_id,
-                    );
-                }
-            }
+        let (mut parts, body) = response.into_parts();
+        framing::frame_response(&mut parts.headers);
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        if !switching {
+            headers::clean_response_headers(&mut parts.headers, false);
+            let body = ProxyBody::upstream(UpstreamBody::new(body, Some(lease)));
+            return Response::from_parts(parts, body.holding(admission));
         }
-        headers::clean_response_headers(response.headers_mut(), switching);
-        response.map(|body| ProxyBody::upstream(UpstreamBody::new(body, lease)).holding(admission))
+        // An upgraded connection belongs to the tunnel: it never goes back to the pool.
+        let Some(client) = client_upgrade else {
+            let message = "the upstream switched protocols without being asked to";
+            return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+        };
+        let Some(upstream_upgrade) = UpstreamBody::upgrade(body) else {
+            let message = "the upstream's connection could not be taken over";
+            return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+        };
+        let ClientUpgrade {
+            on_upgrade,
+            slot,
+            expires_at,
+            session,
+        } = *client;
+        websocket::spawn_tunnel(
+            &self.tunnels,
+            on_upgrade,
+            upstream_upgrade,
+            slot,
+            Arc::clone(&route.name),
+            websocket::Lifetime {
+                expires_at,
+                session,
+                idle_timeout: Some(route.websocket_idle_timeout),
+            },
+            Arc::clone(self.metrics.route(&route.metrics, &route.name)),
+        );
+        headers::clean_response_headers(&mut parts.headers, true);
+        Response::from_parts(parts, ProxyBody::empty().holding(admission))
     }
 }
 
