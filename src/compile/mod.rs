@@ -468,6 +468,8 @@ fn compile_header_policy(
         remote_user,
         forwarded_prefix,
         forwarded_host,
+        listen_host: HeaderValue::from_str(&config.server.listen.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
         security_headers: security_headers.server(),
         hsts,
     };

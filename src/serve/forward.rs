@@ -670,6 +670,11 @@ impl Proxy {
             }
         }
         headers::clean_response_headers(response.headers_mut(), switching);
+        // The gateway answers in its own version (RFC 9110 §6.2), whatever the upstream
+        // spoke: an HTTP/1.0 upstream (Python's http.server) must not turn an HTTP/1.1
+        // client's answer into HTTP/1.0 and its connection into one that closes. The
+        // listener speaks down to an HTTP/1.0 client by itself.
+        *response.version_mut() = Version::HTTP_11;
         response.map(|body| ProxyBody::upstream(UpstreamBody::new(body, lease)).holding(admission))
     }
 }
