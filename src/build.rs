@@ -28,7 +28,7 @@ use crate::compile::{
 };
 use crate::config::model::RateLimit;
 use crate::config::{CheckedConfig, Diagnostic, model};
-use crate::proxy::fairness::Fairness;
+use crate::proxy::fairness::{Fairness, UpstreamCap};
 use crate::proxy::health::{ProbeTarget, UpstreamHealth};
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
@@ -312,11 +312,24 @@ fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot
                     settings.pool_idle_timeout.get(),
                 )
             });
+            let in_flight = settings.max_in_flight.map(|max| {
+                // The same upstream at the same address keeps counting the requests it
+                // has in flight, whatever its new cap: a reload must not let a burst in.
+                let running = previous
+                    .and_then(|snapshot| snapshot.upstreams.get(name))
+                    .filter(|old| old.settings.url == settings.url)
+                    .and_then(|old| match &old.target {
+                        UpstreamTarget::Http(old_http) => old_http.in_flight.as_ref(),
+                        UpstreamTarget::Echo => None,
+                    });
+                UpstreamCap::new(max as usize, running)
+            });
             UpstreamTarget::Http(Box::new(HttpUpstream {
                 pool,
                 authority: http.authority,
                 base_path: http.base_path,
                 host: http.host,
+                in_flight,
             }))
         }
     };

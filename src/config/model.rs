@@ -476,6 +476,19 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[validate(nested)]
     pub health_check: Option<HealthCheck>,
+
+    /// The most requests on their way to this upstream at once (from before a request
+    /// is sent until its response body has been sent); one more gets 503 with
+    /// `Retry-After` and never reaches it. Protects a single-process server (one
+    /// uvicorn worker, Streamlit) from a burst it would only queue. Absent: no cap of
+    /// its own, only `[server]`'s `max_upstream_requests` and
+    /// `max_upstream_requests_per_client`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(range(
+        min = 1,
+        message = "must be at least 1 (leave max_in_flight out for no cap of its own)"
+    ))]
+    pub max_in_flight: Option<u32>,
 }
 
 /// `health_check = { path = "/_stcore/health", interval = "5s", ... }`.
@@ -522,6 +535,7 @@ impl Default for Upstream {
             timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
             health_check: None,
+            max_in_flight: None,
         }
     }
 }

@@ -258,6 +258,12 @@ fn check_upstream(name: &str, upstream: &Upstream, found: &mut Vec<Diagnostic>) 
         }
         (None, Some(_)) => {}
     }
+    if upstream.builtin.is_some() && upstream.max_in_flight.is_some() {
+        found.push(Diagnostic::error(
+            format!("{path}.max_in_flight"),
+            "a builtin upstream answers inside the gateway: there is no server to protect",
+        ));
+    }
     if let Some(check) = &upstream.health_check {
         let key = format!("{path}.health_check");
         if upstream.builtin.is_some() {

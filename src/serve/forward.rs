@@ -348,7 +348,7 @@ impl Proxy {
         };
         // Upstream fairness: a place among the requests in flight, held with the body.
         let client = headers::client_address(peer.ip(), &parts.headers, &snapshot.headers);
-        let admission = match snapshot.fairness.admit(client) {
+        let admission = match snapshot.fairness.admit(client, http.in_flight.as_ref()) {
             Ok(admission) => admission,
             Err(refusal) => {
                 self.metrics.upstream_refused(refusal.as_str());

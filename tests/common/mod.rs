@@ -241,6 +241,16 @@ pub async fn start_error(config: impl AsRef<str>, files: &[(&str, &str)]) -> Str
     }
 }
 
+/// Every error `fluxlit validate` would print for `config` (with `files` beside it), one
+/// a line; panics when the file loads.
+pub fn load_errors(config: impl AsRef<str>, files: &[(&str, &str)]) -> String {
+    let (_dir, config_path) = config_dir(config.as_ref(), files);
+    match fluxlit::config::load(&config_path) {
+        Ok(_) => panic!("the config loads:\n{}", config.as_ref()),
+        Err(error) => error.render_errors().join("\n"),
+    }
+}
+
 /// A temporary directory holding `files` and `config` (listen made ephemeral) as
 /// `fluxlit.toml`, and that file's path.
 pub fn config_dir(config: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
