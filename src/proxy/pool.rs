@@ -1,4 +1,6 @@
-//! Keep-alive HTTP/1.1 connections to one upstream, reused from request to request.
+//! Keep-alive HTTP/1.1 connections to one upstream, reused from request to request; to
+//! an https upstream each is a TLS connection ([`UpstreamTls`]), its handshake part of
+//! connecting (`connect_timeout` covers both).
 //!
 //! A snapshot holds one pool per upstream (handed on to the next snapshot while the
 //! upstream's address and timeouts are unchanged), so taking a connection needs no key:
@@ -32,6 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::limits::LimitedBody;
+use super::upstream_tls::UpstreamTls;
 
 type Sender = SendRequest<LimitedBody>;
 
@@ -60,6 +63,8 @@ struct Shared {
     port: u16,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// TLS settings, for an https upstream.
+    tls: Option<UpstreamTls>,
     /// Idle connections, the most recently returned at the back.
     idle: Mutex<VecDeque<IdleConnection>>,
     reaper_started: AtomicBool,
@@ -78,6 +83,10 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("cannot connect")]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake failed; the source names why (an unknown issuer, a name the
+    /// certificate is not valid for, a client certificate the upstream refused).
+    #[error("TLS handshake failed")]
+    Tls(#[source] std::io::Error),
     #[error("HTTP/1.1 handshake failed")]
     Handshake(#[source] hyper::Error),
     #[error(transparent)]
@@ -89,13 +98,21 @@ pub enum UpstreamError {
 pub type Sent = Result<(Response<Incoming>, Lease), UpstreamError>;
 
 impl UpstreamPool {
-    pub fn new(host: String, port: u16, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    /// A pool of connections to `host:port`, over TLS with `tls`.
+    pub fn new(
+        host: String,
+        port: u16,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        tls: Option<UpstreamTls>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 host,
                 port,
                 connect_timeout,
                 idle_timeout,
+                tls,
                 idle: Mutex::new(VecDeque::new()),
                 reaper_started: AtomicBool::new(false),
             }),
@@ -166,35 +183,58 @@ impl UpstreamPool {
         }
     }
 
+    /// The TLS settings, for an https upstream.
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        self.shared.tls.as_ref()
+    }
+
     async fn connect(&self) -> Result<Sender, UpstreamError> {
         let shared = &self.shared;
-        let address = (shared.host.as_str(), shared.port);
-        let stream =
-            match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(address)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
-                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(shared.connect_timeout)),
-            };
-        // Small requests and responses go out at once, not after Nagle's delay.
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        let (sender, connection) = http1::Builder::new()
-            .max_buf_size(RESPONSE_BUFFER)
-            .max_header_size(RESPONSE_BUFFER)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Handshake)?;
+        let connected = tokio::time::timeout(shared.connect_timeout, async {
+            let address = (shared.host.as_str(), shared.port);
+            let stream = TcpStream::connect(address)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            // Small requests and responses go out at once, not after Nagle's delay.
+            stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            match &shared.tls {
+                None => handshake(stream).await,
+                Some(tls) => {
+                    handshake(tls.connect(stream).await.map_err(UpstreamError::Tls)?).await
+                }
+            }
+        });
+        let sender = match connected.await {
+            Ok(sender) => sender?,
+            Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(shared.connect_timeout)),
+        };
         tracing::debug!(
             host = %shared.host,
             port = shared.port,
             "opened a connection to the upstream"
         );
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
         Ok(sender)
     }
+}
+
+/// HTTP/1.1 over a connected `io` (TCP, or TLS over it), its connection driven by a task
+/// of its own until it ends (upgrades included: a WebSocket tunnel takes it over).
+async fn handshake<IO>(io: IO) -> Result<Sender, UpstreamError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .max_buf_size(RESPONSE_BUFFER)
+        .max_header_size(RESPONSE_BUFFER)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 impl Shared {

@@ -570,9 +570,9 @@ impl Proxy {
             Ok(Err(error)) => {
                 let kind = match error {
                     UpstreamError::ConnectTimeout(_) => UpstreamErrorKind::ConnectTimeout,
-                    UpstreamError::Connect(_) | UpstreamError::Handshake(_) => {
-                        UpstreamErrorKind::ConnectError
-                    }
+                    UpstreamError::Connect(_)
+                    | UpstreamError::Tls(_)
+                    | UpstreamError::Handshake(_) => UpstreamErrorKind::ConnectError,
                     UpstreamError::Request(_) => UpstreamErrorKind::RequestError,
                 };
                 self.metrics.upstream_error(&upstream.name, kind);

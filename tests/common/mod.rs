@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod h1_reference;
+pub mod https;
 pub mod idp;
 pub mod pki;
 pub mod raw;
