@@ -28,7 +28,7 @@ use crate::compile::{
 };
 use crate::config::model::RateLimit;
 use crate::config::{CheckedConfig, Diagnostic, model};
-use crate::proxy::fairness::Fairness;
+use crate::proxy::fairness::{Fairness, UpstreamCap};
 use crate::proxy::health::{ProbeTarget, UpstreamHealth};
 use crate::proxy::limits::WebSocketCap;
 use crate::proxy::pool::UpstreamPool;
@@ -293,12 +293,17 @@ fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot
             }
             // Any upstream of the running snapshot that dials the same address the same
             // way lends its pool, warm connections and all.
+            // (For https, the same way includes the same CAs, name and client
+            // certificate, as read now: a rotated CA file gets a new pool.)
             let reused = previous.and_then(|snapshot| {
                 snapshot
                     .upstreams
                     .values()
                     .find_map(|old| match &old.target {
-                        UpstreamTarget::Http(old_http) if same_pool(&old.settings, &settings) => {
+                        UpstreamTarget::Http(old_http)
+                            if same_pool(&old.settings, &settings)
+                                && old_http.pool.tls() == http.tls.as_ref() =>
+                        {
                             Some(old_http.pool.clone())
                         }
                         _ => None,
@@ -306,17 +311,31 @@ fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot
             });
             let pool = reused.unwrap_or_else(|| {
                 UpstreamPool::new(
-                    http.host_name,
+                    http.host_name.clone(),
                     http.port,
                     settings.connect_timeout.get(),
                     settings.pool_idle_timeout.get(),
+                    http.tls.clone(),
                 )
+            });
+            let in_flight = settings.max_in_flight.map(|max| {
+                // The same upstream at the same address keeps counting the requests it
+                // has in flight, whatever its new cap: a reload must not let a burst in.
+                let running = previous
+                    .and_then(|snapshot| snapshot.upstreams.get(name))
+                    .filter(|old| old.settings.url == settings.url)
+                    .and_then(|old| match &old.target {
+                        UpstreamTarget::Http(old_http) => old_http.in_flight.as_ref(),
+                        UpstreamTarget::Echo => None,
+                    });
+                UpstreamCap::new(max as usize, running)
             });
             UpstreamTarget::Http(Box::new(HttpUpstream {
                 pool,
                 authority: http.authority,
                 base_path: http.base_path,
                 host: http.host,
+                in_flight,
             }))
         }
     };
@@ -341,6 +360,7 @@ fn build_health(
         host_name: http.host_name.clone(),
         port: http.port,
         authority: http.authority.to_string(),
+        tls: http.tls.clone(),
     };
     let reused = previous.and_then(|snapshot| {
         snapshot

@@ -28,7 +28,7 @@ public_base_url = "ftp://example.com"
 proxies = ["10.0.0.0/8", "10.0.0.300/8"]
 
 [upstreams.api]
-url = "https://127.0.0.1:8000"
+url = "wss://127.0.0.1:8000"
 connect_timeout = "0s"
 
 [upstreams.ui]
@@ -62,7 +62,7 @@ fn validate_lists_every_error_with_line_and_column_and_exits_1() {
     let expected = [
         "fluxlit.toml:3:19: error: server.public_base_url: scheme `ftp` is not supported",
         "fluxlit.toml:6:26: error: trust.proxies[1]: \"10.0.0.300/8\" is not an IP address or CIDR range",
-        "fluxlit.toml:9:7: error: upstreams.api.url: \"https://127.0.0.1:8000\": https upstreams are not supported yet",
+        "fluxlit.toml:9:7: error: upstreams.api.url: \"wss://127.0.0.1:8000\": use http:// or https://",
         "fluxlit.toml:10:19: error: upstreams.api.connect_timeout: must be longer than zero",
         "fluxlit.toml:17:15: error: routes[0].path_prefix: \"api\" must start with '/'",
         "fluxlit.toml:18:12: error: routes[0].upstream: unknown upstream \"apii\"",

@@ -177,3 +177,72 @@ async fn beyond_the_global_cap_every_client_gets_503_until_a_request_ends() {
     })
     .await;
 }
+
+/// An upstream's own cap: a single-process server behind the gateway gets at most
+/// `max_in_flight` requests at once; one more gets 503 naming it, whoever sends it, and
+/// other upstreams are not affected.
+#[tokio::test]
+async fn an_upstreams_max_in_flight_refuses_one_more_until_a_request_ends() {
+    let (upstream, hanging) = spawn_hanging_upstream().await;
+    let (other, _) = spawn_hanging_upstream().await;
+    let config = ConfigText::new()
+        .admin()
+        .upstream("py", upstream)
+        .with("max_in_flight = 2\ntimeout = \"60s\"")
+        .upstream("other", other)
+        .route("py", "/", "py")
+        .route("other", "/other", "other")
+        .with("strip_prefix = true");
+    let gateway = TestGateway::start(config).await;
+    let addr = gateway.addr();
+    let first = hang_from(UNTRUSTED, addr, &[]);
+    let _second = hang_from(OTHER_PROXY, addr, &[]);
+    wait_until("two requests upstream", || {
+        hanging.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    // A third, from a client with nothing in flight, never reaches the upstream.
+    let reply = get_from(TRUSTED, &gateway, "/ok", &[]).await;
+    assert_busy(
+        &reply,
+        "upstream \"py\" has its maximum of 2 requests in flight",
+    );
+    assert_eq!(refusals(&gateway, "upstream").await, "1");
+    // Another upstream is served meanwhile.
+    assert_eq!(
+        get_from(TRUSTED, &gateway, "/other/ok", &[]).await.status,
+        200
+    );
+
+    // One request ends: its place comes back.
+    first.abort();
+    common::eventually("a place at the upstream", || async {
+        let reply = get_from(TRUSTED, &gateway, "/ok", &[]).await;
+        (reply.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(hanging.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn max_in_flight_of_zero_or_on_a_builtin_upstream_is_refused_at_load() {
+    let error = common::load_errors(
+        ConfigText::new()
+            .upstream("py", "127.0.0.1:9")
+            .with("max_in_flight = 0")
+            .route("py", "/", "py"),
+        &[],
+    );
+    assert!(error.contains("upstreams.py.max_in_flight"), "{error}");
+    assert!(error.contains("must be at least 1"), "{error}");
+    let error = common::load_errors(
+        ConfigText::new()
+            .echo_upstream("echo")
+            .with("max_in_flight = 4")
+            .route("echo", "/", "echo"),
+        &[],
+    );
+    assert!(error.contains("upstreams.echo.max_in_flight"), "{error}");
+    assert!(error.contains("no server to protect"), "{error}");
+}

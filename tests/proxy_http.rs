@@ -1657,3 +1657,141 @@ async fn a_page_carrying_a_login_code_is_served_with_no_referrer() {
         Some("strict-origin-when-cross-origin")
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP versions and hosts: an HTTP/1.0 upstream, an empty `Host`, what passes untouched.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream that speaks as Python's `http.server` does by default: every answer is
+/// `HTTP/1.0 200 OK` with a `Content-Length`, and the connection is closed after it.
+/// Counts the connections it accepted.
+async fn spawn_http10_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while raw::find(&head, b"\r\n\r\n").is_none() {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = "HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.12\r\n\
+                              Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// RFC 9110 §6.2: a proxy answers in its own version. An HTTP/1.0 upstream must not make
+/// an HTTP/1.1 client's connection HTTP/1.0, nor end it after each response.
+#[tokio::test]
+async fn an_http_1_0_upstream_gets_http_1_1_clients_answered_in_1_1_on_a_kept_connection() {
+    let (upstream, accepted) = spawn_http10_upstream().await;
+    let gateway = TestGateway::start(ConfigText::new().route_to("py", "/", upstream)).await;
+    let mut stream = connect_from(UNTRUSTED, gateway.addr()).await;
+    for path in ["/first", "/second"] {
+        stream
+            .write_all(raw_get(path, &[]).as_bytes())
+            .await
+            .expect("write");
+        let reply = read_reply(&mut stream).await;
+        assert_eq!(reply.status, 200, "{path}: {reply:?}");
+        assert_eq!(reply.version, "HTTP/1.1", "{path}: {reply:?}");
+        assert_eq!(reply.text(), "hello", "{path}");
+        assert_ne!(
+            reply.header("connection"),
+            Some("close"),
+            "{path}: {reply:?}"
+        );
+    }
+    // Both answers came on the one client connection; upstream, each took its own.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A `Host` with an empty value (RFC 9112 §3.2 allows it) names no host: the upstream
+/// gets the listener's address as `X-Forwarded-Host`, never an empty value.
+#[tokio::test]
+async fn an_empty_host_gets_the_listeners_address_as_x_forwarded_host() {
+    let upstream = spawn_recording_upstream("app").await;
+    let listen = closed_port();
+    let config = ConfigText::new()
+        .server(&format!("listen = \"{listen}\""))
+        .route_to("app", "/", upstream);
+    let gateway = TestGateway::start(&config).await;
+    let request = raw::get_request("/", "", &["Connection: close"]);
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &request).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.upstream_header("x-forwarded-host"),
+        [listen.to_string()]
+    );
+    // With `public_base_url`, its host, as for any other request.
+    let (gateway, _) = header_gateway("", "").await;
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &request).await;
+    assert_eq!(reply.upstream_header("x-forwarded-host"), ["example.com"]);
+}
+
+/// What README promises: the gateway neither decodes nor re-encodes a body, so an
+/// upstream's `Content-Encoding` reaches the client with the bytes it was sent with, and
+/// the client's `Accept-Encoding` reaches the upstream.
+#[tokio::test]
+async fn content_encoding_passes_through_untouched_both_ways() {
+    // Not a valid gzip stream: the gateway must not look inside.
+    const ENCODED: &[u8] = b"\x1f\x8b\x08\x00not really gzip";
+    let accept_encoding = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&accept_encoding);
+    let upstream = spawn_upstream(Router::new().fallback(any(move |request: Request| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().unwrap().extend(
+                request
+                    .headers()
+                    .get_all("accept-encoding")
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            );
+            let mut response = axum::response::Response::new(body(ENCODED));
+            response
+                .headers_mut()
+                .insert("content-encoding", http::HeaderValue::from_static("gzip"));
+            response
+        }
+    })))
+    .await;
+    let gateway = TestGateway::start(ConfigText::new().route_to("app", "/", upstream)).await;
+    let reply = get_as(UNTRUSTED, &gateway, "/", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert_eq!(reply.body.as_ref(), ENCODED);
+    assert_eq!(*accept_encoding.lock().unwrap(), ["gzip, br"]);
+}
+
+/// A header the route allowlists and the client sends on several lines reaches the
+/// upstream with every value, in order.
+#[tokio::test]
+async fn a_repeated_allowlisted_header_passes_with_every_value() {
+    let (gateway, _) = header_gateway("", "").await;
+    let request = raw_get(
+        "/",
+        &[
+            "X-Tenant: acme",
+            "X-Region: eu",
+            "X-Tenant: globex",
+            "Connection: close",
+        ],
+    );
+    let reply = raw_exchange(UNTRUSTED, gateway.addr(), &request).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.upstream_header("x-tenant"), ["acme", "globex"]);
+    assert_eq!(reply.upstream_header("x-region"), ["eu"]);
+}

@@ -53,6 +53,7 @@ pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
         remote_user,
         forwarded_prefix: Some(HeaderValue::from_static("/app")),
         forwarded_host: None,
+        listen_host: HeaderValue::from_static("127.0.0.1:8080"),
         security_headers: Arc::from(Vec::new()),
         hsts: None,
     }

@@ -33,6 +33,7 @@ use crate::proxy::fairness::FairnessLimits;
 use crate::proxy::headers::{HeaderClass, HeaderClasses, HeaderPolicy};
 use crate::proxy::limits::{ConnectionLimits, Http2Limits};
 use crate::proxy::route::SecurityHeaderList;
+use crate::proxy::upstream_tls::{UpstreamTls, UpstreamTlsSettings};
 pub use oidc::OidcPlan;
 use security_headers::SecurityHeaderCompiler;
 
@@ -114,6 +115,8 @@ pub struct HttpTarget {
     pub base_path: String,
     /// The `Host` header the upstream gets.
     pub host: HeaderValue,
+    /// TLS, for an https upstream.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// A route, its upstream and provider named by the keys of [`Plan::upstreams`] and
@@ -200,7 +203,7 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
     }
     let mut upstreams = BTreeMap::new();
     for (name, settings) in &config.upstreams {
-        match compile_upstream(name, settings) {
+        match compile_upstream(name, settings, ctx) {
             Ok(upstream) => {
                 upstreams.insert(name.clone(), upstream);
             }
@@ -468,13 +471,19 @@ fn compile_header_policy(
         remote_user,
         forwarded_prefix,
         forwarded_host,
+        listen_host: HeaderValue::from_str(&config.server.listen.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
         security_headers: security_headers.server(),
         hsts,
     };
     (policy, security_headers)
 }
 
-fn compile_upstream(name: &str, settings: &model::Upstream) -> Result<UpstreamPlan, Diagnostic> {
+fn compile_upstream(
+    name: &str,
+    settings: &model::Upstream,
+    ctx: &CompileContext,
+) -> Result<UpstreamPlan, Diagnostic> {
     let target = match (&settings.builtin, &settings.url) {
         (Some(Builtin::Echo), _) => TargetPlan::Echo,
         (None, Some(url)) => {
@@ -493,12 +502,17 @@ fn compile_upstream(name: &str, settings: &model::Upstream) -> Result<UpstreamPl
                     "host is not a valid header",
                 )
             })?;
+            let tls = match url.scheme() {
+                "https" => Some(compile_upstream_tls(name, settings, &host_name, ctx)?),
+                _ => None,
+            };
             TargetPlan::Http(HttpTarget {
                 host_name,
                 port,
                 base_path: url.path().trim_end_matches('/').to_owned(),
                 authority,
                 host,
+                tls,
             })
         }
         (None, None) => {
@@ -513,6 +527,50 @@ fn compile_upstream(name: &str, settings: &model::Upstream) -> Result<UpstreamPl
         timeout: settings.timeout.get(),
         settings: settings.clone(),
     })
+}
+
+/// An https upstream's TLS: its `ca_file`, `client_cert` and `client_key` read now (a
+/// rejected reload reads nothing later), the name to verify (`tls_server_name`, else the
+/// URL's host).
+fn compile_upstream_tls(
+    name: &str,
+    settings: &model::Upstream,
+    host_name: &str,
+    ctx: &CompileContext,
+) -> Result<UpstreamTls, Diagnostic> {
+    let key = |field: &str| format!("upstreams.{name}.{field}");
+    let read_file = |field: &str, file: &Path| {
+        let full = ctx.config_dir.join(file);
+        std::fs::read(&full).map_err(|error| {
+            Diagnostic::error(
+                key(field),
+                format!("cannot read {}: {error}", full.display()),
+            )
+        })
+    };
+    let ca_pem = settings
+        .ca_file
+        .as_deref()
+        .map(|file| read_file("ca_file", file))
+        .transpose()?;
+    let client = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(secret)) => {
+            let cert_pem = read_file("client_cert", cert)?;
+            let key_pem = secrets::resolve(secret, &ctx.config_dir, ctx.env.as_ref())
+                .map_err(|error| Diagnostic::error(key("client_key"), error.to_string()))?;
+            Some((cert_pem, key_pem))
+        }
+        // Validation refuses one without the other.
+        _ => None,
+    };
+    let tls = UpstreamTlsSettings {
+        server_name: settings.tls_server_name.as_deref().unwrap_or(host_name),
+        ca_pem: ca_pem.as_deref(),
+        client: client
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.expose())),
+    };
+    UpstreamTls::new(&tls).map_err(|error| Diagnostic::error(key(error.key()), error.to_string()))
 }
 
 fn compile_provider(

@@ -445,8 +445,10 @@ pub enum Builtin {
 #[schemars(extend("oneOf" = [{"required": ["url"]}, {"required": ["builtin"]}]))]
 #[serde(default)]
 pub struct Upstream {
-    /// Base URL, `http://host:port` with an optional base path that is prepended to the
-    /// forwarded path. WebSocket upgrades go to the same address.
+    /// Base URL, `http://host:port` or `https://host:port`, with an optional base path
+    /// that is prepended to the forwarded path. WebSocket upgrades go to the same
+    /// address (over TLS too, for https). An https upstream's certificate is verified
+    /// against the platform's roots, or `ca_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 
@@ -476,6 +478,42 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[validate(nested)]
     pub health_check: Option<HealthCheck>,
+
+    /// The most requests on their way to this upstream at once (from before a request
+    /// is sent until its response body has been sent); one more gets 503 with
+    /// `Retry-After` and never reaches it. Protects a single-process server (one
+    /// uvicorn worker, Streamlit) from a burst it would only queue. Absent: no cap of
+    /// its own, only `[server]`'s `max_upstream_requests` and
+    /// `max_upstream_requests_per_client`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(range(
+        min = 1,
+        message = "must be at least 1 (leave max_in_flight out for no cap of its own)"
+    ))]
+    pub max_in_flight: Option<u32>,
+
+    /// https only: a PEM file of the CA certificates the upstream's certificate must
+    /// chain to, instead of the platform's roots (relative to the config file; read at
+    /// load and every reload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+
+    /// https only: the name the upstream's certificate must be valid for, and the SNI
+    /// sent, instead of the URL's host (an upstream reached by IP address whose
+    /// certificate names a host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+
+    /// https only: a PEM file with the client certificate (and its chain) to present to
+    /// an upstream that authenticates the gateway by certificate (mTLS); with
+    /// `client_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+
+    /// https only: the client certificate's private key (PEM), `{ file = "path" }` or
+    /// `{ env = "NAME" }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretRef>,
 }
 
 /// `health_check = { path = "/_stcore/health", interval = "5s", ... }`.
@@ -522,6 +560,11 @@ impl Default for Upstream {
             timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
             health_check: None,
+            max_in_flight: None,
+            ca_file: None,
+            tls_server_name: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }

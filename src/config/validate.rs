@@ -258,6 +258,13 @@ fn check_upstream(name: &str, upstream: &Upstream, found: &mut Vec<Diagnostic>) 
         }
         (None, Some(_)) => {}
     }
+    check_upstream_tls(&path, upstream, found);
+    if upstream.builtin.is_some() && upstream.max_in_flight.is_some() {
+        found.push(Diagnostic::error(
+            format!("{path}.max_in_flight"),
+            "a builtin upstream answers inside the gateway: there is no server to protect",
+        ));
+    }
     if let Some(check) = &upstream.health_check {
         let key = format!("{path}.health_check");
         if upstream.builtin.is_some() {
@@ -283,6 +290,56 @@ fn check_upstream(name: &str, upstream: &Upstream, found: &mut Vec<Diagnostic>) 
     }
 }
 
+/// The TLS keys of an upstream: only with an https `url`, a client certificate with its
+/// key, a server name that a certificate can be valid for.
+fn check_upstream_tls(path: &str, upstream: &Upstream, found: &mut Vec<Diagnostic>) {
+    let https = upstream.url.as_deref().is_some_and(|url| {
+        url.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    });
+    let set = [
+        ("ca_file", upstream.ca_file.is_some()),
+        ("tls_server_name", upstream.tls_server_name.is_some()),
+        ("client_cert", upstream.client_cert.is_some()),
+        ("client_key", upstream.client_key.is_some()),
+    ];
+    if !https {
+        for (key, _) in set.iter().filter(|(_, set)| *set) {
+            found.push(
+                Diagnostic::error(format!("{path}.{key}"), "applies to an https upstream only")
+                    .with_help("give the upstream an https:// url, or remove the key"),
+            );
+        }
+    }
+    if upstream.client_cert.is_some() != upstream.client_key.is_some() {
+        let missing = if upstream.client_cert.is_some() {
+            "client_key"
+        } else {
+            "client_cert"
+        };
+        found.push(Diagnostic::error(
+            format!("{path}.{missing}"),
+            "give client_cert and client_key together (or neither)",
+        ));
+    }
+    if let Some(secret) = &upstream.client_key
+        && secret.env.is_some() == secret.file.is_some()
+    {
+        found.push(Diagnostic::error(
+            format!("{path}.client_key"),
+            "give exactly one of `env` or `file`",
+        ));
+    }
+    if let Some(name) = &upstream.tls_server_name
+        && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+    {
+        found.push(Diagnostic::error(
+            format!("{path}.tls_server_name"),
+            format!("{name:?} is not a DNS name or IP address a certificate can name"),
+        ));
+    }
+}
+
 /// Why an upstream's `url` cannot be used. Each quotes the URL as written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamUrlError {
@@ -293,13 +350,11 @@ pub(crate) enum UpstreamUrlError {
         source: url::ParseError,
     },
     #[error(
-        "{text:?}: https upstreams are not supported yet; reach the upstream over http on \
-         loopback or a private network"
+        "{text:?}: use http:// or https:// — WebSocket upgrades go to the same address \
+         (ws:// with http, wss:// with https)"
     )]
-    Https { text: String },
-    #[error("{text:?}: use http:// — WebSocket upgrades go to the same http address")]
     WebSocket { text: String },
-    #[error("{text:?}: scheme `{scheme}` is not supported; use http://")]
+    #[error("{text:?}: scheme `{scheme}` is not supported; use http:// or https://")]
     Scheme { text: String, scheme: String },
     #[error("{text:?} has no host")]
     NoHost { text: String },
@@ -311,7 +366,7 @@ pub(crate) enum UpstreamUrlError {
     QueryOrFragment { text: String },
 }
 
-/// The upstream's base URL: `http://host:port[/base]`, nothing else.
+/// The upstream's base URL: `http(s)://host:port[/base]`, nothing else.
 pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
     let url = Url::parse(text).map_err(|source| UpstreamUrlError::NotAUrl {
         text: text.to_owned(),
@@ -319,8 +374,7 @@ pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
     })?;
     let written = || text.to_owned();
     match url.scheme() {
-        "http" => {}
-        "https" => return Err(UpstreamUrlError::Https { text: written() }),
+        "http" | "https" => {}
         "ws" | "wss" => return Err(UpstreamUrlError::WebSocket { text: written() }),
         other => {
             return Err(UpstreamUrlError::Scheme {

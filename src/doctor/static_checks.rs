@@ -296,6 +296,9 @@ fn check_upstreams(config: &Config, found: &mut Vec<Finding>) {
         let Some(url) = upstream.url.as_deref().and_then(|u| Url::parse(u).ok()) else {
             continue;
         };
+        if url.scheme() != "http" {
+            continue;
+        }
         let ip = match url.host() {
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),

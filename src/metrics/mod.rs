@@ -159,7 +159,8 @@ impl Metrics {
         registry.register(
             "upstream_refused",
             "Requests refused with 503 before they were sent upstream, by the cap reached: \
-             `client` (max_upstream_requests_per_client) or `global` (max_upstream_requests)",
+             `client` (max_upstream_requests_per_client), `global` (max_upstream_requests) or \
+             `upstream` (an upstream's max_in_flight)",
             upstream_refused.clone(),
         );
         let reloads = Family::<ReloadLabels, Counter>::default();

@@ -1,5 +1,7 @@
 //! The gateway's own error responses, and how upstream failures are classified.
 
+use std::borrow::Cow;
+
 use http::header::{self, CONNECTION, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -150,18 +152,24 @@ pub fn upstream_busy(
     refusal: super::fairness::Refusal,
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
+    use super::fairness::Refusal;
     let message = match refusal {
-        super::fairness::Refusal::Client => {
-            "this client has its maximum of requests in flight; try again shortly"
+        Refusal::Client => {
+            Cow::Borrowed("this client has its maximum of requests in flight; try again shortly")
         }
-        super::fairness::Refusal::Global => {
-            "the gateway has its maximum of requests in flight; try again shortly"
+        Refusal::Global => {
+            Cow::Borrowed("the gateway has its maximum of requests in flight; try again shortly")
         }
+        Refusal::Upstream { max } => Cow::Owned(format!(
+            "upstream {:?} has its maximum of {max} requests in flight (max_in_flight); \
+             try again shortly",
+            route.upstream.name
+        )),
     };
     let mut response = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         Some(route),
-        message,
+        &message,
         request_id,
     );
     response

@@ -130,16 +130,19 @@ pub fn upstream_request_headers(
         // The host of `public_base_url` when the file names one: a client's `Host` is
         // whatever it chose to send, and apps build absolute links from this header.
         // Else an absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+        // An empty `Host` (RFC 9112 §3.2: a target without authority) or none at all
+        // (HTTP/1.0) names no host: the upstream gets the listener's address rather
+        // than an empty value it would build broken links from.
         let host = match &policy.forwarded_host {
-            Some(host) => Some(host.clone()),
+            Some(host) => host.clone(),
             None => ctx
                 .uri_authority
                 .and_then(|a| HeaderValue::from_str(a).ok())
-                .or_else(|| client_host.cloned()),
+                .or_else(|| client_host.cloned())
+                .filter(|host| !host.is_empty())
+                .unwrap_or_else(|| policy.listen_host.clone()),
         };
-        if let Some(host) = host {
-            out.insert(X_FORWARDED_HOST, host);
-        }
+        out.insert(X_FORWARDED_HOST, host);
     }
     if let Some(prefix) = &policy.forwarded_prefix
         && !copied(&out, &X_FORWARDED_PREFIX)
@@ -477,6 +480,9 @@ pub struct HeaderPolicy {
     /// The host (and port, when not the scheme's default) of `public_base_url`: the
     /// `X-Forwarded-Host` of every request no trusted proxy sent one for.
     pub forwarded_host: Option<HeaderValue>,
+    /// `server.listen`: the `X-Forwarded-Host` of a request that names no host, when
+    /// there is no `public_base_url`.
+    pub listen_host: HeaderValue,
     /// Added to responses that match no route where they lack them; empty when
     /// `security_headers = false`.
     pub security_headers: SecurityHeaderList,

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::background::{Refresher, lock};
 use crate::config::model::HealthCheck;
+use crate::proxy::upstream_tls::UpstreamTls;
 
 /// The most of the answer read to find its status line.
 const MAX_STATUS_LINE: usize = 1024;
@@ -54,6 +55,8 @@ pub struct ProbeTarget {
     pub port: u16,
     /// The `Host` header (the upstream's authority).
     pub authority: String,
+    /// TLS, for an https upstream: the probe is verified as requests are.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// What `/snapshot` shows of an upstream's health.
@@ -153,12 +156,29 @@ impl UpstreamHealth {
 
     async fn probe(&self) -> Result<(), String> {
         let address = (self.target.host_name.as_str(), self.target.port);
-        let mut stream = TcpStream::connect(address)
+        let stream = TcpStream::connect(address)
             .await
             .map_err(|error| format!("cannot connect: {error}"))?;
         let Some(path) = &self.settings.path else {
             return Ok(());
         };
+        match &self.target.tls {
+            None => self.get(stream, path).await,
+            Some(tls) => {
+                let stream = tls
+                    .connect(stream)
+                    .await
+                    .map_err(|error| format!("TLS handshake failed: {error}"))?;
+                self.get(stream, path).await
+            }
+        }
+    }
+
+    /// `GET path` over `stream`, judged by the status line.
+    async fn get<S>(&self, mut stream: S, path: &str) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fluxlit-health-check\r\n\
              Accept: */*\r\nConnection: close\r\n\r\n",
@@ -266,6 +286,7 @@ mod tests {
             host_name: "127.0.0.1".to_owned(),
             port: 9,
             authority: "127.0.0.1:9".to_owned(),
+            tls: None,
         };
         UpstreamHealth::new("api".into(), settings, target)
     }

@@ -1,5 +1,5 @@
 //! The building blocks of forwarding: the route table, the header policy, the upstream
-//! connection pool, body limits and framing, WebSocket tunnels, request ids.
+//! connection pool (over TLS to https upstreams), body limits and framing, WebSocket tunnels, request ids.
 //!
 //! The snapshot holds these, built once per reload; the request handler
 //! ([`crate::serve::forward`]) puts them together for each request. Nothing here reads
@@ -17,6 +17,7 @@ pub mod pool;
 pub mod request_id;
 pub mod route;
 pub mod routes;
+pub mod upstream_tls;
 pub mod websocket;
 mod ws_frames;
 

@@ -1,5 +1,7 @@
 //! Keep-alive HTTP/1.1 connections to one upstream, reused from request to request,
-//! spoken by the engine's client ([`crate::http1::client`]) in the task of the request.
+//! spoken by the engine's client ([`crate::http1::client`]) in the task of the request;
+//! to an https upstream each is a TLS connection ([`UpstreamTls`]), its handshake part
+//! of connecting (`connect_timeout` covers both).
 //!
 //! A snapshot holds one pool per upstream (handed on to the next snapshot while the
 //! upstream's address and timeouts are unchanged), so taking a connection needs no key:
@@ -28,13 +30,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::limits::LimitedBody;
+use super::upstream_tls::UpstreamTls;
 use crate::http1::Upgraded;
 use crate::http1::client::{self, Connection, Failure, IncomingBody, SendError};
 
-type Pooled = Box<Connection<TcpStream>>;
+type Pooled = Box<Connection<UpstreamStream>>;
 
 /// How long a pooled connection must have been idle before a request that changes
 /// nothing may be sent again when that connection closes under it. Under load
@@ -62,6 +67,8 @@ struct Shared {
     port: u16,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// TLS settings, for an https upstream.
+    tls: Option<UpstreamTls>,
     /// Idle connections, the most recently returned at the back.
     idle: Mutex<VecDeque<IdleConnection>>,
     reaper_started: AtomicBool,
@@ -80,22 +87,34 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("cannot connect")]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake failed; the source names why (an unknown issuer, a name the
+    /// certificate is not valid for, a client certificate the upstream refused).
+    #[error("TLS handshake failed")]
+    Tls(#[source] std::io::Error),
     #[error(transparent)]
     Request(SendError),
 }
 
 /// What [`UpstreamPool::send`] resolves to: the response head (its body reading from
 /// the connection) and the lease that returns the connection, or why there is none.
-pub type Sent = Result<(Response<IncomingBody<TcpStream>>, Lease), UpstreamError>;
+pub type Sent = Result<(Response<IncomingBody<UpstreamStream>>, Lease), UpstreamError>;
 
 impl UpstreamPool {
-    pub fn new(host: String, port: u16, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    /// A pool of connections to `host:port`, over TLS with `tls`.
+    pub fn new(
+        host: String,
+        port: u16,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        tls: Option<UpstreamTls>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 host,
                 port,
                 connect_timeout,
                 idle_timeout,
+                tls,
                 idle: Mutex::new(VecDeque::new()),
                 reaper_started: AtomicBool::new(false),
             }),
@@ -170,23 +189,103 @@ impl UpstreamPool {
         }
     }
 
+    /// The TLS settings, for an https upstream.
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        self.shared.tls.as_ref()
+    }
+
     async fn connect(&self) -> Result<Pooled, UpstreamError> {
         let shared = &self.shared;
-        let address = (shared.host.as_str(), shared.port);
-        let stream =
-            match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(address)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
-                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(shared.connect_timeout)),
-            };
-        // Small requests and responses go out at once, not after Nagle's delay.
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let connected = tokio::time::timeout(shared.connect_timeout, async {
+            let address = (shared.host.as_str(), shared.port);
+            let stream = TcpStream::connect(address)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            // Small requests and responses go out at once, not after Nagle's delay.
+            stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            Ok(match &shared.tls {
+                None => UpstreamStream::Plain(stream),
+                Some(tls) => {
+                    let stream = tls.connect(stream).await.map_err(UpstreamError::Tls)?;
+                    UpstreamStream::Tls(Box::new(stream))
+                }
+            })
+        });
+        let stream = match connected.await {
+            Ok(stream) => stream?,
+            Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(shared.connect_timeout)),
+        };
         tracing::debug!(
             host = %shared.host,
             port = shared.port,
             "opened a connection to the upstream"
         );
         Ok(Connection::new(stream, RESPONSE_BUFFER))
+    }
+}
+
+/// A connection to an upstream: TCP, or TLS over it for an https upstream.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Self::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(stream) => stream.is_write_vectored(),
+            Self::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
     }
 }
 
@@ -272,18 +371,18 @@ impl Lease {
 /// end. Dropped before the end, the connection is closed instead.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    body: IncomingBody<TcpStream>,
+    body: IncomingBody<UpstreamStream>,
     lease: Option<Lease>,
 }
 
 impl UpstreamBody {
     /// `lease` is `None` when the connection must not be reused.
-    pub fn new(body: IncomingBody<TcpStream>, lease: Option<Lease>) -> Self {
+    pub fn new(body: IncomingBody<UpstreamStream>, lease: Option<Lease>) -> Self {
         Self { body, lease }
     }
 
     /// The connection of a `101`, for a tunnel.
-    pub fn upgrade(body: IncomingBody<TcpStream>) -> Option<Upgraded> {
+    pub fn upgrade(body: IncomingBody<UpstreamStream>) -> Option<Upgraded> {
         body.upgrade()
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, uri::Authority};
 
+use super::fairness::UpstreamCap;
 use super::headers::unlisted::UnlistedNames;
 use super::limits::WebSocketCap;
 use super::pool::UpstreamPool;
@@ -77,4 +78,6 @@ pub struct HttpUpstream {
     pub base_path: String,
     /// The `Host` header the upstream gets.
     pub host: HeaderValue,
+    /// Its `max_in_flight`, when it has one.
+    pub in_flight: Option<UpstreamCap>,
 }

@@ -354,7 +354,7 @@ impl Proxy {
         };
         // Upstream fairness: a place among the requests in flight, held with the body.
         let client = headers::client_address(peer.ip(), &parts.headers, &snapshot.headers);
-        let admission = match snapshot.fairness.admit(client) {
+        let admission = match snapshot.fairness.admit(client, http.in_flight.as_ref()) {
             Ok(admission) => admission,
             Err(refusal) => {
                 self.metrics.upstream_refused(refusal.as_str());
@@ -576,7 +576,9 @@ impl Proxy {
             Ok(Err(error)) => {
                 let kind = match error {
                     UpstreamError::ConnectTimeout(_) => UpstreamErrorKind::ConnectTimeout,
-                    UpstreamError::Connect(_) => UpstreamErrorKind::ConnectError,
+                    UpstreamError::Connect(_) | UpstreamError::Tls(_) => {
+                        UpstreamErrorKind::ConnectError
+                    }
                     UpstreamError::Request(_) => UpstreamErrorKind::RequestError,
                 };
                 self.metrics.upstream_error(&upstream.name, kind);

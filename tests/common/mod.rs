@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod h1_reference;
+pub mod https;
 pub mod idp;
 pub mod pki;
 pub mod raw;
@@ -238,6 +239,16 @@ pub async fn start_error(config: impl AsRef<str>, files: &[(&str, &str)]) -> Str
     match Gateway::start(config_path).await {
         Ok(_) => panic!("the gateway started on a config it should refuse"),
         Err(error) => error.to_string(),
+    }
+}
+
+/// Every error `fluxlit validate` would print for `config` (with `files` beside it), one
+/// a line; panics when the file loads.
+pub fn load_errors(config: impl AsRef<str>, files: &[(&str, &str)]) -> String {
+    let (_dir, config_path) = config_dir(config.as_ref(), files);
+    match fluxlit::config::load(&config_path) {
+        Ok(_) => panic!("the config loads:\n{}", config.as_ref()),
+        Err(error) => error.render_errors().join("\n"),
     }
 }
 

@@ -13,6 +13,8 @@ use super::within;
 /// A response read off a raw connection.
 #[derive(Debug)]
 pub struct RawReply {
+    /// The status line's version, as sent (`HTTP/1.1`).
+    pub version: String,
     pub status: u16,
     /// Names lowercased, in the order received.
     pub headers: Vec<(String, String)>,
@@ -146,6 +148,7 @@ pub async fn read_reply(stream: &mut TcpStream) -> RawReply {
         let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
+        let version = status_line.split(' ').next().unwrap_or_default().to_owned();
         let status = status_line
             .split(' ')
             .nth(1)
@@ -181,6 +184,7 @@ pub async fn read_reply(stream: &mut TcpStream) -> RawReply {
             while read_more(stream, &mut body).await > 0 {}
         }
         RawReply {
+            version,
             status,
             headers,
             body,
