@@ -15,13 +15,13 @@
 //!
 //! A connection is reusable once its response body has been read to the end, when
 //! both sides allow another request and nothing more came. Whether an idle connection
-//! is still open is asked without waiting ([`Connection::closed_while_idle`]): an
-//! upstream that closed it, or wrote to it unasked, has made it unusable.
+//! is still open is for the pool to ask its socket ([`Connection::io`]): an upstream
+//! that closed it, or wrote to it unasked, has made it unusable.
 
 use std::error::Error as StdError;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -29,7 +29,7 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::io::{Io, Upgraded};
 use super::request::{HeadError, HeadLimits, HeaderIndex};
@@ -38,6 +38,9 @@ use super::{ChunkError, ChunkedDecoder};
 
 /// What a read asks the socket for while the buffer is empty.
 const READ_CHUNK: usize = 16 * 1024;
+/// The write buffer an idle connection keeps (a request head fits); one grown by an
+/// upload is given back.
+const IDLE_OUT_CAPACITY: usize = 4 * 1024;
 
 /// Why a request got no response on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -102,16 +105,9 @@ impl<I: Io> Connection<I> {
         })
     }
 
-    /// Whether the upstream closed this idle connection (or sent bytes on it unasked,
-    /// or it failed): asked of the socket without waiting.
-    pub fn closed_while_idle(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut byte = [0u8; 1];
-        let mut probe = ReadBuf::new(&mut byte);
-        !self.buf.is_empty()
-            || Pin::new(&mut self.io)
-                .poll_read(&mut cx, &mut probe)
-                .is_ready()
+    /// The socket, for the pool to ask whether an idle connection is still open.
+    pub fn io(&self) -> &I {
+        &self.io
     }
 
     /// Sends `request` (its URI in origin form) and reads the final response head. The
@@ -527,9 +523,15 @@ impl<I: Io> IncomingBody<I> {
         if !matches!(self.reading, Reading::Done) || !self.reusable {
             return None;
         }
-        self.connection
+        let mut connection = self
+            .connection
             .take()
-            .filter(|connection| connection.buf.is_empty())
+            .filter(|connection| connection.buf.is_empty())?;
+        // An idle connection keeps no more than a small request's worth of buffer.
+        if connection.out.capacity() > IDLE_OUT_CAPACITY {
+            connection.out = Vec::with_capacity(IDLE_OUT_CAPACITY);
+        }
+        Some(connection)
     }
 
     /// The connection of a `101` (or a 2xx to `CONNECT`), with what the upstream sent

@@ -52,6 +52,8 @@ const COALESCE_LIMIT: usize = 4 * 1024;
 /// Buffered response bytes are written once this many are waiting.
 const FLUSH_AT: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// The write buffer a connection keeps between requests.
+const IDLE_OUT_CAPACITY: usize = 4 * 1024;
 
 /// How one connection is served.
 #[derive(Debug, Clone, Copy)]
@@ -500,6 +502,11 @@ impl<I: Io> Connection<I> {
         }
         if stop.asked() {
             return Ok(After::Close);
+        }
+        // Between requests a connection keeps no more than a small response's worth
+        // of write buffer (one grown by a streamed body is given back).
+        if self.out.capacity() > IDLE_OUT_CAPACITY {
+            self.out = Vec::with_capacity(IDLE_OUT_CAPACITY);
         }
         Ok(After::Next)
     }

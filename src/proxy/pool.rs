@@ -231,6 +231,20 @@ pub enum UpstreamStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl UpstreamStream {
+    /// Whether the upstream closed this idle connection (or sent on it unasked, or it
+    /// failed): the socket has become readable since the last read drained it. Asked
+    /// of the reactor's readiness, without a system call.
+    fn closed_while_idle(&self) -> bool {
+        let tcp = match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(stream) => stream.get_ref().0,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        tcp.poll_read_ready(&mut cx).is_ready()
+    }
+}
+
 impl AsyncRead for UpstreamStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -299,9 +313,9 @@ impl Shared {
     fn take_idle(&self) -> Option<(Pooled, Duration)> {
         loop {
             // Taken out under the lock, checked outside it.
-            let mut idle = self.lock_idle().pop_back()?;
+            let idle = self.lock_idle().pop_back()?;
             let idle_for = idle.since.elapsed();
-            if idle_for < self.idle_timeout && !idle.connection.closed_while_idle() {
+            if idle_for < self.idle_timeout && !idle.connection.io().closed_while_idle() {
                 return Some((idle.connection, idle_for));
             }
             // Closed by the upstream, or idle too long: dropping it closes it.
@@ -345,7 +359,7 @@ impl Shared {
                 let now = Instant::now();
                 pool.lock_idle().retain_mut(|idle| {
                     now.duration_since(idle.since) < pool.idle_timeout
-                        && !idle.connection.closed_while_idle()
+                        && !idle.connection.io().closed_while_idle()
                 });
             }
         });
