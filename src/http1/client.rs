@@ -23,7 +23,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
@@ -222,7 +222,7 @@ impl<I: Io> Connection<I> {
                 match ready!(tokio_util::io::poll_read_buf(
                     Pin::new(&mut self.io),
                     cx,
-                    &mut self.buf
+                    &mut (&mut self.buf).limit(READ_CHUNK)
                 )) {
                     Ok(0) if self.buf.is_empty() => {
                         let error = SendError::ClosedBeforeResponse(None);
@@ -263,7 +263,11 @@ impl<I: Io> Connection<I> {
                 }
             }
             self.buf.reserve(READ_CHUNK);
-            match self.io.read_buf(&mut self.buf).await {
+            match self
+                .io
+                .read_buf(&mut (&mut self.buf).limit(READ_CHUNK))
+                .await
+            {
                 Ok(0) if self.buf.is_empty() => {
                     return Err(failed(SendError::ClosedBeforeResponse(None)));
                 }
@@ -616,11 +620,13 @@ impl<I: Io> Body for IncomingBody<I> {
                 }
                 _ => {}
             }
+            // One read takes at most a chunk: what a client that stops reading makes the
+            // connection hold ahead of it.
             buf.reserve(READ_CHUNK);
             match ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut connection.io),
                 cx,
-                buf
+                &mut (&mut *buf).limit(READ_CHUNK)
             )) {
                 Ok(0) if matches!(this.reading, Reading::UntilClose) => {
                     this.reading = Reading::Done;

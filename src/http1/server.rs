@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -387,6 +387,15 @@ impl<I: Io> Connection<I> {
         B::Error: std::fmt::Display,
     {
         let head_bytes = self.buf.split_to(head.len).freeze();
+        // A length beside `chunked` is ignored (RFC 9112 §6.1): the handler never sees
+        // it, as it never saw it from hyper.
+        if head.length_beside_chunked {
+            self.fields.retain(|field| {
+                !field
+                    .name(&head_bytes)
+                    .eq_ignore_ascii_case(b"content-length")
+            });
+        }
         let headers = match header_map(&head_bytes, &self.fields) {
             Ok(headers) => headers,
             Err(error) => {
@@ -668,7 +677,7 @@ impl<I: Io> Connection<I> {
 /// Reads what the socket has into `buf`, making room for a chunk first.
 async fn read_more<R: AsyncRead + Unpin>(read: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
     buf.reserve(READ_CHUNK);
-    read.read_buf(buf).await
+    read.read_buf(&mut buf.limit(READ_CHUNK)).await
 }
 
 /// The request's header fields, as `http` types over the head's bytes (not copied).
