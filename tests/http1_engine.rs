@@ -356,3 +356,78 @@ async fn bytes_an_upstream_sends_right_behind_its_101_reach_the_client() {
         String::from_utf8_lossy(&received)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// h2c: HTTP/2 without TLS, by prior knowledge.
+// ---------------------------------------------------------------------------------------
+
+/// A GET over HTTP/2 without TLS, or the handshake's failure.
+async fn h2c_get(
+    gateway: &TestGateway,
+    path: &str,
+) -> Result<http::Response<bytes::Bytes>, String> {
+    use http_body_util::BodyExt;
+    let stream = connect(gateway).await;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|error| error.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}{path}", gateway.addr()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = within("an h2c answer", sender.send_request(request))
+        .await
+        .map_err(|error| error.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|error| error.to_string())?;
+    Ok(http::Response::from_parts(parts, body.to_bytes()))
+}
+
+#[tokio::test]
+async fn h2c_by_prior_knowledge_gets_the_same_policy_when_enabled_and_nothing_otherwise() {
+    let upstream = spawn_recording_upstream("app").await;
+    let enabled = ConfigText::new()
+        .server("h2c = true")
+        .upstream("app", upstream)
+        .route("app", "/", "app");
+    let gateway = TestGateway::start(enabled).await;
+    let response = h2c_get(&gateway, "/h2c?x=1").await.expect("an h2c answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let seen: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(seen["path"], "/h2c");
+    assert_eq!(
+        common::recorded_header(&seen, "x-forwarded-proto"),
+        ["http"]
+    );
+    // HTTP/1.1 on the same listener is unchanged.
+    let mut stream = connect(&gateway).await;
+    stream
+        .write_all(b"GET /one HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut stream).await.status, 200);
+
+    // Off (the default): the preface is not an HTTP/1.1 request; the connection closes.
+    let disabled = ConfigText::new()
+        .upstream("app", upstream)
+        .route("app", "/", "app");
+    let gateway = TestGateway::start(disabled).await;
+    assert!(h2c_get(&gateway, "/h2c").await.is_err());
+}
+
+#[test]
+fn h2c_on_a_tls_listener_is_a_validation_error() {
+    let config = ConfigText::new()
+        .server("h2c = true\n[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"")
+        .echo_upstream("app")
+        .route("app", "/", "app");
+    let output = common::cli::run_on(config.text(), &["validate"], &[]);
+    let stderr = common::cli::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("server.h2c"), "{stderr}");
+}

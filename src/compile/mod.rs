@@ -304,6 +304,7 @@ pub fn compile(checked: CheckedConfig, ctx: &CompileContext) -> Result<Plan, Vec
             max_header_size: usize::try_from(config.server.max_header_size.bytes())
                 .unwrap_or(usize::MAX),
             max_connections: config.server.max_connections as usize,
+            h2c: config.server.h2c,
             http2: Http2Limits {
                 max_concurrent_streams: config.server.http2_max_concurrent_streams,
                 // Validation keeps both windows within 1 GiB.

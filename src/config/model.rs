@@ -229,6 +229,14 @@ pub struct Server {
     #[validate(custom(function = "http2_send_buffer"))]
     pub http2_max_send_buffer: ByteSize,
 
+    /// Accept HTTP/2 without TLS ("h2c") from a client that opens the connection with
+    /// the HTTP/2 preface (prior knowledge), as load balancers that speak h2c to their
+    /// backends do: the same header policy and HTTP/2 limits as over TLS. Only on a
+    /// plain listener (over TLS, HTTP/2 is chosen by ALPN); `Upgrade: h2c` is never
+    /// taken. Off, such a connection is closed unanswered. Applies to new connections
+    /// after a reload [default: false].
+    pub h2c: bool,
+
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listen`. Whether TLS is on is static;
     /// the certificate and key files are reloaded when they change.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,6 +276,7 @@ impl Default for Server {
             http2_stream_window: ByteSize::kib(256),
             http2_connection_window: ByteSize::mib(1),
             http2_max_send_buffer: ByteSize::kib(64),
+            h2c: false,
         }
     }
 }

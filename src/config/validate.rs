@@ -178,6 +178,15 @@ fn check_server(config: &Config, found: &mut Vec<Diagnostic>) {
         }
     }
     check_header_name("server.request_id_header", &server.request_id_header, found);
+    if server.h2c && server.tls.is_some() {
+        found.push(
+            Diagnostic::error(
+                "server.h2c",
+                "h2c is HTTP/2 without TLS; this listener serves TLS",
+            )
+            .with_help("remove `h2c`: over TLS, clients get HTTP/2 by ALPN already"),
+        );
+    }
 
     let size = server.max_header_size.bytes();
     // hyper needs room for at least one read buffer of 8 KiB.

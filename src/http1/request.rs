@@ -23,7 +23,7 @@ pub const MAX_TARGET_LEN: usize = (u16::MAX - 1) as usize;
 pub(super) const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
 /// The first bytes of an HTTP/2 connection (RFC 9113 §3.4): such a client gets no
 /// HTTP/1.1 answer, only a closed connection.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(super) const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Where one header field lies in the buffer the head was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +152,7 @@ pub fn parse_request(
                 Ok(None)
             };
         }
-        Err(httparse::Error::Version) if buf.starts_with(H2_PREFACE) => {
+        Err(httparse::Error::Version) if buf.starts_with(HTTP2_PREFACE) => {
             return Err(HeadError::Http2Preface);
         }
         Err(error) => return Err(from_httparse(error)),

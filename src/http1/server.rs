@@ -35,7 +35,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::io::{Io, Upgraded};
-use super::request::{BodyLength, HeadError, HeadLimits, HeaderIndex, RequestHead, parse_request};
+use super::request::{
+    BodyLength, HTTP2_PREFACE, HeadError, HeadLimits, HeaderIndex, RequestHead, parse_request,
+};
 use super::{ChunkError, ChunkedDecoder};
 
 /// What a connection reads at a time while it has no more to go on.
@@ -61,6 +63,9 @@ pub struct Settings {
     /// Request heads and chunked trailers: a head of this size passes, one byte more
     /// gets 431.
     pub max_header_size: usize,
+    /// A connection that opens with the HTTP/2 preface is handed back from [`serve`]
+    /// for an HTTP/2 server (h2c with prior knowledge); without it, it is closed.
+    pub http2_prior_knowledge: bool,
 }
 
 /// Asks a connection to finish the request it is serving, then close: at once if it is
@@ -262,13 +267,14 @@ impl Future for OnUpgrade {
 
 /// Serves the requests of one connection with `handler`, one after another, until the
 /// client closes it between requests, a request or response allows no other after it,
-/// `stop` is asked between requests, or the connection fails.
+/// `stop` is asked between requests, or the connection fails. A connection that opens
+/// with the HTTP/2 preface comes back, unread, when the settings allow it.
 pub async fn serve<I, H, F, B>(
     io: I,
     settings: Settings,
     stop: &GracefulStop,
     mut handler: H,
-) -> Result<(), ServeError>
+) -> Result<Option<Upgraded>, ServeError>
 where
     I: Io,
     H: FnMut(Request<RequestBody>) -> F,
@@ -287,10 +293,20 @@ where
             max_header_size: settings.max_header_size,
         },
     };
+    let mut http2 = settings.http2_prior_knowledge;
     loop {
-        let head = match connection.read_head(stop).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return Ok(()),
+        let head = match connection.read_head(stop, http2).await {
+            Ok(Some(Opening::Request(head))) => head,
+            Ok(Some(Opening::Http2)) => {
+                let Connection {
+                    read, write, buf, ..
+                } = connection;
+                return Ok(Some(Upgraded::new(
+                    Box::new(read.unsplit(write)),
+                    buf.freeze(),
+                )));
+            }
+            Ok(None) => return Ok(None),
             Err(ServeError::Head(error)) => {
                 if let Some(status) = error.status() {
                     connection.refuse(status).await;
@@ -299,15 +315,17 @@ where
             }
             Err(error) => return Err(error),
         };
+        // Only the first bytes of a connection can be a preface.
+        http2 = false;
         match connection.exchange(head, stop, &mut handler).await? {
             After::Next => {}
             After::Close => {
                 connection.close().await;
-                return Ok(());
+                return Ok(None);
             }
             After::Linger => {
                 connection.linger().await;
-                return Ok(());
+                return Ok(None);
             }
             After::Upgraded(to) => {
                 let Connection {
@@ -316,10 +334,17 @@ where
                 let upgraded = Upgraded::new(Box::new(read.unsplit(write)), buf.freeze());
                 // The receiver gone: nobody wants the connection any more.
                 let _ = to.send(upgraded);
-                return Ok(());
+                return Ok(None);
             }
         }
     }
+}
+
+/// How a connection's next bytes begin.
+enum Opening {
+    Request(RequestHead),
+    /// The HTTP/2 connection preface, whole, at the start of the connection.
+    Http2,
 }
 
 /// What a connection does once a response has been written.
@@ -343,14 +368,25 @@ struct Connection<I> {
 }
 
 impl<I: Io> Connection<I> {
-    /// Reads until a whole head is in the buffer. `None`: the client closed the
-    /// connection between requests, or `stop` was asked while no request had begun.
-    async fn read_head(&mut self, stop: &GracefulStop) -> Result<Option<RequestHead>, ServeError> {
+    /// Reads until a whole head is in the buffer, or (with `http2`) the whole HTTP/2
+    /// preface. `None`: the client closed the connection between requests, or `stop`
+    /// was asked while no request had begun.
+    async fn read_head(
+        &mut self,
+        stop: &GracefulStop,
+        http2: bool,
+    ) -> Result<Option<Opening>, ServeError> {
         loop {
-            if !self.buf.is_empty()
-                && let Some(head) = parse_request(&self.buf, self.limits, &mut self.fields)?
-            {
-                return Ok(Some(head));
+            if !self.buf.is_empty() {
+                let start = self.buf.len().min(HTTP2_PREFACE.len());
+                if http2 && self.buf[..start] == HTTP2_PREFACE[..start] {
+                    if start == HTTP2_PREFACE.len() {
+                        return Ok(Some(Opening::Http2));
+                    }
+                } else if let Some(head) = parse_request(&self.buf, self.limits, &mut self.fields)?
+                {
+                    return Ok(Some(Opening::Request(head)));
+                }
             }
             let read = if self.buf.is_empty() {
                 if stop.asked() {

@@ -30,6 +30,8 @@ pub struct ConnectionLimits {
     pub max_header_size: usize,
     pub max_connections: usize,
     pub http2: Http2Limits,
+    /// HTTP/2 with prior knowledge on a plain connection (`server.h2c`).
+    pub h2c: bool,
 }
 
 /// What one HTTP/2 connection may hold: streams, request bytes received ahead of the

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
-use http::Request;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -41,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Proxy;
 use crate::http1::{self, server::GracefulStop};
+use crate::proxy::ProxyBody;
 use crate::proxy::limits::{ClientBody, ConnectionLimits};
 use crate::proxy::websocket::Tunnels;
 use crate::shutdown::{self, InFlight, InFlightGuard};
@@ -160,16 +161,26 @@ impl Connection {
             Arc::clone(&signal),
             peer,
         )));
-        let settings = http1::server::Settings {
-            max_header_size: limits.max_header_size,
-        };
         let Some(tls) = tls else {
+            let settings = http1::server::Settings {
+                max_header_size: limits.max_header_size,
+                http2_prior_knowledge: limits.h2c,
+            };
             let stop = GracefulStop::default();
             let connection = http1::server::serve(io, settings, &stop, |request| {
                 handle(request.map(ClientBody::Http1))
             });
-            drive(connection, |_| stop.ask(), &signal, peer).await;
+            let Some(Some(h2c)) = drive(connection, |_| stop.ask(), &signal, peer).await else {
+                return;
+            };
+            // Boxed, as on TLS: HTTP/2's state inline would size every plain connection.
+            Box::pin(serve_http2(h2c, &limits, &handle, &activity, &signal, peer)).await;
             return;
+        };
+        let settings = http1::server::Settings {
+            max_header_size: limits.max_header_size,
+            // Over TLS, HTTP/2 is chosen by ALPN.
+            http2_prior_knowledge: false,
         };
 
         // Boxed, and only on TLS: rustls' state and an HTTP/2 connection next to the
@@ -193,17 +204,7 @@ impl Connection {
             // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.3); everything else is
             // HTTP/1.1, with the same builder (and the same exact head limit) as plain.
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                activity.multiplexed();
-                let mut builder = http2::Builder::new(TokioExecutor::new());
-                builder.max_header_list_size(
-                    u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
-                );
-                limits.http2.apply(&mut builder);
-                let service = service_fn(|request: Request<Incoming>| {
-                    handle(request.map(ClientBody::Http2)).map(Ok::<_, Infallible>)
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
+                serve_http2(stream, &limits, &handle, activity, signal, peer).await;
             } else {
                 let stop = GracefulStop::default();
                 let connection = http1::server::serve(stream, settings, &stop, |request| {
@@ -216,12 +217,42 @@ impl Connection {
     }
 }
 
-/// Runs an HTTP connection until it ends, or until the watchdog closes it or asks it to
-/// drain (`drain` asks the HTTP/1.1 engine to finish its request and close, or starts
-/// hyper's graceful shutdown of HTTP/2: GOAWAY).
-async fn drive<C, E>(connection: C, drain: impl Fn(Pin<&mut C>), signal: &Signal, peer: SocketAddr)
+/// HTTP/2 on `io` (TLS that chose `h2` by ALPN, or h2c with prior knowledge), served by
+/// hyper with the listener's HTTP/2 limits and the same handler as HTTP/1.1.
+async fn serve_http2<I, H, F>(
+    io: I,
+    limits: &ConnectionLimits,
+    handle: &H,
+    activity: &Activity,
+    signal: &Signal,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Fn(Request<ClientBody>) -> F,
+    F: Future<Output = Response<ProxyBody<RequestInFlight>>> + Send + 'static,
+{
+    activity.multiplexed();
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    limits.http2.apply(&mut builder);
+    let service = service_fn(|request: Request<Incoming>| {
+        handle(request.map(ClientBody::Http2)).map(Ok::<_, Infallible>)
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
+}
+
+/// Runs an HTTP connection until it ends (with what it ends with), or until the watchdog
+/// closes it or asks it to drain (`drain` asks the HTTP/1.1 engine to finish its request
+/// and close, or starts hyper's graceful shutdown of HTTP/2: GOAWAY).
+async fn drive<C, T, E>(
+    connection: C,
+    drain: impl Fn(Pin<&mut C>),
+    signal: &Signal,
+    peer: SocketAddr,
+) -> Option<T>
 where
-    C: Future<Output = Result<(), E>>,
+    C: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
     tokio::pin!(connection);
@@ -229,13 +260,16 @@ where
         tokio::select! {
             biased;
             result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-                return;
+                return match result {
+                    Ok(ended) => Some(ended),
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                        None
+                    }
+                };
             }
             command = signal.next() => match command {
-                Command::Close => return,
+                Command::Close => return None,
                 Command::Drain => drain(connection.as_mut()),
             },
         }
