@@ -311,8 +311,7 @@ fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot
             });
             let pool = reused.unwrap_or_else(|| {
                 UpstreamPool::new(
-                    http.host_name.clone(),
-                    http.port,
+                    http.address.clone(),
                     settings.connect_timeout.get(),
                     settings.pool_idle_timeout.get(),
                     http.tls.clone(),
@@ -357,8 +356,7 @@ fn build_health(
     previous: Option<&Snapshot>,
 ) -> Arc<UpstreamHealth> {
     let target = ProbeTarget {
-        host_name: http.host_name.clone(),
-        port: http.port,
+        address: http.address.clone(),
         authority: http.authority.to_string(),
         tls: http.tls.clone(),
     };

@@ -32,6 +32,7 @@ use crate::header_sets;
 use crate::proxy::fairness::FairnessLimits;
 use crate::proxy::headers::{HeaderClass, HeaderClasses, HeaderPolicy};
 use crate::proxy::limits::{ConnectionLimits, Http2Limits};
+use crate::proxy::pool::UpstreamAddress;
 use crate::proxy::route::SecurityHeaderList;
 use crate::proxy::upstream_tls::{UpstreamTls, UpstreamTlsSettings};
 pub use oidc::OidcPlan;
@@ -107,9 +108,9 @@ pub enum TargetPlan {
 /// An HTTP upstream's address, as the pool dials it and as requests name it.
 #[derive(Debug)]
 pub struct HttpTarget {
-    /// The host as a socket address takes it (an IPv6 address without brackets).
-    pub host_name: String,
-    pub port: u16,
+    /// Where the pool dials.
+    pub address: UpstreamAddress,
+    /// The upstream's authority (`localhost` for a Unix socket).
     pub authority: Authority,
     /// The URL's path without its trailing `/`: prepended to every forwarded path.
     pub base_path: String,
@@ -491,7 +492,7 @@ fn compile_upstream(
             let url = parse_upstream_url(url).map_err(|error| {
                 Diagnostic::error(format!("upstreams.{name}.url"), error.to_string())
             })?;
-            let (host_name, port, authority) = upstream_address(&url).ok_or_else(|| {
+            let (address, authority) = upstream_address(&url).ok_or_else(|| {
                 Diagnostic::error(
                     format!("upstreams.{name}.url"),
                     "has no usable host and port",
@@ -503,14 +504,20 @@ fn compile_upstream(
                     "host is not a valid header",
                 )
             })?;
-            let tls = match url.scheme() {
-                "https" => Some(compile_upstream_tls(name, settings, &host_name, ctx)?),
+            let tls = match (url.scheme(), &address) {
+                ("https", UpstreamAddress::Tcp { host, .. }) => {
+                    Some(compile_upstream_tls(name, settings, host, ctx)?)
+                }
                 _ => None,
             };
+            // A Unix socket's URL path is the socket's: nothing is prepended.
+            let base_path = match &address {
+                UpstreamAddress::Tcp { .. } => url.path().trim_end_matches('/').to_owned(),
+                UpstreamAddress::Unix(_) => String::new(),
+            };
             TargetPlan::Http(HttpTarget {
-                host_name,
-                port,
-                base_path: url.path().trim_end_matches('/').to_owned(),
+                address,
+                base_path,
                 authority,
                 host,
                 tls,
@@ -721,13 +728,18 @@ fn compile_jwks(
     }))
 }
 
-/// Where an upstream URL points: the host as a socket address takes it (an IPv6
-/// address without brackets), the port, and both as a URI authority.
-fn upstream_address(url: &Url) -> Option<(String, u16, Authority)> {
+/// Where an upstream URL points, and the authority requests to it name: the host as a
+/// socket address takes it (an IPv6 address without brackets) and the port, or a Unix
+/// socket's path (its requests say `Host: localhost`, as uvicorn and gunicorn expect).
+fn upstream_address(url: &Url) -> Option<(UpstreamAddress, Authority)> {
+    if url.scheme() == "unix" {
+        let address = UpstreamAddress::Unix(std::path::PathBuf::from(url.path()));
+        return Some((address, Authority::from_static("localhost")));
+    }
     let port = url.port_or_known_default()?;
     let (host, authority) = match url.host()? {
         url::Host::Ipv6(ip) => (ip.to_string(), format!("[{ip}]:{port}")),
         host => (host.to_string(), format!("{host}:{port}")),
     };
-    Some((host, port, authority.parse().ok()?))
+    Some((UpstreamAddress::Tcp { host, port }, authority.parse().ok()?))
 }

@@ -455,9 +455,11 @@ pub enum Builtin {
 #[serde(default)]
 pub struct Upstream {
     /// Base URL, `http://host:port` or `https://host:port`, with an optional base path
-    /// that is prepended to the forwarded path. WebSocket upgrades go to the same
-    /// address (over TLS too, for https). An https upstream's certificate is verified
-    /// against the platform's roots, or `ca_file`.
+    /// that is prepended to the forwarded path, or `unix:/absolute/path.sock` for a
+    /// server on a Unix-domain socket (uvicorn `--uds`, gunicorn; its requests say
+    /// `Host: localhost`). WebSocket upgrades go to the same address (over TLS too, for
+    /// https). An https upstream's certificate is verified against the platform's
+    /// roots, or `ca_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 

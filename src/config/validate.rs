@@ -363,8 +363,10 @@ pub(crate) enum UpstreamUrlError {
          (ws:// with http, wss:// with https)"
     )]
     WebSocket { text: String },
-    #[error("{text:?}: scheme `{scheme}` is not supported; use http:// or https://")]
+    #[error("{text:?}: scheme `{scheme}` is not supported; use http://, https:// or unix:/path")]
     Scheme { text: String, scheme: String },
+    #[error("{text:?}: a Unix socket's path must be absolute, as in \"unix:/run/app/api.sock\"")]
+    UnixPath { text: String },
     #[error("{text:?} has no host")]
     NoHost { text: String },
     /// `shown` is the URL with its user and password as `***`: the message goes to logs
@@ -375,7 +377,8 @@ pub(crate) enum UpstreamUrlError {
     QueryOrFragment { text: String },
 }
 
-/// The upstream's base URL: `http(s)://host:port[/base]`, nothing else.
+/// The upstream's base URL: `http(s)://host:port[/base]` or `unix:/path/to.sock`,
+/// nothing else.
 pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
     let url = Url::parse(text).map_err(|source| UpstreamUrlError::NotAUrl {
         text: text.to_owned(),
@@ -384,6 +387,16 @@ pub(crate) fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
     let written = || text.to_owned();
     match url.scheme() {
         "http" | "https" => {}
+        "unix" => {
+            let path = url.path();
+            if !path.starts_with('/') || path.len() < 2 || url.has_host() {
+                return Err(UpstreamUrlError::UnixPath { text: written() });
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(UpstreamUrlError::QueryOrFragment { text: written() });
+            }
+            return Ok(url);
+        }
         "ws" | "wss" => return Err(UpstreamUrlError::WebSocket { text: written() }),
         other => {
             return Err(UpstreamUrlError::Scheme {

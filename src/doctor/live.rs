@@ -286,6 +286,23 @@ async fn check_upstream(name: &str, text: &str, leeway: Duration) -> Vec<Finding
     let Ok(url) = Url::parse(text) else {
         return Vec::new();
     };
+    if url.scheme() == "unix" {
+        // A socket on this host: judged by whether it accepts a connection.
+        let connected =
+            tokio::time::timeout(TIMEOUT, tokio::net::UnixStream::connect(url.path())).await;
+        let why = match connected {
+            Ok(Ok(_)) => return Vec::new(),
+            Ok(Err(error)) => format!("accepts no connection: {error}"),
+            Err(_) => format!("accepts no connection within {TIMEOUT:?}"),
+        };
+        return vec![Finding::new(
+            UPSTREAM_UNREACHABLE,
+            Severity::Error,
+            &key,
+            format!("upstream {name:?} at {text} {why}"),
+            "start the upstream, or correct its url; until then its routes answer 502 or 504",
+        )];
+    }
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
         return Vec::new();
     };

@@ -12,10 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::auth::background::{Refresher, lock};
 use crate::config::model::HealthCheck;
+use crate::proxy::pool::UpstreamAddress;
 use crate::proxy::upstream_tls::UpstreamTls;
 
 /// The most of the answer read to find its status line.
@@ -51,8 +52,7 @@ impl Health {
 /// Where the probe goes: the upstream's address and `Host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
-    pub host_name: String,
-    pub port: u16,
+    pub address: UpstreamAddress,
     /// The `Host` header (the upstream's authority).
     pub authority: String,
     /// TLS, for an https upstream: the probe is verified as requests are.
@@ -155,10 +155,20 @@ impl UpstreamHealth {
     }
 
     async fn probe(&self) -> Result<(), String> {
-        let address = (self.target.host_name.as_str(), self.target.port);
-        let stream = TcpStream::connect(address)
+        let cannot_connect = |error: std::io::Error| format!("cannot connect: {error}");
+        let (host, port) = match &self.target.address {
+            UpstreamAddress::Tcp { host, port } => (host.as_str(), *port),
+            UpstreamAddress::Unix(path) => {
+                let stream = UnixStream::connect(path).await.map_err(cannot_connect)?;
+                return match &self.settings.path {
+                    Some(path) => self.get(stream, path).await,
+                    None => Ok(()),
+                };
+            }
+        };
+        let stream = TcpStream::connect((host, port))
             .await
-            .map_err(|error| format!("cannot connect: {error}"))?;
+            .map_err(cannot_connect)?;
         let Some(path) = &self.settings.path else {
             return Ok(());
         };
@@ -283,8 +293,10 @@ mod tests {
             ..HealthCheck::default()
         };
         let target = ProbeTarget {
-            host_name: "127.0.0.1".to_owned(),
-            port: 9,
+            address: UpstreamAddress::Tcp {
+                host: "127.0.0.1".to_owned(),
+                port: 9,
+            },
             authority: "127.0.0.1:9".to_owned(),
             tls: None,
         };

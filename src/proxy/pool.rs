@@ -31,7 +31,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
 use super::limits::LimitedBody;
@@ -60,11 +60,28 @@ pub struct UpstreamPool {
     shared: Arc<Shared>,
 }
 
+/// Where an upstream listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpstreamAddress {
+    /// Host name or IP address (no brackets) and port, as `TcpStream::connect` takes them.
+    Tcp { host: String, port: u16 },
+    /// A Unix-domain socket (`url = "unix:/run/app/api.sock"`).
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for UpstreamAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Self::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
-    /// Host name or IP address (no brackets) and port, as `TcpStream::connect` takes them.
-    host: String,
-    port: u16,
+    address: UpstreamAddress,
     connect_timeout: Duration,
     idle_timeout: Duration,
     /// TLS settings, for an https upstream.
@@ -100,18 +117,16 @@ pub enum UpstreamError {
 pub type Sent = Result<(Response<IncomingBody<UpstreamStream>>, Lease), UpstreamError>;
 
 impl UpstreamPool {
-    /// A pool of connections to `host:port`, over TLS with `tls`.
+    /// A pool of connections to `address`, over TLS with `tls`.
     pub fn new(
-        host: String,
-        port: u16,
+        address: UpstreamAddress,
         connect_timeout: Duration,
         idle_timeout: Duration,
         tls: Option<UpstreamTls>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                host,
-                port,
+                address,
                 connect_timeout,
                 idle_timeout,
                 tls,
@@ -177,8 +192,7 @@ impl UpstreamPool {
                     _ if nothing_written && idle_for.is_some() => {}
                     SendError::ClosedBeforeResponse(_) if replayable => {
                         tracing::debug!(
-                            host = %self.shared.host,
-                            port = self.shared.port,
+                            address = %self.shared.address,
                             "an idle upstream connection closed under a request; sending it again"
                         );
                         replayed = true;
@@ -189,6 +203,11 @@ impl UpstreamPool {
         }
     }
 
+    /// Where the pool dials.
+    pub fn address(&self) -> &UpstreamAddress {
+        &self.shared.address
+    }
+
     /// The TLS settings, for an https upstream.
     pub fn tls(&self) -> Option<&UpstreamTls> {
         self.shared.tls.as_ref()
@@ -197,8 +216,16 @@ impl UpstreamPool {
     async fn connect(&self) -> Result<Pooled, UpstreamError> {
         let shared = &self.shared;
         let connected = tokio::time::timeout(shared.connect_timeout, async {
-            let address = (shared.host.as_str(), shared.port);
-            let stream = TcpStream::connect(address)
+            let (host, port) = match &shared.address {
+                UpstreamAddress::Tcp { host, port } => (host.as_str(), *port),
+                UpstreamAddress::Unix(path) => {
+                    let stream = UnixStream::connect(path)
+                        .await
+                        .map_err(UpstreamError::Connect)?;
+                    return Ok(UpstreamStream::Unix(stream));
+                }
+            };
+            let stream = TcpStream::connect((host, port))
                 .await
                 .map_err(UpstreamError::Connect)?;
             // Small requests and responses go out at once, not after Nagle's delay.
@@ -215,20 +242,18 @@ impl UpstreamPool {
             Ok(stream) => stream?,
             Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(shared.connect_timeout)),
         };
-        tracing::debug!(
-            host = %shared.host,
-            port = shared.port,
-            "opened a connection to the upstream"
-        );
+        tracing::debug!(address = %shared.address, "opened a connection to the upstream");
         Ok(Connection::new(stream, RESPONSE_BUFFER))
     }
 }
 
-/// A connection to an upstream: TCP, or TLS over it for an https upstream.
+/// A connection to an upstream: TCP, TLS over it for an https upstream, or a
+/// Unix-domain socket.
 #[derive(Debug)]
 pub enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
 }
 
 impl UpstreamStream {
@@ -236,12 +261,12 @@ impl UpstreamStream {
     /// failed): the socket has become readable since the last read drained it. Asked
     /// of the reactor's readiness, without a system call.
     fn closed_while_idle(&self) -> bool {
-        let tcp = match self {
-            Self::Plain(stream) => stream,
-            Self::Tls(stream) => stream.get_ref().0,
-        };
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        tcp.poll_read_ready(&mut cx).is_ready()
+        match self {
+            Self::Plain(stream) => stream.poll_read_ready(&mut cx).is_ready(),
+            Self::Tls(stream) => stream.get_ref().0.poll_read_ready(&mut cx).is_ready(),
+            Self::Unix(stream) => stream.poll_read_ready(&mut cx).is_ready(),
+        }
     }
 }
 
@@ -254,6 +279,7 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Self::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
@@ -267,6 +293,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Self::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
@@ -278,6 +305,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
             Self::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Self::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -285,6 +313,7 @@ impl AsyncWrite for UpstreamStream {
         match self {
             Self::Plain(stream) => stream.is_write_vectored(),
             Self::Tls(stream) => stream.is_write_vectored(),
+            Self::Unix(stream) => stream.is_write_vectored(),
         }
     }
 
@@ -292,6 +321,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
             Self::Tls(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Unix(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
@@ -299,6 +329,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 }

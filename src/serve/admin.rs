@@ -39,6 +39,7 @@ use crate::http;
 use crate::idle::LastActivity;
 use crate::metrics::Metrics;
 use crate::proxy::health::{Health, UpstreamHealth};
+use crate::proxy::pool::UpstreamAddress;
 use crate::proxy::route::UpstreamTarget;
 use crate::reload::Reloader;
 use crate::serve::status_page::{self, TrafficSampler};
@@ -451,9 +452,12 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
         .iter()
         .map(|(name, upstream)| {
             let target = match &upstream.target {
-                UpstreamTarget::Http(http) => {
-                    format!("http://{}{}", http.authority, http.base_path)
-                }
+                UpstreamTarget::Http(http) => match http.pool.address() {
+                    address @ UpstreamAddress::Unix(_) => address.to_string(),
+                    UpstreamAddress::Tcp { .. } => {
+                        format!("http://{}{}", http.authority, http.base_path)
+                    }
+                },
                 UpstreamTarget::Echo => "builtin:echo".to_owned(),
             };
             (name.clone(), json!(target))
