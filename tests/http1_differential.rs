@@ -170,6 +170,25 @@ fn max_header_size_is_exact_in_both() {
     assert_same(&padded_head(20_001)[..19_999], 20_000);
 }
 
+#[test]
+fn a_malformed_byte_hyper_never_parsed_is_400_here_and_431_there() {
+    // A second head over the limit, folded within it and without an empty line within
+    // it: the engine finds the fold in its window; hyper reads on past the fold without
+    // parsing, no empty line having come, until its buffer is full. `agree` allows it.
+    let mut bytes = padded_head(4099);
+    let second = padded_head(8193);
+    let fold = 5637;
+    bytes.extend_from_slice(&second[..fold]);
+    bytes.extend_from_slice(b"\r\nX-Folded: a\r\n b");
+    bytes.extend_from_slice(&second[fold..second.len() - 4 - 17]);
+    bytes.extend_from_slice(b"\r\n\r\n");
+    let [(_, scanned), (_, served), (_, reference)] = all(&bytes, MAX_HEADER_SIZE);
+    assert_eq!(scanned.refused, Some(400));
+    assert_eq!(served.refused, Some(400));
+    assert_eq!(reference.refused, Some(431));
+    assert_same(&bytes, MAX_HEADER_SIZE);
+}
+
 // ---------------------------------------------------------------------------------------
 // Generated streams
 // ---------------------------------------------------------------------------------------
