@@ -1,8 +1,12 @@
-//! hyper's HTTP/1.1 server as the reference for fluxlit's engine (`fluxlit::http1`):
-//! the same bytes through both, and what each makes of them in one comparable form.
+//! hyper's HTTP/1.1 server and client as the reference for fluxlit's engine
+//! (`fluxlit::http1`): the same bytes through both, and what each makes of them in one
+//! comparable form. The engine is read two ways: by its parsers over the whole stream
+//! (`scan`, `scan_response`) and by its serving path, its server or client on one end
+//! of an in-memory pipe, the way a connection meets the bytes.
 //!
-//! Shared by `tests/http1_differential.rs` and the `http1_request` fuzz target (which
-//! includes this file by path), so both hold the engine to the same reference.
+//! Shared by `tests/http1_differential.rs` and the `http1_request` and `http1_response`
+//! fuzz targets (which include this file by path), so all hold the engine to the same
+//! reference.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,19 +59,40 @@ pub fn engine(bytes: &[u8], max_header_size: usize) -> Outcome {
     Outcome { requests, refused }
 }
 
-/// Whether the two outcomes agree. One difference is by design: the engine judges a
-/// head on its first `max_header_size` bytes (431 if they hold no complete head and
-/// nothing malformed), while hyper parses whatever its last read left in its buffer, and
-/// answers 400 for a malformed byte further on if a read brought it in before its buffer
-/// was full. Both refuse; the engine's answer does not depend on how the bytes arrived.
+/// Whether the two outcomes agree: the same requests, and the same refusal or one of
+/// two refusals that differ by design. The engine judges a head on its first
+/// `max_header_size` bytes, whole, however they arrived: 400 if they hold a malformed
+/// byte, else 431 if they hold no complete head. hyper judges whatever its buffer holds
+/// when it parses, and it parses only when a read brought the first bytes of a head or
+/// an empty line (`is_complete_fast` in hyper's `proto/h1/role.rs`); otherwise it reads
+/// on, and answers 431 once its buffer is full. So:
+///
+/// - the engine 431, hyper 400: a malformed byte past the engine's window that one of
+///   hyper's reads brought in before its buffer was full (the engine, given room,
+///   finds it too);
+/// - the engine 400, hyper 431: a malformed byte within the window that hyper never
+///   looked at, no empty line coming before its buffer was full (hyper, given room,
+///   does not answer 431).
+///
+/// Both refuse the same head and close; only the status says which rule fired first,
+/// and the engine's does not depend on how the bytes arrived.
 pub fn agree(bytes: &[u8], ours: &Outcome, reference: &Outcome) -> bool {
+    /// Room for any head of the streams these tests and the fuzz targets make.
+    const ROOM: usize = 1 << 20;
     if ours == reference {
         return true;
     }
-    ours.requests == reference.requests
-        && ours.refused == Some(431)
-        && reference.refused == Some(400)
-        && engine(bytes, 1 << 20).refused == Some(400)
+    if ours.requests != reference.requests {
+        return false;
+    }
+    match (ours.refused, reference.refused) {
+        (Some(431), Some(400)) => engine(bytes, ROOM).refused == Some(400),
+        (Some(400), Some(431)) => {
+            let roomy = block_on(hyper(bytes, ROOM));
+            roomy.requests == ours.requests && matches!(roomy.refused, Some(400) | None)
+        }
+        _ => false,
+    }
 }
 
 /// What hyper's HTTP/1.1 server makes of `bytes`, configured as the gateway configures
@@ -133,6 +158,63 @@ pub async fn hyper(bytes: &[u8], max_header_size: usize) -> Outcome {
     }
 }
 
+/// What the engine's server (`fluxlit::http1::server::serve`) makes of `bytes`, over an
+/// in-memory pipe as [`hyper`] is run, with a handler that does what the reference
+/// service does: each body read whole, 200, or 418 and `Connection: close` to a
+/// `CONNECT` or after a body that failed.
+pub async fn engine_server(bytes: &[u8], max_header_size: usize) -> Outcome {
+    use fluxlit::http1::server::{self as engine_server, GracefulStop, RequestBody, Settings};
+
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (client, server_io) = tokio::io::duplex(1 << 16);
+    let handler = |request: Request<RequestBody>| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let method = request.method().clone();
+            let target = request.uri().to_string();
+            let body = request.into_body().collect().await.ok();
+            let whole = body.is_some();
+            if let Ok(mut seen) = seen.lock() {
+                let body = body.map(|body| body.to_bytes().to_vec());
+                seen.push((method.to_string(), target, body));
+            }
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+            if method == Method::CONNECT || !whole {
+                *response.status_mut() = StatusCode::IM_A_TEAPOT;
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
+    };
+    let stop = GracefulStop::default();
+    let settings = Settings { max_header_size };
+    let connection = engine_server::serve(server_io, settings, &stop, handler);
+    let (mut reader, mut writer) = tokio::io::split(client);
+    let write = async {
+        let _ = writer.write_all(bytes).await;
+        let _ = writer.shutdown().await;
+    };
+    let mut output = Vec::new();
+    let read = reader.read_to_end(&mut output);
+    let (_, _, _) = tokio::join!(
+        async {
+            // `serve` owns the server's end of the pipe and drops it when it returns,
+            // which ends the read.
+            let _ = connection.await;
+        },
+        write,
+        read
+    );
+    let requests = seen.lock().map(|seen| seen.clone()).unwrap_or_default();
+    Outcome {
+        requests,
+        refused: refusal(&output),
+    }
+}
+
 /// The status of the refusal hyper answered with, if any: a status its service never
 /// sends (the service sends 200 and 418; hyper itself 100 before a body).
 fn refusal(output: &[u8]) -> Option<u16> {
@@ -182,23 +264,7 @@ pub async fn hyper_response(
         .handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(client_io))
         .await
         .ok()?;
-    let (mut server_read, mut server_write) = tokio::io::split(server_io);
-    let input = bytes.to_vec();
-    let server = async move {
-        // The request head first, then the answer, then the end of the connection.
-        let mut head = Vec::new();
-        let mut buffer = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match server_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buffer[..n]),
-            }
-        }
-        let _ = server_write.write_all(&input).await;
-        let _ = server_write.shutdown().await;
-        // Keep the read side open until the client is done.
-        let _ = server_read.read(&mut buffer).await;
-    };
+    let server = upstream(server_io, bytes.to_vec());
     let request = Request::builder()
         .method(method.clone())
         .uri("/")
@@ -219,6 +285,56 @@ pub async fn hyper_response(
         exchange
     );
     outcome
+}
+
+/// What the engine's client (`fluxlit::http1::client::Connection`) makes of `bytes` sent
+/// back to one `method` request, over an in-memory pipe as [`hyper_response`] is run:
+/// the request sent, the response's body read whole.
+pub async fn engine_client_response(
+    bytes: &[u8],
+    method: &Method,
+    max_header_size: usize,
+) -> ResponseOutcome {
+    use fluxlit::http1::client::Connection;
+
+    let (client_io, server_io) = tokio::io::duplex(1 << 16);
+    let server = upstream(server_io, bytes.to_vec());
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri("/")
+        .header(http::header::HOST, "upstream")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .ok()?;
+    let exchange = async move {
+        // The connection (and its end of the pipe) goes with the response body, or
+        // with the failure, which lets the upstream's last read end.
+        let response = Connection::new(client_io, max_header_size)
+            .send(&mut request)
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok();
+        Some((status, body.map(|body| body.to_bytes().to_vec())))
+    };
+    let (_, outcome) = tokio::join!(server, exchange);
+    outcome
+}
+
+/// An upstream on `io` that answers the first request head with `answer`, then closes
+/// its side, and keeps reading until the client lets go of the connection.
+async fn upstream(io: tokio::io::DuplexStream, answer: Vec<u8>) {
+    let (mut read, mut write) = tokio::io::split(io);
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match read.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let _ = write.write_all(&answer).await;
+    let _ = write.shutdown().await;
+    let _ = read.read(&mut buffer).await;
 }
 
 /// Runs `future` on a fresh single-threaded runtime, failing after 10 seconds.
