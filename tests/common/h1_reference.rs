@@ -190,7 +190,11 @@ pub async fn engine_server(bytes: &[u8], max_header_size: usize) -> Outcome {
         }
     };
     let stop = GracefulStop::default();
-    let settings = Settings { max_header_size };
+    let settings = Settings {
+        max_header_size,
+        // As the gateway without h2c: the reference is an HTTP/1.1 server only.
+        http2_prior_knowledge: false,
+    };
     let connection = engine_server::serve(server_io, settings, &stop, handler);
     let (mut reader, mut writer) = tokio::io::split(client);
     let write = async {
