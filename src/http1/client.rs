@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -32,7 +32,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::io::{Io, Upgraded};
-use super::request::{HeadError, HeadLimits, HeaderIndex};
+use super::request::{HeadError, HeadLimits, HeaderIndex, header_map};
 use super::response::{ResponseBody, ResponseHead, parse_response};
 use super::{ChunkError, ChunkedDecoder};
 
@@ -484,19 +484,6 @@ fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     let _ = write!(out, "{:x}\r\n", data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
-}
-
-/// The response's fields, as `http` types over the head's bytes (not copied).
-fn header_map(head: &Bytes, fields: &[HeaderIndex]) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        let name = HeaderName::from_bytes(field.name(head))
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value(head)))
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
 }
 
 #[derive(Debug)]

@@ -48,6 +48,23 @@ impl HeaderIndex {
     }
 }
 
+/// A head's fields as `http` types over the head's bytes (the values not copied), from
+/// the positions a parse found; request and response heads alike.
+pub(super) fn header_map(
+    head: &bytes::Bytes,
+    fields: &[HeaderIndex],
+) -> Result<http::HeaderMap, HeadError> {
+    let mut headers = http::HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name(head))
+            .map_err(|_| HeadError::Malformed("invalid header name"))?;
+        let value = http::HeaderValue::from_maybe_shared(head.slice_ref(field.value(head)))
+            .map_err(|_| HeadError::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 /// How the body that follows a head is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLength {

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
@@ -36,7 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::io::{Io, Upgraded};
 use super::request::{
-    BodyLength, HTTP2_PREFACE, HeadError, HeadLimits, HeaderIndex, RequestHead, parse_request,
+    BodyLength, HTTP2_PREFACE, HeadError, HeadLimits, HeaderIndex, RequestHead, header_map,
+    parse_request,
 };
 use super::{ChunkError, ChunkedDecoder};
 
@@ -716,19 +717,6 @@ async fn read_more<R: AsyncRead + Unpin>(read: &mut R, buf: &mut BytesMut) -> io
     read.read_buf(&mut buf.limit(READ_CHUNK)).await
 }
 
-/// The request's header fields, as `http` types over the head's bytes (not copied).
-fn header_map(head: &Bytes, fields: &[HeaderIndex]) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        let name = HeaderName::from_bytes(field.name(head))
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value(head)))
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
 /// How a response's body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -1043,6 +1031,7 @@ impl BodyFeed {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test stops on a failed setup")]
 mod tests {
+    use http::header::{HeaderName, HeaderValue};
     use http_body_util::{Empty, Full, StreamBody};
 
     use super::*;
