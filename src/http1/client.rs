@@ -5,7 +5,7 @@
 //! client spends per request).
 //!
 //! The rules are hyper's client's, which the pool used before (the differential tests
-//! hold the parser to it): a request body is framed by the request's own
+//! hold the parser and this client to it): a request body is framed by the request's own
 //! `Content-Length` or `Transfer-Encoding`, else by the body's known length, else
 //! chunked (never for `GET`, `HEAD` or `CONNECT`, whose body is not sent); interim 1xx
 //! responses are skipped; a 101 hands the connection over. While a body is uploaded the

@@ -7,9 +7,11 @@
 //! framing of the body is decided from them once ([`BodyLength`]), and a chunked body
 //! is decoded as it arrives ([`ChunkedDecoder`]), telling where its data lies so that
 //! it can be passed on without a copy. [`scan`] puts these together over a byte stream
-//! the way a connection reads: it is what the differential tests
-//! (`tests/http1_differential.rs`, the `http1_request` fuzz target) hold against hyper,
-//! which must find the same messages and refuse the same bytes.
+//! the way a connection reads: it and [`server::serve`] are what the differential
+//! tests (`tests/http1_differential.rs`, the `http1_request` fuzz target) hold against
+//! hyper's server, which must find the same messages and refuse the same bytes; the
+//! `http1_response` target does the same for [`scan_response`] and [`client`] against
+//! hyper's client.
 //!
 //! Nothing here knows the gateway: a leaf, like `http.rs`.
 

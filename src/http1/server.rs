@@ -4,7 +4,8 @@
 //! passed through, then the next request, in order.
 //!
 //! The rules are hyper's where hyper served this listener before (the smuggling corpus
-//! and the proxy tests pin them): the same answers to a refused head (431, 414, 400,
+//! and the proxy tests pin them, and the differential tests and the `http1_request`
+//! fuzz target run this server beside hyper's on the same bytes): the same answers to a refused head (431, 414, 400,
 //! nothing to an HTTP/2 preface), `100 Continue` sent when the handler first reads a
 //! body the client waits to send, the response framed from its body (`content-length`
 //! when the length is known, `chunked` otherwise, close-delimited for HTTP/1.0), no
