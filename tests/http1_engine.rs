@@ -431,3 +431,30 @@ fn h2c_on_a_tls_listener_is_a_validation_error() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("server.h2c"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_h2c_preface_that_arrives_in_two_pieces_is_still_http2() {
+    let upstream = spawn_recording_upstream("app").await;
+    let config = ConfigText::new()
+        .server("h2c = true")
+        .upstream("app", upstream)
+        .route("app", "/", "app");
+    let gateway = TestGateway::start(config).await;
+    let mut stream = connect(&gateway).await;
+    // The preface's request line alone parses as an HTTP/1.x line with a version the
+    // gateway does not speak: judged then, it would be a 400.
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The rest of the preface and an empty SETTINGS frame.
+    stream
+        .write_all(b"\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // The server's own preface is a SETTINGS frame (type 4 on stream 0), not "HTTP/1.1".
+    let mut head = [0u8; 9];
+    within("the server's SETTINGS", stream.read_exact(&mut head))
+        .await
+        .unwrap();
+    assert_eq!(head[3], 0x04, "not a SETTINGS frame: {head:?}");
+    assert_eq!(&head[5..9], &[0, 0, 0, 0], "not on stream 0: {head:?}");
+}

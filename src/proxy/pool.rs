@@ -36,7 +36,6 @@ use tokio_rustls::client::TlsStream;
 
 use super::limits::LimitedBody;
 use super::upstream_tls::UpstreamTls;
-use crate::http1::Upgraded;
 use crate::http1::client::{self, Connection, Failure, IncomingBody, SendError};
 
 type Pooled = Box<Connection<UpstreamStream>>;
@@ -424,11 +423,6 @@ impl UpstreamBody {
     /// `lease` is `None` when the connection must not be reused.
     pub fn new(body: IncomingBody<UpstreamStream>, lease: Option<Lease>) -> Self {
         Self { body, lease }
-    }
-
-    /// The connection of a `101`, for a tunnel.
-    pub fn upgrade(body: IncomingBody<UpstreamStream>) -> Option<Upgraded> {
-        body.upgrade()
     }
 
     fn release(&mut self) {

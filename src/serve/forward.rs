@@ -649,7 +649,7 @@ impl Proxy {
             let message = "the upstream switched protocols without being asked to";
             return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
         };
-        let Some(upstream_upgrade) = UpstreamBody::upgrade(body) else {
+        let Some(upstream_upgrade) = body.upgrade() else {
             let message = "the upstream's connection could not be taken over";
             return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
         };
