@@ -25,11 +25,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use fluxlit::auth::secrets::ProcessEnvironment;
 use fluxlit::build::compile_and_build;
 use fluxlit::compile::CompileContext;
 use fluxlit::config::{self, CheckedConfig, ConfigSource, SourceHash};
+use fluxlit::http1::HeaderLines;
+use fluxlit::http1::server::Reply;
 use fluxlit::metrics::Metrics;
 use fluxlit::proxy::headers::{self, RequestContext};
 use fluxlit::proxy::route::UpstreamTarget;
@@ -174,22 +177,12 @@ fn browser_request() -> HeaderMap {
 }
 
 /// What a FastAPI/uvicorn upstream typically answers with.
-fn upstream_response() -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in [
-        ("date", "Tue, 29 Oct 2024 10:00:00 GMT"),
-        ("server", "uvicorn"),
-        ("content-length", "1024"),
-        ("content-type", "application/json"),
-        ("connection", "keep-alive"),
-        ("keep-alive", "timeout=5"),
-    ] {
-        map.append(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
-    }
-    map
+/// A uvicorn response head, as the engine's client hands it on.
+fn upstream_response() -> HeaderLines {
+    let head = "HTTP/1.1 200 OK\r\ndate: Tue, 29 Oct 2024 10:00:00 GMT\r\nserver: uvicorn\r\n\
+                content-length: 1024\r\ncontent-type: application/json\r\n\
+                connection: keep-alive\r\nkeep-alive: timeout=5\r\n\r\n";
+    HeaderLines::from_response_head(Bytes::from_static(head.as_bytes())).unwrap()
 }
 
 fn header_pipeline(c: &mut Criterion) {
@@ -253,14 +246,18 @@ fn header_pipeline(c: &mut Criterion) {
     let response = upstream_response();
     group.bench_function("response", |b| {
         b.iter_batched_ref(
-            || response.clone(),
-            |headers| {
-                headers::clean_response_headers(headers, false);
-                headers::add_response_headers(
-                    headers,
+            || Reply {
+                response: http::Response::new(()),
+                lines: response.clone(),
+                declared_length: Some(1024),
+            },
+            |reply| {
+                headers::finish_response(
+                    reply,
                     &snapshot.headers,
                     Some(&route),
                     &request_id,
+                    false,
                 );
             },
             BatchSize::SmallInput,

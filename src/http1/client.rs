@@ -25,14 +25,15 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header;
-use http::{Method, Request, Response};
+use http::{Method, Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::io::{Io, Upgraded};
-use super::request::{HeadError, HeadLimits, HeaderIndex, header_map};
+use super::lines::HeaderLines;
+use super::request::{HeadError, HeadLimits, HeaderIndex};
 use super::response::{ResponseBody, ResponseHead, parse_response};
 use super::{ChunkError, ChunkedDecoder};
 
@@ -80,6 +81,19 @@ pub enum BodyError {
     Upload(#[source] SendError),
 }
 
+/// A final response: its head, the header lines as the upstream sent them (nothing
+/// copied), and the body, which reads from the connection.
+#[derive(Debug)]
+pub struct Received<I> {
+    pub status: StatusCode,
+    pub version: Version,
+    pub lines: HeaderLines,
+    /// The length the upstream's `Content-Length` states, when it frames the message
+    /// ([`super::ResponseHead::declared_length`]).
+    pub declared_length: Option<u64>,
+    pub body: IncomingBody<I>,
+}
+
 /// One connection to an upstream, between requests.
 #[derive(Debug)]
 pub struct Connection<I> {
@@ -113,11 +127,12 @@ impl<I: Io> Connection<I> {
     /// Sends `request` (its URI in origin form) and reads the final response head. The
     /// request is taken only as far as its body: a failure leaves the rest of it for
     /// another try. The response's body reads from this connection, which it hands back
-    /// once read to the end ([`IncomingBody::reusable`]).
+    /// once read to the end ([`IncomingBody::reusable`]). The head's lines are checked
+    /// as a `HeaderMap` would check them, not turned into one.
     pub async fn send<B>(
         mut self: Box<Self>,
         request: &mut Request<B>,
-    ) -> Result<Response<IncomingBody<I>>, Failure>
+    ) -> Result<Received<I>, Failure>
     where
         B: Body<Data = Bytes> + Default + Unpin + Send + 'static,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -140,10 +155,13 @@ impl<I: Io> Connection<I> {
         let method = request.method().clone();
         let head = self.read_head(&method).await?;
         let head_bytes = self.buf.split_to(head.len).freeze();
-        let headers = header_map(&head_bytes, &self.fields).map_err(|error| Failure {
-            error: SendError::Head(error),
-            nothing_written: false,
-        })?;
+        let lines =
+            HeaderLines::new(head_bytes, std::mem::take(&mut self.fields)).map_err(|error| {
+                Failure {
+                    error: SendError::Head(error),
+                    nothing_written: false,
+                }
+            })?;
         let closes_after =
             !head.keep_alive || !body_sent || super::server::connection_close(request.headers());
         let reading = match head.body {
@@ -164,17 +182,19 @@ impl<I: Io> Connection<I> {
                 state: upload,
             })
         });
-        let mut response = Response::new(IncomingBody {
-            connection: Some(self),
-            reading,
-            reusable,
-            upgrade: head.upgrade,
-            upload: rest,
-        });
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
-        *response.headers_mut() = headers;
-        Ok(response)
+        Ok(Received {
+            status: head.status,
+            version: head.version,
+            lines,
+            declared_length: head.declared_length,
+            body: IncomingBody {
+                connection: Some(self),
+                reading,
+                reusable,
+                upgrade: head.upgrade,
+                upload: rest,
+            },
+        })
     }
 
     /// Writes what `out` holds.

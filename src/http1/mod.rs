@@ -19,12 +19,14 @@ pub mod chunked;
 pub mod client;
 mod fields;
 pub mod io;
+pub mod lines;
 pub mod request;
 pub mod response;
 pub mod server;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use io::{Io, Upgraded};
+pub use lines::HeaderLines;
 pub use request::{
     BodyLength, HeadError, HeadLimits, HeaderIndex, MAX_HEADERS, MAX_TARGET_LEN, RequestHead,
     parse_request,

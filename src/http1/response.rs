@@ -43,6 +43,10 @@ pub struct ResponseHead {
     pub keep_alive: bool,
     /// A 101, or a 2xx to `CONNECT`: the connection now belongs to a tunnel.
     pub upgrade: bool,
+    /// The length every `Content-Length` states, when they agree and no
+    /// `Transfer-Encoding` overrides them, whether or not a body follows (the length a
+    /// response to `HEAD` or a 304 announces).
+    pub declared_length: Option<u64>,
 }
 
 impl ResponseHead {
@@ -164,6 +168,11 @@ pub fn parse_response(
         body,
         keep_alive: keep_alive && !upgrade,
         upgrade,
+        declared_length: if last_coding.is_none() {
+            length.flatten()
+        } else {
+            None
+        },
     }))
 }
 

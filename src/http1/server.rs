@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::io::{Io, Upgraded};
+use super::lines::HeaderLines;
 use super::request::{
     BodyLength, HTTP2_PREFACE, HeadError, HeadLimits, HeaderIndex, RequestHead, header_map,
     parse_request,
@@ -68,6 +69,69 @@ pub struct Settings {
     /// A connection that opens with the HTTP/2 preface is handed back from [`serve`]
     /// for an HTTP/2 server (h2c with prior knowledge); without it, it is closed.
     pub http2_prior_knowledge: bool,
+}
+
+/// A response as the engine writes it: the `http` response (status, the headers the
+/// handler sets, the body) and, for a response passed on from an upstream, that
+/// upstream's header lines, written as they came, before the response's own headers.
+/// The engine frames the body itself: framing fields in either are not written.
+#[derive(Debug)]
+pub struct Reply<B> {
+    pub response: Response<B>,
+    pub lines: HeaderLines,
+    /// The length the upstream declared (what a response to `HEAD` or a 304
+    /// announces); else the response's own `content-length` is read.
+    pub declared_length: Option<u64>,
+}
+
+impl<B> From<Response<B>> for Reply<B> {
+    fn from(response: Response<B>) -> Self {
+        Self {
+            response,
+            lines: HeaderLines::default(),
+            declared_length: None,
+        }
+    }
+}
+
+impl<B> Reply<B> {
+    pub fn map<C>(self, f: impl FnOnce(B) -> C) -> Reply<C> {
+        Reply {
+            response: self.response.map(f),
+            lines: self.lines,
+            declared_length: self.declared_length,
+        }
+    }
+
+    /// The reply as one `http` response (for HTTP/2): the lines become headers, and
+    /// the declared length a canonical `content-length` unless the response has one.
+    pub fn into_response(self) -> Response<B> {
+        if self.lines.is_empty() && self.declared_length.is_none() {
+            return self.response;
+        }
+        let (mut parts, body) = self.response.into_parts();
+        let own = std::mem::take(&mut parts.headers);
+        parts.headers = self.lines.to_header_map();
+        parts.headers.reserve(own.len());
+        let mut name = None;
+        for (next, value) in own {
+            // `None` is the same name again (the map's iteration of repeated names).
+            if let Some(next) = next {
+                name = Some(next);
+            }
+            if let Some(name) = &name {
+                parts.headers.append(name.clone(), value);
+            }
+        }
+        if let Some(length) = self.declared_length
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+        }
+        Response::from_parts(parts, body)
+    }
 }
 
 /// Asks a connection to finish the request it is serving, then close: at once if it is
@@ -271,7 +335,7 @@ impl Future for OnUpgrade {
 /// client closes it between requests, a request or response allows no other after it,
 /// `stop` is asked between requests, or the connection fails. A connection that opens
 /// with the HTTP/2 preface comes back, unread, when the settings allow it.
-pub async fn serve<I, H, F, B>(
+pub async fn serve<I, H, F, R, B>(
     io: I,
     settings: Settings,
     stop: &GracefulStop,
@@ -280,7 +344,8 @@ pub async fn serve<I, H, F, B>(
 where
     I: Io,
     H: FnMut(Request<RequestBody>) -> F,
-    F: Future<Output = Response<B>>,
+    F: Future<Output = R>,
+    R: Into<Reply<B>>,
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
@@ -412,7 +477,7 @@ impl<I: Io> Connection<I> {
     }
 
     /// One request: handed to the handler with its body, its response written.
-    async fn exchange<H, F, B>(
+    async fn exchange<H, F, R, B>(
         &mut self,
         head: RequestHead,
         stop: &GracefulStop,
@@ -420,7 +485,8 @@ impl<I: Io> Connection<I> {
     ) -> Result<After, ServeError>
     where
         H: FnMut(Request<RequestBody>) -> F,
-        F: Future<Output = Response<B>>,
+        F: Future<Output = R>,
+        R: Into<Reply<B>>,
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
@@ -499,6 +565,11 @@ impl<I: Io> Connection<I> {
             }
         };
 
+        let Reply {
+            response,
+            lines,
+            declared_length,
+        } = response.into();
         let (parts, mut body) = response.into_parts();
         let version = head.version;
         let mut keep_alive = head.keep_alive && !stop.asked();
@@ -513,18 +584,19 @@ impl<I: Io> Connection<I> {
         {
             self.out.clear();
             write_status_line(&mut self.out, parts.status, version);
-            write_fields(&mut self.out, &parts.headers, Framing::Upgrade);
+            write_fields(&mut self.out, &lines, &parts.headers, Framing::Upgrade);
             self.out.extend_from_slice(b"\r\n");
             self.write.write_all(&self.out).await?;
             self.write.flush().await?;
             return Ok(After::Upgraded(to));
         }
-        let framing = framing(&head.method, &parts, &body, version);
+        let declared = declared_length.or_else(|| declared_length_of(&parts.headers));
+        let framing = framing(&head.method, parts.status, declared, &body, version);
         let closes =
             !keep_alive || framing == Framing::UntilClose || connection_close(&parts.headers);
         self.out.clear();
         write_status_line(&mut self.out, parts.status, version);
-        write_fields(&mut self.out, &parts.headers, framing);
+        write_fields(&mut self.out, &lines, &parts.headers, framing);
         if closes && version == Version::HTTP_11 && !parts.headers.contains_key(header::CONNECTION)
         {
             self.out.extend_from_slice(b"connection: close\r\n");
@@ -734,27 +806,20 @@ enum Framing {
 }
 
 /// How the body of a response to `method` is framed: from the body's own length when
-/// it knows it, from the response's `content-length`, else chunked (HTTP/1.1) or until
-/// the connection closes (HTTP/1.0).
+/// it knows it, from the length the response declares, else chunked (HTTP/1.1) or
+/// until the connection closes (HTTP/1.0).
 fn framing<B: Body>(
     method: &Method,
-    parts: &http::response::Parts,
+    status: StatusCode,
+    declared: Option<u64>,
     body: &B,
     version: Version,
 ) -> Framing {
-    let status = parts.status;
-    let declared = || {
-        parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<u64>().ok())
-    };
     if status.is_informational() || status == StatusCode::NO_CONTENT {
         return Framing::Bodiless { length: None };
     }
     if status == StatusCode::NOT_MODIFIED {
-        return Framing::Bodiless { length: declared() };
+        return Framing::Bodiless { length: declared };
     }
     let known = if body.is_end_stream() {
         Some(0)
@@ -762,14 +827,22 @@ fn framing<B: Body>(
         body.size_hint().exact()
     };
     if method == Method::HEAD {
-        let length = declared().or(known.filter(|length| *length > 0));
+        let length = declared.or(known.filter(|length| *length > 0));
         return Framing::Bodiless { length };
     }
-    match known.or_else(declared) {
+    match known.or(declared) {
         Some(length) => Framing::Length(length),
         None if version == Version::HTTP_10 => Framing::UntilClose,
         None => Framing::Chunked,
     }
+}
+
+/// The length a response's own `content-length` states.
+fn declared_length_of(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
 }
 
 /// Whether the response's own `Connection` says `close` (the gateway's refusals of a
@@ -799,10 +872,29 @@ fn write_status_line(out: &mut Vec<u8>, status: StatusCode, version: Version) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The response's fields, its framing fields replaced by those of `framing`, and a
-/// `date` if it has none.
-fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap, framing: Framing) {
+/// The response's fields (an upstream's lines, then the response's own headers), their
+/// framing fields replaced by those of `framing`, and a `date` if neither has one.
+fn write_fields(out: &mut Vec<u8>, lines: &HeaderLines, headers: &HeaderMap, framing: Framing) {
     let mut dated = false;
+    for (name, value) in lines.iter() {
+        // Names of 14 and 17 bytes, then which: most lines are ruled out by length.
+        let framing_field = match name.len() {
+            14 => name.eq_ignore_ascii_case(b"content-length"),
+            17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+            4 => {
+                dated |= name.eq_ignore_ascii_case(b"date");
+                false
+            }
+            _ => false,
+        };
+        if framing_field {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
@@ -1037,17 +1129,18 @@ mod tests {
 
     use super::*;
 
-    fn parts(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
-        let mut response = Response::new(());
-        *response.status_mut() = StatusCode::from_u16(status).unwrap();
-        for (name, value) in headers {
-            response.headers_mut().append(
+    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        response.into_parts().0
+        headers
     }
+
+    const OK: StatusCode = StatusCode::OK;
 
     type Stream = StreamBody<futures_util::stream::Empty<Result<Frame<Bytes>, io::Error>>>;
 
@@ -1058,52 +1151,65 @@ mod tests {
     #[test]
     fn a_body_is_framed_by_its_length_else_chunked_else_until_close() {
         let full = Full::new(Bytes::from_static(b"hello"));
-        let ok = parts(200, &[]);
         assert_eq!(
-            framing(&Method::GET, &ok, &full, Version::HTTP_11),
+            framing(&Method::GET, OK, None, &full, Version::HTTP_11),
             Framing::Length(5)
         );
         assert_eq!(
-            framing(&Method::GET, &ok, &Empty::<Bytes>::new(), Version::HTTP_11),
+            framing(
+                &Method::GET,
+                OK,
+                None,
+                &Empty::<Bytes>::new(),
+                Version::HTTP_11
+            ),
             Framing::Length(0)
         );
         let stream = unknown_length();
         assert_eq!(
-            framing(&Method::GET, &ok, &stream, Version::HTTP_11),
+            framing(&Method::GET, OK, None, &stream, Version::HTTP_11),
             Framing::Chunked
         );
         assert_eq!(
-            framing(&Method::GET, &ok, &stream, Version::HTTP_10),
+            framing(&Method::GET, OK, None, &stream, Version::HTTP_10),
             Framing::UntilClose
         );
-        let declared = parts(200, &[("content-length", "12")]);
         assert_eq!(
-            framing(&Method::GET, &declared, &stream, Version::HTTP_10),
+            framing(&Method::GET, OK, Some(12), &stream, Version::HTTP_10),
             Framing::Length(12)
         );
     }
 
     #[test]
     fn head_and_304_keep_the_announced_length_without_a_body_and_204_has_none() {
-        let declared = parts(200, &[("content-length", "12")]);
         let empty = Empty::<Bytes>::new();
         assert_eq!(
-            framing(&Method::HEAD, &declared, &empty, Version::HTTP_11),
+            framing(&Method::HEAD, OK, Some(12), &empty, Version::HTTP_11),
             Framing::Bodiless { length: Some(12) }
         );
         let full = Full::new(Bytes::from_static(b"hello"));
         assert_eq!(
-            framing(&Method::HEAD, &parts(200, &[]), &full, Version::HTTP_11),
+            framing(&Method::HEAD, OK, None, &full, Version::HTTP_11),
             Framing::Bodiless { length: Some(5) }
         );
-        let not_modified = parts(304, &[("content-length", "7")]);
         assert_eq!(
-            framing(&Method::GET, &not_modified, &empty, Version::HTTP_11),
+            framing(
+                &Method::GET,
+                StatusCode::NOT_MODIFIED,
+                Some(7),
+                &empty,
+                Version::HTTP_11
+            ),
             Framing::Bodiless { length: Some(7) }
         );
-        let no_content = parts(204, &[("content-length", "0")]);
         assert_eq!(
-            framing(&Method::GET, &no_content, &empty, Version::HTTP_11),
+            framing(
+                &Method::GET,
+                StatusCode::NO_CONTENT,
+                Some(0),
+                &empty,
+                Version::HTTP_11
+            ),
             Framing::Bodiless { length: None }
         );
     }
@@ -1111,21 +1217,43 @@ mod tests {
     #[test]
     fn framing_fields_are_replaced_and_a_date_added() {
         let mut out = Vec::new();
-        let headers = parts(
-            200,
-            &[
-                ("content-length", "99"),
-                ("transfer-encoding", "chunked"),
-                ("x-kept", "yes"),
-            ],
-        )
-        .headers;
-        write_fields(&mut out, &headers, Framing::Length(5));
+        let headers = headers(&[
+            ("content-length", "99"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "yes"),
+        ]);
+        write_fields(
+            &mut out,
+            &HeaderLines::default(),
+            &headers,
+            Framing::Length(5),
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("x-kept: yes\r\ncontent-length: 5\r\ndate: "),
             "{text}"
         );
         assert!(!text.contains("99") && !text.contains("chunked"), "{text}");
+    }
+
+    #[test]
+    fn an_upstreams_lines_are_written_as_sent_before_the_responses_own_headers() {
+        let lines = HeaderLines::from_response_head(Bytes::from_static(
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 005\r\n\
+              Date: Sun, 06 Dec 2026 10:00:00 GMT\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ))
+        .unwrap();
+        let mut out = Vec::new();
+        write_fields(
+            &mut out,
+            &lines,
+            &headers(&[("x-own", "1")]),
+            Framing::Length(5),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Server: up\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\nx-own: 1\r\n\
+             content-length: 5\r\n"
+        );
     }
 }

@@ -1,16 +1,19 @@
 //! Message framing at the edge: the requests refused before anything goes upstream, and
-//! the framing of what is forwarded, derived from how hyper delimited the message rather
+//! the framing of what is forwarded, derived from how the message was delimited rather
 //! than copied from the sender's headers, so the next hop reads exactly one message
 //! where the gateway read one (tests/smuggling.rs is the corpus).
 //!
-//! hyper refuses most ambiguities itself: differing `Content-Length`s, `Content-Length:
-//! +5` or `5, 5`, a `Transfer-Encoding` not ending in `chunked` or sent over HTTP/1.0,
-//! obs-fold, bytes and names the grammar forbids. When `Content-Length` and
-//! `Transfer-Encoding: chunked` come together it reads the body as chunked, drops the
-//! length and closes the connection after the response (RFC 9112 §6.1). What is left is
-//! here.
+//! The HTTP/1.1 engine (and hyper for HTTP/2) refuses most ambiguities itself:
+//! differing `Content-Length`s, `Content-Length: +5` or `5, 5`, a `Transfer-Encoding`
+//! not ending in `chunked` or sent over HTTP/1.0, obs-fold, bytes and names the grammar
+//! forbids. When `Content-Length` and `Transfer-Encoding: chunked` come together it
+//! reads the body as chunked, drops the length and closes the connection after the
+//! response (RFC 9112 §6.1). A response's framing fields are never passed on: the
+//! engine writes the length it read the body by. What is left is here.
 
 use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::http1::HeaderLines;
 use http::{Method, Request};
 use hyper::body::Body;
 
@@ -68,69 +71,23 @@ pub fn frame_upstream_request<B: Body>(client: &HeaderMap, body: &B, out: &mut H
 
 /// Why an upstream response cannot be passed on (a 502), if it cannot: a transfer
 /// coding besides `chunked` would be lost with the hop-by-hop `Transfer-Encoding`.
-pub fn upstream_response_problem(headers: &HeaderMap) -> Option<&'static str> {
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    let first = codings.next()?;
-    let only_chunked = first
-        .to_str()
-        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("chunked"));
+/// (Its `Content-Length` needs no check here: the engine read the body by it, and the
+/// client is sent the length the engine parsed, never the upstream's text.)
+pub fn upstream_response_problem(lines: &HeaderLines) -> Option<&'static str> {
+    let mut codings = lines.iter().filter(|(name, _)| {
+        name.len() == "transfer-encoding".len() && name.eq_ignore_ascii_case(b"transfer-encoding")
+    });
+    let (_, first) = codings.next()?;
+    let only_chunked =
+        std::str::from_utf8(first).is_ok_and(|value| value.trim().eq_ignore_ascii_case("chunked"));
     (!only_chunked || codings.next().is_some())
         .then_some("the upstream answered with a transfer coding other than chunked")
 }
 
-/// Leaves an upstream response with at most one `Content-Length`, in plain digits, and
-/// none beside `Transfer-Encoding` (which hyper read the body by, and which is dropped as
-/// hop-by-hop after this: hyper then frames the body for the client itself).
-pub fn frame_response(headers: &mut HeaderMap) {
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
-        return;
-    };
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-    // The usual case, one length in canonical digits, needs no rewriting.
-    if !chunked && lengths.next().is_none() && is_canonical_length(first.as_bytes()) {
-        return;
-    }
-    let length = if chunked {
-        None
-    } else {
-        single_length(headers)
-    };
-    headers.remove(header::CONTENT_LENGTH);
-    if let Some(length) = length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
-}
-
-/// Digits without leading zeros, short enough for a `u64`.
-fn is_canonical_length(value: &[u8]) -> bool {
-    (1..=19).contains(&value.len())
-        && value.iter().all(u8::is_ascii_digit)
-        && (value[0] != b'0' || value.len() == 1)
-}
-
-/// The one length that every `Content-Length` value states (`5`, `005`, `5, 5`), if
-/// they agree (hyper refused the response otherwise).
-fn single_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.to_str().ok()?.split(',') {
-            let item = item.trim();
-            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let parsed: u64 = item.parse().ok()?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return None;
-            }
-            length = Some(parsed);
-        }
-    }
-    length
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn request_with(headers: &[(&str, &str)]) -> Request<()> {
@@ -175,33 +132,20 @@ mod tests {
     }
 
     #[test]
-    fn response_lengths_are_rewritten_in_plain_digits_or_dropped_beside_chunked() {
-        let mut headers = HeaderMap::new();
-        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("005"));
-        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
-        frame_response(&mut headers);
-        let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-        assert_eq!(lengths, ["5"]);
-
-        for (sent, kept) in [("0012", "12"), ("12", "12"), ("0", "0")] {
-            let mut single = HeaderMap::new();
-            single.insert(header::CONTENT_LENGTH, HeaderValue::from_static(sent));
-            frame_response(&mut single);
-            assert_eq!(single[header::CONTENT_LENGTH], kept, "{sent}");
+    fn an_upstream_coding_other_than_chunked_is_a_problem() {
+        for fine in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\n\r\n",
+        ] {
+            let lines = HeaderLines::from_response_head(Bytes::from_static(fine)).unwrap();
+            assert_eq!(upstream_response_problem(&lines), None);
         }
-
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        frame_response(&mut headers);
-        assert!(!headers.contains_key(header::CONTENT_LENGTH));
-        assert_eq!(upstream_response_problem(&headers), None);
-
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("gzip, chunked"),
-        );
-        assert!(upstream_response_problem(&headers).is_some());
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            let lines = HeaderLines::from_response_head(Bytes::from_static(bad)).unwrap();
+            assert!(upstream_response_problem(&lines).is_some());
+        }
     }
 }

@@ -22,6 +22,8 @@ pub use classes::{HeaderClass, HeaderClasses};
 use super::route::{Route, SecurityHeaderList};
 use crate::auth::Identity;
 use crate::auth::oidc::session::{HOST_SESSION_COOKIE, SESSION_COOKIE};
+use crate::http1::HeaderLines;
+use crate::http1::server::Reply;
 use crate::peer::canonical_ip;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -236,11 +238,6 @@ const fn length_bit(len: usize) -> u64 {
     1 << if len < 63 { len } else { 63 }
 }
 
-/// The options `Connection` lists.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    tokens(headers.get_all(header::CONNECTION).iter())
-}
-
 /// The options these `Connection` values list, as bytes: a value holding obs-text (bytes
 /// above 0x7F) is not valid `str`, and skipping it would forward every name it lists.
 fn tokens<'a>(connection: ValueIter<'a, HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
@@ -315,43 +312,132 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, policy: &HeaderPolicy) 
     client
 }
 
-/// Removes hop-by-hop headers from an upstream response. A `101 Switching Protocols`
-/// keeps `Connection` and `Upgrade`: they are the handshake's answer.
-pub fn clean_response_headers(headers: &mut HeaderMap, switching_protocols: bool) {
-    // Which of the hop-by-hop names are present, from one pass over the names: a
-    // response usually has one of the nine (`Connection`), and a removal hashes the name
-    // whether it is there or not.
-    let present = headers
-        .keys()
-        .filter_map(hop_by_hop_index)
-        .fold(0u16, |bits, index| bits | 1 << index);
-    if present & 1 << CONNECTION_INDEX != 0 {
-        // Names listed in `Connection` besides the hop-by-hop ones removed below (and
-        // `close`, which names no header): usually none, so nothing is allocated.
-        let listed: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|token| !token.eq_ignore_ascii_case(b"close") && !is_hop_by_hop(token))
-            .filter_map(|token| HeaderName::from_bytes(token).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
+/// The response's headers as the client gets them, from one pass over what the
+/// upstream sent ([`Reply::lines`], never turned into a map): hop-by-hop lines and the
+/// names `Connection` lists are dropped (a `101 Switching Protocols` keeps `Connection`
+/// and `Upgrade`: they are the handshake's answer), so are the framing fields (the
+/// engine frames the body from the length the upstream's head was read by) and the
+/// request id header (the gateway's own is set). Then the gateway's headers are added
+/// to the response's own: the request id, and each security header (and HSTS over
+/// HTTPS) the upstream did not set itself — the matched route's list, else the
+/// server's.
+pub fn finish_response<B>(
+    reply: &mut Reply<B>,
+    policy: &HeaderPolicy,
+    route: Option<&Route>,
+    request_id: &HeaderValue,
+    over_https: bool,
+) {
+    let security = route.map_or(&policy.security_headers, |route| &route.security_headers);
+    let hsts = policy.hsts.as_ref().filter(|_| over_https);
+    let switching = reply.response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    // Bit `i`: the upstream set `security[i]` itself. (The lists have a handful of
+    // names; one past the 64th is looked for in the lines instead.)
+    let mut upstream_set = 0u64;
+    let mut upstream_hsts = false;
+    if !reply.lines.is_empty() {
+        let listed = ListedNames::scan(&reply.lines);
+        let request_id_name = policy.request_id.as_str().as_bytes();
+        reply.lines.retain(|name, _| {
+            if let Some(index) = hop_by_hop_position(name) {
+                return switching && (index == CONNECTION_INDEX || index == UPGRADE_INDEX);
+            }
+            if is_framing_field(name)
+                || name.eq_ignore_ascii_case(request_id_name)
+                || listed.lists(name)
+            {
+                return false;
+            }
+            if let Some(index) = security
+                .iter()
+                .position(|(listed, _)| name.eq_ignore_ascii_case(listed.as_str().as_bytes()))
+            {
+                upstream_set |= 1u64.checked_shl(index as u32).unwrap_or(0);
+            }
+            upstream_hsts |= name.eq_ignore_ascii_case(b"strict-transport-security");
+            true
+        });
+    }
+    let lines = &reply.lines;
+    let headers = reply.response.headers_mut();
+    headers.insert(policy.request_id.clone(), request_id.clone());
+    for (index, (name, value)) in security.iter().enumerate() {
+        let set_upstream = match 1u64.checked_shl(index as u32) {
+            Some(bit) => upstream_set & bit != 0,
+            None => lines
+                .iter()
+                .any(|(line, _)| line.eq_ignore_ascii_case(name.as_str().as_bytes())),
+        };
+        if !set_upstream {
+            headers.entry(name).or_insert_with(|| value.clone());
         }
     }
-    for (index, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
-        if present & 1 << index == 0
-            || switching_protocols && (name == header::CONNECTION || name == header::UPGRADE)
-        {
-            continue;
-        }
-        headers.remove(name);
+    if let Some(hsts) = hsts
+        && !upstream_hsts
+    {
+        headers
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
     }
 }
 
-/// Where `name` is in [`HOP_BY_HOP_NAMES`], if it is.
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    if HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()) == 0 {
+/// `Content-Length` or `Transfer-Encoding`, in any case.
+fn is_framing_field(name: &[u8]) -> bool {
+    match name.len() {
+        14 => name.eq_ignore_ascii_case(b"content-length"),
+        17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        _ => false,
+    }
+}
+
+/// The names an upstream response's `Connection` lines list, besides `close` and the
+/// hop-by-hop names (dropped anyway): usually none, so nothing is allocated.
+struct ListedNames {
+    names: Vec<Vec<u8>>,
+    /// Bit `n` for a listed name of length `n`: most names are ruled out by it.
+    lengths: u64,
+}
+
+impl ListedNames {
+    fn scan(lines: &HeaderLines) -> Self {
+        let mut listed = Self {
+            names: Vec::new(),
+            lengths: 0,
+        };
+        for (name, value) in lines.iter() {
+            if hop_by_hop_position(name) != Some(CONNECTION_INDEX) {
+                continue;
+            }
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"close")
+                    && !is_hop_by_hop(token)
+                {
+                    listed.lengths |= length_bit(token.len());
+                    listed.names.push(token.to_vec());
+                }
+            }
+        }
+        listed
+    }
+
+    fn lists(&self, name: &[u8]) -> bool {
+        self.lengths & length_bit(name.len()) != 0
+            && self
+                .names
+                .iter()
+                .any(|listed| listed.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Where a name (any case) is in [`crate::header_sets::HOP_BY_HOP`], if it is.
+fn hop_by_hop_position(name: &[u8]) -> Option<usize> {
+    if HOP_BY_HOP_LENGTHS & length_bit(name.len()) == 0 {
         return None;
     }
-    HOP_BY_HOP_NAMES.iter().position(|hop| hop == name)
+    crate::header_sets::HOP_BY_HOP
+        .iter()
+        .position(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
 }
 
 /// Whether a `Connection` token is a hop-by-hop name, in any case.
@@ -380,25 +466,11 @@ const _: () = assert!(matches!(
     crate::header_sets::HOP_BY_HOP[CONNECTION_INDEX].as_bytes(),
     b"connection"
 ));
-
-/// [`crate::header_sets::HOP_BY_HOP`] as header names, built at compile time rather than
-/// parsed on every response.
-static HOP_BY_HOP_NAMES: [HeaderName; 9] = {
-    use crate::header_sets::HOP_BY_HOP as H;
-    [
-        HeaderName::from_static(H[0]),
-        HeaderName::from_static(H[1]),
-        HeaderName::from_static(H[2]),
-        HeaderName::from_static(H[3]),
-        HeaderName::from_static(H[4]),
-        HeaderName::from_static(H[5]),
-        HeaderName::from_static(H[6]),
-        HeaderName::from_static(H[7]),
-        HeaderName::from_static(H[8]),
-    ]
-};
-// A name added to the list must be added above too (the test below checks the rest).
-const _: () = assert!(crate::header_sets::HOP_BY_HOP.len() == 9);
+const UPGRADE_INDEX: usize = 8;
+const _: () = assert!(matches!(
+    crate::header_sets::HOP_BY_HOP[UPGRADE_INDEX].as_bytes(),
+    b"upgrade"
+));
 
 /// The peer's address as a header value. IPv4, the common case, is written by hand:
 /// `Display` goes through the formatting machinery, a few percent of a request's CPU.
@@ -427,21 +499,6 @@ fn ip_header_value(ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&text[..len]).ok()
 }
 
-/// Adds the gateway's response headers: the request id, and each security header the
-/// upstream did not set itself (the matched route's list, else the server's).
-pub fn add_response_headers(
-    headers: &mut HeaderMap,
-    policy: &HeaderPolicy,
-    route: Option<&Route>,
-    request_id: &HeaderValue,
-) {
-    headers.insert(policy.request_id.clone(), request_id.clone());
-    let security = route.map_or(&policy.security_headers, |route| &route.security_headers);
-    for (name, value) in security.iter() {
-        headers.entry(name).or_insert_with(|| value.clone());
-    }
-}
-
 /// Whether the response goes out over HTTPS: the listener's own TLS, or a trusted
 /// proxy in front that says the client spoke HTTPS to it.
 pub fn is_https(listener_scheme: &str, request: &HeaderMap, peer_trusted: bool) -> bool {
@@ -450,17 +507,6 @@ pub fn is_https(listener_scheme: &str, request: &HeaderMap, peer_trusted: bool) 
             && request
                 .get(&X_FORWARDED_PROTO)
                 .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https")))
-}
-
-/// Adds `Strict-Transport-Security` to a response that goes out over HTTPS, unless the
-/// upstream set it. Over plain HTTP it is never sent: a browser ignores it there, and
-/// a gateway reached by both schemes must not claim HTTPS for the plain one.
-pub fn add_hsts(headers: &mut HeaderMap, policy: &HeaderPolicy, over_https: bool) {
-    if let Some(hsts) = policy.hsts.as_ref().filter(|_| over_https) {
-        headers
-            .entry(header::STRICT_TRANSPORT_SECURITY)
-            .or_insert_with(|| hsts.clone());
-    }
 }
 
 /// The header policy of DESIGN.md, precomputed.
@@ -500,6 +546,8 @@ impl HeaderPolicy {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
@@ -518,10 +566,97 @@ mod tests {
         assert_eq!(ip_header_value(v6).unwrap(), "2001:db8::1");
     }
 
+    /// A policy with one security header, and `x-request-id` as the request id.
+    fn policy() -> HeaderPolicy {
+        HeaderPolicy {
+            trusted_proxies: Vec::new(),
+            classes: HeaderClasses::new([]),
+            request_id: HeaderName::from_static("x-request-id"),
+            remote_user: HeaderName::from_static("x-remote-user"),
+            forwarded_prefix: None,
+            forwarded_host: None,
+            listen_host: HeaderValue::from_static("127.0.0.1:8080"),
+            security_headers: vec![(
+                HeaderName::from_static("x-content-type-options"),
+                HeaderValue::from_static("nosniff"),
+            )]
+            .into(),
+            hsts: Some(HeaderValue::from_static("max-age=60")),
+        }
+    }
+
+    /// What the client is sent for an upstream's `head`, as `name: value` lines: the
+    /// upstream's lines the policy kept, then the gateway's headers.
+    fn finished(head: &'static [u8], over_https: bool) -> Vec<String> {
+        let lines = HeaderLines::from_response_head(Bytes::from_static(head)).unwrap();
+        let status = if head.starts_with(b"HTTP/1.1 101") {
+            101
+        } else {
+            200
+        };
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        let mut reply = Reply {
+            response,
+            lines,
+            declared_length: None,
+        };
+        let id = HeaderValue::from_static("id-1");
+        finish_response(&mut reply, &policy(), None, &id, over_https);
+        let passed = reply.lines.iter().map(|(name, value)| {
+            format!(
+                "{}: {}",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(value)
+            )
+        });
+        let own = reply
+            .response
+            .headers()
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()));
+        passed.chain(own).collect()
+    }
+
     #[test]
-    fn hop_by_hop_names_are_the_header_sets_list() {
-        let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
-        assert_eq!(names, crate::header_sets::HOP_BY_HOP);
+    fn a_response_keeps_its_lines_as_sent_and_gets_the_gateways_headers() {
+        let sent = finished(
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 005\r\nConnection: keep-alive\r\n\
+              Keep-Alive: timeout=5\r\nX-Request-Id: forged\r\nSet-Cookie: a=1\r\n\
+              set-cookie: b=2\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            sent,
+            [
+                "Server: up",
+                "Set-Cookie: a=1",
+                "set-cookie: b=2",
+                "x-request-id: id-1",
+                "x-content-type-options: nosniff",
+            ]
+        );
+    }
+
+    #[test]
+    fn security_headers_the_upstream_set_are_its_own_in_any_case() {
+        let sent = finished(
+            b"HTTP/1.1 200 OK\r\nX-Content-Type-Options: none\r\n\
+              Strict-Transport-Security: max-age=1\r\n\r\n",
+            true,
+        );
+        assert_eq!(
+            sent,
+            [
+                "X-Content-Type-Options: none",
+                "Strict-Transport-Security: max-age=1",
+                "x-request-id: id-1",
+            ]
+        );
+        let over_https = finished(b"HTTP/1.1 200 OK\r\n\r\n", true);
+        assert!(over_https.contains(&"strict-transport-security: max-age=60".to_owned()));
+        let over_http = finished(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert!(!over_http.iter().any(|line| line.starts_with("strict")));
     }
 
     #[test]
@@ -532,14 +667,14 @@ mod tests {
         let listing = HeaderValue::from_bytes(b"x-real-ip, x-secret \xed").unwrap();
         headers.insert(header::CONNECTION, listing);
         headers.insert("x-real-ip", HeaderValue::from_static("203.0.113.9"));
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
         assert!(connection_has(&headers, "X-Real-IP"));
         assert!(!connection_has(&headers, "x-secret"));
-        clean_response_headers(&mut headers, false);
-        let mut kept: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
-        kept.sort_unstable();
-        assert_eq!(kept, ["x-kept", "x-secret"]);
+        let sent = finished(
+            b"HTTP/1.1 200 OK\r\nConnection: x-real-ip, x-secret \xed\r\n\
+              X-Real-IP: 203.0.113.9\r\nx-secret: 1\r\nX-Kept: 1\r\n\r\n",
+            false,
+        );
+        assert_eq!(&sent[..2], ["x-secret: 1", "X-Kept: 1"]);
     }
 
     #[test]
@@ -565,24 +700,22 @@ mod tests {
 
     #[test]
     fn connection_listed_names_are_removed_except_upgrade_on_101() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, X-Secret, upgrade"),
-        );
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        let mut switching = headers.clone();
-        clean_response_headers(&mut headers, false);
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret, upgrade\r\n\
+              x-secret: 1\r\nUpgrade: websocket\r\nkeep-alive: timeout=5\r\nx-kept: 1\r\n\r\n";
+        let sent = finished(HEAD, false);
+        assert_eq!(sent[0], "x-kept: 1");
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        let switching =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: close, X-Secret, upgrade\r\n\
+              x-secret: 1\r\nUpgrade: websocket\r\nkeep-alive: timeout=5\r\nx-kept: 1\r\n\r\n";
+        let sent = finished(switching, false);
         assert_eq!(
-            headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
-            ["x-kept"]
+            &sent[..3],
+            [
+                "Connection: close, X-Secret, upgrade",
+                "Upgrade: websocket",
+                "x-kept: 1"
+            ]
         );
-        clean_response_headers(&mut switching, true);
-        let mut kept: Vec<_> = switching.keys().map(HeaderName::as_str).collect();
-        kept.sort_unstable();
-        assert_eq!(kept, ["connection", "upgrade", "x-kept"]);
     }
 }

@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Method, Request};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -36,7 +36,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::limits::LimitedBody;
 use super::upstream_tls::UpstreamTls;
-use crate::http1::client::{self, Connection, Failure, IncomingBody, SendError};
+use crate::http1::client::{self, Connection, Failure, IncomingBody, Received, SendError};
 
 type Pooled = Box<Connection<UpstreamStream>>;
 
@@ -113,7 +113,7 @@ pub enum UpstreamError {
 
 /// What [`UpstreamPool::send`] resolves to: the response head (its body reading from
 /// the connection) and the lease that returns the connection, or why there is none.
-pub type Sent = Result<(Response<IncomingBody<UpstreamStream>>, Lease), UpstreamError>;
+pub type Sent = Result<(Received<UpstreamStream>, Lease), UpstreamError>;
 
 impl UpstreamPool {
     /// A pool of connections to `address`, over TLS with `tls`.

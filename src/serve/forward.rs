@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -19,8 +20,9 @@ use crate::auth::identity::{IdentitySigner, JWKS_PATH};
 use crate::auth::oidc::Endpoint;
 use crate::auth::oidc::session::SessionWatch;
 use crate::auth::{AuthFailure, Identity};
+use crate::http1::client::Received;
 use crate::http1::client::SendError;
-use crate::http1::server::OnUpgrade;
+use crate::http1::server::{OnUpgrade, Reply};
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
 use crate::proxy::fairness::Admission;
@@ -67,7 +69,7 @@ impl Proxy {
         &self,
         request: Request<ClientBody>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+    ) -> impl Future<Output = Reply<ProxyBody>> + Send + '_ {
         // A block, not an `async fn`, which would keep a second copy of the request in
         // the future's state; the future is boxed for every request.
         async move {
@@ -93,8 +95,8 @@ impl Proxy {
                 request_id: &request_id,
             };
             let routed = self.route(arrival, &mut record, &mut matched);
-            let mut response = match routed {
-                Routed::Respond(response) => response,
+            let mut reply = match routed {
+                Routed::Respond(response) => Reply::from(response),
                 Routed::Forward(forward) => {
                     let (request, exchange) = forward.into_request();
                     let timeout = exchange.route.upstream.timeout;
@@ -103,18 +105,20 @@ impl Proxy {
                 }
                 Routed::Wait(pending) => pending.await,
             };
-            headers::add_response_headers(response.headers_mut(), policy, matched, &request_id);
-            headers::add_hsts(response.headers_mut(), policy, over_https);
+            headers::finish_response(&mut reply, policy, matched, &request_id, over_https);
             if carries_login_code {
                 // The page an OIDC login lands on has its one-time code in the URL: keep
                 // it out of the Referer of everything that page loads.
-                response.headers_mut().insert(
+                reply
+                    .lines
+                    .retain(|name, _| !name.eq_ignore_ascii_case(b"referrer-policy"));
+                reply.response.headers_mut().insert(
                     header::REFERRER_POLICY,
                     HeaderValue::from_static("no-referrer"),
                 );
             }
-            record.set_status(response.status());
-            response.map(|body| body.with_record(record))
+            record.set_status(reply.response.status());
+            reply.map(|body| body.with_record(record))
         }
     }
 
@@ -185,7 +189,7 @@ impl Proxy {
                 client,
                 request_id,
             );
-            return Routed::Wait(Box::pin(answer));
+            return Routed::Wait(Box::pin(answer.map(Reply::from)));
         }
         let Some(route) = snapshot.routes.find(&path) else {
             let message = "no route matches this path";
@@ -240,7 +244,7 @@ impl Proxy {
                     if let AuthFailure::LoginRequired { login } = &failure
                         && is_page_load(&arrival.request)
                     {
-                        return login_redirect(login, arrival.request.uri());
+                        return login_redirect(login, arrival.request.uri()).into();
                     }
                     // A browser in a session it may not use is told who it is logged in
                     // as, and how to change that; scripts and bearer clients get the
@@ -252,9 +256,10 @@ impl Proxy {
                         && is_page_load(&arrival.request)
                     {
                         let request_id = arrival.request_id;
-                        return errors::not_allowed_page(route, user, logout, request_id);
+                        return errors::not_allowed_page(route, user, logout, request_id).into();
                     }
-                    return errors::auth_failure_response(&failure, route, arrival.request_id);
+                    return errors::auth_failure_response(&failure, route, arrival.request_id)
+                        .into();
                 }
             };
             let request_id = arrival.request_id;
@@ -274,7 +279,8 @@ impl Proxy {
                     Some(route),
                     message,
                     request_id,
-                );
+                )
+                .into();
             };
             identity.headers.push((signer.header().clone(), assertion));
             self.prepare(arrival, route, upstream_path, Some(&identity))
@@ -348,7 +354,9 @@ impl Proxy {
                 );
                 let method = parts.method;
                 return Routed::Wait(Box::pin(async move {
-                    echo::respond(route, &method, &upstream_path, headers, body, request_id).await
+                    echo::respond(route, &method, &upstream_path, headers, body, request_id)
+                        .await
+                        .into()
                 }));
             }
         };
@@ -469,15 +477,15 @@ enum Routed<'a> {
     /// Answered by the gateway itself: an error or a refusal.
     Respond(Response<ProxyBody>),
     Forward(Forward<'a>),
-    Wait(Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>>),
+    Wait(Pin<Box<dyn Future<Output = Reply<ProxyBody>> + Send + 'a>>),
 }
 
 impl Routed<'_> {
     /// The response, once what the request waits for is done. (`Proxy::handle` does the
     /// same in place, which keeps one layer of state out of every request's future.)
-    async fn respond(self, proxy: &Proxy, request_id: &HeaderValue) -> Response<ProxyBody> {
+    async fn respond(self, proxy: &Proxy, request_id: &HeaderValue) -> Reply<ProxyBody> {
         match self {
-            Routed::Respond(response) => response,
+            Routed::Respond(response) => response.into(),
             Routed::Forward(forward) => {
                 let (request, exchange) = forward.into_request();
                 let timeout = exchange.route.upstream.timeout;
@@ -545,7 +553,7 @@ impl Proxy {
         exchange: Exchange<'_>,
         result: Result<Sent, tokio::time::error::Elapsed>,
         request_id: &HeaderValue,
-    ) -> Response<ProxyBody> {
+    ) -> Reply<ProxyBody> {
         let Exchange {
             route,
             body_exceeded,
@@ -554,14 +562,14 @@ impl Proxy {
             ..
         } = exchange;
         let upstream = &route.upstream;
-        let (response, lease) = match result {
+        let (received, lease) = match result {
             Ok(Ok(sent)) => sent,
             Ok(Err(_))
                 if body_exceeded.as_ref().is_some_and(|exceeded| {
                     exceeded.load(std::sync::atomic::Ordering::Relaxed)
                 }) =>
             {
-                return errors::too_large(route, request_id);
+                return errors::too_large(route, request_id).into();
             }
             Ok(Err(UpstreamError::Request(SendError::RequestBody(error)))) => {
                 tracing::info!(
@@ -571,7 +579,8 @@ impl Proxy {
                     "the client's request body was malformed or cut short",
                 );
                 let message = "the request body was malformed or cut short";
-                return error_response(StatusCode::BAD_REQUEST, Some(route), message, request_id);
+                let status = StatusCode::BAD_REQUEST;
+                return error_response(status, Some(route), message, request_id).into();
             }
             Ok(Err(error)) => {
                 let kind = match error {
@@ -600,7 +609,7 @@ impl Proxy {
                         "the upstream could not be reached or broke the connection",
                     )
                 };
-                return error_response(status, Some(route), message, request_id);
+                return error_response(status, Some(route), message, request_id).into();
             }
             Err(_elapsed) => {
                 self.metrics
@@ -621,11 +630,12 @@ impl Proxy {
                     Some(route),
                     &message,
                     request_id,
-                );
+                )
+                .into();
             }
         };
 
-        if let Some(problem) = framing::upstream_response_problem(response.headers()) {
+        if let Some(problem) = framing::upstream_response_problem(&received.lines) {
             tracing::warn!(
                 route = %route.name,
                 upstream = %upstream.name,
@@ -634,24 +644,38 @@ impl Proxy {
                 "upstream response refused",
             );
             let message = "the upstream's response could not be passed on";
-            return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+            let status = StatusCode::BAD_GATEWAY;
+            return error_response(status, Some(route), message, request_id).into();
         }
-        let (mut parts, body) = response.into_parts();
-        framing::frame_response(&mut parts.headers);
-        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        if !switching {
-            headers::clean_response_headers(&mut parts.headers, false);
-            let body = ProxyBody::upstream(UpstreamBody::new(body, Some(lease)));
-            return Response::from_parts(parts, body.holding(admission));
+        let Received {
+            status,
+            lines,
+            declared_length,
+            body,
+            ..
+        } = received;
+        let reply = |body: ProxyBody| {
+            let mut response = Response::new(body.holding(admission));
+            *response.status_mut() = status;
+            Reply {
+                response,
+                lines,
+                declared_length,
+            }
+        };
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            return reply(ProxyBody::upstream(UpstreamBody::new(body, Some(lease))));
         }
         // An upgraded connection belongs to the tunnel: it never goes back to the pool.
         let Some(client) = client_upgrade else {
             let message = "the upstream switched protocols without being asked to";
-            return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+            let status = StatusCode::BAD_GATEWAY;
+            return error_response(status, Some(route), message, request_id).into();
         };
         let Some(upstream_upgrade) = body.upgrade() else {
             let message = "the upstream's connection could not be taken over";
-            return error_response(StatusCode::BAD_GATEWAY, Some(route), message, request_id);
+            let status = StatusCode::BAD_GATEWAY;
+            return error_response(status, Some(route), message, request_id).into();
         };
         let ClientUpgrade {
             on_upgrade,
@@ -672,8 +696,7 @@ impl Proxy {
             },
             Arc::clone(self.metrics.route(&route.metrics, &route.name)),
         );
-        headers::clean_response_headers(&mut parts.headers, true);
-        Response::from_parts(parts, ProxyBody::empty().holding(admission))
+        reply(ProxyBody::empty())
     }
 }
 

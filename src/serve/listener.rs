@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -40,7 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Proxy;
-use crate::http1::{self, server::GracefulStop};
+use crate::http1::{self, server::GracefulStop, server::Reply};
 use crate::proxy::ProxyBody;
 use crate::proxy::limits::{ClientBody, ConnectionLimits};
 use crate::proxy::websocket::Tunnels;
@@ -148,8 +148,8 @@ impl Connection {
                 let proxy = proxy.clone();
                 let in_flight = RequestInFlight::start(&activity);
                 Box::pin(async move {
-                    let response = proxy.handle(request, peer).await;
-                    response.map(|body| body.attach(in_flight))
+                    let reply = proxy.handle(request, peer).await;
+                    reply.map(|body| body.attach(in_flight))
                 })
             }
         };
@@ -229,14 +229,16 @@ async fn serve_http2<I, H, F>(
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Fn(Request<ClientBody>) -> F,
-    F: Future<Output = Response<ProxyBody<RequestInFlight>>> + Send + 'static,
+    F: Future<Output = Reply<ProxyBody<RequestInFlight>>> + Send + 'static,
 {
     activity.multiplexed();
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
     limits.http2.apply(&mut builder);
     let service = service_fn(|request: Request<Incoming>| {
-        handle(request.map(ClientBody::Http2)).map(Ok::<_, Infallible>)
+        // The upstream's lines become `http` headers here: HTTP/2 has no other kind.
+        handle(request.map(ClientBody::Http2))
+            .map(|reply| Ok::<_, Infallible>(reply.into_response()))
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     drive(connection, |c| c.graceful_shutdown(), signal, peer).await;

@@ -316,8 +316,8 @@ pub async fn engine_client_response(
             .send(&mut request)
             .await
             .ok()?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.ok();
+        let status = response.status.as_u16();
+        let body = response.body.collect().await.ok();
         Some((status, body.map(|body| body.to_bytes().to_vec())))
     };
     let (_, outcome) = tokio::join!(server, exchange);
