@@ -32,6 +32,7 @@ use fluxlit::build::compile_and_build;
 use fluxlit::compile::CompileContext;
 use fluxlit::config::{self, CheckedConfig, ConfigSource, SourceHash};
 use fluxlit::http1::HeaderLines;
+use fluxlit::http1::client::Fields;
 use fluxlit::http1::server::Reply;
 use fluxlit::metrics::Metrics;
 use fluxlit::proxy::headers::{self, RequestContext};
@@ -232,14 +233,17 @@ fn header_pipeline(c: &mut Criterion) {
                     websocket: false,
                     identity: None,
                 };
+                let mut fields = Fields::with_capacity(request.len() + 6);
                 headers::upstream_request_headers(
                     black_box(request),
                     &snapshot.headers,
                     &route,
                     &host,
                     &ctx,
+                    &mut fields,
                     &mut unlisted,
-                )
+                );
+                fields
             });
         });
     }

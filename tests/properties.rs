@@ -165,7 +165,8 @@ proptest! {
         let ctx = context(peer, policy.is_trusted(peer), false, &request_id);
         let route = snapshot.routes.find("/").unwrap();
         let host = HeaderValue::from_static("upstream");
-        let out = headers::upstream_request_headers(&client, policy, route, &host, &ctx, &mut |_| {});
+        let mut out = HeaderMap::new();
+        headers::upstream_request_headers(&client, policy, route, &host, &ctx, &mut out, &mut |_| {});
         let sent = out.get(X_FORWARDED_FOR).unwrap().to_str().unwrap();
         let peer_text = canonical(peer).to_string();
         if policy.is_trusted(peer) && !chain.is_empty() {
@@ -307,7 +308,8 @@ proptest! {
         let route = snapshot.routes.find("/").unwrap();
         let host = HeaderValue::from_static("upstream.internal");
         let mut unlisted = Vec::new();
-        let out = headers::upstream_request_headers(&client, policy, route, &host, &ctx, &mut |name| {
+        let mut out = HeaderMap::new();
+        headers::upstream_request_headers(&client, policy, route, &host, &ctx, &mut out, &mut |name| {
             unlisted.push(name.clone());
         });
 

@@ -139,13 +139,13 @@ fuzz_target!(|input: Input| {
     };
     let upstream_host = HeaderValue::from_static("upstream.internal");
     let mut unlisted = Vec::new();
-    let out = headers::upstream_request_headers(
+    let mut out = HeaderMap::new();
+    headers::upstream_request_headers(
         &client,
         &policy,
         &route,
         &upstream_host,
-        &ctx,
-        &mut |name| unlisted.push(name.clone()),
+        &ctx, &mut out, &mut |name| unlisted.push(name.clone()),
     );
 
     // Names the gateway writes itself (their values are checked below).

@@ -146,7 +146,8 @@ fuzz_target!(|input: Input| {
         identity: None,
     };
     let host = HeaderValue::from_static("upstream");
-    let out = headers::upstream_request_headers(&client, &policy, &route(), &host, &ctx, &mut |_| {});
+    let mut out = HeaderMap::new();
+    headers::upstream_request_headers(&client, &policy, &route(), &host, &ctx, &mut out, &mut |_| {});
     let sent: Vec<&HeaderValue> = out.get_all(&X_FORWARDED_FOR).iter().collect();
     assert_eq!(sent.len(), 1, "one X-Forwarded-For line goes upstream");
     let sent = sent[0].to_str().unwrap_or_default();

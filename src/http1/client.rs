@@ -24,8 +24,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header;
-use http::{Method, Request, StatusCode, Version};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
@@ -81,6 +81,64 @@ pub enum BodyError {
     Upload(#[source] SendError),
 }
 
+/// A request for an upstream, its head already made: the request line's method and
+/// target (origin form), the header lines as whoever made the request wrote them (once,
+/// straight into bytes: no `HeaderMap` between the policy and the socket), what the
+/// request's sender declared about its body, and the body. Framing is this client's:
+/// [`Fields`] carry none, and the client writes the one framing field the body needs.
+#[derive(Debug)]
+pub struct Outgoing<B> {
+    pub method: Method,
+    pub target: Uri,
+    pub fields: Fields,
+    pub declared: Declared,
+    pub body: B,
+}
+
+/// How the sender of a forwarded request framed its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Chunked,
+    Length(u64),
+    /// Neither: the body's own length decides ([`Outgoing`]'s framing rules).
+    Nothing,
+}
+
+/// A request's header lines, `name: value\r\n` each, in the order they were added.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    bytes: Vec<u8>,
+}
+
+impl Fields {
+    /// Room for about `lines` typical lines.
+    pub fn with_capacity(lines: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(lines * 32),
+        }
+    }
+
+    /// Adds one line. The name and value are `http` types, so valid on the wire.
+    pub fn append(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.bytes.extend_from_slice(name.as_str().as_bytes());
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// Each line's name and value (for what reads them back: tests, the echo upstream).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.bytes
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                let (name, value) = line.split_at(colon);
+                Some((name, value.get(2..).unwrap_or_default()))
+            })
+    }
+}
+
 /// A final response: its head, the header lines as the upstream sent them (nothing
 /// copied), and the body, which reads from the connection.
 #[derive(Debug)]
@@ -124,14 +182,14 @@ impl<I: Io> Connection<I> {
         &self.io
     }
 
-    /// Sends `request` (its URI in origin form) and reads the final response head. The
+    /// Sends `request` and reads the final response head. The
     /// request is taken only as far as its body: a failure leaves the rest of it for
     /// another try. The response's body reads from this connection, which it hands back
     /// once read to the end ([`IncomingBody::reusable`]). The head's lines are checked
     /// as a `HeaderMap` would check them, not turned into one.
     pub async fn send<B>(
         mut self: Box<Self>,
-        request: &mut Request<B>,
+        request: &mut Outgoing<B>,
     ) -> Result<Received<I>, Failure>
     where
         B: Body<Data = Bytes> + Default + Unpin + Send + 'static,
@@ -147,13 +205,11 @@ impl<I: Io> Connection<I> {
                 true
             }
             _ => {
-                let method = request.method().clone();
-                self.upload(&method, request.body_mut(), &mut upload)
+                self.upload(&request.method, &mut request.body, &mut upload)
                     .await?
             }
         };
-        let method = request.method().clone();
-        let head = self.read_head(&method).await?;
+        let head = self.read_head(&request.method).await?;
         let head_bytes = self.buf.split_to(head.len).freeze();
         let lines =
             HeaderLines::new(head_bytes, std::mem::take(&mut self.fields)).map_err(|error| {
@@ -162,8 +218,9 @@ impl<I: Io> Connection<I> {
                     nothing_written: false,
                 }
             })?;
-        let closes_after =
-            !head.keep_alive || !body_sent || super::server::connection_close(request.headers());
+        // The request's own fields never say `close`: they are a forwarded request's,
+        // without the client's hop-by-hop ones.
+        let closes_after = !head.keep_alive || !body_sent;
         let reading = match head.body {
             ResponseBody::Empty => Reading::Done,
             ResponseBody::Length(length) => Reading::Length(length),
@@ -176,7 +233,7 @@ impl<I: Io> Connection<I> {
         // The upstream answered before the body had gone: the rest of it goes on
         // being sent while the response is read, as the upstream may still read it.
         let rest = (!body_sent && !head.upgrade).then(|| {
-            let body = std::mem::take(request.body_mut());
+            let body = std::mem::take(&mut request.body);
             Box::new(Upload {
                 body: body.map_err(Into::into).boxed_unsync(),
                 state: upload,
@@ -436,65 +493,49 @@ enum Framing {
     Unsent,
 }
 
-/// The request's framing, as hyper's client decides it.
-fn request_framing<B: Body>(request: &Request<B>) -> Framing {
-    let headers = request.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        return Framing::Chunked;
+/// The request's framing, as hyper's client decided it from the fields: what the
+/// sender declared, else the body's known length, else chunked (never for a `GET`,
+/// `HEAD` or `CONNECT`, whose unframed body is not sent).
+fn request_framing<B: Body>(request: &Outgoing<B>) -> Framing {
+    match request.declared {
+        Declared::Chunked => return Framing::Chunked,
+        Declared::Length(length) => return Framing::Length(length),
+        Declared::Nothing => {}
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
-    if let Some(length) = declared {
-        return Framing::Length(length);
-    }
-    let body = request.body();
+    let body = &request.body;
     if body.is_end_stream() {
         return Framing::Length(0);
     }
     match body.size_hint().exact() {
         Some(length) => Framing::Length(length),
-        None if matches!(
-            *request.method(),
-            Method::GET | Method::HEAD | Method::CONNECT
-        ) =>
-        {
+        None if matches!(request.method, Method::GET | Method::HEAD | Method::CONNECT) => {
             Framing::Unsent
         }
         None => Framing::Chunked,
     }
 }
 
-/// The request line and fields, with the framing field a body needs and the request
-/// does not carry yet.
-fn write_request_head<B: Body>(out: &mut Vec<u8>, request: &Request<B>, framing: Framing) {
-    out.extend_from_slice(request.method().as_str().as_bytes());
+/// The request line, the fields, and the framing field: the declared one, else the one
+/// a body needs.
+fn write_request_head<B>(out: &mut Vec<u8>, request: &Outgoing<B>, framing: Framing) {
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     let target = request
-        .uri()
+        .target
         .path_and_query()
         .map_or("/", |path_and_query| path_and_query.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let headers = request.headers();
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let framed = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers.contains_key(header::CONTENT_LENGTH);
-    if !framed {
-        match framing {
-            Framing::Length(0) | Framing::Unsent => {}
-            Framing::Length(length) => {
-                use std::io::Write;
-                let _ = write!(out, "content-length: {length}\r\n");
-            }
-            Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    out.extend_from_slice(&request.fields.bytes);
+    let declared = request.declared != Declared::Nothing;
+    match framing {
+        Framing::Length(0) | Framing::Unsent if !declared => {}
+        Framing::Length(length) => {
+            use std::io::Write;
+            let _ = write!(out, "content-length: {length}\r\n");
         }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Unsent => {}
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -11,9 +11,10 @@
 //! response (RFC 9112 §6.1). A response's framing fields are never passed on: the
 //! engine writes the length it read the body by. What is left is here.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 
 use crate::http1::HeaderLines;
+use crate::http1::client::Declared;
 use http::{Method, Request};
 use hyper::body::Body;
 
@@ -47,25 +48,21 @@ pub fn refusal<B>(request: &Request<B>) -> Option<&'static str> {
     None
 }
 
-/// Sets the framing headers of the request sent upstream (`out`, already without the
-/// client's `Transfer-Encoding`): `transfer-encoding: chunked` for a chunked body (even
-/// on a GET, where hyper would otherwise drop the body), else the body's length as plain
-/// digits when the client sent one (`005` becomes `5`), else nothing.
-pub fn frame_upstream_request<B: Body>(client: &HeaderMap, body: &B, out: &mut HeaderMap) {
+/// How the request sent upstream declares its body: `chunked` for a chunked body
+/// (even on a GET, where it would otherwise not be sent), else the body's length when
+/// the client sent one (written in plain digits: `005` becomes `5`), else nothing (the
+/// engine's client then frames the body by what it knows of it).
+pub fn frame_upstream_request<B: Body>(client: &HeaderMap, body: &B) -> Declared {
     // One pass over the client's names rather than a lookup (a hash of the name) for each.
     let (mut chunked, mut length) = (false, false);
     for name in client.keys() {
         chunked |= name == header::TRANSFER_ENCODING;
         length |= name == header::CONTENT_LENGTH;
     }
-    out.remove(header::CONTENT_LENGTH);
-    if chunked {
-        out.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-    } else if length && let Some(length) = body.size_hint().exact() {
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    match body.size_hint().exact() {
+        _ if chunked => Declared::Chunked,
+        Some(exact) if length => Declared::Length(exact),
+        _ => Declared::Nothing,
     }
 }
 

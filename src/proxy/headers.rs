@@ -23,6 +23,7 @@ use super::route::{Route, SecurityHeaderList};
 use crate::auth::Identity;
 use crate::auth::oidc::session::{HOST_SESSION_COOKIE, SESSION_COOKIE};
 use crate::http1::HeaderLines;
+use crate::http1::client::Fields;
 use crate::http1::server::Reply;
 use crate::peer::canonical_ip;
 
@@ -46,26 +47,54 @@ pub struct RequestContext<'a> {
     pub identity: Option<&'a Identity>,
 }
 
-/// Headers for the upstream request, built from the client's. `unlisted` is told each
-/// client header dropped for being on no list: in no class of the policy, not in the
-/// route's allowlist and not listed in `Connection` (once per header line). Those are
-/// the ones an app may expect and an operator can let through; what the policy drops on
-/// purpose (hop-by-hop, forwarding or identity headers) is not reported.
+/// Where the policy writes a request's headers for its upstream: the engine's request
+/// head ([`Fields`], bytes written once) or, for the built-in echo upstream, a map.
+/// Only appended to: the policy writes each name once, the client's or the gateway's.
+pub trait UpstreamHeaders {
+    fn append(&mut self, name: &HeaderName, value: &HeaderValue);
+}
+
+impl UpstreamHeaders for Fields {
+    fn append(&mut self, name: &HeaderName, value: &HeaderValue) {
+        Fields::append(self, name, value);
+    }
+}
+
+impl UpstreamHeaders for HeaderMap {
+    fn append(&mut self, name: &HeaderName, value: &HeaderValue) {
+        HeaderMap::append(self, name.clone(), value.clone());
+    }
+}
+
+/// Headers for the upstream request, built from the client's into `out`. `unlisted` is
+/// told each client header dropped for being on no list: in no class of the policy, not
+/// in the route's allowlist and not listed in `Connection` (once per header line). Those
+/// are the ones an app may expect and an operator can let through; what the policy
+/// drops on purpose (hop-by-hop, forwarding or identity headers) is not reported.
+/// Framing fields are not written: the engine's client writes the one the body needs.
 pub fn upstream_request_headers(
     client: &HeaderMap,
     policy: &HeaderPolicy,
     route: &Route,
     upstream_host: &HeaderValue,
     ctx: &RequestContext<'_>,
+    out: &mut impl UpstreamHeaders,
     unlisted: &mut dyn FnMut(&HeaderName),
-) -> HeaderMap {
+) {
     let (connection, client_host) = ConnectionList::scan(client);
-    let mut out = HeaderMap::with_capacity(client.len() + 6);
+    // Which of the forwarding headers a trusted proxy sent, copied as they are.
+    let (mut sent_proto, mut sent_host, mut sent_prefix) = (false, false, false);
     for (name, value) in client {
         let class = policy.classes.get(name);
         let allowed = match class {
-            Some(HeaderClass::Standard) => true,
-            Some(HeaderClass::TrustedOnly) => ctx.peer_trusted,
+            Some(HeaderClass::Standard) => *name != header::CONTENT_LENGTH,
+            Some(HeaderClass::TrustedOnly) => {
+                // Set below from the trusted chain (or ours), never copied.
+                ctx.peer_trusted
+                    && *name != X_FORWARDED_FOR
+                    && *name != header::FORWARDED
+                    && *name != policy.request_id
+            }
             Some(HeaderClass::Identity | HeaderClass::Hop) => false,
             // `compile` keeps every name with a class out of a route's allowlist.
             None => route.extra_client_headers.contains(name),
@@ -76,11 +105,16 @@ pub fn upstream_request_headers(
             if allowed {
                 if name == header::COOKIE {
                     if let Some(value) = without_session_cookie(value) {
-                        out.append(header::COOKIE, value);
+                        out.append(&header::COOKIE, &value);
                     }
                     continue;
                 }
-                out.append(name.clone(), value.clone());
+                if class == Some(HeaderClass::TrustedOnly) {
+                    sent_proto |= *name == X_FORWARDED_PROTO;
+                    sent_host |= *name == X_FORWARDED_HOST;
+                    sent_prefix |= *name == X_FORWARDED_PREFIX;
+                }
+                out.append(name, value);
             } else {
                 unlisted(name);
             }
@@ -88,10 +122,10 @@ pub fn upstream_request_headers(
     }
 
     if ctx.websocket {
-        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        out.append(&header::CONNECTION, &HeaderValue::from_static("upgrade"));
+        out.append(&header::UPGRADE, &HeaderValue::from_static("websocket"));
     }
-    out.insert(header::HOST, upstream_host.clone());
+    out.append(&header::HOST, upstream_host);
 
     // X-Forwarded-For: a trusted proxy's chain is extended, anyone else's is replaced.
     let peer_ip = canonical_ip(ctx.peer.ip());
@@ -108,8 +142,10 @@ pub fn upstream_request_headers(
         None => ip_header_value(peer_ip),
     };
     if let Some(value) = forwarded_for {
-        out.insert(X_FORWARDED_FOR, value);
+        out.append(&X_FORWARDED_FOR, &value);
     }
+    // `Forwarded` only from a trusted proxy, extended with its peer; one that cannot be
+    // read as text is dropped rather than passed on unextended.
     if ctx.peer_trusted
         && let Some(mut forwarded) = joined(client, &header::FORWARDED)
     {
@@ -118,46 +154,50 @@ pub fn upstream_request_headers(
             IpAddr::V6(ip) => write!(forwarded, ", for=\"[{ip}]\""),
         };
         if let Ok(value) = HeaderValue::try_from(forwarded) {
-            out.insert(header::FORWARDED, value);
+            out.append(&header::FORWARDED, &value);
         }
     }
 
-    // Proto, Host and Prefix: a trusted proxy's values were copied above; else ours. They
-    // are trusted-only names, so anyone else's were not copied and need no lookup.
-    let copied = |out: &HeaderMap, name: &HeaderName| ctx.peer_trusted && out.contains_key(name);
-    if !copied(&out, &X_FORWARDED_PROTO) {
-        out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
+    // Proto, Host and Prefix: a trusted proxy's values were copied above; else ours.
+    if !sent_proto {
+        out.append(&X_FORWARDED_PROTO, &HeaderValue::from_static(ctx.scheme));
     }
-    if !copied(&out, &X_FORWARDED_HOST) {
+    if !sent_host {
         // The host of `public_base_url` when the file names one: a client's `Host` is
         // whatever it chose to send, and apps build absolute links from this header.
         // Else an absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
         // An empty `Host` (RFC 9112 §3.2: a target without authority) or none at all
         // (HTTP/1.0) names no host: the upstream gets the listener's address rather
         // than an empty value it would build broken links from.
+        let authority = ctx
+            .uri_authority
+            .and_then(|a| HeaderValue::from_str(a).ok());
         let host = match &policy.forwarded_host {
-            Some(host) => host.clone(),
-            None => ctx
-                .uri_authority
-                .and_then(|a| HeaderValue::from_str(a).ok())
-                .or_else(|| client_host.cloned())
-                .filter(|host| !host.is_empty())
-                .unwrap_or_else(|| policy.listen_host.clone()),
+            Some(host) => host,
+            None => match authority.as_ref().or(client_host) {
+                Some(host) if !host.is_empty() => host,
+                _ => &policy.listen_host,
+            },
         };
-        out.insert(X_FORWARDED_HOST, host);
+        out.append(&X_FORWARDED_HOST, host);
     }
     if let Some(prefix) = &policy.forwarded_prefix
-        && !copied(&out, &X_FORWARDED_PREFIX)
+        && !sent_prefix
     {
-        out.insert(X_FORWARDED_PREFIX, prefix.clone());
+        out.append(&X_FORWARDED_PREFIX, prefix);
     }
-    out.insert(policy.request_id.clone(), ctx.request_id.clone());
+    out.append(&policy.request_id, ctx.request_id);
     if let Some(identity) = ctx.identity {
-        for (name, value) in &identity.headers {
-            out.insert(name.clone(), value.clone());
+        for (index, (name, value)) in identity.headers.iter().enumerate() {
+            // A name set twice keeps its last value, as an insert would.
+            if !identity.headers[index + 1..]
+                .iter()
+                .any(|(later, _)| later == name)
+            {
+                out.append(name, value);
+            }
         }
     }
-    out
 }
 
 /// All values of a header, comma-joined, if there are any.

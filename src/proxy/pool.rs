@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::Method;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -36,7 +36,9 @@ use tokio_rustls::client::TlsStream;
 
 use super::limits::LimitedBody;
 use super::upstream_tls::UpstreamTls;
-use crate::http1::client::{self, Connection, Failure, IncomingBody, Received, SendError};
+use crate::http1::client::{
+    self, Connection, Failure, IncomingBody, Outgoing, Received, SendError,
+};
 
 type Pooled = Box<Connection<UpstreamStream>>;
 
@@ -146,7 +148,7 @@ impl UpstreamPool {
     )]
     pub fn send(
         &self,
-        mut request: Request<LimitedBody>,
+        mut request: Outgoing<LimitedBody>,
     ) -> impl Future<Output = Sent> + Send + '_ {
         // A block, not an `async fn`, which would keep a second copy of `request` in its
         // state: this future is part of every request's.
@@ -168,11 +170,8 @@ impl UpstreamPool {
                 // on a connection that was idle long enough to be closing.
                 let replayable = !replayed
                     && idle_for.is_some_and(|idle| idle >= REPLAYABLE_AFTER_IDLE)
-                    && matches!(
-                        *request.method(),
-                        Method::GET | Method::HEAD | Method::OPTIONS
-                    )
-                    && request.body().is_end_stream();
+                    && matches!(request.method, Method::GET | Method::HEAD | Method::OPTIONS)
+                    && request.body.is_end_stream();
                 let Failure {
                     error,
                     nothing_written,

@@ -20,8 +20,8 @@ use crate::auth::identity::{IdentitySigner, JWKS_PATH};
 use crate::auth::oidc::Endpoint;
 use crate::auth::oidc::session::SessionWatch;
 use crate::auth::{AuthFailure, Identity};
-use crate::http1::client::Received;
 use crate::http1::client::SendError;
+use crate::http1::client::{Declared, Fields, Outgoing, Received};
 use crate::http1::server::{OnUpgrade, Reply};
 use crate::metrics::{Metrics, RequestRecord, RouteMetrics, UpstreamErrorKind};
 use crate::proxy::errors::{self, error_response};
@@ -344,14 +344,27 @@ impl Proxy {
             UpstreamTarget::Echo => {
                 // The built-in upstream has no address; its Host is its name.
                 let host = HeaderValue::from_static("echo");
-                let headers = headers::upstream_request_headers(
+                let mut headers = http::HeaderMap::new();
+                headers::upstream_request_headers(
                     &parts.headers,
                     &snapshot.headers,
                     route,
                     &host,
                     &ctx,
+                    &mut headers,
                     &mut unlisted,
                 );
+                // What the engine's client would add for the body.
+                match framing::frame_upstream_request(&parts.headers, &body) {
+                    Declared::Chunked => {
+                        let chunked = HeaderValue::from_static("chunked");
+                        headers.insert(header::TRANSFER_ENCODING, chunked);
+                    }
+                    Declared::Length(length) => {
+                        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                    }
+                    Declared::Nothing => {}
+                }
                 let method = parts.method;
                 return Routed::Wait(Box::pin(async move {
                     echo::respond(route, &method, &upstream_path, headers, body, request_id)
@@ -369,16 +382,18 @@ impl Proxy {
                 return Routed::Respond(errors::upstream_busy(route, refusal, request_id));
             }
         };
-        let mut headers = headers::upstream_request_headers(
+        let mut fields = Fields::with_capacity(parts.headers.len() + 6);
+        headers::upstream_request_headers(
             &parts.headers,
             &snapshot.headers,
             route,
             &http.host,
             &ctx,
+            &mut fields,
             &mut unlisted,
         );
-        framing::frame_upstream_request(&parts.headers, &body, &mut headers);
-        let Some(uri) = upstream_uri(http, upstream_path) else {
+        let declared = framing::frame_upstream_request(&parts.headers, &body);
+        let Some(target) = upstream_uri(http, upstream_path) else {
             let message = "the request path cannot be forwarded";
             return Routed::Respond(error_response(
                 StatusCode::BAD_REQUEST,
@@ -387,11 +402,13 @@ impl Proxy {
                 request_id,
             ));
         };
-        let mut upstream_request = Request::new(body);
-        *upstream_request.method_mut() = parts.method;
-        *upstream_request.uri_mut() = uri;
-        *upstream_request.version_mut() = Version::HTTP_11;
-        *upstream_request.headers_mut() = headers;
+        let upstream_request = Outgoing {
+            method: parts.method,
+            target,
+            fields,
+            declared,
+            body,
+        };
         Routed::Forward(Forward {
             route,
             http,
@@ -502,7 +519,7 @@ struct Forward<'a> {
     route: &'a Arc<Route>,
     http: &'a HttpUpstream,
     admission: Admission,
-    request: Request<limits::LimitedBody>,
+    request: Outgoing<limits::LimitedBody>,
     /// The client's side of a WebSocket handshake, and what the tunnel needs.
     client_upgrade: Option<Box<ClientUpgrade>>,
 }
@@ -523,12 +540,12 @@ impl<'a> Forward<'a> {
     /// The request for the upstream, and what answering the client needs once the
     /// response head is in. The caller builds the send future where it awaits it: made
     /// here and handed back, the future (800 bytes) would be copied twice more.
-    fn into_request(self) -> (Request<limits::LimitedBody>, Exchange<'a>) {
+    fn into_request(self) -> (Outgoing<limits::LimitedBody>, Exchange<'a>) {
         let exchange = Exchange {
             route: self.route,
             http: self.http,
             admission: self.admission,
-            body_exceeded: self.request.body().exceeded(),
+            body_exceeded: self.request.body.exceeded(),
             client_upgrade: self.client_upgrade,
         };
         (self.request, exchange)

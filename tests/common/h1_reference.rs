@@ -299,16 +299,22 @@ pub async fn engine_client_response(
     method: &Method,
     max_header_size: usize,
 ) -> ResponseOutcome {
-    use fluxlit::http1::client::Connection;
+    use fluxlit::http1::client::{Connection, Declared, Fields, Outgoing};
 
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
     let server = upstream(server_io, bytes.to_vec());
-    let mut request = Request::builder()
-        .method(method.clone())
-        .uri("/")
-        .header(http::header::HOST, "upstream")
-        .body(http_body_util::Empty::<Bytes>::new())
-        .ok()?;
+    let mut fields = Fields::default();
+    fields.append(
+        &http::header::HOST,
+        &http::HeaderValue::from_static("upstream"),
+    );
+    let mut request = Outgoing {
+        method: method.clone(),
+        target: http::Uri::from_static("/"),
+        fields,
+        declared: Declared::Nothing,
+        body: http_body_util::Empty::<Bytes>::new(),
+    };
     let exchange = async move {
         // The connection (and its end of the pipe) goes with the response body, or
         // with the failure, which lets the upstream's last read end.
