@@ -472,8 +472,10 @@ fn routes_section(page: &mut String, snapshot: &Snapshot, sampler: &TrafficSampl
 
 fn upstreams_section(page: &mut String, snapshot: &Snapshot) {
     page.push_str(
-        "<h2>Upstreams</h2><table><tr><th>upstream</th><th>target</th><th>health</th>\
-         <th>last check</th><th>last error</th></tr>",
+        "<h2>Upstreams</h2><table><tr><th>upstream</th><th>target</th>\
+         <th class=\"n\">in flight</th><th class=\"n\">pool idle</th>\
+         <th class=\"n\">pool open</th><th>health</th><th>last check</th>\
+         <th>last error</th></tr>",
     );
     for (name, upstream) in &snapshot.upstreams {
         let _ = write!(page, "<tr><td>{}</td><td><code>", Html(name));
@@ -485,6 +487,19 @@ fn upstreams_section(page: &mut String, snapshot: &Snapshot) {
             (None, None) => {}
         }
         page.push_str("</code></td>");
+        match upstream.pool_counts() {
+            Some(counts) => {
+                let _ = write!(
+                    page,
+                    "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+                    counts.in_flight, counts.idle, counts.open
+                );
+            }
+            None => page.push_str(
+                "<td class=\"n muted\">—</td><td class=\"n muted\">—</td>\
+                 <td class=\"n muted\">—</td>",
+            ),
+        }
         match &upstream.health {
             Some(health) => {
                 let status = health.status();
