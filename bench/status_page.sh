@@ -61,7 +61,7 @@ for index in "${!bins[@]}"; do
     done
     for ((i = 0; i < routes; i++)); do
         printf 'url = "http://127.0.0.1:%s/r%04d/x"\noutput = /dev/null\n' "$listen" "$i"
-    done | curl -s --parallel --parallel-max 8 -K - || true
+    done | curl -s --no-progress-meter --parallel --parallel-max 8 -K - || true
     admins+=("$admin")
 done
 

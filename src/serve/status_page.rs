@@ -10,9 +10,9 @@
 //!
 //! A view costs little with many routes (a figure in BENCHMARKS.md): what changes only
 //! with a reload (each route's cells from the config, the doctor's findings) is written
-//! once per snapshot generation, what changes only with a sample (each route's figures
-//! over the window) once per sample, and the page is written into one buffer of the
-//! last page's size, escaped as it goes ([`Html`]), with no string per cell.
+//! once per snapshot generation, what changes only with a sample (each route's cells of
+//! figures over the window) once per sample, and the page is written into one buffer of
+//! the last page's size, escaped as it goes ([`Html`]), with no string per cell.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -55,7 +55,7 @@ struct Sample {
 #[derive(Debug, Default)]
 pub struct TrafficSampler {
     samples: Mutex<VecDeque<Sample>>,
-    /// Each route's figures over the window of the samples, worked out with each sample.
+    /// Each route's cells of figures over the window, written with each sample.
     figures: Mutex<Arc<Figures>>,
     /// The routes' cells that come from the config, for one generation.
     routes: Mutex<Option<Arc<RouteCells>>>,
@@ -65,15 +65,16 @@ pub struct TrafficSampler {
     last_size: AtomicUsize,
 }
 
-/// Each route's figures over the window, by route name; empty until the window has two
-/// samples.
-type Figures = HashMap<String, RouteFigures>;
+/// Each route's cells of figures over the window (req/s to WebSockets), written when
+/// the sample came, by route name; empty until the window has two samples.
+type Figures = HashMap<String, String>;
 
-#[derive(Debug)]
-struct RouteFigures {
-    traffic: Option<RouteTraffic>,
-    websockets_open: f64,
-}
+const DASH: &str = "<span class=\"muted\">—</span>";
+
+/// The cells of figures of a route without requests in the window.
+const NO_TRAFFIC: &str = "<td class=\"n\">0.00</td><td class=\"n\"><span class=\"muted\">—</span></td>\
+<td class=\"n\"><span class=\"muted\">—</span></td><td class=\"n\"><span class=\"muted\">—</span></td>\
+<td class=\"n\">0</td>";
 
 /// Each route's row up to its figures, escaped, for the snapshot generation it was made
 /// for.
@@ -146,18 +147,41 @@ impl TrafficSampler {
     }
 }
 
-/// Each route's figures between the first and last samples.
+/// Each route's cells of figures between the first and last samples. Written here,
+/// once per sample, rather than per view: formatting their numbers was most of a view.
 fn figures_between(first: &Sample, last: &Sample) -> Figures {
     last.routes
         .iter()
-        .map(|(route, now)| {
-            let figures = RouteFigures {
-                traffic: traffic(first, last, route),
-                websockets_open: now.websockets_open,
-            };
-            (route.clone(), figures)
+        .filter_map(|(route, now)| {
+            let traffic = traffic(first, last, route)?;
+            Some((route.clone(), figure_cells(&traffic, now.websockets_open)))
         })
         .collect()
+}
+
+fn figure_cells(traffic: &RouteTraffic, websockets_open: f64) -> String {
+    let mut cells = String::with_capacity(200);
+    let _ = write!(cells, "<td class=\"n\">{:.2}</td>", traffic.per_second);
+    match traffic.error_ratio {
+        Some(ratio) => {
+            let _ = write!(cells, "<td class=\"n\">{:.1}%</td>", ratio * 100.0);
+        }
+        None => {
+            let _ = write!(cells, "<td class=\"n\">{DASH}</td>");
+        }
+    }
+    for quantile in [traffic.p50, traffic.p99] {
+        match quantile {
+            Some(seconds) => {
+                let _ = write!(cells, "<td class=\"n\">{:.1} ms</td>", seconds * 1000.0);
+            }
+            None => {
+                let _ = write!(cells, "<td class=\"n\">{DASH}</td>");
+            }
+        }
+    }
+    let _ = write!(cells, "<td class=\"n\">{websockets_open}</td>");
+    cells
 }
 
 /// What the routes table shows of one route over the window.
@@ -423,7 +447,6 @@ fn route_cells(snapshot: &Snapshot) -> RouteCells {
 }
 
 fn routes_section(page: &mut String, snapshot: &Snapshot, sampler: &TrafficSampler) {
-    const DASH: &str = "<span class=\"muted\">—</span>";
     let cells = sampler.route_cells_of(snapshot);
     let figures = Arc::clone(&lock(&sampler.figures));
     page.push_str(
@@ -433,39 +456,8 @@ fn routes_section(page: &mut String, snapshot: &Snapshot, sampler: &TrafficSampl
     );
     for (name, row) in &cells.rows {
         page.push_str(row);
-        let route = figures.get(name);
-        match route.and_then(|route| route.traffic.as_ref()) {
-            Some(traffic) => {
-                let _ = write!(page, "<td class=\"n\">{:.2}</td>", traffic.per_second);
-                match traffic.error_ratio {
-                    Some(ratio) => {
-                        let _ = write!(page, "<td class=\"n\">{:.1}%</td>", ratio * 100.0);
-                    }
-                    None => {
-                        let _ = write!(page, "<td class=\"n\">{DASH}</td>");
-                    }
-                }
-                for quantile in [traffic.p50, traffic.p99] {
-                    match quantile {
-                        Some(seconds) => {
-                            let _ = write!(page, "<td class=\"n\">{:.1} ms</td>", seconds * 1000.0);
-                        }
-                        None => {
-                            let _ = write!(page, "<td class=\"n\">{DASH}</td>");
-                        }
-                    }
-                }
-            }
-            None => {
-                let _ = write!(
-                    page,
-                    "<td class=\"n\">0.00</td><td class=\"n\">{DASH}</td>\
-                     <td class=\"n\">{DASH}</td><td class=\"n\">{DASH}</td>"
-                );
-            }
-        }
-        let websockets = route.map_or(0.0, |route| route.websockets_open);
-        let _ = write!(page, "<td class=\"n\">{websockets}</td></tr>");
+        page.push_str(figures.get(name).map_or(NO_TRAFFIC, String::as_str));
+        page.push_str("</tr>");
     }
     page.push_str("</table><p class=\"muted\">Over the last minute.</p>");
 }
@@ -629,6 +621,43 @@ mod tests {
             "in +Inf: the highest bound"
         );
         assert_eq!(quantile(0.5, &[(0.01, 0.0), (f64::INFINITY, 0.0)]), None);
+    }
+
+    #[test]
+    fn each_sample_writes_the_cells_of_the_routes_it_saw() {
+        let counts = |requests: f64, errors: f64| RouteCounts {
+            requests,
+            errors,
+            buckets: vec![(0.01, requests), (f64::INFINITY, requests)],
+            websockets_open: 2.0,
+        };
+        let at = Instant::now();
+        let first = Sample {
+            at,
+            routes: BTreeMap::from([("ui".to_owned(), counts(10.0, 0.0))]),
+        };
+        let last = Sample {
+            at: at + Duration::from_secs(10),
+            routes: BTreeMap::from([
+                ("ui".to_owned(), counts(30.0, 5.0)),
+                ("<new>".to_owned(), counts(0.0, 0.0)),
+            ]),
+        };
+        let figures = figures_between(&first, &last);
+        // 20 requests in 10 s, 5 of them 5xx, all under 10 ms.
+        assert_eq!(
+            figures["ui"],
+            "<td class=\"n\">2.00</td><td class=\"n\">25.0%</td><td class=\"n\">5.0 ms</td>\
+             <td class=\"n\">9.9 ms</td><td class=\"n\">2</td>"
+        );
+        // Seen, but without a request in the window: no share, no latency.
+        assert_eq!(
+            figures["<new>"],
+            format!(
+                "<td class=\"n\">0.00</td><td class=\"n\">{DASH}</td><td class=\"n\">{DASH}</td>\
+                 <td class=\"n\">{DASH}</td><td class=\"n\">2</td>"
+            )
+        );
     }
 
     #[test]
