@@ -208,21 +208,27 @@ async fn connections(gateway: &TestGateway, upstream: &str) -> Value {
     snapshot.json()["upstream_connections"][upstream].clone()
 }
 
-#[tokio::test]
-async fn requests_in_flight_and_pool_connections_are_shown_per_upstream() {
-    // `/hold` is answered when the test lets it; anything else at once.
+/// An upstream that answers a path ending in `/hold` once the test adds a permit to the
+/// semaphore, and anything else at once.
+async fn spawn_holding_upstream() -> (std::net::SocketAddr, Arc<Semaphore>) {
     let release = Arc::new(Semaphore::new(0));
     let held = Arc::clone(&release);
-    let app = spawn_upstream(Router::new().fallback(any(move |request: Request| {
+    let addr = spawn_upstream(Router::new().fallback(any(move |request: Request| {
         let held = Arc::clone(&held);
         async move {
-            if request.uri().path() == "/hold" {
+            if request.uri().path().ends_with("/hold") {
                 held.acquire().await.unwrap().forget();
             }
             "answered"
         }
     })))
     .await;
+    (addr, release)
+}
+
+#[tokio::test]
+async fn requests_in_flight_and_pool_connections_are_shown_per_upstream() {
+    let (app, release) = spawn_holding_upstream().await;
     let other = spawn_recording_upstream("other").await;
     let text: String = ConfigText::new()
         .admin()
@@ -293,4 +299,37 @@ async fn requests_in_flight_and_pool_connections_are_shown_per_upstream() {
     .await;
     let html = page(&gateway).await.text();
     assert_eq!(upstream_counts(&html, "app"), ["0", "1", "1"], "{html}");
+}
+
+#[tokio::test]
+async fn two_upstreams_at_one_address_keep_their_own_counts_across_a_reload() {
+    let (app, release) = spawn_holding_upstream().await;
+    let text: String = ConfigText::new()
+        .admin()
+        .upstream("a", app)
+        .upstream("b", app)
+        .route("a", "/a", "a")
+        .route("b", "/b", "b")
+        .into();
+    let gateway = TestGateway::start(&text).await;
+    // A reload that changes neither upstream: each keeps its own pool.
+    let added =
+        format!("{text}\n[[routes]]\nname = \"c\"\npath_prefix = \"/c\"\nupstream = \"a\"\n");
+    write_by_rename(&gateway.config_path, &gateway.pin_listen(&added));
+    gateway.wait_for_generation(2).await;
+
+    let addr = gateway.addr();
+    let holding = tokio::spawn(send(addr, get(addr, "/b/hold", &[])));
+    let one = json!({"in_flight": 1, "idle": 0, "open": 1});
+    eventually("b's request in flight", || async {
+        (connections(&gateway, "b").await == one).then_some(())
+    })
+    .await;
+    assert_eq!(
+        connections(&gateway, "a").await,
+        json!({"in_flight": 0, "idle": 0, "open": 0}),
+        "a request to b is not a's"
+    );
+    release.add_permits(1);
+    assert_eq!(within("b's request", holding).await.unwrap().status, 200);
 }
