@@ -295,19 +295,23 @@ fn build_upstream(name: &str, upstream: UpstreamPlan, previous: Option<&Snapshot
             // way lends its pool, warm connections and all.
             // (For https, the same way includes the same CAs, name and client
             // certificate, as read now: a rotated CA file gets a new pool.)
+            // The upstream's own first, so that two upstreams at one address keep a pool
+            // each (and the pool's counts stay the upstream's) across a reload.
             let reused = previous.and_then(|snapshot| {
+                let lends = |old: &Upstream| match &old.target {
+                    UpstreamTarget::Http(old_http)
+                        if same_pool(&old.settings, &settings)
+                            && old_http.pool.tls() == http.tls.as_ref() =>
+                    {
+                        Some(old_http.pool.clone())
+                    }
+                    _ => None,
+                };
                 snapshot
                     .upstreams
-                    .values()
-                    .find_map(|old| match &old.target {
-                        UpstreamTarget::Http(old_http)
-                            if same_pool(&old.settings, &settings)
-                                && old_http.pool.tls() == http.tls.as_ref() =>
-                        {
-                            Some(old_http.pool.clone())
-                        }
-                        _ => None,
-                    })
+                    .get(name)
+                    .and_then(|old| lends(old))
+                    .or_else(|| snapshot.upstreams.values().find_map(|old| lends(old)))
             });
             let pool = reused.unwrap_or_else(|| {
                 UpstreamPool::new(

@@ -53,18 +53,35 @@ pub fn page<B: From<Bytes>>(status: StatusCode, message: &str, request_id: &str)
 /// `text` safe to put in HTML, as element content or a quoted attribute value: `&`,
 /// `<`, `>`, `"` and `'` as character references.
 pub fn html_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
+    Html(text).to_string()
+}
+
+/// `text` escaped as [`html_escape`] does, written straight into whatever it is
+/// formatted into (`write!(page, "<td>{}</td>", Html(name))`): no `String` of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Html<'a>(pub &'a str);
+
+impl std::fmt::Display for Html<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0;
+        let mut clean = 0;
+        // The characters escaped are ASCII: a byte search finds them, and the runs
+        // between them (most of the text) go out whole.
+        for (at, byte) in text.bytes().enumerate() {
+            let reference = match byte {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                b'\'' => "&#39;",
+                _ => continue,
+            };
+            f.write_str(&text[clean..at])?;
+            f.write_str(reference)?;
+            clean = at + 1;
         }
+        f.write_str(&text[clean..])
     }
-    escaped
 }
 
 /// `302 Found` to `target` (to `/` if `target` cannot be a header value), never cached.
@@ -163,6 +180,8 @@ mod tests {
             "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
         );
         assert_eq!(html_escape("ada@example.com"), "ada@example.com");
+        assert_eq!(html_escape("«é»<ü>&"), "«é»&lt;ü&gt;&amp;");
+        assert_eq!(html_escape(""), "");
     }
 
     #[test]

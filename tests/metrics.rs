@@ -1,6 +1,7 @@
 //! `/metrics` on the admin listener, scraped after known traffic: requests by route and
-//! status class, durations, upstream failures, auth failures, open WebSockets and
-//! reloads, each with the exact count the traffic should have produced.
+//! status class, durations, upstream failures, auth failures, open WebSockets, requests
+//! in flight and pool connections per upstream, and reloads, each with the exact count
+//! the traffic should have produced.
 
 #![allow(
     clippy::unwrap_used,
@@ -289,6 +290,18 @@ async fn metrics_count_known_traffic_exactly() {
                 1.0,
             ),
             ("fluxlit_upstream_up{upstream=\"dead\"}", 0.0),
+            // The app's requests went one after another on one kept-alive connection,
+            // kept across the reload; the timed-out, refused and upgraded ones left
+            // nothing in flight and nothing open.
+            ("fluxlit_upstream_in_flight{upstream=\"app\"}", 0.0),
+            ("fluxlit_upstream_pool_idle{upstream=\"app\"}", 1.0),
+            ("fluxlit_upstream_pool_open{upstream=\"app\"}", 1.0),
+            ("fluxlit_upstream_in_flight{upstream=\"slow\"}", 0.0),
+            ("fluxlit_upstream_pool_open{upstream=\"slow\"}", 0.0),
+            ("fluxlit_upstream_in_flight{upstream=\"dead\"}", 0.0),
+            ("fluxlit_upstream_pool_open{upstream=\"dead\"}", 0.0),
+            ("fluxlit_upstream_in_flight{upstream=\"wsup\"}", 0.0),
+            ("fluxlit_upstream_pool_open{upstream=\"wsup\"}", 0.0),
         ],
     )
     .await;
@@ -306,6 +319,9 @@ async fn metrics_count_known_traffic_exactly() {
         ("fluxlit_upstream_errors_total", "counter"),
         ("fluxlit_auth_failures_total", "counter"),
         ("fluxlit_websockets_open", "gauge"),
+        ("fluxlit_upstream_in_flight", "gauge"),
+        ("fluxlit_upstream_pool_idle", "gauge"),
+        ("fluxlit_upstream_pool_open", "gauge"),
         ("fluxlit_config_reloads_total", "counter"),
         ("fluxlit_config_generation", "gauge"),
         (

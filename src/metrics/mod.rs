@@ -94,6 +94,9 @@ pub struct Metrics {
     upstream_refused: Family<FairnessLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     upstream_up: Family<UpstreamLabel, Gauge>,
+    upstream_in_flight: Family<UpstreamLabel, Gauge>,
+    upstream_pool_idle: Family<UpstreamLabel, Gauge>,
+    upstream_pool_open: Family<UpstreamLabel, Gauge>,
     generation: Gauge,
     last_reload_success: Gauge,
     /// The handles of requests that matched no route.
@@ -176,6 +179,25 @@ impl Metrics {
              probed",
             upstream_up.clone(),
         );
+        let upstream_in_flight = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_in_flight",
+            "Requests on their way to an upstream now: sent or waiting for a connection, \
+             their response body not yet read to the end",
+            upstream_in_flight.clone(),
+        );
+        let upstream_pool_idle = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_pool_idle",
+            "Connections to an upstream idle in its pool now, ready for the next request",
+            upstream_pool_idle.clone(),
+        );
+        let upstream_pool_open = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_pool_open",
+            "Connections to an upstream open now: idle, carrying a request or a WebSocket",
+            upstream_pool_open.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "config_generation",
@@ -208,6 +230,9 @@ impl Metrics {
             upstream_refused,
             reloads,
             upstream_up,
+            upstream_in_flight,
+            upstream_pool_idle,
+            upstream_pool_open,
             generation,
             last_reload_success,
             no_route,
@@ -224,6 +249,34 @@ impl Metrics {
                     upstream: upstream.to_owned(),
                 })
                 .set(i64::from(up));
+        }
+    }
+
+    /// Sets `fluxlit_upstream_in_flight`, `fluxlit_upstream_pool_idle` and
+    /// `fluxlit_upstream_pool_open` to `upstreams` (upstream name and its counts),
+    /// forgetting upstreams no longer there. Read off the serving snapshot at each scrape.
+    pub fn set_upstream_connections<'a>(
+        &self,
+        upstreams: impl IntoIterator<Item = (&'a str, UpstreamConnections)>,
+    ) {
+        let families = [
+            &self.upstream_in_flight,
+            &self.upstream_pool_idle,
+            &self.upstream_pool_open,
+        ];
+        for family in families {
+            family.clear();
+        }
+        for (upstream, counts) in upstreams {
+            let label = UpstreamLabel {
+                upstream: upstream.to_owned(),
+            };
+            let values = [counts.in_flight, counts.pool_idle, counts.pool_open];
+            for (family, value) in families.into_iter().zip(values) {
+                family
+                    .get_or_create(&label)
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
         }
     }
 
@@ -307,6 +360,14 @@ impl Metrics {
         self.last_reload_success
             .set(i64::try_from(unix).unwrap_or(i64::MAX));
     }
+}
+
+/// One upstream's requests in flight and pool connections, as its pool counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamConnections {
+    pub in_flight: usize,
+    pub pool_idle: usize,
+    pub pool_open: usize,
 }
 
 /// What a route counts into, shared by every snapshot in which the route has its name.

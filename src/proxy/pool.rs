@@ -19,10 +19,17 @@
 //! uvicorn does after 5 s), which closed before a complete response head came; once,
 //! on a new connection. Any other request that was written is never replayed: the upstream
 //! may have acted on it.
+//!
+//! The pool also counts what the status page, `/snapshot` and `/metrics` show of it
+//! ([`PoolCounts`]): the requests in flight (from [`UpstreamPool::send`] until the
+//! response body is read to the end or abandoned, which a request's [`Lease`] marks),
+//! the connections open (each holds a share of the count while its socket lives, in the
+//! pool, lent to a request or carrying a WebSocket) and those idle in the pool. A request
+//! pays one atomic increment and one decrement for it; a connection, one of each more.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -90,6 +97,27 @@ struct Shared {
     /// Idle connections, the most recently returned at the back.
     idle: Mutex<VecDeque<IdleConnection>>,
     reaper_started: AtomicBool,
+    /// Requests in flight and connections open. Apart from `Shared`: a connection
+    /// counts itself open while it lives, and must not keep the pool that holds it.
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    in_flight: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// What one pool holds and carries now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolCounts {
+    /// Requests sent on the pool's connections (or waiting for one) whose response
+    /// body is not yet read to the end.
+    pub in_flight: usize,
+    /// Connections idle in the pool, ready for the next request.
+    pub idle: usize,
+    /// Connections open: idle, lent to a request, or carrying a WebSocket.
+    pub open: usize,
 }
 
 #[derive(Debug)]
@@ -133,6 +161,7 @@ impl UpstreamPool {
                 tls,
                 idle: Mutex::new(VecDeque::new()),
                 reaper_started: AtomicBool::new(false),
+                counts: Arc::default(),
             }),
         }
     }
@@ -153,6 +182,9 @@ impl UpstreamPool {
         // A block, not an `async fn`, which would keep a second copy of `request` in its
         // state: this future is part of every request's.
         async move {
+            // In flight from here until the lease is dropped: with the response body,
+            // or here, when no response comes (or the caller's timeout drops this).
+            let lease = Lease::new(&self.shared);
             let mut replayed = false;
             loop {
                 // A replay goes out on a new connection: the other idle ones are as old.
@@ -176,12 +208,7 @@ impl UpstreamPool {
                     error,
                     nothing_written,
                 } = match connection.send(&mut request).await {
-                    Ok(response) => {
-                        let lease = Lease {
-                            pool: Arc::downgrade(&self.shared),
-                        };
-                        return Ok((response, lease));
-                    }
+                    Ok(response) => return Ok((response, lease)),
                     Err(failure) => failure,
                 };
                 match error {
@@ -211,6 +238,17 @@ impl UpstreamPool {
         self.shared.tls.as_ref()
     }
 
+    /// Requests in flight and connections now. For the admin endpoints: it takes the
+    /// idle list's lock for a moment.
+    pub fn counts(&self) -> PoolCounts {
+        let shared = &self.shared;
+        PoolCounts {
+            in_flight: shared.counts.in_flight.load(Ordering::Relaxed),
+            idle: shared.lock_idle().len(),
+            open: shared.counts.open.load(Ordering::Relaxed),
+        }
+    }
+
     async fn connect(&self) -> Result<Pooled, UpstreamError> {
         let shared = &self.shared;
         let connected = tokio::time::timeout(shared.connect_timeout, async {
@@ -220,7 +258,7 @@ impl UpstreamPool {
                     let stream = UnixStream::connect(path)
                         .await
                         .map_err(UpstreamError::Connect)?;
-                    return Ok(UpstreamStream::Unix(stream));
+                    return Ok(Stream::Unix(stream));
                 }
             };
             let stream = TcpStream::connect((host, port))
@@ -229,10 +267,10 @@ impl UpstreamPool {
             // Small requests and responses go out at once, not after Nagle's delay.
             stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
             Ok(match &shared.tls {
-                None => UpstreamStream::Plain(stream),
+                None => Stream::Plain(stream),
                 Some(tls) => {
                     let stream = tls.connect(stream).await.map_err(UpstreamError::Tls)?;
-                    UpstreamStream::Tls(Box::new(stream))
+                    Stream::Tls(Box::new(stream))
                 }
             })
         });
@@ -241,20 +279,47 @@ impl UpstreamPool {
             Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(shared.connect_timeout)),
         };
         tracing::debug!(address = %shared.address, "opened a connection to the upstream");
+        let stream = UpstreamStream {
+            stream,
+            _open: Open::new(&shared.counts),
+        };
         Ok(Connection::new(stream, RESPONSE_BUFFER))
     }
 }
 
-/// A connection to an upstream: TCP, TLS over it for an https upstream, or a
-/// Unix-domain socket.
+/// A connection to an upstream, counted open in its pool while it lives.
 #[derive(Debug)]
-pub enum UpstreamStream {
+pub struct UpstreamStream {
+    stream: Stream,
+    _open: Open,
+}
+
+/// TCP, TLS over it for an https upstream, or a Unix-domain socket.
+#[derive(Debug)]
+enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
 }
 
-impl UpstreamStream {
+/// One connection's share of its pool's count of open connections.
+#[derive(Debug)]
+struct Open(Arc<Counts>);
+
+impl Open {
+    fn new(counts: &Arc<Counts>) -> Self {
+        counts.open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(counts))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Stream {
     /// Whether the upstream closed this idle connection (or sent on it unasked, or it
     /// failed): the socket has become readable since the last read drained it. Asked
     /// of the reactor's readiness, without a system call.
@@ -268,7 +333,7 @@ impl UpstreamStream {
     }
 }
 
-impl AsyncRead for UpstreamStream {
+impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -282,7 +347,7 @@ impl AsyncRead for UpstreamStream {
     }
 }
 
-impl AsyncWrite for UpstreamStream {
+impl AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -332,6 +397,46 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 impl Shared {
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<IdleConnection>> {
         // The critical sections only push and pop: a panic cannot leave the queue torn.
@@ -344,7 +449,7 @@ impl Shared {
             // Taken out under the lock, checked outside it.
             let idle = self.lock_idle().pop_back()?;
             let idle_for = idle.since.elapsed();
-            if idle_for < self.idle_timeout && !idle.connection.io().closed_while_idle() {
+            if idle_for < self.idle_timeout && !idle.connection.io().stream.closed_while_idle() {
                 return Some((idle.connection, idle_for));
             }
             // Closed by the upstream, or idle too long: dropping it closes it.
@@ -388,24 +493,41 @@ impl Shared {
                 let now = Instant::now();
                 pool.lock_idle().retain_mut(|idle| {
                     now.duration_since(idle.since) < pool.idle_timeout
-                        && !idle.connection.io().closed_while_idle()
+                        && !idle.connection.io().stream.closed_while_idle()
                 });
             }
         });
     }
 }
 
-/// A response's way back to its pool: the connection returns once the response is
-/// read.
+/// A request's place in its pool's count of requests in flight, and its response's
+/// way back to the pool: the connection returns once the response is read.
 #[derive(Debug)]
 pub struct Lease {
     pool: Weak<Shared>,
 }
 
 impl Lease {
-    fn release(self, connection: Pooled) {
-        if let Some(pool) = self.pool.upgrade() {
+    fn new(pool: &Arc<Shared>) -> Self {
+        pool.counts.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            pool: Arc::downgrade(pool),
+        }
+    }
+
+    fn release(mut self, connection: Pooled) {
+        // Taken: the drop that follows finds nothing left to do.
+        if let Some(pool) = std::mem::take(&mut self.pool).upgrade() {
+            pool.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
             pool.put_idle(connection);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

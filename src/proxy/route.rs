@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, uri::Authority};
 use super::fairness::UpstreamCap;
 use super::headers::unlisted::UnlistedNames;
 use super::limits::WebSocketCap;
-use super::pool::UpstreamPool;
+use super::pool::{PoolCounts, UpstreamPool};
 use crate::auth::RouteAuth;
 use crate::config::model;
 use crate::metrics::RouteSlot;
@@ -61,6 +61,17 @@ pub struct Upstream {
     pub settings: model::Upstream,
     /// Its health, when it has a `health_check`.
     pub health: Option<Arc<crate::proxy::health::UpstreamHealth>>,
+}
+
+impl Upstream {
+    /// Its requests in flight and pool connections now; `None` for the built-in echo,
+    /// which has no connections.
+    pub fn pool_counts(&self) -> Option<PoolCounts> {
+        match &self.target {
+            UpstreamTarget::Http(http) => Some(http.pool.counts()),
+            UpstreamTarget::Echo => None,
+        }
+    }
 }
 
 #[derive(Debug)]

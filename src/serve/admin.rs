@@ -37,7 +37,7 @@ use crate::auth::identity::JWKS_PATH;
 use crate::config::model::{self, ReadyRequires};
 use crate::http;
 use crate::idle::LastActivity;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamConnections};
 use crate::proxy::health::{Health, UpstreamHealth};
 use crate::proxy::pool::UpstreamAddress;
 use crate::proxy::route::UpstreamTarget;
@@ -387,6 +387,19 @@ async fn metrics(State(admin): State<Admin>) -> Response {
             let health = upstream.health.as_ref()?;
             Some((name.as_str(), health.state() == Health::Up))
         }));
+    admin
+        .metrics
+        .set_upstream_connections(snapshot.upstreams.iter().filter_map(|(name, upstream)| {
+            let counts = upstream.pool_counts()?;
+            Some((
+                name.as_str(),
+                UpstreamConnections {
+                    in_flight: counts.in_flight,
+                    pool_idle: counts.idle,
+                    pool_open: counts.open,
+                },
+            ))
+        }));
     let body = admin.metrics.encode();
     http::answer(StatusCode::OK, crate::metrics::CONTENT_TYPE, body)
 }
@@ -471,6 +484,11 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
             Some((name.clone(), json!(health.status())))
         })
         .collect();
+    let upstream_connections: serde_json::Map<String, serde_json::Value> = snapshot
+        .upstreams
+        .iter()
+        .filter_map(|(name, upstream)| Some((name.clone(), json!(upstream.pool_counts()?))))
+        .collect();
     let providers: serde_json::Map<String, serde_json::Value> = snapshot
         .providers
         .iter()
@@ -491,8 +509,9 @@ pub fn snapshot_json(snapshot: &Snapshot, reloader: &Reloader) -> String {
         "loaded_at": humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string(),
         "config_path": reloader.path().display().to_string(),
         "routes": routes,
-                "upstreams": upstreams,
+        "upstreams": upstreams,
         "upstream_health": upstream_health,
+        "upstream_connections": upstream_connections,
         "auth_providers": providers,
         "warnings": snapshot.warnings.iter().map(|w| w.render(reloader.path())).collect::<Vec<_>>(),
         "last_reload_error": status.last_error,

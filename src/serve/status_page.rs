@@ -7,15 +7,22 @@
 //! `rate()` is). No script, no asset from elsewhere; the page refreshes itself with a
 //! meta refresh, so it works with JavaScript off. Secrets never appear: the config is
 //! shown by its references, as `/config` shows it.
+//!
+//! A view costs little with many routes (a figure in BENCHMARKS.md): what changes only
+//! with a reload (each route's cells from the config, the doctor's findings) is written
+//! once per snapshot generation, what changes only with a sample (each route's cells of
+//! figures over the window) once per sample, and the page is written into one buffer of
+//! the last page's size, escaped as it goes ([`Html`]), with no string per cell.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::model::Config;
 use crate::doctor;
-use crate::http::html_escape as esc;
+use crate::http::Html;
 use crate::proxy::health::Health;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
@@ -42,67 +49,143 @@ struct Sample {
     routes: BTreeMap<String, RouteCounts>,
 }
 
-/// The last minute of samples of `/metrics`, and the doctor's section of the page for
-/// the snapshot generation it was made for (the config, and so the findings, change
-/// only with a reload: they are not checked again on every view).
+/// The last minute of samples of `/metrics` and each route's figures over it, and what
+/// the page shows of the config, made once per snapshot generation (the config, and so
+/// the findings, change only with a reload: they are not worked out again per view).
 #[derive(Debug, Default)]
 pub struct TrafficSampler {
     samples: Mutex<VecDeque<Sample>>,
-    findings: Mutex<Option<(u64, String)>>,
+    /// Each route's cells of figures over the window, written with each sample.
+    figures: Mutex<Arc<Figures>>,
+    /// The routes' cells that come from the config, for one generation.
+    routes: Mutex<Option<Arc<RouteCells>>>,
+    /// The doctor's section, for one generation.
+    findings: Mutex<Option<(u64, Arc<str>)>>,
+    /// The size of the last page: the next one's buffer is made that large at once.
+    last_size: AtomicUsize,
+}
+
+/// Each route's cells of figures over the window (req/s to WebSockets), written when
+/// the sample came, by route name; empty until the window has two samples.
+type Figures = HashMap<String, String>;
+
+const DASH: &str = "<span class=\"muted\">—</span>";
+
+/// The cells of figures of a route without requests in the window.
+const NO_TRAFFIC: &str = "<td class=\"n\">0.00</td><td class=\"n\"><span class=\"muted\">—</span></td>\
+<td class=\"n\"><span class=\"muted\">—</span></td><td class=\"n\"><span class=\"muted\">—</span></td>\
+<td class=\"n\">0</td>";
+
+/// Each route's row up to its figures, escaped, for the snapshot generation it was made
+/// for.
+#[derive(Debug)]
+struct RouteCells {
+    generation: u64,
+    /// Route name, and its row's cells from the config.
+    rows: Vec<(String, String)>,
+}
+
+/// A lock whose holder only swaps or reads a value: a panic cannot leave it torn.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TrafficSampler {
     /// Keeps a sample of `metrics` (the Prometheus text), dropping those older than the
-    /// window (but one, the start of the window).
+    /// window (but one, the start of the window), and works out each route's figures
+    /// over the window.
     pub fn record(&self, metrics: &str) {
         let sample = Sample {
             at: Instant::now(),
             routes: parse_routes(metrics),
         };
-        let mut samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        samples.push_back(sample);
-        while samples.len() > 2
-            && samples
-                .get(1)
-                .is_some_and(|second| second.at.elapsed() >= WINDOW)
-        {
-            samples.pop_front();
-        }
+        let figures = {
+            let mut samples = lock(&self.samples);
+            samples.push_back(sample);
+            while samples.len() > 2
+                && samples
+                    .get(1)
+                    .is_some_and(|second| second.at.elapsed() >= WINDOW)
+            {
+                samples.pop_front();
+            }
+            match (samples.front(), samples.back()) {
+                (Some(first), Some(last)) if last.at > first.at => figures_between(first, last),
+                _ => Figures::new(),
+            }
+        };
+        // The old figures are dropped after the lock is let go.
+        let _old = std::mem::replace(&mut *lock(&self.figures), Arc::new(figures));
     }
 
     /// The doctor's section for `snapshot`, made once per generation.
-    fn findings_of(&self, snapshot: &Snapshot) -> String {
-        let mut cached = self
-            .findings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn findings_of(&self, snapshot: &Snapshot) -> Arc<str> {
+        let mut cached = lock(&self.findings);
         match cached.as_ref() {
-            Some((generation, html)) if *generation == snapshot.generation => html.clone(),
+            Some((generation, html)) if *generation == snapshot.generation => Arc::clone(html),
             _ => {
                 let mut html = String::new();
                 findings_section(&mut html, &snapshot.config);
-                *cached = Some((snapshot.generation, html.clone()));
+                let html: Arc<str> = Arc::from(html);
+                *cached = Some((snapshot.generation, Arc::clone(&html)));
                 html
             }
         }
     }
 
-    /// The first and last samples of the window, when there are two.
-    fn window(&self) -> Option<(Sample, Sample)> {
-        let samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let first = samples.front()?;
-        let last = samples.back()?;
-        (last.at > first.at).then(|| (first.clone(), last.clone()))
+    /// The routes' cells from the config of `snapshot`, made once per generation.
+    fn route_cells_of(&self, snapshot: &Snapshot) -> Arc<RouteCells> {
+        let mut cached = lock(&self.routes);
+        match cached.as_ref() {
+            Some(cells) if cells.generation == snapshot.generation => Arc::clone(cells),
+            _ => {
+                let cells = Arc::new(route_cells(snapshot));
+                *cached = Some(Arc::clone(&cells));
+                cells
+            }
+        }
     }
 }
 
+/// Each route's cells of figures between the first and last samples. Written here,
+/// once per sample, rather than per view: formatting their numbers was most of a view.
+fn figures_between(first: &Sample, last: &Sample) -> Figures {
+    last.routes
+        .iter()
+        .filter_map(|(route, now)| {
+            let traffic = traffic(first, last, route)?;
+            Some((route.clone(), figure_cells(&traffic, now.websockets_open)))
+        })
+        .collect()
+}
+
+fn figure_cells(traffic: &RouteTraffic, websockets_open: f64) -> String {
+    let mut cells = String::with_capacity(200);
+    let _ = write!(cells, "<td class=\"n\">{:.2}</td>", traffic.per_second);
+    match traffic.error_ratio {
+        Some(ratio) => {
+            let _ = write!(cells, "<td class=\"n\">{:.1}%</td>", ratio * 100.0);
+        }
+        None => {
+            let _ = write!(cells, "<td class=\"n\">{DASH}</td>");
+        }
+    }
+    for quantile in [traffic.p50, traffic.p99] {
+        match quantile {
+            Some(seconds) => {
+                let _ = write!(cells, "<td class=\"n\">{:.1} ms</td>", seconds * 1000.0);
+            }
+            None => {
+                let _ = write!(cells, "<td class=\"n\">{DASH}</td>");
+            }
+        }
+    }
+    let _ = write!(cells, "<td class=\"n\">{websockets_open}</td>");
+    cells
+}
+
 /// What the routes table shows of one route over the window.
+#[derive(Debug)]
 struct RouteTraffic {
     per_second: f64,
     error_ratio: Option<f64>,
@@ -182,10 +265,17 @@ fn parse_routes(metrics: &str) -> BTreeMap<String, RouteCounts> {
         let Some((name, labels)) = series.split_once('{') else {
             continue;
         };
+        // `name="value",...}`: read pair by pair, no string made to search for.
         let label = |key: &str| -> Option<&str> {
-            let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
-            let end = labels[start..].find('"')? + start;
-            Some(&labels[start..end])
+            let mut rest = labels;
+            loop {
+                let (name, after) = rest.split_once("=\"")?;
+                let end = after.find('"')?;
+                if name == key {
+                    return after.get(..end);
+                }
+                rest = after.get(end + 1..)?.trim_start_matches(',');
+            }
         };
         let Some(route) = label("route") else {
             continue;
@@ -218,7 +308,9 @@ fn parse_routes(metrics: &str) -> BTreeMap<String, RouteCounts> {
 
 /// The page.
 pub fn render(snapshot: &Snapshot, reloader: &Reloader, sampler: &TrafficSampler) -> String {
-    let mut page = String::with_capacity(16 * 1024);
+    // The last page's size and a little more: one allocation, no copy as it grows.
+    let size = sampler.last_size.load(Ordering::Relaxed);
+    let mut page = String::with_capacity((size + size / 8).max(16 * 1024));
     let _ = write!(
         page,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -239,6 +331,7 @@ pub fn render(snapshot: &Snapshot, reloader: &Reloader, sampler: &TrafficSampler
          <a href=\"/snapshot\">/snapshot</a>, <a href=\"/config\">/config</a>, \
          <a href=\"/metrics\">/metrics</a>.</footer></body></html>"
     );
+    sampler.last_size.store(page.len(), Ordering::Relaxed);
     page
 }
 
@@ -261,25 +354,29 @@ fn config_section(page: &mut String, snapshot: &Snapshot, reloader: &Reloader) {
         "<h2>Config</h2><dl><dt>file</dt><dd><code>{}</code></dd>\
          <dt>generation</dt><dd>{}</dd><dt>hash</dt><dd><code>{}</code></dd>\
          <dt>loaded at</dt><dd>{loaded}</dd>",
-        esc(&reloader.path().display().to_string()),
+        Html(&reloader.path().display().to_string()),
         snapshot.generation,
-        esc(&snapshot.source_hash.to_string()),
+        Html(&snapshot.source_hash.to_string()),
     );
     match &status.last_reload_diff {
         Some(diff) if diff.changes.is_empty() => {
             let _ = write!(
                 page,
                 "<dt>last reload</dt><dd>applied at {} (comments or formatting only)</dd>",
-                esc(&diff.at)
+                Html(&diff.at)
             );
         }
         Some(diff) => {
             let _ = write!(
                 page,
-                "<dt>last reload</dt><dd>applied at {}: {}</dd>",
-                esc(&diff.at),
-                esc(&diff.changes.join("; "))
+                "<dt>last reload</dt><dd>applied at {}: ",
+                Html(&diff.at)
             );
+            for (index, change) in diff.changes.iter().enumerate() {
+                let separator = if index == 0 { "" } else { "; " };
+                let _ = write!(page, "{separator}{}", Html(change));
+            }
+            page.push_str("</dd>");
         }
         None => page.push_str("<dt>last reload</dt><dd class=\"muted\">none since start</dd>"),
     }
@@ -287,92 +384,115 @@ fn config_section(page: &mut String, snapshot: &Snapshot, reloader: &Reloader) {
         let _ = write!(
             page,
             "<dt>refused reload</dt><dd class=\"error\">at {}, the running config kept \
-             serving:<br>{}</dd>",
-            esc(&failure.at),
-            failure
-                .errors
-                .iter()
-                .map(|error| format!("<code>{}</code>", esc(error)))
-                .collect::<Vec<_>>()
-                .join("<br>")
+             serving:",
+            Html(&failure.at),
         );
+        for error in &failure.errors {
+            let _ = write!(page, "<br><code>{}</code>", Html(error));
+        }
+        page.push_str("</dd>");
     }
     if !status.refused_static_keys.is_empty() {
-        let _ = write!(
-            page,
-            "<dt>needs a restart</dt><dd>{}</dd>",
-            esc(&status.refused_static_keys.join(", "))
-        );
+        page.push_str("<dt>needs a restart</dt><dd>");
+        for (index, key) in status.refused_static_keys.iter().enumerate() {
+            let separator = if index == 0 { "" } else { ", " };
+            let _ = write!(page, "{separator}{}", Html(key));
+        }
+        page.push_str("</dd>");
     }
     page.push_str("</dl>");
 }
 
+/// Each route's row up to its figures: name, prefix → upstream, auth, rate limit.
+fn route_cells(snapshot: &Snapshot) -> RouteCells {
+    const NONE: &str = "<span class=\"muted\">none</span>";
+    let rows = snapshot
+        .config
+        .routes
+        .iter()
+        .map(|route| {
+            let mut row = String::with_capacity(160);
+            let _ = write!(
+                row,
+                "<tr><td>{}</td><td><code>{}</code> → {}</td><td>",
+                Html(&route.name),
+                Html(&route.path_prefix),
+                Html(&route.upstream),
+            );
+            match &route.auth {
+                Some(name) => {
+                    let _ = write!(row, "{}", Html(name));
+                }
+                None => row.push_str(NONE),
+            }
+            row.push_str("</td><td>");
+            match &route.rate_limit {
+                Some(limit) => {
+                    let rate = limit.rate.to_string();
+                    let _ = write!(row, "{}", Html(&rate));
+                    if let Some(burst) = limit.burst {
+                        let _ = write!(row, " (burst {burst})");
+                    }
+                }
+                None => row.push_str(NONE),
+            }
+            row.push_str("</td>");
+            (route.name.clone(), row)
+        })
+        .collect();
+    RouteCells {
+        generation: snapshot.generation,
+        rows,
+    }
+}
+
 fn routes_section(page: &mut String, snapshot: &Snapshot, sampler: &TrafficSampler) {
-    let window = sampler.window();
+    let cells = sampler.route_cells_of(snapshot);
+    let figures = Arc::clone(&lock(&sampler.figures));
     page.push_str(
         "<h2>Routes</h2><table><tr><th>route</th><th>prefix → upstream</th><th>auth</th>\
          <th>rate limit</th><th class=\"n\">req/s</th><th class=\"n\">5xx</th>\
          <th class=\"n\">p50</th><th class=\"n\">p99</th><th class=\"n\">WebSockets</th></tr>",
     );
-    for route in &snapshot.config.routes {
-        let auth = match &route.auth {
-            Some(name) => esc(name),
-            None => "<span class=\"muted\">none</span>".to_owned(),
-        };
-        let limit = route.rate_limit.as_ref().map_or_else(
-            || "<span class=\"muted\">none</span>".to_owned(),
-            |limit| match limit.burst {
-                Some(burst) => esc(&format!("{} (burst {burst})", limit.rate)),
-                None => esc(&limit.rate.to_string()),
-            },
-        );
-        let figures = window
-            .as_ref()
-            .and_then(|(first, last)| traffic(first, last, &route.name));
-        let websockets = window
-            .as_ref()
-            .and_then(|(_, last)| last.routes.get(&route.name))
-            .map_or(0.0, |counts| counts.websockets_open);
-        let dash = || "<span class=\"muted\">—</span>".to_owned();
-        let (rate, errors, p50, p99) = match figures {
-            Some(t) => (
-                format!("{:.2}", t.per_second),
-                t.error_ratio
-                    .map_or_else(dash, |ratio| format!("{:.1}%", ratio * 100.0)),
-                t.p50.map_or_else(dash, milliseconds),
-                t.p99.map_or_else(dash, milliseconds),
-            ),
-            None => ("0.00".to_owned(), dash(), dash(), dash()),
-        };
-        let _ = write!(
-            page,
-            "<tr><td>{}</td><td><code>{}</code> → {}</td><td>{auth}</td><td>{limit}</td>\
-             <td class=\"n\">{rate}</td><td class=\"n\">{errors}</td><td class=\"n\">{p50}</td>\
-             <td class=\"n\">{p99}</td><td class=\"n\">{websockets}</td></tr>",
-            esc(&route.name),
-            esc(&route.path_prefix),
-            esc(&route.upstream),
-        );
+    for (name, row) in &cells.rows {
+        page.push_str(row);
+        page.push_str(figures.get(name).map_or(NO_TRAFFIC, String::as_str));
+        page.push_str("</tr>");
     }
     page.push_str("</table><p class=\"muted\">Over the last minute.</p>");
 }
 
-fn milliseconds(seconds: f64) -> String {
-    format!("{:.1} ms", seconds * 1000.0)
-}
-
 fn upstreams_section(page: &mut String, snapshot: &Snapshot) {
     page.push_str(
-        "<h2>Upstreams</h2><table><tr><th>upstream</th><th>target</th><th>health</th>\
-         <th>last check</th><th>last error</th></tr>",
+        "<h2>Upstreams</h2><table><tr><th>upstream</th><th>target</th>\
+         <th class=\"n\">in flight</th><th class=\"n\">pool idle</th>\
+         <th class=\"n\">pool open</th><th>health</th><th>last check</th>\
+         <th>last error</th></tr>",
     );
     for (name, upstream) in &snapshot.upstreams {
-        let target = match (&upstream.settings.url, &upstream.settings.builtin) {
-            (Some(url), _) => esc(url),
-            (None, Some(_)) => "builtin echo".to_owned(),
-            (None, None) => String::new(),
-        };
-        let (state, checked, error) = match &upstream.health {
+        let _ = write!(page, "<tr><td>{}</td><td><code>", Html(name));
+        match (&upstream.settings.url, &upstream.settings.builtin) {
+            (Some(url), _) => {
+                let _ = write!(page, "{}", Html(url));
+            }
+            (None, Some(_)) => page.push_str("builtin echo"),
+            (None, None) => {}
+        }
+        page.push_str("</code></td>");
+        match upstream.pool_counts() {
+            Some(counts) => {
+                let _ = write!(
+                    page,
+                    "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+                    counts.in_flight, counts.idle, counts.open
+                );
+            }
+            None => page.push_str(
+                "<td class=\"n muted\">—</td><td class=\"n muted\">—</td>\
+                 <td class=\"n muted\">—</td>",
+            ),
+        }
+        match &upstream.health {
             Some(health) => {
                 let status = health.status();
                 let (class, word) = match status.state {
@@ -380,31 +500,24 @@ fn upstreams_section(page: &mut String, snapshot: &Snapshot) {
                     Health::Down => ("down", "down"),
                     Health::Unknown => ("unknown", "not probed yet"),
                 };
-                let since = status
-                    .since
-                    .map(|at| format!(" <span class=\"muted\">since {}</span>", esc(&at)))
-                    .unwrap_or_default();
-                (
-                    format!("<span class=\"{class}\">{word}</span>{since}"),
-                    status.last_check.map(|at| esc(&at)).unwrap_or_default(),
-                    status
-                        .last_error
-                        .map(|why| format!("<span class=\"error\">{}</span>", esc(&why)))
-                        .unwrap_or_default(),
-                )
+                let _ = write!(page, "<td><span class=\"{class}\">{word}</span>");
+                if let Some(at) = &status.since {
+                    let _ = write!(page, " <span class=\"muted\">since {}</span>", Html(at));
+                }
+                page.push_str("</td><td>");
+                if let Some(at) = &status.last_check {
+                    let _ = write!(page, "{}", Html(at));
+                }
+                page.push_str("</td><td>");
+                if let Some(why) = &status.last_error {
+                    let _ = write!(page, "<span class=\"error\">{}</span>", Html(why));
+                }
+                page.push_str("</td></tr>");
             }
-            None => (
-                "<span class=\"muted\">no health_check</span>".to_owned(),
-                String::new(),
-                String::new(),
+            None => page.push_str(
+                "<td><span class=\"muted\">no health_check</span></td><td></td><td></td></tr>",
             ),
-        };
-        let _ = write!(
-            page,
-            "<tr><td>{}</td><td><code>{target}</code></td><td>{state}</td><td>{checked}</td>\
-             <td>{error}</td></tr>",
-            esc(name)
-        );
+        }
     }
     page.push_str("</table>");
 }
@@ -418,43 +531,45 @@ fn providers_section(page: &mut String, snapshot: &Snapshot) {
          <th>login store</th><th>last error</th></tr>",
     );
     for (name, provider) in &snapshot.providers {
+        let kind = format!("{:?}", provider.settings.kind).to_lowercase();
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>",
+            Html(name),
+            Html(&kind)
+        );
         let mut errors = Vec::new();
-        let keys = match provider.jwks_status() {
+        match provider.jwks_status() {
             Some(jwks) => {
                 errors.extend(jwks.last_error.clone());
-                match &jwks.last_success {
-                    Some(at) => format!("{} loaded, fetched {}", jwks.keys, esc(at)),
-                    None => format!("{} loaded", jwks.keys),
+                let _ = write!(page, "{} loaded", jwks.keys);
+                if let Some(at) = &jwks.last_success {
+                    let _ = write!(page, ", fetched {}", Html(at));
                 }
             }
-            None => "<span class=\"muted\">—</span>".to_owned(),
-        };
-        let store = match provider.oidc_status() {
+            None => page.push_str("<span class=\"muted\">—</span>"),
+        }
+        page.push_str("</td><td>");
+        match provider.oidc_status() {
             Some(oidc) => {
                 errors.extend(oidc.discovery.last_error.clone());
                 errors.extend(oidc.store.last_error.clone());
-                let reachable = if oidc.store.last_error.is_some() {
-                    " <span class=\"down\">unreachable</span>"
-                } else {
-                    ""
-                };
-                match &oidc.store.url {
-                    Some(url) => {
-                        format!("{} <code>{}</code>{reachable}", oidc.store.kind, esc(url))
-                    }
-                    None => format!("{}{reachable}", oidc.store.kind),
+                let _ = write!(page, "{}", oidc.store.kind);
+                if let Some(url) = &oidc.store.url {
+                    let _ = write!(page, " <code>{}</code>", Html(url));
+                }
+                if oidc.store.last_error.is_some() {
+                    page.push_str(" <span class=\"down\">unreachable</span>");
                 }
             }
-            None => "<span class=\"muted\">—</span>".to_owned(),
-        };
-        let _ = write!(
-            page,
-            "<tr><td>{}</td><td>{}</td><td>{keys}</td><td>{store}</td>\
-             <td class=\"error\">{}</td></tr>",
-            esc(name),
-            esc(&format!("{:?}", provider.settings.kind).to_lowercase()),
-            esc(&errors.join("; "))
-        );
+            None => page.push_str("<span class=\"muted\">—</span>"),
+        }
+        page.push_str("</td><td class=\"error\">");
+        for (index, error) in errors.iter().enumerate() {
+            let separator = if index == 0 { "" } else { "; " };
+            let _ = write!(page, "{separator}{}", Html(error));
+        }
+        page.push_str("</td></tr>");
     }
     page.push_str("</table>");
 }
@@ -479,11 +594,11 @@ fn findings_section(page: &mut String, config: &Config) {
             page,
             "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}<br>\
              <span class=\"muted\">{}</span></td></tr>",
-            esc(finding.id),
-            esc(&severity),
-            esc(&finding.key),
-            esc(&finding.message),
-            esc(&finding.fix)
+            Html(finding.id),
+            Html(&severity),
+            Html(&finding.key),
+            Html(&finding.message),
+            Html(&finding.fix)
         );
     }
     page.push_str("</table>");
@@ -506,6 +621,43 @@ mod tests {
             "in +Inf: the highest bound"
         );
         assert_eq!(quantile(0.5, &[(0.01, 0.0), (f64::INFINITY, 0.0)]), None);
+    }
+
+    #[test]
+    fn each_sample_writes_the_cells_of_the_routes_it_saw() {
+        let counts = |requests: f64, errors: f64| RouteCounts {
+            requests,
+            errors,
+            buckets: vec![(0.01, requests), (f64::INFINITY, requests)],
+            websockets_open: 2.0,
+        };
+        let at = Instant::now();
+        let first = Sample {
+            at,
+            routes: BTreeMap::from([("ui".to_owned(), counts(10.0, 0.0))]),
+        };
+        let last = Sample {
+            at: at + Duration::from_secs(10),
+            routes: BTreeMap::from([
+                ("ui".to_owned(), counts(30.0, 5.0)),
+                ("<new>".to_owned(), counts(0.0, 0.0)),
+            ]),
+        };
+        let figures = figures_between(&first, &last);
+        // 20 requests in 10 s, 5 of them 5xx, all under 10 ms.
+        assert_eq!(
+            figures["ui"],
+            "<td class=\"n\">2.00</td><td class=\"n\">25.0%</td><td class=\"n\">5.0 ms</td>\
+             <td class=\"n\">9.9 ms</td><td class=\"n\">2</td>"
+        );
+        // Seen, but without a request in the window: no share, no latency.
+        assert_eq!(
+            figures["<new>"],
+            format!(
+                "<td class=\"n\">0.00</td><td class=\"n\">{DASH}</td><td class=\"n\">{DASH}</td>\
+                 <td class=\"n\">{DASH}</td><td class=\"n\">2</td>"
+            )
+        );
     }
 
     #[test]
