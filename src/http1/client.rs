@@ -185,8 +185,8 @@ impl<I: Io> Connection<I> {
     /// Sends `request` and reads the final response head. The
     /// request is taken only as far as its body: a failure leaves the rest of it for
     /// another try. The response's body reads from this connection, which it hands back
-    /// once read to the end ([`IncomingBody::reusable`]). The head's lines are checked
-    /// as a `HeaderMap` would check them, not turned into one.
+    /// once read to the end ([`IncomingBody::reusable`]). The head's lines are handed
+    /// on as they were parsed, not turned into a `HeaderMap`.
     pub async fn send<B>(
         mut self: Box<Self>,
         request: &mut Outgoing<B>,
@@ -211,13 +211,7 @@ impl<I: Io> Connection<I> {
         };
         let head = self.read_head(&request.method).await?;
         let head_bytes = self.buf.split_to(head.len).freeze();
-        let lines =
-            HeaderLines::new(head_bytes, std::mem::take(&mut self.fields)).map_err(|error| {
-                Failure {
-                    error: SendError::Head(error),
-                    nothing_written: false,
-                }
-            })?;
+        let lines = HeaderLines::new(head_bytes, std::mem::take(&mut self.fields));
         // The request's own fields never say `close`: they are a forwarded request's,
         // without the client's hop-by-hop ones.
         let closes_after = !head.keep_alive || !body_sent;
