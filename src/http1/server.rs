@@ -1256,4 +1256,61 @@ mod tests {
              content-length: 5\r\n"
         );
     }
+
+    /// Serves `bytes` (the client's whole side) with a handler that reads each body and
+    /// answers `ok`; what the handler saw of each request's headers comes back.
+    fn headers_seen(bytes: &'static [u8]) -> Vec<HeaderMap> {
+        use tokio::io::AsyncWriteExt as _;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let seen = std::sync::Mutex::new(Vec::new());
+            let (mut client, server_io) = tokio::io::duplex(1 << 16);
+            let settings = Settings {
+                max_header_size: 8192,
+                http2_prior_knowledge: false,
+            };
+            let stop = GracefulStop::default();
+            let connection = serve(
+                server_io,
+                settings,
+                &stop,
+                |request: Request<RequestBody>| {
+                    seen.lock().unwrap().push(request.headers().clone());
+                    async move {
+                        let _ = request.into_body().collect().await;
+                        Response::new(Full::new(Bytes::from_static(b"ok")))
+                    }
+                },
+            );
+            let talk = async {
+                client.write_all(bytes).await.unwrap();
+                client.shutdown().await.unwrap();
+                let mut answer = Vec::new();
+                let _ = client.read_to_end(&mut answer).await;
+            };
+            let (_, ()) = tokio::join!(connection, talk);
+            seen.into_inner().unwrap()
+        })
+    }
+
+    #[test]
+    fn a_length_beside_chunked_never_reaches_the_handler() {
+        // RFC 9112 §6.1: the length is ignored; hyper dropped it before its handler saw
+        // the request, and the policy would otherwise forward it beside the chunked body.
+        let seen = headers_seen(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
+              Transfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            !seen[0].contains_key(header::CONTENT_LENGTH),
+            "{:?}",
+            seen[0]
+        );
+        assert_eq!(seen[0][header::TRANSFER_ENCODING], "chunked");
+        assert_eq!(seen[0]["x-kept"], "1");
+    }
 }
