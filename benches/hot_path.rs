@@ -253,6 +253,7 @@ fn header_pipeline(c: &mut Criterion) {
             || Reply {
                 response: http::Response::new(()),
                 lines: response.clone(),
+                added: Fields::default(),
                 declared_length: Some(1024),
             },
             |reply| {
@@ -261,6 +262,7 @@ fn header_pipeline(c: &mut Criterion) {
                     &snapshot.headers,
                     Some(&route),
                     &request_id,
+                    false,
                     false,
                 );
             },

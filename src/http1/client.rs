@@ -24,7 +24,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -32,6 +31,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::io::{Io, Upgraded};
+pub use super::lines::Fields;
 use super::lines::HeaderLines;
 use super::request::{HeadError, HeadLimits, HeaderIndex};
 use super::response::{ResponseBody, ResponseHead, parse_response};
@@ -102,41 +102,6 @@ pub enum Declared {
     Length(u64),
     /// Neither: the body's own length decides ([`Outgoing`]'s framing rules).
     Nothing,
-}
-
-/// A request's header lines, `name: value\r\n` each, in the order they were added.
-#[derive(Debug, Clone, Default)]
-pub struct Fields {
-    bytes: Vec<u8>,
-}
-
-impl Fields {
-    /// Room for about `lines` typical lines.
-    pub fn with_capacity(lines: usize) -> Self {
-        Self {
-            bytes: Vec::with_capacity(lines * 32),
-        }
-    }
-
-    /// Adds one line. The name and value are `http` types, so valid on the wire.
-    pub fn append(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.bytes.extend_from_slice(name.as_str().as_bytes());
-        self.bytes.extend_from_slice(b": ");
-        self.bytes.extend_from_slice(value.as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
-    }
-
-    /// Each line's name and value (for what reads them back: tests, the echo upstream).
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.bytes
-            .split(|&b| b == b'\n')
-            .filter_map(|line| line.strip_suffix(b"\r"))
-            .filter_map(|line| {
-                let colon = line.iter().position(|&b| b == b':')?;
-                let (name, value) = line.split_at(colon);
-                Some((name, value.get(2..).unwrap_or_default()))
-            })
-    }
 }
 
 /// A final response: its head, the header lines as the upstream sent them (nothing
@@ -520,7 +485,7 @@ fn write_request_head<B>(out: &mut Vec<u8>, request: &Outgoing<B>, framing: Fram
         .map_or("/", |path_and_query| path_and_query.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    out.extend_from_slice(&request.fields.bytes);
+    out.extend_from_slice(request.fields.as_bytes());
     let declared = request.declared != Declared::Nothing;
     match framing {
         Framing::Length(0) | Framing::Unsent if !declared => {}

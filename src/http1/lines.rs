@@ -97,6 +97,51 @@ impl HeaderLines {
     }
 }
 
+/// Header lines as written by whoever makes a message (a request's for its upstream,
+/// the headers the gateway adds to a response), `name: value\r\n` each, in the order
+/// they were added: bytes ready for the wire.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    bytes: Vec<u8>,
+}
+
+impl Fields {
+    /// Room for about `lines` typical lines.
+    pub fn with_capacity(lines: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(lines * 32),
+        }
+    }
+
+    /// Adds one line. The name and value are `http` types, so valid on the wire.
+    pub fn append(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.bytes.extend_from_slice(name.as_str().as_bytes());
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Each line's name and value (for what reads them back: tests, the echo upstream).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.bytes
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                let (name, value) = line.split_at(colon);
+                Some((name, value.get(2..).unwrap_or_default()))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ pub mod server;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use io::{Io, Upgraded};
-pub use lines::HeaderLines;
+pub use lines::{Fields, HeaderLines};
 pub use request::{
     BodyLength, HeadError, HeadLimits, HeaderIndex, MAX_HEADERS, MAX_TARGET_LEN, RequestHead,
     parse_request,

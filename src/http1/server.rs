@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::io::{Io, Upgraded};
-use super::lines::HeaderLines;
+use super::lines::{Fields, HeaderLines};
 use super::request::{
     BodyLength, HTTP2_PREFACE, HeadError, HeadLimits, HeaderIndex, RequestHead, header_map,
     parse_request,
@@ -73,12 +73,16 @@ pub struct Settings {
 
 /// A response as the engine writes it: the `http` response (status, the headers the
 /// handler sets, the body) and, for a response passed on from an upstream, that
-/// upstream's header lines, written as they came, before the response's own headers.
+/// upstream's header lines, written as they came, and the lines added to them, before
+/// the response's own headers.
 /// The engine frames the body itself: framing fields in either are not written.
 #[derive(Debug)]
 pub struct Reply<B> {
     pub response: Response<B>,
     pub lines: HeaderLines,
+    /// Headers added to the response as bytes (the gateway's own on a proxied
+    /// response), written after the lines and before the response's map.
+    pub added: Fields,
     /// The length the upstream declared (what a response to `HEAD` or a 304
     /// announces); else the response's own `content-length` is read.
     pub declared_length: Option<u64>,
@@ -89,6 +93,7 @@ impl<B> From<Response<B>> for Reply<B> {
         Self {
             response,
             lines: HeaderLines::default(),
+            added: Fields::default(),
             declared_length: None,
         }
     }
@@ -99,6 +104,7 @@ impl<B> Reply<B> {
         Reply {
             response: self.response.map(f),
             lines: self.lines,
+            added: self.added,
             declared_length: self.declared_length,
         }
     }
@@ -106,13 +112,22 @@ impl<B> Reply<B> {
     /// The reply as one `http` response (for HTTP/2): the lines become headers, and
     /// the declared length a canonical `content-length` unless the response has one.
     pub fn into_response(self) -> Response<B> {
-        if self.lines.is_empty() && self.declared_length.is_none() {
+        if self.lines.is_empty() && self.added.is_empty() && self.declared_length.is_none() {
             return self.response;
         }
         let (mut parts, body) = self.response.into_parts();
         let own = std::mem::take(&mut parts.headers);
         parts.headers = self.lines.to_header_map();
         parts.headers.reserve(own.len());
+        for (name, value) in self.added.iter() {
+            // Written from `http` types: both parse back.
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name),
+                header::HeaderValue::from_bytes(value),
+            ) {
+                parts.headers.append(name, value);
+            }
+        }
         let mut name = None;
         for (next, value) in own {
             // `None` is the same name again (the map's iteration of repeated names).
@@ -568,6 +583,7 @@ impl<I: Io> Connection<I> {
         let Reply {
             response,
             lines,
+            added,
             declared_length,
         } = response.into();
         let (parts, mut body) = response.into_parts();
@@ -584,7 +600,13 @@ impl<I: Io> Connection<I> {
         {
             self.out.clear();
             write_status_line(&mut self.out, parts.status, version);
-            write_fields(&mut self.out, &lines, &parts.headers, Framing::Upgrade);
+            write_fields(
+                &mut self.out,
+                &lines,
+                &added,
+                &parts.headers,
+                Framing::Upgrade,
+            );
             self.out.extend_from_slice(b"\r\n");
             self.write.write_all(&self.out).await?;
             self.write.flush().await?;
@@ -596,7 +618,7 @@ impl<I: Io> Connection<I> {
             !keep_alive || framing == Framing::UntilClose || connection_close(&parts.headers);
         self.out.clear();
         write_status_line(&mut self.out, parts.status, version);
-        write_fields(&mut self.out, &lines, &parts.headers, framing);
+        write_fields(&mut self.out, &lines, &added, &parts.headers, framing);
         if closes && version == Version::HTTP_11 && !parts.headers.contains_key(header::CONNECTION)
         {
             self.out.extend_from_slice(b"connection: close\r\n");
@@ -872,9 +894,16 @@ fn write_status_line(out: &mut Vec<u8>, status: StatusCode, version: Version) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The response's fields (an upstream's lines, then the response's own headers), their
-/// framing fields replaced by those of `framing`, and a `date` if neither has one.
-fn write_fields(out: &mut Vec<u8>, lines: &HeaderLines, headers: &HeaderMap, framing: Framing) {
+/// The response's fields (an upstream's lines, the lines added to them, then the
+/// response's own headers), their framing fields replaced by those of `framing`, and a
+/// `date` if none has one. (Added lines carry neither framing nor `date`.)
+fn write_fields(
+    out: &mut Vec<u8>,
+    lines: &HeaderLines,
+    added: &Fields,
+    headers: &HeaderMap,
+    framing: Framing,
+) {
     let mut dated = false;
     for (name, value) in lines.iter() {
         // Names of 14 and 17 bytes, then which: most lines are ruled out by length.
@@ -895,6 +924,7 @@ fn write_fields(out: &mut Vec<u8>, lines: &HeaderLines, headers: &HeaderMap, fra
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(added.as_bytes());
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
@@ -1225,6 +1255,7 @@ mod tests {
         write_fields(
             &mut out,
             &HeaderLines::default(),
+            &Fields::default(),
             &headers,
             Framing::Length(5),
         );
@@ -1237,22 +1268,23 @@ mod tests {
     }
 
     #[test]
-    fn an_upstreams_lines_are_written_as_sent_before_the_responses_own_headers() {
+    fn an_upstreams_lines_then_the_added_ones_then_the_responses_own_headers() {
         let lines = HeaderLines::from_response_head(Bytes::from_static(
             b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 005\r\n\
               Date: Sun, 06 Dec 2026 10:00:00 GMT\r\nTransfer-Encoding: chunked\r\n\r\n",
         ))
         .unwrap();
-        let mut out = Vec::new();
-        write_fields(
-            &mut out,
-            &lines,
-            &headers(&[("x-own", "1")]),
-            Framing::Length(5),
+        let mut added = Fields::default();
+        added.append(
+            &HeaderName::from_static("x-added"),
+            &HeaderValue::from_static("2"),
         );
+        let own = headers(&[("x-own", "1")]);
+        let mut out = Vec::new();
+        write_fields(&mut out, &lines, &added, &own, Framing::Length(5));
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "Server: up\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\nx-own: 1\r\n\
+            "Server: up\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\nx-added: 2\r\nx-own: 1\r\n\
              content-length: 5\r\n"
         );
     }

@@ -357,16 +357,21 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, policy: &HeaderPolicy) 
 /// names `Connection` lists are dropped (a `101 Switching Protocols` keeps `Connection`
 /// and `Upgrade`: they are the handshake's answer), so are the framing fields (the
 /// engine frames the body from the length the upstream's head was read by) and the
-/// request id header (the gateway's own is set). Then the gateway's headers are added
-/// to the response's own: the request id, and each security header (and HSTS over
-/// HTTPS) the upstream did not set itself — the matched route's list, else the
-/// server's.
+/// request id header (the gateway's own is set). Then the gateway's headers are added:
+/// the request id, and each security header (and HSTS over HTTPS) the upstream did not
+/// set itself — the matched route's list, else the server's. With `no_referrer` (the
+/// page an OIDC login lands on, its one-time code in the URL) `Referrer-Policy` is
+/// `no-referrer` whatever the upstream or the list says.
+///
+/// What the gateway adds goes into [`Reply::added`] as bytes, except where the
+/// response's own map (a response the gateway made) has the name already.
 pub fn finish_response<B>(
     reply: &mut Reply<B>,
     policy: &HeaderPolicy,
     route: Option<&Route>,
     request_id: &HeaderValue,
     over_https: bool,
+    no_referrer: bool,
 ) {
     let security = route.map_or(&policy.security_headers, |route| &route.security_headers);
     let hsts = policy.hsts.as_ref().filter(|_| over_https);
@@ -385,6 +390,7 @@ pub fn finish_response<B>(
             if is_framing_field(name)
                 || name.eq_ignore_ascii_case(request_id_name)
                 || listed.lists(name)
+                || no_referrer && name.eq_ignore_ascii_case(b"referrer-policy")
             {
                 return false;
             }
@@ -398,9 +404,21 @@ pub fn finish_response<B>(
             true
         });
     }
-    let lines = &reply.lines;
-    let headers = reply.response.headers_mut();
-    headers.insert(policy.request_id.clone(), request_id.clone());
+    let Reply {
+        response,
+        lines,
+        added,
+        ..
+    } = reply;
+    let own = response.headers_mut();
+    // A proxied response's map is empty: nothing to look up, each header is appended.
+    let own_is_empty = own.is_empty();
+    if own_is_empty || !own.contains_key(&policy.request_id) {
+        added.append(&policy.request_id, request_id);
+    } else {
+        own.insert(policy.request_id.clone(), request_id.clone());
+    }
+    let no_referrer_value = HeaderValue::from_static("no-referrer");
     for (index, (name, value)) in security.iter().enumerate() {
         let set_upstream = match 1u64.checked_shl(index as u32) {
             Some(bit) => upstream_set & bit != 0,
@@ -408,16 +426,25 @@ pub fn finish_response<B>(
                 .iter()
                 .any(|(line, _)| line.eq_ignore_ascii_case(name.as_str().as_bytes())),
         };
-        if !set_upstream {
-            headers.entry(name).or_insert_with(|| value.clone());
+        if set_upstream || no_referrer && name == header::REFERRER_POLICY {
+            continue;
+        }
+        if own_is_empty || !own.contains_key(name) {
+            added.append(name, value);
+        }
+    }
+    if no_referrer {
+        if own_is_empty || !own.contains_key(header::REFERRER_POLICY) {
+            added.append(&header::REFERRER_POLICY, &no_referrer_value);
+        } else {
+            own.insert(header::REFERRER_POLICY, no_referrer_value);
         }
     }
     if let Some(hsts) = hsts
         && !upstream_hsts
+        && (own_is_empty || !own.contains_key(header::STRICT_TRANSPORT_SECURITY))
     {
-        headers
-            .entry(header::STRICT_TRANSPORT_SECURITY)
-            .or_insert_with(|| hsts.clone());
+        added.append(&header::STRICT_TRANSPORT_SECURITY, hsts);
     }
 }
 
@@ -589,6 +616,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::http1::Fields;
 
     #[test]
     fn ip_header_values_read_as_display_writes_them() {
@@ -625,9 +653,15 @@ mod tests {
         }
     }
 
-    /// What the client is sent for an upstream's `head`, as `name: value` lines: the
-    /// upstream's lines the policy kept, then the gateway's headers.
-    fn finished(head: &'static [u8], over_https: bool) -> Vec<String> {
+    /// What the client is sent for an upstream's `head` (and the response's own map,
+    /// `own`), as `name: value` lines: the upstream's lines the policy kept, the lines
+    /// it added, then the map.
+    fn finish(
+        head: &'static [u8],
+        own: &[(&'static str, &'static str)],
+        over_https: bool,
+        no_referrer: bool,
+    ) -> Vec<String> {
         let lines = HeaderLines::from_response_head(Bytes::from_static(head)).unwrap();
         let status = if head.starts_with(b"HTTP/1.1 101") {
             101
@@ -636,26 +670,101 @@ mod tests {
         };
         let mut response = http::Response::new(());
         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        for (name, value) in own {
+            response
+                .headers_mut()
+                .append(*name, HeaderValue::from_static(value));
+        }
         let mut reply = Reply {
             response,
             lines,
+            added: Fields::default(),
             declared_length: None,
         };
         let id = HeaderValue::from_static("id-1");
-        finish_response(&mut reply, &policy(), None, &id, over_https);
-        let passed = reply.lines.iter().map(|(name, value)| {
-            format!(
-                "{}: {}",
+        finish_response(&mut reply, &policy(), None, &id, over_https, no_referrer);
+        let text = |(name, value): (&[u8], &[u8])| {
+            let (name, value) = (
                 String::from_utf8_lossy(name),
-                String::from_utf8_lossy(value)
-            )
-        });
+                String::from_utf8_lossy(value),
+            );
+            format!("{name}: {value}")
+        };
+        let passed = reply.lines.iter().map(text);
+        let added = reply.added.iter().map(text);
         let own = reply
             .response
             .headers()
             .iter()
             .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()));
-        passed.chain(own).collect()
+        passed.chain(added).chain(own).collect()
+    }
+
+    fn finished(head: &'static [u8], over_https: bool) -> Vec<String> {
+        finish(head, &[], over_https, false)
+    }
+
+    #[test]
+    fn a_response_the_gateway_made_keeps_its_own_values_but_the_request_id() {
+        let sent = finish(
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            &[
+                ("x-content-type-options", "own"),
+                ("x-request-id", "stale"),
+                ("content-type", "text/plain"),
+            ],
+            false,
+            false,
+        );
+        assert_eq!(
+            sent,
+            [
+                "x-content-type-options: own",
+                "x-request-id: id-1",
+                "content-type: text/plain"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_login_landing_page_gets_no_referrer_whoever_set_one() {
+        let with_list = policy_with_referrer();
+        let lines = HeaderLines::from_response_head(Bytes::from_static(
+            b"HTTP/1.1 200 OK\r\nReferrer-Policy: unsafe-url\r\n\r\n",
+        ))
+        .unwrap();
+        let mut reply = Reply {
+            response: http::Response::new(()),
+            lines,
+            added: Fields::default(),
+            declared_length: None,
+        };
+        let id = HeaderValue::from_static("id-1");
+        finish_response(&mut reply, &with_list, None, &id, false, true);
+        let sent = reply.into_response();
+        let policies: Vec<_> = sent.headers().get_all("referrer-policy").iter().collect();
+        assert_eq!(policies, ["no-referrer"]);
+
+        // A response the gateway made: its own value is replaced.
+        let mut own = Reply::from(http::Response::new(()));
+        own.response
+            .headers_mut()
+            .insert(header::REFERRER_POLICY, HeaderValue::from_static("origin"));
+        finish_response(&mut own, &with_list, None, &id, false, true);
+        let sent = own.into_response();
+        let policies: Vec<_> = sent.headers().get_all("referrer-policy").iter().collect();
+        assert_eq!(policies, ["no-referrer"]);
+    }
+
+    /// [`policy`] with `Referrer-Policy` in its security headers.
+    fn policy_with_referrer() -> HeaderPolicy {
+        let mut policy = policy();
+        policy.security_headers = vec![(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        )]
+        .into();
+        policy
     }
 
     #[test]

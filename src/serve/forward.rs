@@ -105,18 +105,17 @@ impl Proxy {
                 }
                 Routed::Wait(pending) => pending.await,
             };
-            headers::finish_response(&mut reply, policy, matched, &request_id, over_https);
-            if carries_login_code {
-                // The page an OIDC login lands on has its one-time code in the URL: keep
-                // it out of the Referer of everything that page loads.
-                reply
-                    .lines
-                    .retain(|name, _| !name.eq_ignore_ascii_case(b"referrer-policy"));
-                reply.response.headers_mut().insert(
-                    header::REFERRER_POLICY,
-                    HeaderValue::from_static("no-referrer"),
-                );
-            }
+            // The page an OIDC login lands on has its one-time code in the URL: it keeps
+            // it out of the Referer of everything that page loads.
+            let no_referrer = carries_login_code;
+            headers::finish_response(
+                &mut reply,
+                policy,
+                matched,
+                &request_id,
+                over_https,
+                no_referrer,
+            );
             record.set_status(reply.response.status());
             reply.map(|body| body.with_record(record))
         }
@@ -677,6 +676,7 @@ impl Proxy {
             Reply {
                 response,
                 lines,
+                added: Fields::default(),
                 declared_length,
             }
         };
