@@ -34,8 +34,9 @@ use axum::routing::{any, get};
 use bytes::Bytes;
 use common::auth::{HS_SECRET, JwksServer, Key, RSA_A_JWK, claims, get_with_token, jwks, rs256_a};
 use common::{
-    ConfigText, CountingUpstream, HANG_GUARD, TestGateway, cli, closed_port, eventually, send,
-    spawn_recording_upstream, spawn_upstream, start_with_files, wait_until, within, ws,
+    ConfigText, CountingUpstream, FloodingUpstream, HANG_GUARD, TestGateway, cli, closed_port,
+    eventually, send, spawn_recording_upstream, spawn_upstream, start_with_files, wait_until,
+    within, ws,
 };
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
@@ -687,59 +688,6 @@ async fn an_idp_serving_garbage_for_discovery_gets_503_logins_and_a_clear_status
 // Slow readers: send_timeout.
 // ---------------------------------------------------------------------------------------
 
-/// An upstream that answers every request with a body of `size` bytes, written as fast
-/// as its socket takes them, and counts its open connections and the bytes it wrote.
-struct FloodingUpstream {
-    addr: SocketAddr,
-    open: Arc<AtomicUsize>,
-    written: Arc<AtomicU64>,
-}
-
-async fn spawn_flooding_upstream(size: u64) -> FloodingUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let open = Arc::new(AtomicUsize::new(0));
-    let written = Arc::new(AtomicU64::new(0));
-    let (open_count, written_count) = (Arc::clone(&open), Arc::clone(&written));
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (open, written) = (Arc::clone(&open_count), Arc::clone(&written_count));
-            open.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
-                if stream.write_all(answer.as_bytes()).await.is_ok() {
-                    let chunk = vec![b'x'; 64 * 1024];
-                    let mut left = size;
-                    while left > 0 {
-                        let n = left.min(chunk.len() as u64) as usize;
-                        if stream.write_all(&chunk[..n]).await.is_err() {
-                            break;
-                        }
-                        written.fetch_add(n as u64, Ordering::SeqCst);
-                        left -= n as u64;
-                    }
-                }
-                // Until the gateway closes the connection (or sends another request).
-                let _ = stream.read(&mut buffer).await;
-                open.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    FloodingUpstream {
-        addr,
-        open,
-        written,
-    }
-}
-
 /// A client socket with a small receive buffer, so that what the gateway cannot send
 /// shows quickly.
 async fn connect_small(addr: SocketAddr) -> TcpStream {
@@ -753,7 +701,7 @@ async fn clients_that_stop_reading_are_closed_after_send_timeout_and_their_upstr
  {
     const SIZE: u64 = 100 << 20;
     const READERS: usize = 8;
-    let upstream = spawn_flooding_upstream(SIZE).await;
+    let upstream = FloodingUpstream::spawn(SIZE).await;
     let config = one_route(upstream.addr, "send_timeout = \"1s\"", "");
     let gateway = TestGateway::start(&config).await;
     let addr = gateway.addr();
@@ -808,7 +756,7 @@ async fn clients_that_stop_reading_are_closed_after_send_timeout_and_their_upstr
 #[tokio::test]
 async fn a_client_reading_slowly_but_steadily_gets_the_whole_body() {
     const SIZE: u64 = 512 << 10;
-    let upstream = spawn_flooding_upstream(SIZE).await;
+    let upstream = FloodingUpstream::spawn(SIZE).await;
     let config = one_route(upstream.addr, "send_timeout = \"1s\"", "");
     let gateway = TestGateway::start(&config).await;
     let mut client = connect_small(gateway.addr()).await;

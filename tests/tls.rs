@@ -61,6 +61,15 @@ impl CertFiles {
         self.dir.path().join("key.pem")
     }
 
+    /// The lines of `[server.tls]` that name these files.
+    fn server_tls(&self) -> String {
+        format!(
+            "cert_file = {:?}\nkey_file = {:?}",
+            self.cert().display().to_string(),
+            self.key().display().to_string()
+        )
+    }
+
     /// Writes the pair, each file by rename so no reader sees half a file.
     fn install(&self, pki: &Pki) {
         write_by_rename(&self.key(), &pki.key_pem);
@@ -73,14 +82,7 @@ impl CertFiles {
 fn config(tls: Option<&CertFiles>) -> ConfigText {
     let mut config = ConfigText::new().server("header_read_timeout = \"300ms\"");
     if let Some(files) = tls {
-        config = config.table(
-            "[server.tls]",
-            &format!(
-                "cert_file = {:?}\nkey_file = {:?}",
-                files.cert().display().to_string(),
-                files.key().display().to_string()
-            ),
-        );
+        config = config.table("[server.tls]", &files.server_tls());
     }
     config.echo_upstream("echo").route("all", "/", "echo")
 }
@@ -457,14 +459,7 @@ async fn h2_gateway(
     let files = CertFiles::new(&pki);
     let config = ConfigText::new()
         .server(server)
-        .table(
-            "[server.tls]",
-            &format!(
-                "cert_file = {:?}\nkey_file = {:?}",
-                files.cert().display().to_string(),
-                files.key().display().to_string()
-            ),
-        )
+        .table("[server.tls]", &files.server_tls())
         .route_to("hang", "/", upstream);
     let gateway = TestGateway::start(config).await;
     (pki, files, gateway, seen)
@@ -671,14 +666,7 @@ async fn measure_one_stalled_http2_connection() {
     let config = dir.path().join("fluxlit.toml");
     let text = ConfigText::new()
         .server(&format!("listen = \"{addr}\""))
-        .table(
-            "[server.tls]",
-            &format!(
-                "cert_file = {:?}\nkey_file = {:?}",
-                files.cert().display().to_string(),
-                files.key().display().to_string()
-            ),
-        )
+        .table("[server.tls]", &files.server_tls())
         .table("[log]", "access_log = false")
         .route_to("big", "/", upstream);
     std::fs::write(&config, text.text()).unwrap();
