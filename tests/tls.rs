@@ -2,7 +2,8 @@
 //! (rcgen), a real TLS client (reqwest on rustls) that trusts only the CA it is given.
 //! HTTP/1.1 and HTTP/2 by ALPN, HSTS only over HTTPS, and a certificate rotated in
 //! place: new handshakes get the new one, connections opened before keep working.
-//! HTTP/2 limits and hyper's defences against stream floods, with frames written by hand.
+//! HTTP/2 limits and hyper's defences against stream floods, with frames written by hand;
+//! a stream its client stops reading reset after `send_timeout` (the `h2` crate as client).
 
 #![allow(
     clippy::unwrap_used,
@@ -604,6 +605,124 @@ async fn http2_continuation_flood_gets_goaway_after_a_few_frames() {
     }
     assert!(frames <= 8, "the server took {frames} CONTINUATION frames");
     assert_eq!(code, Some(ENHANCE_YOUR_CALM));
+}
+
+/// An HTTP/2 client (the `h2` crate) on `addr`: it opens a stream's window only as the
+/// test reads the stream (`release_capacity`), with a connection window large enough
+/// that a stream left unread does not close it for the others.
+async fn h2_client(ca_pem: &str, addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tls = tls_connect(ca_pem, addr, b"h2").await;
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(64 * 1024)
+        .initial_connection_window_size(16 << 20)
+        .handshake(tls)
+        .await
+        .unwrap();
+    // Driving the connection also answers the server's PINGs.
+    tokio::spawn(connection);
+    client
+}
+
+/// `GET path` on a new stream of `client`; the response head.
+async fn h2_get(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    addr: SocketAddr,
+    path: &str,
+) -> http::Response<h2::RecvStream> {
+    let mut client = within("a stream", client.clone().ready()).await.unwrap();
+    let request = http::Request::get(https(addr, path)).body(()).unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    within("a response head", response).await.unwrap()
+}
+
+/// Reads `body` to its end, opening its window for each piece, pausing `pause` between
+/// pieces; the bytes read, or the error that ended it.
+async fn h2_read(body: &mut h2::RecvStream, pause: Duration) -> Result<usize, h2::Error> {
+    let mut received = 0;
+    while let Some(piece) = within("a DATA frame", body.data()).await {
+        let piece = piece?;
+        received += piece.len();
+        body.flow_control().release_capacity(piece.len())?;
+        tokio::time::sleep(pause).await;
+    }
+    Ok(received)
+}
+
+#[tokio::test]
+async fn a_stalled_http2_stream_is_reset_after_send_timeout_and_its_connection_serves_on() {
+    const STEADY: usize = 384 << 10;
+    let big = FloodingUpstream::spawn(100 << 20).await;
+    let steady =
+        spawn_upstream(axum::Router::new().fallback(|| async { vec![b'x'; STEADY] })).await;
+    // An upstream slower than send_timeout: a body waiting for its upstream is not the
+    // client's stall.
+    let slow = spawn_upstream(axum::Router::new().fallback(|| async {
+        use futures_util::StreamExt;
+        let pauses = futures_util::stream::iter([Duration::ZERO, Duration::from_millis(1500)]);
+        axum::body::Body::from_stream(pauses.then(|pause| async move {
+            tokio::time::sleep(pause).await;
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"piece"))
+        }))
+    }))
+    .await;
+    let pki = pki("test CA");
+    let files = CertFiles::new(&pki);
+    let config = ConfigText::new()
+        .server("send_timeout = \"1s\"")
+        .table("[server.tls]", &files.server_tls())
+        .route_to("big", "/big", big.addr)
+        .route_to("steady", "/steady", steady)
+        .route_to("slow", "/slow", slow);
+    let gateway = TestGateway::start(config).await;
+    let addr = gateway.addr();
+    let client = h2_client(&pki.ca_pem, addr).await;
+
+    // One stream is never read: its window is at 0 after its first 64 KiB, and stays
+    // there. The connection itself stays busy (another stream, PINGs), so only a
+    // timeout of the stream's own can end it.
+    let stalled = h2_get(&client, addr, "/big").await;
+    assert_eq!(stalled.status(), StatusCode::OK);
+    let mut stalled = stalled.into_body();
+    wait_until("/big reached its upstream", || big.open() == 1).await;
+    let started = std::time::Instant::now();
+
+    // Meanwhile other streams on the connection are not cut: one read steadily, with
+    // pauses far shorter than send_timeout, one whose upstream pauses for longer.
+    let read_steadily = async {
+        let mut body = h2_get(&client, addr, "/steady").await.into_body();
+        h2_read(&mut body, Duration::from_millis(40)).await
+    };
+    let read_slow_upstream = async {
+        let mut body = h2_get(&client, addr, "/slow").await.into_body();
+        h2_read(&mut body, Duration::ZERO).await
+    };
+    let upstream_released = async {
+        wait_until("the stalled stream's upstream connection closed", || {
+            big.open() == 0
+        })
+        .await;
+        started.elapsed()
+    };
+    let (steady_read, slow_read, released_after) =
+        tokio::join!(read_steadily, read_slow_upstream, upstream_released);
+    assert_eq!(steady_read.unwrap(), STEADY);
+    assert_eq!(slow_read.unwrap(), 2 * "piece".len());
+    assert!(
+        released_after > Duration::from_millis(500)
+            && released_after < Duration::from_millis(1000 + 1500),
+        "the upstream connection was released {released_after:?} after the stall \
+         (send_timeout 1 s)"
+    );
+
+    // The stalled stream was reset (CANCEL): what reached the client before, then the
+    // reset.
+    let ended = h2_read(&mut stalled, Duration::ZERO).await;
+    let error = ended.expect_err("a reset, not the whole body");
+    assert_eq!(error.reason(), Some(h2::Reason::CANCEL), "{error}");
+
+    // The connection serves on.
+    let mut again = h2_get(&client, addr, "/steady").await.into_body();
+    assert_eq!(h2_read(&mut again, Duration::ZERO).await.unwrap(), STEADY);
 }
 
 #[test]
