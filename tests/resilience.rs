@@ -787,6 +787,121 @@ async fn a_client_reading_slowly_but_steadily_gets_the_whole_body() {
     assert_eq!((received.len() - body_start) as u64, SIZE);
 }
 
+/// A measurement, not a check (run by hand: `tests/external/stalled_readers.sh`, or
+/// `FLUXLIT_BIN=<a release build> cargo test --test resilience measure_ -- --ignored
+/// --nocapture`): issue 20's slow-reader attack on `fluxlit serve` with `send_timeout = "10s"` and the other
+/// limits at their defaults. 300 clients, each with a 4 KiB receive buffer, ask for a
+/// 100 MiB response and read nothing. Prints the RSS before, at the peak and after the
+/// clients leave, the upstream connections held and when the last was closed, against
+/// the issue's targets; panics if one is missed.
+#[tokio::test]
+#[ignore = "a measurement for SECURITY.md, run by hand"]
+async fn measure_300_stalled_http1_readers() {
+    use common::measure;
+    const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+    const READERS: usize = 300;
+    let upstream = FloodingUpstream::spawn(100 << 20).await;
+    let served = measure::Served::start(
+        "send_timeout = \"10s\"",
+        ConfigText::new().route_to("big", "/", upstream.addr),
+    )
+    .await;
+    let addr = served.addr;
+    let small = common::get(addr, "/small", &[]);
+    drop(within("warm-up", send(addr, small)).await);
+    let before = measure::rss_kib(served.pid());
+
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..READERS {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4 * 1024).unwrap();
+        let mut client = within("connect", socket.connect(addr)).await.unwrap();
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    let held = measure::sample(
+        &served,
+        &upstream,
+        before,
+        started,
+        SEND_TIMEOUT + Duration::from_secs(15),
+    )
+    .await;
+    // Each client finds what reached its socket, then the end of its connection; or,
+    // beyond the per-client cap, a 503 on a connection kept alive.
+    let (mut closed, mut refused) = (0, 0);
+    let mut buffer = vec![0u8; 64 * 1024];
+    for mut client in clients {
+        let mut start = Vec::new();
+        loop {
+            match tokio::time::timeout(HANG_GUARD, client.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => closed += 1,
+                Ok(Ok(n)) => {
+                    if start.len() < 12 {
+                        start.extend_from_slice(&buffer[..n]);
+                    }
+                    if !start.starts_with(b"HTTP/1.1 503") {
+                        continue;
+                    }
+                    refused += 1;
+                }
+                Err(_) => {}
+            }
+            break;
+        }
+    }
+    let seen_after = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = measure::rss_kib(served.pid());
+
+    eprintln!("{READERS} stalled HTTP/1.1 readers of a 100 MiB response, send_timeout 10 s:");
+    let mut met = measure::report(
+        "RSS growth",
+        format!(
+            "{:.1} -> {:.1} MiB at the peak (+{:.1} MiB), {:.1} MiB 3 s after the clients left",
+            measure::mib(before),
+            measure::mib(held.rss_peak_kib),
+            held.growth_mib(),
+            measure::mib(after)
+        ),
+        "< 64 MiB",
+        held.growth_mib() < 64.0,
+    );
+    met &= measure::report(
+        "upstream connections",
+        match held.released_after {
+            Some(after) => format!(
+                "{} at most, the last closed {:.1} s after the requests",
+                held.upstream_peak,
+                after.as_secs_f64()
+            ),
+            None => format!("{} still open after 25 s", upstream.open()),
+        },
+        "all closed within send_timeout + 5 s = 15 s",
+        held.released_after
+            .is_some_and(|after| after <= SEND_TIMEOUT + Duration::from_secs(5)),
+    );
+    met &= measure::report(
+        "client connections",
+        format!(
+            "{closed} closed and {refused} refused (503) of {READERS}, all seen by {:.1} s \
+             after the requests",
+            seen_after.as_secs_f64()
+        ),
+        "every one closed or refused",
+        closed + refused == READERS,
+    );
+    assert!(
+        met,
+        "a target was missed; the gateway's log:\n{}",
+        served.log()
+    );
+}
+
 #[tokio::test]
 async fn many_slowloris_connections_do_not_stop_a_normal_client_and_are_closed() {
     let upstream = spawn_recording_upstream("one").await;

@@ -747,97 +747,134 @@ fn http2_limits_out_of_range_are_validation_errors() {
     }
 }
 
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap()
+/// How the client of [`measure_stalled_http2`] stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// Sets the largest windows and reads nothing: its socket fills up.
+    ReadsNothing,
+    /// Reads its socket but opens no stream's window: the connection stays alive, every
+    /// stream stalls once its first 64 KiB are sent.
+    OpensNoWindow,
 }
 
-/// A measurement, not a check (run by hand: `cargo test --test tls -- --ignored
-/// --nocapture`): `fluxlit serve` with the default HTTP/2 limits, one connection that
-/// asks for a 100 MiB response on 1,000 streams with the largest windows and reads
-/// nothing. Prints the RSS before, while it stalls, and after it leaves, and how many
-/// requests reached the upstream.
-#[tokio::test]
-#[ignore = "a measurement for SECURITY.md, run by hand"]
-async fn measure_one_stalled_http2_connection() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let seen = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&seen);
-    let upstream = spawn_upstream(axum::Router::new().fallback(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        let chunk = bytes::Bytes::from(vec![0u8; 64 * 1024]);
-        let stream = futures_util::stream::iter(
-            std::iter::repeat_n(chunk, 1600).map(Ok::<_, std::convert::Infallible>),
-        );
-        async move { axum::body::Body::from_stream(stream) }
-    }))
-    .await;
+/// A measurement, not a check (run by hand: `tests/external/stalled_readers.sh`, or
+/// `FLUXLIT_BIN=<a release build> cargo test --test tls measure_ -- --ignored
+/// --nocapture`): `fluxlit serve` with the default HTTP/2 limits and `send_timeout = "10s"`, one connection that asks
+/// for a 100 MiB response on 1,000 streams and stalls as `stall` says. Prints the RSS
+/// before, at the peak and after the client leaves, the most upstream connections held
+/// at once and when the last was closed, against issue 20's targets; panics if one is
+/// missed.
+async fn measure_stalled_http2(stall: Stall) {
+    const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+    const STREAMS: u32 = 1000;
+    let upstream = FloodingUpstream::spawn(100 << 20).await;
     let pki = pki("test CA");
     let files = CertFiles::new(&pki);
-    let dir = tempfile::tempdir().unwrap();
-    let addr = closed_port();
-    let config = dir.path().join("fluxlit.toml");
-    let text = ConfigText::new()
-        .server(&format!("listen = \"{addr}\""))
+    let rest = ConfigText::new()
         .table("[server.tls]", &files.server_tls())
-        .table("[log]", "access_log = false")
-        .route_to("big", "/", upstream);
-    std::fs::write(&config, text.text()).unwrap();
-    let log = dir.path().join("stderr.log");
-    let child = cli::serve_with_nofile(&config, 4096, &log);
-    let pid = child.0.id();
-    eventually("the gateway listens", || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(drop)
-    })
-    .await;
+        .route_to("big", "/", upstream.addr);
+    let served = measure::Served::start("send_timeout = \"10s\"", rest).await;
+    let addr = served.addr;
     // Warm up: one ordinary request.
-    let mut warm = raw_h2(&pki.ca_pem, addr).await;
-    warm.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &get_root()))
-        .await
-        .unwrap();
-    drop(warm);
+    let warm = h2_client(&pki.ca_pem, addr).await;
+    let mut body = h2_get(&warm, addr, "/").await.into_body();
+    let _ = within("a DATA frame", body.data()).await;
+    drop((body, warm));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = rss_kib(pid);
+    let before = measure::rss_kib(served.pid());
 
-    let mut tls = tls_connect(&pki.ca_pem, addr, b"h2").await;
-    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    let tls = tls_connect(&pki.ca_pem, addr, b"h2").await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    writer
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
-    let mut settings = vec![0x00, 0x04];
-    settings.extend(0x7fff_ffffu32.to_be_bytes());
-    tls.write_all(&frame(SETTINGS, 0, 0, &settings))
+    let mut settings = Vec::new();
+    if stall == Stall::ReadsNothing {
+        settings.extend([0x00, 0x04]);
+        settings.extend(0x7fff_ffffu32.to_be_bytes());
+    }
+    writer
+        .write_all(&frame(SETTINGS, 0, 0, &settings))
         .await
         .unwrap();
     let increment = 0x7fff_ffffu32 - 65_535;
-    tls.write_all(&frame(WINDOW_UPDATE, 0, 0, &increment.to_be_bytes()))
+    writer
+        .write_all(&frame(WINDOW_UPDATE, 0, 0, &increment.to_be_bytes()))
         .await
         .unwrap();
-    for n in 0..1000u32 {
-        let _ = tls
-            .write_all(&frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                2 * n + 1,
-                &get_root(),
-            ))
-            .await;
+    let reading = (stall == Stall::OpensNoWindow).then(|| {
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 64 * 1024];
+            while matches!(reader.read(&mut buffer).await, Ok(n) if n > 0) {}
+        })
+    });
+    let started = std::time::Instant::now();
+    for n in 0..STREAMS {
+        let head = frame(HEADERS, END_STREAM | END_HEADERS, 2 * n + 1, &get_root());
+        if writer.write_all(&head).await.is_err() {
+            break;
+        }
     }
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let stalled = rss_kib(pid);
-    let reached = seen.load(Ordering::SeqCst);
-    drop(tls);
+    let held = measure::sample(
+        &served,
+        &upstream,
+        before,
+        started,
+        SEND_TIMEOUT + Duration::from_secs(15),
+    )
+    .await;
+    if let Some(reading) = reading {
+        reading.abort();
+    }
+    drop(writer);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_kib(pid);
-    eprintln!(
-        "RSS before {before} KiB, stalled {stalled} KiB (+{} KiB), after {after} KiB; \
-         {reached} requests reached the upstream",
-        stalled.saturating_sub(before)
+    let after = measure::rss_kib(served.pid());
+
+    eprintln!("one HTTP/2 connection, {STREAMS} streams, {stall:?}, send_timeout 10 s:");
+    let mut met = measure::report(
+        "RSS growth",
+        format!(
+            "{:.1} -> {:.1} MiB at the peak (+{:.1} MiB), {:.1} MiB 3 s after the client left",
+            measure::mib(before),
+            measure::mib(held.rss_peak_kib),
+            held.growth_mib(),
+            measure::mib(after)
+        ),
+        "< 32 MiB",
+        held.growth_mib() < 32.0,
     );
-    drop(child);
+    met &= measure::report(
+        "upstream connections held",
+        format!("{} at most", held.upstream_peak),
+        "<= http2_max_concurrent_streams, 100",
+        held.upstream_peak <= 100,
+    );
+    met &= measure::report(
+        "all closed",
+        match held.released_after {
+            Some(after) => format!("{:.1} s after the requests", after.as_secs_f64()),
+            None => format!("{} still open after 25 s", upstream.open()),
+        },
+        "<= send_timeout + 5 s = 15 s",
+        held.released_after
+            .is_some_and(|after| after <= SEND_TIMEOUT + Duration::from_secs(5)),
+    );
+    assert!(
+        met,
+        "a target was missed; the gateway's log:\n{}",
+        served.log()
+    );
+}
+
+#[tokio::test]
+#[ignore = "a measurement for SECURITY.md, run by hand"]
+async fn measure_one_stalled_http2_connection() {
+    measure_stalled_http2(Stall::ReadsNothing).await;
+}
+
+#[tokio::test]
+#[ignore = "a measurement for SECURITY.md, run by hand"]
+async fn measure_one_http2_connection_with_stalled_streams() {
+    measure_stalled_http2(Stall::OpensNoWindow).await;
 }

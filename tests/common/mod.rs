@@ -7,7 +7,7 @@
 //! `fluxlit` binary, [`ws`] is a WebSocket echo upstream, [`schema`] checks config text
 //! against the committed JSON Schema, and [`auth`] has the test keys, tokens and
 //! identity-provider stand-ins of the auth tests, [`idp`] the OpenID Connect provider
-//! of the login and session tests.
+//! of the login and session tests, [`measure`] what the measurements run by hand share.
 #![allow(dead_code)]
 
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod config;
 pub mod h1_reference;
 pub mod https;
 pub mod idp;
+pub mod measure;
 pub mod pki;
 pub mod raw;
 pub mod schema;
