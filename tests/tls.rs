@@ -708,8 +708,7 @@ async fn a_stalled_http2_stream_is_reset_after_send_timeout_and_its_connection_s
     assert_eq!(steady_read.unwrap(), STEADY);
     assert_eq!(slow_read.unwrap(), 2 * "piece".len());
     assert!(
-        released_after > Duration::from_millis(500)
-            && released_after < Duration::from_millis(1000 + 1500),
+        released_after > Duration::from_millis(500) && released_after < Duration::from_secs(1 + 5),
         "the upstream connection was released {released_after:?} after the stall \
          (send_timeout 1 s)"
     );
