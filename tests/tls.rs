@@ -823,6 +823,8 @@ async fn measure_stalled_http2(stall: Stall) {
         SEND_TIMEOUT + Duration::from_secs(15),
     )
     .await;
+    // The server has not closed it: the client's reading task is still reading.
+    let connection_open = reading.as_ref().map(|task| !task.is_finished());
     if let Some(reading) = reading {
         reading.abort();
     }
@@ -859,6 +861,14 @@ async fn measure_stalled_http2(stall: Stall) {
         held.released_after
             .is_some_and(|after| after <= SEND_TIMEOUT + Duration::from_secs(5)),
     );
+    if let Some(open) = connection_open {
+        met &= measure::report(
+            "the connection",
+            if open { "still open" } else { "closed" }.to_owned(),
+            "open: only its streams are reset",
+            open,
+        );
+    }
     assert!(
         met,
         "a target was missed; the gateway's log:\n{}",

@@ -416,8 +416,8 @@ impl CountingUpstream {
 #[derive(Debug)]
 pub struct FloodingUpstream {
     pub addr: SocketAddr,
-    /// Connections open to it; one is closed when the gateway closes it, or sends another
-    /// request on it after a whole body.
+    /// Connections open to it (each serves requests one after another until the gateway
+    /// closes it).
     pub open: Arc<AtomicUsize>,
     pub written: Arc<AtomicU64>,
 }
@@ -434,29 +434,31 @@ impl FloodingUpstream {
                 let (open, written) = (Arc::clone(&open_count), Arc::clone(&written_count));
                 open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
                     let mut buffer = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buffer).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    // One request after another, until the gateway closes the connection.
+                    'requests: loop {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break 'requests,
+                                Ok(n) => head.extend_from_slice(&buffer[..n]),
+                            }
                         }
-                    }
-                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
-                    if stream.write_all(answer.as_bytes()).await.is_ok() {
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
                         let chunk = vec![b'x'; 64 * 1024];
                         let mut left = size;
                         while left > 0 {
                             let n = left.min(chunk.len() as u64) as usize;
                             if stream.write_all(&chunk[..n]).await.is_err() {
-                                break;
+                                break 'requests;
                             }
                             written.fetch_add(n as u64, Ordering::SeqCst);
                             left -= n as u64;
                         }
                     }
-                    // Until the gateway closes the connection (or sends another request).
-                    let _ = stream.read(&mut buffer).await;
                     open.fetch_sub(1, Ordering::SeqCst);
                 });
             }

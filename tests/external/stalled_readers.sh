@@ -28,5 +28,6 @@ if [[ -z "${FLUXLIT_BIN:-}" ]]; then
   cargo build -q --release --bin fluxlit
   export FLUXLIT_BIN="$repo/target/release/fluxlit"
 fi
-cargo test --test resilience --test tls measure_ -- --ignored --nocapture --test-threads 1 \
+cargo test --no-fail-fast --test resilience --test tls measure_ -- --ignored --nocapture \
+  --test-threads 1 \
   2>&1 | tee "$here/reports/stalled_readers.txt"
