@@ -163,9 +163,11 @@ pub struct Server {
 
     /// How long a client may accept no bytes of what the gateway has to send it (nginx's
     /// `send_timeout`): a connection stalled that long is closed, and the upstream
-    /// request whose response it was receiving is cancelled. A client that reads slowly
-    /// but steadily is never cut; one that stops reading holds a bounded buffer (see
-    /// SECURITY.md) for at most this long.
+    /// request whose response it was receiving is cancelled. On HTTP/2 each stream has it
+    /// too: a stream whose client takes none of its response for this long is reset and
+    /// its upstream request cancelled, while the connection's other streams go on. A
+    /// client that reads slowly but steadily is never cut; one that stops reading holds
+    /// a bounded buffer (see SECURITY.md) for at most this long.
     #[validate(custom(function = "nonzero_duration"))]
     pub send_timeout: Duration,
 

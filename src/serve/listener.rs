@@ -9,7 +9,8 @@
 //! slowloris), sits idle between requests (`idle_timeout`), or accepts none of the
 //! bytes the gateway has for it for `send_timeout` (a slow reader: closing the
 //! connection drops the response body, which cancels the upstream request and closes
-//! its connection). What a stalled reader holds meanwhile is bounded by the buffers:
+//! its connection); on HTTP/2 each stream has its own ([`super::stream_watch`]). What a
+//! stalled reader holds meanwhile is bounded by the buffers:
 //! the engine's write buffer (a response head and small frames, flushed at 16 KiB) and
 //! the upstream connection's read buffer ([`crate::proxy::pool::RESPONSE_BUFFER`]).
 //! On a TLS connection the handshake counts as part of the first request head: a client
@@ -35,11 +36,12 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Proxy;
+use super::stream_watch::{StreamExecutor, Watched};
 use crate::http1::{self, server::GracefulStop, server::Reply};
 use crate::proxy::ProxyBody;
 use crate::proxy::limits::{ClientBody, ConnectionLimits};
@@ -218,7 +220,8 @@ impl Connection {
 }
 
 /// HTTP/2 on `io` (TLS that chose `h2` by ALPN, or h2c with prior knowledge), served by
-/// hyper with the listener's HTTP/2 limits and the same handler as HTTP/1.1.
+/// hyper with the listener's HTTP/2 limits and the same handler as HTTP/1.1. The send
+/// timeout applies to each stream as well as to the connection ([`super::stream_watch`]).
 async fn serve_http2<I, H, F>(
     io: I,
     limits: &ConnectionLimits,
@@ -232,13 +235,17 @@ async fn serve_http2<I, H, F>(
     F: Future<Output = Reply<ProxyBody<RequestInFlight>>> + Send + 'static,
 {
     activity.multiplexed();
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let executor = StreamExecutor {
+        send_timeout: limits.send_timeout,
+        peer,
+    };
+    let mut builder = http2::Builder::new(executor);
     builder.max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
     limits.http2.apply(&mut builder);
     let service = service_fn(|request: Request<Incoming>| {
         // The upstream's lines become `http` headers here: HTTP/2 has no other kind.
         handle(request.map(ClientBody::Http2))
-            .map(|reply| Ok::<_, Infallible>(reply.into_response()))
+            .map(|reply| Ok::<_, Infallible>(reply.into_response().map(Watched::new)))
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     drive(connection, |c| c.graceful_shutdown(), signal, peer).await;

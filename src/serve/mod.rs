@@ -7,5 +7,6 @@ pub mod forward;
 pub mod listener;
 pub mod login;
 pub mod status_page;
+mod stream_watch;
 
 pub use forward::Proxy;

@@ -97,11 +97,26 @@ pub fn stdout_json(output: &Output) -> Value {
 /// shell's `ulimit -n`), `RUST_LOG` at `warn`, its stderr written to `log`: a gateway
 /// that runs out of descriptors as a small container would. Killed when dropped.
 pub fn serve_with_nofile(config: &Path, nofile: u32, log: &Path) -> KillOnDrop {
+    serve_binary_with_nofile(
+        Path::new(env!("CARGO_BIN_EXE_fluxlit")),
+        config,
+        nofile,
+        log,
+    )
+}
+
+/// [`serve_with_nofile`] with the `fluxlit` binary at `binary`.
+pub fn serve_binary_with_nofile(
+    binary: &Path,
+    config: &Path,
+    nofile: u32,
+    log: &Path,
+) -> KillOnDrop {
     let child = Command::new("bash")
         .arg("-c")
         .arg(format!(
             "ulimit -n {nofile}; exec {} serve --config {}",
-            env!("CARGO_BIN_EXE_fluxlit"),
+            binary.display(),
             config.display()
         ))
         .env("RUST_LOG", "warn")

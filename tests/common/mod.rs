@@ -7,7 +7,7 @@
 //! `fluxlit` binary, [`ws`] is a WebSocket echo upstream, [`schema`] checks config text
 //! against the committed JSON Schema, and [`auth`] has the test keys, tokens and
 //! identity-provider stand-ins of the auth tests, [`idp`] the OpenID Connect provider
-//! of the login and session tests.
+//! of the login and session tests, [`measure`] what the measurements run by hand share.
 #![allow(dead_code)]
 
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod config;
 pub mod h1_reference;
 pub mod https;
 pub mod idp;
+pub mod measure;
 pub mod pki;
 pub mod raw;
 pub mod schema;
@@ -26,7 +27,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -39,6 +40,7 @@ use fluxlit::reload::{ReloadOutcome, Trigger};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 pub use config::ConfigText;
@@ -405,6 +407,72 @@ impl CountingUpstream {
     /// How many requests have reached it.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// An upstream that answers every request with a body of `size` bytes, written as fast
+/// as its socket takes them, and counts its open connections and the bytes it wrote:
+/// what a client that stops reading makes the gateway hold upstream.
+#[derive(Debug)]
+pub struct FloodingUpstream {
+    pub addr: SocketAddr,
+    /// Connections open to it (each serves requests one after another until the gateway
+    /// closes it).
+    pub open: Arc<AtomicUsize>,
+    pub written: Arc<AtomicU64>,
+}
+
+impl FloodingUpstream {
+    pub async fn spawn(size: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let written = Arc::new(AtomicU64::new(0));
+        let (open_count, written_count) = (Arc::clone(&open), Arc::clone(&written));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (open, written) = (Arc::clone(&open_count), Arc::clone(&written_count));
+                open.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    // One request after another, until the gateway closes the connection.
+                    'requests: loop {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break 'requests,
+                                Ok(n) => head.extend_from_slice(&buffer[..n]),
+                            }
+                        }
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
+                        let chunk = vec![b'x'; 64 * 1024];
+                        let mut left = size;
+                        while left > 0 {
+                            let n = left.min(chunk.len() as u64) as usize;
+                            if stream.write_all(&chunk[..n]).await.is_err() {
+                                break 'requests;
+                            }
+                            written.fetch_add(n as u64, Ordering::SeqCst);
+                            left -= n as u64;
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            addr,
+            open,
+            written,
+        }
+    }
+
+    /// How many connections are open to it.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
