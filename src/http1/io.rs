@@ -20,7 +20,15 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 impl Upgraded {
+    /// `read_first` is what the connection's buffer held after the head: usually
+    /// nothing or a few bytes, in a buffer of 8 or 16 KiB that the tunnel, living for
+    /// hours, must not keep. Those bytes are copied out and the buffer let go.
     pub(super) fn new(io: Box<dyn Io>, read_first: Bytes) -> Self {
+        let read_first = if read_first.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&read_first)
+        };
         Self { io, read_first }
     }
 }
