@@ -458,3 +458,37 @@ async fn an_h2c_preface_that_arrives_in_two_pieces_is_still_http2() {
     assert_eq!(head[3], 0x04, "not a SETTINGS frame: {head:?}");
     assert_eq!(&head[5..9], &[0, 0, 0, 0], "not on stream 0: {head:?}");
 }
+
+#[tokio::test]
+async fn an_upstreams_response_head_reaches_the_client_as_sent_less_what_the_policy_drops() {
+    // The head as the engine's client hands it on: lines in the upstream's case and
+    // order, hop-by-hop and Connection-listed lines dropped, the upstream's own framing
+    // and request id replaced, a security header it set kept instead of the gateway's.
+    let upstream = answering_upstream(
+        b"HTTP/1.1 200 OK\r\nX-Custom-Case: Kept\r\nConnection: keep-alive, X-Secret\r\n\
+          X-Secret: dropped\r\nKeep-Alive: timeout=5\r\nX-Request-Id: forged\r\n\
+          X-Content-Type-Options: upstream-own\r\nContent-Length: 005\r\n\r\nhello",
+    )
+    .await;
+    let gateway = gateway_to(upstream, "").await;
+    let mut stream = connect(&gateway).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = read_until(&mut stream, b"hello").await;
+    let text = String::from_utf8_lossy(&seen);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.contains("\r\nX-Custom-Case: Kept\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nX-Content-Type-Options: upstream-own\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\ncontent-length: 5\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    for gone in ["x-secret", "keep-alive", "forged", "005"] {
+        assert!(!lower.contains(gone), "{gone} passed: {head}");
+    }
+    assert_eq!(lower.matches("x-content-type-options").count(), 1, "{head}");
+    assert_eq!(lower.matches("x-request-id").count(), 1, "{head}");
+}

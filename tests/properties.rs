@@ -590,3 +590,34 @@ proptest! {
         prop_assert_eq!(&first.headers.forwarded_prefix, &second.headers.forwarded_prefix);
     }
 }
+
+/// A trusted proxy's `Forwarded` that is not text cannot be extended with the peer: it
+/// is dropped, never passed on as if the proxy were the whole chain.
+#[test]
+fn a_trusted_forwarded_that_is_not_text_is_dropped() {
+    let snapshot = snapshot(&filter_config());
+    let policy = &snapshot.headers;
+    let route = snapshot.routes.find("/").unwrap();
+    let request_id = HeaderValue::from_static("id");
+    let host = HeaderValue::from_static("upstream");
+    for (value, sent) in [
+        (&b"for=192.0.2.1"[..], Some("for=192.0.2.1, for=10.0.0.2")),
+        (b"for=\"\xff\"", None),
+    ] {
+        let mut client = HeaderMap::new();
+        client.insert(header::FORWARDED, HeaderValue::from_bytes(value).unwrap());
+        let ctx = context("10.0.0.2".parse().unwrap(), true, false, &request_id);
+        let mut out = HeaderMap::new();
+        headers::upstream_request_headers(
+            &client,
+            policy,
+            route,
+            &host,
+            &ctx,
+            &mut out,
+            &mut |_| {},
+        );
+        let forwarded: Vec<_> = out.get_all(header::FORWARDED).iter().collect();
+        assert_eq!(forwarded, sent.into_iter().collect::<Vec<_>>(), "{value:?}");
+    }
+}
