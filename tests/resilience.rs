@@ -859,18 +859,7 @@ async fn measure_300_stalled_http1_readers() {
     let after = measure::rss_kib(served.pid());
 
     eprintln!("{READERS} stalled HTTP/1.1 readers of a 100 MiB response, send_timeout 10 s:");
-    let mut met = measure::report(
-        "RSS growth",
-        format!(
-            "{:.1} -> {:.1} MiB at the peak (+{:.1} MiB), {:.1} MiB 3 s after the clients left",
-            measure::mib(before),
-            measure::mib(held.rss_peak_kib),
-            held.growth_mib(),
-            measure::mib(after)
-        ),
-        "< 64 MiB",
-        held.growth_mib() < 64.0,
-    );
+    let mut met = held.report_rss(after, 64.0);
     met &= measure::report(
         "upstream connections",
         match held.released_after {

@@ -833,18 +833,7 @@ async fn measure_stalled_http2(stall: Stall) {
     let after = measure::rss_kib(served.pid());
 
     eprintln!("one HTTP/2 connection, {STREAMS} streams, {stall:?}, send_timeout 10 s:");
-    let mut met = measure::report(
-        "RSS growth",
-        format!(
-            "{:.1} -> {:.1} MiB at the peak (+{:.1} MiB), {:.1} MiB 3 s after the client left",
-            measure::mib(before),
-            measure::mib(held.rss_peak_kib),
-            held.growth_mib(),
-            measure::mib(after)
-        ),
-        "< 32 MiB",
-        held.growth_mib() < 32.0,
-    );
+    let mut met = held.report_rss(after, 32.0);
     met &= measure::report(
         "upstream connections held",
         format!("{} at most", held.upstream_peak),

@@ -79,6 +79,23 @@ impl Held {
     pub fn growth_mib(&self) -> f64 {
         self.rss_peak_kib.saturating_sub(self.rss_before_kib) as f64 / 1024.0
     }
+
+    /// The RSS line of a report: before, at the peak and `after_kib` (3 s after the
+    /// clients left), against a growth of less than `limit_mib`.
+    pub fn report_rss(&self, after_kib: u64, limit_mib: f64) -> bool {
+        report(
+            "RSS growth",
+            format!(
+                "{:.1} -> {:.1} MiB at the peak (+{:.1} MiB), {:.1} MiB 3 s after the clients left",
+                mib(self.rss_before_kib),
+                mib(self.rss_peak_kib),
+                self.growth_mib(),
+                mib(after_kib)
+            ),
+            &format!("< {limit_mib} MiB"),
+            self.growth_mib() < limit_mib,
+        )
+    }
 }
 
 /// Samples the gateway's RSS and the upstream's open connections every 100 ms, from
