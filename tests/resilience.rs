@@ -1008,3 +1008,119 @@ async fn out_of_file_descriptors_the_process_keeps_running_logs_and_recovers() {
     assert_eq!(reply, 200);
     assert!(child.0.try_wait().expect("try_wait").is_none());
 }
+
+/// What an open connection costs while it waits (issue 19): 1,000 clients each get one
+/// answer and keep their keep-alive connections open, then 500 WebSockets are opened
+/// and left idle. `fluxlit serve` (its own process) grows by less than 8 KiB per idle
+/// connection, the read buffer alone that each kept before it let go of its buffers
+/// between requests, and by less than 12 KiB per WebSocket, less than a tunnel that
+/// kept the engine's 8 KiB read buffer would hold. (Release figures, against nginx's,
+/// are in BENCHMARKS.md: about 2 KiB and 6 KiB.)
+#[tokio::test]
+async fn idle_connections_and_websockets_hold_no_read_buffers() {
+    use common::measure;
+    const CONNECTIONS: usize = 1_000;
+    const WEBSOCKETS: usize = 500;
+    let upstream =
+        spawn_upstream(Router::new().route("/", get(|| async { "ok" })).route(
+            "/ws",
+            get(|upgrade: axum::extract::ws::WebSocketUpgrade| async move {
+                upgrade.on_upgrade(ws::echo)
+            }),
+        ))
+        .await;
+    let served = measure::Served::start(
+        "max_connections = 2000",
+        ConfigText::new().route_to("app", "/", upstream),
+    )
+    .await;
+    let addr = served.addr;
+    // The state built on first use (the pool's connection, the route's metrics) exists
+    // before the first reading.
+    drop(within("warm-up", answered_keep_alive(addr)).await);
+    let (_ws, _) = within(
+        "warm-up WebSocket",
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let before = measure::rss_kib(served.pid());
+    let mut held = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        held.push(within("a keep-alive answer", answered_keep_alive(addr)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_connections = measure::rss_kib(served.pid());
+    let per_connection = with_connections.saturating_sub(before) as f64 / CONNECTIONS as f64;
+
+    let mut sockets = Vec::with_capacity(WEBSOCKETS);
+    for _ in 0..WEBSOCKETS {
+        let (socket, _) = within(
+            "a WebSocket",
+            tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+        )
+        .await
+        .unwrap();
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_websockets = measure::rss_kib(served.pid());
+    let per_websocket = with_websockets.saturating_sub(with_connections) as f64 / WEBSOCKETS as f64;
+    println!(
+        "RSS {before} KiB; {CONNECTIONS} idle connections +{per_connection:.1} KiB each; \
+         {WEBSOCKETS} WebSockets +{per_websocket:.1} KiB each"
+    );
+    assert!(
+        per_connection < 8.0,
+        "{per_connection:.1} KiB per idle keep-alive connection"
+    );
+    assert!(
+        per_websocket < 12.0,
+        "{per_websocket:.1} KiB per idle WebSocket"
+    );
+    // Still answering on a connection that waited.
+    let mut client = held.pop().unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    within("the answer", client.read_exact(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
+
+/// A connection that has had one answer (read to its end) and stays open.
+async fn answered_keep_alive(addr: SocketAddr) -> TcpStream {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = client.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "closed after {received:?}");
+        received.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&received);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|length| length.trim().parse::<usize>().ok())
+                .unwrap();
+            if body.len() >= length {
+                return client;
+            }
+        }
+    }
+}

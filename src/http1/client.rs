@@ -39,9 +39,8 @@ use super::{ChunkError, ChunkedDecoder};
 
 /// What a read asks the socket for while the buffer is empty.
 const READ_CHUNK: usize = 16 * 1024;
-/// The write buffer an idle connection keeps (a request head fits); one grown by an
-/// upload is given back.
-const IDLE_OUT_CAPACITY: usize = 4 * 1024;
+/// The write buffer a request head starts in.
+const OUT_START: usize = 1024;
 
 /// Why a request got no response on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +133,7 @@ impl<I: Io> Connection<I> {
         Box::new(Self {
             io,
             buf: BytesMut::new(),
-            out: Vec::with_capacity(512),
+            out: Vec::new(),
             fields: Vec::new(),
             limits: HeadLimits {
                 max_header_size: max_head,
@@ -162,6 +161,7 @@ impl<I: Io> Connection<I> {
     {
         let framing = request_framing(request);
         self.out.clear();
+        self.out.reserve(OUT_START);
         write_request_head(&mut self.out, request, framing);
         let mut upload = UploadState::new(framing);
         let body_sent = match framing {
@@ -538,10 +538,10 @@ impl<I: Io> IncomingBody<I> {
             .connection
             .take()
             .filter(|connection| connection.buf.is_empty())?;
-        // An idle connection keeps no more than a small request's worth of buffer.
-        if connection.out.capacity() > IDLE_OUT_CAPACITY {
-            connection.out = Vec::with_capacity(IDLE_OUT_CAPACITY);
-        }
+        // An idle connection in the pool holds no buffer; its next request makes them.
+        connection.buf = BytesMut::new();
+        connection.out = Vec::new();
+        connection.fields = Vec::new();
         Some(connection)
     }
 

@@ -45,6 +45,8 @@ use super::{ChunkError, ChunkedDecoder};
 
 /// What a connection reads at a time while it has no more to go on.
 const READ_CHUNK: usize = 8 * 1024;
+/// The write buffer a response head starts in (a head and a small body coalesced fit).
+const OUT_START: usize = 2 * 1024;
 /// The most of an unread request body read and thrown away after its response, so the
 /// connection can carry the next request; a longer rest closes the connection instead.
 pub const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -57,8 +59,6 @@ const COALESCE_LIMIT: usize = 4 * 1024;
 /// Buffered response bytes are written once this many are waiting.
 const FLUSH_AT: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-/// The write buffer a connection keeps between requests.
-const IDLE_OUT_CAPACITY: usize = 4 * 1024;
 
 /// How one connection is served.
 #[derive(Debug, Clone, Copy)]
@@ -350,12 +350,16 @@ impl Future for OnUpgrade {
 /// client closes it between requests, a request or response allows no other after it,
 /// `stop` is asked between requests, or the connection fails. A connection that opens
 /// with the HTTP/2 preface comes back, unread, when the settings allow it.
-pub async fn serve<I, H, F, R, B>(
+///
+/// Every idle connection holds this future, so it is kept small: not an `async fn`
+/// (which keeps its arguments twice), and the states of one request (the exchange, a
+/// refusal, a lingering close) are boxed while they last.
+pub fn serve<I, H, F, R, B>(
     io: I,
     settings: Settings,
     stop: &GracefulStop,
     mut handler: H,
-) -> Result<Option<Upgraded>, ServeError>
+) -> impl Future<Output = Result<Option<Upgraded>, ServeError>>
 where
     I: Io,
     H: FnMut(Request<RequestBody>) -> F,
@@ -368,55 +372,56 @@ where
     let mut connection = Connection {
         read,
         write,
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        // A connection starts idle: no buffer until its first bytes arrive.
+        buf: BytesMut::new(),
         fields: Vec::new(),
-        out: Vec::with_capacity(1024),
+        out: Vec::new(),
         limits: HeadLimits {
             max_header_size: settings.max_header_size,
         },
     };
     let mut http2 = settings.http2_prior_knowledge;
-    loop {
-        let head = match connection.read_head(stop, http2).await {
-            Ok(Some(Opening::Request(head))) => head,
-            Ok(Some(Opening::Http2)) => {
-                let Connection {
-                    read, write, buf, ..
-                } = connection;
-                return Ok(Some(Upgraded::new(
-                    Box::new(read.unsplit(write)),
-                    buf.freeze(),
-                )));
-            }
-            Ok(None) => return Ok(None),
-            Err(ServeError::Head(error)) => {
-                if let Some(status) = error.status() {
-                    connection.refuse(status).await;
+    async move {
+        loop {
+            let head = match connection.read_head(stop, http2).await? {
+                Some(Opening::Request(head)) => head,
+                Some(Opening::Http2) => {
+                    let Connection {
+                        read, write, buf, ..
+                    } = connection;
+                    return Ok(Some(Upgraded::new(
+                        Box::new(read.unsplit(write)),
+                        buf.freeze(),
+                    )));
                 }
-                return Err(ServeError::Head(error));
-            }
-            Err(error) => return Err(error),
-        };
-        // Only the first bytes of a connection can be a preface.
-        http2 = false;
-        match connection.exchange(head, stop, &mut handler).await? {
-            After::Next => {}
-            After::Close => {
-                connection.close().await;
-                return Ok(None);
-            }
-            After::Linger => {
-                connection.linger().await;
-                return Ok(None);
-            }
-            After::Upgraded(to) => {
-                let Connection {
-                    read, write, buf, ..
-                } = connection;
-                let upgraded = Upgraded::new(Box::new(read.unsplit(write)), buf.freeze());
-                // The receiver gone: nobody wants the connection any more.
-                let _ = to.send(upgraded);
-                return Ok(None);
+                None => return Ok(None),
+            };
+            // Only the first bytes of a connection can be a preface.
+            http2 = false;
+            // Boxed for the length of one request: inline, the exchange's state (the
+            // request head, the body feed, the response's writing) would be held by every
+            // idle connection for its life.
+            let exchange = Box::pin(connection.exchange(head, stop, &mut handler));
+            match exchange.await? {
+                After::Next if connection.buf.is_empty() => connection.rest(),
+                After::Next => {}
+                After::Close => {
+                    connection.close().await;
+                    return Ok(None);
+                }
+                After::Linger => {
+                    Box::pin(connection.linger()).await;
+                    return Ok(None);
+                }
+                After::Upgraded(to) => {
+                    let Connection {
+                        read, write, buf, ..
+                    } = connection;
+                    let upgraded = Upgraded::new(Box::new(read.unsplit(write)), buf.freeze());
+                    // The receiver gone: nobody wants the connection any more.
+                    let _ = to.send(upgraded);
+                    return Ok(None);
+                }
             }
         }
     }
@@ -450,9 +455,20 @@ struct Connection<I> {
 }
 
 impl<I: Io> Connection<I> {
+    /// Between requests, with nothing of the next one read yet: the connection lets go
+    /// of its buffers (as nginx does with a keep-alive connection), so an idle
+    /// connection holds none; its next read borrows the thread's spare ([`read_idle`]).
+    fn rest(&mut self) {
+        self.buf = BytesMut::new();
+        self.out = Vec::new();
+        self.fields = Vec::new();
+    }
+
     /// Reads until a whole head is in the buffer, or (with `http2`) the whole HTTP/2
     /// preface. `None`: the client closed the connection between requests, or `stop`
     /// was asked while no request had begun.
+    /// A head refused with a status is answered with it here, and the
+    /// connection is then to be closed.
     async fn read_head(
         &mut self,
         stop: &GracefulStop,
@@ -465,9 +481,20 @@ impl<I: Io> Connection<I> {
                     if start == HTTP2_PREFACE.len() {
                         return Ok(Some(Opening::Http2));
                     }
-                } else if let Some(head) = parse_request(&self.buf, self.limits, &mut self.fields)?
-                {
-                    return Ok(Some(Opening::Request(head)));
+                } else {
+                    // The error taken out of the match first: what the match holds
+                    // would be held by the connection's state through the answer.
+                    let refused = match parse_request(&self.buf, self.limits, &mut self.fields) {
+                        Ok(Some(head)) => return Ok(Some(Opening::Request(head))),
+                        Ok(None) => None,
+                        Err(error) => Some(error),
+                    };
+                    if let Some(error) = refused {
+                        if let Some(status) = error.status() {
+                            Box::pin(self.refuse(status)).await;
+                        }
+                        return Err(ServeError::Head(error));
+                    }
                 }
             }
             let read = if self.buf.is_empty() {
@@ -475,7 +502,7 @@ impl<I: Io> Connection<I> {
                     return Ok(None);
                 }
                 tokio::select! {
-                    read = read_more(&mut self.read, &mut self.buf) => read?,
+                    read = read_idle(&mut self.read, &mut self.buf) => read?,
                     () = stop.wait() => return Ok(None),
                 }
             } else {
@@ -617,6 +644,7 @@ impl<I: Io> Connection<I> {
         let closes =
             !keep_alive || framing == Framing::UntilClose || connection_close(&parts.headers);
         self.out.clear();
+        self.out.reserve(OUT_START);
         write_status_line(&mut self.out, parts.status, version);
         write_fields(&mut self.out, &lines, &added, &parts.headers, framing);
         if closes && version == Version::HTTP_11 && !parts.headers.contains_key(header::CONNECTION)
@@ -643,11 +671,6 @@ impl<I: Io> Connection<I> {
         }
         if stop.asked() {
             return Ok(After::Close);
-        }
-        // Between requests a connection keeps no more than a small response's worth
-        // of write buffer (one grown by a streamed body is given back).
-        if self.out.capacity() > IDLE_OUT_CAPACITY {
-            self.out = Vec::with_capacity(IDLE_OUT_CAPACITY);
         }
         Ok(After::Next)
     }
@@ -804,6 +827,46 @@ impl<I: Io> Connection<I> {
         };
         let _ = tokio::time::timeout(LINGER, discard).await;
     }
+}
+
+thread_local! {
+    /// The read buffer of the next idle connection on this thread to receive bytes.
+    static SPARE: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Reads into an empty `buf` without the connection holding a buffer while it waits:
+/// the read goes into the thread's spare buffer, which becomes the connection's once
+/// bytes arrive (a fresh spare is made on the next use). A wait that ends with nothing
+/// read costs no buffer, however many connections wait.
+fn read_idle<'a, R: AsyncRead + Unpin>(
+    read: &'a mut R,
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        debug_assert!(buf.is_empty());
+        SPARE.with(|spare| {
+            // Only a poll of a connection borrows it, and nothing a read polls polls a
+            // connection; were it ever taken, this read makes its own buffer.
+            let Ok(mut spare) = spare.try_borrow_mut() else {
+                buf.reserve(READ_CHUNK);
+                return tokio_util::io::poll_read_buf(
+                    Pin::new(&mut *read),
+                    cx,
+                    &mut (&mut *buf).limit(READ_CHUNK),
+                );
+            };
+            spare.reserve(READ_CHUNK);
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut *read),
+                cx,
+                &mut (&mut *spare).limit(READ_CHUNK),
+            ))?;
+            if read > 0 {
+                *buf = std::mem::take(&mut *spare);
+            }
+            Poll::Ready(Ok(read))
+        })
+    })
 }
 
 /// Reads what the socket has into `buf`, making room for a chunk first.

@@ -97,10 +97,11 @@ pub async fn serve(
             tls,
             requests: Arc::clone(&requests),
         };
-        tokio::spawn(async move {
-            connection.serve(stream, socket_slot, drain).await;
-            drop(serving);
-        });
+        let task = connection.serve(stream, socket_slot, drain, serving);
+        if std::env::var_os("SIZES").is_some() {
+            eprintln!("SIZE task {}", std::mem::size_of_val(&task));
+        }
+        tokio::spawn(task);
     }
     drop(listener);
     serving.idle().await;
@@ -126,7 +127,19 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, socket_slot: InFlightGuard, drain: shutdown::Signal) {
+    /// The connection's task: its watchdog started, the future that serves it, which
+    /// `serving` counts among those a shutdown waits for.
+    ///
+    /// Not an `async fn`: every idle connection holds its task's future, and an `async
+    /// fn` keeps its arguments twice (as given, and moved into its body), so the
+    /// set-up is done here and the future holds only what serving needs.
+    fn serve(
+        self,
+        stream: TcpStream,
+        socket_slot: InFlightGuard,
+        drain: shutdown::Signal,
+        serving: InFlightGuard,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let Self {
             peer,
             proxy,
@@ -156,66 +169,72 @@ impl Connection {
             }
         };
         let signal = Arc::new(Signal::default());
-        let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
+        let watchdog = AbortOnDrop(tokio::spawn(watchdog(
             watched,
             limits,
             drain,
             Arc::clone(&signal),
             peer,
         )));
-        let Some(tls) = tls else {
-            let settings = http1::server::Settings {
-                max_header_size: limits.max_header_size,
-                http2_prior_knowledge: limits.h2c,
-            };
-            let stop = GracefulStop::default();
-            let connection = http1::server::serve(io, settings, &stop, |request| {
-                handle(request.map(ClientBody::Http1))
-            });
-            let Some(Some(h2c)) = drive(connection, |_| stop.ask(), &signal, peer).await else {
+        async move {
+            // Both end with the connection.
+            let _held = (serving, watchdog);
+            let Some(tls) = tls else {
+                let settings = http1::server::Settings {
+                    max_header_size: limits.max_header_size,
+                    http2_prior_knowledge: limits.h2c,
+                };
+                let stop = GracefulStop::default();
+                let connection =
+                    std::pin::pin!(http1::server::serve(io, settings, &stop, |request| {
+                        handle(request.map(ClientBody::Http1))
+                    }));
+                let Some(Some(h2c)) = drive(connection, |_| stop.ask(), &signal, peer).await else {
+                    return;
+                };
+                // Boxed, as on TLS: HTTP/2's state inline would size every plain connection.
+                Box::pin(serve_http2(h2c, &limits, &handle, &activity, &signal, peer)).await;
                 return;
             };
-            // Boxed, as on TLS: HTTP/2's state inline would size every plain connection.
-            Box::pin(serve_http2(h2c, &limits, &handle, &activity, &signal, peer)).await;
-            return;
-        };
-        let settings = http1::server::Settings {
-            max_header_size: limits.max_header_size,
-            // Over TLS, HTTP/2 is chosen by ALPN.
-            http2_prior_knowledge: false,
-        };
-
-        // Boxed, and only on TLS: rustls' state and an HTTP/2 connection next to the
-        // HTTP/1.1 one make this part several KiB larger than the plain path, and inline it
-        // would size the task of every plain connection too.
-        let (activity, signal) = (&activity, &signal);
-        Box::pin(async move {
-            let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(io);
-            let stream = tokio::select! {
-                biased;
-                result = handshake => match result {
-                    Ok(stream) => stream,
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                },
-                // Too slow to finish the handshake, or shutting down before any request.
-                _ = signal.next() => return,
+            let settings = http1::server::Settings {
+                max_header_size: limits.max_header_size,
+                // Over TLS, HTTP/2 is chosen by ALPN.
+                http2_prior_knowledge: false,
             };
-            // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.3); everything else is
-            // HTTP/1.1, with the same builder (and the same exact head limit) as plain.
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                serve_http2(stream, &limits, &handle, activity, signal, peer).await;
-            } else {
-                let stop = GracefulStop::default();
-                let connection = http1::server::serve(stream, settings, &stop, |request| {
-                    handle(request.map(ClientBody::Http1))
-                });
-                drive(connection, |_| stop.ask(), signal, peer).await;
-            }
-        })
-        .await;
+
+            // Boxed, and only on TLS: rustls' state and an HTTP/2 connection next to the
+            // HTTP/1.1 one make this part several KiB larger than the plain path, and inline it
+            // would size the task of every plain connection too.
+            let (activity, signal) = (&activity, &signal);
+            Box::pin(async move {
+                let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+                let stream = tokio::select! {
+                    biased;
+                    result = handshake => match result {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    // Too slow to finish the handshake, or shutting down before any request.
+                    _ = signal.next() => return,
+                };
+                // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.3); everything else is
+                // HTTP/1.1, with the same builder (and the same exact head limit) as plain.
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    serve_http2(stream, &limits, &handle, activity, signal, peer).await;
+                } else {
+                    let stop = GracefulStop::default();
+                    let connection =
+                        std::pin::pin!(http1::server::serve(stream, settings, &stop, |request| {
+                            handle(request.map(ClientBody::Http1))
+                        },));
+                    drive(connection, |_| stop.ask(), signal, peer).await;
+                }
+            })
+            .await;
+        }
     }
 }
 
@@ -247,15 +266,16 @@ async fn serve_http2<I, H, F>(
         handle(request.map(ClientBody::Http2))
             .map(|reply| Ok::<_, Infallible>(reply.into_response().map(Watched::new)))
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
     drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
 }
 
 /// Runs an HTTP connection until it ends (with what it ends with), or until the watchdog
 /// closes it or asks it to drain (`drain` asks the HTTP/1.1 engine to finish its request
-/// and close, or starts hyper's graceful shutdown of HTTP/2: GOAWAY).
+/// and close, or starts hyper's graceful shutdown of HTTP/2: GOAWAY). The connection is
+/// pinned by the caller: moved in here, it would be held twice by the connection's task.
 async fn drive<C, T, E>(
-    connection: C,
+    mut connection: Pin<&mut C>,
     drain: impl Fn(Pin<&mut C>),
     signal: &Signal,
     peer: SocketAddr,
@@ -264,7 +284,6 @@ where
     C: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    tokio::pin!(connection);
     loop {
         tokio::select! {
             biased;
@@ -287,35 +306,41 @@ where
 
 /// Closes a connection that is too slow to send a request head or idle for too long,
 /// and asks it to finish its request and close when the gateway shuts down.
-async fn watchdog(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "a task per connection, for its life: an async fn keeps its arguments twice"
+)]
+fn watchdog(
     activity: Arc<Activity>,
     limits: ConnectionLimits,
     drain: shutdown::Signal,
     signal: Arc<Signal>,
     peer: SocketAddr,
-) {
-    let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
-    tokio::pin!(timer);
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            () = timer.as_mut() => {}
-            // A write found the client's socket full: the send timeout starts now, which
-            // may be sooner than the timer was set for.
-            () = activity.stall_started() => {}
-            () = drain.fired(), if !draining => {
-                draining = true;
-                signal.send(Command::Drain);
-                continue;
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
+        tokio::pin!(timer);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                () = timer.as_mut() => {}
+                // A write found the client's socket full: the send timeout starts now, which
+                // may be sooner than the timer was set for.
+                () = activity.stall_started() => {}
+                () = drain.fired(), if !draining => {
+                    draining = true;
+                    signal.send(Command::Drain);
+                    continue;
+                }
             }
-        }
-        match activity.deadline(&limits) {
-            Deadline::Expired(reason) => {
-                tracing::debug!(%peer, reason, "closing connection");
-                signal.send(Command::Close);
-                return;
+            match activity.deadline(&limits) {
+                Deadline::Expired(reason) => {
+                    tracing::debug!(%peer, reason, "closing connection");
+                    signal.send(Command::Close);
+                    return;
+                }
+                Deadline::At(at) => timer.as_mut().reset(at.into()),
             }
-            Deadline::At(at) => timer.as_mut().reset(at.into()),
         }
     }
 }
