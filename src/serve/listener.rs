@@ -16,22 +16,23 @@
 //! On a TLS connection the handshake counts as part of the first request head: a client
 //! that starts one and never finishes it is closed like a slowloris.
 //!
-//! The watchdog (and the wait for shutdown) is a task of its own that tells the
-//! connection what to do through a [`Signal`]: polled together with the connection, a
-//! timer and a shutdown receiver would be polled on every wake-up of every connection,
-//! and a `watch` receiver takes a lock shared by all connections each time it is polled.
+//! The watchdog ([`Watch`]: a timer and the wait for shutdown) lives in the connection's
+//! own task, which costs an idle connection no second task, but is looked at only when
+//! it has news: the timer and the shutdown wake the task through the connection's
+//! [`Activity`], which notes that they did, so the connection's ordinary wake-ups (its
+//! socket, its upstream) poll the connection alone.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
+use futures_util::{FutureExt, TryFutureExt};
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -127,8 +128,7 @@ struct Connection {
 }
 
 impl Connection {
-    /// The connection's task: its watchdog started, the future that serves it, which
-    /// `serving` counts among those a shutdown waits for.
+    /// The connection's task, which `serving` counts among those a shutdown waits for.
     ///
     /// Not an `async fn`: every idle connection holds its task's future, and an `async
     /// fn` keeps its arguments twice (as given, and moved into its body), so the
@@ -148,7 +148,6 @@ impl Connection {
             requests,
         } = self;
         let activity = Arc::new(Activity::new(requests));
-        let watched = Arc::clone(&activity);
         let io = TrackedIo {
             inner: stream,
             activity: Arc::clone(&activity),
@@ -168,17 +167,20 @@ impl Connection {
                 })
             }
         };
-        let signal = Arc::new(Signal::default());
-        let watchdog = AbortOnDrop(tokio::spawn(watchdog(
-            watched,
-            limits,
-            drain,
-            Arc::clone(&signal),
-            peer,
-        )));
         async move {
-            // Both end with the connection.
-            let _held = (serving, watchdog);
+            let _serving = serving;
+            let shutdown = drain.fired();
+            let mut watch = Watch {
+                activity: &activity,
+                waker: Waker::from(Arc::clone(&activity)),
+                limits: &limits,
+                peer,
+                timer: std::pin::pin!(tokio::time::sleep(
+                    limits.header_read_timeout.min(limits.idle_timeout)
+                )),
+                shutdown: std::pin::pin!(shutdown),
+                draining: false,
+            };
             let Some(tls) = tls else {
                 let settings = http1::server::Settings {
                     max_header_size: limits.max_header_size,
@@ -189,11 +191,11 @@ impl Connection {
                     std::pin::pin!(http1::server::serve(io, settings, &stop, |request| {
                         handle(request.map(ClientBody::Http1))
                     }));
-                let Some(Some(h2c)) = drive(connection, |_| stop.ask(), &signal, peer).await else {
+                let Some(Some(h2c)) = drive(connection, |_| stop.ask(), &mut watch).await else {
                     return;
                 };
                 // Boxed, as on TLS: HTTP/2's state inline would size every plain connection.
-                Box::pin(serve_http2(h2c, &limits, &handle, &activity, &signal, peer)).await;
+                Box::pin(serve_http2(h2c, &limits, &handle, &mut watch)).await;
                 return;
             };
             let settings = http1::server::Settings {
@@ -205,32 +207,26 @@ impl Connection {
             // Boxed, and only on TLS: rustls' state and an HTTP/2 connection next to the
             // HTTP/1.1 one make this part several KiB larger than the plain path, and inline it
             // would size the task of every plain connection too.
-            let (activity, signal) = (&activity, &signal);
+            let watch = &mut watch;
             Box::pin(async move {
-                let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(io);
-                let stream = tokio::select! {
-                    biased;
-                    result = handshake => match result {
-                        Ok(stream) => stream,
-                        Err(error) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                    },
-                    // Too slow to finish the handshake, or shutting down before any request.
-                    _ = signal.next() => return,
+                let accept = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+                let handshake = std::pin::pin!(accept.map_err(HandshakeFailed));
+                // Too slow to finish the handshake, or shutting down before any request:
+                // closed.
+                let Some(stream) = drive(handshake, |_| Drain::CloseNow, watch).await else {
+                    return;
                 };
                 // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.3); everything else is
                 // HTTP/1.1, with the same builder (and the same exact head limit) as plain.
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    serve_http2(stream, &limits, &handle, activity, signal, peer).await;
+                    serve_http2(stream, &limits, &handle, watch).await;
                 } else {
                     let stop = GracefulStop::default();
                     let connection =
                         std::pin::pin!(http1::server::serve(stream, settings, &stop, |request| {
                             handle(request.map(ClientBody::Http1))
                         },));
-                    drive(connection, |_| stop.ask(), signal, peer).await;
+                    drive(connection, |_| stop.ask(), watch).await;
                 }
             })
             .await;
@@ -241,22 +237,16 @@ impl Connection {
 /// HTTP/2 on `io` (TLS that chose `h2` by ALPN, or h2c with prior knowledge), served by
 /// hyper with the listener's HTTP/2 limits and the same handler as HTTP/1.1. The send
 /// timeout applies to each stream as well as to the connection ([`super::stream_watch`]).
-async fn serve_http2<I, H, F>(
-    io: I,
-    limits: &ConnectionLimits,
-    handle: &H,
-    activity: &Activity,
-    signal: &Signal,
-    peer: SocketAddr,
-) where
+async fn serve_http2<I, H, F>(io: I, limits: &ConnectionLimits, handle: &H, watch: &mut Watch<'_>)
+where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Fn(Request<ClientBody>) -> F,
     F: Future<Output = Reply<ProxyBody<RequestInFlight>>> + Send + 'static,
 {
-    activity.multiplexed();
+    watch.activity.multiplexed();
     let executor = StreamExecutor {
         send_timeout: limits.send_timeout,
-        peer,
+        peer: watch.peer,
     };
     let mut builder = http2::Builder::new(executor);
     builder.max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
@@ -267,123 +257,129 @@ async fn serve_http2<I, H, F>(
             .map(|reply| Ok::<_, Infallible>(reply.into_response().map(Watched::new)))
     });
     let connection = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
-    drive(connection, |c| c.graceful_shutdown(), signal, peer).await;
+    drive(connection, |c| c.graceful_shutdown(), watch).await;
 }
 
-/// Runs an HTTP connection until it ends (with what it ends with), or until the watchdog
-/// closes it or asks it to drain (`drain` asks the HTTP/1.1 engine to finish its request
-/// and close, or starts hyper's graceful shutdown of HTTP/2: GOAWAY). The connection is
-/// pinned by the caller: moved in here, it would be held twice by the connection's task.
-async fn drive<C, T, E>(
+/// Runs a connection (or its TLS handshake) until it ends, with what it ends with, or
+/// until its watchdog closes it or asks it to drain: `drain` asks the HTTP/1.1 engine
+/// to finish its request and close, or starts hyper's graceful shutdown of HTTP/2
+/// (GOAWAY), or says to close at once. A connection that starts while the gateway
+/// drains is asked at once. The connection is pinned by the caller: moved in here, it
+/// would be held twice by the connection's task.
+async fn drive<C, T, E, D>(
     mut connection: Pin<&mut C>,
-    drain: impl Fn(Pin<&mut C>),
-    signal: &Signal,
-    peer: SocketAddr,
+    drain: impl Fn(Pin<&mut C>) -> D,
+    watch: &mut Watch<'_>,
 ) -> Option<T>
 where
     C: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
+    D: Into<Drain>,
 {
-    loop {
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => {
-                return match result {
+    if watch.draining && drain(connection.as_mut()).into() == Drain::CloseNow {
+        return None;
+    }
+    std::future::poll_fn(|cx| {
+        // What the timer or the shutdown wakes is this task.
+        watch.activity.task.register(cx.waker());
+        loop {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(match result {
                     Ok(ended) => Some(ended),
                     Err(error) => {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+                        tracing::debug!(peer = %watch.peer, %error, "connection ended with an error");
                         None
                     }
-                };
+                });
             }
-            command = signal.next() => match command {
-                Command::Close => return None,
-                Command::Drain => drain(connection.as_mut()),
-            },
-        }
-    }
-}
-
-/// Closes a connection that is too slow to send a request head or idle for too long,
-/// and asks it to finish its request and close when the gateway shuts down.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "a task per connection, for its life: an async fn keeps its arguments twice"
-)]
-fn watchdog(
-    activity: Arc<Activity>,
-    limits: ConnectionLimits,
-    drain: shutdown::Signal,
-    signal: Arc<Signal>,
-    peer: SocketAddr,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
-        tokio::pin!(timer);
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                () = timer.as_mut() => {}
-                // A write found the client's socket full: the send timeout starts now, which
-                // may be sooner than the timer was set for.
-                () = activity.stall_started() => {}
-                () = drain.fired(), if !draining => {
-                    draining = true;
-                    signal.send(Command::Drain);
-                    continue;
+            match watch.check() {
+                None => return Poll::Pending,
+                Some(Command::Close) => return Poll::Ready(None),
+                // Asked, the connection is polled again: it may be done at once.
+                Some(Command::Drain) => {
+                    if drain(connection.as_mut()).into() == Drain::CloseNow {
+                        return Poll::Ready(None);
+                    }
                 }
             }
-            match activity.deadline(&limits) {
-                Deadline::Expired(reason) => {
-                    tracing::debug!(%peer, reason, "closing connection");
-                    signal.send(Command::Close);
-                    return;
-                }
-                Deadline::At(at) => timer.as_mut().reset(at.into()),
-            }
         }
+    })
+    .await
+}
+
+/// What asking a connection to drain did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// It finishes what it is doing, then closes.
+    Asked,
+    /// It cannot finish anything (a TLS handshake): closed now.
+    CloseNow,
+}
+
+impl From<()> for Drain {
+    fn from((): ()) -> Self {
+        Self::Asked
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// The TLS handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake failed: {0}")]
+struct HandshakeFailed(io::Error);
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
+/// What the watchdog tells the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Command {
     /// Finish the request in flight, then close.
-    Drain = 1,
+    Drain,
     /// Close now.
-    Close = 2,
+    Close,
 }
 
-/// From the watchdog to its connection: the strongest command sent and not yet taken.
-/// Polling it is an atomic swap and a waker registration, with no lock.
-#[derive(Default)]
-struct Signal {
-    command: AtomicU8,
-    waker: AtomicWaker,
+/// A connection's watchdog: closes it when the client is too slow to send a request
+/// head or is idle for too long, or has accepted none of the gateway's bytes for
+/// `send_timeout`, and asks it to finish its request and close when the gateway shuts
+/// down. It lives in the connection's task; its timer and the shutdown are polled with
+/// [`Watch::waker`], the connection's [`Activity`] as a waker, so that what wakes them
+/// is noted there and looked at by [`Watch::check`] only then.
+struct Watch<'a> {
+    activity: &'a Arc<Activity>,
+    waker: Waker,
+    limits: &'a ConnectionLimits,
+    peer: SocketAddr,
+    timer: Pin<&'a mut tokio::time::Sleep>,
+    shutdown: Pin<&'a mut (dyn Future<Output = ()> + Send)>,
+    draining: bool,
 }
 
-impl Signal {
-    fn send(&self, command: Command) {
-        self.command.fetch_max(command as u8, Ordering::AcqRel);
-        self.waker.wake();
-    }
-
-    fn next(&self) -> impl Future<Output = Command> + '_ {
-        std::future::poll_fn(move |cx| {
-            self.waker.register(cx.waker());
-            match self.command.swap(0, Ordering::AcqRel) {
-                0 => Poll::Pending,
-                1 => Poll::Ready(Command::Drain),
-                _ => Poll::Ready(Command::Close),
+impl Watch<'_> {
+    /// What the connection is to do, if the timer, the shutdown or a stalled write has
+    /// news for it since the last look: the timer's deadline is worked out again from
+    /// the connection's activity when it fires or a write stalls.
+    fn check(&mut self) -> Option<Command> {
+        if !self.activity.news.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let mut cx = Context::from_waker(&self.waker);
+        let mut command = None;
+        if !self.draining && self.shutdown.as_mut().poll(&mut cx).is_ready() {
+            self.draining = true;
+            command = Some(Command::Drain);
+        }
+        // A write found the client's socket full: the send timeout starts now, which
+        // may be sooner than the timer was set for.
+        let mut stalled = self.activity.stall_news.swap(false, Ordering::AcqRel);
+        while stalled || self.timer.as_mut().poll(&mut cx).is_ready() {
+            stalled = false;
+            match self.activity.deadline(self.limits) {
+                Deadline::Expired(reason) => {
+                    tracing::debug!(peer = %self.peer, reason, "closing connection");
+                    return Some(Command::Close);
+                }
+                Deadline::At(at) => self.timer.as_mut().reset(at.into()),
             }
-        })
+        }
+        command
     }
 }
 
@@ -404,9 +400,13 @@ struct Activity {
     /// Milliseconds since `started` (+1, so 0 means none) of the write that found the
     /// client's socket full, while no write has gone through since.
     stalled_since: AtomicU64,
-    /// Set with `stalled_since` and taken by the watchdog, which `stall_waker` wakes.
+    /// Set with `stalled_since` and taken by the watchdog.
     stall_news: AtomicBool,
-    stall_waker: AtomicWaker,
+    /// Something the watchdog looks at has news: its timer fired, the shutdown began,
+    /// or a write stalled. Set on creation: the first look arms the timer.
+    news: AtomicBool,
+    /// The connection's task, which the watchdog's news wake.
+    task: AtomicWaker,
 }
 
 enum Deadline {
@@ -425,7 +425,8 @@ impl Activity {
             multiplexed: AtomicBool::new(false),
             stalled_since: AtomicU64::new(0),
             stall_news: AtomicBool::new(false),
-            stall_waker: AtomicWaker::new(),
+            news: AtomicBool::new(true),
+            task: AtomicWaker::new(),
         }
     }
 
@@ -436,7 +437,8 @@ impl Activity {
             self.stalled_since
                 .store(self.now_ms() + 1, Ordering::Relaxed);
             self.stall_news.store(true, Ordering::Release);
-            self.stall_waker.wake();
+            self.news.store(true, Ordering::Release);
+            self.task.wake();
         }
     }
 
@@ -446,18 +448,6 @@ impl Activity {
         if self.stalled_since.load(Ordering::Relaxed) != 0 {
             self.stalled_since.store(0, Ordering::Relaxed);
         }
-    }
-
-    /// Resolves when a stall has started since the watchdog last looked.
-    fn stall_started(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            self.stall_waker.register(cx.waker());
-            if self.stall_news.swap(false, Ordering::AcqRel) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
     }
 
     /// The connection speaks HTTP/2 from now on; the TLS handshake's bytes no longer
@@ -523,6 +513,19 @@ impl Activity {
         } else {
             Deadline::At(sooner(expires))
         }
+    }
+}
+
+/// The watchdog's waker: what its timer or the shutdown wakes is noted, then the
+/// connection's task woken to look at it ([`Watch::check`]).
+impl Wake for Activity {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.news.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
