@@ -35,12 +35,19 @@ pub use super::lines::Fields;
 use super::lines::HeaderLines;
 use super::request::{HeadError, HeadLimits, HeaderIndex};
 use super::response::{ResponseBody, ResponseHead, parse_response};
+use super::spares::{ReadBuffers, WriteBuffers};
 use super::{ChunkError, ChunkedDecoder};
 
 /// What a read asks the socket for while the buffer is empty.
 const READ_CHUNK: usize = 16 * 1024;
 /// The write buffer a request head starts in.
 const OUT_START: usize = 1024;
+
+thread_local! {
+    /// The buffers idle connections in the pools on this thread have let go of.
+    static READ_BUFFERS: ReadBuffers = const { ReadBuffers::new(READ_CHUNK) };
+    static WRITE_BUFFERS: WriteBuffers = const { WriteBuffers::new(OUT_START) };
+}
 
 /// Why a request got no response on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +167,13 @@ impl<I: Io> Connection<I> {
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         let framing = request_framing(request);
+        if self.out.capacity() == 0 {
+            self.out = WRITE_BUFFERS.with(WriteBuffers::take);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf = READ_BUFFERS.with(ReadBuffers::take);
+        }
         self.out.clear();
-        self.out.reserve(OUT_START);
         write_request_head(&mut self.out, request, framing);
         let mut upload = UploadState::new(framing);
         let body_sent = match framing {
@@ -538,10 +550,12 @@ impl<I: Io> IncomingBody<I> {
             .connection
             .take()
             .filter(|connection| connection.buf.is_empty())?;
-        // An idle connection in the pool holds no buffer; its next request makes them.
-        connection.buf = BytesMut::new();
-        connection.out = Vec::new();
-        connection.fields = Vec::new();
+        // An idle connection in the pool holds no buffer; its next request takes them
+        // ([`super::spares`]).
+        let buf = std::mem::take(&mut connection.buf);
+        READ_BUFFERS.with(|buffers| buffers.give(buf));
+        let out = std::mem::take(&mut connection.out);
+        WRITE_BUFFERS.with(|buffers| buffers.give(out));
         Some(connection)
     }
 

@@ -23,6 +23,7 @@ pub mod lines;
 pub mod request;
 pub mod response;
 pub mod server;
+mod spares;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use io::{Io, Upgraded};

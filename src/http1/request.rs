@@ -196,6 +196,8 @@ pub fn parse_request(
         Version::HTTP_10
     };
     let base = buf.as_ptr() as usize;
+    // One allocation at most: the connection's list starts empty after an idle spell.
+    headers.reserve(request.headers.len());
     for header in request.headers.iter() {
         // hyper refuses names of 64 KiB or more as too large; a head that size is over
         // any max_header_size the config accepts, but the rule is kept.

@@ -94,6 +94,8 @@ pub fn parse_response(
         StatusCode::from_u16(code).map_err(|_| HeadError::Malformed("invalid status code"))?;
     let is_http_11 = version == 1;
     let base = buf.as_ptr() as usize;
+    // One allocation at most: the connection's list starts empty after an idle spell.
+    headers.reserve(response.headers.len());
     for header in response.headers.iter() {
         if header.name.len() >= 1 << 16 {
             return Err(HeadError::TooLarge {

@@ -41,6 +41,7 @@ use super::request::{
     BodyLength, HTTP2_PREFACE, HeadError, HeadLimits, HeaderIndex, RequestHead, header_map,
     parse_request,
 };
+use super::spares::{ReadBuffers, WriteBuffers};
 use super::{ChunkError, ChunkedDecoder};
 
 /// What a connection reads at a time while it has no more to go on.
@@ -455,12 +456,14 @@ struct Connection<I> {
 }
 
 impl<I: Io> Connection<I> {
-    /// Between requests, with nothing of the next one read yet: the connection lets go
-    /// of its buffers (as nginx does with a keep-alive connection), so an idle
-    /// connection holds none; its next read borrows the thread's spare ([`read_idle`]).
+    /// Between requests, with nothing of the next one read yet: the connection gives
+    /// its buffers back to the thread ([`super::spares`]), so an idle connection holds
+    /// none; its next read takes one only when bytes arrive ([`read_idle`]).
     fn rest(&mut self) {
-        self.buf = BytesMut::new();
-        self.out = Vec::new();
+        let buf = std::mem::take(&mut self.buf);
+        READ_BUFFERS.with(|buffers| buffers.give(buf));
+        let out = std::mem::take(&mut self.out);
+        WRITE_BUFFERS.with(|buffers| buffers.give(out));
         self.fields = Vec::new();
     }
 
@@ -643,8 +646,10 @@ impl<I: Io> Connection<I> {
         let framing = framing(&head.method, parts.status, declared, &body, version);
         let closes =
             !keep_alive || framing == Framing::UntilClose || connection_close(&parts.headers);
+        if self.out.capacity() == 0 {
+            self.out = WRITE_BUFFERS.with(WriteBuffers::take);
+        }
         self.out.clear();
-        self.out.reserve(OUT_START);
         write_status_line(&mut self.out, parts.status, version);
         write_fields(&mut self.out, &lines, &added, &parts.headers, framing);
         if closes && version == Version::HTTP_11 && !parts.headers.contains_key(header::CONNECTION)
@@ -830,42 +835,19 @@ impl<I: Io> Connection<I> {
 }
 
 thread_local! {
-    /// The read buffer of the next idle connection on this thread to receive bytes.
-    static SPARE: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    /// The buffers idle connections on this thread have let go of.
+    static READ_BUFFERS: ReadBuffers = const { ReadBuffers::new(READ_CHUNK) };
+    static WRITE_BUFFERS: WriteBuffers = const { WriteBuffers::new(OUT_START) };
 }
 
-/// Reads into an empty `buf` without the connection holding a buffer while it waits:
-/// the read goes into the thread's spare buffer, which becomes the connection's once
-/// bytes arrive (a fresh spare is made on the next use). A wait that ends with nothing
-/// read costs no buffer, however many connections wait.
+/// Reads into an empty `buf` without the connection holding a buffer while it waits
+/// ([`ReadBuffers::poll_read_into`]).
 fn read_idle<'a, R: AsyncRead + Unpin>(
     read: &'a mut R,
     buf: &'a mut BytesMut,
 ) -> impl Future<Output = io::Result<usize>> + 'a {
     std::future::poll_fn(move |cx| {
-        debug_assert!(buf.is_empty());
-        SPARE.with(|spare| {
-            // Only a poll of a connection borrows it, and nothing a read polls polls a
-            // connection; were it ever taken, this read makes its own buffer.
-            let Ok(mut spare) = spare.try_borrow_mut() else {
-                buf.reserve(READ_CHUNK);
-                return tokio_util::io::poll_read_buf(
-                    Pin::new(&mut *read),
-                    cx,
-                    &mut (&mut *buf).limit(READ_CHUNK),
-                );
-            };
-            spare.reserve(READ_CHUNK);
-            let read = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut *read),
-                cx,
-                &mut (&mut *spare).limit(READ_CHUNK),
-            ))?;
-            if read > 0 {
-                *buf = std::mem::take(&mut *spare);
-            }
-            Poll::Ready(Ok(read))
-        })
+        READ_BUFFERS.with(|buffers| buffers.poll_read_into(&mut *read, &mut *buf, cx))
     })
 }
 
