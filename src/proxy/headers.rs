@@ -413,6 +413,22 @@ pub fn finish_response<B>(
     let own = response.headers_mut();
     // A proxied response's map is empty: nothing to look up, each header is appended.
     let own_is_empty = own.is_empty();
+    // Room for all the gateway may add, at once: grown line by line, the bytes would
+    // be moved on most lines.
+    let mut adding = Fields::line_len(&policy.request_id, request_id);
+    for (name, value) in security.iter() {
+        adding += Fields::line_len(name, value);
+    }
+    if let Some(hsts) = hsts {
+        adding += Fields::line_len(&header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    if no_referrer {
+        adding += Fields::line_len(
+            &header::REFERRER_POLICY,
+            &HeaderValue::from_static("no-referrer"),
+        );
+    }
+    added.reserve(adding);
     if own_is_empty || !own.contains_key(&policy.request_id) {
         added.append(&policy.request_id, request_id);
     } else {
