@@ -147,7 +147,10 @@ mod tests {
         drop(buf.split_to(18).freeze());
         buffers.give(buf);
         let again = buffers.take();
-        assert_eq!((again.as_ptr(), again.len(), again.capacity()), (start, 0, 64));
+        assert_eq!(
+            (again.as_ptr(), again.len(), again.capacity()),
+            (start, 0, 64)
+        );
         drop(head);
     }
 
