@@ -1,7 +1,8 @@
 //! Graceful shutdown of the real binary: SIGTERM while a slow request is in flight and
 //! a WebSocket is open. `/readyz` turns 503, new connections are refused, the request
 //! finishes, both WebSocket peers get a 1001 close frame, and the process exits 0 —
-//! also when the grace period ends before a request does.
+//! also when the grace period ends before a request does. Idle keep-alive connections
+//! are closed at once, and an HTTP/2 connection is ended once its requests are done.
 
 #![allow(
     clippy::unwrap_used,
@@ -93,10 +94,15 @@ struct Running {
 /// `workers` are extra `serve` arguments (`--workers 1` runs the single-threaded
 /// scheduler).
 async fn start(upstream: SocketAddr, grace: &str, workers: &[&str]) -> Running {
+    start_with(upstream, grace, "", workers).await
+}
+
+/// [`start`], with more `[server]` lines.
+async fn start_with(upstream: SocketAddr, grace: &str, server: &str, workers: &[&str]) -> Running {
     // The admin port is chosen here: the test needs to know it, and port 0 would hide it.
     let admin = closed_port();
     let config = ConfigText::new()
-        .server(&format!("shutdown_grace = \"{grace}\""))
+        .server(&format!("shutdown_grace = \"{grace}\"\n{server}"))
         .table("[admin]", &format!("listen = \"{admin}\""))
         .route_to("app", "/", upstream);
     let (dir, _) = config_dir(config.text(), &[]);
@@ -250,4 +256,83 @@ async fn when_the_grace_period_ends_first_the_request_is_cut_and_the_process_exi
         log.contains("cutting 1 request(s) and 0 WebSocket(s)"),
         "{log}"
     );
+}
+
+/// SIGTERM with an idle HTTP/1.1 keep-alive connection and an HTTP/2 (h2c) connection
+/// carrying a slow request: the idle connection is closed at once, the HTTP/2 request
+/// finishes and its connection is then ended by the gateway (GOAWAY), and the process
+/// exits 0, all within the hang guard, long before the grace period and the idle
+/// timeout (both 120 s) would have ended either connection.
+#[tokio::test]
+async fn sigterm_closes_idle_connections_and_ends_http2_connections_after_their_requests() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, seen) = spawn_slow_and_ws_upstream().await;
+    let mut running =
+        start_with(upstream, "120s", "h2c = true\nidle_timeout = \"120s\"", &[]).await;
+    let addr = running.serve.addr;
+
+    // An HTTP/1.1 connection that has had its answer and waits for the next request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /slow?ms=0 HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !answer.ends_with(b"done") {
+        let n = tokio::time::timeout(HANG_GUARD, idle.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    // That request's mark, taken: the next one is the HTTP/2 request's.
+    tokio::time::timeout(HANG_GUARD, seen.slow_started.notified())
+        .await
+        .unwrap();
+
+    // An HTTP/2 connection, a slow request in flight on it.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let http2_connection = tokio::spawn(connection);
+    // Held to the end: a client connection whose senders are all gone would end itself.
+    let _kept = sender.clone();
+    let started = seen.slow_started.notified();
+    let request = http::Request::get(format!("http://{addr}/slow?ms=1500"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(async move {
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    });
+    tokio::time::timeout(HANG_GUARD, started).await.unwrap();
+
+    running.serve.terminate();
+
+    // The idle connection is closed, not kept until the grace period ends.
+    let closed = tokio::time::timeout(HANG_GUARD, idle.read(&mut buffer))
+        .await
+        .expect("the idle connection was not closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    // The HTTP/2 request finishes; then the gateway ends its connection.
+    let (status, body) = tokio::time::timeout(HANG_GUARD, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"done"[..]));
+    tokio::time::timeout(HANG_GUARD, http2_connection)
+        .await
+        .expect("the HTTP/2 connection was not ended")
+        .unwrap()
+        .unwrap();
+    let status = running.serve.wait_for_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", running.serve.stderr.text());
 }
