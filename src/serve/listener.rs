@@ -98,11 +98,7 @@ pub async fn serve(
             tls,
             requests: Arc::clone(&requests),
         };
-        let task = connection.serve(stream, socket_slot, drain, serving);
-        if std::env::var_os("SIZES").is_some() {
-            eprintln!("SIZE task {}", std::mem::size_of_val(&task));
-        }
-        tokio::spawn(task);
+        tokio::spawn(connection.serve(stream, socket_slot, drain, serving));
     }
     drop(listener);
     serving.idle().await;
