@@ -1086,11 +1086,7 @@ async fn idle_connections_and_websockets_hold_no_read_buffers() {
         .write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
-    let mut answer = [0u8; 12];
-    within("the answer", client.read_exact(&mut answer))
-        .await
-        .unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 200");
+    assert_eq!(common::raw::read_reply(&mut client).await.status, 200);
 }
 
 /// A connection that has had one answer (read to its end) and stays open.
@@ -1100,27 +1096,7 @@ async fn answered_keep_alive(addr: SocketAddr) -> TcpStream {
         .write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let n = client.read(&mut buffer).await.unwrap();
-        assert!(n > 0, "closed after {received:?}");
-        received.extend_from_slice(&buffer[..n]);
-        let text = String::from_utf8_lossy(&received);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            let length = head
-                .lines()
-                .find_map(|line| {
-                    line.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .and_then(|length| length.trim().parse::<usize>().ok())
-                .unwrap();
-            if body.len() >= length {
-                return client;
-            }
-        }
-    }
+    let reply = common::raw::read_reply(&mut client).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    client
 }

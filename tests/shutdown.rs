@@ -277,16 +277,7 @@ async fn sigterm_closes_idle_connections_and_ends_http2_connections_after_their_
     idle.write_all(b"GET /slow?ms=0 HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 1024];
-    while !answer.ends_with(b"done") {
-        let n = tokio::time::timeout(HANG_GUARD, idle.read(&mut buffer))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buffer[..n]);
-    }
+    assert_eq!(raw::read_reply(&mut idle).await.text(), "done");
     // That request's mark, taken: the next one is the HTTP/2 request's.
     tokio::time::timeout(HANG_GUARD, seen.slow_started.notified())
         .await
@@ -318,6 +309,7 @@ async fn sigterm_closes_idle_connections_and_ends_http2_connections_after_their_
     running.serve.terminate();
 
     // The idle connection is closed, not kept until the grace period ends.
+    let mut buffer = [0u8; 64];
     let closed = tokio::time::timeout(HANG_GUARD, idle.read(&mut buffer))
         .await
         .expect("the idle connection was not closed");
