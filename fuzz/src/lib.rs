@@ -54,7 +54,7 @@ pub fn policy(trusted_proxies: Vec<IpNet>) -> HeaderPolicy {
         forwarded_prefix: Some(HeaderValue::from_static("/app")),
         forwarded_host: None,
         listen_host: HeaderValue::from_static("127.0.0.1:8080"),
-        security_headers: Arc::from(Vec::new()),
+        security_headers: Default::default(),
         hsts: None,
     }
 }
@@ -74,7 +74,7 @@ pub fn route() -> Route {
             health: None,
         }),
         extra_client_headers: Box::new([HeaderName::from_static("x-tenant")]),
-        security_headers: Arc::from(Vec::new()),
+        security_headers: Default::default(),
         metrics: Default::default(),
         unlisted_headers: Default::default(),
         max_request_body: model::Server::default().max_request_body.bytes(),

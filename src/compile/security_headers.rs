@@ -3,8 +3,6 @@
 //! Each route's list is built here once per snapshot; the request path only walks it.
 //! A route without its own setting shares the server's list.
 
-use std::sync::Arc;
-
 use http::{HeaderName, HeaderValue, header};
 
 use crate::config::diagnostic::Diagnostic;
@@ -66,7 +64,7 @@ impl SecurityHeaderCompiler {
 
     /// The list of responses that match no route (and of routes without a setting).
     pub(super) fn server(&self) -> SecurityHeaderList {
-        Arc::clone(&self.server)
+        self.server.clone()
     }
 
     /// The list of `routes[index]`, whose setting is `setting`.
@@ -146,7 +144,7 @@ fn header_list(
     extra: &[(HeaderName, HeaderValue)],
 ) -> SecurityHeaderList {
     let Some(values) = values else {
-        return Arc::from(Vec::new());
+        return SecurityHeaderList::default();
     };
     let present = |value: &Option<String>| -> Option<String> {
         value
@@ -190,7 +188,7 @@ fn header_list(
         .filter_map(|(name, value)| Some((name, HeaderValue::from_str(&value?).ok()?)))
         .collect();
     list.extend(extra.iter().cloned());
-    Arc::from(list)
+    SecurityHeaderList::from(list)
 }
 
 #[cfg(test)]

@@ -415,10 +415,7 @@ pub fn finish_response<B>(
     let own_is_empty = own.is_empty();
     // Room for all the gateway may add, at once: grown line by line, the bytes would
     // be moved on most lines.
-    let mut adding = Fields::line_len(&policy.request_id, request_id);
-    for (name, value) in security.iter() {
-        adding += Fields::line_len(name, value);
-    }
+    let mut adding = Fields::line_len(&policy.request_id, request_id) + security.line_bytes();
     if let Some(hsts) = hsts {
         adding += Fields::line_len(&header::STRICT_TRANSPORT_SECURITY, hsts);
     }

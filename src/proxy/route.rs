@@ -13,6 +13,7 @@ use super::limits::WebSocketCap;
 use super::pool::{PoolCounts, UpstreamPool};
 use crate::auth::RouteAuth;
 use crate::config::model;
+use crate::http1::Fields;
 use crate::metrics::RouteSlot;
 use crate::rate_limit::ClientRateLimit;
 
@@ -48,7 +49,41 @@ pub struct Route {
 }
 
 /// Security response headers, precomputed; routes without their own share the server's.
-pub type SecurityHeaderList = Arc<[(HeaderName, HeaderValue)]>;
+/// Also holds the bytes they take as header lines, so that a response makes room for
+/// them at once without counting them per request.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityHeaderList {
+    headers: Arc<[(HeaderName, HeaderValue)]>,
+    line_bytes: usize,
+}
+
+impl SecurityHeaderList {
+    /// The bytes the headers take written as lines (`name: value\r\n`).
+    pub fn line_bytes(&self) -> usize {
+        self.line_bytes
+    }
+}
+
+impl From<Vec<(HeaderName, HeaderValue)>> for SecurityHeaderList {
+    fn from(headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        let line_bytes = headers
+            .iter()
+            .map(|(name, value)| Fields::line_len(name, value))
+            .sum();
+        Self {
+            headers: headers.into(),
+            line_bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for SecurityHeaderList {
+    type Target = [(HeaderName, HeaderValue)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.headers
+    }
+}
 
 #[derive(Debug)]
 pub struct Upstream {
